@@ -1,0 +1,181 @@
+"""Through Kafka: events/s from publish to consumed-and-committed with ecpds's publisher and
+consumer runner, beside kcat producing and consuming the same number of same-sized messages on
+the same broker in the same run. Target: at least 20,000 events/s; the ratio to kcat is reported.
+
+    .venv/bin/python bench/kafka.py [COUNT]     (default 100000)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+
+import uvloop
+from _infra import emit, service, settings
+
+from bus import codec
+from bus.consumer import ConsumerRunner, Received
+from bus.events import envelope
+from bus.events.movers import MoverHeartbeat
+from bus.publisher import Publisher
+from bus.topics import TopicSpec, apply_topics
+
+
+def event(n: int) -> MoverHeartbeat:
+    return MoverHeartbeat(
+        envelope=envelope("bench", f"mover-{n % 64}"),
+        mover_id=f"mover-{n % 64}",
+        transfer_group="default",
+        capacity=16,
+        running=n % 16,
+        started_at=datetime(2026, 1, 1, tzinfo=UTC),
+        running_transfers=(f"t-{n}",),
+    )
+
+
+async def ours(bootstrap: str, count: int) -> dict[str, float]:
+    spec = TopicSpec(
+        f"bench.{uuid.uuid4().hex[:8]}", "mover", 4, "delete", 3_600_000, ("ecpds.movers",), "bench"
+    )
+    await apply_topics(bootstrap, [spec])
+    events = [event(n) for n in range(count)]
+    publisher = Publisher(bootstrap, client_id="bench", linger_ms=5)
+    await publisher.start()
+    done = asyncio.Event()
+    handled = 0
+
+    async def handle(received: Received) -> None:
+        nonlocal handled
+        handled += 1
+        if handled >= count:
+            done.set()
+
+    runner = ConsumerRunner(
+        bootstrap,
+        [spec.name],
+        f"bench-{spec.name}",
+        handle,
+        publisher,
+        specs=[spec],
+        max_records=2000,
+    )
+    consuming = asyncio.create_task(runner.run())
+    await asyncio.sleep(3.0)  # let the consumer join its group before the clock starts
+    start = time.perf_counter()
+    published_at = start
+    for first in range(0, count, 5000):
+        batch = events[first : first + 5000]
+        await publisher.publish_many((spec.name, e.mover_id, e) for e in batch)
+    published_at = time.perf_counter()
+    await asyncio.wait_for(done.wait(), 300)
+    end = time.perf_counter()
+    runner.stop()
+    await consuming
+    await publisher.stop()
+    return {
+        "events_per_s": count / (end - start),
+        "publish_per_s": count / (published_at - start),
+        "seconds": end - start,
+    }
+
+
+def kcat(bootstrap: str, count: int, size: int) -> dict[str, float]:
+    binary = shutil.which("kcat") or shutil.which("kafkacat")
+    if binary is None:
+        return {"error": "kcat not installed"}  # type: ignore[dict-item]
+    topic = f"bench.kcat.{uuid.uuid4().hex[:8]}"
+    # same-sized printable payloads (kcat reads one message per line)
+    line = base64.b64encode(os.urandom(size))[:size]
+    with tempfile.NamedTemporaryFile("wb", delete=False) as f:
+        f.write((line + b"\n") * count)
+        path = f.name
+    try:
+        subprocess.run(
+            [binary, "-b", bootstrap, "-t", topic, "-C", "-e", "-q", "-o", "end"],
+            capture_output=True,
+            check=False,
+            timeout=30,
+        )
+        start = time.perf_counter()
+        subprocess.run(
+            [
+                binary,
+                "-P",
+                "-b",
+                bootstrap,
+                "-t",
+                topic,
+                "-X",
+                "acks=all",
+                "-X",
+                "enable.idempotence=true",
+                "-l",
+                path,
+            ],
+            check=True,
+            timeout=600,
+        )
+        produced = time.perf_counter()
+        subprocess.run(
+            [
+                binary,
+                "-C",
+                "-b",
+                bootstrap,
+                "-t",
+                topic,
+                "-o",
+                "beginning",
+                "-e",
+                "-q",
+                "-c",
+                str(count),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            timeout=600,
+        )
+        end = time.perf_counter()
+    finally:
+        os.unlink(path)
+    return {
+        "events_per_s": count / (end - start),
+        "produce_per_s": count / (produced - start),
+        "consume_per_s": count / (end - produced),
+        "seconds": end - start,
+    }
+
+
+def main() -> None:
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
+    s = settings()
+    service(s, "kafka/kafka.sh")
+    size = len(codec.encode(event(0)))
+    mine = uvloop.run(ours(s.kafka_bootstrap, count))
+    base = kcat(s.kafka_bootstrap, count, size)
+    emit(
+        {
+            "benchmark": "kafka publish->consume (end to end, committed)",
+            "events": count,
+            "message_bytes": size,
+            "ecpds": mine,
+            "kcat": base,
+            "ratio_to_kcat": (mine["events_per_s"] / base["events_per_s"])
+            if "events_per_s" in base
+            else None,
+            "target_events_per_s": 20_000,
+            "meets_target": mine["events_per_s"] >= 20_000,
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()

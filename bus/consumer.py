@@ -1,0 +1,255 @@
+"""The consumer runner: consume -> decode -> handle -> commit, and never drop a message.
+
+Offset rule (the one thing this module exists to keep): an offset is committed only after the
+message it covers has ended in one of two durable ways —
+
+* the handler returned, which means its effects are durable (it awaited its publishes and
+  database commits before returning); or
+* the message was written to ``ecpds.deadletter`` and the broker acknowledged it, because it
+  could not be decoded, its type is not allowed on its topic, or the handler failed permanently.
+
+A retriable failure (an ``EcpdsError`` with ``retriable`` set, or a broker/network error) is
+neither: the partition is rewound to the failing message and tried again after an exponential
+backoff, while the consumer keeps polling so the group does not evict it. A crash at any point
+therefore redelivers, never loses; handlers are written to be idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import traceback
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
+
+from bus import codec
+from bus.deadletter import dead_letter_event
+from bus.errors import DecodeError, EcpdsError, UnknownSchema
+from bus.events.deadletter import DeadLetterReason
+from bus.logging import bind_event, clear_event, get_logger
+from bus.publisher import Publisher
+from bus.topics import DEADLETTER, TopicSpec, spec_for
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Received:
+    """A decoded event and where it came from."""
+
+    event: Any
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    timestamp_ms: int
+
+
+Handler = Callable[[Received], Awaitable[None]]
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff for retriable failures, capped."""
+
+    initial: float = 0.2
+    maximum: float = 30.0
+    attempts: dict[TopicPartition, int] = field(default_factory=dict)
+
+    def delay(self, tp: TopicPartition) -> float:
+        n = self.attempts.get(tp, 0)
+        self.attempts[tp] = n + 1
+        return float(min(self.maximum, self.initial * (2**n)))
+
+    def reset(self, tp: TopicPartition) -> None:
+        self.attempts.pop(tp, None)
+
+
+def is_retriable(error: BaseException) -> bool:
+    """Retry policy reads the flag, never the message."""
+    if isinstance(error, EcpdsError):
+        return error.retriable
+    if isinstance(error, KafkaError):
+        return bool(getattr(error, "retriable", True))
+    return isinstance(error, (ConnectionError, TimeoutError, asyncio.TimeoutError))
+
+
+class ConsumerRunner:
+    """Runs ``handler`` over every event of ``topics`` in consumer group ``group_id``."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topics: Sequence[str],
+        group_id: str,
+        handler: Handler,
+        publisher: Publisher,
+        *,
+        source: str = "ecpds",
+        auto_offset_reset: str = "earliest",
+        max_records: int = 500,
+        backoff: Backoff | None = None,
+        specs: Sequence[TopicSpec] | None = None,
+    ) -> None:
+        self._topics = list(topics)
+        self._group_id = group_id
+        self._specs = specs
+        self._handler = handler
+        self._publisher = publisher
+        self._source = source
+        self._max_records = max_records
+        self._backoff = backoff or Backoff()
+        self._stopping = asyncio.Event()
+        self._consumer = AIOKafkaConsumer(
+            *self._topics,
+            bootstrap_servers=bootstrap,
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset=auto_offset_reset,
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=1_000,
+            max_poll_interval_ms=300_000,
+            isolation_level="read_committed",
+        )
+        self.handled = 0
+        self.dead_lettered = 0
+
+    def stop(self) -> None:
+        """Ask the loop to finish the message in hand, commit and leave the group."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Consume until ``stop`` is called."""
+        await self._consumer.start()
+        try:
+            while not self._stopping.is_set():
+                batches = await self._consumer.getmany(
+                    timeout_ms=200, max_records=self._max_records
+                )
+                for tp, records in batches.items():
+                    await self._process(tp, records)
+        finally:
+            await self._consumer.stop()
+
+    async def _process(self, tp: TopicPartition, records: list[ConsumerRecord[Any, Any]]) -> None:
+        done: int | None = None
+        for record in records:
+            outcome = await self._one(record)
+            if outcome == "retry":
+                # rewind so the next poll brings this message back; keep polling meanwhile
+                self._consumer.seek(tp, record.offset)
+                await self._commit(tp, done)
+                await self._sleep(self._backoff.delay(tp))
+                return
+            self._backoff.reset(tp)
+            done = record.offset
+            if self._stopping.is_set():
+                break
+        await self._commit(tp, done)
+
+    async def _commit(self, tp: TopicPartition, offset: int | None) -> None:
+        if offset is not None:
+            await self._consumer.commit({tp: offset + 1})
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+
+    async def _one(self, record: ConsumerRecord[Any, Any]) -> str:
+        header_type = _header(record, codec.EVENT_TYPE_HEADER)
+        try:
+            event = codec.decode_with_type(record.value, header_type)
+        except DecodeError as error:
+            reason = (
+                DeadLetterReason.UNKNOWN_SCHEMA
+                if isinstance(error, UnknownSchema)
+                else DeadLetterReason.UNDECODABLE
+            )
+            await self._dead_letter(record, reason, str(error), header_type, error)
+            return "dead"
+        name = codec.event_type(event)
+        spec = spec_for(record.topic, self._specs)
+        if spec is not None and not spec.allows(name):
+            message = f"{name} is not allowed on {record.topic}"
+            await self._dead_letter(record, DeadLetterReason.TYPE_NOT_ALLOWED, message, name)
+            return "dead"
+        envelope = getattr(event, "envelope", None)
+        if envelope is not None:
+            bind_event(envelope.event_id, envelope.correlation_id, topic=record.topic)
+        try:
+            await self._handler(
+                Received(
+                    event,
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    record.key,
+                    record.timestamp,
+                )
+            )
+        except Exception as error:
+            if is_retriable(error):
+                log.warning(
+                    "retriable failure, will retry",
+                    error=str(error),
+                    offset=record.offset,
+                    partition=record.partition,
+                )
+                return "retry"
+            log.error(
+                "permanent failure, dead-lettered",
+                error=str(error),
+                trace=traceback.format_exc(limit=3),
+            )
+            await self._dead_letter(
+                record, DeadLetterReason.PERMANENT_FAILURE, f"handler failed: {error}", name, error
+            )
+            return "dead"
+        finally:
+            clear_event()
+        self.handled += 1
+        return "done"
+
+    async def _dead_letter(
+        self,
+        record: ConsumerRecord[Any, Any],
+        reason: DeadLetterReason,
+        message: str,
+        event_type: str | None,
+        error: BaseException | None = None,
+    ) -> None:
+        event = dead_letter_event(
+            source=self._source,
+            reason=reason,
+            message=message,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value or b"",
+            headers=list(record.headers or ()),
+            timestamp_ms=record.timestamp,
+            event_type=event_type,
+            error_class=type(error).__name__ if error is not None else None,
+            consumer_group=self._group_id,
+        )
+        await self._publisher.publish(DEADLETTER, f"{record.topic}/{record.partition}", event)
+        self.dead_lettered += 1
+        log.warning(
+            "dead-lettered",
+            reason=reason,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+        )
+
+
+def _header(record: ConsumerRecord[Any, Any], name: str) -> str | None:
+    for key, value in record.headers or ():
+        if key == name:
+            return value.decode("utf-8", "replace") if value else None
+    return None

@@ -1,0 +1,138 @@
+"""Settings, read once from the environment into one frozen object.
+
+Every component gets its settings from ``Settings.from_env()``; nothing else reads
+``os.environ``. Defaults are the embedded single-machine set-up that ``make up`` runs
+(everything on 127.0.0.1, data under ``var/``). A bad value is refused with a
+``ConfigurationError`` naming the variable and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from bus.errors import ConfigurationError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+MqttBroker = Literal["embedded", "mosquitto", "external"]
+LogFormat = Literal["console", "json"]
+
+
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(name, f"must be a port number, got {raw!r}") from None
+    if not 1 <= value <= 65535:
+        raise ConfigurationError(name, f"must be between 1 and 65535, got {value}")
+    return value
+
+
+def _positive(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(name, f"must be a whole number, got {raw!r}") from None
+    if value < 1:
+        raise ConfigurationError(name, f"must be at least 1, got {value}")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = env.get(name) or default
+    if value not in allowed:
+        raise ConfigurationError(name, f"must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the services are and how this process behaves."""
+
+    var_dir: Path = ROOT / "var"
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_port: int = 9092
+    pg_port: int = 5433
+    pg_dsn: str = "postgresql://ecpds@127.0.0.1:5433/ecpds"
+    mqtt_broker: MqttBroker = "embedded"
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = 1883
+    monitor_port: int = 8080
+    topic_partitions: int = 4
+    store_root: Path = ROOT / "var" / "store"
+    key_file: Path = ROOT / "var" / "secrets" / "ecpds.key"
+    log_format: LogFormat = "console"
+    log_level: str = "INFO"
+    instance: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read the ``ECPDS_*`` variables; unknown values are refused by name."""
+        env = os.environ if env is None else env
+        var_dir = Path(env.get("ECPDS_VAR") or ROOT / "var")
+        if not var_dir.is_absolute():
+            var_dir = ROOT / var_dir
+        kafka_port = _port(env, "ECPDS_KAFKA_PORT", 9092)
+        pg_port = _port(env, "ECPDS_PG_PORT", 5433)
+        bootstrap = env.get("ECPDS_KAFKA_BOOTSTRAP") or f"127.0.0.1:{kafka_port}"
+        for server in bootstrap.split(","):
+            host, _, port = server.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ConfigurationError(
+                    "ECPDS_KAFKA_BOOTSTRAP", f"expected host:port[,host:port], got {bootstrap!r}"
+                )
+        dsn = env.get("ECPDS_PG_DSN") or f"postgresql://ecpds@127.0.0.1:{pg_port}/ecpds"
+        if not dsn.startswith(("postgresql://", "postgres://")):
+            raise ConfigurationError("ECPDS_PG_DSN", "must be a postgresql:// URL")
+        store_root = Path(env.get("ECPDS_STORE_ROOT") or var_dir / "store")
+        key_file = Path(env.get("ECPDS_KEY_FILE") or var_dir / "secrets" / "ecpds.key")
+        level = (env.get("ECPDS_LOG_LEVEL") or "INFO").upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ConfigurationError(
+                "ECPDS_LOG_LEVEL", f"must be DEBUG, INFO, WARNING or ERROR, got {level!r}"
+            )
+        settings = cls(
+            var_dir=var_dir,
+            kafka_bootstrap=bootstrap,
+            kafka_port=kafka_port,
+            pg_port=pg_port,
+            pg_dsn=dsn,
+            mqtt_broker=_choice(
+                env, "ECPDS_MQTT_BROKER", "embedded", ("embedded", "mosquitto", "external")
+            ),  # type: ignore[arg-type]
+            mqtt_host=env.get("ECPDS_MQTT_HOST") or "127.0.0.1",
+            mqtt_port=_port(env, "ECPDS_MQTT_PORT", 1883),
+            monitor_port=_port(env, "ECPDS_MONITOR_PORT", 8080),
+            topic_partitions=_positive(env, "ECPDS_TOPIC_PARTITIONS", 4),
+            store_root=store_root,
+            key_file=key_file,
+            log_format=_choice(env, "ECPDS_LOG_FORMAT", "console", ("console", "json")),  # type: ignore[arg-type]
+            log_level=level,
+        )
+        if env.get("ECPDS_INSTANCE"):
+            settings = cls(**{**settings.__dict__, "instance": env["ECPDS_INSTANCE"]})
+        return settings
+
+    @property
+    def log_dir(self) -> Path:
+        return self.var_dir / "log"
+
+    def infra_env(self) -> dict[str, str]:
+        """The variables the infra scripts read, matching these settings."""
+        return {
+            "ECPDS_VAR": str(self.var_dir),
+            "ECPDS_KAFKA_PORT": str(self.kafka_port),
+            "ECPDS_PG_PORT": str(self.pg_port),
+            "ECPDS_MQTT_PORT": str(self.mqtt_port),
+        }

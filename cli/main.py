@@ -1,0 +1,126 @@
+"""The ``ecpds`` command: operator verbs and ``ecpds up``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bus import health
+from bus.errors import EcpdsError
+from bus.logging import configure
+from bus.settings import Settings
+from bus.topics import DEFAULT_TRANSFER_GROUP, apply_topics, catalogue, orders_topic
+from cli import events as events_cli
+from cli import supervisor
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+topics_app = typer.Typer(no_args_is_help=True, help="Kafka topics ecpds declares.")
+events_app = typer.Typer(no_args_is_help=True, help="Read the event log.")
+app.add_typer(topics_app, name="topics")
+app.add_typer(events_app, name="events")
+console = Console()
+
+
+def settings() -> Settings:
+    try:
+        s = Settings.from_env()
+    except EcpdsError as error:
+        console.print(f"[red]invalid configuration:[/red] {error}")
+        raise typer.Exit(2) from error
+    configure(s)
+    return s
+
+
+@app.command()
+def up(
+    only: Annotated[list[str] | None, typer.Option(help="run only these components")] = None,
+    keep_infra: Annotated[
+        bool, typer.Option(help="leave Kafka/PostgreSQL running on exit")
+    ] = False,
+) -> None:
+    """Start Kafka, PostgreSQL, MQTT and every ecpds component; Ctrl-C stops all."""
+    s = settings()
+    try:
+        asyncio.run(supervisor.up(s, only, keep_infra))
+    except EcpdsError as error:
+        console.print(f"[red]ecpds up failed:[/red] {error}")
+        raise typer.Exit(1) from error
+
+
+@app.command()
+def status() -> None:
+    """Show whether Kafka, PostgreSQL and the MQTT broker are healthy."""
+    s = settings()
+    checks = asyncio.run(health.check_all(s))
+    table = Table("service", "state", "detail")
+    for check in checks:
+        state = "[green]healthy[/green]" if check.healthy else "[red]down[/red]"
+        table.add_row(check.service, state, check.detail)
+    console.print(table)
+    if not all(c.healthy for c in checks):
+        raise typer.Exit(1)
+
+
+@topics_app.command("apply")
+def topics_apply() -> None:
+    """Create or align every declared topic (idempotent)."""
+    s = settings()
+    specs = [
+        *catalogue(s.topic_partitions),
+        orders_topic(DEFAULT_TRANSFER_GROUP, s.topic_partitions),
+    ]
+    for change in asyncio.run(apply_topics(s.kafka_bootstrap, specs)):
+        console.print(f"{change.topic:28} {change.action:10} {change.detail}")
+
+
+@topics_app.command("list")
+def topics_list() -> None:
+    """List the declared topics with their key, layout and allowed events."""
+    s = settings()
+    table = Table("topic", "key", "partitions", "cleanup", "carries")
+    for spec in [*catalogue(s.topic_partitions), orders_topic("<group>", s.topic_partitions)]:
+        cleanup = (
+            spec.cleanup
+            if spec.cleanup == "compact"
+            else f"delete after {spec.retention_ms // 86_400_000} d"
+        )
+        table.add_row(spec.name, spec.key, str(spec.partitions), cleanup, spec.description)
+    console.print(table)
+
+
+@events_app.command("tail")
+def events_tail(
+    topic: Annotated[
+        list[str] | None, typer.Option("--topic", "-t", help="topic(s) to read")
+    ] = None,
+    from_beginning: Annotated[
+        bool, typer.Option("--from-beginning", help="start at offset 0")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json/--text", help="one JSON object per line")] = True,
+    limit: Annotated[int | None, typer.Option(help="stop after this many events")] = None,
+    idle_exit: Annotated[
+        float | None, typer.Option(help="stop after this many quiet seconds")
+    ] = None,
+) -> None:
+    """Decode and print events as they arrive."""
+    s = settings()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(
+            events_cli.tail(
+                s,
+                topic or (),
+                from_beginning=from_beginning,
+                as_json=as_json,
+                limit=limit,
+                idle_exit=idle_exit,
+            )
+        )
+
+
+if __name__ == "__main__":
+    app()

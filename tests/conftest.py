@@ -1,0 +1,86 @@
+"""Suite-wide fixtures: the real services every integration test uses.
+
+Kafka and PostgreSQL are started through the same infra scripts ``make up`` uses, under
+``var/test`` on their own ports (see the Makefile's TEST_ENV), once per session; if they were
+already running they are left running, otherwise they are stopped at the end. The MQTT
+broker is the embedded amqtt one on a free port. Nothing here is a mock.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from bus.settings import ROOT, Settings
+
+os.environ.setdefault("ECPDS_VAR", "var/test")
+os.environ.setdefault("ECPDS_KAFKA_PORT", "29092")
+os.environ.setdefault("ECPDS_PG_PORT", "25433")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _script(settings: Settings, script: str, action: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(ROOT / "infra" / script), action],
+        env={**os.environ, **settings.infra_env()},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return Settings.from_env()
+
+
+def _service(settings: Settings, script: str) -> Iterator[None]:
+    was_running = _script(settings, script, "status").returncode == 0
+    started = _script(settings, script, "start")
+    if started.returncode != 0:
+        pytest.fail(f"{script} start failed: {started.stderr or started.stdout}")
+    yield
+    if not was_running:
+        _script(settings, script, "stop")
+
+
+@pytest.fixture(scope="session")
+def kafka(settings: Settings) -> Iterator[str]:
+    """A running single-node Kafka; yields its bootstrap address."""
+    for _ in _service(settings, "kafka/kafka.sh"):
+        yield settings.kafka_bootstrap
+
+
+@pytest.fixture(scope="session")
+def postgres(settings: Settings) -> Iterator[str]:
+    """A running private PostgreSQL; yields its DSN."""
+    for _ in _service(settings, "pg/pg.sh"):
+        yield settings.pg_dsn
+
+
+@pytest.fixture(scope="session")
+async def mqtt_port() -> AsyncIterator[int]:
+    """The embedded amqtt broker on a free port for the whole session."""
+    from bus.mqtt import embedded_broker
+
+    port = free_port()
+    async with embedded_broker("127.0.0.1", port):
+        yield port
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique suffix for topic, group and bucket names."""
+    return uuid.uuid4().hex[:10]
