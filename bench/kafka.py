@@ -92,6 +92,9 @@ def kcat(bootstrap: str, count: int, size: int) -> dict[str, float]:
     if binary is None:
         return {"error": "kcat not installed"}  # type: ignore[dict-item]
     topic = f"bench.kcat.{uuid.uuid4().hex[:8]}"
+    spec = TopicSpec(topic, "none", 4, "delete", 3_600_000, ("ecpds.movers",), "bench")
+    # same layout as ours; topics are never auto-created
+    uvloop.run(apply_topics(bootstrap, [spec]))
     # same-sized printable payloads (kcat reads one message per line)
     line = base64.b64encode(os.urandom(size))[:size]
     with tempfile.NamedTemporaryFile("wb", delete=False) as f:

@@ -16,10 +16,13 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, OutOfOrderSequenceNumber, UnknownProducerId
+from aiokafka.partitioner import murmur2
 
 from bus import codec
 from bus.errors import PermanentError, TransientError
 from bus.topics import TopicSpec, spec_for
+
+Message = tuple[bytes, bytes, list[tuple[str, bytes]]]  # key, value, headers
 
 
 @dataclass(frozen=True)
@@ -110,20 +113,56 @@ class Publisher:
         return Published(meta.topic, meta.partition, meta.offset)
 
     async def publish_many(self, items: Iterable[tuple[str, str, Any]]) -> Sequence[Published]:
-        """Send several events at once (batched by the producer); all acknowledged on return."""
-        futures = []
+        """Send several events at once; all are acknowledged when this returns.
+
+        Events are grouped into one batch per partition (partition chosen by the same murmur2
+        key hash Kafka's own clients use, so keys land where any producer would put them):
+        this skips the per-message bookkeeping of ``send`` and is several times faster.
+        """
+        groups: dict[tuple[str, int], list[Message]] = {}
+        counts: dict[str, int] = {}
+        order: list[tuple[str, int, int]] = []
         for topic, key, event in items:
             self._check(topic, event)
-            futures.append(
-                await self._producer.send(
-                    topic, codec.encode(event), key=key.encode(), headers=codec.headers(event)
-                )
-            )
+            if topic not in counts:
+                counts[topic] = len(await self._producer.partitions_for(topic))
+            raw_key = key.encode()
+            partition = (murmur2(raw_key) & 0x7FFFFFFF) % counts[topic]  # Kafka's default
+            group = groups.setdefault((topic, partition), [])
+            order.append((topic, partition, len(group)))
+            group.append((raw_key, codec.encode(event), codec.headers(event)))
+        offsets: dict[tuple[str, int], list[int]] = {}
         try:
-            metas = await asyncio.gather(*futures)
+            for (topic, partition), messages in groups.items():
+                offsets[(topic, partition)] = await self._send_group(topic, partition, messages)
         except KafkaError as error:
             raise await self._renew(error) from error
-        return [Published(m.topic, m.partition, m.offset) for m in metas]
+        return [Published(t, p, offsets[(t, p)][i]) for t, p, i in order]
+
+    async def _send_group(
+        self,
+        topic: str,
+        partition: int,
+        messages: list[tuple[bytes, bytes, list[tuple[str, bytes]]]],
+    ) -> list[int]:
+        """Send messages to one partition in as few batches as fit; their offsets, in order."""
+        sent: list[tuple[asyncio.Future[Any], int]] = []
+        batch, count = self._producer.create_batch(), 0
+        for key, value, headers in messages:
+            if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
+                sent.append(
+                    (await self._producer.send_batch(batch, topic, partition=partition), count)
+                )
+                batch, count = self._producer.create_batch(), 0
+                if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
+                    raise PermanentError(f"a {len(value)}-byte event does not fit in one batch")
+            count += 1
+        sent.append((await self._producer.send_batch(batch, topic, partition=partition), count))
+        offsets: list[int] = []
+        for future, size in sent:
+            meta = await future
+            offsets.extend(range(meta.offset, meta.offset + size))
+        return offsets
 
     async def publish_raw(
         self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]

@@ -9,6 +9,7 @@ configuration of what exists; running it twice changes nothing.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
@@ -66,6 +67,7 @@ DEADLETTER = "ecpds.deadletter"
 DEFAULT_TRANSFER_GROUP = "default"
 
 
+@functools.cache
 def catalogue(partitions: int = 4, retention_days: int = 14) -> tuple[TopicSpec, ...]:
     """The fixed topics (orders topics are per transfer group: see ``orders_topic``)."""
     keep = retention_days * DAY_MS
@@ -160,7 +162,17 @@ def orders_topic(transfer_group: str, partitions: int = 4, retention_days: int =
 
 def spec_for(topic: str, specs: Iterable[TopicSpec] | None = None) -> TopicSpec | None:
     """The declaration of ``topic`` (orders topics are recognised by prefix)."""
-    for spec in specs if specs is not None else catalogue():
+    if specs is None:
+        return _declared(topic)
+    for spec in specs:
+        if spec.name == topic:
+            return spec
+    return _declared(topic)
+
+
+@functools.lru_cache(maxsize=1024)
+def _declared(topic: str) -> TopicSpec | None:
+    for spec in catalogue():
         if spec.name == topic:
             return spec
     if topic.startswith(ORDERS_PREFIX):
