@@ -17,12 +17,17 @@ from bus.settings import Settings
 from bus.topics import DEFAULT_TRANSFER_GROUP, apply_topics, catalogue, orders_topic
 from cli import events as events_cli
 from cli import supervisor
+from cli.config import config_app, destination_app, host_app, user_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 topics_app = typer.Typer(no_args_is_help=True, help="Kafka topics ecpds declares.")
 events_app = typer.Typer(no_args_is_help=True, help="Read the event log.")
 app.add_typer(topics_app, name="topics")
 app.add_typer(events_app, name="events")
+app.add_typer(destination_app, name="destination")
+app.add_typer(host_app, name="host")
+app.add_typer(user_app, name="user")
+app.add_typer(config_app, name="config")
 console = Console()
 
 

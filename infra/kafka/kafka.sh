@@ -51,10 +51,19 @@ log4j.logger.kafka.server.BrokerServer=INFO
 PROPS
 }
 
+# a broker of this data dir whose pid file went missing (killed wrapper, cleaned var/) is adopted
+adopt() {
+  local pid
+  pid=$(pgrep -f "kafka.Kafka $DATA/server.properties" | head -n 1 || true)
+  [ -n "$pid" ] && echo "$pid" >"$PID"
+  return 0
+}
+
 java_run() { java -Xmx"$ECPDS_KAFKA_HEAP" -Xms256m -XX:+UseG1GC -Djava.awt.headless=true \
   -Dlog4j.configuration="file:$DATA/log4j.properties" -cp "$KAFKA_LIBS/*" "$@"; }
 
 start() {
+  pid_alive "$PID" || adopt
   if pid_alive "$PID"; then echo "kafka: already running (pid $(cat "$PID")) on 127.0.0.1:$ECPDS_KAFKA_PORT"; return 0; fi
   port_in_use "$ECPDS_KAFKA_PORT" && die "port $ECPDS_KAFKA_PORT is in use by another program: stop it or set ECPDS_KAFKA_PORT"
   port_in_use "$ECPDS_KAFKA_CONTROLLER_PORT" && die "port $ECPDS_KAFKA_CONTROLLER_PORT is in use: set ECPDS_KAFKA_CONTROLLER_PORT"
@@ -75,6 +84,7 @@ start() {
 }
 
 stop() {
+  pid_alive "$PID" || adopt
   if ! pid_alive "$PID"; then rm -f "$PID"; echo "kafka: not running"; return 0; fi
   local pid i
   pid=$(cat "$PID")
@@ -86,6 +96,7 @@ stop() {
 }
 
 status() {
+  pid_alive "$PID" || adopt
   if pid_alive "$PID" && port_in_use "$ECPDS_KAFKA_PORT"; then echo "kafka: running on 127.0.0.1:$ECPDS_KAFKA_PORT"; else echo "kafka: down"; return 1; fi
 }
 

@@ -1,0 +1,388 @@
+"""Configuration as code: a YAML document <-> configuration entities.
+
+The document has one list per kind: ``transfer_groups``, ``hosts``, ``destinations``,
+``associations``, ``users``, ``policies``; each item is an entity's fields by name. Friendlier
+forms are accepted: durations for ``*_ms`` fields under their short name (``retry_frequency:
+30s``), sizes (``max_file_size: 10MB``), enum values in any case, windows as ``"06:00-18:00"``,
+an alias as a bare destination name. Secrets: a host's ``password:`` and a user's
+``password:`` are clear in the FILE only — they are held as ``ClearSecret`` and encrypted or
+hashed before any event carries them (``bus.config.apply``). ``export`` writes only fields that
+differ from their defaults, never a clear secret (host credentials appear as ``encrypted:
+<key_id>``), and loading what it wrote gives back the same entities.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from types import MappingProxyType, NoneType, UnionType
+from typing import Any
+
+import yaml
+
+from bus.config import Entity, identity, kind_of
+from bus.config.durations import format_duration, format_size, parse_duration, parse_size
+from bus.config.secrets import ClearSecret
+from bus.config.validate import validate
+from bus.config.view import ConfigView
+from bus.errors import ConfigurationError
+from bus.events.config import (
+    Alias,
+    Association,
+    DataUser,
+    Destination,
+    Host,
+    Policy,
+    TimeWindow,
+    TransferGroup,
+)
+
+SECTIONS: Mapping[str, tuple[str, type[Any]]] = MappingProxyType(
+    {
+        "transfer_groups": ("transfer_group", TransferGroup),
+        "hosts": ("host", Host),
+        "destinations": ("destination", Destination),
+        "associations": ("association", Association),
+        "users": ("data_user", DataUser),
+        "policies": ("policy", Policy),
+    }
+)
+SIZE_FIELDS = frozenset({"max_file_size"})
+_WINDOW = re.compile(r"(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})")
+_WEEKDAYS = {"mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6, "sun": 7}
+_TRUE = {"yes", "true", "on", "1"}
+_FALSE = {"no", "false", "off", "0"}
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """A loaded YAML document: entities (host credentials and user hashes not yet resolved)
+    and the secrets given in clear, by host id and by login."""
+
+    entities: tuple[Entity, ...]
+    host_passwords: Mapping[str, ClearSecret]
+    kept_credentials: frozenset[str]  # hosts written as "credentials: {encrypted: ...}"
+    user_passwords: Mapping[str, ClearSecret]
+
+
+def load(text: str) -> Document:
+    """The entities of a YAML document, each validated on its own."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigurationError("document", f"not valid YAML: {error}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigurationError("document", "must be a mapping of sections")
+    unknown = set(data) - set(SECTIONS)
+    if unknown:
+        known = ", ".join(SECTIONS)
+        raise ConfigurationError(f"document.{sorted(unknown)[0]}", f"unknown section ({known})")
+    entities: list[Entity] = []
+    host_passwords: dict[str, ClearSecret] = {}
+    kept: set[str] = set()
+    user_passwords: dict[str, ClearSecret] = {}
+    for section, (prefix, cls) in SECTIONS.items():
+        items = data.get(section) or []
+        if not isinstance(items, list):
+            raise ConfigurationError(section, "must be a list")
+        for index, item in enumerate(items):
+            where = f"{section}[{index}]"
+            if not isinstance(item, dict):
+                raise ConfigurationError(where, "must be a mapping of fields")
+            item = dict(item)
+            try:
+                password = _pop_password(item, prefix)
+                keep = _pop_kept_credentials(item) if cls is Host else False
+                entity = from_mapping(cls, item, prefix)
+                validate(entity)
+            except ConfigurationError as error:
+                raise ConfigurationError(error.field, f"{error.reason} (in {where})") from None
+            if isinstance(entity, Host):
+                if password is not None:
+                    host_passwords[entity.id] = password
+                if keep:
+                    kept.add(entity.id)
+            elif isinstance(entity, DataUser) and password is not None:
+                user_passwords[entity.login] = password
+            entities.append(entity)
+    _no_duplicates(entities)
+    return Document(
+        tuple(entities),
+        MappingProxyType(host_passwords),
+        frozenset(kept),
+        MappingProxyType(user_passwords),
+    )
+
+
+def _pop_password(item: dict[str, Any], prefix: str) -> ClearSecret | None:
+    if "password" not in item:
+        return None
+    if prefix not in ("host", "data_user"):
+        raise ConfigurationError(f"{prefix}.password", "unknown field")
+    value = item.pop("password")
+    if not isinstance(value, str) or not value:
+        raise ConfigurationError(f"{prefix}.password", "must be a non-empty string")
+    if "credentials" in item or "password_hash" in item:
+        raise ConfigurationError(f"{prefix}.password", "give either password or stored secret")
+    return ClearSecret(value)
+
+
+def _pop_kept_credentials(item: dict[str, Any]) -> bool:
+    if "credentials" not in item:
+        return False
+    value = item.pop("credentials")
+    if not isinstance(value, dict) or set(value) != {"encrypted"}:
+        raise ConfigurationError(
+            "host.credentials", "only 'encrypted: <key_id>' (as exported); use password: instead"
+        )
+    return True
+
+
+def _no_duplicates(entities: list[Entity]) -> None:
+    seen: set[tuple[str, str]] = set()
+    for entity in entities:
+        key = (kind_of(entity), identity(entity))
+        if key in seen:
+            raise ConfigurationError(key[0], f"{key[1]} is defined twice in the document")
+        seen.add(key)
+
+
+def assignments(items: Iterable[str]) -> dict[str, Any]:
+    """``FIELD=VALUE`` pairs (values read as YAML: ``30s``, ``10MB``, ``[a, b]``, ``yes``).
+    Secrets are refused: they must not be typed where shell history and ``ps`` keep them."""
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, raw = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise ConfigurationError("--set", f"expected FIELD=VALUE, got {item!r}")
+        if name in ("password", "password_hash", "credentials"):
+            raise ConfigurationError(name, "secrets are not set this way: use a prompt or stdin")
+        try:
+            out[name] = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError:
+            out[name] = raw
+    return out
+
+
+def with_fields(entity: Entity, values: Mapping[str, Any]) -> Entity:
+    """``entity`` with some fields given in document form (``retry_frequency: 2m``) replaced,
+    validated; stored credentials are kept."""
+    prefix = {"transfer-group": "transfer_group", "data-user": "data_user"}.get(
+        kind_of(entity), kind_of(entity)
+    )
+    fields = to_mapping(entity)
+    fields.pop("credentials", None)
+    for name, value in values.items():
+        # a duration may be given by either spelling: drop the one already there
+        fields.pop(f"{name}_ms", None)
+        fields.pop(name.removesuffix("_ms"), None)
+        fields[name] = value
+    changed: Entity = from_mapping(type(entity), fields, prefix)
+    if isinstance(entity, Host) and isinstance(changed, Host):
+        changed = dataclasses.replace(changed, credentials=entity.credentials)
+    validate(changed)
+    return changed
+
+
+# --- mapping -> dataclass -------------------------------------------------------------------
+
+
+def from_mapping(cls: type[Any], data: Mapping[str, Any], prefix: str) -> Any:
+    """An instance of ``cls`` (a config dataclass) from its fields by name."""
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    remaining = dict(data)
+    for f in dataclasses.fields(cls):
+        names = (f.name, f.name.removesuffix("_ms")) if f.name.endswith("_ms") else (f.name,)
+        given = [n for n in names if n in remaining]
+        if len(given) > 1:
+            raise ConfigurationError(f"{prefix}.{f.name}", f"given twice ({' and '.join(given)})")
+        if not given:
+            continue
+        value = remaining.pop(given[0])
+        field = f"{prefix}.{f.name}"
+        if f.name.endswith("_ms") and value is not None:
+            values[f.name] = parse_duration(value, field)
+        elif f.name in SIZE_FIELDS and value is not None:
+            values[f.name] = parse_size(value, field)
+        else:
+            values[f.name] = _convert(hints[f.name], value, field)
+    if remaining:
+        raise ConfigurationError(f"{prefix}.{sorted(remaining)[0]}", "unknown field")
+    try:
+        return cls(**values)
+    except TypeError as error:
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in values]
+        name = next(iter(missing), "?")
+        raise ConfigurationError(f"{prefix}.{name}", f"required ({error})") from None
+
+
+_Shorthand = Callable[[Any, str], Any]
+
+
+def _window(value: Any, field: str) -> TimeWindow:
+    if isinstance(value, str):
+        value = {"window": value}
+    if not isinstance(value, dict):
+        raise ConfigurationError(field, "a window is 'HH:MM-HH:MM' or {window:, weekdays:}")
+    value = dict(value)
+    text = value.pop("window", None)
+    weekdays = value.pop("weekdays", ())
+    if value or not isinstance(text, str):
+        raise ConfigurationError(field, "a window is 'HH:MM-HH:MM' or {window:, weekdays:}")
+    match = _WINDOW.fullmatch(text.strip())
+    if match is None:
+        raise ConfigurationError(field, f"expected HH:MM-HH:MM, got {text!r}")
+    h1, m1, h2, m2 = (int(g) for g in match.groups())
+    if h1 > 23 or h2 > 23 or m1 > 59 or m2 > 59:
+        raise ConfigurationError(field, f"not a time of day: {text!r}")
+    if not isinstance(weekdays, list | tuple):
+        weekdays = [weekdays]
+    days = tuple(_weekday(d, f"{field}.weekdays") for d in weekdays)
+    return TimeWindow(start_minute=h1 * 60 + m1, end_minute=h2 * 60 + m2, weekdays=days)
+
+
+def _weekday(value: Any, field: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value[:3].lower() in _WEEKDAYS:
+        return _WEEKDAYS[value[:3].lower()]
+    raise ConfigurationError(field, f"a weekday is 1-7 or mon..sun, got {value!r}")
+
+
+_SHORTHANDS: Mapping[type, _Shorthand] = {
+    TimeWindow: _window,
+    Alias: lambda v, f: Alias(destination=v) if isinstance(v, str) else None,
+}
+
+
+def _convert(tp: Any, value: Any, field: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (UnionType, typing.Union):
+        if value is None:
+            return None
+        return _convert(next(a for a in args if a is not NoneType), value, field)
+    if value is None:
+        raise ConfigurationError(field, "must not be null")
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigurationError(field, f"must be a string (quote it), got {value!r}")
+        return value
+    if tp is bool:
+        return _bool(value, field)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigurationError(field, f"must be a whole number, got {value!r}")
+        return value
+    if isinstance(tp, type) and issubclass(tp, StrEnum):
+        return _enum_value(tp, value, field)
+    if origin is tuple:
+        items = value if isinstance(value, list) else [value]
+        return tuple(_convert(args[0], v, f"{field}[{i}]") for i, v in enumerate(items))
+    if origin is not None and issubclass(origin, Mapping):
+        if not isinstance(value, dict):
+            raise ConfigurationError(field, "must be a mapping of key: value")
+        return {str(k): _text(v, f"{field}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        shorthand = _SHORTHANDS.get(tp)  # type: ignore[arg-type]
+        if shorthand is not None and (short := shorthand(value, field)) is not None:
+            return short
+        if not isinstance(value, dict):
+            raise ConfigurationError(field, "must be a mapping of fields")
+        return from_mapping(tp, value, field)  # type: ignore[arg-type]
+    raise ConfigurationError(field, f"unsupported field type {tp!r}")
+
+
+def _bool(value: Any, field: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+        return value.lower() in _TRUE
+    raise ConfigurationError(field, f"must be yes/no or true/false, got {value!r}")
+
+
+def _text(value: Any, field: str) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | int | float):
+        return str(value)
+    raise ConfigurationError(field, f"must be a plain value, got {value!r}")
+
+
+def _enum_value(tp: type[StrEnum], value: Any, field: str) -> StrEnum:
+    if isinstance(value, str):
+        wanted = value.strip().upper().replace("-", "_").replace(" ", "_")
+        for member in tp:
+            if member.value == wanted:
+                return member
+    choices = ", ".join(m.value.lower() for m in tp)
+    raise ConfigurationError(field, f"must be one of {choices}, got {value!r}")
+
+
+# --- entities -> YAML -------------------------------------------------------------------------
+
+
+def to_mapping(entity: Any) -> dict[str, Any]:
+    """The fields of a config dataclass that differ from their defaults, in YAML-friendly form."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(entity):
+        value = getattr(entity, f.name)
+        if f.default is not dataclasses.MISSING and value == f.default:
+            continue
+        if f.default_factory is not dataclasses.MISSING and value == f.default_factory():
+            continue
+        if f.name == "credentials":
+            if value is not None:
+                out["credentials"] = {"encrypted": value.key_id}
+            continue
+        if f.name.endswith("_ms") and isinstance(value, int):
+            out[f.name.removesuffix("_ms")] = format_duration(value)
+        elif f.name in SIZE_FIELDS and isinstance(value, int):
+            out[f.name] = format_size(value)
+        else:
+            out[f.name] = _plain(value)
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, StrEnum):
+        return value.value.lower()
+    if isinstance(value, TimeWindow):
+        text = f"{value.start_minute // 60:02d}:{value.start_minute % 60:02d}-"
+        text += f"{value.end_minute // 60:02d}:{value.end_minute % 60:02d}"
+        return {"window": text, "weekdays": list(value.weekdays)} if value.weekdays else text
+    if isinstance(value, Alias) and value.pattern is None:
+        return value.destination
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_mapping(value)
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def export(view: ConfigView) -> str:
+    """The whole configuration as a YAML document, without any clear secret."""
+    tables: Mapping[str, Mapping[Any, Any]] = {
+        "transfer_groups": view.transfer_groups,
+        "hosts": view.hosts,
+        "destinations": view.destinations,
+        "associations": view.associations,
+        "users": view.users,
+        "policies": view.policies,
+    }
+    document = {
+        section: [to_mapping(table[key]) for key in sorted(table)]
+        for section, table in tables.items()
+        if table
+    }
+    return yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=100)

@@ -1,0 +1,451 @@
+"""``ecpds destination|host|user add|edit|show|list|remove`` and ``ecpds config apply|export``.
+
+Every change goes the same way: read the live configuration from ``ecpds.config``, plan the
+change against it (``bus.config.apply``: validated, references checked), show it, publish the
+events, and return once the live view shows them. A refusal prints the field and the reason and
+exits 2. Passwords are never command-line arguments (they would sit in shell history and in
+``ps``): ``--ask-password`` prompts, ``--password-stdin`` reads the first line of stdin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import getpass
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+import yaml
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from bus.config import Entity, Kind, identity, kind_of
+from bus.config.apply import Change, current_entity, events_for, plan, removal, resolve
+from bus.config.secrets import ClearSecret, OperatorKey, hash_password
+from bus.config.view import ConfigView, LiveConfig
+from bus.config.yamlio import assignments, export, from_mapping, load, to_mapping, with_fields
+from bus.errors import ConfigurationError, EcpdsError
+from bus.events.config import Association, DataUser, Destination, Host
+from bus.logging import configure
+from bus.publisher import Publisher
+from bus.settings import Settings
+from bus.topics import CONFIG
+
+destination_app = typer.Typer(no_args_is_help=True, help="Define and inspect destinations.")
+host_app = typer.Typer(no_args_is_help=True, help="Define and inspect hosts.")
+user_app = typer.Typer(no_args_is_help=True, help="Define and inspect data users (portal).")
+config_app = typer.Typer(no_args_is_help=True, help="Configuration as code (YAML).")
+console = Console()
+T = TypeVar("T")
+
+TopicOption = Annotated[str, typer.Option("--topic", hidden=True, help="configuration topic")]
+Sets = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="FIELD=VALUE (YAML value: 30s, 10MB, yes, a list)"),
+]
+AskPassword = Annotated[bool, typer.Option("--ask-password", help="prompt for the password")]
+PasswordStdin = Annotated[
+    bool, typer.Option("--password-stdin", help="read the password from stdin")
+]
+
+
+def _topic_callback(ctx: typer.Context, topic: TopicOption = CONFIG) -> None:
+    ctx.obj = topic
+
+
+for _app in (destination_app, host_app, user_app, config_app):
+    _app.callback()(_topic_callback)
+
+
+# --- plumbing -----------------------------------------------------------------------------
+
+
+def _run(work: Callable[[], Awaitable[T]]) -> T:
+    """Run ``work``; a refusal exits 2, any other ecpds failure exits 1."""
+    try:
+        return asyncio.run(work())  # type: ignore[arg-type]
+    except ConfigurationError as error:
+        console.print(f"[red]refused:[/red] {escape(error.field)}: {escape(error.reason)}")
+        raise typer.Exit(2) from None
+    except (EcpdsError, TimeoutError) as error:
+        console.print(f"[red]failed:[/red] {escape(str(error) or type(error).__name__)}")
+        raise typer.Exit(1) from None
+
+
+def _settings() -> Settings:
+    settings = Settings.from_env()
+    # logs go to the process's stderr (`config export` writes YAML on stdout); the real one,
+    # not whatever sys.stderr is now, which a test runner may swap and close
+    configure(settings, stream=sys.__stderr__)
+    return settings
+
+
+async def _read(topic: str) -> ConfigView:
+    live = LiveConfig(_settings().kafka_bootstrap, topic)
+    async with live:
+        return live.view
+
+
+async def _commit(topic: str, make: Callable[[ConfigView], list[Change]]) -> list[Change]:
+    """Plan against the live view, show the plan, publish it and wait until the view has it."""
+    settings = _settings()
+    async with LiveConfig(settings.kafka_bootstrap, topic) as live:
+        changes = make(live.view)
+        show_plan(changes)
+        if not changes:
+            return changes
+        source = f"cli/{settings.instance}"
+        items = [
+            (topic, key, event) for key, event in events_for(changes, source=source, actor=_actor())
+        ]
+        async with Publisher(settings.kafka_bootstrap, client_id="ecpds-cli") as publisher:
+            published = await publisher.publish_many(items)
+        await live.reached(published)
+    console.print(f"[green]applied {len(changes)} change(s)[/green]")
+    return changes
+
+
+def _actor() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def show_plan(changes: Sequence[Change]) -> None:
+    """Print a plan: + created, ~ changed (field: old -> new), - removed."""
+    if not changes:
+        console.print("no changes")
+        return
+    for change in changes:
+        name = f"{change.kind} {escape(change.ident)}"
+        if change.action == "create":
+            console.print(f"[green]+ {name}[/green]")
+        elif change.action == "remove":
+            console.print(f"[red]- {name}[/red]")
+        else:
+            console.print(f"[yellow]~ {name}[/yellow]")
+            for d in change.diffs:
+                console.print(f"    {d.name}: {escape(d.old)} [bold]->[/bold] {escape(d.new)}")
+
+
+def _password(ask: bool, stdin: bool) -> ClearSecret | None:
+    if ask and stdin:
+        raise ConfigurationError("password", "give --ask-password or --password-stdin, not both")
+    if ask:
+        return ClearSecret(typer.prompt("Password", hide_input=True, confirmation_prompt=True))
+    if stdin:
+        line = sys.stdin.readline().rstrip("\r\n")
+        if not line:
+            raise ConfigurationError("password", "nothing on stdin")
+        return ClearSecret(line)
+    return None
+
+
+def _build(cls: type[Any], prefix: str, fields: dict[str, Any]) -> Any:
+    return from_mapping(cls, {k: v for k, v in fields.items() if v is not None}, prefix)
+
+
+def _add(view: ConfigView, entity: Entity, extra: Sequence[Entity] = ()) -> list[Change]:
+    kind, ident = kind_of(entity), identity(entity)
+    if current_entity(view, kind, ident) is not None:
+        raise ConfigurationError(kind.replace("-", "_"), f"{ident} exists already: use edit")
+    return plan(view, [entity, *extra])
+
+
+def _edit(
+    view: ConfigView, kind: Kind, ident: str, make: Callable[[Entity], Entity]
+) -> list[Change]:
+    current = current_entity(view, kind, ident)
+    if current is None:
+        raise ConfigurationError(kind.replace("-", "_"), f"no {kind} named {ident!r}")
+    return plan(view, [make(current)])
+
+
+def _show(view: ConfigView, kind: Kind, ident: str) -> None:
+    entity = current_entity(view, kind, ident)
+    if entity is None:
+        raise ConfigurationError(kind.replace("-", "_"), f"no {kind} named {ident!r}")
+    data = to_mapping(entity)
+    if isinstance(entity, Destination):
+        data["hosts"] = [h.id for h in view.hosts_for(entity.name)]
+        data["aliases_resolved"] = list(view.aliases_of(entity.name))
+    if isinstance(entity, Host):
+        data["destinations"] = list(view.destinations_of(entity.id))
+    console.print(escape(yaml.safe_dump(data, sort_keys=False).rstrip()))
+
+
+# --- destination ----------------------------------------------------------------------------
+
+
+@destination_app.command("add")
+def destination_add(
+    ctx: typer.Context,
+    name: str,
+    type_: Annotated[str, typer.Option("--type", "-t")] = "dissemination",
+    transfer_group: Annotated[str, typer.Option("--transfer-group", "-g")] = "default",
+    country: Annotated[str | None, typer.Option()] = None,
+    comment: Annotated[str | None, typer.Option()] = None,
+    sets: Sets = None,
+) -> None:
+    """Define a new destination."""
+    fields: dict[str, Any] = {"name": name, "type": type_, "transfer_group": transfer_group}
+    fields |= {"country": country, "comment": comment, **assignments(sets or ())}
+    entity = _run_sync(lambda: _build(Destination, "destination", fields))
+    _run(lambda: _commit(ctx.obj, lambda view: _add(view, entity)))
+
+
+@destination_app.command("edit")
+def destination_edit(ctx: typer.Context, name: str, sets: Sets = None) -> None:
+    """Change fields of a destination (--set FIELD=VALUE)."""
+    values = _run_sync(lambda: assignments(sets or ()))
+    make = lambda view: _edit(  # noqa: E731
+        view, "destination", name, lambda d: with_fields(d, values)
+    )
+    _run(lambda: _commit(ctx.obj, make))
+
+
+@destination_app.command("show")
+def destination_show(ctx: typer.Context, name: str) -> None:
+    """Show a destination, its hosts in priority order and its aliases."""
+    view = _run(lambda: _read(ctx.obj))
+    _run_sync(lambda: _show(view, "destination", name))
+
+
+@destination_app.command("list")
+def destination_list(ctx: typer.Context) -> None:
+    """List destinations."""
+    view = _run(lambda: _read(ctx.obj))
+    table = Table("name", "type", "group", "active", "hosts")
+    for d in sorted(view.destinations.values(), key=lambda d: d.name):
+        hosts = ", ".join(h.id for h in view.hosts_for(d.name))
+        table.add_row(d.name, d.type.value.lower(), d.transfer_group, _yes(d.active), hosts)
+    console.print(table)
+
+
+@destination_app.command("remove")
+def destination_remove(ctx: typer.Context, name: str) -> None:
+    """Remove a destination and its host associations."""
+    _run(lambda: _commit(ctx.obj, lambda view: removal(view, "destination", name)))
+
+
+# --- host -------------------------------------------------------------------------------------
+
+
+@host_app.command("add")
+def host_add(
+    ctx: typer.Context,
+    host_id: Annotated[str, typer.Argument(metavar="ID")],
+    protocol: Annotated[str, typer.Option("--protocol", "-p")],
+    address: Annotated[str, typer.Option("--address", "-a")],
+    nickname: Annotated[str | None, typer.Option()] = None,
+    type_: Annotated[str, typer.Option("--type", "-t")] = "dissemination",
+    login: Annotated[str | None, typer.Option()] = None,
+    directory: Annotated[str | None, typer.Option()] = None,
+    destination: Annotated[
+        list[str] | None, typer.Option("--destination", "-d", help="associate with")
+    ] = None,
+    priority: Annotated[int, typer.Option(help="association priority (0 first)")] = 0,
+    ask_password: AskPassword = False,
+    password_stdin: PasswordStdin = False,
+    sets: Sets = None,
+) -> None:
+    """Define a new host, optionally associated with destinations."""
+
+    def build() -> tuple[Host, list[Any]]:
+        fields: dict[str, Any] = {"id": host_id, "nickname": nickname or host_id, "type": type_}
+        fields |= {"protocol": protocol, "address": address, "login": login}
+        fields |= {"directory": directory, **assignments(sets or ())}
+        host: Host = _build(Host, "host", fields)
+        links = [
+            _build(
+                Association,
+                "association",
+                {"destination": d, "host": host_id, "priority": priority},
+            )
+            for d in destination or ()
+        ]
+        return host, links
+
+    host, links = _run_sync(build)
+    password = _run_sync(lambda: _password(ask_password, password_stdin))
+    if password is not None:
+        key = _run_sync(lambda: OperatorKey.load(_settings().key_file))
+        host = dataclasses.replace(host, credentials=key.encrypt(password))
+    _run(lambda: _commit(ctx.obj, lambda view: _add(view, host, links)))
+
+
+@host_app.command("edit")
+def host_edit(
+    ctx: typer.Context,
+    host_id: Annotated[str, typer.Argument(metavar="ID")],
+    ask_password: AskPassword = False,
+    password_stdin: PasswordStdin = False,
+    sets: Sets = None,
+) -> None:
+    """Change fields of a host (--set FIELD=VALUE), or its password."""
+    values = _run_sync(lambda: assignments(sets or ()))
+    password = _run_sync(lambda: _password(ask_password, password_stdin))
+    secret = None
+    if password is not None:
+        secret = _run_sync(lambda: OperatorKey.load(_settings().key_file).encrypt(password))
+
+    def make(h: Entity) -> Entity:
+        host = with_fields(h, values)
+        assert isinstance(host, Host)
+        return dataclasses.replace(host, credentials=secret) if secret is not None else host
+
+    _run(lambda: _commit(ctx.obj, lambda view: _edit(view, "host", host_id, make)))
+
+
+@host_app.command("show")
+def host_show(ctx: typer.Context, host_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """Show a host (credentials only as the id of the key that encrypted them)."""
+    view = _run(lambda: _read(ctx.obj))
+    _run_sync(lambda: _show(view, "host", host_id))
+
+
+@host_app.command("list")
+def host_list(ctx: typer.Context) -> None:
+    """List hosts."""
+    view = _run(lambda: _read(ctx.obj))
+    table = Table("id", "type", "protocol", "address", "active", "destinations")
+    for h in sorted(view.hosts.values(), key=lambda h: h.id):
+        dests = ", ".join(view.destinations_of(h.id))
+        table.add_row(h.id, h.type.value.lower(), h.protocol, h.address, _yes(h.active), dests)
+    console.print(table)
+
+
+@host_app.command("remove")
+def host_remove(ctx: typer.Context, host_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """Remove a host and its associations."""
+    _run(lambda: _commit(ctx.obj, lambda view: removal(view, "host", host_id)))
+
+
+# --- user -------------------------------------------------------------------------------------
+
+
+@user_app.command("add")
+def user_add(
+    ctx: typer.Context,
+    login: str,
+    destination: Annotated[list[str] | None, typer.Option("--destination", "-d")] = None,
+    operation: Annotated[
+        list[str] | None, typer.Option("--operation", "-o", help="dir, get, put, ...")
+    ] = None,
+    ask_password: AskPassword = False,
+    password_stdin: PasswordStdin = False,
+    sets: Sets = None,
+) -> None:
+    """Define a new data user (portal account)."""
+    fields = {"login": login, "destinations": destination or [], "operations": operation or []}
+    user: DataUser = _run_sync(
+        lambda: _build(DataUser, "data_user", fields | assignments(sets or ()))
+    )
+    password = _run_sync(lambda: _password(ask_password, password_stdin))
+    if password is not None:
+        user = dataclasses.replace(user, password_hash=hash_password(password))
+    _run(lambda: _commit(ctx.obj, lambda view: _add(view, user)))
+
+
+@user_app.command("edit")
+def user_edit(
+    ctx: typer.Context,
+    login: str,
+    ask_password: AskPassword = False,
+    password_stdin: PasswordStdin = False,
+    sets: Sets = None,
+) -> None:
+    """Change fields of a data user (--set FIELD=VALUE), or its password."""
+    values = _run_sync(lambda: assignments(sets or ()))
+    password = _run_sync(lambda: _password(ask_password, password_stdin))
+    hashed = hash_password(password) if password is not None else None
+
+    def make(u: Entity) -> Entity:
+        user = with_fields(u, values)
+        assert isinstance(user, DataUser)
+        return dataclasses.replace(user, password_hash=hashed) if hashed else user
+
+    _run(lambda: _commit(ctx.obj, lambda view: _edit(view, "data-user", login, make)))
+
+
+@user_app.command("show")
+def user_show(ctx: typer.Context, login: str) -> None:
+    """Show a data user."""
+    view = _run(lambda: _read(ctx.obj))
+    _run_sync(lambda: _show(view, "data-user", login))
+
+
+@user_app.command("list")
+def user_list(ctx: typer.Context) -> None:
+    """List data users."""
+    view = _run(lambda: _read(ctx.obj))
+    table = Table("login", "active", "destinations", "operations")
+    for u in sorted(view.users.values(), key=lambda u: u.login):
+        ops = ", ".join(o.value.lower() for o in u.operations)
+        table.add_row(u.login, _yes(u.active), ", ".join(u.destinations), ops)
+    console.print(table)
+
+
+@user_app.command("remove")
+def user_remove(ctx: typer.Context, login: str) -> None:
+    """Remove a data user."""
+    _run(lambda: _commit(ctx.obj, lambda view: removal(view, "data-user", login)))
+
+
+# --- config apply / export --------------------------------------------------------------------
+
+
+@config_app.command("apply")
+def config_apply(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Option("--file", "-f", exists=True, dir_okay=False)],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="show the plan only")] = False,
+    prune: Annotated[bool, typer.Option(help="remove what the file does not define")] = False,
+) -> None:
+    """Make the configuration what FILE says: shows the diff, publishes only the changes."""
+    document = _run_sync(lambda: load(file.read_text()))
+    key = _run_sync(lambda: OperatorKey.load(_settings().key_file))
+
+    def make(view: ConfigView) -> list[Change]:
+        return plan(view, resolve(document, view, key), prune=prune)
+
+    if dry_run:
+        view = _run(lambda: _read(ctx.obj))
+        show_plan(_run_sync(lambda: make(view)))
+        return
+    _run(lambda: _commit(ctx.obj, make))
+
+
+@config_app.command("export")
+def config_export(
+    ctx: typer.Context,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="file (default stdout)")
+    ] = None,
+) -> None:
+    """Write the current configuration as YAML (no clear secret)."""
+    view = _run(lambda: _read(ctx.obj))
+    text = export(view)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text)
+        console.print(f"exported to {escape(str(output))}")
+
+
+def _run_sync(work: Callable[[], T]) -> T:
+    """Run a local step; a refusal exits 2."""
+    try:
+        return work()
+    except ConfigurationError as error:
+        console.print(f"[red]refused:[/red] {escape(error.field)}: {escape(error.reason)}")
+        raise typer.Exit(2) from None
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
