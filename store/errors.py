@@ -1,0 +1,33 @@
+"""Errors of the Object Data Store, each carrying ``retriable`` like every ecpds error.
+
+Backends translate library and transfer-module errors into these at their boundary, chained
+with ``from``: a missing object is permanent, a copy failing its checksum is retriable (a
+replica, or the same read after a repair, may succeed), a corrupt compressed stream is
+permanent.
+"""
+
+from __future__ import annotations
+
+from bus.errors import EcpdsError
+
+
+class StoreError(EcpdsError):
+    """An Object Data Store failure."""
+
+
+class ObjectNotFound(StoreError):
+    """No object with this id in the backend (or its bytes are gone)."""
+
+    retriable = False
+
+
+class ObjectCorrupt(StoreError):
+    """The stored bytes do not match the recorded size or ADLER32 checksum."""
+
+    retriable = True
+
+
+class CodecError(StoreError):
+    """A compressed stream could not be decoded (corrupt, truncated or not of this codec)."""
+
+    retriable = False

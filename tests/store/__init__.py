@@ -1,0 +1,1 @@
+"""Object Data Store tests: one contract suite run against every backend."""
