@@ -5,12 +5,13 @@ decisions, destination status and host changes. Operator requests are in ``reque
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import ClassVar
 
 from bus.events.base import Compression, DestinationStatus, Event, TransferStatus
+from bus.events.datafiles import Checksums
 
 
 class Verification(StrEnum):
@@ -43,6 +44,14 @@ class TransferQueued(Event):
     file_instance: int = 1
     notify: bool = False
     asap: bool = False
+    # where the bytes are, so the scheduler can order a mover without joining another topic
+    guid: str | None = None  # object id of the stored bytes (null until stored)
+    store: str | None = None
+    location: str | None = None
+    checksums: Checksums | None = None
+    original: str | None = None  # original file name
+    transfer_group: str | None = None  # null = the destination's group
+    metadata: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

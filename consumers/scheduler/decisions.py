@@ -1,0 +1,327 @@
+"""``decide(state, settings, now)``: the events the scheduler publishes next, and
+``next_due(state, now)``: when it must decide again. Pure: the output depends only on the
+state, the settings and ``now``.
+
+How it stays cheap with thousands of destinations: ``evolve`` marks the destinations an event
+touched (``state.dirty``) and each visited destination leaves a timer for the next moment it
+needs attention (a delayed transfer's queue time, an expiry, a host retry, the end of a sleep,
+a reset to the primary host, a window opening). ``decide`` visits only dirty destinations and
+due timers, so its cost does not grow with the number of destinations. This is equivalent to
+visiting every destination: a clean destination with no due timer would decide nothing.
+What ``decide`` changes in the state is index housekeeping only (stale heap nodes dropped,
+dirty marks cleared for destinations that decided nothing, timers set, moot requests
+dropped); a destination that decided something stays dirty until its decisions are evolved,
+so deciding again before evolving returns the same events (same ids).
+
+One visit of a destination, in order: operator requests; follow-ups of ended attempts (a
+failure is requeued, an unrecoverable failure stopped, an interruption requeued: never
+forgotten) — a visit that answered or followed up ends there, so orders see the queue as
+changed; expiry; then the destination's status and host (announce a host switch, reset to
+the primary, sleep between cycles, wait for a host retry, wait for a window); then orders,
+best first (priority, queue time, id) within the destination's and the host's free
+connections, delaying transfers that reached max start (or failing them at max requeue).
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from bus.events.base import DestinationStatus, Event, TransferStatus
+from consumers.scheduler import failover, outputs, windows
+from consumers.scheduler.lifecycle import ORDERABLE, PENDING
+from consumers.scheduler.requests import Answerer, Verdict
+from consumers.scheduler.state import DestinationRuntime, Followup, SchedulerState
+
+D = DestinationStatus
+_UNLIMITED = 1 << 30
+_WAITING = (D.IDLE, D.RETR, D.SCHE)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SchedulerSettings:
+    """The scheduler's own settings (destinations and hosts come from the events)."""
+
+    source: str = "scheduler"  # envelope source of every decision
+    mover_timeout: timedelta = timedelta(seconds=30)  # no heartbeat this long: mover vanished
+    max_orders_per_visit: int = 64  # bounds one visit's latency; the rest come next visit
+
+
+_DEFAULT = SchedulerSettings()
+
+
+def decide(state: SchedulerState, settings: SchedulerSettings, now: datetime) -> list[Event]:
+    """The decisions due at ``now``: orders, requeues, expiries, status and host changes."""
+    out: list[Event] = []
+    touched: set[str] = set()
+    _lost_movers(state, settings, now, out, touched)
+    timers = state.timers
+    while timers and timers[0][0] <= now:
+        due, name = heapq.heappop(timers)
+        rt = state.destinations.get(name)
+        if rt is not None and rt.due == due:
+            rt.due = None
+            state.dirty.add(name)
+    if not state.dirty:
+        return out
+    answerer = Answerer(state, settings.source, now, out, touched)
+    still: set[str] = set()
+    for name in sorted(state.dirty):  # sorted: the same state gives the same output order
+        rt = state.destinations[name]
+        before = len(out)
+        _visit(state, rt, settings, now, answerer)
+        if len(out) > before:
+            still.add(name)
+        else:
+            state.schedule(rt, _due(state, rt, now))
+    state.dirty = still
+    return out
+
+
+def next_due(
+    state: SchedulerState, now: datetime, settings: SchedulerSettings = _DEFAULT
+) -> datetime | None:
+    """The earliest time ``decide`` has something to do (``now`` if it has already), or None."""
+    if state.dirty:
+        return now
+    timers = state.timers
+    while timers:
+        due, name = timers[0]
+        rt = state.destinations.get(name)
+        if rt is not None and rt.due == due:
+            break
+        heapq.heappop(timers)
+    best = timers[0][0] if timers else None
+    for mover, last in state.movers.items():
+        if state.mover_transfers.get(mover):
+            deadline = last + settings.mover_timeout
+            if best is None or deadline < best:
+                best = deadline
+    return best if best is None or best > now else now
+
+
+def _lost_movers(
+    state: SchedulerState,
+    settings: SchedulerSettings,
+    now: datetime,
+    out: list[Event],
+    touched: set[str],
+) -> None:
+    """Interrupt what a vanished mover was running (no heartbeat, or stopped)."""
+    for mover in sorted(state.mover_transfers):
+        running = state.mover_transfers[mover]
+        last = state.movers.get(mover)
+        if not running or last is None or now - last < settings.mover_timeout:
+            continue
+        for tid in sorted(running):
+            e = state.transfers[tid]
+            touched.add(tid)
+            reason = f"Mover {mover} vanished (last heard of at {last:%Y-%m-%d %H:%M:%S})"
+            out.append(outputs.interrupted(settings.source, now, e, reason))
+
+
+def _visit(
+    state: SchedulerState,
+    rt: DestinationRuntime,
+    settings: SchedulerSettings,
+    now: datetime,
+    answerer: Answerer,
+) -> None:
+    cfg = rt.config
+    if cfg is None:
+        return  # transfers for a destination not (or no longer) defined wait for it
+    src, out, touched = settings.source, answerer.out, answerer.touched
+    answered = False
+    for req_id, req in list(rt.requests.items()):
+        verdict = answerer.answer(rt, req)
+        if verdict is Verdict.MOOT:
+            del rt.requests[req_id]
+        elif verdict is Verdict.DESTINATION:
+            return
+        answered = answered or verdict is Verdict.APPLIED
+    for tid in sorted(rt.followups):
+        if tid in touched:
+            continue
+        e = state.transfers[tid]
+        touched.add(tid)
+        if e.status is TransferStatus.INTR:
+            reason = f"Requeued by the scheduler after an interruption: {e.reason}"
+            out.append(outputs.requeued(src, now, e, reason, e.queue_time))
+        elif e.followup is Followup.REQUEUE:
+            reason = (
+                "Requeued by the scheduler after a transfer failure"
+                f" on host {e.host_id}: {e.reason}"
+            )
+            out.append(outputs.requeued(src, now, e, reason, e.queue_time))
+        else:
+            reason = f"Unrecoverable error on host {e.host_id}: {e.reason}"
+            out.append(outputs.stopped(src, now, e, reason))
+    if answered or rt.followups:
+        # orders wait for the next visit, when the answers and requeues are in the queue
+        return
+    _expire(state, rt, src, now, out, touched)
+    s = rt.summary
+    order = failover.host_order(rt.associations, state.hosts, s)
+    target: tuple[DestinationStatus, str, datetime | None] | None
+    if not cfg.active:
+        target = (D.INIT, "Destination is not active", None)
+    elif s.status is D.HOLD or s.status is D.STOP:
+        target = None  # stays until an operator restarts it
+    elif s.exhausted:
+        target = (D.HOLD, f"Failed: every host failed, {s.cycle} cycle(s)", None)
+    elif not order:
+        target = (D.FAIL, "No dissemination host available", None)
+    else:
+        current = failover.current_host(s, order)
+        assert current is not None
+        announced = s.announced_host or order[0]
+        if current != announced:
+            if announced not in order:
+                reason = f"Host {announced} is no longer usable"
+            else:
+                reason = s.switch_reason or f"Host {current} is now the first host"
+            out.append(outputs.host_switched(src, now, s, announced, current, reason))
+            return
+        if failover.reset_due(s, order, now):
+            reason = "Reset to the primary host after the reset frequency"
+            out.append(outputs.host_switched(src, now, s, current, order[0], reason))
+            return
+        wait = failover.retry_wait(s, current, now)
+        if s.sleep_until is not None and now < s.sleep_until:
+            target = (D.IDLE, f"Sleeping between retry cycles (cycle {s.cycle})", s.sleep_until)
+        elif wait is not None:
+            count = s.failures[current].count
+            target = (D.RETR, f"Retrying host {current} after {count} failure(s)", wait)
+        elif not windows.is_open(cfg.active_windows, now):
+            opening = windows.next_opening(cfg.active_windows, now)
+            target = (D.SCHE, "Outside the active time windows", opening)
+        else:
+            before = len(out)
+            started = _order(state, rt, settings, now, current, out, touched)
+            if started or rt.running:
+                target = (D.EXEC, "Running", None)
+            elif len(out) > before or rt.followups:
+                target = None  # requeued or delayed just now: the next visit says
+            else:
+                target = (D.WAIT, "Idle", None)
+        if target is not None and target[0] in _WAITING and not rt.orderable and not rt.running:
+            target = (D.WAIT, "Idle", None)
+    if target is not None and target[0] is not s.status:
+        new, reason, until = target
+        out.append(outputs.destination_status(src, now, s, new, reason, until))
+
+
+def _expire(
+    state: SchedulerState,
+    rt: DestinationRuntime,
+    src: str,
+    now: datetime,
+    out: list[Event],
+    touched: set[str],
+) -> None:
+    """Fail pending transfers whose lifetime has passed."""
+    heap, keep = rt.expiry, []
+    while heap and heap[0][0] <= now:
+        node = heapq.heappop(heap)
+        e = state.transfers.get(node[1])
+        if e is None or e.status not in PENDING or e.expiry_time != node[0]:
+            continue  # stale node
+        keep.append(node)
+        if e.transfer_id not in touched:
+            touched.add(e.transfer_id)
+            out.append(outputs.expired(src, now, e))
+    for node in keep:
+        heapq.heappush(heap, node)
+
+
+def _order(
+    state: SchedulerState,
+    rt: DestinationRuntime,
+    settings: SchedulerSettings,
+    now: datetime,
+    host_id: str,
+    out: list[Event],
+    touched: set[str],
+) -> int:
+    """Order the best ready transfers within the free connections; returns how many."""
+    cfg = rt.config
+    host = state.hosts[host_id]
+    assert cfg is not None
+    transfers, ready, delayed = state.transfers, rt.ready, rt.delayed
+    while delayed and delayed[0][0] <= now:  # delayed transfers whose time has come
+        queue_time, tid = heapq.heappop(delayed)
+        e = transfers.get(tid)
+        if e is not None and e.status in ORDERABLE and e.queue_time == queue_time:
+            heapq.heappush(ready, (e.priority, queue_time, tid))
+    free_dest = _UNLIMITED if cfg.max_connections < 0 else cfg.max_connections - len(rt.running)
+    on_host = rt.by_host.get(host_id, 0)
+    free_host = _UNLIMITED if host.max_connections < 0 else host.max_connections - on_host
+    free = min(free_dest, free_host, settings.max_orders_per_visit)
+    popped: list[tuple[int, datetime, str]] = []
+    seen: set[str] = set()
+    started = 0
+    src = settings.source
+    while free > 0 and ready:
+        node = heapq.heappop(ready)
+        priority, queue_time, tid = node
+        e = transfers.get(tid)
+        if (
+            e is None
+            or e.status not in ORDERABLE
+            or e.priority != priority
+            or e.queue_time != queue_time
+            or tid in seen
+        ):
+            continue  # stale or duplicate node
+        if queue_time > now:
+            heapq.heappush(delayed, (queue_time, tid))
+            continue
+        seen.add(tid)
+        popped.append(node)
+        if tid in touched or e.expiry_time <= now:
+            continue
+        touched.add(tid)
+        if 0 < cfg.max_start <= e.start_count:
+            if 0 < cfg.max_requeue <= e.requeue_count:
+                out.append(outputs.abandoned(src, now, e, outputs.MAX_REQUEUE))
+            else:
+                until = now + timedelta(milliseconds=cfg.start_frequency_ms)
+                reason = f"Maximum start limit reached (delayed until {until:%Y-%m-%d %H:%M:%S})"
+                out.append(outputs.requeued(src, now, e, reason, until, e.requeue_count + 1))
+            continue
+        out.extend(outputs.orders(src, now, e, cfg, host, state.files.get(e.data_file_id)))
+        free -= 1
+        started += 1
+    for node in popped:
+        heapq.heappush(ready, node)
+    return started
+
+
+def _due(state: SchedulerState, rt: DestinationRuntime, now: datetime) -> datetime | None:
+    """The next moment this destination needs a visit without any new event."""
+    cfg = rt.config
+    if cfg is None:
+        return None
+    s = rt.summary
+    times: list[datetime] = []
+    if rt.expiry:
+        times.append(rt.expiry[0][0])
+    if rt.delayed:
+        times.append(rt.delayed[0][0])
+    if s.sleep_until is not None:
+        times.append(s.sleep_until)
+    if s.reset_time is not None:
+        times.append(s.reset_time)
+    if s.failures:  # only the current host's retry matters
+        order = failover.host_order(rt.associations, state.hosts, s)
+        current = failover.current_host(s, order)
+        failure = s.failures.get(current) if current is not None else None
+        if failure is not None:
+            times.append(failure.next_try)
+    if cfg.active_windows and rt.orderable:
+        opening = windows.next_opening(cfg.active_windows, now)
+        if opening is not None:
+            times.append(opening)
+    later = [t for t in times if t > now]
+    return min(later) if later else None

@@ -1,0 +1,252 @@
+"""Answers to operator requests (CLI, monitor, ``/api/v1``): each request is a fact that
+someone asked; the answer is the transfer, destination or host events that result, each with
+the request as its cause and the operator as its actor.
+
+Rules kept here:
+- a request is answered against the state when the scheduler next visits the destination;
+  one that no longer makes sense (release of a transfer that is not held, requeue-all with
+  nothing failed, an unknown transfer) is dropped without an answer;
+- a graceful hold, a requeue or a restart of a *running* transfer waits for its attempt to end
+  (the request stays pending); an immediate hold interrupts it;
+- a destination-level answer (hold, restart, stop, host changes) ends the visit, so the next
+  visit decides on the changed destination.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+
+from bus.events.base import DestinationStatus, Event, TransferStatus
+from bus.events.requests import (
+    HoldRequested,
+    HostActivationRequested,
+    HostDeactivationRequested,
+    HostPriorityChangeRequested,
+    LifetimeExtensionRequested,
+    PriorityChangeRequested,
+    RequeueFailedRequested,
+    RequeueRequested,
+    RestartRequested,
+    StandbyReleaseRequested,
+    StopRequested,
+)
+from bus.events.transfers import (
+    HostActivated,
+    HostDeactivated,
+    HostPriorityChanged,
+    TransferReleased,
+)
+from consumers.scheduler import outputs
+from consumers.scheduler.lifecycle import FINISHED, PENDING
+from consumers.scheduler.state import DestinationRuntime, SchedulerState, TransferEntry
+
+S = TransferStatus
+D = DestinationStatus
+_NOT_YET_QUEUED = frozenset({S.INIT, S.SCHE, S.FETC})
+
+
+class Verdict(Enum):
+    """What answering a request did."""
+
+    APPLIED = "applied"  # answered with events
+    WAITING = "waiting"  # not yet: stays pending
+    MOOT = "moot"  # nothing to do: dropped
+    DESTINATION = "destination"  # answered with a destination-level change: end the visit
+
+
+class Answerer:
+    """Answers the requests of one decide call (collects events, remembers touched transfers)."""
+
+    __slots__ = ("now", "out", "source", "state", "touched")
+
+    def __init__(
+        self, state: SchedulerState, source: str, now: datetime, out: list[Event], touched: set[str]
+    ) -> None:
+        self.state, self.source, self.now, self.out, self.touched = (
+            state,
+            source,
+            now,
+            out,
+            touched,
+        )
+
+    def answer(self, rt: DestinationRuntime, req: Event) -> Verdict:
+        """Answer one request of destination ``rt``."""
+        tid = getattr(req, "transfer_id", None)
+        if tid is None:
+            return self._destination(rt, req)
+        entry = self.state.transfers.get(tid)
+        if entry is None or entry.destination != rt.name:
+            return Verdict.MOOT
+        if tid in self.touched:
+            return Verdict.WAITING  # something else was decided for it in this call
+        verdict = self._transfer(entry, req)
+        if verdict is Verdict.APPLIED:
+            self.touched.add(tid)
+        return verdict
+
+    def _transfer(self, e: TransferEntry, req: Event) -> Verdict:
+        src, now, out, cause = self.source, self.now, self.out, req.envelope.event_id
+        actor: str = getattr(req, "requested_by", "")
+        why = getattr(req, "reason", None)
+        busy = e.running
+        if isinstance(req, HoldRequested):
+            if busy and not req.immediate:
+                return Verdict.WAITING
+            if e.status not in PENDING and e.status is not S.EXEC:
+                return Verdict.MOOT
+            if busy:
+                # interrupt now (not as the answer: the request stays pending), hold next visit
+                out.append(outputs.interrupted(src, now, e, f"Put on hold by {actor}"))
+                return Verdict.WAITING
+            reason = why or f"Put on hold by {actor}"
+            out.append(outputs.held(src, now, e, reason, actor, cause))
+            return Verdict.APPLIED
+        if isinstance(req, RestartRequested | RequeueRequested):
+            if e.status in _NOT_YET_QUEUED:
+                return Verdict.MOOT
+            if busy:
+                if isinstance(req, RequeueRequested):
+                    return Verdict.WAITING
+                out.append(outputs.interrupted(src, now, e, f"Restarted by {actor}", cause))
+                return Verdict.APPLIED  # the interruption is requeued by the scheduler
+            verb = "Restarted" if isinstance(req, RestartRequested) else "Requeued"
+            out.append(
+                outputs.requeued(
+                    src, now, e, why or f"{verb} by {actor}", now, actor=actor, cause=cause
+                )
+            )
+            return Verdict.APPLIED
+        if isinstance(req, StopRequested):
+            if e.status in FINISHED:
+                return Verdict.MOOT
+            out.append(outputs.stopped(src, now, e, why or f"Stopped by {actor}", actor, cause))
+            return Verdict.APPLIED
+        if isinstance(req, PriorityChangeRequested):
+            priority = min(99, max(0, req.priority))
+            if priority == e.priority:
+                return Verdict.MOOT
+            out.append(outputs.priority_changed(src, now, e, priority, actor, cause))
+            return Verdict.APPLIED
+        if isinstance(req, LifetimeExtensionRequested):
+            if req.expiry_time == e.expiry_time:
+                return Verdict.MOOT
+            out.append(outputs.lifetime_extended(src, now, e, req.expiry_time, actor, cause))
+            return Verdict.APPLIED
+        if isinstance(req, StandbyReleaseRequested):
+            if e.status is not S.HOLD:
+                return Verdict.MOOT
+            out.append(self._release(e, actor, cause))
+            return Verdict.APPLIED
+        return Verdict.MOOT
+
+    def _release(self, e: TransferEntry, actor: str, cause: str) -> TransferReleased:
+        return outputs.released(self.source, self.now, e, actor, cause)
+
+    def _destination(self, rt: DestinationRuntime, req: Event) -> Verdict:
+        src, now, out, cause = self.source, self.now, self.out, req.envelope.event_id
+        actor: str = getattr(req, "requested_by", "")
+        why = getattr(req, "reason", None)
+        s = rt.summary
+        name = rt.name
+        if isinstance(req, HoldRequested | StopRequested):
+            new = D.HOLD if isinstance(req, HoldRequested) else D.STOP
+            immediate = isinstance(req, StopRequested) or req.immediate
+            verb = "Put on hold" if new is D.HOLD else "Stopped"
+            changed = False
+            if s.status is not new:
+                out.append(
+                    outputs.destination_status(
+                        src,
+                        now,
+                        s,
+                        new,
+                        why or f"{verb} by {actor}",
+                        actor=actor,
+                        cause=cause,
+                    )
+                )
+                changed = True
+            if immediate:
+                for tid in sorted(rt.running):
+                    if tid not in self.touched:
+                        self.touched.add(tid)
+                        e = self.state.transfers[tid]
+                        out.append(outputs.interrupted(src, now, e, f"{verb} by {actor}", cause))
+                        changed = True
+            return Verdict.DESTINATION if changed else Verdict.MOOT
+        if isinstance(req, RestartRequested):
+            reason = why or f"Restarted by {actor}"
+            out.append(
+                outputs.destination_status(src, now, s, D.RSTR, reason, actor=actor, cause=cause)
+            )
+            return Verdict.DESTINATION
+        if isinstance(req, RequeueFailedRequested | StandbyReleaseRequested):
+            ids = rt.failed if isinstance(req, RequeueFailedRequested) else rt.held
+            done = False
+            for tid in sorted(ids):
+                if tid in self.touched:
+                    continue
+                e = self.state.transfers[tid]
+                self.touched.add(tid)
+                done = True
+                if isinstance(req, RequeueFailedRequested):
+                    out.append(
+                        outputs.requeued(
+                            src,
+                            now,
+                            e,
+                            why or f"Requeued by {actor}",
+                            now,
+                            actor=actor,
+                            cause=cause,
+                        )
+                    )
+                else:
+                    out.append(self._release(e, actor, cause))
+            return Verdict.APPLIED if done else Verdict.MOOT
+        host_id: str = getattr(req, "host_id", "")
+        if host_id not in rt.associations:
+            return Verdict.MOOT
+        if isinstance(req, HostActivationRequested):
+            if host_id not in s.deactivated:
+                return Verdict.MOOT
+            out.append(
+                HostActivated(
+                    envelope=outputs.destination_env(src, now, "host-activated", s, cause),
+                    destination=name,
+                    host_id=host_id,
+                    actor=actor,
+                )
+            )
+            return Verdict.DESTINATION
+        if isinstance(req, HostDeactivationRequested):
+            if host_id in s.deactivated:
+                return Verdict.MOOT
+            out.append(
+                HostDeactivated(
+                    envelope=outputs.destination_env(src, now, "host-deactivated", s, cause),
+                    destination=name,
+                    host_id=host_id,
+                    reason=why or "",
+                    actor=actor,
+                )
+            )
+            return Verdict.DESTINATION
+        if isinstance(req, HostPriorityChangeRequested):
+            old = s.host_priority.get(host_id, rt.associations[host_id])
+            if old == req.priority:
+                return Verdict.MOOT
+            out.append(
+                HostPriorityChanged(
+                    envelope=outputs.destination_env(src, now, "host-priority", s, cause),
+                    destination=name,
+                    host_id=host_id,
+                    old_priority=old,
+                    new_priority=req.priority,
+                    actor=actor,
+                )
+            )
+            return Verdict.DESTINATION
+        return Verdict.MOOT

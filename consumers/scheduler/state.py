@@ -1,0 +1,377 @@
+"""The scheduler's state: one frozen entry per transfer, a small frozen summary per destination,
+and the in-memory indexes rebuilt from them.
+
+Shape (DESIGN.md §8 "Scheduler state shape"): never a destination's whole queue as one value.
+What is persisted (and what faust tables would hold) is ``TransferEntry`` keyed by transfer
+id, ``DestinationSummary`` keyed by destination (``SchedulerState.summary`` folds in the
+running count per host) and the few operator requests still pending; everything else here
+(per-destination heaps, running/held/failed sets, the dirty set and the timer heap) is an
+index derived from them, rebuilt by ``SchedulerState.restore`` when partitions are assigned.
+
+Why the container is mutable: copying a million-entry map per event is out of the question.
+The entries and summaries are frozen and replaced, never changed; the container is changed
+only through ``put_entry``/``put_summary`` (called by ``evolve``), which keep the indexes in
+step. ``changed_transfers``/``changed_destinations`` say which keys a runner must write back.
+Heaps use lazy deletion: a node is valid only while it matches its entry's current keys.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from bus.events.base import DestinationStatus, Event, TransferStatus
+from bus.events.config import Destination, Host
+from bus.events.datafiles import Checksums
+from consumers.scheduler.lifecycle import ORDERABLE, PENDING
+
+
+class Followup(StrEnum):
+    """What the scheduler still owes a transfer whose attempt ended badly."""
+
+    NONE = "NONE"
+    REQUEUE = "REQUEUE"  # retriable failure: requeue (RETR)
+    STOP = "STOP"  # unrecoverable failure: stop (STOP)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredFile:
+    """Where a data file's bytes are, as the movers need it in an order."""
+
+    data_file_id: str
+    guid: str
+    store: str
+    location: str
+    checksums: Checksums
+    original: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransferEntry:
+    """One transfer as the scheduler knows it (persisted, keyed by transfer id)."""
+
+    transfer_id: str
+    destination: str
+    data_file_id: str
+    target: str
+    size: int
+    status: TransferStatus
+    priority: int
+    queue_time: datetime
+    expiry_time: datetime
+    scheduled_time: datetime | None = None
+    file_instance: int = 1
+    attempt: int = 0  # number of the last ordered attempt; outcomes of others are ignored
+    host_id: str | None = None  # host of the last ordered attempt
+    mover_id: str | None = None  # mover running the last attempt, once started
+    ordered_at: datetime | None = None
+    start_count: int = 0  # starts since the last max-start delay
+    requeue_count: int = 0  # max-start delays so far
+    followup: Followup = Followup.NONE
+    reason: str = ""  # why it is in its status (the last outcome's message)
+    last_event_id: str = ""  # causation id for what the scheduler decides next about it
+    version: int = 0  # changes applied so far; a decision's id is derived from it
+
+    @property
+    def running(self) -> bool:
+        """Whether an attempt holds a connection slot."""
+        return self.status is TransferStatus.EXEC and self.followup is Followup.NONE
+
+
+@dataclass(frozen=True, slots=True)
+class HostFailure:
+    """Consecutive failures of a host for one destination, and when it may be tried again."""
+
+    count: int
+    last_at: datetime
+    next_try: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DestinationSummary:
+    """The small per-destination scheduler value (persisted, keyed by destination)."""
+
+    name: str
+    status: DestinationStatus = DestinationStatus.WAIT  # as last announced
+    status_reason: str = ""
+    current_host: str | None = None  # host new orders go to
+    announced_host: str | None = None  # host last announced by HostSwitched
+    switch_reason: str = ""
+    running: Mapping[str, int] = field(default_factory=dict)  # running attempts per host
+    failures: Mapping[str, HostFailure] = field(default_factory=dict)
+    cycle: int = 0  # full passes through the host list since the last success
+    sleep_until: datetime | None = None  # pause between cycles (IDLE)
+    exhausted: bool = False  # retry count of cycles reached: HOLD "Failed"
+    reset_time: datetime | None = None  # back to the primary host at this time
+    last_ok: str | None = None
+    last_ko: str | None = None
+    deactivated: frozenset[str] = frozenset()  # hosts an operator took out of use
+    # operator overrides of association priority
+    host_priority: Mapping[str, int] = field(default_factory=dict)
+    version: int = 0  # destination-level decisions applied; their ids are derived from it
+
+
+class DestinationRuntime:
+    """Per-destination indexes (derived, in memory): heaps, sets, config, pending requests."""
+
+    __slots__ = (
+        "associations",
+        "by_host",
+        "config",
+        "delayed",
+        "due",
+        "expiry",
+        "failed",
+        "followups",
+        "held",
+        "name",
+        "orderable",
+        "ready",
+        "requests",
+        "running",
+        "summary",
+    )
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.summary = DestinationSummary(name=name)
+        self.config: Destination | None = None
+        self.associations: dict[str, int] = {}  # host id -> association priority
+        # (priority, queue time, id) of orderable transfers whose queue time has come
+        self.ready: list[tuple[int, datetime, str]] = []
+        # (queue time, id) of orderable transfers queued for later
+        self.delayed: list[tuple[datetime, str]] = []
+        self.expiry: list[tuple[datetime, str]] = []  # (expiry time, id) of pending transfers
+        self.running: set[str] = set()
+        # running attempts per host: kept here, not in the frozen summary, because it changes
+        # with every order and outcome; ``SchedulerState.summary`` folds it in for persistence
+        self.by_host: dict[str, int] = {}
+        self.orderable = 0  # transfers in WAIT or RETR (due or not)
+        self.followups: set[str] = set()  # failed or interrupted: owed a requeue/stop
+        self.held: set[str] = set()
+        self.failed: set[str] = set()  # FAIL and STOP, for "requeue all failed"
+        self.requests: dict[str, Event] = {}  # operator requests not yet answered, by event id
+        self.due: datetime | None = None  # when this destination must be visited again
+
+
+class SchedulerState:
+    """Everything the scheduler knows; changed only by ``evolve`` through this small API."""
+
+    __slots__ = (
+        "changed_destinations",
+        "changed_transfers",
+        "destinations",
+        "dirty",
+        "files",
+        "host_destinations",
+        "hosts",
+        "mover_transfers",
+        "movers",
+        "timers",
+        "transfers",
+    )
+
+    def __init__(self) -> None:
+        self.transfers: dict[str, TransferEntry] = {}
+        self.destinations: dict[str, DestinationRuntime] = {}
+        self.hosts: dict[str, Host] = {}
+        self.host_destinations: dict[str, set[str]] = {}
+        self.files: dict[str, StoredFile] = {}
+        self.movers: dict[str, datetime] = {}  # mover id -> last heartbeat
+        self.mover_transfers: dict[str, set[str]] = {}  # mover id -> running transfer ids
+        self.dirty: set[str] = set()  # destinations to visit at the next decide
+        self.timers: list[tuple[datetime, str]] = []  # (due, destination), lazily invalidated
+        self.changed_transfers: set[str] = set()
+        self.changed_destinations: set[str] = set()
+
+    def runtime(self, name: str) -> DestinationRuntime:
+        """The destination's indexes, created empty on first mention."""
+        rt = self.destinations.get(name)
+        if rt is None:
+            rt = self.destinations[name] = DestinationRuntime(name)
+        return rt
+
+    def put_summary(self, rt: DestinationRuntime, summary: DestinationSummary) -> None:
+        """Replace a destination's summary and mark it for a visit."""
+        rt.summary = summary
+        self.dirty.add(rt.name)
+        self.changed_destinations.add(rt.name)
+
+    def put_entry(self, entry: TransferEntry, at: datetime | None) -> None:
+        """Replace a transfer's entry and keep every index in step; ``at`` is the event time
+        (a transfer whose queue time is not after it goes straight to the ready heap)."""
+        tid = entry.transfer_id
+        old = self.transfers.get(tid)
+        self.transfers[tid] = entry
+        rt = self.runtime(entry.destination)
+        status = entry.status
+        now_orderable = status in ORDERABLE
+        if now_orderable != (old is not None and old.status in ORDERABLE):
+            rt.orderable += 1 if now_orderable else -1
+        if now_orderable and (
+            old is None
+            or old.status not in ORDERABLE
+            or old.priority != entry.priority
+            or old.queue_time != entry.queue_time
+        ):
+            if at is not None and entry.queue_time <= at:
+                heapq.heappush(rt.ready, (entry.priority, entry.queue_time, tid))
+            else:
+                heapq.heappush(rt.delayed, (entry.queue_time, tid))
+        # one expiry node per transfer and expiry time, whatever its status (a node popped when
+        # the transfer was not pending is dropped, so one coming back to pending after its
+        # expiry is indexed again)
+        if (
+            old is None
+            or old.expiry_time != entry.expiry_time
+            or (
+                status in PENDING
+                and old.status not in PENDING
+                and (at is None or entry.expiry_time <= at)
+            )
+        ):
+            heapq.heappush(rt.expiry, (entry.expiry_time, tid))
+        self._sets(rt, old, entry)
+        self.dirty.add(rt.name)
+        self.changed_transfers.add(tid)
+
+    def _sets(self, rt: DestinationRuntime, old: TransferEntry | None, new: TransferEntry) -> None:
+        tid = new.transfer_id
+        status = new.status
+        # not the property: this runs for every event, and it is called twice per entry here
+        now_running = status is TransferStatus.EXEC and new.followup is Followup.NONE
+        was_running = (
+            old is not None and old.status is TransferStatus.EXEC and old.followup is Followup.NONE
+        )
+        if now_running != was_running or (
+            was_running and old is not None and old.host_id != new.host_id
+        ):
+            by_host = rt.by_host
+            if was_running and old is not None and old.host_id is not None:
+                by_host[old.host_id] -= 1
+            if now_running and new.host_id is not None:
+                by_host[new.host_id] = by_host.get(new.host_id, 0) + 1
+            self.changed_destinations.add(rt.name)
+        if now_running:
+            rt.running.add(tid)
+        elif was_running:
+            rt.running.discard(tid)
+        if (
+            old is not None
+            and old.mover_id is not None
+            and (old.mover_id != new.mover_id or not now_running)
+        ):
+            self.mover_transfers.get(old.mover_id, set()).discard(tid)
+        if now_running and new.mover_id is not None:
+            self.mover_transfers.setdefault(new.mover_id, set()).add(tid)
+        if new.followup is not Followup.NONE or status is TransferStatus.INTR:
+            rt.followups.add(tid)
+        elif rt.followups:
+            rt.followups.discard(tid)
+        if status is TransferStatus.HOLD:
+            rt.held.add(tid)
+        elif rt.held:
+            rt.held.discard(tid)
+        if status is TransferStatus.FAIL or status is TransferStatus.STOP:
+            rt.failed.add(tid)
+        elif rt.failed:
+            rt.failed.discard(tid)
+
+    def schedule(self, rt: DestinationRuntime, due: datetime | None) -> None:
+        """Remember when a destination must be visited again (its timer)."""
+        if due != rt.due:
+            rt.due = due
+            if due is not None:
+                heapq.heappush(self.timers, (due, rt.name))
+
+    def summary(self, name: str) -> DestinationSummary:
+        """The destination's summary as persisted (with its running count per host)."""
+        rt = self.destinations[name]
+        running = {h: n for h, n in rt.by_host.items() if n}
+        return replace(rt.summary, running=running)
+
+    def pending_requests(self) -> list[Event]:
+        """Operator requests not answered yet (a graceful hold waiting for a running attempt),
+        to persist beside the entries: ``restore`` takes them back."""
+        return [req for rt in self.destinations.values() for req in rt.requests.values()]
+
+    def drain_changes(self) -> tuple[set[str], set[str]]:
+        """The transfer ids and destinations changed since the last drain (to write back)."""
+        changed = self.changed_transfers, self.changed_destinations
+        self.changed_transfers, self.changed_destinations = set(), set()
+        return changed
+
+    @classmethod
+    def restore(
+        cls,
+        *,
+        transfers: Iterable[TransferEntry] = (),
+        summaries: Iterable[DestinationSummary] = (),
+        destinations: Iterable[Destination] = (),
+        hosts: Iterable[Host] = (),
+        associations: Iterable[tuple[str, str, int]] = (),
+        files: Iterable[StoredFile] = (),
+        requests: Iterable[Event] = (),
+    ) -> SchedulerState:
+        """Rebuild the state and its indexes from persisted entries and configuration (what a
+        worker does when partitions are assigned); ``associations`` are (destination, host,
+        priority)."""
+        state = cls()
+        for host in hosts:
+            state.hosts[host.id] = host
+        for dest in destinations:
+            state.runtime(dest.name).config = dest
+        for dest_name, host_id, priority in associations:
+            state.runtime(dest_name).associations[host_id] = priority
+            state.host_destinations.setdefault(host_id, set()).add(dest_name)
+        for file in files:
+            state.files[file.data_file_id] = file
+        for summary in summaries:
+            # running counts are recomputed from the entries below
+            state.runtime(summary.name).summary = replace(summary, running={})
+        for entry in transfers:  # put_entry without the heap pushes: heapify once at the end
+            tid = entry.transfer_id
+            state.transfers[tid] = entry
+            rt = state.runtime(entry.destination)
+            if entry.status in ORDERABLE:
+                rt.orderable += 1
+                rt.delayed.append((entry.queue_time, tid))  # decide moves the due ones
+            rt.expiry.append((entry.expiry_time, tid))
+            state._sets(rt, None, entry)
+        for rt in state.destinations.values():
+            heapq.heapify(rt.delayed)
+            heapq.heapify(rt.expiry)
+            state.dirty.add(rt.name)
+        for request in requests:
+            rt = state.runtime(request.destination)  # type: ignore[attr-defined]
+            rt.requests[request.envelope.event_id] = request
+            state.dirty.add(rt.name)
+        state.changed_transfers.clear()
+        state.changed_destinations.clear()
+        return state
+
+
+Handler = Callable[[SchedulerState, Any], None]
+"""How one event type changes the state (``evolve`` dispatches on the event's type)."""
+
+GONE = datetime.min.replace(tzinfo=UTC)
+"""Last heartbeat of a mover that stopped: long ago, so what it still runs is interrupted."""
+
+
+def registrar(table: dict[type[Event], Handler]) -> Callable[..., Callable[[Handler], Handler]]:
+    """A decorator factory registering a handler in ``table`` for the given event types."""
+
+    def on(*types: type[Event]) -> Callable[[Handler], Handler]:
+        def register(fn: Handler) -> Handler:
+            for t in types:
+                table[t] = fn
+            return fn
+
+        return register
+
+    return on
