@@ -47,6 +47,7 @@ def components() -> list[Component]:
         ("scheduler", "consumers.scheduler.runner"),
         ("mover", "consumers.movers.runner"),
         ("janitor", "consumers.janitor.runner"),
+        ("backup", "consumers.backup.runner"),
         ("notifier", "consumers.notifier.runner"),
         ("acquisition", "producers.acquisition.runner"),
         ("api", "producers.api.runner"),

@@ -1,0 +1,36 @@
+"""What the janitor needs from outside: the current configuration and a clock.
+
+The object store is ``store.ports.ObjectStore``; the configuration is anything with a current
+``ConfigView`` (``bus.config.view.LiveConfig`` in production, a fixed view in tests and demos).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+from bus.config.view import ConfigView
+
+
+class ConfigSource(Protocol):
+    """Holds the latest configuration view."""
+
+    @property
+    def view(self) -> ConfigView: ...
+
+
+@dataclass(frozen=True)
+class FixedConfig:
+    """A configuration that never changes (tests, demos)."""
+
+    view: ConfigView
+
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The wall clock, UTC (the runner's only source of ``now``)."""
+    return datetime.now(UTC)
