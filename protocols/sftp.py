@@ -1,0 +1,558 @@
+"""SFTP transfer module (asyncssh).
+
+Options (OpenECPDS ``sftp.*`` names, without prefix): ``password`` (or the location's),
+``privateKey`` (PEM text) / ``privateKeyFile`` with ``passPhrase``; host key pinning with
+``fingerPrint`` (``SHA256:...``) or ``knownHosts`` (an OpenSSH known_hosts file); ``cipher``
+(comma list, overrides the AES-GCM-first preference); ``usetmp`` (yes), ``mkdirs`` (yes),
+``chmod`` (octal, applied after put), ``listRecursive`` (no), ``listMaxThreads`` (10),
+``blockSize`` (256 KiB, capped by the server's limits), ``maxRequests`` (128),
+``connectTimeOut`` (30s), ``serverAliveInterval`` (30s) and ``serverAliveCountMax`` (3).
+
+Rules kept:
+
+- Host keys: with ``fingerPrint`` or ``knownHosts`` an unknown key aborts the handshake before
+  any credential is sent. With neither, the key is accepted and its fingerprint logged at
+  WARNING, so an operator can copy it into ``fingerPrint``.
+- AES-GCM is preferred because asyncssh's chacha20 default costs ~20% throughput; the client's
+  order wins the negotiation, so GCM is used whenever the server offers it.
+- Reads and writes are pipelined: up to ``maxRequests`` requests of ``blockSize`` in flight, with
+  bytes yielded in order (memory bounded by blockSize x maxRequests).
+- One connection serves many concurrent operations (each opens its own handle).
+- A put with ``offset`` > 0 resumes: it writes into the final name from that offset, with no
+  temporary name. With mkdirs, a put opens first and creates parents only when they are missing.
+- Puts go to a temporary name and are renamed with ``posix-rename@openssh.com`` (overwrites)
+  when the server offers it, else remove-then-rename.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import posixpath
+import re
+import stat
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Coroutine, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import asyncssh
+from asyncssh.constants import MSG_IGNORE as _MSG_IGNORE
+
+from protocols.base import (
+    AuthenticationFailed,
+    ByteStream,
+    ConnectionLost,
+    Entry,
+    Location,
+    NotFound,
+    PermissionDenied,
+    ProtocolFailure,
+    ServerFailure,
+    TransferError,
+    TransferTimeout,
+    select,
+    temporary_name,
+)
+
+log = logging.getLogger(__name__)
+
+PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+DEFAULT_BLOCK = 256 * 1024
+DEFAULT_REQUESTS = 128
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+# ``list`` is a method name below, so annotations there use this alias.
+Entries = list[Entry]
+
+
+def _seconds(value: str | None, default: float) -> float:
+    if not value:
+        return default
+    match = _DURATION.match(value)
+    if match is None:
+        raise ProtocolFailure(f"bad duration {value!r}")
+    return float(match.group(1)) * _UNITS[match.group(2) or "s"]
+
+
+def _bytes(value: str | None, default: int) -> int:
+    if not value:
+        return default
+    text = value.strip().lower().removesuffix("b").removesuffix("i")
+    scale = {"k": 1024, "m": 1024**2}.get(text[-1:], 1)
+    try:
+        return int(float(text.rstrip("km")) * scale)
+    except ValueError:
+        raise ProtocolFailure(f"bad byte size {value!r}") from None
+
+
+def translate(exc: BaseException, what: str) -> TransferError:
+    """Map an asyncssh/OS error to the project's error (permanent or retriable)."""
+    if isinstance(exc, TransferError):
+        return exc
+    message = f"{what}: {exc}"
+    if isinstance(
+        exc, asyncssh.PermissionDenied | asyncssh.KeyImportError | asyncssh.KeyEncryptionError
+    ):
+        return AuthenticationFailed(message)
+    if isinstance(exc, asyncssh.HostKeyNotVerifiable):
+        return AuthenticationFailed(f"{what}: host key not trusted: {exc}")
+    if isinstance(exc, asyncssh.SFTPNoSuchFile | asyncssh.SFTPNoSuchPath):
+        return NotFound(message)
+    if isinstance(exc, asyncssh.SFTPPermissionDenied | asyncssh.SFTPWriteProtect):
+        return PermissionDenied(message)
+    if isinstance(exc, asyncssh.SFTPConnectionLost | asyncssh.SFTPNoConnection):
+        return ConnectionLost(message)
+    if isinstance(exc, asyncssh.SFTPOpUnsupported | asyncssh.SFTPBadMessage):
+        return ProtocolFailure(message)
+    if isinstance(exc, asyncssh.SFTPError):
+        # SSH_FX_FAILURE covers disk full, rename clashes, transient server trouble.
+        return ServerFailure(message)
+    if isinstance(exc, asyncssh.KeyExchangeFailed | asyncssh.ProtocolNotSupported):
+        return ProtocolFailure(message)
+    if isinstance(exc, TimeoutError):
+        return TransferTimeout(message)
+    if isinstance(exc, asyncssh.DisconnectError | asyncssh.ChannelOpenError | OSError):
+        return ConnectionLost(message)
+    return ProtocolFailure(message)
+
+
+@contextmanager
+def _errors(what: str) -> Iterator[None]:
+    try:
+        yield
+    except TransferError:
+        raise
+    except (
+        asyncssh.Error,
+        asyncssh.KeyImportError,
+        asyncssh.KeyEncryptionError,
+        OSError,
+        TimeoutError,
+    ) as exc:
+        raise translate(exc, what) from exc
+
+
+class _Client(asyncssh.SSHClient):
+    """Checks the server host key against a pinned fingerprint, or logs it when none is set."""
+
+    def __init__(self, location: Location, fingerprint: str | None, pinned: bool) -> None:
+        self._location = location
+        self._fingerprint = fingerprint
+        self._pinned = pinned  # a knownHosts file was given: keys outside it are refused
+
+    def validate_host_public_key(
+        self, host: str, addr: str, port: int, key: asyncssh.SSHKey
+    ) -> bool:
+        seen = key.get_fingerprint("sha256")
+        if self._fingerprint is None:
+            if self._pinned:
+                return False
+            log.warning("sftp %s: accepting unpinned host key %s", self._location.url, seen)
+            return True
+        wanted = self._fingerprint.strip()
+        if wanted.upper().startswith("MD5:"):  # hex: case does not matter
+            return key.get_fingerprint("md5").lower() == wanted.lower()
+        # SHA256 is base64 (case matters); pasted values may carry "=" padding.
+        return seen.split(":", 1)[1] == wanted.split(":", 1)[-1].rstrip("=")
+
+
+def _client_keys(location: Location) -> list[asyncssh.SSHKey]:
+    passphrase = location.option("passPhrase")
+    text = location.option("privateKey")
+    if text:
+        return [asyncssh.import_private_key(text, passphrase)]
+    path = location.option("privateKeyFile")
+    if path:
+        return [asyncssh.read_private_key(path, passphrase)]
+    return []
+
+
+def _ciphers(location: Location) -> Sequence[str]:
+    chosen = location.option("cipher")
+    if chosen:
+        return [c.strip() for c in chosen.split(",") if c.strip()]
+    defaults = [alg.decode() for alg in asyncssh.encryption.get_default_encryption_algs()]
+    return [*PREFERRED_CIPHERS, *(a for a in defaults if a not in PREFERRED_CIPHERS)]
+
+
+_EMPTY_IGNORE = (b"\0\0\0\0",)  # String(b""): the payload of asyncssh's filler packets
+
+
+def _skip_cbc_countermeasure(conn: asyncssh.SSHClientConnection) -> None:
+    """Stop asyncssh sending an empty MSG_IGNORE before every packet of this connection.
+
+    The filler packet defends CBC ciphers (predictable IVs); AES-GCM, chacha20 and CTR do not
+    need it, and it doubles the packets encrypted and written: dropping it cut the client's
+    CPU per put by ~25% here. Only this connection's bound method is shadowed; CBC keeps it.
+    """
+    if "-cbc" in str(conn.get_extra_info("send_cipher")):
+        return
+    original = conn.send_packet
+
+    def send_packet(pkttype: int, *args: bytes, **kwargs: Any) -> None:
+        if pkttype == _MSG_IGNORE and args == _EMPTY_IGNORE:
+            return
+        original(pkttype, *args, **kwargs)
+
+    setattr(conn, "send_packet", send_packet)  # noqa: B010 - mypy forbids assigning a method
+
+
+class _CoalescingTransport:
+    """Hands the SSH packets written in one event-loop turn to the socket in one call.
+
+    asyncssh writes each packet separately; while puts run (concurrent small files, pipelined
+    blocks) one ``writelines`` per turn saves most send syscalls (A/B runs here: ~20% less
+    client CPU for 2,000 concurrent small puts). Gets send only small requests whose delay
+    costs throughput, so writes go straight through while no put runs (``puts`` counts
+    them). Order is kept: once anything is buffered, later writes queue behind it.
+    """
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self._pending: list[bytes] = []
+        self.puts = 0
+
+    def write(self, data: bytes) -> None:
+        if not self._pending:
+            if not self.puts:
+                self._transport.write(data)
+                return
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._pending.append(data)
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        if pending and not self._transport.is_closing():
+            self._transport.writelines(pending)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._pending = []
+        self._transport.abort()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+def _coalesce_writes(conn: asyncssh.SSHClientConnection) -> _CoalescingTransport | None:
+    transport = getattr(conn, "_transport", None)
+    # uvloop's TCPTransport does not subclass asyncio.Transport: check the methods used.
+    if not all(hasattr(transport, name) for name in ("writelines", "is_closing", "abort")):
+        return None
+    wrapper = _CoalescingTransport(cast(asyncio.Transport, transport))
+    setattr(conn, "_transport", wrapper)  # noqa: B010 - a private attribute, on purpose
+    return wrapper
+
+
+class SftpModule:
+    """Opens SFTP connections for ``sftp://`` locations."""
+
+    async def connect(self, location: Location) -> SftpConnection:
+        known_hosts = location.option("knownHosts") or None
+        fingerprint = location.option("fingerPrint") or None
+        timeout = _seconds(location.option("connectTimeOut"), 30.0)
+        with _errors(f"connect {location.url}"):
+            keys = _client_keys(location)
+            conn, _ = await asyncio.wait_for(
+                asyncssh.create_connection(
+                    lambda: _Client(location, fingerprint, known_hosts is not None),
+                    location.host or "127.0.0.1",
+                    port=location.port or 22,
+                    username=location.user or "anonymous",
+                    password=location.option("password", location.password),
+                    client_keys=keys,
+                    passphrase=None,
+                    agent_path=None,
+                    # An empty trusted list sends every key to _Client; a file pins it.
+                    known_hosts=known_hosts if known_hosts else ([], [], []),
+                    encryption_algs=_ciphers(location),
+                    preferred_auth=("publickey", "password", "keyboard-interactive")
+                    if keys
+                    else ("password", "keyboard-interactive"),
+                    connect_timeout=timeout,
+                    # A silent peer (hung, or gone without a RST) ends as ConnectionLost.
+                    keepalive_interval=_seconds(location.option("serverAliveInterval"), 30.0),
+                    keepalive_count_max=int(location.option("serverAliveCountMax") or 3),
+                    config=None,  # never read ~/.ssh/config: the location says it all
+                ),
+                timeout,
+            )
+            _skip_cbc_countermeasure(conn)
+            writes = _coalesce_writes(conn)
+            try:
+                sftp = await conn.start_sftp_client()
+            except BaseException:
+                conn.close()
+                raise
+        return SftpConnection(location, conn, sftp, writes)
+
+
+class SftpConnection:
+    """One SSH connection with one SFTP session; safe for many concurrent operations."""
+
+    def __init__(
+        self,
+        location: Location,
+        conn: asyncssh.SSHClientConnection,
+        sftp: asyncssh.SFTPClient,
+        writes: _CoalescingTransport | None = None,
+    ) -> None:
+        self.location = location
+        self._conn = conn
+        self._sftp = sftp
+        self._writes = writes
+        limits = sftp.limits
+        block = _bytes(location.option("blockSize"), DEFAULT_BLOCK)
+        self._read_block = max(4096, min(block, limits.max_read_len or block))
+        self._write_block = max(4096, min(block, limits.max_write_len or block))
+        self._requests = int(location.option("maxRequests", str(DEFAULT_REQUESTS)) or 128)
+
+    @property
+    def broken(self) -> bool:
+        """True once the SSH connection is gone (the pool then never lends it again)."""
+        return self._conn.is_closed()
+
+    @property
+    def cipher(self) -> str:
+        return str(self._conn.get_extra_info("send_cipher"))
+
+    async def list(
+        self,
+        path: str,
+        *,
+        recursive: bool = False,
+        pattern: str | None = None,
+        regex: str | None = None,
+    ) -> list[Entry]:
+        root = self.location.resolve(path)
+        deep = recursive or self.location.flag("listRecursive", False)
+        limit = asyncio.Semaphore(int(self.location.option("listMaxThreads", "10") or 10))
+        entries: list[Entry] = []
+        level = [""]
+        with _errors(f"list {root}"):
+            while level:
+                results = await _all([self._read_dir(root, rel, limit) for rel in level])
+                level = []
+                for found in results:
+                    for entry in found:
+                        entries.append(entry)
+                        if deep and entry.is_dir and not entry.is_symlink:
+                            level.append(entry.name)
+        return select(entries, pattern, regex)
+
+    async def _read_dir(self, root: str, rel: str, limit: asyncio.Semaphore) -> Entries:
+        async with limit:
+            names = await self._sftp.readdir(posixpath.join(root, rel) if rel else root)
+        found = []
+        for item in names:
+            name = str(item.filename)
+            if name in {".", ".."}:
+                continue
+            attrs = item.attrs
+            link = stat.S_ISLNK(attrs.permissions or 0)
+            if link:
+                with suppress(asyncssh.SFTPError):
+                    attrs = await self._sftp.stat(posixpath.join(root, rel, name))
+            mode = attrs.permissions or 0
+            found.append(
+                Entry(
+                    name=posixpath.join(rel, name) if rel else name,
+                    size=attrs.size or 0,
+                    mtime=datetime.fromtimestamp(attrs.mtime, UTC)
+                    if attrs.mtime is not None
+                    else None,
+                    is_dir=stat.S_ISDIR(mode),
+                    is_symlink=link,
+                )
+            )
+        return found
+
+    async def get(self, path: str, *, offset: int = 0) -> ByteStream:
+        target = self.location.resolve(path)
+        with _errors(f"get {target}"):
+            file = await self._sftp.open(target, "rb", block_size=0)
+        try:
+            with _errors(f"get {target}"):
+                size = (await file.stat()).size or 0
+                async for chunk in self._pipelined_read(file, offset, size):
+                    yield chunk
+        finally:
+            with suppress(asyncssh.Error, OSError):
+                await file.close()
+
+    async def _pipelined_read(
+        self, file: asyncssh.SFTPClientFile, offset: int, size: int
+    ) -> AsyncIterator[bytes]:
+        """Read [offset, size) with a window of requests, yielding blocks in order.
+
+        ``size`` is the size seen by fstat when the get started: bytes appended later are not
+        part of this get (as with ``size()``), which spares a round trip to probe for EOF.
+        """
+        pending: deque[tuple[int, int, asyncio.Task[bytes]]] = deque()
+        position = offset
+        try:
+            while True:
+                while position < size and len(pending) < self._requests:
+                    length = min(self._read_block, size - position)
+                    pending.append(
+                        (position, length, asyncio.ensure_future(file.read(length, position)))
+                    )
+                    position += length
+                if not pending:
+                    break
+                start, length, task = pending.popleft()
+                data: bytes = await task
+                while len(data) < length:
+                    # A short read (server capped it): fetch the rest in place.
+                    more: bytes = await file.read(length - len(data), start + len(data))
+                    if not more:
+                        # Never end quietly short: the reader would take a truncated file.
+                        raise ServerFailure(f"file shrank to {start + len(data)} during get")
+                    data += more
+                yield data
+        finally:
+            for _, _, task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*(t for _, _, t in pending), return_exceptions=True)
+
+    async def put(
+        self,
+        path: str,
+        data: AsyncIterable[bytes],
+        *,
+        use_tmp: bool | None = None,
+        mkdirs: bool | None = None,
+        offset: int = 0,
+    ) -> int:
+        target = self.location.resolve(path)
+        tmp = use_tmp if use_tmp is not None else self.location.flag("usetmp", True)
+        # Resuming continues the bytes already at the final name: no temporary file.
+        write_to = temporary_name(target, self.location) if tmp and offset == 0 else target
+        parents = mkdirs if mkdirs is not None else self.location.flag("mkdirs", True)
+        written = 0
+        if self._writes is not None:
+            self._writes.puts += 1
+        try:
+            with _errors(f"put {target}"):
+                async with await self._open_for_put(write_to, offset, parents) as file:
+                    written = await self._pipelined_write(file, data, offset)
+                chmod = self.location.option("chmod")
+                if chmod:
+                    await self._sftp.chmod(write_to, int(chmod, 8))
+                if write_to != target:
+                    await self._replace(write_to, target)
+        except BaseException:
+            if write_to != target:
+                with suppress(asyncssh.Error, OSError):
+                    await asyncio.shield(self._sftp.remove(write_to))
+            raise
+        finally:
+            if self._writes is not None:
+                self._writes.puts -= 1
+        return written
+
+    async def _open_for_put(self, path: str, offset: int, parents: bool) -> asyncssh.SFTPClientFile:
+        # Open first and create parents only when missing: a put into an existing
+        # directory (the usual case) costs no extra round trips.
+        mode = "r+b" if offset else "wb"
+        try:
+            return await self._sftp.open(path, mode, block_size=0)
+        except asyncssh.SFTPNoSuchFile:
+            if not parents:
+                raise
+        await self._sftp.makedirs(posixpath.dirname(path), exist_ok=True)
+        return await self._sftp.open(path, mode, block_size=0)
+
+    async def _pipelined_write(
+        self, file: asyncssh.SFTPClientFile, data: AsyncIterable[bytes], offset: int
+    ) -> int:
+        window = asyncio.Semaphore(self._requests)
+        pending: set[asyncio.Task[int]] = set()
+        failures: list[BaseException] = []
+
+        def done(task: asyncio.Task[int]) -> None:
+            pending.discard(task)
+            window.release()
+            if not task.cancelled() and task.exception() is not None:
+                failures.append(task.exception())  # type: ignore[arg-type]
+
+        position = offset
+        try:
+            async for chunk in data:
+                for start in range(0, len(chunk), self._write_block):
+                    if failures:
+                        raise failures[0]
+                    piece = chunk[start : start + self._write_block]
+                    await window.acquire()
+                    task = asyncio.ensure_future(file.write(piece, position))
+                    pending.add(task)
+                    task.add_done_callback(done)
+                    position += len(piece)
+            if pending:
+                await asyncio.wait(set(pending))
+            if failures:
+                raise failures[0]
+        finally:
+            for task in list(pending):
+                task.cancel()
+        return position - offset
+
+    async def _replace(self, source: str, target: str) -> None:
+        try:
+            await self._sftp.posix_rename(source, target)
+        except asyncssh.SFTPOpUnsupported:
+            with suppress(asyncssh.SFTPNoSuchFile):
+                await self._sftp.remove(target)
+            await self._sftp.rename(source, target)
+
+    async def rename(self, source: str, target: str) -> None:
+        old, new = self.location.resolve(source), self.location.resolve(target)
+        with _errors(f"rename {old} -> {new}"):
+            await self._replace(old, new)
+
+    async def delete(self, path: str) -> None:
+        target = self.location.resolve(path)
+        with _errors(f"delete {target}"):
+            if await self._sftp.isdir(target):
+                await self._sftp.rmdir(target)
+            else:
+                await self._sftp.remove(target)
+
+    async def mkdir(self, path: str, *, parents: bool = True) -> None:
+        target = self.location.resolve(path)
+        with _errors(f"mkdir {target}"):
+            if parents:
+                await self._sftp.makedirs(target, exist_ok=True)
+            else:
+                await self._sftp.mkdir(target)
+
+    async def size(self, path: str) -> int:
+        target = self.location.resolve(path)
+        with _errors(f"size {target}"):
+            return (await self._sftp.stat(target)).size or 0
+
+    async def close(self) -> None:
+        self._sftp.exit()
+        self._conn.close()
+        with suppress(asyncssh.Error, OSError):
+            await self._conn.wait_closed()
+
+
+async def _all(calls: list[Coroutine[Any, Any, list[Entry]]]) -> list[list[Entry]]:
+    """Run listing calls together; the first failure cancels the rest and is raised as is."""
+    tasks = [asyncio.ensure_future(call) for call in calls]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
