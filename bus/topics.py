@@ -43,7 +43,7 @@ class TopicSpec:
         return namespace in self.namespaces
 
     def kafka_config(self) -> dict[str, str]:
-        config = {"cleanup.policy": self.cleanup}
+        config: dict[str, str] = {"cleanup.policy": self.cleanup}
         if self.cleanup == "delete":
             config["retention.ms"] = str(self.retention_ms)
         else:

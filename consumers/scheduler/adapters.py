@@ -1,0 +1,103 @@
+"""Small adapters between the scheduler's core and Kafka: topic names, where each decision is
+published, the orders topics created on first use, and the stored-file facts a queued event
+carries.
+
+Rule kept here: ``TransferOrdered`` goes to the orders topic of its transfer group, every other
+decision to the transfers topic, all keyed by destination (one destination, one partition, in
+order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+
+from bus.errors import TransientError
+from bus.events.base import Event
+from bus.events.datafiles import Checksums
+from bus.events.orders import TransferOrdered
+from bus.events.transfers import TransferQueued
+from bus.topics import (
+    CONFIG,
+    MOVERS,
+    ORDERS_PREFIX,
+    TRANSFERS,
+    TopicSpec,
+    apply_topics,
+    catalogue,
+    orders_topic,
+    partition_counts,
+)
+from consumers.scheduler.state import StoredFile
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """The topics the scheduler reads and writes (tests use their own names)."""
+
+    transfers: str = TRANSFERS
+    config: str = CONFIG
+    movers: str = MOVERS
+    orders_prefix: str = ORDERS_PREFIX
+
+    def orders(self, transfer_group: str) -> str:
+        """The orders topic of a transfer group."""
+        return f"{self.orders_prefix}{transfer_group}"
+
+    def route(self, decision: Event) -> tuple[str, str]:
+        """The topic and key a decision is published with."""
+        key: str = decision.destination  # type: ignore[attr-defined]
+        if isinstance(decision, TransferOrdered):
+            return self.orders(decision.transfer_group), key
+        return self.transfers, key
+
+    def inputs(self, partitions: int) -> list[TopicSpec]:
+        """The declarations of the topics the scheduler reads, under these names."""
+        by_name = {s.name: s for s in catalogue(partitions)}
+        pairs = ((TRANSFERS, self.transfers), (CONFIG, self.config), (MOVERS, self.movers))
+        return [replace(by_name[default], name=name) for default, name in pairs]
+
+
+class OrdersTopics:
+    """Creates a transfer group's orders topic the first time it gets an order. An existing
+    topic is left as it is: aligning it is ``ecpds up``'s job, and workers would race."""
+
+    def __init__(self, bootstrap: str, topics: Topics, partitions: int) -> None:
+        self._bootstrap = bootstrap
+        self._topics = topics
+        self._partitions = partitions
+        self._ensured: set[str] = {topics.transfers}
+
+    async def ensure(self, names: Iterable[str]) -> None:
+        """Make sure the named topics exist (``TransientError`` if that cannot be done now)."""
+        missing = set(names) - self._ensured
+        if not missing:
+            return
+        prefix = self._topics.orders_prefix
+        try:
+            existing = await partition_counts(self._bootstrap, sorted(missing))
+            specs = [
+                replace(orders_topic(t.removeprefix(prefix), self._partitions), name=t)
+                for t in sorted(missing)
+                if not existing.get(t)
+            ]
+            if specs:
+                await apply_topics(self._bootstrap, specs)
+        except Exception as error:
+            raise TransientError(f"creating {sorted(missing)}: {error}") from error
+        self._ensured |= missing
+
+
+def stored_file(ev: TransferQueued) -> StoredFile | None:
+    """Where a queued transfer's bytes are, when its event says so (the core takes stored
+    files from ``DataFileStored``; a queued event that carries them spares that join)."""
+    if ev.guid is None:
+        return None
+    return StoredFile(
+        data_file_id=ev.data_file_id,
+        guid=ev.guid,
+        store=ev.store or "",
+        location=ev.location or "",
+        checksums=ev.checksums or Checksums(adler32=""),
+        original=ev.original,
+    )

@@ -1,0 +1,346 @@
+"""``python -m consumers.scheduler.runner``: the scheduler worker, the pure core wired to Kafka.
+
+One faust app (``bus.faust_app.make_app``) whose consumer group spreads the partitions of
+``ecpds.transfers`` (keyed by destination, so one worker owns a destination) over the workers.
+Configuration (``ecpds.config``) and mover liveness (``ecpds.movers``) are small and every
+worker needs all of them: a ``Feed`` follows them outside the group (configuration from the
+beginning, heartbeats from two mover timeouts ago: an older one says no more than the
+``TransferStarted`` the core also takes as a sign of life).
+
+How the state is kept — rebuilt from the log, no tables. On every partition assignment the
+worker builds a fresh ``SchedulerState``: the configuration and the last word of every mover,
+then every event of the ``ecpds.transfers`` partitions it now owns, from the beginning up to
+their current end (``feeds.replay``); ``gc.freeze()`` follows. The log holds the scheduler's
+own past decisions too (``TransferScheduled`` is the twin of every order, requeues, status
+changes, host switches), so attempts, counters, host failures and every due time come back
+exactly: a retry timer is a due time derived from events, not a wall-clock timer, and a restart
+fires it (late, if the restart took longer). This was chosen over faust tables (DESIGN.md §8)
+because it is one code path, has nothing to keep in step and the core's ``evolve`` already
+ignores decisions read back; its cost is a replay proportional to the partitions' retention on
+each rebalance, the thing to revisit (tables of entries + summaries) when that grows too long.
+
+The loop (the core's package docstring):
+- the agent takes each batch of events past the replayed offsets and ``evolve``s them, nothing
+  else (no I/O in the agent: STYLE.md habit 9), then wakes the decider;
+- the decider task sleeps until ``next_due(state, now)`` or a wake-up, calls
+  ``decide(state, settings, now)``, ``evolve``s every decision into the state, and only then
+  publishes them keyed by destination: ``TransferOrdered`` to ``<orders prefix><transfer
+  group>``, everything else to the transfers topic. Timers thus act only on the owned partitions
+  (the state holds nothing else) and their effects are events.
+
+Offset rule: the agent acknowledges an event once it is folded into the state, before the
+decisions it leads to are published. This is safe because the state is not the committed
+offset's to restore: a worker that dies before publishing rebuilds the state from the log
+(which lacks those decisions) and decides them again. Decisions are made only on a complete
+state: never while a rebuild runs. A revocation stops them at once and waits (a few seconds at
+most) for a publish in flight to land, so the next owner's replay includes it; a publish still
+retrying from an older assignment is abandoned, and the next owner decides again. Delivery
+stays at-least-once (a publish that outlives that wait can be decided twice); the movers'
+temporary names keep the visible result exactly-once (DESIGN.md §4).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import gc
+import signal
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from bus.errors import TransientError
+from bus.events.base import Event
+from bus.events.movers import MoverHeartbeat, MoverStopped
+from bus.events.transfers import TransferQueued
+from bus.faust_app import make_app
+from bus.logging import configure, get_logger
+from bus.publisher import Publisher
+from bus.settings import Settings
+from bus.topics import CONFIG, MOVERS, ORDERS_PREFIX, TRANSFERS, apply_topics
+from consumers.scheduler.adapters import OrdersTopics, Topics, stored_file
+from consumers.scheduler.core import SchedulerSettings, SchedulerState, decide, evolve, next_due
+from consumers.scheduler.feeds import Feed, replay
+
+log = get_logger(__name__)
+
+Clock = Callable[[], datetime]
+QUIESCE_SECONDS = 5.0  # how long a revocation waits for a publish in flight (< session timeout)
+
+
+def utcnow() -> datetime:
+    """The current UTC time (the runner's only clock)."""
+    return datetime.now(UTC)
+
+
+class SchedulerRunner:
+    """One scheduler worker: a faust app, two feeds, a decider task (module docstring)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        app_id: str = "ecpds-scheduler",
+        topics: Topics = Topics(),
+        scheduler: SchedulerSettings | None = None,
+        clock: Clock = utcnow,
+        batch: int = 500,
+    ) -> None:
+        self._settings = settings
+        self._topics = topics
+        self._scheduler = scheduler or SchedulerSettings(source=f"scheduler/{settings.instance}")
+        self._clock = clock
+        self._bootstrap = settings.kafka_bootstrap
+        self.state = SchedulerState()
+        self._building: SchedulerState | None = None
+        self._config_log: list[Event] = []  # configuration in log order (small)
+        self._movers: dict[str, Event] = {}  # the last heartbeat or stop of each mover
+        self._live_from: dict[tuple[str, int], int] = {}  # first offset not in the state yet
+        self._ready = asyncio.Event()  # the state is complete: decisions may be made
+        self._wake = asyncio.Event()
+        self._generation = 0  # bumped by every rebalance; a decision belongs to one
+        self._rebuild_task: asyncio.Task[None] | None = None
+        self._decider: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()  # no publish in flight
+        self._idle.set()
+        self._orders_topics = OrdersTopics(self._bootstrap, topics, settings.topic_partitions)
+        self.published = 0
+        self.rebuilds = 0
+        # heartbeats older than two timeouts say nothing more than the transfers' own
+        # TransferStarted (which the core takes as a sign of life too): skip them at start
+        since = {topics.movers: clock() - 2 * self._scheduler.mover_timeout}
+        self._feed = Feed(
+            self._bootstrap, [topics.config, topics.movers], self._on_feed, since=since
+        )
+        self._publisher = Publisher(self._bootstrap, client_id=f"{app_id}-decisions")
+        self.app = make_app(app_id, settings)
+        self._wire(batch)
+
+    def _wire(self, batch: int) -> None:
+        app = self.app
+
+        async def transfers(stream: Any) -> None:
+            async for events in stream.take_events(batch, within=0.01):
+                await self._ready.wait()
+                # no await from here on: a rebalance cannot slip between the checks and evolve
+                live_from = self._live_from
+                for event in events:
+                    message = event.message
+                    tp = (message.topic, message.partition)
+                    start = live_from.get(tp)
+                    # below ``start``: in the replayed state already (or applied: a redelivery)
+                    if start is not None and message.offset >= start:
+                        self._apply(self.state, event.value)
+                        live_from[tp] = message.offset + 1
+                self._wake.set()
+
+        app.agent(app.topic(self._topics.transfers), name="scheduler-transfers")(transfers)
+        # ignores: mode's stub wants a positional-only sender, a bound method's is not
+        app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
+        app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start publishing, following the feeds, consuming, and deciding."""
+        await self._publisher.start()
+        await self._feed.start()
+        await self._feed.ready()
+        self._decider = asyncio.create_task(self._decide_loop(), name="scheduler-decider")
+        await self.app.start()
+
+    async def stop(self) -> None:
+        """Stop deciding first (nothing half-published), then consuming, then the rest."""
+        self._ready.clear()
+        self._generation += 1
+        await self._quiesce()
+        for task in (self._decider, self._rebuild_task):
+            if task is not None:
+                task.cancel()
+                # a decider that died has said so through ``wait``: stopping goes on
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        await self.app.stop()
+        await self._feed.stop()
+        await self._publisher.stop()
+
+    async def wait(self) -> None:
+        """Return (raising its error) only if the decider ended: a bug, fatal to the worker."""
+        assert self._decider is not None, "start() first"
+        await asyncio.shield(self._decider)
+
+    async def ready(self, timeout: float = 60) -> None:
+        """Wait until this worker owns partitions and has rebuilt their state."""
+        await asyncio.wait_for(self._ready.wait(), timeout)
+
+    # -- state ------------------------------------------------------------------------------
+
+    def _apply(self, state: SchedulerState, event: Event) -> None:
+        if isinstance(event, TransferQueued):
+            file = stored_file(event)
+            if file is not None and event.data_file_id not in state.files:
+                state.files[event.data_file_id] = file
+        evolve(state, event)
+
+    def _on_feed(self, events: Sequence[Event]) -> None:
+        for event in events:
+            if isinstance(event, (MoverHeartbeat, MoverStopped)):
+                self._movers[event.mover_id] = event
+            else:
+                self._config_log.append(event)
+            for state in (self.state, self._building):
+                if state is not None:
+                    evolve(state, event)
+        self._wake.set()
+
+    async def _on_revoked(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # stop deciding at once; the next owner replays the log once this returns (an eager
+        # rebalance assigns nothing before every member has handled its revocation)
+        self._ready.clear()
+        self._generation += 1
+        await self._quiesce()
+
+    async def _on_assigned(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        assigned = args[0]  # faust sends (app, assigned: set[TP])
+        self._ready.clear()
+        self._generation += 1
+        owned = sorted(
+            (TopicPartition(tp.topic, tp.partition) for tp in assigned),
+            key=lambda tp: tp.partition,
+        )
+        owned = [tp for tp in owned if tp.topic == self._topics.transfers]
+        if self._rebuild_task is not None:
+            self._rebuild_task.cancel()
+        self._rebuild_task = asyncio.create_task(self._rebuild(owned), name="scheduler-rebuild")
+
+    async def _rebuild(self, owned: list[TopicPartition]) -> None:
+        """A fresh state: configuration, movers, then the owned partitions replayed; a failed
+        replay is started again from scratch (never decide on a partial state)."""
+        delay = 0.5
+        while True:
+            state = SchedulerState()
+            for event in self._config_log:
+                evolve(state, event)
+            for event in self._movers.values():
+                evolve(state, event)
+            self._building = state
+            try:
+                ends = await replay(self._bootstrap, owned, functools.partial(self._apply, state))
+                break
+            except TransientError as error:
+                log.warning("scheduler state rebuild failed, retrying", error=str(error))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+            finally:
+                self._building = None
+        state.drain_changes()  # nothing is written back: the log is the state
+        self.state = state
+        self._live_from = {(tp.topic, tp.partition): end for tp, end in ends.items()}
+        # the previous state was frozen too: let the collector see it once, then freeze the new
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()  # the entries live long: keep the cyclic collector off them
+        self.rebuilds += 1
+        log.info(
+            "scheduler state rebuilt",
+            partitions=[tp.partition for tp in owned],
+            transfers=len(state.transfers),
+            destinations=len(state.destinations),
+        )
+        self._ready.set()
+        self._wake.set()
+
+    # -- deciding ---------------------------------------------------------------------------
+
+    async def _decide_loop(self) -> None:
+        while True:
+            await self._ready.wait()
+            now = self._clock()
+            due = next_due(self.state, now, self._scheduler)
+            if due is None or due > now:
+                timeout = None if due is None else (due - now).total_seconds()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+                self._wake.clear()
+                continue  # look again: the wake-up may have been a rebalance
+            state, generation = self.state, self._generation
+            decisions = decide(state, self._scheduler, now)
+            for decision in decisions:  # evolved before published: the state leads the log
+                evolve(state, decision)
+            state.drain_changes()
+            if decisions:
+                self._idle.clear()
+                try:
+                    await self._publish(decisions, generation)
+                finally:
+                    self._idle.set()
+
+    async def _quiesce(self) -> None:
+        """Let a publish in flight land before the partitions go to another worker, so that
+        its replay sees it (bounded: a publish stuck retrying is abandoned, see ``_publish``)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), QUIESCE_SECONDS)
+
+    async def _publish(self, decisions: list[Event], generation: int) -> None:
+        """Publish until acknowledged; abandoned only if the partitions moved meanwhile."""
+        items = [(*self._topics.route(ev), ev) for ev in decisions]
+        delay = 0.1
+        while True:
+            if generation != self._generation:
+                log.warning("decisions abandoned after a rebalance", count=len(items))
+                return
+            try:
+                await self._orders_topics.ensure({topic for topic, _, _ in items})
+                await self._publisher.publish_many(items)
+                self.published += len(items)
+                return
+            except TransientError as error:
+                log.warning("publishing decisions failed, retrying", error=str(error))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+
+async def serve(settings: Settings, app_id: str, topics: Topics) -> None:
+    """Run one scheduler worker until SIGTERM/SIGINT (its input topics are created if missing)."""
+    await apply_topics(settings.kafka_bootstrap, topics.inputs(settings.topic_partitions))
+    runner = SchedulerRunner(settings, app_id=app_id, topics=topics)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await runner.start()
+    log.info("scheduler running", instance=settings.instance, app_id=app_id)
+    stopped = asyncio.ensure_future(stop.wait())
+    failed = asyncio.ensure_future(runner.wait())
+    try:
+        await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        failed.cancel()
+        await runner.stop()
+    if failed.done() and not failed.cancelled() and failed.exception() is not None:
+        raise RuntimeError("the scheduler's decider failed") from failed.exception()
+    log.info("scheduler stopped", published=runner.published, rebuilds=runner.rebuilds)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    summary = (__doc__ or "").splitlines()[0]
+    parser = argparse.ArgumentParser(prog="consumers.scheduler.runner", description=summary)
+    parser.add_argument("--app-id", default="ecpds-scheduler", help="faust app / consumer group")
+    parser.add_argument("--transfers", default=TRANSFERS, help="transfers topic")
+    parser.add_argument("--config", default=CONFIG, help="configuration topic")
+    parser.add_argument("--movers", default=MOVERS, help="mover heartbeats topic")
+    parser.add_argument("--orders-prefix", default=ORDERS_PREFIX, help="orders topics prefix")
+    args = parser.parse_args(argv)
+    topics = Topics(args.transfers, args.config, args.movers, args.orders_prefix)
+    settings = Settings.from_env()
+    configure(settings)
+    asyncio.run(serve(settings, args.app_id, topics))
+
+
+if __name__ == "__main__":
+    main()
