@@ -13,9 +13,13 @@ mkdir -p "$STAMPS"
 digest() { cat "$@" 2>/dev/null | md5sum | cut -c1-16; }
 
 apt_step() {
-  local want missing=() pkg
-  want=$(sed -e 's/#.*//' infra/apt-packages.txt | awk 'NF{print $1}')
-  for pkg in $want; do dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg"); done
+  local missing=() pkg cmd
+  while read -r pkg cmd; do
+    [ -n "$pkg" ] || continue
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" && continue
+    [ -n "$cmd" ] && command -v "$cmd" >/dev/null 2>&1 && continue
+    missing+=("$pkg")
+  done < <(sed -e 's/#.*//' infra/apt-packages.txt | awk 'NF{print $1, $2}')
   [ ${#missing[@]} -eq 0 ] && return 0
   echo "install: Debian packages ${missing[*]}"
   local sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
