@@ -18,6 +18,7 @@ from bus.topics import DEFAULT_TRANSFER_GROUP, apply_topics, catalogue, orders_t
 from cli import events as events_cli
 from cli import supervisor
 from cli.config import config_app, destination_app, host_app, user_app
+from cli.put import put_command
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 topics_app = typer.Typer(no_args_is_help=True, help="Kafka topics ecpds declares.")
@@ -28,6 +29,7 @@ app.add_typer(destination_app, name="destination")
 app.add_typer(host_app, name="host")
 app.add_typer(user_app, name="user")
 app.add_typer(config_app, name="config")
+app.command("put")(put_command)
 console = Console()
 
 

@@ -1,0 +1,124 @@
+"""Everything the ingest API needs, wired and started in order, stopped in reverse.
+
+Start order (each step waits for the previous one): topics exist -> live configuration read to
+its end -> publisher -> ingest index read from ``ecpds.datafiles`` + ``ecpds.transfers`` to
+their end -> ``recover`` (close registrations a crash left open) -> token file (created with
+one admin token on first start; the token is logged once). Only then are requests served, so
+a duplicate is refused even right after a restart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bus.config.view import LiveConfig, config_spec
+from bus.logging import get_logger
+from bus.publisher import Publisher
+from bus.settings import Settings
+from bus.topics import CONFIG, TopicSpec, apply_topics, catalogue
+from producers.api.app import ApiState
+from producers.api.auth import Authenticator, TokenBook
+from producers.ingest.follower import LogFollower
+from producers.ingest.index import IngestIndex
+from producers.ingest.service import IngestService, IngestTopics
+from store.local import LocalStore
+from store.ports import ObjectStore
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeOptions:
+    """Where the ingest API reads and writes (defaults: the settings' topics, store, files)."""
+
+    config_topic: str = CONFIG
+    topics: IngestTopics = field(default_factory=IngestTopics)
+    store_root: Path | None = None
+    tokens_file: Path | None = None
+    durable: bool = True
+
+
+def tokens_path(settings: Settings) -> Path:
+    """The default token file: ``var/secrets/api-tokens``."""
+    return settings.var_dir / "secrets" / "api-tokens"
+
+
+def _specs(settings: Settings, options: RuntimeOptions) -> list[TopicSpec]:
+    declared = {s.name: s for s in catalogue(settings.topic_partitions)}
+    specs = [config_spec(options.config_topic)]
+    for name, default in (
+        (options.topics.datafiles, declared["ecpds.datafiles"]),
+        (options.topics.transfers, declared["ecpds.transfers"]),
+    ):
+        specs.append(
+            declared.get(name)
+            or TopicSpec(
+                name,
+                default.key,
+                default.partitions,
+                default.cleanup,
+                default.retention_ms,
+                default.namespaces,
+                default.description,
+            )
+        )
+    return specs
+
+
+@contextlib.asynccontextmanager
+async def running(
+    settings: Settings, options: RuntimeOptions | None = None
+) -> AsyncIterator[ApiState]:
+    """The started ingest stack as an ``ApiState``; everything is stopped on exit."""
+    options = options or RuntimeOptions()
+    await apply_topics(settings.kafka_bootstrap, _specs(settings, options))
+    source = f"ingest/{settings.instance}"
+    async with contextlib.AsyncExitStack() as stack:
+        live = LiveConfig(settings.kafka_bootstrap, options.config_topic, create_topic=False)
+        await live.start()
+        stack.push_async_callback(live.stop)
+        await live.ready()
+        publisher = Publisher(settings.kafka_bootstrap, client_id=source, linger_ms=0)
+        await publisher.start()
+        stack.push_async_callback(publisher.stop)
+        store: ObjectStore = LocalStore(
+            options.store_root or settings.store_root, durable=options.durable, max_puts=16
+        )
+        stack.push_async_callback(store.close)
+        index = IngestIndex()
+        follower = LogFollower(
+            settings.kafka_bootstrap,
+            (options.topics.datafiles, options.topics.transfers),
+            index.apply,
+        )
+        await follower.start()
+        stack.push_async_callback(follower.stop)
+        await follower.ready()
+        service = IngestService(
+            publisher=publisher,
+            store=store,
+            config=live,
+            index=index,
+            topics=options.topics,
+            source=source,
+        )
+        recovery = await service.recover()
+        log.info(
+            "ingest index ready",
+            files=len(index.files),
+            transfers=len(index.transfers),
+            recovered_failed=len(recovery.failed),
+            recovered_queued=len(recovery.requeued),
+        )
+        book, created = TokenBook.open(options.tokens_file or tokens_path(settings))
+        if created is not None:
+            # printed once, never stored in clear: the file keeps only its SHA-256
+            log.warning(
+                "created the API token file with an admin token; keep it, it is not shown again",
+                path=str(book.path),
+                admin_token=created,
+            )
+        yield ApiState(service=service, config=live, auth=Authenticator(book))

@@ -1,0 +1,406 @@
+"""The ingest service: the I/O shell around ``core.decide`` that registers data files.
+
+Order of effects for one submission (the rule this module keeps; "store first, notify second"):
+
+1. ``decide``; a refusal publishes ``DataFileRegistrationRefused`` and stores nothing;
+2. publish ``DataFileRegistered`` (and apply it to the index at once, so a concurrent
+   duplicate is refused);
+3. stream the bytes into the object store, which returns only once they are durable (fsynced);
+   the size limit is enforced while streaming: passing ``max_file_size`` aborts the put;
+4. publish ``DataFileStored`` (size, ADLER32, MD5, location) and, once it is acknowledged,
+   the ``TransferQueued`` events (one per destination and alias, sent concurrently).
+
+If the bytes fail midway (client gone, store error, too large) the store leaves no object and
+``DataFileRegistrationFailed`` closes the registration, so no transfer is queued for bytes that
+are not there. ``recover`` runs at start, after the index has read the log to its end: a
+registration without its ``Stored`` (a crash in between) is marked failed ("interrupted before
+storage") and any object under its id is deleted; a stored file whose transfers were never
+queued (a crash after ``Stored``) gets them queued. It assumes one ingest service per set of
+topics (another live instance's uploads in flight would be marked failed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+from bus.config.view import ConfigView
+from bus.errors import EcpdsError
+from bus.events.base import Envelope
+from bus.events.datafiles import (
+    Checksums,
+    DataFileRegistered,
+    DataFileRegistrationFailed,
+    DataFileRegistrationRefused,
+    DataFileStored,
+)
+from bus.events.transfers import TransferQueued
+from bus.logging import get_logger
+from bus.publisher import Publisher
+from bus.topics import DATAFILES, TRANSFERS
+from producers.ingest.core import (
+    Accepted,
+    PlannedTransfer,
+    Refused,
+    Submission,
+    decide,
+    plan_transfers,
+    too_large,
+)
+from producers.ingest.index import FileEntry, IngestIndex
+from store.objects import ObjectId, ObjectSpec, new_object_id
+from store.ports import ObjectStore
+
+log = get_logger(__name__)
+
+
+class ConfigSource(Protocol):
+    """Anything with a current configuration view (``LiveConfig`` in production)."""
+
+    @property
+    def view(self) -> ConfigView: ...
+
+
+@dataclass(frozen=True, slots=True)
+class IngestTopics:
+    """Where the ingest events go (tests use their own topic names)."""
+
+    datafiles: str = DATAFILES
+    transfers: str = TRANSFERS
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """A registered and stored data file, and the transfers queued for it."""
+
+    data_file_id: str
+    file_instance: int
+    size: int
+    checksums: Checksums
+    transfers: tuple[TransferQueued, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A registration whose bytes could not be stored (nothing was queued)."""
+
+    data_file_id: str
+    stage: str
+    message: str
+    retriable: bool
+
+
+Outcome = Receipt | Refused | Failure
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """What ``recover`` did at start."""
+
+    failed: tuple[str, ...]
+    requeued: tuple[str, ...]
+
+
+class StreamTooLarge(Exception):
+    """The body passed the destination's max file size while streaming (not retriable)."""
+
+    retriable = False
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"stream passed {size} bytes")
+        self.size = size
+
+
+class _BodyBroken(Exception):
+    """The submitted stream failed (client gone, connection reset)."""
+
+
+class IngestService:
+    """Registers data files: decide, publish, store, publish (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        publisher: Publisher,
+        store: ObjectStore,
+        config: ConfigSource,
+        index: IngestIndex,
+        topics: IngestTopics | None = None,
+        source: str = "ingest",
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._publisher = publisher
+        self._store = store
+        self._config = config
+        self.index = index
+        self.topics = topics or IngestTopics()
+        self._source = source
+        self._clock = clock
+
+    def _envelope(self, correlation: str, causation: str | None = None) -> Envelope:
+        return Envelope(
+            event_id=str(uuid.uuid4()),
+            occurred_at=self._clock(),
+            source=self._source,
+            correlation_id=correlation,
+            causation_id=causation,
+        )
+
+    async def submit(self, submission: Submission, body: AsyncIterable[bytes]) -> Outcome:
+        """Register, store and queue one data file, or refuse it (see the module docstring)."""
+        decision = decide(submission, self._config.view, self.index, self._clock())
+        if isinstance(decision, Refused):
+            await self.refuse(submission.destination, submission.target, decision, submission)
+            return decision
+        assert isinstance(decision, Accepted)
+        plan, s = decision.plan, submission
+        dfid = new_object_id()
+        registered = DataFileRegistered(
+            envelope=self._envelope(dfid),
+            data_file_id=dfid,
+            destination=s.destination,
+            target=s.target,
+            transfer_group=plan.transfer_group,
+            priority=plan.priority,
+            expiry_time=plan.expiry_time,
+            scheduled_time=plan.scheduled_time,
+            standby=s.standby,
+            asap=s.asap,
+            notify=s.notify,
+            submission_mode=s.mode,
+            file_instance=plan.file_instance,
+            version=s.version,
+            original=s.original,
+            expected_size=s.size,
+            requested_by=s.requested_by,
+            metadata=dict(s.metadata),
+        )
+        self.index.apply(registered)  # at once: a concurrent duplicate is refused from here on
+        try:
+            await self._publisher.publish(self.topics.datafiles, dfid, registered)
+        except EcpdsError as error:
+            return await self._fail(registered, "register", error, delete=False)
+        started = time.monotonic()
+        received = _Counter()
+        spec = ObjectSpec(
+            name=f"{s.destination}/{s.target}",
+            source=s.original or "",
+            metadata={**s.metadata, "data_file_id": dfid},
+            id=ObjectId(dfid),
+            md5=True,
+        )
+        try:
+            meta = await self._store.put(_limited(body, plan.max_file_size, received), spec)
+        except StreamTooLarge as error:
+            refusal = too_large(s.destination, error.size, plan.max_file_size or 0)
+            await self.refuse(s.destination, s.target, refusal, s, data_file_id=dfid)
+            await self._fail(registered, "receive", error, delete=False, message=refusal.message)
+            return refusal
+        except _BodyBroken as error:
+            return await self._fail(registered, "receive", error.__cause__ or error, delete=False)
+        except Exception as error:
+            return await self._fail(registered, "store", error, delete=False)
+        stored = DataFileStored(
+            envelope=self._envelope(dfid, registered.envelope.event_id),
+            data_file_id=dfid,
+            guid=meta.id,
+            store=self._store.name,
+            location=meta.id,
+            size=meta.size,
+            checksums=Checksums(adler32=meta.checksums.adler32, md5=meta.checksums.md5),
+            duration_ms=int((time.monotonic() - started) * 1000),
+        )
+        queued = self._queued(registered, stored, plan.transfers, plan.identity, plan.queue_time)
+        try:
+            # Stored is acknowledged before any transfer is queued: a transfer never names
+            # bytes the log has not recorded as durable
+            await self._publisher.publish(self.topics.datafiles, dfid, stored)
+            await self._publish_queued(queued)
+        except EcpdsError as error:
+            return await self._fail(registered, "publish", error, delete=True)
+        for event in (stored, *queued):
+            self.index.apply(event)
+        log.debug("data file registered", data_file_id=dfid, size=meta.size, transfers=len(queued))
+        return Receipt(dfid, plan.file_instance, meta.size, stored.checksums, queued)
+
+    async def _publish_queued(self, queued: tuple[TransferQueued, ...]) -> None:
+        # one acknowledged send each, concurrently: ``publish_many`` is built for bulk
+        # throughput and costs a submission several times the latency of a single send
+        await asyncio.gather(
+            *(self._publisher.publish(self.topics.transfers, q.destination, q) for q in queued)
+        )
+
+    def _queued(
+        self,
+        registered: DataFileRegistered,
+        stored: DataFileStored,
+        planned: tuple[PlannedTransfer, ...],
+        identity: str,
+        queue_time: datetime,
+    ) -> tuple[TransferQueued, ...]:
+        r = registered
+        return tuple(
+            TransferQueued(
+                envelope=self._envelope(r.data_file_id, stored.envelope.event_id),
+                transfer_id=f"{r.data_file_id}-{p.destination}",
+                destination=p.destination,
+                data_file_id=r.data_file_id,
+                target=r.target,
+                status=p.status,
+                priority=r.priority,
+                queue_time=queue_time,
+                expiry_time=r.expiry_time,
+                size=stored.size,
+                scheduled_time=r.scheduled_time,
+                alias_of=p.alias_of,
+                identity=identity,
+                file_instance=r.file_instance,
+                notify=r.notify,
+                asap=r.asap,
+                guid=stored.guid,
+                store=stored.store,
+                location=stored.location,
+                checksums=stored.checksums,
+                original=r.original,
+                transfer_group=r.transfer_group,
+                metadata=dict(r.metadata),
+            )
+            for p in planned
+        )
+
+    async def refuse(
+        self,
+        destination: str,
+        target: str,
+        refusal: Refused,
+        submission: Submission | None = None,
+        *,
+        data_file_id: str | None = None,
+    ) -> None:
+        """Record a refusal as an event (nothing is stored for it)."""
+        event = DataFileRegistrationRefused(
+            envelope=self._envelope(data_file_id or f"{destination}/{target}"),
+            destination=destination,
+            target=target,
+            reason=refusal.reason,
+            message=refusal.message,
+            data_file_id=data_file_id,
+            size=submission.size if submission is not None else None,
+            requested_by=submission.requested_by if submission is not None else None,
+        )
+        try:
+            # a refusal before registration has no data file id: keyed by what was asked for
+            await self._publisher.publish(
+                self.topics.datafiles, data_file_id or f"{destination}/{target}", event
+            )
+        except EcpdsError as error:
+            # the producer still gets its answer; nothing was stored, so nothing is left open
+            log.error("cannot record a refusal", error=str(error), why=refusal.reason)
+        if data_file_id is not None:
+            self.index.apply(event)
+        log.info("submission refused", destination=destination, target=target, why=refusal.reason)
+
+    async def _fail(
+        self,
+        registered: DataFileRegistered,
+        stage: str,
+        error: BaseException,
+        *,
+        delete: bool,
+        message: str | None = None,
+    ) -> Failure:
+        dfid = registered.data_file_id
+        retriable = bool(getattr(error, "retriable", stage in ("receive", "register")))
+        event = DataFileRegistrationFailed(
+            envelope=self._envelope(dfid, registered.envelope.event_id),
+            data_file_id=dfid,
+            stage=stage,
+            error_class=type(error).__name__,
+            message=message or str(error) or type(error).__name__,
+            retriable=retriable,
+        )
+        self.index.apply(event)  # the key is free again whatever happens to the publish
+        if delete:
+            await self._delete(dfid)
+        try:
+            await self._publisher.publish(self.topics.datafiles, dfid, event)
+        except EcpdsError as publish_error:
+            # the registration stays open in the log; ``recover`` closes it at the next start
+            log.error("cannot record a failed registration", error=str(publish_error))
+        log.warning("registration failed", data_file_id=dfid, stage=stage, error=event.message)
+        return Failure(dfid, stage, event.message, retriable)
+
+    async def _delete(self, oid: str) -> None:
+        try:
+            if await self._store.exists(ObjectId(oid)):
+                await self._store.delete(ObjectId(oid))
+        except EcpdsError as error:
+            log.error("cannot delete the object of a failed registration", error=str(error))
+
+    async def recover(self) -> Recovery:
+        """Close what a crash left open (run once the index has read the log to its end)."""
+        failed: list[str] = []
+        for entry in self.index.open_registrations():
+            r = entry.registered
+            await self._delete(r.data_file_id)  # bytes may be durable without their event
+            event = DataFileRegistrationFailed(
+                envelope=self._envelope(r.data_file_id, r.envelope.event_id),
+                data_file_id=r.data_file_id,
+                stage="recovery",
+                error_class="Interrupted",
+                message="interrupted before storage",
+                retriable=True,
+            )
+            await self._publisher.publish(self.topics.datafiles, r.data_file_id, event)
+            self.index.apply(event)
+            failed.append(r.data_file_id)
+        requeued: list[str] = []
+        for entry in self.index.stored_without_transfers():
+            await self._requeue(entry)
+            requeued.append(entry.registered.data_file_id)
+        if failed or requeued:
+            log.warning(
+                "recovered interrupted registrations",
+                failed=len(failed),
+                requeued=len(requeued),
+                first=(failed + requeued)[:5],
+            )
+        return Recovery(tuple(failed), tuple(requeued))
+
+    async def _requeue(self, entry: FileEntry) -> None:
+        r, stored = entry.registered, entry.stored
+        assert stored is not None
+        planned = plan_transfers(r.destination, r.target, r.standby, self._config.view)
+        queue_time = max(r.scheduled_time or r.envelope.occurred_at, r.envelope.occurred_at)
+        queued = self._queued(r, stored, planned, r.target, queue_time)
+        await self._publish_queued(queued)
+        for event in queued:
+            self.index.apply(event)
+
+
+@dataclass
+class _Counter:
+    size: int = 0
+
+
+async def _limited(
+    body: AsyncIterable[bytes], limit: int | None, counter: _Counter
+) -> AsyncIterator[bytes]:
+    """The body, refused as soon as it passes ``limit``; its own failures marked as such."""
+    iterator = aiter(body)
+    while True:
+        try:
+            chunk = await anext(iterator)
+        except StopAsyncIteration:
+            return
+        except Exception as error:
+            raise _BodyBroken(str(error) or type(error).__name__) from error
+        counter.size += len(chunk)
+        if limit is not None and counter.size > limit:
+            raise StreamTooLarge(counter.size)
+        yield chunk

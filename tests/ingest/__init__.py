@@ -1,0 +1,1 @@
+"""Tests of registering data files: decide(), the API, recovery and ``ecpds put``."""
