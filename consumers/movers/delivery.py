@@ -1,0 +1,209 @@
+"""Moving one stored object to one host: stream, compress, hash, put, verify.
+
+The bytes flow store -> (codec) -> MD5 tap -> transfer module, one chunk at a time, so memory
+is a few chunks whatever the size. MD5 of the bytes sent is computed on the way, in a worker
+thread while the module writes the previous chunk (hashlib releases the GIL on big buffers).
+When the bytes go out unchanged (no compression) and the order carries the MD5 the store
+computed at ingest, that MD5 is the one of the bytes sent: the store's read verifies size and
+ADLER32 before the last chunk leaves, so the stream is the stored content or the delivery
+fails. Hashing again would only take a core from the cipher on a busy machine.
+
+Rules kept:
+- the final name is never partial: the module writes under a temporary name and renames
+  (``usetmp``; the object stores are atomic by themselves), so an interrupted or failed
+  delivery leaves at most a temporary file;
+- a delivery is verified before it is reported: the remote size must equal the bytes sent, and
+  where the protocol keeps an MD5 (S3 ETag of a single-part object, Azure ``Content-MD5`` with
+  ``azure.useMD5``) it must equal the MD5 computed on the way; a mismatch is a retriable
+  ``ChecksumMismatch``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import posixpath
+import time
+from collections.abc import AsyncGenerator, AsyncIterable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bus.events.base import Compression
+from bus.events.config import IfTargetExists
+from bus.events.orders import TransferOrdered
+from bus.events.transfers import Verification
+from protocols.base import ChecksumMismatch, Connection, Location, TransferError
+from protocols.pool import ConnectionPool
+from store.compression import compress
+from store.objects import object_id
+from store.ports import ObjectStore
+
+# Hashing smaller chunks inline is cheaper than a thread hop.
+THREAD_HASH = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """What a verified delivery did."""
+
+    remote_path: str
+    bytes_sent: int
+    duration_s: float
+    verification: Verification
+    md5: str | None
+
+
+class Meter:
+    """Counts bytes sent (for heartbeats) and throttles to a rate when one is set."""
+
+    def __init__(self, rate: float | None, on_bytes: Callable[[int], None]) -> None:
+        self._rate = rate
+        self._on_bytes = on_bytes
+        self._start = time.monotonic()
+        self._sent = 0
+
+    async def sent(self, count: int) -> None:
+        self._sent += count
+        self._on_bytes(count)
+        if self._rate:
+            ahead = self._sent / self._rate - (time.monotonic() - self._start)
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+
+
+async def hashed(
+    stream: AsyncIterable[bytes], md5: Any, meter: Meter
+) -> AsyncGenerator[bytes, None]:
+    """Pass ``stream`` through, updating ``md5`` (if any) in order; one chunk hashes while the
+    previous one is sent."""
+    pending: asyncio.Future[None] | None = None
+    try:
+        async for chunk in stream:
+            if pending is not None:
+                await pending
+                pending = None
+            if md5 is None:
+                pass
+            elif len(chunk) >= THREAD_HASH:
+                pending = asyncio.ensure_future(asyncio.to_thread(md5.update, chunk))
+            else:
+                md5.update(chunk)
+            await meter.sent(len(chunk))
+            yield chunk
+        if pending is not None:
+            await pending
+            pending = None
+    finally:
+        if pending is not None:
+            with contextlib.suppress(BaseException):
+                await pending
+
+
+async def deliver(
+    order: TransferOrdered,
+    location: Location,
+    path: str,
+    store: ObjectStore,
+    pool: ConnectionPool,
+    meter: Meter,
+) -> Delivered:
+    """Put the order's object at ``path`` on ``location`` and verify it."""
+    started = time.monotonic()
+    remote = location.resolve(path)
+    async with pool.connection(location) as conn:
+        resumed = await _resume_point(order, conn, path)
+        if resumed == order.size:
+            verification = Verification.SIZE
+            md5_hex = order.checksums.md5
+            sent = 0
+        else:
+            known = order.checksums.md5 if order.compression == Compression.NONE else None
+            md5 = None if known else hashlib.md5(usedforsecurity=False)
+            source: AsyncIterable[bytes] = store.get(object_id(order.guid), offset=resumed)
+            if order.compression != Compression.NONE:
+                entry = posixpath.basename(order.original or order.target) or "data"
+                source = compress(order.compression.value.lower(), source, entry=entry)
+            stream = hashed(source, md5, meter)
+            try:
+                if resumed:
+                    sent = await conn.put(path, stream, use_tmp=False, offset=resumed)
+                else:
+                    sent = await conn.put(path, stream)
+            finally:
+                await stream.aclose()
+            # a resumed put hashed only the tail: the whole file's MD5 is the stored one
+            md5_hex = order.checksums.md5 if resumed or md5 is None else md5.hexdigest()
+            verification = await verify(conn, location, path, resumed + sent, md5_hex)
+    return Delivered(
+        remote_path=remote,
+        bytes_sent=sent,
+        duration_s=time.monotonic() - started,
+        verification=verification,
+        md5=md5_hex,
+    )
+
+
+async def _resume_point(order: TransferOrdered, conn: Connection, path: str) -> int:
+    """Where to start: the remote size for a resumable target, else 0."""
+    if order.if_target_exists != IfTargetExists.RESUME or order.compression != Compression.NONE:
+        return 0
+    try:
+        existing = await conn.size(path)
+    except TransferError as error:
+        if error.retriable:
+            raise
+        return 0  # not there (or no size on this protocol): send it all
+    return existing if 0 < existing <= order.size else 0
+
+
+async def verify(
+    conn: Connection, location: Location, path: str, sent: int, md5: str | None
+) -> Verification:
+    """Check the remote size (and MD5 where kept); how the file was verified."""
+    sized = False
+    try:
+        remote_size = await conn.size(path)
+    except TransferError as error:
+        if error.retriable:
+            raise
+        remote_size = None  # this protocol cannot tell a size (plain HTTP without HEAD size)
+    if remote_size is not None:
+        if remote_size != sent:
+            raise ChecksumMismatch(f"{path}: remote size {remote_size}, sent {sent} bytes")
+        sized = True
+    remote_md5 = await remote_checksum(conn, location.resolve(path))
+    checked = False
+    if remote_md5 is not None and md5 is not None:
+        if remote_md5 != md5:
+            raise ChecksumMismatch(f"{path}: remote MD5 {remote_md5}, sent {md5}")
+        checked = True
+    if sized and checked:
+        return Verification.SIZE_AND_CHECKSUM
+    if sized:
+        return Verification.SIZE
+    return Verification.CHECKSUM if checked else Verification.NONE
+
+
+async def remote_checksum(conn: Connection, absolute: str) -> str | None:
+    """The MD5 the remote side keeps for a file, when its protocol offers one (else None).
+
+    The transfer contract has no checksum operation, so this looks at the module's session:
+    S3's ``ETag`` is the MD5 of a single-part object (a multipart one has ``-N``), Azure keeps
+    ``Content-MD5`` when the blob was put with ``useMD5``.
+    """
+    inner: Any = getattr(conn, "inner", conn)
+    kind = type(inner).__name__
+    try:
+        if kind == "S3Connection":
+            bucket, key = inner.split(absolute)
+            head = await inner._client.head_object(Bucket=bucket, Key=key)
+            etag = str(head.get("ETag", "")).strip('"')
+            return etag.lower() if etag and "-" not in etag else None
+        if kind == "AzureConnection":
+            props = await inner._blob(absolute).get_blob_properties()
+            digest = props.content_settings.content_md5
+            return bytes(digest).hex() if digest else None
+    except Exception:  # a checksum we cannot read is no verification, not a failure
+        return None
+    return None

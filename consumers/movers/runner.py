@@ -1,0 +1,446 @@
+"""The mover: a plain aiokafka consumer loop that executes the transfer orders of one group.
+
+``python -m consumers.movers.runner --group G --capacity N`` (or ``ECPDS_MOVER_GROUP``,
+``ECPDS_MOVER_CAPACITY``) joins consumer group ``ecpds-movers-G`` on ``ecpds.orders.G``; any
+number of movers may join the same group. For each order: publish ``TransferStarted``, deliver
+(see ``delivery``), publish ``TransferSucceeded`` or ``TransferFailed`` with the order's attempt.
+
+Rules kept (DESIGN.md §4 and §8, STYLE.md habits 5, 6 and 9):
+
+- **Outcome before commit.** An order's offset is marked done only once its outcome event is
+  acknowledged by the broker; a partition is committed up to its lowest offset still running
+  (``core.OffsetTracker``). A crash redelivers every order without a published outcome, and
+  the module's temp-then-rename keeps a redelivered order from leaving a partial file.
+- **Never drop an order.** Every order ends as succeeded, failed (with ``retriable`` from the
+  error), interrupted (shutdown) or dead-lettered (undecodable, wrong type).
+- **Keep polling.** Up to ``capacity`` orders run at once (each destination within its host's
+  max connections); at capacity every assigned partition is paused and the loop keeps calling
+  ``getmany``, so the group never evicts a mover busy with long uploads.
+- **Graceful shutdown** (SIGTERM/SIGINT): stop taking orders, cancel running deliveries and
+  publish ``TransferInterrupted`` for each, commit, publish ``MoverStopped``, leave the group.
+
+A partition taken away by a rebalance is forgotten: its running orders still publish their
+outcome but do not commit; the new owner redelivers them (at-least-once; the final name is
+written once by rename, and the scheduler ignores a duplicate outcome).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import os
+import signal
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import uvloop
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
+
+from bus import codec
+from bus.config.secrets import decrypt
+from bus.consumer import is_retriable
+from bus.deadletter import dead_letter_event
+from bus.errors import DecodeError, EcpdsError, UnknownSchema
+from bus.events import Event
+from bus.events.deadletter import DeadLetterReason
+from bus.events.orders import TransferOrdered
+from bus.logging import configure, get_logger
+from bus.publisher import Publisher
+from bus.settings import Settings
+from bus.topics import MOVERS, TRANSFERS
+from consumers.movers import core, outcomes
+from consumers.movers.config import MoverConfig
+from consumers.movers.delivery import Meter, deliver
+from consumers.movers.ports import LocalStores, Stores
+from protocols.pool import ConnectionPool
+
+log = get_logger(__name__)
+
+Slot = tuple[TopicPartition, int]
+
+
+@dataclass
+class _Running:
+    order: TransferOrdered
+    slots: list[Slot]
+    task: asyncio.Task[bool] | None = None  # True once its outcome is published
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, mover: Mover) -> None:
+        self._mover = mover
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self._mover.commit()
+        for tp in revoked:
+            self._mover.tracker.revoke(tp)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        for tp in assigned:
+            self._mover.tracker.assign(tp)
+
+
+class Mover:
+    """One mover process's loop: consume orders, deliver, report, commit."""
+
+    def __init__(
+        self,
+        config: MoverConfig,
+        stores: Stores,
+        *,
+        publisher: Publisher | None = None,
+        pool: ConnectionPool | None = None,
+    ) -> None:
+        self.config = config
+        self.tracker: core.OffsetTracker[TopicPartition] = core.OffsetTracker()
+        self._stores = stores
+        self._publisher = publisher or Publisher(config.bootstrap, client_id=config.source)
+        self._pool = pool or ConnectionPool(per_key=config.capacity)
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=config.bootstrap,
+            group_id=config.group,
+            client_id=config.source,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=config.session_timeout_ms,
+            heartbeat_interval_ms=max(300, config.session_timeout_ms // 6),
+            max_poll_interval_ms=config.max_poll_interval_ms,
+            max_partition_fetch_bytes=1024 * 1024,
+            isolation_level="read_committed",
+        )
+        self._running: dict[tuple[str, int], _Running] = {}
+        self._per_destination: dict[str, int] = {}
+        self._changed = asyncio.Condition()
+        self._stopping = asyncio.Event()
+        self._started_at = datetime.now(UTC)
+        self._bytes = 0
+        self.succeeded = self.failed = self.interrupted = 0
+
+    # -- control --------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the loop to stop: running transfers are interrupted and reported."""
+        self._stopping.set()
+
+    @property
+    def paused(self) -> bool:
+        """Whether the loop holds its partitions paused (at capacity)."""
+        return bool(self._consumer.paused())
+
+    @property
+    def running(self) -> list[str]:
+        return [r.order.transfer_id for r in self._running.values()]
+
+    async def run(self) -> None:
+        """Consume until ``stop``; then shut down gracefully."""
+        await self._publisher.start()
+        self._consumer.subscribe([self.config.topic], listener=_Rebalance(self))
+        await self._consumer.start()
+        beats = asyncio.create_task(self._heartbeats())
+        log.info("mover started", mover=self.config.mover_id, topic=self.config.topic)
+        try:
+            while not self._stopping.is_set():
+                await self._poll_once()
+                await self.commit()
+        finally:
+            beats.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beats
+            await self._shutdown()
+
+    async def _poll_once(self) -> None:
+        free = self.config.capacity - len(self._running)
+        assigned = self._consumer.assignment()
+        if free <= 0:
+            # At capacity: pause everything (newly assigned partitions too) but keep polling.
+            self._consumer.pause(*assigned)
+            await self._consumer.getmany(timeout_ms=0)
+            async with self._changed:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), 0.5)
+            return
+        paused = self._consumer.paused()
+        if paused:
+            self._consumer.resume(*paused)
+        batches = await self._consumer.getmany(timeout_ms=200, max_records=free)
+        for tp, records in batches.items():
+            for record in records:
+                await self._accept(tp, record)
+
+    # -- orders ---------------------------------------------------------------------------
+
+    async def _accept(self, tp: TopicPartition, record: ConsumerRecord[Any, Any]) -> None:
+        self.tracker.begin(tp, record.offset)
+        header = next(
+            (v.decode() for k, v in record.headers or () if k == codec.EVENT_TYPE_HEADER), None
+        )
+        try:
+            event = codec.decode_with_type(record.value, header)
+        except DecodeError as error:
+            reason = (
+                DeadLetterReason.UNKNOWN_SCHEMA
+                if isinstance(error, UnknownSchema)
+                else DeadLetterReason.UNDECODABLE
+            )
+            await self._dead_letter(record, reason, str(error), header, error)
+            self.tracker.finish(tp, record.offset)
+            return
+        if not isinstance(event, TransferOrdered):
+            name = codec.event_type(event)
+            message = f"{name} is not an order"
+            await self._dead_letter(record, DeadLetterReason.TYPE_NOT_ALLOWED, message, name)
+            self.tracker.finish(tp, record.offset)
+            return
+        key = (event.transfer_id, event.attempt)
+        running = self._running.get(key)
+        if running is not None:
+            # Redelivered after a rebalance while still running here: one delivery, two offsets.
+            running.slots.append((tp, record.offset))
+            return
+        running = _Running(event, [(tp, record.offset)])
+        self._running[key] = running
+        running.task = asyncio.create_task(self._execute(running), name=f"order-{key}")
+        running.task.add_done_callback(functools.partial(self._finished, key))
+
+    def _finished(self, key: tuple[str, int], task: asyncio.Task[bool]) -> None:
+        running = self._running.get(key)
+        if running is None or running.task is not task:
+            return
+        if not task.cancelled() and task.exception() is not None:
+            # only a permanent publishing error gets here (e.g. a topic refusing the type):
+            # the order stays held, uncommitted, and shutdown reports it interrupted
+            log.error("order left without outcome", transfer_id=key[0], error=task.exception())
+        if task.cancelled() or task.exception() is not None or not task.result():
+            return  # shutdown reports it interrupted, and finishes its slots then
+        del self._running[key]
+        for tp, offset in running.slots:
+            self.tracker.finish(tp, offset)
+        asyncio.get_running_loop().create_task(self._notify())
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def _execute(self, running: _Running) -> bool:
+        order = running.order
+        limit = core.destination_limit(order, self.config.capacity)
+        async with self._changed:
+            await self._changed.wait_for(
+                lambda: self._per_destination.get(order.destination, 0) < limit
+            )
+            self._per_destination[order.destination] = (
+                self._per_destination.get(order.destination, 0) + 1
+            )
+        try:
+            await self._publish(outcomes.started(order, self.config.source, self.config.mover_id))
+            outcome = await self._attempt(order)
+            await self._publish(outcome)
+        finally:
+            self._per_destination[order.destination] -= 1
+            await self._notify()
+        return True
+
+    async def _attempt(self, order: TransferOrdered) -> Event:
+        started = time.monotonic()
+        try:
+            now = datetime.now(UTC)
+            path = core.target_path(order, self.config.mover_id, now)
+            password = (
+                decrypt(order.host.credentials, self.config.key_file)
+                if order.host.credentials is not None
+                else None
+            )
+            location = core.location_for(order.host, password)
+            meter = Meter(core.parse_rate(order.host.options.get(core.RATE_OPTION)), self._count)
+            store = self._stores.store_for(order.store)
+            delivered = await deliver(order, location, path, store, self._pool, meter)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # every failure ends as a TransferFailed, never vanishes
+            self.failed += 1
+            retriable = is_retriable(error) or (
+                not isinstance(error, EcpdsError) and isinstance(error, OSError)
+            )
+            log.warning(
+                "transfer failed",
+                transfer_id=order.transfer_id,
+                host=order.host.id,
+                error=str(error),
+                error_class=type(error).__name__,
+                retriable=retriable,
+                trace=None if isinstance(error, EcpdsError) else traceback.format_exc(limit=4),
+            )
+            return outcomes.failed(
+                order, self.config.source, self.config.mover_id, error, retriable,
+                time.monotonic() - started,
+            )  # fmt: skip
+        self.succeeded += 1
+        return outcomes.succeeded(order, self.config.source, self.config.mover_id, delivered)
+
+    def _count(self, count: int) -> None:
+        self._bytes += count
+
+    # -- events ---------------------------------------------------------------------------
+
+    async def _publish(self, event: Any) -> None:
+        """Publish an outcome on the transfers topic (keyed by destination), durably."""
+        await self._durably(self.config.transfers_topic, event.destination, event)
+
+    async def _durably(self, topic: str, key: str, event: Any) -> None:
+        """Publish, retrying retriable failures until the broker acknowledges it."""
+        delay = 0.2
+        while True:
+            try:
+                await self._publisher.publish(topic, key, event)
+                return
+            except (EcpdsError, KafkaError) as error:
+                if not is_retriable(error):
+                    raise
+                log.warning("publishing an outcome failed, retrying", error=str(error))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _dead_letter(
+        self,
+        record: ConsumerRecord[Any, Any],
+        reason: DeadLetterReason,
+        message: str,
+        event_type: str | None,
+        error: BaseException | None = None,
+    ) -> None:
+        event = dead_letter_event(
+            source=self.config.source,
+            reason=reason,
+            message=message,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value or b"",
+            headers=list(record.headers or ()),
+            timestamp_ms=record.timestamp,
+            event_type=event_type,
+            error_class=type(error).__name__ if error is not None else None,
+            consumer_group=self.config.group,
+        )
+        await self._durably(
+            self.config.deadletter_topic, f"{record.topic}/{record.partition}", event
+        )
+
+    async def _heartbeats(self) -> None:
+        last, sent = time.monotonic(), self._bytes
+        while True:
+            await asyncio.sleep(self.config.heartbeat_s)
+            now = time.monotonic()
+            rate = (self._bytes - sent) / (now - last) if now > last else 0.0
+            last, sent = now, self._bytes
+            beat = outcomes.heartbeat(self.config, self._started_at, self.running, rate)
+            try:
+                await self._publisher.publish(self.config.movers_topic, self.config.mover_id, beat)
+            except (EcpdsError, KafkaError) as error:
+                log.warning("heartbeat not published", error=str(error))
+
+    # -- commits and shutdown -------------------------------------------------------------
+
+    async def commit(self) -> None:
+        """Commit every partition up to its lowest offset still running."""
+        positions = {
+            tp: offset
+            for tp, offset in self.tracker.to_commit().items()
+            if tp in self._consumer.assignment()
+        }
+        if not positions:
+            return
+        try:
+            await self._consumer.commit(positions)
+        except KafkaError as error:  # uncommitted = redelivered, never lost
+            log.warning("commit failed", error=str(error))
+            return
+        self.tracker.committed(positions)
+
+    async def _shutdown(self) -> None:
+        running = list(self._running.values())
+        for item in running:
+            if item.task is not None:
+                item.task.cancel()
+        for item in running:
+            if item.task is not None:
+                with contextlib.suppress(BaseException):
+                    await item.task
+        try:
+            for item in running:
+                task = item.task
+                if task is not None and not task.cancelled() and task.exception() is None:
+                    continue  # finished with its outcome published before the cancel landed
+                await self._publish(
+                    outcomes.interrupted(
+                        item.order, self.config.source, self.config.mover_id, "mover shutting down"
+                    )
+                )
+                self.interrupted += 1
+                for tp, offset in item.slots:
+                    self.tracker.finish(tp, offset)
+            self._running.clear()
+            await self.commit()
+            stopped = outcomes.stopped(self.config, len(running))
+            await self._publisher.publish(self.config.movers_topic, self.config.mover_id, stopped)
+        finally:
+            await self._consumer.stop()  # leaves the group
+            await self._pool.close()
+            await self._stores.close()
+            await self._publisher.stop()
+            log.info("mover stopped", mover=self.config.mover_id)
+
+
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--group", default=os.environ.get("ECPDS_MOVER_GROUP", "default"))
+    parser.add_argument(
+        "--capacity", type=int, default=int(os.environ.get("ECPDS_MOVER_CAPACITY", "8"))
+    )
+    parser.add_argument("--mover-id", default=os.environ.get("ECPDS_MOVER_ID"))
+    parser.add_argument("--orders-topic", default=None)
+    parser.add_argument("--transfers-topic", default=TRANSFERS)
+    parser.add_argument("--movers-topic", default=MOVERS)
+    parser.add_argument("--session-timeout-ms", type=int, default=10_000)
+    parser.add_argument("--heartbeat", type=float, default=3.0)
+    return parser.parse_args(argv)
+
+
+async def serve(settings: Settings, args: argparse.Namespace) -> None:
+    """Run one mover until SIGTERM or SIGINT."""
+    config = MoverConfig(
+        bootstrap=settings.kafka_bootstrap,
+        transfer_group=args.group,
+        key_file=settings.key_file,
+        capacity=args.capacity,
+        mover_id=args.mover_id or settings.instance,
+        heartbeat_s=args.heartbeat,
+        session_timeout_ms=args.session_timeout_ms,
+        orders_topic=args.orders_topic,
+        transfers_topic=args.transfers_topic,
+        movers_topic=args.movers_topic,
+    )
+    mover = Mover(config, LocalStores(settings.store_root))
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, mover.stop)
+    await mover.run()
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = Settings.from_env()
+    configure(settings)
+    # uvloop: the SFTP/TLS byte pumps spend their time in the loop; it is ~2x cheaper per call
+    uvloop.run(serve(settings, _arguments(argv)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,255 @@
+"""The mover loop against real Kafka: concurrency within limits, commits only after outcomes,
+graceful shutdown reporting interrupted transfers, and a SIGKILLed mover's order completed by
+another mover of the same group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from bus.events.movers import MoverHeartbeat, MoverStopped
+from bus.events.transfers import (
+    TransferInterrupted,
+    TransferStarted,
+    TransferSucceeded,
+)
+from bus.settings import ROOT
+from store.local import LocalStore
+from tests.movers.support import (
+    Outcomes,
+    Topics,
+    host,
+    order,
+    publish_orders,
+    running_mover,
+    stored,
+)
+
+pytestmark = pytest.mark.kafka
+
+MIB = 1024 * 1024
+
+
+async def committed(kafka: str, group: str, topic: str, partitions: int) -> dict[int, int]:
+    """The group's committed position of each partition (-1 when none)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        out = {}
+        for p in range(partitions):
+            value = await consumer.committed(TopicPartition(topic, p))
+            out[p] = -1 if value is None else value
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def end_offsets(kafka: str, topic: str, partitions: int) -> dict[int, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        ends = await consumer.end_offsets(tps)
+        return {tp.partition: offset for tp, offset in ends.items()}
+    finally:
+        await consumer.stop()
+
+
+def assert_all_committed(done: dict[int, int], ends: dict[int, int]) -> None:
+    """Every partition that received orders is committed up to its end."""
+    assert any(ends.values())
+    assert {p: done[p] for p, end in ends.items() if end} == {p: e for p, e in ends.items() if e}
+
+
+async def fresh(kafka: str, order_partitions: int = 2) -> tuple[Topics, Outcomes, Outcomes]:
+    topics = Topics.unique()
+    await topics.create(kafka, order_partitions)
+    transfers, movers = Outcomes(kafka, topics.transfers), Outcomes(kafka, topics.movers)
+    await transfers.start()
+    await movers.start()
+    return topics, transfers, movers
+
+
+async def test_many_orders_run_concurrently_within_limits_and_all_get_committed(
+    kafka: str, store: LocalStore, key_file: Path, tmp_path: Path
+) -> None:
+    """12 orders on two destinations (2 connections each, capacity 3) all succeed, never more
+    than 2 at once per destination, and the group's offsets end at the topic's end."""
+    topics, transfers, movers = await fresh(kafka)
+    try:
+        obj = await stored(store, size=MIB)
+        target = host(
+            "file", "", directory=f"{tmp_path}/$destination[name]/", max_connections=2,
+            options={"upload.rateThrottling": "4MB"},
+        )  # fmt: skip
+        orders = [
+            order(obj, target, destination=f"dest-{i % 2}", target=f"f{i}.bin") for i in range(12)
+        ]
+        async with running_mover(topics.config(kafka, key_file, capacity=3), store.root):
+            await publish_orders(kafka, topics.orders, *orders)
+            for sent in orders:
+                await transfers.wait(sent.transfer_id, (TransferSucceeded,), timeout=90)
+            await asyncio.sleep(0.6)  # one more poll loop: the last commit
+            done = await committed(kafka, f"ecpds-movers-{topics.group}", topics.orders, 2)
+        assert_all_committed(done, await end_offsets(kafka, topics.orders, 2))
+        for dest in ("dest-0", "dest-1"):
+            assert sorted(p.name for p in (tmp_path / dest).iterdir()) == sorted(
+                f"f{i}.bin" for i in range(12) if f"dest-{i % 2}" == dest
+            )
+        # intervals [started, succeeded] of one destination overlap at most 2 deep
+        for dest in ("dest-0", "dest-1"):
+            marks = []
+            for e in transfers.events:
+                if getattr(e, "destination", None) != dest:
+                    continue
+                if isinstance(e, TransferStarted):
+                    marks.append((e.envelope.occurred_at, 1))
+                elif isinstance(e, TransferSucceeded):
+                    marks.append((e.envelope.occurred_at, -1))
+            depth = peak = 0
+            for _, step in sorted(marks):
+                depth += step
+                peak = max(peak, depth)
+            assert 1 <= peak <= 2
+        beats = [e for e in movers.events if isinstance(e, MoverHeartbeat)]
+        assert beats
+        assert all(b.capacity == 3 and b.running <= 3 for b in beats)
+        assert any(b.running > 0 and b.bytes_per_second > 0 for b in beats)
+    finally:
+        await transfers.stop()
+        await movers.stop()
+
+
+async def test_graceful_shutdown_reports_running_transfers_interrupted(
+    kafka: str, store: LocalStore, key_file: Path, tmp_path: Path
+) -> None:
+    """Stopping a mover mid-transfer publishes TransferInterrupted (with the attempt) and
+    MoverStopped, leaves nothing at the final name and commits past the interrupted order."""
+    topics, transfers, movers = await fresh(kafka)
+    try:
+        obj = await stored(store, size=8 * MIB)
+        target = host(
+            "file", "", directory=f"{tmp_path}/", options={"upload.rateThrottling": "1MB"}
+        )
+        sent = order(obj, target, attempt=4)
+        async with running_mover(topics.config(kafka, key_file), store.root) as mover:
+            await publish_orders(kafka, topics.orders, sent)
+            await transfers.wait(sent.transfer_id, (TransferStarted,))
+            await asyncio.sleep(0.5)
+            assert mover.running == [sent.transfer_id]
+        interrupted = await transfers.wait(sent.transfer_id, (TransferInterrupted,))
+        assert isinstance(interrupted, TransferInterrupted)
+        assert interrupted.attempt == 4
+        assert not transfers.of(sent.transfer_id, TransferSucceeded)
+        await movers.wait_for(MoverStopped)
+        assert not (tmp_path / "data" / "product.grib").exists()
+        done = await committed(kafka, f"ecpds-movers-{topics.group}", topics.orders, 2)
+        assert_all_committed(done, await end_offsets(kafka, topics.orders, 2))
+    finally:
+        await transfers.stop()
+        await movers.stop()
+
+
+def _spawn(
+    topics: Topics, mover_id: str, store_root: Path, key_file: Path
+) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "ECPDS_STORE_ROOT": str(store_root),
+        "ECPDS_KEY_FILE": str(key_file),
+        "ECPDS_LOG_LEVEL": "WARNING",
+    }
+    argv = [
+        sys.executable, "-m", "consumers.movers.runner", "--group", topics.group,
+        "--capacity", "2", "--mover-id", mover_id, "--orders-topic", topics.orders,
+        "--transfers-topic", topics.transfers, "--movers-topic", topics.movers,
+        "--session-timeout-ms", "6000", "--heartbeat", "0.5",
+    ]  # fmt: skip
+    return subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL)
+
+
+async def test_a_sigkilled_movers_order_is_completed_by_another_mover(
+    kafka: str, store: LocalStore, key_file: Path, tmp_path: Path
+) -> None:
+    """Kill the mover running a large transfer with SIGKILL: after the rebalance the other
+    mover of the group takes the order and completes it; one final file with the right bytes,
+    and nothing but hidden temporary names beside it."""
+    topics, transfers, movers = await fresh(kafka, order_partitions=1)
+    procs = {name: _spawn(topics, name, store.root, key_file) for name in ("mover-a", "mover-b")}
+    try:
+        await movers.wait_for(MoverHeartbeat, count=4, timeout=60)
+        await asyncio.sleep(4)  # let the group settle with both members
+        obj = await stored(store, size=12 * MIB)
+        target = host(
+            "file", "", directory=f"{tmp_path}/", options={"upload.rateThrottling": "4MB"}
+        )
+        sent = order(obj, target)
+        await publish_orders(kafka, topics.orders, sent)
+        first = await transfers.wait(sent.transfer_id, (TransferStarted,))
+        assert isinstance(first, TransferStarted)
+        await asyncio.sleep(1.0)
+        victim = procs[first.mover_id]
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        survivor = "mover-b" if first.mover_id == "mover-a" else "mover-a"
+        deadline = asyncio.get_running_loop().time() + 60
+        done: TransferSucceeded | None = None
+        while done is None and asyncio.get_running_loop().time() < deadline:
+            for e in transfers.of(sent.transfer_id, TransferSucceeded):
+                assert isinstance(e, TransferSucceeded)
+                done = e
+            await asyncio.sleep(0.2)
+        assert done is not None, "the surviving mover did not complete the order"
+        assert done.mover_id == survivor
+        final = tmp_path / "data" / "product.grib"
+        assert final.read_bytes() == obj.data
+        visible = [p.name for p in final.parent.iterdir() if not p.name.startswith(".")]
+        assert visible == ["product.grib"]
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs.values():
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        await transfers.stop()
+        await movers.stop()
+
+
+async def test_a_full_mover_keeps_polling_and_is_not_evicted(
+    kafka: str, store: LocalStore, key_file: Path, tmp_path: Path
+) -> None:
+    """At capacity 1 with uploads longer than max.poll.interval, the mover pauses its
+    partitions but keeps polling: no rebalance, each order started exactly once."""
+    topics, transfers, movers = await fresh(kafka)
+    try:
+        obj = await stored(store, data=os.urandom(3 * MIB))
+        target = host(
+            "file", "", directory=f"{tmp_path}/", options={"upload.rateThrottling": "1MB"}
+        )
+        orders = [order(obj, target, target=f"slow{i}.bin") for i in range(2)]
+        config = topics.config(kafka, key_file, capacity=1, max_poll_interval_ms=2000)
+        async with running_mover(config, store.root) as mover:
+            await publish_orders(kafka, topics.orders, *orders)
+            await transfers.wait(orders[0].transfer_id, (TransferStarted,))
+            await asyncio.sleep(1.0)
+            assert mover.paused
+            for sent in orders:
+                await transfers.wait(sent.transfer_id, (TransferSucceeded,), timeout=60)
+        for sent in orders:
+            assert len(transfers.of(sent.transfer_id, TransferStarted)) == 1
+            assert (tmp_path / sent.target).read_bytes() == obj.data
+    finally:
+        await transfers.stop()
+        await movers.stop()
