@@ -16,6 +16,9 @@ from collections.abc import AsyncIterator
 import paho.mqtt.client as paho
 from amqtt.broker import Broker
 from amqtt.contexts import BrokerConfig, ListenerConfig
+from amqtt.errors import BrokerError
+
+from bus.errors import InfrastructureError
 
 
 def broker_config(host: str, port: int) -> BrokerConfig:
@@ -30,7 +33,13 @@ def broker_config(host: str, port: int) -> BrokerConfig:
 async def embedded_broker(host: str, port: int) -> AsyncIterator[Broker]:
     """Run the amqtt broker for the duration of the block."""
     broker = Broker(broker_config(host, port))
-    await broker.start()
+    try:
+        await broker.start()
+    except BrokerError as error:
+        raise InfrastructureError(
+            f"the embedded MQTT broker cannot listen on {host}:{port} ({error}): "
+            "stop what uses the port or set ECPDS_MQTT_PORT"
+        ) from error
     try:
         yield broker
     finally:

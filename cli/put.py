@@ -45,6 +45,15 @@ def _chunks(source: BinaryIO, progress: Progress | None, task: TaskID | None) ->
         yield chunk
 
 
+def _local_admin_token() -> str | None:
+    """The admin token ``ecpds up`` left for the local operator (mode 0600), if readable."""
+    path = Settings.from_env().var_dir / "secrets" / "admin.token"
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
 def _default_api() -> str:
     try:
         port = Settings.from_env().monitor_port + 1
@@ -119,6 +128,7 @@ def put_command(
         query["original"] = str(file)
     headers = {"Content-Type": "application/octet-stream"}
     auth: httpx.Auth = httpx.Auth()  # none: the token goes in the header
+    token = token or _local_admin_token()
     if token:
         headers["Authorization"] = f"Bearer {token}"
     elif user and password:

@@ -173,7 +173,16 @@ async def up(
             tasks = [asyncio.create_task(child.run(stopping)) for child in children]
             names = ", ".join(c.name for c in chosen) or "none yet"
             print(f"ecpds is up: components {names}; logs in {settings.log_dir}")
-            print(f"monitor: http://127.0.0.1:{settings.monitor_port}/   (Ctrl-C stops everything)")
+            names_up = {c.name for c in chosen}
+            if "monitor" in names_up:
+                print(f"monitor: http://127.0.0.1:{settings.monitor_port}/")
+            if "api" in names_up:
+                api = f"http://127.0.0.1:{settings.monitor_port + 1}"
+                print(f"ingest API: {api}/api/v1/openapi.json")
+                print(
+                    f"API admin token (this machine's operator only): {settings.var_dir}/secrets/admin.token"
+                )
+            print("Ctrl-C stops everything")
             await stopping.wait()
             print("ecpds: stopping components ...")
             await asyncio.gather(*(child.stop() for child in children))

@@ -10,6 +10,7 @@ a duplicate is refused even right after a restart.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,10 +116,14 @@ async def running(
         )
         book, created = TokenBook.open(options.tokens_file or tokens_path(settings))
         if created is not None:
-            # printed once, never stored in clear: the file keeps only its SHA-256
+            # the clear token goes to an operator-only file (like the operator key), never to a log
+            token_file = book.path.parent / "admin.token"
+            fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(created + "\n")
             log.warning(
-                "created the API token file with an admin token; keep it, it is not shown again",
-                path=str(book.path),
-                admin_token=created,
+                "created the API token file with an admin token",
+                tokens=str(book.path),
+                admin_token_file=str(token_file),
             )
         yield ApiState(service=service, config=live, auth=Authenticator(book))
