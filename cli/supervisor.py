@@ -179,9 +179,8 @@ async def up(
             if "api" in names_up:
                 api = f"http://127.0.0.1:{settings.monitor_port + 1}"
                 print(f"ingest API: {api}/api/v1/openapi.json")
-                print(
-                    f"API admin token (this machine's operator only): {settings.var_dir}/secrets/admin.token"
-                )
+                token = settings.var_dir / "secrets" / "admin.token"
+                print(f"API admin token (for this machine's operator only): {token}")
             print("Ctrl-C stops everything")
             await stopping.wait()
             print("ecpds: stopping components ...")
