@@ -23,8 +23,10 @@ from cli.put import put_command
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 topics_app = typer.Typer(no_args_is_help=True, help="Kafka topics ecpds declares.")
 events_app = typer.Typer(no_args_is_help=True, help="Read the event log.")
+projections_app = typer.Typer(no_args_is_help=True, help="The PostgreSQL read models.")
 app.add_typer(topics_app, name="topics")
 app.add_typer(events_app, name="events")
+app.add_typer(projections_app, name="projections")
 app.add_typer(destination_app, name="destination")
 app.add_typer(host_app, name="host")
 app.add_typer(user_app, name="user")
@@ -127,6 +129,20 @@ def events_tail(
                 idle_exit=idle_exit,
             )
         )
+
+
+@projections_app.command("rebuild")
+def projections_rebuild() -> None:
+    """Replay the whole log into fresh read-model tables, then swap them in."""
+    from projections.rebuild import rebuild
+
+    s = settings()
+    with console.status("replaying the event log into fresh tables ..."):
+        report = asyncio.run(rebuild(s))
+    console.print(
+        f"rebuilt from {report.events} events in {report.seconds:.1f} s "
+        f"({report.events_per_second:.0f} events/s) and swapped in"
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,82 @@
+"""Projection of ``ecpds.notifications``: each published or failed notification, and its place
+in the transfer's timeline."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from bus.events import notifications as n
+from projections.handlers.base import FREE, Handler, Write, registrar
+from projections.handlers.timeline import history
+
+HANDLERS: dict[str, Handler] = {}
+on = registrar(HANDLERS, {"notifications": FREE, "transfer_history": FREE})
+
+_NOTIFICATION = (
+    "INSERT INTO notifications (event_id, occurred_at, ok, destination, transfer_id,"
+    " data_file_id, topic, qos, retain, payload_size, broker, message_id, data_id, error_class,"
+    " message) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " ON CONFLICT DO NOTHING"
+)
+
+
+@on(n.NotificationPublished)
+def _published(event: n.NotificationPublished) -> Sequence[Write]:
+    env = event.envelope
+    return (
+        Write(
+            _NOTIFICATION,
+            (
+                env.event_id,
+                env.occurred_at,
+                True,
+                event.destination,
+                event.transfer_id,
+                event.data_file_id,
+                event.topic,
+                event.qos,
+                event.retain,
+                event.payload_size,
+                event.broker,
+                event.message_id,
+                event.data_id,
+                None,
+                None,
+            ),
+        ),
+        history(
+            event,
+            event.transfer_id,
+            event.destination,
+            message=f"notified on {event.topic}",
+        ),
+    )
+
+
+@on(n.NotificationFailed)
+def _failed(event: n.NotificationFailed) -> Sequence[Write]:
+    env = event.envelope
+    error = f"{event.error_class}: {event.message}"
+    return (
+        Write(
+            _NOTIFICATION,
+            (
+                env.event_id,
+                env.occurred_at,
+                False,
+                event.destination,
+                event.transfer_id,
+                None,
+                event.topic,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                event.error_class,
+                event.message,
+            ),
+        ),
+        history(event, event.transfer_id, event.destination, message=error),
+    )

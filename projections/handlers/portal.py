@@ -1,0 +1,90 @@
+"""Projection of ``ecpds.portal``: every upload, download and denial in ``portal_access``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from bus.events import portal as p
+from projections.handlers.base import FREE, Handler, Write, registrar, text
+
+HANDLERS: dict[str, Handler] = {}
+on = registrar(HANDLERS, {"portal_access": FREE})
+
+_ACCESS = (
+    "INSERT INTO portal_access (event_id, occurred_at, kind, data_user, destination, path,"
+    " protocol, bytes, duration_ms, complete, reason, message, operation, data_file_id,"
+    " transfer_id, client_address) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+    " %s, %s, %s) ON CONFLICT DO NOTHING"
+)
+
+
+@on(p.PortalUploaded)
+def _uploaded(event: p.PortalUploaded) -> Sequence[Write]:
+    env = event.envelope
+    row = (
+        env.event_id,
+        env.occurred_at,
+        "UPLOAD",
+        event.user,
+        event.destination,
+        event.path,
+        event.protocol,
+        event.size,
+        event.duration_ms,
+        True,
+        None,
+        None,
+        "PUT",
+        event.data_file_id,
+        None,
+        event.client_address,
+    )
+    return (Write(_ACCESS, row),)
+
+
+@on(p.PortalDownloaded)
+def _downloaded(event: p.PortalDownloaded) -> Sequence[Write]:
+    env = event.envelope
+    row = (
+        env.event_id,
+        env.occurred_at,
+        "DOWNLOAD",
+        event.user,
+        event.destination,
+        event.path,
+        event.protocol,
+        event.bytes_sent,
+        event.duration_ms,
+        event.complete,
+        None,
+        None,
+        "GET",
+        event.data_file_id,
+        event.transfer_id,
+        event.client_address,
+    )
+    return (Write(_ACCESS, row),)
+
+
+@on(p.PortalAccessDenied)
+def _denied(event: p.PortalAccessDenied) -> Sequence[Write]:
+    env = event.envelope
+    row = (
+        env.event_id,
+        env.occurred_at,
+        "DENIED",
+        event.user,
+        None,
+        event.path,
+        event.protocol,
+        None,
+        None,
+        None,
+        text(event.reason),
+        event.message,
+        event.operation,
+        None,
+        None,
+        event.client_address,
+    )
+    return (Write(_ACCESS, row),)
