@@ -30,10 +30,9 @@ import contextlib
 import io
 import json
 import os
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NoReturn
 from urllib.parse import quote
 
 import aiohttp
@@ -46,20 +45,22 @@ from protocols.base import (
     AuthenticationFailed,
     ByteStream,
     ConnectionLost,
-    Entry,
     Location,
-    NotFound,
-    PermissionDenied,
     ProtocolFailure,
-    ServerFailure,
     TransferError,
     TransferTimeout,
     from_bytes,
-    select,
-    temporary_name,
+)
+from protocols.objectstore import (
+    Chunker,
+    Listed,
+    ObjectStoreConnection,
+    ObjectStoreModule,
+    host_url,
+    mib_option,
+    status_error,
 )
 
-MIB = 1024 * 1024
 SCOPES = ["https://www.googleapis.com/auth/devstorage.full_control"]
 QUANTUM = 256 * 1024  # resumable chunks must be multiples of 256 KiB (all but the last)
 
@@ -69,29 +70,12 @@ def translate(exc: BaseException, what: str) -> TransferError:
     if isinstance(exc, TransferError):
         return exc
     if isinstance(exc, aiohttp.ClientResponseError):
-        status = exc.status
-        text = f"{what}: {status} {exc.message}"[:500]
-        if status == 401:
-            return AuthenticationFailed(text)
-        if status == 403:
-            return PermissionDenied(text)
-        if status == 404:
-            return NotFound(text)
-        if status >= 500 or status in {408, 429}:
-            return ServerFailure(text)
-        return ProtocolFailure(text)
+        return status_error(exc.status, f"{what}: {exc.status} {exc.message}"[:500])
     if isinstance(exc, asyncio.TimeoutError):
         return TransferTimeout(f"{what}: timed out")
     if isinstance(exc, (aiohttp.ClientError, OSError)):
         return ConnectionLost(f"{what}: {exc}")
     return ProtocolFailure(f"{what}: {exc!r}")
-
-
-def fail(exc: BaseException, what: str, source: Chunker | None = None) -> NoReturn:
-    """Raise the translated error; an error of the caller's own source stream passes as is."""
-    if source is not None and exc is source.error:
-        raise exc
-    raise translate(exc, what) from exc
 
 
 def parse_time(value: str | None) -> datetime | None:
@@ -109,61 +93,6 @@ async def check(response: aiohttp.ClientResponse) -> None:
     raise aiohttp.ClientResponseError(
         response.request_info, (), status=response.status, message=body[:300]
     )
-
-
-class Chunker:
-    """Cuts an async byte stream into in-memory buffers of a given size (shorter only at the end).
-
-    Buffers are ``io.BytesIO``: chunks are copied once, straight into them, and aiohttp sends a
-    BytesIO in 64 KiB slices where a bytes-like body would be copied whole (slice, header
-    join, transport buffer). A buffer handed back with ``unread`` is continued by the next
-    call, so a caller can look at the head of a stream without keeping a second reference to
-    it alive (which would break the memory bound). ``last`` is the length of the last buffer.
-    """
-
-    def __init__(self, data: AsyncIterable[bytes]) -> None:
-        self._iterator = aiter(data)
-        self._carry = memoryview(b"")
-        self._head: io.BytesIO | None = None
-        self.exhausted = False
-        self.error: BaseException | None = None
-        self.total = 0
-        self.last = 0
-
-    def unread(self, buffer: io.BytesIO) -> None:
-        self._head = buffer
-        self.total -= self.last
-
-    async def next(self, size: int) -> io.BytesIO:
-        buffer = self._head if self._head is not None else io.BytesIO()
-        self._head = None
-        filled = buffer.seek(0, io.SEEK_END)
-        if size > filled:
-            # One jump to the full size makes BytesIO allocate exactly, not 12.5% more.
-            buffer.seek(size - 1)
-            buffer.write(b"\0")
-            buffer.seek(filled)
-        taken = self._carry[: max(0, size - filled)]
-        filled += buffer.write(taken)
-        self._carry = self._carry[len(taken) :]
-        while filled < size and not self.exhausted:
-            try:
-                chunk = await anext(self._iterator)
-            except StopAsyncIteration:
-                self.exhausted = True
-                break
-            except BaseException as exc:
-                self.error = exc  # the producer's failure, not the server's
-                raise
-            view = memoryview(chunk)
-            written = buffer.write(view[: size - filled])
-            filled += written
-            self._carry = view[written:]
-        buffer.truncate(filled)
-        buffer.seek(0)
-        self.last = filled
-        self.total += filled
-        return buffer
 
 
 class OneShotToken(Token):
@@ -198,29 +127,25 @@ def service_account(location: Location) -> io.StringIO | None:
     return io.StringIO(text)
 
 
-class GcsModule:
-    """Opens ``GcsConnection`` objects; each owns one aiohttp session (one HTTP pool)."""
-
-    async def connect(self, location: Location) -> GcsConnection:
-        connection = GcsConnection(location)
-        await connection.open()
-        return connection
-
-
-class GcsConnection:
+class GcsConnection(ObjectStoreConnection):
     """A session to one GCS endpoint; paths resolve against bucket/prefix."""
 
+    translate = staticmethod(translate)
+
+    appended = "GCS objects"
+
     def __init__(self, location: Location) -> None:
-        self.location = location
-        chunk = int(float(location.option("chunkSize") or 8) * MIB)
+        super().__init__(location)
+        chunk = mib_option(location, "chunkSize", 8, minimum=0)
         self.chunk_size = max(QUANTUM, chunk - chunk % QUANTUM)
+        # Smaller objects go in one media upload, larger ones through a resumable session.
+        self.multipart_size = self.chunk_size
         self.timeout = float(location.option("timeOut") or 300)
         emulator_env = os.environ.get("STORAGE_EMULATOR_HOST")
         self.emulator = location.flag("emulator", bool(emulator_env))
         scheme = location.option("scheme", "http" if self.emulator else "https")
         if location.host:
-            port = f":{location.port}" if location.port else ""
-            self.api_root = f"{scheme}://{location.host}{port}"
+            self.api_root = host_url(location, str(scheme))
         elif self.emulator and emulator_env:
             self.api_root = emulator_env if "://" in emulator_env else f"http://{emulator_env}"
         else:
@@ -272,7 +197,7 @@ class GcsConnection:
                 await self.close()
                 if not isinstance(exc, Exception):
                     raise  # cancellation is not a transfer failure
-                fail(exc, f"connect {loc.url}")
+                self.fail(exc, f"connect {loc.url}")
 
     async def _headers(self) -> dict[str, str]:
         if self.emulator:
@@ -296,64 +221,29 @@ class GcsConnection:
             if resp.status != 409:  # 409: the bucket exists already
                 await check(resp)
 
-    def split(self, path: str) -> tuple[str, str]:
-        """``(bucket, object name)`` for a path; raises if no bucket can be found."""
-        resolved = self.location.resolve(path).lstrip("/")
-        bucket = self.location.option("bucketName")
-        if not bucket:
-            bucket, _, resolved = resolved.partition("/")
-        if not bucket or bucket == ".":
-            raise ProtocolFailure(f"{path!r}: no bucket in the path and no bucketName option")
-        return bucket, "" if resolved == "." else resolved
-
     def _object_url(self, bucket: str, name: str) -> str:
         return f"{self.api_root}/storage/v1/b/{bucket}/o/{quote(name, safe='')}"
 
-    async def list(
-        self,
-        path: str,
-        *,
-        recursive: bool = False,
-        pattern: str | None = None,
-        regex: str | None = None,
-    ) -> list[Entry]:
-        bucket, key = self.split(path)
-        prefix = f"{key.rstrip('/')}/" if key else ""
+    async def _listing(self, bucket: str, prefix: str, recursive: bool) -> AsyncIterator[Listed]:
         params: dict[str, str] = {"prefix": prefix} if prefix else {}
         if not recursive:
             params["delimiter"] = "/"
         if self.location.option("listPageSize"):
             params["maxResults"] = str(self.location.option("listPageSize"))
-        entries: list[Entry] = []
-        try:
-            while True:
-                page = await self.storage.list_objects(
-                    bucket, params=dict(params), headers=await self._headers(), timeout=60
+        while True:
+            page = await self.storage.list_objects(
+                bucket, params=dict(params), headers=await self._headers(), timeout=60
+            )
+            for sub in page.get("prefixes", []):
+                yield Listed(sub, is_dir=True)
+            for item in page.get("items", []):
+                yield Listed(
+                    item["name"], int(item.get("size", 0)), parse_time(item.get("updated"))
                 )
-                for sub in page.get("prefixes", []):
-                    entries.append(
-                        Entry(name=sub[len(prefix) :].rstrip("/"), size=0, mtime=None, is_dir=True)
-                    )
-                for item in page.get("items", []):
-                    name = item["name"][len(prefix) :]
-                    if not name:
-                        continue  # the directory's own marker
-                    is_dir = name.endswith("/")
-                    entries.append(
-                        Entry(
-                            name=name.rstrip("/"),
-                            size=0 if is_dir else int(item.get("size", 0)),
-                            mtime=parse_time(item.get("updated")),
-                            is_dir=is_dir,
-                        )
-                    )
-                token = page.get("nextPageToken")
-                if not token:
-                    break
-                params["pageToken"] = token
-        except Exception as exc:
-            fail(exc, f"list {path}")
-        return select(entries, pattern, regex)
+            token = page.get("nextPageToken")
+            if not token:
+                break
+            params["pageToken"] = token
 
     async def get(self, path: str, *, offset: int = 0) -> ByteStream:
         bucket, name = self.split(path)
@@ -370,66 +260,41 @@ class GcsConnection:
                 async for chunk in resp.content.iter_chunked(DEFAULT_CHUNK):
                     yield chunk
         except Exception as exc:
-            fail(exc, f"get {path}")
+            self.fail(exc, f"get {path}")
 
-    async def put(
-        self,
-        path: str,
-        data: AsyncIterable[bytes],
-        *,
-        use_tmp: bool | None = None,
-        mkdirs: bool | None = None,
-        offset: int = 0,
-    ) -> int:
-        if offset:
-            raise ProtocolFailure(
-                f"put {path}: GCS objects cannot be appended to (offset {offset})"
-            )
-        if use_tmp is None:
-            use_tmp = self.location.flag("usetmp", False)
-        target = temporary_name(path, self.location) if use_tmp else path
-        bucket, name = self.split(target)
-        chunker = Chunker(data)
-        try:
-            written = await self._upload(bucket, name, chunker)
-        except Exception as exc:
-            fail(exc, f"put {path}", chunker)
-        if use_tmp:
-            try:
-                await self.rename(target, path)
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(self.storage.delete(bucket, name))
-                raise
-        return written
+    def _upload_url(self, bucket: str) -> str:
+        return f"{self.api_root}/upload/storage/v1/b/{bucket}/o"
 
-    async def _upload(self, bucket: str, name: str, chunker: Chunker) -> int:
-        first = await chunker.next(self.chunk_size)
-        url = f"{self.api_root}/upload/storage/v1/b/{bucket}/o"
+    async def _put_whole(self, bucket: str, name: str, body: io.BytesIO, length: int) -> None:
+        if not length:
+            # An empty object goes through a resumable session finalised by ``bytes */0``:
+            # gcp-storage-emulator fails on an empty media upload (real GCS takes both).
+            await self._put_marker(bucket, name)
+            return
         headers = {**await self._headers(), "Content-Type": "application/octet-stream"}
-        # An empty object goes through a resumable session finalised by ``bytes */0``:
-        # gcp-storage-emulator fails on an empty media upload (real GCS takes both).
-        if chunker.exhausted and chunker.last:
-            params = {"uploadType": "media", "name": name}
-            async with self.session.post(url, params=params, data=first, headers=headers) as r:
-                await check(r)
-            return chunker.total
-        chunker.unread(first)
-        del first  # the chunk loop owns the buffer now
+        params = {"uploadType": "media", "name": name}
+        async with self.session.post(
+            self._upload_url(bucket), params=params, data=body, headers=headers
+        ) as resp:
+            await check(resp)
+
+    async def _put_parts(self, bucket: str, name: str, chunker: Chunker) -> None:
+        """A resumable session, cancelled on any failure so the service drops what it holds."""
+        headers = {**await self._headers(), "Content-Type": "application/octet-stream"}
         params = {"uploadType": "resumable", "name": name}
         start = {**headers, "Content-Type": "application/json; charset=UTF-8"}
         start["X-Upload-Content-Type"] = "application/octet-stream"
-        async with self.session.post(url, params=params, data="{}", headers=start) as resp:
+        async with self.session.post(
+            self._upload_url(bucket), params=params, data="{}", headers=start
+        ) as resp:
             await check(resp)
             session_uri = resp.headers["Location"]
         try:
             await self._resumable(session_uri, chunker, headers)
         except BaseException:
-            # Cancel the session so the service drops what it holds (nothing is visible).
             with contextlib.suppress(Exception):
                 await asyncio.shield(self.session.delete(session_uri, headers=headers))
             raise
-        return chunker.total
 
     async def _resumable(self, session_uri: str, chunker: Chunker, headers: dict[str, str]) -> None:
         """Send the chunks in order; the total travels with the last one (or alone if empty)."""
@@ -452,6 +317,12 @@ class GcsConnection:
                 raise ProtocolFailure("resumable upload not finalised by the server")
             sent += length
 
+    async def _put_marker(self, bucket: str, name: str) -> None:
+        await self._put_parts(bucket, name, Chunker(from_bytes(b"")))
+
+    async def _remove(self, bucket: str, name: str) -> None:
+        await self.storage.delete(bucket, name)
+
     async def rename(self, source: str, target: str) -> None:
         src_bucket, src_name = self.split(source)
         dst_bucket, dst_name = self.split(target)
@@ -467,7 +338,7 @@ class GcsConnection:
             )
             await self.storage.delete(src_bucket, src_name, headers=dict(headers))
         except Exception as exc:
-            fail(exc, f"rename {source} -> {target}")
+            self.fail(exc, f"rename {source} -> {target}")
 
     async def delete(self, path: str) -> None:
         bucket, name = self.split(path)
@@ -481,28 +352,23 @@ class GcsConnection:
                 marker = f"{name.rstrip('/')}/"
                 await self.storage.delete(bucket, marker, headers=await self._headers())
         except Exception as exc:
-            fail(exc, f"delete {path}")
-
-    async def mkdir(self, path: str, *, parents: bool = True) -> None:
-        if not self.location.flag("dirMarker", False):
-            return  # prefixes exist as soon as an object is under them
-        bucket, name = self.split(path)
-        if not name:
-            return
-        try:
-            await self._upload(bucket, f"{name.rstrip('/')}/", Chunker(from_bytes(b"")))
-        except Exception as exc:
-            fail(exc, f"mkdir {path}")
+            self.fail(exc, f"delete {path}")
 
     async def size(self, path: str) -> int:
         bucket, name = self.split(path)
         try:
             meta = await self.storage.download_metadata(bucket, name, headers=await self._headers())
         except Exception as exc:
-            fail(exc, f"size {path}")
+            self.fail(exc, f"size {path}")
         return int(meta.get("size", 0))
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+class GcsModule(ObjectStoreModule):
+    """Opens ``GcsConnection`` objects; each owns one aiohttp session (one HTTP pool)."""
+
+    opens = GcsConnection

@@ -8,16 +8,11 @@ every connection abruptly and come back with the same data.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import itertools
-import socket
-import subprocess
-import time
-import tracemalloc
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -34,7 +29,17 @@ from protocols.base import (
 )
 from protocols.registry import connect
 from tests.protocols.contract import MIB, SourceBrokeError, TransferContract, payload
-from tests.protocols.test_s3 import KillableProxy, generated
+from tests.protocols.faultproxy import (
+    KillableProxy,
+    LocalServer,
+    broken,
+    generated,
+    listening,
+    put_many,
+    relay,
+    server_process,
+    traced_peak,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 AZURITE = ROOT / "infra" / "npm" / "node_modules" / ".bin" / "azurite-blob"
@@ -45,26 +50,12 @@ CONTAINER = "ecpds-test"
 _counter = itertools.count()
 
 
-@dataclass(frozen=True)
-class Azurite:
-    port: int
+class Azurite(LocalServer):
+    """A running Azurite blob service (the development account)."""
 
     @property
     def account_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/{ACCOUNT}"
-
-
-def _wait_port(port: int, process: subprocess.Popen[bytes], seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"azurite-blob exited with {process.returncode} before listening")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    pytest.fail(f"azurite-blob did not listen on 127.0.0.1:{port} within {seconds}s")
+        return f"{self.url}/{ACCOUNT}"
 
 
 @pytest.fixture(scope="session")
@@ -72,8 +63,6 @@ def azurite(
     free_port: Callable[[], int], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Azurite]:
     """Azurite's blob service on a free port, data in a temporary directory."""
-    if not AZURITE.exists():
-        pytest.fail(f"{AZURITE} is missing: run `npm install --prefix infra/npm`")
     port = free_port()
     data = tmp_path_factory.mktemp("azurite")
     argv = [
@@ -88,30 +77,19 @@ def azurite(
         "--skipApiVersionCheck",
         "--silent",
     ]
-    with (data / "azurite.log").open("wb") as out:
-        process = subprocess.Popen(argv, stdout=out, stderr=out)
-    try:
-        _wait_port(port, process)
+    npm = "run `npm install --prefix infra/npm`"
+    with server_process(argv, data / "azurite.log", listening(port), missing=npm, seconds=60):
         yield Azurite(port)
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture(scope="session")
 async def az_proxy(azurite: Azurite) -> AsyncIterator[KillableProxy]:
-    proxy = KillableProxy(azurite.port)
-    await proxy.start()
-    connection = await connect(
-        replace(_base(proxy), options={"scheme": "http", "mkContainer": "yes"})
-    )
-    await connection.close()
-    yield proxy
-    await proxy.kill()
+    async with relay(azurite.port) as proxy:
+        connection = await connect(
+            replace(_base(proxy), options={"scheme": "http", "mkContainer": "yes"})
+        )
+        await connection.close()
+        yield proxy
 
 
 def _base(proxy: KillableProxy) -> Location:
@@ -159,17 +137,7 @@ class TestAzureContract(TransferContract):
 
     async def populate(self, location: Location, directory: str, count: int) -> None:
         """Put the entries with 32 requests in flight on one connection."""
-        connection = await connect(location)
-        try:
-            limit = asyncio.Semaphore(32)
-
-            async def one(index: int) -> None:
-                async with limit:
-                    await connection.put(f"{directory}/f{index:05d}", from_bytes(b"x"))
-
-            await asyncio.gather(*(one(i) for i in range(count)))
-        finally:
-            await connection.close()
+        await put_many(location, directory, count, in_flight=32)
 
 
 def _sas(azurite: Azurite, permission: ContainerSasPermissions) -> str:
@@ -240,12 +208,8 @@ async def test_staged_upload_memory_is_bounded(azurite: Azurite, az_proxy: Killa
     total = 23 * MIB + 9
     connection = await connect(location)
     try:
-        tracemalloc.start()
-        try:
-            assert await connection.put("staged.bin", generated(total)) == total
-            _, peak = tracemalloc.get_traced_memory()
-        finally:
-            tracemalloc.stop()
+        written, peak = await traced_peak(connection.put("staged.bin", generated(total)))
+        assert written == total
     finally:
         await connection.close()
     assert peak < bound + 4 * MIB, f"peak {peak / MIB:.1f} MiB over the {bound / MIB} MiB bound"
@@ -260,16 +224,10 @@ async def test_staged_upload_memory_is_bounded(azurite: Azurite, az_proxy: Killa
 async def test_failed_staged_upload_leaves_no_blob(az_proxy: KillableProxy) -> None:
     """A staged put whose source fails after some blocks commits nothing: no blob appears."""
     location = _location(az_proxy, blockSize="1")
-
-    async def breaks_after_3_mib() -> AsyncIterator[bytes]:
-        async for piece in generated(3 * MIB):
-            yield piece
-        raise SourceBrokeError("producer died")
-
     connection = await connect(location)
     try:
         with pytest.raises(SourceBrokeError):
-            await connection.put("half.bin", breaks_after_3_mib())
+            await connection.put("half.bin", broken(3 * MIB))
         assert await connection.list(".") == []
         with pytest.raises(NotFound):
             await connection.size("half.bin")

@@ -11,12 +11,8 @@ from __future__ import annotations
 
 import itertools
 import json
-import socket
-import subprocess
-import time
-import tracemalloc
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
@@ -27,7 +23,16 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from protocols.base import AuthenticationFailed, Location, NotFound, from_bytes, read_all
 from protocols.registry import connect
 from tests.protocols.contract import MIB, SourceBrokeError, TransferContract, payload
-from tests.protocols.test_s3 import KillableProxy, generated
+from tests.protocols.faultproxy import (
+    KillableProxy,
+    LocalServer,
+    broken,
+    generated,
+    listening,
+    relay,
+    server_process,
+    traced_peak,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 EMULATOR = ROOT / ".venv" / "bin" / "gcp-storage-emulator"
@@ -35,26 +40,12 @@ BUCKET = "ecpds-test"
 _counter = itertools.count()
 
 
-@dataclass(frozen=True)
-class Emulator:
-    port: int
+class Emulator(LocalServer):
+    """A running gcp-storage-emulator; ``root`` is its API root."""
 
     @property
     def root(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-
-def _wait_port(port: int, process: subprocess.Popen[bytes], seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"gcp-storage-emulator exited with {process.returncode} before listening")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    pytest.fail(f"gcp-storage-emulator did not listen on 127.0.0.1:{port} within {seconds}s")
+        return self.url
 
 
 @pytest.fixture(scope="session")
@@ -62,33 +53,20 @@ def gcs_emulator(
     free_port: Callable[[], int], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Emulator]:
     """gcp-storage-emulator on a free port, keeping its data in memory."""
-    if not EMULATOR.exists():
-        pytest.fail(f"{EMULATOR} is missing: install the dev extras (gcp-storage-emulator)")
     port = free_port()
     argv = [str(EMULATOR), "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory"]
     log = tmp_path_factory.mktemp("gcs") / "emulator.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen([*argv, "-q"], stdout=out, stderr=out)
-    try:
-        _wait_port(port, process)
+    extras = "install the dev extras (gcp-storage-emulator)"
+    with server_process([*argv, "-q"], log, listening(port), missing=extras):
         yield Emulator(port)
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture(scope="session")
 async def gcs_proxy(gcs_emulator: Emulator) -> AsyncIterator[KillableProxy]:
-    proxy = KillableProxy(gcs_emulator.port)
-    await proxy.start()
-    connection = await connect(_location(proxy, mkBucket="yes"))
-    await connection.close()
-    yield proxy
-    await proxy.kill()
+    async with relay(gcs_emulator.port) as proxy:
+        connection = await connect(_location(proxy, mkBucket="yes"))
+        await connection.close()
+        yield proxy
 
 
 def _location(proxy: KillableProxy, **options: str) -> Location:
@@ -196,12 +174,8 @@ async def test_resumable_upload_memory_is_one_chunk(gcs_proxy: KillableProxy) ->
     total = 15 * MIB + 3
     connection = await connect(location)
     try:
-        tracemalloc.start()
-        try:
-            assert await connection.put("resumable.bin", generated(total)) == total
-            _, peak = tracemalloc.get_traced_memory()
-        finally:
-            tracemalloc.stop()
+        written, peak = await traced_peak(connection.put("resumable.bin", generated(total)))
+        assert written == total
         assert await connection.size("resumable.bin") == total
         tail = await read_all(connection.get("resumable.bin", offset=total - 5))
         block = payload(MIB)  # what ``generated`` repeats
@@ -227,16 +201,10 @@ async def test_exact_multiple_of_chunk_is_finalised(gcs_proxy: KillableProxy) ->
 async def test_failed_resumable_upload_leaves_no_object(gcs_proxy: KillableProxy) -> None:
     """A resumable put whose source fails midway creates no object."""
     location = _location(gcs_proxy, chunkSize="0.25")
-
-    async def breaks_after_1_mib() -> AsyncIterator[bytes]:
-        async for piece in generated(MIB, chunk=128 * 1024):
-            yield piece
-        raise SourceBrokeError("producer died")
-
     connection = await connect(location)
     try:
         with pytest.raises(SourceBrokeError):
-            await connection.put("half.bin", breaks_after_1_mib())
+            await connection.put("half.bin", broken(MIB, chunk=128 * 1024))
         assert await connection.list(".") == []
         with pytest.raises(NotFound):
             await connection.size("half.bin")

@@ -4,7 +4,8 @@ moto runs as a subprocess (``moto_server``) on a free 127.0.0.1 port with IAM au
 switched on after set-up (``/moto-api/reset-auth``), so a wrong secret fails the SigV4 check
 and a user without rights gets AccessDenied. Clients reach it through ``KillableProxy`` so the
 server-gone cases can cut every connection abruptly and come back with the same data (moto
-keeps its state in memory: a real kill would lose the bucket and the IAM users).
+keeps its state in memory: a real kill would lose the bucket and the IAM users). The relay, the
+process and source helpers are ``tests.protocols.faultproxy``'s, shared with the az and gs suites.
 """
 
 from __future__ import annotations
@@ -13,10 +14,6 @@ import asyncio
 import itertools
 import json
 import os
-import subprocess
-import time
-import tracemalloc
-import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, replace
@@ -35,85 +32,27 @@ from protocols.base import (
 )
 from protocols.registry import connect
 from tests.protocols.contract import MIB, SourceBrokeError, TransferContract, payload
+from tests.protocols.faultproxy import (
+    KillableProxy,
+    LocalServer,
+    answering,
+    broken,
+    generated,
+    put_many,
+    relay,
+    server_process,
+    traced_peak,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "ecpds-test"
 _counter = itertools.count()
 
 
-class KillableProxy:
-    """A TCP relay to a server whose ``kill`` drops every connection and stops listening.
-
-    From the client's side this is what a SIGKILLed server looks like (connections reset,
-    new ones refused); ``restart`` listens again on the same port, and the server behind it
-    still has its data.
-    """
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._relays: set[asyncio.Task[None]] = set()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._relays.add(task)
-            task.add_done_callback(self._relays.discard)
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._writers.update({writer, up_writer})
-
-        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-            try:
-                while chunk := await source.read(256 * 1024):
-                    sink.write(chunk)
-                    await sink.drain()
-            except (OSError, RuntimeError):
-                pass
-            finally:
-                if sink.can_write_eof() and not sink.is_closing():
-                    try:
-                        sink.write_eof()
-                    except OSError:
-                        sink.transport.abort()
-
-        try:
-            await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
-        finally:
-            for end in (writer, up_writer):
-                self._writers.discard(end)
-                end.transport.abort()
-
-    async def kill(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        for writer in list(self._writers):
-            writer.transport.abort()  # RST, like a dead process's sockets
-        self._writers.clear()
-        # Let the relays see their sockets die and end before anyone closes the loop.
-        if self._relays:
-            await asyncio.wait(list(self._relays), timeout=2)
-
-    async def restart(self) -> None:
-        if self._server is None:
-            await self.start()
-
-
 @dataclass(frozen=True)
-class Moto:
+class Moto(LocalServer):
     """A running moto server and the IAM keys made on it."""
 
-    port: int
     key: str
     secret: str
     reader_key: str
@@ -121,7 +60,7 @@ class Moto:
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.url
 
     def client(self, service: str = "s3") -> Any:  # boto3 clients are generated, untyped
         return boto3.client(
@@ -133,19 +72,6 @@ class Moto:
         )
 
 
-def _wait_http(url: str, process: subprocess.Popen[bytes], seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"moto_server exited with {process.returncode} before serving")
-        try:
-            urllib.request.urlopen(url, timeout=1).close()  # noqa: S310 - our own local server
-            return
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.1)
-    pytest.fail(f"moto_server did not answer on {url} within {seconds}s")
-
-
 def _policy(actions: list[str]) -> str:
     statement = {"Effect": "Allow", "Action": actions, "Resource": "*"}
     return json.dumps({"Version": "2012-10-17", "Statement": [statement]})
@@ -154,17 +80,11 @@ def _policy(actions: list[str]) -> str:
 @pytest.fixture(scope="session")
 def moto(free_port: Callable[[], int], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
     """moto_server with an all-rights user and a read-only user, IAM checks switched on."""
-    command = ROOT / ".venv" / "bin" / "moto_server"
-    if not command.exists():
-        pytest.fail(f"{command} is missing: install the dev extras (moto[server])")
     port = free_port()
     log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [str(command), "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=out
-        )
-    try:
-        _wait_http(f"http://127.0.0.1:{port}/moto-api/", process)
+    argv = [str(ROOT / ".venv" / "bin" / "moto_server"), "-H", "127.0.0.1", "-p", str(port)]
+    ready = answering(f"http://127.0.0.1:{port}/moto-api/")
+    with server_process(argv, log, ready, missing="install the dev extras (moto[server])"):
         iam = boto3.client(
             "iam",
             endpoint_url=f"http://127.0.0.1:{port}",
@@ -194,21 +114,12 @@ def moto(free_port: Callable[[], int], tmp_path_factory: pytest.TempPathFactory)
         )
         server.client().create_bucket(Bucket=BUCKET)
         yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture(scope="session")
 async def s3_proxy(moto: Moto) -> AsyncIterator[KillableProxy]:
-    proxy = KillableProxy(moto.port)
-    await proxy.start()
-    yield proxy
-    await proxy.kill()
+    async with relay(moto.port) as proxy:
+        yield proxy
 
 
 def _location(moto: Moto, proxy: KillableProxy, **options: str) -> Location:
@@ -246,27 +157,7 @@ class TestS3Contract(TransferContract):
 
     async def populate(self, location: Location, directory: str, count: int) -> None:
         """Put the entries with 16 requests in flight on one connection (moto is the limit)."""
-        connection = await connect(location)
-        try:
-            limit = asyncio.Semaphore(16)
-
-            async def one(index: int) -> None:
-                async with limit:
-                    await connection.put(f"{directory}/f{index:05d}", from_bytes(b"x"))
-
-            await asyncio.gather(*(one(i) for i in range(count)))
-        finally:
-            await connection.close()
-
-
-async def generated(total: int, chunk: int = MIB) -> AsyncIterator[bytes]:
-    """``total`` bytes made on the fly, so the source itself holds one chunk at a time."""
-    block = payload(chunk)
-    sent = 0
-    while sent < total:
-        piece = block[: min(chunk, total - sent)]
-        sent += len(piece)
-        yield piece
+        await put_many(location, directory, count, in_flight=16)
 
 
 async def test_multipart_upload_memory_is_bounded(moto: Moto, s3_proxy: KillableProxy) -> None:
@@ -276,12 +167,7 @@ async def test_multipart_upload_memory_is_bounded(moto: Moto, s3_proxy: Killable
     total = 32 * MIB + 123  # 6 full parts of 5 MiB and a short seventh
     connection = await connect(location)
     try:
-        tracemalloc.start()
-        try:
-            written = await connection.put("multi.bin", generated(total))
-            _, peak = tracemalloc.get_traced_memory()
-        finally:
-            tracemalloc.stop()
+        written, peak = await traced_peak(connection.put("multi.bin", generated(total)))
         assert written == total
         assert await connection.size("multi.bin") == total
     finally:
@@ -316,16 +202,10 @@ async def test_failed_multipart_upload_is_aborted(moto: Moto, s3_proxy: Killable
     """A multipart put whose source fails after two parts is aborted: no object, no upload."""
     location = _location(moto, s3_proxy, partSize="5")
     prefix = location.path.split("/", 2)[2]
-
-    async def breaks_after_12_mib() -> AsyncIterator[bytes]:
-        async for piece in generated(12 * MIB):
-            yield piece
-        raise SourceBrokeError("producer died")
-
     connection = await connect(location)
     try:
         with pytest.raises(SourceBrokeError):
-            await connection.put("aborted.bin", breaks_after_12_mib())
+            await connection.put("aborted.bin", broken(12 * MIB))
         assert await connection.list(".") == []
     finally:
         await connection.close()
