@@ -104,7 +104,12 @@ async def test_apply_topics_is_idempotent(kafka: str, unique: str) -> None:
     ]
     first = await apply_topics(kafka, specs)
     assert [c.action for c in first] == ["created", "created"]
-    await asyncio.sleep(1.0)  # let the new topics' configuration settle before describing
+    # a just-created topic's metadata settles on the broker a moment later: wait for it
+    for _ in range(50):
+        if len(await partition_counts(kafka, [s.name for s in specs])) == len(specs):
+            break
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(0.5)
     second = await apply_topics(kafka, specs)
     assert [c.action for c in second] == ["unchanged", "unchanged"]
 
