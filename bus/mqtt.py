@@ -17,6 +17,7 @@ import paho.mqtt.client as paho
 from amqtt.broker import Broker
 from amqtt.contexts import BrokerConfig, ListenerConfig
 from amqtt.errors import BrokerError
+from paho.mqtt.enums import CallbackAPIVersion
 
 from bus.errors import InfrastructureError
 
@@ -49,7 +50,7 @@ async def embedded_broker(host: str, port: int) -> AsyncIterator[Broker]:
 def probe(host: str, port: int, timeout: float = 5.0) -> bool:
     """True when an MQTT CONNECT to the broker is accepted (blocking; run in a thread)."""
     accepted = threading.Event()
-    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="ecpds-probe")
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="ecpds-probe")
 
     def on_connect(
         c: paho.Client, userdata: object, flags: object, reason: object, props: object

@@ -1,0 +1,1 @@
+"""Data acquisition: poll providers, discover new files, retrieve them through ingest."""

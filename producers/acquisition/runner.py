@@ -1,0 +1,361 @@
+"""Runs acquisition: ``python -m producers.acquisition.runner``.
+
+Every active acquisition host is polled for each active destination it is associated with,
+every ``polling_frequency_ms`` (default 10 minutes). Rules kept:
+
+- one timer heap for all jobs and one sleeping task: an idle host costs nothing between polls
+  (no task, no loop of its own); configuration changes wake the scheduler to add, change or
+  drop jobs;
+- a job's next poll is scheduled when its poll ends, so polls of one host never overlap;
+- at most ``limit`` polls run at once; a hung provider holds one slot only until its listing's
+  maximum duration cuts it off (``producers.acquisition.poll``);
+- start order: topics exist -> live configuration read to its end -> publisher -> the ingest
+  index and the acquisition dedup state read from ``ecpds.acquisition``, ``ecpds.datafiles``
+  and ``ecpds.transfers`` to their end (no local state: a restart or a failover rebuilds the
+  same decisions) -> polling. The ingest service's ``recover`` is not run here: the ingest API
+  owns it (it would fail another instance's registrations in flight).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import heapq
+import itertools
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import uvloop
+
+from bus.config.secrets import OperatorKey
+from bus.config.view import ConfigView, LiveConfig, config_spec
+from bus.events import Event
+from bus.events.base import Envelope
+from bus.events.config import Host
+from bus.events.datafiles import DataFileRegistrationFailed
+from bus.logging import configure, get_logger
+from bus.publisher import Publisher
+from bus.settings import Settings
+from bus.topics import ACQUISITION, CONFIG, DATAFILES, TRANSFERS, TopicSpec, apply_topics, catalogue
+from producers.acquisition.hosts import Job, jobs_of, location_for
+from producers.acquisition.poll import Poller, PollReport
+from producers.acquisition.state import REQUESTER_PREFIX, AcquisitionState
+from producers.acquisition.wis2 import Subscriber
+from producers.ingest.follower import LogFollower
+from producers.ingest.index import IngestIndex
+from producers.ingest.service import IngestService, IngestTopics
+from protocols.base import Location
+from store.local import LocalStore
+from store.objects import ObjectId
+
+log = get_logger(__name__)
+
+
+@dataclass
+class Scheduler:
+    """The timer heap of every job (see the module rules)."""
+
+    poller: Poller
+    config: LiveConfig
+    key_file: Path | None = None
+    limit: int = 16
+    reports: list[PollReport] = field(default_factory=list)  # the latest few, for tests
+    polls: int = 0
+    grace_s: float = 30.0
+    _heap: list[tuple[float, int, Job]] = field(default_factory=list)
+    _due: dict[Job, float] = field(default_factory=dict)
+    _running: dict[Job, asyncio.Task[None]] = field(default_factory=dict)
+    _subscribed: dict[Job, tuple[Host, asyncio.Task[None]]] = field(default_factory=dict)
+    _seq: itertools.count[int] = field(default_factory=itertools.count)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _jobs: tuple[ConfigView | None, dict[Job, int]] = (None, {})
+    _subscribed_view: ConfigView | None = None
+    _synced: dict[Job, int] | None = None
+
+    def jobs(self) -> dict[Job, int]:
+        """The jobs of the current configuration (computed once per configuration change)."""
+        view = self.config.view
+        if self._jobs[0] is not view:
+            self._jobs = (view, jobs_of(view))
+        return self._jobs[1]
+
+    def _sync(self) -> dict[Job, int]:
+        jobs = self.jobs()
+        if self._synced is not jobs:
+            # only when the configuration changed: a wake-up after a poll costs nothing here
+            self._synced = jobs
+            now = time.monotonic()
+            for job in jobs:
+                if job not in self._due and job not in self._running:
+                    self._push(job, now)  # a new host is polled at once
+            for job in list(self._due):
+                if job not in jobs:
+                    del self._due[job]  # its heap entry is dropped lazily when popped
+        if self._subscribed_view is not self.config.view:
+            self._sync_subscribers()
+        return jobs
+
+    def _sync_subscribers(self) -> None:
+        view = self.config.view
+        self._subscribed_view = view
+        wanted = jobs_of(view, mqtt=True)
+        for job, (host, task) in list(self._subscribed.items()):
+            if job not in wanted or view.hosts.get(job[0]) != host or task.done():
+                task.cancel()  # removed or changed (or ended): started again below
+                del self._subscribed[job]
+        for job in wanted:
+            if job not in self._subscribed:
+                host = view.hosts[job[0]]
+                subscriber = Subscriber(self.poller, host, job[1])
+                self._subscribed[job] = (host, asyncio.create_task(self._subscribe(subscriber)))
+
+    async def _subscribe(self, subscriber: Subscriber) -> None:
+        try:
+            location = self._locate(subscriber.host)
+            subscriber.password = location.password
+            await subscriber.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # broker unreachable: tried again at the next wake-up
+            log.error("cannot subscribe", host=subscriber.host.id, error=str(error))
+            await asyncio.sleep(5)
+            self._subscribed_view = None  # makes the next wake-up start it again
+            self._wake.set()
+
+    def _push(self, job: Job, due: float) -> None:
+        self._due[job] = due
+        heapq.heappush(self._heap, (due, next(self._seq), job))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll until ``stop`` is set; polls in flight are awaited before returning."""
+        self.config.add_listener(lambda _view, _events: self._wake.set())
+        slots = asyncio.Semaphore(self.limit)
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                jobs = self._sync()
+                now = time.monotonic()
+                while self._heap and self._heap[0][0] <= now:
+                    due, _, job = heapq.heappop(self._heap)
+                    if self._due.get(job) != due:
+                        continue  # dropped or rescheduled
+                    del self._due[job]
+                    task = asyncio.create_task(self._poll(job, jobs[job], slots))
+                    self._running[job] = task
+                timeout = max(self._heap[0][0] - now, 0) if self._heap else None
+                self._wake.clear()
+                waker = asyncio.ensure_future(self._wake.wait())
+                await asyncio.wait(
+                    [waker, stopping], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+                waker.cancel()
+        finally:
+            stopping.cancel()
+            for _, task in self._subscribed.values():
+                task.cancel()
+            # polls in flight may finish (a cancelled retrieval would leave its registration
+            # open); a listing is bounded by its maximum duration anyway
+            running = [*self._running.values(), *(t for _, t in self._subscribed.values())]
+            if running:
+                await asyncio.wait(running, timeout=self.grace_s)
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+
+    async def _poll(self, job: Job, period_ms: int, slots: asyncio.Semaphore) -> None:
+        host_id, destination = job
+        try:
+            async with slots:
+                host = self.config.view.hosts.get(host_id)
+                if host is not None:
+                    report = await self.poller.poll(host, destination, lambda: self._locate(host))
+                    self.reports = [*self.reports[-99:], report]
+                    self.polls += 1
+                    listing = report.listing
+                    busy = listing.files_new or listing.errors
+                    # a poll that found nothing is the common case: it stays out of the log
+                    (log.info if busy else log.debug)(
+                        "listing completed",
+                        host=host_id,
+                        destination=destination,
+                        listed=listing.entries_listed,
+                        new=listing.files_new,
+                        errors=len(listing.errors),
+                        acquired=len(report.succeeded),
+                        failed=len(report.failed),
+                    )
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # a publish failure: the poll is retried at its next turn
+            log.error("poll failed", host=host_id, destination=destination, error=str(error))
+        finally:
+            self._running.pop(job, None)
+            if job in self.jobs():
+                self._push(job, time.monotonic() + period_ms / 1000)
+            self._wake.set()
+
+    def _locate(self, host: Host) -> Location:
+        if host.credentials is None:
+            return location_for(host, None)
+        if self.key_file is None:
+            raise ValueError(f"host {host.id} has credentials but no operator key file")
+        clear = OperatorKey.load(self.key_file, create=False).decrypt(host.credentials)
+        return location_for(host, clear.value)
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeOptions:
+    """Where acquisition reads and writes (defaults: the settings' topics and store)."""
+
+    config_topic: str = CONFIG
+    acquisition_topic: str = ACQUISITION
+    topics: IngestTopics = field(default_factory=IngestTopics)
+    store_root: Path | None = None
+    durable: bool = True
+    limit: int = 16
+
+
+def _specs(settings: Settings, options: RuntimeOptions) -> list[TopicSpec]:
+    declared = {s.name: s for s in catalogue(settings.topic_partitions)}
+    specs = [config_spec(options.config_topic)]
+    for name, default in (
+        (options.acquisition_topic, declared[ACQUISITION]),
+        (options.topics.datafiles, declared[DATAFILES]),
+        (options.topics.transfers, declared[TRANSFERS]),
+    ):
+        specs.append(
+            declared.get(name)
+            or TopicSpec(
+                name,
+                default.key,
+                default.partitions,
+                default.cleanup,
+                default.retention_ms,
+                default.namespaces,
+                default.description,
+            )
+        )
+    return specs
+
+
+@contextlib.asynccontextmanager
+async def running(
+    settings: Settings, options: RuntimeOptions | None = None
+) -> AsyncIterator[Scheduler]:
+    """The started acquisition stack (call ``run`` on it); everything stopped on exit."""
+    options = options or RuntimeOptions()
+    await apply_topics(settings.kafka_bootstrap, _specs(settings, options))
+    source = f"acquisition/{settings.instance}"
+    async with contextlib.AsyncExitStack() as stack:
+        live = LiveConfig(settings.kafka_bootstrap, options.config_topic, create_topic=False)
+        await live.start()
+        stack.push_async_callback(live.stop)
+        await live.ready()
+        publisher = Publisher(settings.kafka_bootstrap, client_id=source, linger_ms=0)
+        await publisher.start()
+        stack.push_async_callback(publisher.stop)
+        store = LocalStore(options.store_root or settings.store_root, durable=options.durable)
+        stack.push_async_callback(store.close)
+        index = IngestIndex()
+        state = AcquisitionState()
+
+        def apply(event: Event) -> None:
+            index.apply(event)
+            state.apply(event)
+
+        topics: Sequence[str] = (
+            options.acquisition_topic,
+            options.topics.datafiles,
+            options.topics.transfers,
+        )
+        follower = LogFollower(settings.kafka_bootstrap, topics, apply)
+        await follower.start()
+        stack.push_async_callback(follower.stop)
+        await follower.ready()
+        service = IngestService(
+            publisher=publisher,
+            store=store,
+            config=live,
+            index=index,
+            topics=options.topics,
+            source=source,
+        )
+        await _close_open_registrations(store, options.topics.datafiles, index, publisher, source)
+        poller = Poller(service, state, publisher, options.acquisition_topic, source=source)
+        log.info("acquisition state ready", keys=len(state.known), files=len(index.files))
+        yield Scheduler(poller, live, settings.key_file, options.limit)
+
+
+async def _close_open_registrations(
+    store: LocalStore, topic: str, index: IngestIndex, publisher: Publisher, source: str
+) -> None:
+    """Registrations of acquisition left open by a crash are marked failed (and their bytes
+    deleted), so their keys are free for the retry. Only those requested by acquisition: the
+    ingest API recovers its own (``IngestService.recover``). Assumes one acquisition runner
+    per set of topics."""
+    for entry in index.open_registrations():
+        r = entry.registered
+        if not (r.requested_by or "").startswith(REQUESTER_PREFIX):
+            continue
+        with contextlib.suppress(Exception):
+            if await store.exists(ObjectId(r.data_file_id)):
+                await store.delete(ObjectId(r.data_file_id))
+        event = DataFileRegistrationFailed(
+            envelope=Envelope(
+                event_id=str(uuid.uuid4()),
+                occurred_at=datetime.now(UTC),
+                source=source,
+                correlation_id=r.data_file_id,
+                causation_id=r.envelope.event_id,
+            ),
+            data_file_id=r.data_file_id,
+            stage="recovery",
+            error_class="Interrupted",
+            message="acquisition interrupted before storage",
+            retriable=True,
+        )
+        await publisher.publish(topic, r.data_file_id, event)
+        index.apply(event)
+        log.warning("closed an interrupted acquisition", data_file_id=r.data_file_id)
+
+
+async def serve(settings: Settings, options: RuntimeOptions) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with running(settings, options) as scheduler:
+        log.info("acquisition polling", limit=options.limit)
+        await scheduler.run(stop)
+    log.info("acquisition stopped")
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = Settings.from_env()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config-topic", default=CONFIG)
+    parser.add_argument("--acquisition-topic", default=ACQUISITION)
+    parser.add_argument("--datafiles-topic", default=DATAFILES)
+    parser.add_argument("--transfers-topic", default=TRANSFERS)
+    parser.add_argument("--store-root", type=Path, default=None)
+    parser.add_argument("--limit", type=int, default=16, help="polls running at once")
+    args = parser.parse_args(argv)
+    configure(settings)
+    options = RuntimeOptions(
+        config_topic=args.config_topic,
+        acquisition_topic=args.acquisition_topic,
+        topics=IngestTopics(args.datafiles_topic, args.transfers_topic),
+        store_root=args.store_root,
+        limit=args.limit,
+    )
+    uvloop.run(serve(settings, options))
+
+
+if __name__ == "__main__":
+    main()
