@@ -100,4 +100,5 @@ def stored_file(ev: TransferQueued) -> StoredFile | None:
         location=ev.location or "",
         checksums=ev.checksums or Checksums(adler32=""),
         original=ev.original,
+        metadata=dict(ev.metadata),
     )

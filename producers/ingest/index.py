@@ -237,7 +237,7 @@ class IngestIndex:
             alias_of=event.alias_of,
         )
         if event.status not in FINISHED:
-            self._pending[event.destination] = self.pending(event.destination) + 1
+            self._pending[event.destination] = self._pending.get(event.destination, 0) + 1
         entry = self.files.get(event.data_file_id)
         if entry is not None:
             entry.transfers.append(event.transfer_id)
@@ -251,4 +251,4 @@ class IngestIndex:
         was, now = t.status not in FINISHED, status not in FINISHED
         t.status = status
         if was != now:
-            self._pending[t.destination] = self.pending(t.destination) + (1 if now else -1)
+            self._pending[t.destination] = self._pending.get(t.destination, 0) + (1 if now else -1)
