@@ -175,7 +175,10 @@ async def up(
             print(f"ecpds is up: components {names}; logs in {settings.log_dir}")
             names_up = {c.name for c in chosen}
             if "monitor" in names_up:
-                print(f"monitor: http://127.0.0.1:{settings.monitor_port}/")
+                print(
+                    f"monitor: http://127.0.0.1:{settings.monitor_port}/  (user admin, password in "
+                    f"{settings.var_dir}/secrets/admin.password)"
+                )
             if "api" in names_up:
                 api = f"http://127.0.0.1:{settings.monitor_port + 1}"
                 print(f"ingest API: {api}/api/v1/openapi.json")

@@ -1,0 +1,190 @@
+"""The monitor app factory: state (read pool, publisher, users, tokens, live hub), the routes
+and the middleware, composable into one web server with the ingest API.
+
+``routes(state)`` and ``middleware(state)`` let the lead mount the monitor beside
+``producers.api.app.routes``; ``create_app(config)`` is a standalone app whose lifespan opens
+and closes the state. No route answers anything but the sign-in page, static assets and the
+OpenAPI document without a signed-in user or a script token.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from markupsafe import Markup
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import HTTPConnection
+from starlette.routing import BaseRoute, Mount
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from bus.settings import Settings
+from bus.topics import TRANSFERS
+from projections.db import DEFAULT_SCHEMA
+from projections.monitor import view
+from projections.monitor.actions import Actions
+from projections.monitor.auth import Role, TokenBook, User, WebUsers, session_key
+from projections.monitor.cache import VersionCache
+from projections.monitor.live import Hub
+from projections.monitor.queries import Queries, pool
+
+HERE = Path(__file__).resolve().parent
+SESSION_COOKIE = "ecpds_monitor"
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorConfig:
+    """Where the monitor reads, publishes and keeps its secrets."""
+
+    dsn: str
+    bootstrap: str
+    secrets_dir: Path
+    schema: str = DEFAULT_SCHEMA
+    transfers_topic: str = TRANSFERS
+    poll_seconds: float = 1.0
+    https_only: bool = False  # set behind TLS so the cookie is never sent in clear
+
+    @classmethod
+    def from_settings(cls, settings: Settings, schema: str = DEFAULT_SCHEMA) -> MonitorConfig:
+        return cls(
+            dsn=settings.pg_dsn,
+            bootstrap=settings.kafka_bootstrap,
+            secrets_dir=settings.var_dir / "secrets",
+            schema=schema,
+        )
+
+
+@dataclass
+class MonitorState:
+    """Everything the routes use; ``open_state`` builds and closes it."""
+
+    config: MonitorConfig
+    queries: Queries
+    actions: Actions
+    users: WebUsers
+    tokens: TokenBook
+    hub: Hub
+    templates: Jinja2Templates = field(init=False)
+    pages_cache: VersionCache[Markup] = field(default_factory=VersionCache)
+    api_cache: VersionCache[bytes] = field(default_factory=VersionCache)
+
+    def __post_init__(self) -> None:
+        self.templates = Jinja2Templates(directory=str(HERE / "templates"))
+        env = self.templates.env
+        env.filters.update(when=view.when, size=view.size)
+        env.globals.update(
+            destination_badge=view.destination_badge, transfer_badge=view.transfer_badge
+        )
+
+    def user(self, conn: HTTPConnection) -> User | None:
+        """The caller: a bearer token, else the session's user (whose role is re-read, so a
+        removed or changed user takes effect at once)."""
+        header = conn.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() == "bearer" and token:
+            return self.tokens.check(token.strip())
+        if "session" not in conn.scope:
+            return None
+        login = conn.session.get("user")
+        if not isinstance(login, str):
+            return None
+        role = self.users.role_of(login)
+        return User(login, role) if role is not None else None
+
+
+@contextlib.asynccontextmanager
+async def open_state(config: MonitorConfig) -> AsyncIterator[MonitorState]:
+    """The monitor's state, opened: the pool connected, the live hub running."""
+    connections = pool(config.dsn, config.schema)
+    await connections.open()
+    queries = Queries(connections)
+    hub = Hub(queries, config.poll_seconds)
+    users = WebUsers.open(config.secrets_dir)
+    state = MonitorState(
+        config=config,
+        queries=queries,
+        actions=Actions(config.bootstrap, config.transfers_topic),
+        users=users,
+        tokens=TokenBook(config.secrets_dir / "api-tokens"),
+        hub=hub,
+    )
+    hub.start()
+    try:
+        yield state
+    finally:
+        await hub.stop()
+        await state.actions.close()
+        await connections.close()
+
+
+def middleware(config: MonitorConfig) -> list[Middleware]:
+    """The signed session cookie the monitor's sign-in needs."""
+    return [
+        Middleware(
+            SessionMiddleware,
+            secret_key=session_key(config.secrets_dir),
+            session_cookie=SESSION_COOKIE,
+            same_site="strict",
+            https_only=config.https_only,
+            max_age=12 * 3600,
+        )
+    ]
+
+
+def routes(state: MonitorState) -> list[BaseRoute]:
+    """Every monitor route: pages, live events, the JSON API, metrics and static assets."""
+    from projections.monitor import api, pages
+
+    static: Sequence[BaseRoute] = [
+        Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    ]
+    return [*pages.routes(state), *api.routes(state), *static]
+
+
+def create_app(config: MonitorConfig) -> Starlette:
+    """A standalone monitor app; its lifespan opens and closes the state."""
+    proxy = _LazyState(config)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with open_state(config) as state:
+            proxy.set(state)
+            yield
+
+    return Starlette(
+        routes=routes(proxy),  # type: ignore[arg-type]
+        middleware=middleware(config),
+        lifespan=lifespan,
+    )
+
+
+class _LazyState:
+    """Stands for the ``MonitorState`` the lifespan will open (attribute access forwards)."""
+
+    def __init__(self, config: MonitorConfig) -> None:
+        self._state: MonitorState | None = None
+        self.config = config
+
+    def set(self, state: MonitorState) -> None:
+        self._state = state
+
+    def __getattr__(self, name: str) -> object:
+        if self._state is None:
+            raise RuntimeError("the monitor is not started")
+        return getattr(self._state, name)
+
+
+__all__ = [
+    "MonitorConfig",
+    "MonitorState",
+    "Role",
+    "create_app",
+    "middleware",
+    "open_state",
+    "routes",
+]

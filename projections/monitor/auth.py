@@ -1,0 +1,196 @@
+"""Who may use the monitor: web users (sign-in, sessions, roles, CSRF) and script tokens.
+
+Rules kept here:
+
+- Web users live in ``<secrets>/web-users``, one ``login:role:argon2hash`` line each (roles
+  viewer < operator < administrator). When the file does not exist it is created (mode 0600, in
+  a 0700 directory) with an ``admin`` administrator whose random password is written to
+  ``<secrets>/admin.password`` (mode 0600) and nowhere else: never logged, never printed.
+- The session cookie is signed (Starlette's SessionMiddleware, itsdangerous) with a key kept in
+  ``<secrets>/monitor-session.key`` (created 0600), so sessions survive a restart.
+- Every state-changing request carries the session's CSRF token (form field ``csrf`` or header
+  ``X-CSRF-Token``), compared in constant time; script calls with a bearer token need none (no
+  ambient cookie authority).
+- Script tokens use the API token file format (``<secrets>/api-tokens``, ``name:sha256hex``
+  lines, re-read when it changes); a token caller acts as an operator.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+
+from bus.config.secrets import hash_password, verify_password
+
+WEB_USERS = "web-users"
+ADMIN_PASSWORD = "admin.password"  # noqa: S105 (a file name, not a password)
+SESSION_KEY = "monitor-session.key"
+API_TOKENS = "api-tokens"
+
+
+class Role(IntEnum):
+    """What a user may do; a higher role may do everything a lower one may."""
+
+    VIEWER = 1
+    OPERATOR = 2
+    ADMINISTRATOR = 3
+
+    @classmethod
+    def parse(cls, text: str) -> Role:
+        return cls[text.strip().upper()]
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """A signed-in caller: a web user by login, or a script token (``token:<name>``)."""
+
+    login: str
+    role: Role
+
+    @property
+    def can_act(self) -> bool:
+        return self.role >= Role.OPERATOR
+
+
+def _write_private(path: Path, text: str) -> bool:
+    """Create ``path`` with mode 0600 holding ``text``; False when it already exists."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    return True
+
+
+def session_key(secrets_dir: Path) -> str:
+    """The session signing key, created on first use."""
+    path = secrets_dir / SESSION_KEY
+    if not path.exists():
+        _write_private(path, secrets.token_urlsafe(48) + "\n")
+    return path.read_text().strip()
+
+
+class WebUsers:
+    """The web-users file, re-read whenever its modification time changes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stamp: int | None = None
+        self._users: dict[str, tuple[Role, str]] = {}
+
+    @classmethod
+    def open(cls, secrets_dir: Path) -> WebUsers:
+        """The users of ``secrets_dir``; a missing file is created with an ``admin`` user whose
+        password goes to ``admin.password`` (0600) only."""
+        path = secrets_dir / WEB_USERS
+        if not path.exists():
+            password = secrets.token_urlsafe(18)
+            header = (
+                "# monitor web users: login:role:argon2hash (roles viewer operator administrator)\n"
+            )
+            line = f"admin:administrator:{hash_password(password)}\n"
+            if _write_private(path, header + line):
+                (secrets_dir / ADMIN_PASSWORD).unlink(missing_ok=True)
+                _write_private(secrets_dir / ADMIN_PASSWORD, password + "\n")
+        return cls(path)
+
+    def _reload(self) -> None:
+        try:
+            stamp = self.path.stat().st_mtime_ns
+        except FileNotFoundError:
+            self._users, self._stamp = {}, None
+            return
+        if stamp == self._stamp:
+            return
+        users: dict[str, tuple[Role, str]] = {}
+        for raw in self.path.read_text().splitlines():
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            login, role, digest = [*line.split(":", 2), "", ""][:3]
+            try:
+                users[login] = (Role.parse(role), digest)
+            except KeyError:
+                continue  # an unknown role grants nothing
+        self._users, self._stamp = users, stamp
+
+    def add(self, login: str, role: Role, password: str) -> None:
+        """Append a user (used by tests and operators' scripts)."""
+        if not login or ":" in login:
+            raise ValueError(f"not a login: {login!r}")
+        with self.path.open("a") as out:
+            out.write(f"{login}:{role.name.lower()}:{hash_password(password)}\n")
+
+    def role_of(self, login: str) -> Role | None:
+        """The role of ``login`` as the file says now (None: no such user any more)."""
+        self._reload()
+        found = self._users.get(login)
+        return found[0] if found else None
+
+    def check(self, login: str, password: str) -> User | None:
+        """The user, when ``password`` is theirs."""
+        self._reload()
+        found = self._users.get(login)
+        if found is None:
+            return None
+        role, digest = found
+        return User(login, role) if verify_password(digest, password) else None
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class TokenBook:
+    """Script tokens (``name:sha256hex`` lines), re-read whenever the file changes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stamp: int | None = None
+        self._by_digest: dict[str, str] = {}
+
+    def _reload(self) -> None:
+        try:
+            stamp = self.path.stat().st_mtime_ns
+        except FileNotFoundError:
+            self._by_digest, self._stamp = {}, None
+            return
+        if stamp == self._stamp:
+            return
+        found: dict[str, str] = {}
+        for raw in self.path.read_text().splitlines():
+            line = raw.strip()
+            name, _, digest = line.partition(":")
+            if line and not line.startswith("#") and name and len(digest) == 64:
+                found[digest.lower()] = name
+        self._by_digest, self._stamp = found, stamp
+
+    def check(self, token: str) -> User | None:
+        """The operator acting with ``token``, or None."""
+        self._reload()
+        digest = token_digest(token)
+        for known, name in self._by_digest.items():
+            if hmac.compare_digest(known, digest):
+                return User(f"token:{name}", Role.OPERATOR)
+        return None
+
+
+def new_csrf() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def csrf_ok(expected: object, given: str | None) -> bool:
+    """Whether the request's token is the session's (constant-time)."""
+    return (
+        isinstance(expected, str)
+        and bool(expected)
+        and given is not None
+        and hmac.compare_digest(expected.encode(), given.encode())
+    )

@@ -1,0 +1,276 @@
+"""The monitor's HTML pages: sign-in, overview, destination, transfer, data files, hosts,
+movers, acquisition console, charts, the live event stream, and the action forms.
+
+Rules kept here: every page but sign-in needs a signed-in user (else a redirect to
+``/login``); every POST needs the session's CSRF token; actions need the operator role and only
+publish a request event (``actions``), then redirect back to the page, which shows the result
+once the projection has it. ``?partial=1`` renders only a page's live region, which the
+page's script fetches again when the read models change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import quote
+
+from markupsafe import Markup
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+
+from bus.errors import EcpdsError
+from projections.monitor import live
+from projections.monitor.actions import (
+    DESTINATION_VERBS,
+    HOST_VERBS,
+    TRANSFER_VERBS,
+    Action,
+    Invalid,
+    Verb,
+    parse_priority,
+)
+from projections.monitor.auth import User, csrf_ok, new_csrf
+from projections.monitor.queries import Filter
+from projections.monitor.tables import overview_table
+from projections.monitor.view import DESTINATION, TRANSFER, minute_charts
+
+Page = Callable[[Request, User], Awaitable[Response]]
+
+
+def _csrf(request: Request) -> str:
+    token = request.session.get("csrf")
+    if not isinstance(token, str):
+        token = new_csrf()
+        request.session["csrf"] = token
+    return token
+
+
+def routes(state: Any) -> list[BaseRoute]:
+    """The page routes over ``state`` (a ``MonitorState``)."""
+
+    def render(
+        request: Request, user: User | None, name: str, status: int = 200, **context: Any
+    ) -> Response:
+        return state.templates.TemplateResponse(  # type: ignore[no-any-return]
+            request,
+            name,
+            {
+                "user": user,
+                "csrf": _csrf(request),
+                "partial": request.query_params.get("partial") == "1",
+                "requested": request.query_params.get("requested"),
+                **context,
+            },
+            status_code=status,
+        )
+
+    def signed_in(page: Page) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            user = state.user(request)
+            if user is None:
+                target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+                return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
+            if request.method == "POST":
+                form = await request.form()
+                given = form.get("csrf")
+                if not csrf_ok(
+                    request.session.get("csrf"), given if isinstance(given, str) else None
+                ):
+                    return PlainTextResponse("CSRF token missing or wrong", status_code=403)
+            return await page(request, user)
+
+        return endpoint
+
+    async def login_form(request: Request) -> Response:
+        return render(request, None, "login.html", next=request.query_params.get("next", "/"))
+
+    async def login(request: Request) -> Response:
+        form = await request.form()
+        given = form.get("csrf")
+        if not csrf_ok(request.session.get("csrf"), given if isinstance(given, str) else None):
+            return PlainTextResponse("CSRF token missing or wrong", status_code=403)
+        login_name, password = str(form.get("login", "")), str(form.get("password", ""))
+        target = str(form.get("next", "/"))
+        if not target.startswith("/") or target.startswith("//"):
+            target = "/"  # never redirect off the monitor
+        user = state.users.check(login_name, password) if login_name and password else None
+        if user is None:
+            return render(request, None, "login.html", next=target, failed=True, status=401)
+        request.session.clear()  # a fresh session (and CSRF token) at each sign-in
+        request.session.update({"user": user.login, "csrf": new_csrf()})
+        return RedirectResponse(target, status_code=303)
+
+    async def logout(request: Request, user: User) -> Response:
+        request.session.clear()
+        return RedirectResponse("/login", status_code=303)
+
+    async def overview(request: Request, user: User) -> Response:
+        q = request.query_params
+        f = Filter(search=q.get("q", "").strip(), status=q.get("status", "").strip())
+
+        async def table() -> Markup:
+            return overview_table(await state.queries.overview(f))
+
+        version = await state.queries.version()
+        rendered = await state.pages_cache.get(("overview", f), version, table)
+        return render(
+            request, user, "overview.html", table=rendered, filter=f, statuses=DESTINATION
+        )
+
+    async def destination(request: Request, user: User) -> Response:
+        name = request.path_params["name"]
+        row = await state.queries.destination(name)
+        if row is None:
+            return render(request, user, "missing.html", what=f"destination {name}", status=404)
+        return render(
+            request,
+            user,
+            "destination.html",
+            d=row,
+            queue=await state.queries.queue(name),
+            running=await state.queries.running(name),
+            finished=await state.queries.finished(name),
+            hosts=await state.queries.destination_hosts(name),
+            charts=minute_charts(await state.queries.minutes(name)),
+            verbs=DESTINATION_VERBS,
+            host_verbs=HOST_VERBS,
+        )
+
+    async def transfers(request: Request, user: User) -> Response:
+        q = request.query_params
+        status, search = q.get("status", "").strip(), q.get("q", "").strip()
+        rows = await state.queries.transfers(status, search)
+        return render(
+            request,
+            user,
+            "transfers.html",
+            rows=rows,
+            status_filter=status,
+            q=search,
+            statuses=TRANSFER,
+        )
+
+    async def transfer(request: Request, user: User) -> Response:
+        tid = request.path_params["transfer_id"]
+        row = await state.queries.transfer(tid)
+        if row is None:
+            return render(request, user, "missing.html", what=f"transfer {tid}", status=404)
+        return render(
+            request,
+            user,
+            "transfer.html",
+            t=row,
+            timeline=await state.queries.timeline(tid),
+            verbs=TRANSFER_VERBS,
+        )
+
+    async def data_files(request: Request, user: User) -> Response:
+        search = request.query_params.get("q", "").strip()
+        rows = await state.queries.data_files(search)
+        return render(request, user, "datafiles.html", rows=rows, q=search)
+
+    async def data_file(request: Request, user: User) -> Response:
+        fid = request.path_params["data_file_id"]
+        row = await state.queries.data_file(fid)
+        if row is None:
+            return render(request, user, "missing.html", what=f"data file {fid}", status=404)
+        transfers_of = await state.queries.transfers_of_file(fid)
+        return render(request, user, "datafile.html", f=row, transfers=transfers_of)
+
+    async def hosts(request: Request, user: User) -> Response:
+        return render(request, user, "hosts.html", rows=await state.queries.hosts())
+
+    async def movers(request: Request, user: User) -> Response:
+        return render(request, user, "movers.html", rows=await state.queries.movers())
+
+    async def acquisition(request: Request, user: User) -> Response:
+        return render(
+            request,
+            user,
+            "acquisition.html",
+            rows=await state.queries.acquisition(),
+            files=await state.queries.acquisition_files(),
+        )
+
+    async def charts(request: Request, user: User) -> Response:
+        return render(
+            request,
+            user,
+            "charts.html",
+            charts=minute_charts(await state.queries.minutes(None, 120)),
+            errors=await state.queries.errors_by_destination(),
+        )
+
+    async def events(request: Request, user: User) -> Response:
+        return StreamingResponse(
+            live.frames(state.hub),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    async def act(request: Request, user: User, back: str, req: Action) -> Response:
+        if not user.can_act:
+            return PlainTextResponse("your role cannot act", status_code=403)
+        try:
+            await state.actions.request(req)
+        except Invalid as error:
+            return PlainTextResponse(str(error), status_code=400)
+        except EcpdsError as error:
+            return PlainTextResponse(f"could not publish: {error}", status_code=503)
+        return RedirectResponse(f"{back}?requested={quote(req.verb.value)}", status_code=303)
+
+    async def transfer_action(request: Request, user: User) -> Response:
+        tid = request.path_params["transfer_id"]
+        row = await state.queries.transfer(tid)
+        if row is None:
+            return PlainTextResponse("no such transfer", status_code=404)
+        form = await request.form()
+        try:
+            verb = Verb(str(form.get("verb", "")))
+            if verb not in TRANSFER_VERBS:
+                raise ValueError(verb)
+            priority = parse_priority(form.get("priority"))
+        except (ValueError, Invalid):
+            return PlainTextResponse("unknown action or bad priority", status_code=400)
+        req = Action(
+            verb,
+            row["destination"],
+            user.login,
+            transfer_id=tid,
+            priority=priority,
+            reason=str(form.get("reason") or "") or None,
+        )
+        return await act(request, user, f"/transfers/{quote(tid)}", req)
+
+    async def destination_action(request: Request, user: User) -> Response:
+        name = request.path_params["name"]
+        form = await request.form()
+        try:
+            verb = Verb(str(form.get("verb", "")))
+        except ValueError:
+            return PlainTextResponse("unknown action", status_code=400)
+        host = str(form.get("host") or "") or None
+        if verb not in DESTINATION_VERBS and verb not in HOST_VERBS:
+            return PlainTextResponse("unknown action", status_code=400)
+        req = Action(verb, name, user.login, host_id=host)
+        return await act(request, user, f"/destinations/{quote(name)}", req)
+
+    return [
+        Route("/login", login_form, methods=["GET"]),
+        Route("/login", login, methods=["POST"]),
+        Route("/logout", signed_in(logout), methods=["POST"]),
+        Route("/", signed_in(overview)),
+        Route("/destinations/{name}", signed_in(destination)),
+        Route("/destinations/{name}/action", signed_in(destination_action), methods=["POST"]),
+        Route("/transfers", signed_in(transfers)),
+        Route("/transfers/{transfer_id}", signed_in(transfer)),
+        Route("/transfers/{transfer_id}/action", signed_in(transfer_action), methods=["POST"]),
+        Route("/datafiles", signed_in(data_files)),
+        Route("/datafiles/{data_file_id}", signed_in(data_file)),
+        Route("/hosts", signed_in(hosts)),
+        Route("/movers", signed_in(movers)),
+        Route("/acquisition", signed_in(acquisition)),
+        Route("/charts", signed_in(charts)),
+        Route("/live", signed_in(events)),
+    ]

@@ -1,0 +1,60 @@
+// ecpds monitor live updates: one EventSource on /live. The overview updates its rows in place
+// from the pushed destination rows; other pages re-fetch their live region (?partial=1), at
+// most once every two seconds, so a burst of events costs one request.
+(function () {
+  "use strict";
+  var region = document.getElementById("live");
+  var dot = document.getElementById("live-state");
+  if (!region || !dot || !window.EventSource) { return; }
+  var pending = false, last = 0;
+
+  function text(v) { return v === null || v === undefined ? "" : String(v); }
+  function when(v) { return v ? v.replace("T", " ").slice(0, 19) : ""; }
+
+  function updateRow(d) {
+    var row = region.querySelector('tr[data-name="' + CSS.escape(d.name) + '"]');
+    if (!row) { return; }
+    var heads = region.querySelectorAll("thead th[data-col]");
+    heads.forEach(function (th, i) {
+      var col = th.getAttribute("data-col"), cell = row.cells[i];
+      if (!cell || col === "name") { return; }
+      if (col === "status") {
+        var b = cell.querySelector(".badge");
+        b.className = "badge " + d.colour; b.textContent = d.status_name; b.title = text(d.status);
+      } else if (col.slice(-3) === "_at") {
+        cell.textContent = when(d[col]);
+      } else {
+        cell.textContent = text(d[col]);
+      }
+    });
+    row.classList.remove("changed"); void row.offsetWidth; row.classList.add("changed");
+  }
+
+  function refresh() {
+    if (pending) { return; }
+    var wait = Math.max(0, 2000 - (Date.now() - last));
+    pending = true;
+    setTimeout(function () {
+      var url = new URL(window.location.href);
+      url.searchParams.set("partial", "1");
+      fetch(url, { credentials: "same-origin" }).then(function (r) {
+        if (r.ok && !r.redirected) { return r.text(); }
+        return null;
+      }).then(function (html) {
+        if (html !== null) { region.innerHTML = html; }
+      }).finally(function () { pending = false; last = Date.now(); });
+    }, wait);
+  }
+
+  var source = new EventSource("/live");
+  source.onopen = function () { dot.classList.add("on"); };
+  source.onerror = function () { dot.classList.remove("on"); };
+  source.addEventListener("change", function (e) {
+    var change = JSON.parse(e.data);
+    if (region.getAttribute("data-live") === "rows" && !change.reload) {
+      change.destinations.forEach(updateRow);
+    } else {
+      refresh();
+    }
+  });
+})();

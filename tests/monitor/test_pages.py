@@ -1,0 +1,169 @@
+"""The monitor's pages against a read model filled by the real projector: sign-in, every page,
+permissions (no page without sign-in, viewers cannot act, CSRF rejected)."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+
+from projections.monitor.view import destination_badge
+from tests.monitor.conftest import Monitor, csrf_of, sign_in
+
+pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
+
+PAGES = (
+    "/",
+    "/destinations/dest-0",
+    "/transfers",
+    "/transfers/transfer-1",
+    "/datafiles",
+    "/datafiles/file-1",
+    "/hosts",
+    "/movers",
+    "/acquisition",
+    "/charts",
+    "/live",
+)
+
+
+async def test_no_page_without_sign_in(monitor: Monitor) -> None:
+    """Every page redirects an anonymous caller to the sign-in page, and the API answers 401."""
+    async with httpx.AsyncClient(base_url=monitor.url) as anonymous:
+        for path in PAGES:
+            answer = await anonymous.get(path)
+            assert answer.status_code == 303, path
+            assert answer.headers["location"].startswith("/login?next="), path
+        for path in ("/api/v1/destinations", "/api/v1/transfers/transfer-1", "/metrics"):
+            assert (await anonymous.get(path)).status_code == 401, path
+        wrong = await anonymous.get("/api/v1/hosts", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        assert (await anonymous.get("/static/monitor.css")).status_code == 200
+
+
+async def test_sign_in_refuses_a_wrong_password(monitor: Monitor) -> None:
+    """A wrong password shows the form again with 401 and opens no session."""
+    async with httpx.AsyncClient(base_url=monitor.url) as client:
+        answer = await sign_in(client, "operator1", "not-the-password")
+        assert answer.status_code == 401
+        assert "Wrong login or password" in answer.text
+        assert (await client.get("/")).status_code == 303
+
+
+async def test_admin_signs_in_with_the_generated_password(monitor: Monitor) -> None:
+    """The admin password written on first start (0600) signs in as an administrator."""
+    path = monitor.secrets_dir / "admin.password"
+    assert path.stat().st_mode & 0o777 == 0o600
+    async with httpx.AsyncClient(base_url=monitor.url) as client:
+        answer = await sign_in(client, "admin", path.read_text().strip())
+        assert answer.status_code == 303
+        page = await client.get("/")
+        assert page.status_code == 200
+        assert "admin (administrator)" in page.text
+
+
+async def test_overview_shows_destinations_with_status_colours(
+    operator: httpx.AsyncClient,
+) -> None:
+    """The overview lists every destination with its OpenECPDS badge and counts; search narrows."""
+    page = await operator.get("/")
+    assert page.status_code == 200
+    names = re.findall(r'<tr data-name="([^"]+)"', page.text)
+    assert names == [f"dest-{i}" for i in range(6)]
+    api = (await operator.get("/api/v1/destinations")).json()["destinations"]
+    for row in api:
+        badge = destination_badge(row["status"])
+        assert f'class="badge {badge.colour}" title="{badge.code}">{badge.name}<' in page.text
+    assert sum(r["done"] for r in api) > 0
+    narrowed = await operator.get("/", params={"q": "dest-3"})
+    assert re.findall(r'<tr data-name="([^"]+)"', narrowed.text) == ["dest-3"]
+    partial = await operator.get("/", params={"partial": "1"})
+    assert "<html" not in partial.text
+    assert 'data-name="dest-0"' in partial.text
+
+
+async def test_destination_page_shows_hosts_history_and_chart(
+    operator: httpx.AsyncClient,
+) -> None:
+    """A destination page shows its host, finished transfers and a throughput chart."""
+    page = await operator.get("/destinations/dest-2")
+    assert page.status_code == 200
+    assert "host-2" in page.text
+    assert '<svg class="chart"' in page.text
+    assert "<rect" in page.text
+    detail = (await operator.get("/api/v1/destinations/dest-2")).json()
+    for t in detail["finished"][:5]:
+        assert t["transfer_id"] in page.text
+    assert (await operator.get("/destinations/nowhere")).status_code == 404
+
+
+async def test_transfer_page_shows_the_complete_timeline(operator: httpx.AsyncClient) -> None:
+    """A retried transfer's page shows every event in order, with hosts, movers and errors."""
+    failed = (await operator.get("/api/v1/transfers", params={"q": ""})).json()["transfers"]
+    retried = None
+    for t in failed:
+        detail = (await operator.get(f"/api/v1/transfers/{t['transfer_id']}")).json()
+        if detail["transfer"]["requeue_count"] > 0:
+            retried = detail
+            break
+    assert retried is not None, "the stream always has retried transfers"
+    tid = retried["transfer"]["transfer_id"]
+    page = await operator.get(f"/transfers/{tid}")
+    assert page.status_code == 200
+    kinds = [e["event_type"] for e in retried["timeline"]]
+    assert kinds[0] == "TransferQueued"
+    assert "TransferFailed" in kinds
+    assert "TransferRequeued" in kinds
+    positions = [page.text.index(f"<td>{k}</td>") for k in ("TransferQueued", "TransferFailed")]
+    assert positions == sorted(positions)
+    assert "connection refused" in page.text
+    assert retried["transfer"]["host_id"] in page.text
+    assert 'value="requeue"' in page.text  # an operator sees the action buttons
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/datafiles", "file-1"),
+        ("/datafiles/file-1", "transfer-1"),
+        ("/hosts", "host-0"),
+        ("/movers", "mover-"),
+        ("/acquisition", "Acquisition console"),
+        ("/charts", "files per minute"),
+        ("/transfers?status=DONE", "Done"),
+    ],
+)
+async def test_list_pages_render(operator: httpx.AsyncClient, path: str, expected: str) -> None:
+    """Data files, hosts, movers, acquisition, charts and transfer lists render their rows."""
+    page = await operator.get(path)
+    assert page.status_code == 200
+    assert expected in page.text
+
+
+async def test_viewer_cannot_act(viewer: httpx.AsyncClient) -> None:
+    """A viewer sees no action buttons, and a well-formed action from them is refused (403)."""
+    page = await viewer.get("/transfers/transfer-1")
+    assert page.status_code == 200
+    assert 'value="requeue"' not in page.text
+    form = {"verb": "requeue", "csrf": csrf_of(page.text)}
+    assert (await viewer.post("/transfers/transfer-1/action", data=form)).status_code == 403
+    api = await viewer.post(
+        "/api/v1/transfers/transfer-1/requeue", headers={"X-CSRF-Token": form["csrf"]}
+    )
+    assert api.status_code == 403
+
+
+async def test_posts_without_the_csrf_token_are_rejected(operator: httpx.AsyncClient) -> None:
+    """An action without the session's CSRF token, or with another, is refused (403)."""
+    no_token = await operator.post("/transfers/transfer-1/action", data={"verb": "requeue"})
+    assert no_token.status_code == 403
+    wrong = await operator.post(
+        "/transfers/transfer-1/action", data={"verb": "requeue", "csrf": "forged"}
+    )
+    assert wrong.status_code == 403
+    api = await operator.post("/api/v1/transfers/transfer-1/requeue")
+    assert api.status_code == 403
+    async with httpx.AsyncClient(base_url=str(operator.base_url)) as other:
+        login = await other.post("/login", data={"login": "operator1", "password": "x"})
+        assert login.status_code == 403  # the sign-in form is protected too

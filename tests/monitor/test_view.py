@@ -1,0 +1,103 @@
+"""Pure parts of the monitor: OpenECPDS badge colours, request events built from actions,
+formatting, charts and the users file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bus.events import requests as r
+from projections.monitor.actions import Action, Invalid, Verb, build
+from projections.monitor.auth import Role, WebUsers, csrf_ok
+from projections.monitor.view import Series, bar_chart, destination_badge, size
+
+
+@pytest.mark.parametrize(
+    ("code", "name", "colour"),
+    [
+        ("EXEC", "Running", "green"),
+        ("SCHE", "Waiting", "yellow"),
+        ("RETR", "Retrying", "yellow"),
+        ("INTR", "Interrupted", "yellow"),
+        ("RSTR", "Restarting", "lightblue"),
+        ("DONE", "Resending", "lightblue"),
+        ("WAIT", "Idle", "grey"),
+        ("INIT", "Initialized", "red"),
+        ("STOP", "Stopped", "red"),
+        ("FAIL", "NoHosts", "red"),
+        ("HOLD", "Failed", "red"),
+        ("XXXX", "XXXX", "red"),
+    ],
+)
+def test_destination_badges_follow_openecpds(code: str, name: str, colour: str) -> None:
+    """Each destination status shows OpenECPDS's display name and badge colour (unknown: red)."""
+    badge = destination_badge(code)
+    assert (badge.name, badge.colour) == (name, colour)
+
+
+def test_actions_build_the_matching_request_events() -> None:
+    """Each verb becomes its operator request event, carrying who asked and what it targets."""
+    base = {"destination": "d", "actor": "op"}
+    assert isinstance(build(Action(Verb.REQUEUE, transfer_id="t", **base)), r.RequeueRequested)
+    hold = build(Action(Verb.HOLD, **base))
+    assert isinstance(hold, r.HoldRequested)
+    assert hold.transfer_id is None
+    assert hold.requested_by == "op"
+    prio = build(Action(Verb.PRIORITY, transfer_id="t", priority=7, **base))
+    assert isinstance(prio, r.PriorityChangeRequested)
+    assert prio.priority == 7
+    off = build(Action(Verb.HOST_OFF, host_id="h", **base))
+    assert isinstance(off, r.HostDeactivationRequested)
+    assert off.host_id == "h"
+    assert isinstance(build(Action(Verb.RELEASE, **base)), r.StandbyReleaseRequested)
+    assert isinstance(build(Action(Verb.REQUEUE_FAILED, **base)), r.RequeueFailedRequested)
+
+
+def test_actions_refuse_what_cannot_be_asked() -> None:
+    """A priority outside 0-99, a requeue without a transfer or a host action without a host
+    is refused before anything is published."""
+    with pytest.raises(Invalid):
+        build(Action(Verb.PRIORITY, "d", "op", transfer_id="t", priority=100))
+    with pytest.raises(Invalid):
+        build(Action(Verb.REQUEUE, "d", "op"))
+    with pytest.raises(Invalid):
+        build(Action(Verb.HOST_ON, "d", "op"))
+
+
+def test_sizes_and_charts_render() -> None:
+    """Sizes use binary units and charts are inline SVG with escaped labels."""
+    assert size(512) == "512 B"
+    assert size(3 * 2**20) == "3.0 MiB"
+    svg = str(bar_chart(Series("files <x>", ["10:00", "10:01"], [1.0, 3.0])))
+    assert svg.startswith("<svg")
+    assert svg.count("<rect") == 2
+    assert "&lt;x&gt;" in svg
+    assert "<x>" not in svg
+
+
+def test_users_file_is_created_with_a_private_admin_password(tmp_path: Path) -> None:
+    """The first start creates an admin whose password is only in a 0600 file and works."""
+    users = WebUsers.open(tmp_path / "secrets")
+    password_file = tmp_path / "secrets" / "admin.password"
+    assert password_file.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "secrets" / "web-users").stat().st_mode & 0o777 == 0o600
+    password = password_file.read_text().strip()
+    assert password not in (tmp_path / "secrets" / "web-users").read_text()
+    user = users.check("admin", password)
+    assert user is not None
+    assert user.role is Role.ADMINISTRATOR
+    assert users.check("admin", "wrong") is None
+    users.add("v", Role.VIEWER, "pw")
+    viewer = users.check("v", "pw")
+    assert viewer is not None
+    assert not viewer.can_act
+
+
+def test_csrf_comparison() -> None:
+    """A CSRF token matches only the session's own, and a missing one never matches."""
+    assert csrf_ok("abc", "abc")
+    assert not csrf_ok("abc", "abd")
+    assert not csrf_ok(None, "abc")
+    assert not csrf_ok("abc", None)
+    assert not csrf_ok("", "")
