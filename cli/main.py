@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bus import health
+from bus import codec, health
 from bus.errors import EcpdsError
 from bus.logging import configure
 from bus.settings import Settings
@@ -129,6 +129,46 @@ def events_tail(
                 idle_exit=idle_exit,
             )
         )
+
+
+@app.command("audit")
+def audit_command(
+    wanted: Annotated[str, typer.Argument(metavar="ID", help="a data file id or a transfer id")],
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per event")] = False,
+) -> None:
+    """Print the timeline of a data file or transfer, read straight from Kafka."""
+    import orjson
+
+    from cli import audit
+
+    s = settings()
+    with console.status("reading the event log ..."):
+        entries = audit.run(s, wanted)
+    if not entries:
+        console.print(f"[yellow]no event in the log names {wanted}[/yellow]")
+        raise typer.Exit(1)
+    if as_json:
+        for e in entries:
+            row = {
+                "topic": e.topic,
+                "partition": e.partition,
+                "offset": e.offset,
+                "event_type": codec.event_type(e.event),
+                "event": codec.to_json(e.event),
+            }
+            print(orjson.dumps(row).decode())
+        return
+    table = Table("time (UTC)", "event", "where", "details", show_lines=False)
+    for e in entries:
+        name = codec.event_type(e.event).rpartition(".")[2]
+        style = "red" if "Fail" in name or "Refused" in name or "Expired" in name else None
+        table.add_row(
+            e.when.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
+            f"[{style}]{name}[/{style}]" if style else name,
+            f"{e.topic}[{e.partition}]@{e.offset}",
+            audit.detail(e.event),
+        )
+    console.print(table)
 
 
 @projections_app.command("rebuild")
