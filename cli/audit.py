@@ -70,8 +70,10 @@ async def read_log(settings: Settings, topics: Sequence[str]) -> list[Entry]:
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
         remaining = {tp for tp in partitions if ends[tp] > 0}
+        quiet = 0  # consecutive polls that returned nothing
         while remaining:
-            batch = await consumer.getmany(*remaining, timeout_ms=1000, max_records=5000)
+            batch = await consumer.getmany(*remaining, timeout_ms=500, max_records=5000)
+            quiet = 0 if batch else quiet + 1
             for tp, records in batch.items():
                 for record in records:
                     try:
@@ -81,8 +83,10 @@ async def read_log(settings: Settings, topics: Sequence[str]) -> list[Entry]:
                     entries.append(Entry(record.topic, record.partition, record.offset, event))
                 if records and records[-1].offset + 1 >= ends[tp]:
                     remaining.discard(tp)
+            # a compacted partition may lack its last offsets; the position can run ahead of
+            # records not yet handed out, so only a quiet spell at the end position ends it
             for tp in list(remaining):
-                if await consumer.position(tp) >= ends[tp]:
+                if quiet >= 6 and await consumer.position(tp) >= ends[tp]:
                     remaining.discard(tp)
     finally:
         await consumer.stop()

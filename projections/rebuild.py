@@ -109,8 +109,10 @@ async def _replay(
         remaining = {tp for tp in tps if ends[tp] > starts[tp]}
         consumer.pause(*(set(tps) - remaining))
         at_end: set[TopicPartition] = set()
+        quiet = 0  # consecutive polls that returned nothing at all
         while remaining:
             batches = await consumer.getmany(timeout_ms=500, max_records=batch)
+            quiet = 0 if batches else quiet + 1
             records = [r for tp, rs in batches.items() for r in rs if r.offset < ends[tp]]
             if records:
                 events += (await projection.apply(records)).events
@@ -121,8 +123,9 @@ async def _replay(
             for tp in list(remaining):
                 # the position moves when a fetch lands, before its records are handed out, and
                 # a compacted partition may lack its last offsets: at the end position *and*
-                # after a poll that returned nothing at all (nothing left buffered) it is done
-                if tp in at_end and not batches:
+                # after several polls that returned nothing at all (on a loaded machine one
+                # empty poll proves little) it is done
+                if tp in at_end and quiet >= QUIET_POLLS:
                     remaining.discard(tp)
                     consumer.pause(tp)
                 elif await consumer.position(tp) >= ends[tp]:
@@ -131,6 +134,9 @@ async def _replay(
         await consumer.stop()
         await conn.close()
     return events, len(tps)
+
+
+QUIET_POLLS = 6  # x 500 ms without any record before a partition at its end is done
 
 
 async def swap(dsn: str, schema: str, staging: str, old: str) -> None:
