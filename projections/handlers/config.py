@@ -9,6 +9,7 @@ Rule kept here: configuration columns only. Status columns of the same rows come
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, LiteralString
 
 from psycopg.types.json import Jsonb
 
@@ -42,6 +43,23 @@ def _audit(event: Event, kind: str, entity: str, actor: str | None) -> Write:
     return Write(
         _AUDIT,
         (env.event_id, env.occurred_at, short_type(event), kind, entity, changed, actor),
+    )
+
+
+def _removal(
+    table: LiteralString, column: LiteralString, key: str, kind: str, event: Any
+) -> Sequence[Write]:
+    """A removed entity keeps its row, flagged, with who removed it and when (the audit)."""
+    # table and column are LiteralString constants of this module, never input
+    sql = (
+        "INSERT INTO " + table + " (" + column + ", removed, config_changed_at,"  # noqa: S608
+        " config_changed_by) VALUES (%s, true, %s, %s) ON CONFLICT (" + column + ")"
+        " DO UPDATE SET removed = true, config_changed_at = EXCLUDED.config_changed_at,"
+        " config_changed_by = EXCLUDED.config_changed_by"
+    )
+    return (
+        Write(sql, (key, event.envelope.occurred_at, event.actor)),
+        _audit(event, kind, key, event.actor),
     )
 
 
@@ -110,16 +128,7 @@ on(c.DestinationChanged)(_define_destination)
 
 @on(c.DestinationRemoved)
 def _remove_destination(event: c.DestinationRemoved) -> Sequence[Write]:
-    return (
-        Write(
-            "INSERT INTO destinations AS d (name, removed, config_changed_at, config_changed_by)"
-            " VALUES (%s, true, %s, %s) ON CONFLICT (name) DO UPDATE SET removed = true,"
-            " config_changed_at = EXCLUDED.config_changed_at,"
-            " config_changed_by = EXCLUDED.config_changed_by",
-            (event.name, event.envelope.occurred_at, event.actor),
-        ),
-        _audit(event, "destination", event.name, event.actor),
-    )
+    return _removal("destinations", "name", event.name, "destination", event)
 
 
 # --- hosts ------------------------------------------------------------------------------------
@@ -176,16 +185,7 @@ on(c.HostChanged)(_define_host)
 
 @on(c.HostRemoved)
 def _remove_host(event: c.HostRemoved) -> Sequence[Write]:
-    return (
-        Write(
-            "INSERT INTO hosts AS h (id, removed, config_changed_at, config_changed_by)"
-            " VALUES (%s, true, %s, %s) ON CONFLICT (id) DO UPDATE SET removed = true,"
-            " config_changed_at = EXCLUDED.config_changed_at,"
-            " config_changed_by = EXCLUDED.config_changed_by",
-            (event.id, event.envelope.occurred_at, event.actor),
-        ),
-        _audit(event, "host", event.id, event.actor),
-    )
+    return _removal("hosts", "id", event.id, "host", event)
 
 
 # --- associations -------------------------------------------------------------------------------
@@ -266,16 +266,7 @@ on(c.TransferGroupChanged)(_define_group)
 
 @on(c.TransferGroupRemoved)
 def _remove_group(event: c.TransferGroupRemoved) -> Sequence[Write]:
-    return (
-        Write(
-            "INSERT INTO transfer_groups (name, removed, config_changed_at, config_changed_by)"
-            " VALUES (%s, true, %s, %s) ON CONFLICT (name) DO UPDATE SET removed = true,"
-            " config_changed_at = EXCLUDED.config_changed_at,"
-            " config_changed_by = EXCLUDED.config_changed_by",
-            (event.name, event.envelope.occurred_at, event.actor),
-        ),
-        _audit(event, "transfer-group", event.name, event.actor),
-    )
+    return _removal("transfer_groups", "name", event.name, "transfer-group", event)
 
 
 _USER = (
@@ -316,16 +307,7 @@ on(c.DataUserChanged)(_define_user)
 
 @on(c.DataUserRemoved)
 def _remove_user(event: c.DataUserRemoved) -> Sequence[Write]:
-    return (
-        Write(
-            "INSERT INTO data_users (login, removed, config_changed_at, config_changed_by)"
-            " VALUES (%s, true, %s, %s) ON CONFLICT (login) DO UPDATE SET removed = true,"
-            " config_changed_at = EXCLUDED.config_changed_at,"
-            " config_changed_by = EXCLUDED.config_changed_by",
-            (event.login, event.envelope.occurred_at, event.actor),
-        ),
-        _audit(event, "data-user", event.login, event.actor),
-    )
+    return _removal("data_users", "login", event.login, "data-user", event)
 
 
 _POLICY = (
@@ -360,16 +342,7 @@ on(c.PolicyChanged)(_define_policy)
 
 @on(c.PolicyRemoved)
 def _remove_policy(event: c.PolicyRemoved) -> Sequence[Write]:
-    return (
-        Write(
-            "INSERT INTO policies (id, removed, config_changed_at, config_changed_by)"
-            " VALUES (%s, true, %s, %s) ON CONFLICT (id) DO UPDATE SET removed = true,"
-            " config_changed_at = EXCLUDED.config_changed_at,"
-            " config_changed_by = EXCLUDED.config_changed_by",
-            (event.id, event.envelope.occurred_at, event.actor),
-        ),
-        _audit(event, "policy", event.id, event.actor),
-    )
+    return _removal("policies", "id", event.id, "policy", event)
 
 
 __all__ = ["HANDLERS"]
