@@ -7,16 +7,20 @@ table, ``transitions`` and ``configuration`` how events change the state, ``fail
 provider, ``windows`` the active time windows, ``requests`` the answers to operator requests,
 ``decisions`` the decide loop and ``outputs`` the decided events.
 
-The runner (not here) wires it, one loop per worker:
+``runner`` wires it, one loop per worker (its docstring has the details):
 
-1. on partition assignment, ``SchedulerState.restore`` from the persisted entries, summaries,
-   pending requests and configuration, then ``gc.freeze()`` (a million long-lived entries
-   should not be rescanned by the cyclic collector);
-2. for each consumed event (transfers, orders' twins, config, data files, mover heartbeats):
-   ``evolve``; then ``decide(state, settings, now)``, ``evolve`` every decision, publish them
-   (``TransferOrdered`` to ``ecpds.orders.<transfer group>``, the rest to ``ecpds.transfers``),
-   write back ``drain_changes()``, and only then commit;
+1. on partition assignment, a fresh state is rebuilt by replaying the configuration, recent
+   mover events and the owned partitions of ``ecpds.transfers`` from the beginning (the log
+   holds the scheduler's own past decisions, so counters, attempts and due times come back),
+   then ``gc.freeze()`` (a million long-lived entries should not be rescanned by the cyclic
+   collector);
+2. for each consumed event (transfers, orders' twins, config, mover heartbeats): ``evolve``;
+   then ``decide(state, settings, now)``, ``evolve`` every decision and publish it
+   (``TransferOrdered`` to ``ecpds.orders.<transfer group>``, the rest to ``ecpds.transfers``);
 3. between events, sleep until ``next_due(state, now)`` and decide again.
+
+``SchedulerState.restore``/``drain_changes`` support a table-backed store (DESIGN.md §8), the
+fallback should replay on rebalance grow too slow; the runner does not use them today.
 
 Decisions read back from ``ecpds.transfers`` are ignored by ``evolve`` once applied: each
 decision's id is derived from the version of the transfer (or destination) it was made on.
