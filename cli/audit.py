@@ -61,7 +61,10 @@ async def read_log(settings: Settings, topics: Sequence[str]) -> list[Entry]:
     chosen = [t for t in counts if t in topics or t.startswith(ORDERS_PREFIX)]
     partitions = [TopicPartition(t, p) for t in chosen for p in range(counts[t])]
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, group_id=None
+        bootstrap_servers=settings.kafka_bootstrap,
+        enable_auto_commit=False,
+        group_id=None,
+        auto_offset_reset="earliest",  # agrees with the seek below (aiokafka reset race)
     )
     await consumer.start()
     entries: list[Entry] = []

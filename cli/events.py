@@ -64,7 +64,12 @@ async def tail(
 ) -> int:
     """Print events until interrupted (or ``limit`` events, or ``idle_exit`` quiet seconds)."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, group_id=None
+        bootstrap_servers=settings.kafka_bootstrap,
+        enable_auto_commit=False,
+        group_id=None,
+        # the reset assign() starts must agree with the seek below: aiokafka lets a reset in
+        # flight overwrite a later seek_to_*()
+        auto_offset_reset="earliest" if from_beginning else "latest",
     )
     await consumer.start()
     printed = 0

@@ -93,6 +93,7 @@ async def _replay(
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
         enable_auto_commit=False,
+        auto_offset_reset="earliest",  # agrees with the seek below (aiokafka reset race)
         isolation_level="read_committed",
         max_partition_fetch_bytes=4 * 1024 * 1024,
     )
@@ -104,7 +105,11 @@ async def _replay(
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
         starts = await consumer.beginning_offsets(tps)
-        await consumer.seek_to_beginning(*tps)
+        for tp in tps:
+            # an explicit offset, not seek_to_beginning(): aiokafka applies the answer of a reset
+            # already in flight (started by assign()) over a later seek_to_*(), which once left
+            # every partition at its end and replayed nothing
+            consumer.seek(tp, starts[tp])
         await projection.assigned(tps)
         remaining = {tp for tp in tps if ends[tp] > starts[tp]}
         consumer.pause(*(set(tps) - remaining))

@@ -156,7 +156,9 @@ def env(
 
 async def read_topic(kafka: str, topic: str) -> list[Event]:
     """Every event of ``topic``, read up to its current end (partitions one after another)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=kafka, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
     await consumer.start()
     try:
         counts = await partition_counts(kafka, [topic])

@@ -67,7 +67,9 @@ def collector(seen: list[Received]) -> Callable[[Received], Awaitable[None]]:
 
 
 async def dead_letters_for(bootstrap: str, topic: str) -> list[DeadLettered]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
     await consumer.start()
     try:
         tp = TopicPartition(DEADLETTER, 0)

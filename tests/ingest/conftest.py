@@ -98,7 +98,9 @@ async def define(state: ApiState, publisher: Publisher, topic: str, *entities: o
 
 async def read_topic(kafka: str, topic: str) -> list[tuple[int, int, Event]]:
     """Every event of ``topic`` as (partition, offset, event), read up to its current end."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=kafka, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
     await consumer.start()
     try:
         count = (await partition_counts(kafka, [topic]))[topic]

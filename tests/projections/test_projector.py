@@ -52,7 +52,9 @@ async def fetch_all(bootstrap: str, topics: Sequence[str]) -> list[ConsumerRecor
     """Every record of the topics, read with a plain consumer (no group)."""
     counts = await partition_counts(bootstrap, topics)
     tps = [TopicPartition(t, p) for t, n in counts.items() for p in range(n)]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
     await consumer.start()
     try:
         consumer.assign(tps)
