@@ -17,7 +17,8 @@ One visit of a destination, in order: operator requests; follow-ups of ended att
 failure is requeued, an unrecoverable failure stopped, an interruption requeued: never
 forgotten) — a visit that answered or followed up ends there, so orders see the queue as
 changed; expiry; then the destination's status and host (announce a host switch, reset to
-the primary, sleep between cycles, wait for a host retry, wait for a window); then orders,
+the primary, sleep between cycles, wait for a host retry, wait for a window); then transfers
+delayed by max start before the destination recovered are rescheduled; then orders,
 best first (priority, queue time, id) within the destination's and the host's free
 connections, delaying transfers that reached max start (or failing them at max requeue).
 """
@@ -198,6 +199,7 @@ def _visit(
             target = (D.SCHE, "Outside the active time windows", opening)
         else:
             before = len(out)
+            _reschedule(state, rt, src, now, out, touched)
             started = _order(state, rt, settings, now, current, out, touched)
             if started or rt.running:
                 target = (D.EXEC, "Running", None)
@@ -233,6 +235,39 @@ def _expire(
             out.append(outputs.expired(src, now, e))
     for node in keep:
         heapq.heappush(heap, node)
+
+
+def _reschedule(
+    state: SchedulerState,
+    rt: DestinationRuntime,
+    src: str,
+    now: datetime,
+    out: list[Event],
+    touched: set[str],
+) -> None:
+    """Reschedule after recovery: once a retried transfer got through, transfers delayed
+    before then (max start reached while the hosts were failing) are due again at once."""
+    recovered = rt.summary.recovered_at
+    if recovered is None or rt.rescheduled == recovered:
+        return
+    before = len(out)
+    for queue_time, tid in sorted(rt.delayed):
+        e = state.transfers.get(tid)
+        if (
+            e is None
+            or e.status not in ORDERABLE
+            or e.queue_time != queue_time  # stale heap node
+            or queue_time <= now
+            or e.delayed_at is None
+            or e.delayed_at >= recovered
+            or tid in touched
+        ):
+            continue
+        touched.add(tid)
+        reason = f"Rescheduled after the destination recovered at {recovered:%Y-%m-%d %H:%M:%S}"
+        out.append(outputs.requeued(src, now, e, reason, now))
+    if len(out) == before:
+        rt.rescheduled = recovered  # nothing delayed predates it: skip the scan until it moves
 
 
 def _order(

@@ -72,6 +72,7 @@ class TransferEntry:
     ordered_at: datetime | None = None
     start_count: int = 0  # starts since the last max-start delay
     requeue_count: int = 0  # max-start delays so far
+    delayed_at: datetime | None = None  # when its queue time was last pushed into the future
     followup: Followup = Followup.NONE
     reason: str = ""  # why it is in its status (the last outcome's message)
     last_event_id: str = ""  # causation id for what the scheduler decides next about it
@@ -109,6 +110,9 @@ class DestinationSummary:
     exhausted: bool = False  # retry count of cycles reached: HOLD "Failed"
     reset_time: datetime | None = None  # back to the primary host at this time
     last_ok: str | None = None
+    # when a transfer that needed more than one attempt got through: transfers delayed before
+    # then are rescheduled ("reschedule after recovery")
+    recovered_at: datetime | None = None
     last_ko: str | None = None
     deactivated: frozenset[str] = frozenset()  # hosts an operator took out of use
     # operator overrides of association priority
@@ -133,6 +137,7 @@ class DestinationRuntime:
         "orderable",
         "ready",
         "requests",
+        "rescheduled",
         "running",
         "summary",
     )
@@ -157,6 +162,8 @@ class DestinationRuntime:
         self.failed: set[str] = set()  # FAIL and STOP, for "requeue all failed"
         self.requests: dict[str, Event] = {}  # operator requests not yet answered, by event id
         self.due: datetime | None = None  # when this destination must be visited again
+        # the summary's recovered_at once no delayed transfer predates it (housekeeping)
+        self.rescheduled: datetime | None = None
 
 
 class SchedulerState:

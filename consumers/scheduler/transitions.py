@@ -153,6 +153,8 @@ def _succeeded(state: SchedulerState, ev: TransferSucceeded) -> None:
         summary = failover.on_success(
             rt.summary, order, rt.config, ev.host_id, e.transfer_id, ev.envelope.occurred_at
         )
+        if e.attempt > 1:  # a retried transfer got through: the destination has recovered
+            summary = replace(summary, recovered_at=ev.envelope.occurred_at)
         state.put_summary(rt, summary)
 
 
@@ -193,12 +195,14 @@ def _requeued(state: SchedulerState, ev: TransferRequeued) -> None:
     # a max-start delay (count went up) or an operator requeue gives fresh starts
     fresh = ev.requeue_count > e.requeue_count or ev.actor is not None
     start_count = 0 if fresh else e.start_count
+    when = ev.envelope.occurred_at
     _move(
         state,
         ev.transfer_id,
         S.RETR,
         ev,
         queue_time=ev.queue_time,
+        delayed_at=when if ev.queue_time > when else None,
         requeue_count=ev.requeue_count,
         start_count=start_count,
         reason=ev.reason,

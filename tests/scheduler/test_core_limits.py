@@ -30,6 +30,7 @@ from tests.scheduler.factories import (
     kinds,
     of,
     ordered,
+    ordered_ids,
     queued,
     request,
     started,
@@ -227,3 +228,51 @@ def test_transfer_requeued_after_its_expiry_fails() -> None:
     out = fail_running(s, at(6))
     assert of(out, TransferExpired)
     assert ordered(out) == []
+
+
+def test_transfers_delayed_before_a_recovery_are_rescheduled_at_once() -> None:
+    """Reschedule after recovery: once a retried transfer gets through, a transfer delayed by
+    max start while the host was failing is requeued for now instead of waiting out the start
+    frequency, and is ordered again."""
+    dest = destination(max_connections=1, max_start=2, start_frequency_ms=600_000)
+    s = Scheduler(
+        configured(dest, host("h1", retry_count=100, retry_frequency_ms=0)),
+        queued("t1", queue_time=T0),
+        queued("t2", queue_time=T0 + timedelta(milliseconds=1)),
+    )
+    assert ordered_ids(s.settle(T0)) == ["t1"]
+    fail_running(s, at(seconds=1))  # t1 started twice: delayed by the start frequency
+    out = fail_running(s, at(seconds=2))
+    assert s.entry("t1").queue_time == at(seconds=2) + timedelta(minutes=10)
+    assert ordered_ids(out) == ["t2"]
+    (retry,) = ordered(fail_running(s, at(seconds=3)))  # t2 fails once, is ordered again
+    assert (retry.transfer_id, retry.attempt) == ("t2", 2)
+
+    s.given(succeeded(retry, at(seconds=4)))
+    out = s.settle(at(seconds=4))
+
+    (rescheduled,) = of(out, TransferRequeued)
+    assert rescheduled.transfer_id == "t1"
+    assert rescheduled.queue_time == at(seconds=4)
+    assert rescheduled.reason == (
+        "Rescheduled after the destination recovered at 2026-11-27 12:00:04"
+    )
+    assert ordered_ids(out) == ["t1"]
+
+
+def test_a_first_time_success_reschedules_nothing() -> None:
+    """A success at the first attempt is no recovery: a delayed transfer keeps its queue time."""
+    dest = destination(max_connections=1, max_start=2, start_frequency_ms=600_000)
+    s = Scheduler(
+        configured(dest, host("h1", retry_count=100, retry_frequency_ms=0)),
+        queued("t1", queue_time=T0),
+    )
+    s.settle(T0)
+    fail_running(s, at(seconds=1))
+    fail_running(s, at(seconds=2))  # t1 delayed for ten minutes
+    s.given(queued("t2", queue_time=at(seconds=3), when=at(seconds=3)))
+    (first,) = ordered(s.settle(at(seconds=3)))
+    assert (first.transfer_id, first.attempt) == ("t2", 1)
+    s.given(succeeded(first, at(seconds=4)))
+    assert of(s.settle(at(seconds=4)), TransferRequeued) == []
+    assert s.entry("t1").queue_time == at(seconds=2) + timedelta(minutes=10)
