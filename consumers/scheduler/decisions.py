@@ -10,8 +10,10 @@ due timers, so its cost does not grow with the number of destinations. This is e
 visiting every destination: a clean destination with no due timer would decide nothing.
 What ``decide`` changes in the state is index housekeeping only (stale heap nodes dropped,
 dirty marks cleared for destinations that decided nothing, timers set, moot requests
-dropped); a destination that decided something stays dirty until its decisions are evolved,
-so deciding again before evolving returns the same events (same ids).
+dropped, finished transfers forgotten once their lifetime has passed: nothing can change them
+then, and a replay that brings them back forgets them again at the next decide); a
+destination that decided something stays dirty until its decisions are evolved, so deciding
+again before evolving returns the same events (same ids).
 
 One visit of a destination, in order: operator requests; follow-ups of ended attempts (a
 failure is requeued, an unrecoverable failure stopped, an interruption requeued: never
@@ -31,7 +33,7 @@ from datetime import datetime, timedelta
 
 from bus.events.base import DestinationStatus, Event, TransferStatus
 from consumers.scheduler import failover, outputs, windows
-from consumers.scheduler.lifecycle import ORDERABLE, PENDING
+from consumers.scheduler.lifecycle import FINISHED, ORDERABLE, PENDING
 from consumers.scheduler.requests import Answerer, Verdict
 from consumers.scheduler.state import DestinationRuntime, Followup, SchedulerState
 
@@ -47,6 +49,9 @@ class SchedulerSettings:
     source: str = "scheduler"  # envelope source of every decision
     mover_timeout: timedelta = timedelta(seconds=30)  # no heartbeat this long: mover vanished
     max_orders_per_visit: int = 64  # bounds one visit's latency; the rest come next visit
+    # a finished transfer is forgotten this long after its expiry (OpenECPDS purges expired
+    # transfers hourly); the read models keep its history
+    purge_after: timedelta = timedelta(hours=1)
 
 
 _DEFAULT = SchedulerSettings()
@@ -161,7 +166,7 @@ def _visit(
     if answered or rt.followups:
         # orders wait for the next visit, when the answers and requeues are in the queue
         return
-    _expire(state, rt, src, now, out, touched)
+    _expire(state, rt, src, now, out, touched, settings.purge_after)
     s = rt.summary
     order = failover.host_order(rt.associations, state.hosts, s)
     target: tuple[DestinationStatus, str, datetime | None] | None
@@ -221,20 +226,36 @@ def _expire(
     now: datetime,
     out: list[Event],
     touched: set[str],
+    purge_after: timedelta,
 ) -> None:
-    """Fail pending transfers whose lifetime has passed."""
+    """Fail pending transfers whose lifetime has passed; forget finished ones (purge)."""
     heap, keep = rt.expiry, []
     while heap and heap[0][0] <= now:
         node = heapq.heappop(heap)
         e = state.transfers.get(node[1])
-        if e is None or e.status not in PENDING or e.expiry_time != node[0]:
+        if e is None or e.expiry_time != node[0]:
             continue  # stale node
+        if e.status not in PENDING:
+            if e.status in FINISHED:
+                heapq.heappush(rt.purgeable, (e.expiry_time + purge_after, e.transfer_id))
+            continue
         keep.append(node)
         if e.transfer_id not in touched:
             touched.add(e.transfer_id)
             out.append(outputs.expired(src, now, e))
     for node in keep:
         heapq.heappush(heap, node)
+    purgeable = rt.purgeable
+    while purgeable and purgeable[0][0] <= now:
+        when, tid = heapq.heappop(purgeable)
+        e = state.transfers.get(tid)
+        if (
+            e is not None
+            and e.status in FINISHED
+            and e.expiry_time + purge_after == when
+            and tid not in touched
+        ):
+            state.purge(e)  # past its lifetime: a requeue would only fail it again
 
 
 def _reschedule(
@@ -344,6 +365,8 @@ def _due(state: SchedulerState, rt: DestinationRuntime, now: datetime) -> dateti
         times.append(rt.expiry[0][0])
     if rt.delayed:
         times.append(rt.delayed[0][0])
+    if rt.purgeable:
+        times.append(rt.purgeable[0][0])
     if s.sleep_until is not None:
         times.append(s.sleep_until)
     if s.reset_time is not None:

@@ -135,6 +135,7 @@ class DestinationRuntime:
         "held",
         "name",
         "orderable",
+        "purgeable",
         "ready",
         "requests",
         "rescheduled",
@@ -152,6 +153,8 @@ class DestinationRuntime:
         # (queue time, id) of orderable transfers queued for later
         self.delayed: list[tuple[datetime, str]] = []
         self.expiry: list[tuple[datetime, str]] = []  # (expiry time, id) of pending transfers
+        # (expiry + purge delay, id) of finished transfers whose expiry has passed
+        self.purgeable: list[tuple[datetime, str]] = []
         self.running: set[str] = set()
         # running attempts per host: kept here, not in the frozen summary, because it changes
         # with every order and outcome; ``SchedulerState.summary`` folds it in for persistence
@@ -174,6 +177,7 @@ class SchedulerState:
         "changed_transfers",
         "destinations",
         "dirty",
+        "file_refs",
         "files",
         "host_destinations",
         "hosts",
@@ -189,6 +193,7 @@ class SchedulerState:
         self.hosts: dict[str, Host] = {}
         self.host_destinations: dict[str, set[str]] = {}
         self.files: dict[str, StoredFile] = {}
+        self.file_refs: dict[str, int] = {}  # data file id -> transfers known for it
         self.movers: dict[str, datetime] = {}  # mover id -> last heartbeat
         self.mover_transfers: dict[str, set[str]] = {}  # mover id -> running transfer ids
         self.dirty: set[str] = set()  # destinations to visit at the next decide
@@ -215,6 +220,8 @@ class SchedulerState:
         tid = entry.transfer_id
         old = self.transfers.get(tid)
         self.transfers[tid] = entry
+        if old is None:
+            self.file_refs[entry.data_file_id] = self.file_refs.get(entry.data_file_id, 0) + 1
         rt = self.runtime(entry.destination)
         status = entry.status
         now_orderable = status in ORDERABLE
@@ -289,6 +296,24 @@ class SchedulerState:
         elif rt.failed:
             rt.failed.discard(tid)
 
+    def purge(self, entry: TransferEntry) -> None:
+        """Forget a finished transfer whose lifetime has passed (memory stays bounded by the
+        live transfers); its data file's stored location goes with the last transfer of it."""
+        tid, dfid = entry.transfer_id, entry.data_file_id
+        if self.transfers.pop(tid, None) is None:
+            return
+        rt = self.runtime(entry.destination)
+        rt.failed.discard(tid)
+        rt.held.discard(tid)
+        rt.followups.discard(tid)
+        refs = self.file_refs.get(dfid, 1) - 1
+        if refs > 0:
+            self.file_refs[dfid] = refs
+        else:
+            self.file_refs.pop(dfid, None)
+            self.files.pop(dfid, None)
+        self.changed_transfers.add(tid)
+
     def schedule(self, rt: DestinationRuntime, due: datetime | None) -> None:
         """Remember when a destination must be visited again (its timer)."""
         if due != rt.due:
@@ -344,6 +369,7 @@ class SchedulerState:
         for entry in transfers:  # put_entry without the heap pushes: heapify once at the end
             tid = entry.transfer_id
             state.transfers[tid] = entry
+            state.file_refs[entry.data_file_id] = state.file_refs.get(entry.data_file_id, 0) + 1
             rt = state.runtime(entry.destination)
             if entry.status in ORDERABLE:
                 rt.orderable += 1

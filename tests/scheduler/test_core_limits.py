@@ -3,6 +3,7 @@ vanished movers."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 from bus.events.base import DestinationStatus, TransferStatus
@@ -276,3 +277,33 @@ def test_a_first_time_success_reschedules_nothing() -> None:
     s.given(succeeded(first, at(seconds=4)))
     assert of(s.settle(at(seconds=4)), TransferRequeued) == []
     assert s.entry("t1").queue_time == at(seconds=2) + timedelta(minutes=10)
+
+
+def test_finished_transfers_are_forgotten_an_hour_after_their_expiry() -> None:
+    """Purge: a delivered transfer stays known until its expiry plus the purge delay, then the
+    scheduler forgets it and its stored file (memory follows the live transfers only)."""
+    s = Scheduler(configured(), queued("t1", expiry=at(minutes=10)))
+    (order,) = ordered(s.settle(T0))
+    s.given(succeeded(order, at(seconds=1)))
+    s.settle(at(seconds=1))
+    assert s.entry("t1").status == "DONE"
+    s.settle(at(minutes=10))
+    assert "t1" in s.state.transfers  # expired, but within the purge delay
+    assert next_due(s.state, at(minutes=10, seconds=1)) == at(minutes=70)
+    s.settle(at(minutes=70))
+    assert "t1" not in s.state.transfers
+    assert "df-t1" not in s.state.file_refs
+
+
+def test_a_file_with_a_live_transfer_is_not_forgotten() -> None:
+    """Purging one finished transfer of a data file keeps the file while another transfer of
+    it (an alias) is still known."""
+    s = Scheduler(configured(), queued("t1", expiry=at(minutes=10)))
+    (order,) = ordered(s.settle(T0))
+    s.given(succeeded(order, at(seconds=1)))
+    alias = replace(queued("t2", expiry=T0 + timedelta(days=1)), data_file_id="df-t1")
+    s.given(alias)
+    assert s.state.file_refs["df-t1"] == 2
+    s.settle(at(minutes=70))
+    assert "t1" not in s.state.transfers
+    assert s.state.file_refs["df-t1"] == 1

@@ -24,6 +24,7 @@ from bus.events.transfers import TransferSucceeded, Verification
 from consumers.scheduler.core import SchedulerState, evolve
 from consumers.scheduler.lifecycle import FINISHED
 from tests.scheduler.factories import (
+    SETTINGS,
     T0,
     Scheduler,
     configured,
@@ -164,4 +165,11 @@ def test_random_history_settles_and_keeps_the_limits(seed: int) -> None:
     replayed = SchedulerState()
     for ev in s.log:
         evolve(replayed, ev)
-    assert replayed.transfers == s.state.transfers
+    # a replay brings back what decide purged (finished, past expiry + purge delay): no more
+    purged = set(replayed.transfers) - set(s.state.transfers)
+    assert all(
+        replayed.transfers[t].status in FINISHED
+        and replayed.transfers[t].expiry_time + SETTINGS.purge_after <= now
+        for t in purged
+    )
+    assert {t: e for t, e in replayed.transfers.items() if t not in purged} == s.state.transfers
