@@ -48,6 +48,7 @@ def components() -> list[Component]:
         ("mover", "consumers.movers.runner"),
         ("janitor", "consumers.janitor.runner"),
         ("backup", "consumers.backup.runner"),
+        ("replicator", "consumers.replicator.runner"),
         ("notifier", "consumers.notifier.runner"),
         ("acquisition", "producers.acquisition.runner"),
         ("api", "producers.api.runner"),

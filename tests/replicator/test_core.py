@@ -1,0 +1,157 @@
+"""The replicator's pure planning: which stores get a copy, in what order, and the events."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from bus.config.view import ConfigView
+from bus.events.base import Envelope
+from bus.events.datafiles import Checksums, DataFileStored
+from consumers.replicator import core
+from tests.config import factories as f
+
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+PRIMARY = "file:///var/store"
+
+
+def stored(dfid: str = "a" * 32, store: str = PRIMARY) -> DataFileStored:
+    return DataFileStored(
+        envelope=Envelope(
+            event_id=str(uuid.uuid4()), occurred_at=T0, source="test", correlation_id=dfid
+        ),
+        data_file_id=dfid,
+        guid=dfid,
+        store=store,
+        location=dfid,
+        size=42,
+        checksums=Checksums(adler32="0a0b0c0d"),
+        duration_ms=1,
+    )
+
+
+def view(**group: object) -> ConfigView:
+    fields: dict[str, object] = {"stores": ("disk", "mirror", "cloud"), "replicate": True}
+    fields.update(group)
+    return ConfigView(
+        destinations={"site-a": f.destination("site-a", transfer_group="eu")},
+        transfer_groups={"eu": f.group("eu", **fields)},
+    )
+
+
+def in_disk(name: str) -> bool:
+    """The object is in the store the group calls ``disk``."""
+    return name == "disk"
+
+
+def test_copies_go_to_every_store_after_the_one_the_object_is_in() -> None:
+    """With min_replication_count 0, every store listed after the object's store is wanted."""
+    job = core.plan(stored(), "eu", view(), in_disk)
+    assert isinstance(job, core.ReplicationJob)
+    assert job.candidates == ("mirror", "cloud")
+    assert job.wanted == 2
+    assert (job.source, job.size, job.adler32) == (PRIMARY, 42, "0a0b0c0d")
+    assert core.next_targets(job, set(), set()) == ("mirror", "cloud")
+
+
+def test_an_object_in_a_secondary_store_is_copied_only_further_down_the_list() -> None:
+    """An object already in the second store is copied to the stores after it only."""
+    job = core.plan(stored(), "eu", view(), lambda name: name == "mirror")
+    assert isinstance(job, core.ReplicationJob)
+    assert job.candidates == ("cloud",)
+
+
+def test_an_object_outside_the_list_is_copied_to_every_listed_store() -> None:
+    """An object in a store the group does not name gets a copy in each of the group's stores."""
+    job = core.plan(stored(), "eu", view(), lambda name: False)
+    assert isinstance(job, core.ReplicationJob)
+    assert job.candidates == ("disk", "mirror", "cloud")
+
+
+def test_min_replication_count_limits_copies_and_failures_fall_through_to_the_next_store() -> None:
+    """min_replication_count=1 copies to the first candidate; if it fails, the next one."""
+    job = core.plan(stored(), "eu", view(min_replication_count=1), in_disk)
+    assert isinstance(job, core.ReplicationJob)
+    assert job.wanted == 1
+    assert core.next_targets(job, set(), set()) == ("mirror",)
+    assert core.next_targets(job, set(), {"mirror"}) == ("cloud",)
+    assert core.next_targets(job, {"cloud"}, {"mirror"}) == ()
+    assert core.next_targets(job, set(), {"mirror", "cloud"}) == ()
+
+
+def test_min_replication_count_above_the_candidates_wants_all_of_them() -> None:
+    """A count larger than the stores available asks for one copy in each."""
+    job = core.plan(stored(), "eu", view(min_replication_count=5), in_disk)
+    assert isinstance(job, core.ReplicationJob)
+    assert job.wanted == 2
+
+
+def test_stores_known_to_hold_a_copy_count_as_done() -> None:
+    """A store that already has a copy is not copied to again; a fully replicated file skips."""
+    partly = core.plan(stored(), "eu", view(), in_disk, already={"mirror"})
+    assert isinstance(partly, core.ReplicationJob)
+    assert partly.done == ("mirror",)
+    assert core.next_targets(partly, set(partly.done), set()) == ("cloud",)
+    full = core.plan(stored(), "eu", view(), in_disk, already={"mirror", "cloud"})
+    assert isinstance(full, core.Skip)
+    assert "already replicated" in full.reason
+
+
+def test_groups_that_do_not_replicate_are_skipped_with_the_reason() -> None:
+    """No replicate flag, an inactive or unknown group, or no store after the object: a skip."""
+    cases = [
+        (core.plan(stored(), "eu", view(replicate=False), in_disk), "does not replicate"),
+        (core.plan(stored(), "eu", view(active=False), in_disk), "not active"),
+        (core.plan(stored(), "nowhere", view(), in_disk), "unknown transfer group"),
+        (core.plan(stored(), None, view(), in_disk), "no known transfer group"),
+        (core.plan(stored(), "eu", view(), lambda n: n == "cloud"), "no store after"),
+    ]
+    for decision, reason in cases:
+        assert isinstance(decision, core.Skip)
+        assert reason in decision.reason
+
+
+def test_transfer_group_found_from_the_object_name_and_destination() -> None:
+    """An object named <destination>/<target> leads to the destination's transfer group."""
+    assert core.destination_of("site-a/dir/file.bin") == "site-a"
+    assert core.group_of("site-a", view()) == "eu"
+    assert core.group_of("unknown", view()) is None
+    assert core.replicating(view())
+    assert not core.replicating(view(replicate=False))
+
+
+def test_replicated_event_is_deterministic_per_file_and_store() -> None:
+    """The same copy recorded twice carries the same event id; another store another id."""
+    job = core.plan(stored(), "eu", view(), in_disk)
+    assert isinstance(job, core.ReplicationJob)
+    one = core.replicated(job, "mirror", 5, T0, "replicator/test")
+    again = core.replicated(job, "mirror", 9, T0, "replicator/test")
+    other = core.replicated(job, "cloud", 5, T0, "replicator/test")
+    assert one.envelope.event_id == again.envelope.event_id != other.envelope.event_id
+    assert (one.from_store, one.to_store, one.location, one.size) == (
+        PRIMARY,
+        "mirror",
+        job.guid,
+        42,
+    )
+    assert one.envelope.correlation_id == job.data_file_id
+    assert one.envelope.causation_id == job.causation_id
+
+
+def test_retry_policy_doubles_until_capped_and_stops_on_permanent_errors() -> None:
+    """Retriable failures are retried with a doubling, capped delay; permanent ones are not."""
+    policy = core.RetryPolicy(max_attempts=3, initial=1.0, maximum=3.0)
+    assert [policy.delay(n) for n in (1, 2, 3)] == [1.0, 2.0, 3.0]
+    assert policy.retry(1, True)
+    assert policy.retry(2, True)
+    assert not policy.retry(3, True)
+    assert not policy.retry(1, False)
+
+
+def test_failure_message_names_every_store_and_reason() -> None:
+    """A file short of its policy is described with the count and each store's reason."""
+    job = core.plan(stored(), "eu", view(), in_disk)
+    assert isinstance(job, core.ReplicationJob)
+    text = core.failure_message(job, {"mirror"}, {"cloud": "PermissionDenied: no"})
+    assert "1 of 2 copies" in text
+    assert "cloud: PermissionDenied: no" in text
