@@ -46,8 +46,12 @@ def settings() -> Settings:
     return Settings.from_env()
 
 
+OWNED: dict[str, bool] = {}  # script -> whether this session started the service
+
+
 def _service(settings: Settings, script: str) -> Iterator[None]:
     was_running = _script(settings, script, "status").returncode == 0
+    OWNED[script] = not was_running
     started = _script(settings, script, "start")
     if started.returncode != 0:
         pytest.fail(f"{script} start failed: {started.stderr or started.stdout}")
@@ -61,6 +65,13 @@ def kafka(settings: Settings) -> Iterator[str]:
     """A running single-node Kafka; yields its bootstrap address."""
     for _ in _service(settings, "kafka/kafka.sh"):
         yield settings.kafka_bootstrap
+
+
+@pytest.fixture(scope="session")
+def own_kafka(kafka: str) -> bool:
+    """Whether this session started the broker (and so may restart it): one that was running
+    before is shared with other sessions, which a restart would disturb."""
+    return OWNED.get("kafka/kafka.sh", False)
 
 
 @pytest.fixture(scope="session")

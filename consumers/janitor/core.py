@@ -12,7 +12,9 @@ here reads a clock, a disk or the network. Rules kept (ECPDS-REFERENCE.md §6.4)
 - **Live transfer** = any status but ``DONE``, ``FAIL``, ``STOP``. A data file is expired
   (``DataFileExpired``) once its lifetime has passed (the latest of its own expiry and its
   transfers' expiry times, lifetime extensions included) and no transfer is live.
-- **Deletion** of stored content never happens while a transfer is live. Then: a data file
+- **Deletion** of stored content never happens while a transfer is live. Every copy goes: the
+  stored one and each replica the replicator recorded (``DataFileReplicated``), one
+  ``DataFileDeleted`` per store; the file counts as deleted once no copy is left. Then: a data file
   whose transfers all go to "delete on success" destinations is deleted as soon as they are all
   finished (at least one transfer known; a file whose transfers were not seen yet is kept;
   and ``settle`` after the last one finished, so a sibling transfer not read yet is not missed);
@@ -37,6 +39,7 @@ from bus.events.datafiles import (
     DataFileDeleted,
     DataFileExpired,
     DataFileRegistered,
+    DataFileReplicated,
     DataFileStored,
 )
 from bus.events.transfers import (
@@ -95,11 +98,17 @@ class DataFileEntry:
     data_file_id: str
     expiry_time: datetime | None = None
     stored: StoredCopy | None = None
+    replicas: tuple[StoredCopy, ...] = ()  # copies in the transfer group's other stores
     transfers: Mapping[str, TransferMark] = field(default_factory=dict)
     expired: bool = False
-    deleted: bool = False
+    deleted: bool = False  # no copy left
+    gone: frozenset[str] = frozenset()  # stores whose copy was deleted
     last_event_id: str | None = None
     finished_at: datetime | None = None  # when a transfer last finished (event time)
+
+    def copies(self) -> tuple[StoredCopy, ...]:
+        """Every copy of the content, the stored one first."""
+        return (self.stored, *self.replicas) if self.stored is not None else self.replicas
 
     def lifetime_end(self) -> datetime | None:
         """The latest expiry of the file and its transfers (None when nothing is known)."""
@@ -169,8 +178,11 @@ def evolve(state: JanitorState, event: Event) -> None:
             _update(state, dfid, event, lambda e: replace(e, stored=e.stored or copy))
         case DataFileExpired(data_file_id=dfid):
             _update(state, dfid, event, lambda e: replace(e, expired=True))
-        case DataFileDeleted(data_file_id=dfid):
-            _update(state, dfid, event, lambda e: replace(e, deleted=True))
+        case DataFileReplicated(data_file_id=dfid, guid=guid, to_store=store, location=location):
+            replica = StoredCopy(guid, store, location)
+            _update(state, dfid, event, lambda e: _with_replica(e, replica))
+        case DataFileDeleted(data_file_id=dfid, store=store):
+            _update(state, dfid, event, lambda e: _without(e, store))
         case TransferQueued():
             _queued(state, event)
         case TransferLifetimeExtended(transfer_id=tid, new_expiry_time=expiry):
@@ -190,6 +202,17 @@ def _update(state: JanitorState, dfid: str, event: Event, change: _Change) -> No
     state.files[dfid] = entry
     if entry.expired and (entry.deleted or entry.stored is None) and _all_finished(entry):
         _forget(state, entry)
+
+
+def _with_replica(entry: DataFileEntry, replica: StoredCopy) -> DataFileEntry:
+    if entry.deleted or any(c.store == replica.store for c in entry.copies()):
+        return entry  # a redelivery, or a copy made after the content was deleted
+    return replace(entry, replicas=(*entry.replicas, replica))
+
+
+def _without(entry: DataFileEntry, store: str) -> DataFileEntry:
+    gone = entry.gone | {store}
+    return replace(entry, gone=gone, deleted=all(c.store in gone for c in entry.copies()))
 
 
 def _queued(state: JanitorState, q: TransferQueued) -> None:
@@ -277,9 +300,10 @@ def sweep(
             events.append(_file_expired(entry, end or now, now, source))
         if entry.stored is None or entry.deleted:
             continue
+        left = [c for c in entry.copies() if c.store not in entry.gone]
         if expired:
-            deletions.append(
-                Deletion(entry.data_file_id, entry.stored, "on-expiration", entry.last_event_id)
+            deletions.extend(
+                Deletion(entry.data_file_id, c, "on-expiration", entry.last_event_id) for c in left
             )
         elif (
             entry.transfers
@@ -289,8 +313,8 @@ def sweep(
                 for m in entry.transfers.values()
             )
         ):
-            deletions.append(
-                Deletion(entry.data_file_id, entry.stored, "on-success", entry.last_event_id)
+            deletions.extend(
+                Deletion(entry.data_file_id, c, "on-success", entry.last_event_id) for c in left
             )
     return SweepPlan(tuple(events), tuple(deletions))
 

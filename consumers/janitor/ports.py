@@ -1,7 +1,9 @@
-"""What the janitor needs from outside: the current configuration and a clock.
+"""What the janitor needs from outside: the current configuration, the stores and a clock.
 
-The object store is ``store.ports.ObjectStore``; the configuration is anything with a current
-``ConfigView`` (``bus.config.view.LiveConfig`` in production, a fixed view in tests and demos).
+The object store is ``store.ports.ObjectStore``; replicas in other stores are reached by name
+through ``Stores`` (``store.named.NamedStores`` in production); the configuration is anything
+with a current ``ConfigView`` (``bus.config.view.LiveConfig`` in production, a fixed view in
+tests and demos).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from bus.config.view import ConfigView
+from store.ports import ObjectStore
 
 
 class ConfigSource(Protocol):
@@ -19,6 +22,12 @@ class ConfigSource(Protocol):
 
     @property
     def view(self) -> ConfigView: ...
+
+
+class Stores(Protocol):
+    """Object stores by name (the transfer group's stores holding replicas)."""
+
+    def store_for(self, name: str) -> ObjectStore: ...
 
 
 @dataclass(frozen=True)

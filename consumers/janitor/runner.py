@@ -13,9 +13,10 @@ once caught up, ``core.sweep`` decides on the state consumed so far. Rules kept:
   replay re-derives the same decision, the store answers "not found", and the event is
   published then, once. A crash after the publish replays the event, so nothing is deleted
   twice. Nothing is committed anywhere: the log is the janitor's only memory.
-- **Failures wait for the next sweep.** A failed publish or delete is logged and the rest of
-  the sweep abandoned; the decision is still derivable from the state, so the next sweep
-  tries again. No decision is dropped.
+- **Failures wait for the next sweep.** A failed publish is logged and the rest of the sweep
+  abandoned; a failed delete (a replica store unreachable) is logged and skipped, so one store
+  down does not stop collection in the others. Either decision is still derivable from the
+  state, so the next sweep tries again. No decision is dropped.
 - One janitor instance per deployment: it reads every partition (data files are keyed by id,
   transfers by destination, so no partitioning of one matches the other).
 """
@@ -41,9 +42,10 @@ from bus.settings import Settings
 from bus.topics import DATAFILES, TRANSFERS, TopicSpec
 from consumers.janitor import core
 from consumers.janitor.feed import EventFeed
-from consumers.janitor.ports import Clock, ConfigSource, utc_now
+from consumers.janitor.ports import Clock, ConfigSource, Stores, utc_now
 from store.errors import ObjectNotFound
 from store.local import LocalStore
+from store.named import NamedStores
 from store.objects import object_id
 from store.ports import ObjectStore
 
@@ -69,6 +71,7 @@ class JanitorRunner:
         store: ObjectStore,
         config: ConfigSource,
         *,
+        stores: Stores | None = None,
         publisher: Publisher | None = None,
         datafiles_topic: str = DATAFILES,
         transfers_topic: str = TRANSFERS,
@@ -80,6 +83,7 @@ class JanitorRunner:
     ) -> None:
         self.state = core.JanitorState()
         self._store = store
+        self._stores = stores  # the other stores (replicas), by name
         self._config = config
         self._own_publisher = publisher is None
         self._publisher = publisher or Publisher(bootstrap, client_id=source, specs=specs)
@@ -123,7 +127,7 @@ class JanitorRunner:
         destinations = self._config.view.destinations
         plan = core.sweep(self.state, now, destinations, self._source, self._settle)
         expired_files = sum(isinstance(e, DataFileExpired) for e in plan.events)
-        done = 0
+        done, failed = 0, False
         try:
             for event in plan.events:
                 if isinstance(event, DataFileExpired):
@@ -132,7 +136,17 @@ class JanitorRunner:
                     await self._publisher.publish(self._transfers, event.destination, event)
                 core.evolve(self.state, event)
             for deletion in plan.deletions:
-                await self._delete(deletion)
+                try:
+                    await self._delete(deletion)
+                except EcpdsError as error:
+                    failed = True
+                    log.warning(
+                        "delete failed, retrying at the next sweep",
+                        data_file_id=deletion.data_file_id,
+                        store=deletion.copy.store,
+                        error=str(error),
+                    )
+                    continue
                 record = core.deleted(deletion, self._clock(), self._source)
                 await self._publisher.publish(self._datafiles, deletion.data_file_id, record)
                 core.evolve(self.state, record)
@@ -147,21 +161,29 @@ class JanitorRunner:
             # the decisions stay derivable from the state: the next sweep tries again
             log.warning("sweep interrupted, retrying at the next one", error=str(error))
             return SweepReport(len(plan.events) - expired_files, expired_files, done, True)
-        return SweepReport(len(plan.events) - expired_files, expired_files, done)
+        return SweepReport(len(plan.events) - expired_files, expired_files, done, failed)
 
     async def _delete(self, deletion: core.Deletion) -> None:
+        name = deletion.copy.store
+        # without stores by name, every copy is taken to be in the one store given
+        if self._stores is None or name == self._store.name:
+            store = self._store
+        else:
+            store = self._stores.store_for(name)
         with contextlib.suppress(ObjectNotFound):  # already deleted (e.g. before a crash)
-            await self._store.delete(object_id(deletion.copy.guid))
+            await store.delete(object_id(deletion.copy.guid))
 
 
 async def serve(settings: Settings, interval: float) -> None:
     """Run the janitor on the local store with the live configuration until SIGTERM/SIGINT."""
     store = LocalStore(settings.store_root)
     async with LiveConfig(settings.kafka_bootstrap, create_topic=False) as live:
+        replicas = NamedStores(settings.store_root, config=live, key_file=settings.key_file)
         runner = JanitorRunner(
             settings.kafka_bootstrap,
             store,
             live,
+            stores=replicas,
             interval=interval,
             source=f"janitor/{settings.instance}",
         )
@@ -172,6 +194,7 @@ async def serve(settings: Settings, interval: float) -> None:
         try:
             await runner.run()
         finally:
+            await replicas.close()
             await store.close()
 
 

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from bus.events import Event
 from bus.events.base import TransferStatus
 from bus.events.config import DeleteFromSpool, Destination
-from bus.events.datafiles import DataFileExpired
+from bus.events.datafiles import DataFileExpired, DataFileReplicated
 from bus.events.transfers import TransferExpired, TransferLifetimeExtended
 from consumers.janitor import core
 from tests.config.factories import destination
@@ -236,3 +236,47 @@ def test_events_from_the_two_topics_fold_in_any_order() -> None:
     transfers = [e for e in history if e not in files]
     plan = when_swept(given(*transfers, *files), AFTER)
     assert kinds(plan) == ["DataFileExpired", "delete:on-expiration"]
+
+
+def replicated(dfid: str, store: str) -> DataFileReplicated:
+    return DataFileReplicated(
+        envelope=env(f"{dfid}-{store}"),
+        data_file_id=dfid,
+        guid=dfid,
+        from_store="file:///store",
+        to_store=store,
+        location=dfid,
+        size=10,
+        duration_ms=1,
+    )
+
+
+def test_every_replica_is_deleted_with_the_stored_copy() -> None:
+    """A file replicated to two other stores: expiry deletes all three copies, one per store."""
+    state = given(*delivered("f1", "site-a"), replicated("f1", "archive"), replicated("f1", "dr"))
+    plan = when_swept(state, AFTER)
+    assert [d.copy.store for d in plan.deletions] == ["file:///store", "archive", "dr"]
+    assert {d.reason for d in plan.deletions} == {"on-expiration"}
+
+
+def test_a_file_is_deleted_only_once_no_copy_is_left() -> None:
+    """After the stored copy's deletion is recorded, the replica is still due; once it is
+    recorded too, nothing more is decided and the file is forgotten."""
+    state = given(*delivered("f1", "site-a"), replicated("f1", "archive"))
+    first = when_swept(state, AFTER)
+    for event in first.events:
+        core.evolve(state, event)
+    core.evolve(state, core.deleted(first.deletions[0], AFTER))
+    (left,) = when_swept(state, AFTER).deletions
+    assert left.copy.store == "archive"
+    core.evolve(state, core.deleted(left, AFTER))
+    assert kinds(when_swept(state, AFTER)) == []
+    assert "f1" in state.finished
+
+
+def test_a_redelivered_replica_is_recorded_once() -> None:
+    """The same DataFileReplicated twice adds one replica."""
+    state = given(
+        *delivered("f1", "site-a"), replicated("f1", "archive"), replicated("f1", "archive")
+    )
+    assert [c.store for c in state.files["f1"].copies()] == ["file:///store", "archive"]

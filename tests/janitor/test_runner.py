@@ -13,9 +13,9 @@ import pytest
 
 from bus.config.view import ConfigView
 from bus.events import Event
-from bus.events.base import TransferStatus
+from bus.events.base import Envelope, TransferStatus
 from bus.events.config import DeleteFromSpool
-from bus.events.datafiles import DataFileDeleted, DataFileExpired
+from bus.events.datafiles import DataFileDeleted, DataFileExpired, DataFileReplicated
 from bus.events.transfers import TransferExpired
 from bus.publisher import Publisher
 from bus.topics import DAY_MS, TopicSpec, apply_topics
@@ -215,3 +215,55 @@ async def test_restart_mid_sweep_resumes_without_double_delete(
     ) == dict.fromkeys(files, 1)
     assert sorted(crashing.deleted + resumed.deleted) == sorted(files)  # no object twice
     assert second.sweeps >= 2
+
+
+class NamedLocalStores:
+    """Stores by name, each a local store (what ``NamedStores`` resolves ``file`` hosts to)."""
+
+    def __init__(self, **stores: LocalStore) -> None:
+        self.stores = stores
+
+    def store_for(self, name: str) -> LocalStore:
+        return self.stores[name]
+
+
+async def test_replicas_are_deleted_with_the_stored_copy(
+    kafka: str, topics: tuple[str, str], publisher: Publisher, tmp_path: Path
+) -> None:
+    """An expired file replicated to the archive store loses both copies, one DataFileDeleted
+    per store."""
+    store, archive = CountingStore(tmp_path / "store"), CountingStore(tmp_path / "archive")
+    dfid = new_id()
+    await put_object(store, dfid)
+    await put_object(archive, dfid)
+    past = datetime.now(UTC) - timedelta(minutes=5)
+    await publish_history(publisher, topics, dfid, "site-a", past, done=True)
+    replica = DataFileReplicated(
+        envelope=Envelope(event_id=new_id(), occurred_at=past, source="test", correlation_id=dfid),
+        data_file_id=dfid,
+        guid=dfid,
+        from_store="local",
+        to_store="archive",
+        location=dfid,
+        size=10,
+        duration_ms=1,
+    )
+    await publisher.publish(topics[0], dfid, replica)
+    runner = JanitorRunner(
+        kafka,
+        store,
+        CONFIG,
+        stores=NamedLocalStores(local=store, archive=archive),
+        datafiles_topic=topics[0],
+        transfers_topic=topics[1],
+        interval=0.3,
+    )
+    task = asyncio.create_task(runner.run())
+    try:
+        await eventually(lambda: _deleted_count(kafka, topics[0], 2))
+    finally:
+        runner.stop()
+        await asyncio.wait_for(task, 20)
+    events = await read_events(kafka, topics[0])
+    assert sorted(e.store for e in events if isinstance(e, DataFileDeleted)) == ["archive", "local"]
+    assert (store.deleted, archive.deleted) == ([dfid], [dfid])
