@@ -16,12 +16,18 @@ Rules kept here:
   Logical types are stripped from the parsed schemas and converted by those converters:
   fastavro would otherwise build ``UUID`` objects and go through its slower logical path.
 - Every way a payload can be wrong raises ``DecodeError`` saying which.
+- Two paths, one format: the compiled codec (``native/avro``, module ``ecpds_avro``) encodes
+  and decodes current-version events straight from/to the dataclasses when it is installed;
+  the pure-Python path (converters + fastavro) does everything else (earlier versions, the
+  precise error for a foreign payload) and all of it when ``ECPDS_CODEC=python`` or the
+  compiled module is missing. Both write the same bytes (``tests/bus/test_codec_native.py``).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, is_dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,7 +35,7 @@ from enum import Enum
 from io import BytesIO
 from pathlib import Path
 from types import MemberDescriptorType
-from typing import Any, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
@@ -257,6 +263,58 @@ class _ConverterBuilder:
         return self.namespace
 
 
+# --- the compiled codec -----------------------------------------------------------------------
+
+CODEC_ENV = "ECPDS_CODEC"
+"""``python`` forces the pure-Python path, ``native`` requires the compiled one, else: auto."""
+
+
+class NativeCodec(Protocol):
+    """What the catalogue uses of ``ecpds_avro.Codec``."""
+
+    def encode(self, event: Event, /) -> bytes: ...
+
+    def decode(self, data: bytes, /) -> Any: ...  # the event, or None when not one it knows
+
+
+def _native_codec(
+    native: bool | None,
+    events: Mapping[str, type[Event]],
+    classes: Mapping[str, type],
+    expanded: Mapping[str, dict[str, Any]],
+    fingerprints: Mapping[str, bytes],
+) -> NativeCodec | None:
+    """The compiled codec of these events, or None for the pure-Python path.
+
+    ``native`` None follows ``ECPDS_CODEC`` (read here, once per catalogue, because the
+    catalogue is built at import, before any settings object exists).
+    """
+    if native is None:
+        choice = os.environ.get(CODEC_ENV, "auto")
+        if choice == "python":
+            return None
+        native = True if choice == "native" else None
+    if native is False:
+        return None
+    try:
+        import ecpds_avro  # optional: built by infra/install.sh when cargo is there
+    except ImportError:
+        if native:
+            raise
+        return None
+    try:
+        compiled: NativeCodec = ecpds_avro.compile_codec(
+            (ecpds_avro.EventSchema(events[n], fingerprints[n], s) for n, s in expanded.items()),
+            classes,
+            DecodeError,
+        )
+    except ecpds_avro.Unsupported:
+        if native:
+            raise
+        return None
+    return compiled
+
+
 # --- the catalogue ----------------------------------------------------------------------------
 
 
@@ -287,13 +345,19 @@ class SchemaVersion:
 
 
 class Catalogue:
-    """Every event schema of a directory, parsed once, with a converter per event class."""
+    """Every event schema of a directory, parsed once, with a converter per event class.
+
+    ``native``: True requires the compiled codec, False keeps to the pure-Python path, None
+    (the default) follows ``ECPDS_CODEC`` and otherwise uses the compiled codec if installed.
+    """
 
     def __init__(
         self,
         directory: Path = SCHEMAS_DIR,
         events: Mapping[str, type[Event]] = EVENT_TYPES,
         named: Mapping[str, type] = NAMED_TYPES,
+        *,
+        native: bool | None = None,
     ) -> None:
         definitions: dict[str, Any] = {}
         previous: list[Any] = []
@@ -346,6 +410,7 @@ class Catalogue:
                 current.parsed,
                 current.from_avro,
             )
+        self.native = _native_codec(native, events, {**named, **events}, expanded, self._current)
 
     def _add_version(self, name: str, schema: dict[str, Any], *, current: bool) -> bytes:
         fp = fingerprint(to_parsing_canonical_form(schema))
@@ -361,6 +426,8 @@ class Catalogue:
 
     def encode(self, event: Event) -> bytes:
         """The single-object encoding of an event."""
+        if self.native is not None:
+            return self.native.encode(event)
         try:
             writer = self._writers[type(event)]
         except KeyError:
@@ -386,6 +453,10 @@ class Catalogue:
 
     def decode(self, data: bytes) -> Event:
         """The event in a single-object-encoded payload; ``DecodeError`` says what is wrong."""
+        if self.native is not None:
+            decoded: Event | None = self.native.decode(data)
+            if decoded is not None:
+                return decoded
         reader = self._readers.get(bytes(data[2:HEADER_SIZE]))
         if reader is None or data[:2] != MARKER:
             self.version_of(data)  # raises the precise reason

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs whatever is missing for ecpds on a fresh Debian machine, and nothing twice:
 # Debian packages (infra/apt-packages.txt), the Python venv (.venv, from pyproject.toml),
-# Kafka jars (Maven, infra/kafka/pom.xml) and the Node test servers (infra/npm).
+# the compiled Avro codec (native/avro, Rust), Kafka jars (Maven, infra/kafka/pom.xml) and the
+# Node test servers (infra/npm).
 # Each step is skipped when its stamp says it is done for the current inputs.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -38,6 +39,25 @@ venv_step() {
   echo "$d" >"$STAMPS/venv"
 }
 
+native_step() {
+  # Optional: without cargo, bus.codec keeps to its pure-Python path (several times slower).
+  if [ -d "$HOME/.cargo/bin" ]; then PATH="$HOME/.cargo/bin:$PATH"; fi
+  local d; d=$(digest $(find native/avro -path native/avro/target -prune -o -type f \
+    \( -name '*.rs' -o -name '*.toml' -o -name '*.py' -o -name '*.pyi' -o -name Cargo.lock \) \
+    -print | sort))
+  if [ "$(cat "$STAMPS/native" 2>/dev/null)" = "$d" ] && .venv/bin/python -c 'import ecpds_avro' 2>/dev/null; then
+    return 0
+  fi
+  if ! command -v cargo >/dev/null 2>&1; then
+    echo "install: no Rust toolchain (cargo): skipping the compiled Avro codec (native/avro);"
+    echo "         bus.codec uses its pure-Python path. Install Rust (rustup, or Debian's cargo) for it."
+    return 0
+  fi
+  echo "install: compiled Avro codec (native/avro)"
+  .venv/bin/pip install -q --disable-pip-version-check ./native/avro
+  echo "$d" >"$STAMPS/native"
+}
+
 kafka_step() { infra/kafka/kafka.sh install; }
 
 npm_step() {
@@ -51,5 +71,6 @@ npm_step() {
 
 apt_step
 venv_step
+native_step
 kafka_step
 npm_step

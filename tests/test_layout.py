@@ -78,6 +78,7 @@ def test_top_level_is_the_fixed_layout() -> None:
         "store",
         "cli",
         "bench",
+        "native",
     }
     present = {p.name for p in ROOT.iterdir() if p.is_dir() and not p.name.startswith(".")}
     present -= {"var", "__pycache__", "ecpds.egg-info"}
