@@ -10,6 +10,7 @@
 
 mod decode;
 mod encode;
+mod murmur;
 mod program;
 mod time;
 
@@ -228,8 +229,15 @@ impl Codec {
     }
 }
 
+/// Kafka's murmur2 hash of a key (see `murmur`).
+#[pyfunction]
+fn murmur2(data: &[u8]) -> u32 {
+    murmur::murmur2(data)
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Codec>()?;
+    m.add_function(wrap_pyfunction!(murmur2, m)?)?;
     Ok(())
 }

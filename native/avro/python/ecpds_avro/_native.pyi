@@ -17,3 +17,6 @@ class Codec:
         """The single-object encoding of an event (``TypeError`` for a class it does not know)."""
     def decode(self, data: bytes, /) -> Any:
         """The event in a payload, or ``None`` when the payload is not one of its events."""
+
+def murmur2(data: bytes, /) -> int:
+    """Kafka's murmur2 hash of a key, unsigned 32-bit (as aiokafka's ``partitioner.murmur2``)."""
