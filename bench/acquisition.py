@@ -1,4 +1,5 @@
-"""Benchmark: one acquisition poll of a local folder of 100,000 entries that finds 100 new files.
+"""Benchmark: one acquisition poll of a 100,000-entry provider directory that finds 100 new
+files, from a local folder and over SFTP (OpenSSH sshd on 127.0.0.1), beside the native listing.
 
 The folder holds 99,900 files already acquired (their dedup state is built in memory from
 the same events a runner rebuilds from the log) and 100 new ones. Figures, all in one run:
@@ -6,16 +7,22 @@ the same events a runner rebuilds from the log) and 100 new ones. Figures, all i
 - ``listing_ms``: list + select + dedup of the whole folder (``ListingCompleted.duration_ms``);
 - ``poll_ms``: the whole poll, the 100 files retrieved through the ingest service (Kafka
   events with acks=all, bytes in a local store) and their transfers queued;
-- ``idle_poll_ms`` and ``idle_per_file_events``: a second poll with nothing new (it must
-  publish no per-file event);
+- ``idle_poll_ms`` and ``idle_per_file_events``: a second poll with nothing new; the bench
+  fails unless it found nothing, applied no per-file event and put exactly one event (its
+  ``ListingCompleted``) on the acquisition topic (``idle_events_published``);
 - baseline: ``ls -l`` of the same folder (output to /dev/null), best of 3.
+- ``sftp_*``: the same for another destination whose acquisition host reaches the same folder
+  over SFTP (a private OpenSSH sshd, ``internal-sftp``, key auth, AES-GCM): the listing's
+  time includes the SSH connection, as the baseline's does: OpenSSH's ``sftp -b`` running
+  ``ls -l`` on the folder (output to /dev/null), best of 3.
 
 - ``idle_hosts_cpu_percent``: 500 hosts (empty local folders) polled every 10 s for 30 s by
   the runner's scheduler with nothing new: CPU of this process as a share of one core
   (target: under 20%), and the number of polls done.
 
-Target: ``listing_ms`` within 2x ``ls -l``. Own topics per run; the folder and the store are
-deleted at the end. Prints one JSON object.
+Target: ``listing_ms`` within 2x ``ls -l`` and ``sftp_listing_ms`` within 2x ``sftp ls -l``.
+Own topics per run; the folder, the sshd and the store are gone at the end. Prints one JSON
+object.
 """
 
 from __future__ import annotations
@@ -32,10 +39,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import uvloop
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _infra import emit, service, settings
+from sftp import CIPHER, Sshd  # bench/sftp.py: the SFTP benchmark's private sshd
 
 from bus.config.view import ConfigView
 from bus.events.acquisition import FileDiscovered, RetrievalSucceeded
@@ -43,13 +52,14 @@ from bus.events.base import Envelope
 from bus.events.config import Association, Destination, DestinationType, Host, HostType
 from bus.logging import configure
 from bus.publisher import Publisher
-from bus.topics import TopicSpec, apply_topics, catalogue
+from bus.topics import TopicSpec, apply_topics, catalogue, partition_counts
 from producers.acquisition.hosts import location_for
-from producers.acquisition.poll import Poller
+from producers.acquisition.poll import Poller, PollReport
 from producers.acquisition.runner import Scheduler
 from producers.acquisition.state import AcquisitionState
 from producers.ingest.index import IngestIndex
 from producers.ingest.service import IngestService, IngestTopics
+from protocols.base import Location
 from store.local import LocalStore
 
 TOTAL = 100_000
@@ -109,7 +119,7 @@ def _populate(folder: Path) -> list[str]:
     return names
 
 
-def _known(state: AcquisitionState, folder: Path, names: list[str]) -> None:
+def _known(state: AcquisitionState, folder: Path, names: list[str], host: str) -> None:
     """The dedup state of the files acquired before: the events a runner reads back."""
     at = datetime.now(UTC) - timedelta(minutes=5)
     mtime = datetime.fromtimestamp(time.time() - 3600, UTC)
@@ -120,7 +130,7 @@ def _known(state: AcquisitionState, folder: Path, names: list[str]) -> None:
             FileDiscovered(
                 envelope=Envelope(
                     event_id=str(uuid.uuid4()), occurred_at=at, source="bench", correlation_id=name
-                ), host_id="bench", destination="bench", path=path, name=name,
+                ), host_id=host, destination=host, path=path, name=name,
                 size=64, modified_at=mtime, target=name,
             )
         )  # fmt: skip
@@ -132,7 +142,7 @@ def _known(state: AcquisitionState, folder: Path, names: list[str]) -> None:
                     source="bench",
                     correlation_id=name,
                 ),
-                host_id="bench", destination="bench", path=path, data_file_id=f"d-{name}",
+                host_id=host, destination=host, path=path, data_file_id=f"d-{name}",
                 size=64, duration_ms=1,
             )
         )  # fmt: skip
@@ -145,6 +155,55 @@ def _ls(folder: Path) -> float:
         subprocess.run(["ls", "-l", str(folder)], stdout=subprocess.DEVNULL, check=True)
         best = min(best, time.perf_counter() - t0)
     return best * 1000
+
+
+def _sftp_ls(sshd: Sshd, folder: Path) -> float:
+    return min(sshd.sftp_batch(f"ls -l {folder}\n") for _ in range(3)) * 1000
+
+
+async def _log_size(bootstrap: str, topic: str) -> int:
+    """How many records ``topic`` holds (the sum of its partitions' end offsets)."""
+    counts = await partition_counts(bootstrap, [topic])
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(counts[topic])])
+        return sum(ends.values())
+    finally:
+        await consumer.stop()
+
+
+async def _case(poller: Poller, host: Host, bootstrap: str) -> tuple[PollReport, dict[str, float]]:
+    """The poll finding the 100 new files, then a poll finding nothing (checked: one event)."""
+
+    def locate() -> Location:
+        return location_for(host, None)
+
+    t0 = time.perf_counter()
+    report = await poller.poll(host, host.id, locate)
+    poll_ms = (time.perf_counter() - t0) * 1000
+    applied, published = poller.state.applied, await _log_size(bootstrap, poller.topic)
+    t0 = time.perf_counter()
+    idle = await poller.poll(host, host.id, locate)
+    idle_ms = (time.perf_counter() - t0) * 1000
+    idle_events = poller.state.applied - applied
+    idle_published = await _log_size(bootstrap, poller.topic) - published
+    if idle.listing.files_new or idle_events or idle_published != 1 or idle.listing.errors:
+        raise RuntimeError(
+            f"{host.id}: a poll finding nothing published per-file events: "
+            f"new={idle.listing.files_new} applied={idle_events} published={idle_published} "
+            f"errors={idle.listing.errors}"
+        )
+    acquired = max(len(report.succeeded), 1)
+    return report, {
+        "poll_ms": round(poll_ms, 1),
+        "per_new_file_ms": round((poll_ms - report.listing.duration_ms) / acquired, 2),
+        "idle_poll_ms": round(idle_ms, 1),
+        "idle_listing_ms": idle.listing.duration_ms,
+        "idle_new_files": idle.listing.files_new,
+        "idle_per_file_events": idle_events,
+        "idle_events_published": idle_published,
+    }
 
 
 async def main() -> None:
@@ -168,18 +227,35 @@ async def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="ecpds-bench-acq-", dir=shm))
     folder = work / "provider"
     folder.mkdir()
+    sshd: Sshd | None = None
     try:
         t0 = time.perf_counter()
         names = await asyncio.to_thread(_populate, folder)
         populate_s = time.perf_counter() - t0
-        state = AcquisitionState()
-        _known(state, folder, names[: TOTAL - NEW])
-        dest = Destination(name="bench", type=DestinationType.ACQUISITION, transfer_group="g")
+        sshd = Sshd(work / "sshd")
+        spec = f"{folder}/{{obs_.*\\.bufr}}"
         host = Host(
             id="bench", nickname="bench", type=HostType.ACQUISITION, protocol="file",
-            address="localhost", directory=f"{folder}/{{obs_.*\\.bufr}}",
+            address="localhost", directory=spec,
         )  # fmt: skip
-        config = _Config(ConfigView(destinations={"bench": dest}, hosts={"bench": host}))
+        sftp_host = Host(
+            id="bench-sftp", nickname="bench-sftp", type=HostType.ACQUISITION, protocol="sftp",
+            address=f"127.0.0.1:{sshd.port}", login="root", directory=spec,
+            options={
+                "sftp.privateKeyFile": str(sshd.key), "sftp.fingerPrint": sshd.fingerprint,
+                "sftp.cipher": CIPHER,
+            },
+        )  # fmt: skip
+        known = names[: TOTAL - NEW]
+        state, sftp_state = AcquisitionState(), AcquisitionState()
+        _known(state, folder, known, host.id)
+        _known(sftp_state, folder, known, sftp_host.id)
+        dests = {
+            h.id: Destination(name=h.id, type=DestinationType.ACQUISITION, transfer_group="g")
+            for h in (host, sftp_host)
+        }
+        hosts = {h.id: h for h in (host, sftp_host)}
+        config = _Config(ConfigView(destinations=dests, hosts=hosts))
         store = LocalStore(work / "store", durable=True)
         async with Publisher(s.kafka_bootstrap, client_id="bench-acq", linger_ms=0) as publisher:
             service_ = IngestService(
@@ -191,18 +267,15 @@ async def main() -> None:
                 source="bench",
             )
             poller = Poller(service_, state, publisher, acquisition_topic, source="bench")
+            sftp_poller = Poller(service_, sftp_state, publisher, acquisition_topic, source="bench")
             ls_ms = _ls(folder)
-            t0 = time.perf_counter()
-            report = await poller.poll(host, "bench", lambda: location_for(host, None))
-            poll_ms = (time.perf_counter() - t0) * 1000
-            applied = state.applied
-            t0 = time.perf_counter()
-            idle = await poller.poll(host, "bench", lambda: location_for(host, None))
-            idle_ms = (time.perf_counter() - t0) * 1000
-            idle_events = state.applied - applied
+            report, local = await _case(poller, host, s.kafka_bootstrap)
+            sftp_ls_ms = _sftp_ls(sshd, folder)
+            sftp_report, sftp = await _case(sftp_poller, sftp_host, s.kafka_bootstrap)
             many = await _idle_hosts(poller, work)
         await store.close()
         listing_ms = report.listing.duration_ms
+        sftp_listing_ms = sftp_report.listing.duration_ms
         emit(
             {
                 "benchmark": "acquisition",
@@ -211,20 +284,28 @@ async def main() -> None:
                 "acquired": len(report.succeeded),
                 "failed": len(report.failed),
                 "listing_ms": listing_ms,
-                "poll_ms": round(poll_ms, 1),
-                "per_new_file_ms": round((poll_ms - listing_ms) / max(len(report.succeeded), 1), 2),
-                "idle_poll_ms": round(idle_ms, 1),
-                "idle_new_files": idle.listing.files_new,
-                "idle_per_file_events": idle_events,
+                **local,
                 "baseline_ls_l_ms": round(ls_ms, 1),
                 "ratio_listing_vs_ls_l": round(listing_ms / ls_ms, 2),
-                "ratio_idle_poll_vs_ls_l": round(idle_ms / ls_ms, 2),
+                "ratio_idle_poll_vs_ls_l": round(local["idle_poll_ms"] / ls_ms, 2),
+                "sftp_new_files": sftp_report.listing.files_new,
+                "sftp_acquired": len(sftp_report.succeeded),
+                "sftp_failed": len(sftp_report.failed),
+                "sftp_listing_ms": sftp_listing_ms,
+                **{f"sftp_{k}": v for k, v in sftp.items()},
+                "baseline_sftp_ls_l_ms": round(sftp_ls_ms, 1),
+                "ratio_sftp_listing_vs_sftp_ls_l": round(sftp_listing_ms / sftp_ls_ms, 2),
+                "ratio_sftp_idle_listing_vs_sftp_ls_l": round(
+                    sftp["idle_listing_ms"] / sftp_ls_ms, 2
+                ),
                 "populate_s": round(populate_s, 1),
                 **many,
-                "target": "listing within 2x ls -l; idle hosts under 20% of a core",
+                "target": "listings within 2x ls -l / sftp ls -l; idle hosts under 20% of a core",
             }
         )
     finally:
+        if sshd is not None:
+            sshd.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -168,7 +168,7 @@ class Poller:
                 return PollReport(completed)
             for c, options, reason in new:
                 ok, conn = await self._acquire(
-                    conn, location, host, destination, c, options, reason
+                    conn, location, host, destination, c, options, reason, completed
                 )
                 (succeeded if ok else failed).append(c.path)
         finally:
@@ -185,6 +185,7 @@ class Poller:
         c: Candidate,
         options: Options,
         reason: DiscoveryReason,
+        listing: ListingCompleted,
     ) -> tuple[bool, Connection]:
         deadline = time.monotonic() + options.retrieval_maximum_duration_ms / 1000
         expected = c.size if options.size_check else None
@@ -205,6 +206,7 @@ class Poller:
             reason,
             lambda t: remote_body(conn, c.path, expected, deadline, t),
             after_store=delete if options.delete_original else None,
+            cause=listing.envelope.event_id,
         )
         if not ok and tally.error is not None and getattr(tally.error, "retriable", True):
             # the session's state is unknown after a broken download: start a fresh one
@@ -226,17 +228,22 @@ class Poller:
         after_store: Callable[[], Awaitable[bool]] | None = None,
         data_id: str | None = None,
         checksum: tuple[str, str] | None = None,
+        cause: str | None = None,
     ) -> tuple[bool, Tally]:
         """Discover, stream ``body`` into the ingest service, report the outcome.
 
         ``after_store`` runs once the file is stored and queued (the delete of the original)
-        and says whether it did its job. The key is in flight meanwhile: no poll takes it."""
+        and says whether it did its job. The key is in flight meanwhile: no poll takes it.
+        Causation chain (one file's path, event to event): ``cause`` (the listing that found
+        it) -> ``FileDiscovered`` -> ``DataFileRegistered`` (the ingest's chain
+        follows) and -> ``RetrievalSucceeded``/``RetrievalFailed``."""
         key = (destination, c.target)
         self.in_flight.add(key)
         try:
             return await self._retrieve(
-                host_id, destination, c, options, reason, body, after_store, data_id, checksum
-            )
+                host_id, destination, c, options, reason, body, after_store, data_id, checksum,
+                cause,
+            )  # fmt: skip
         finally:
             self.in_flight.discard(key)
 
@@ -251,9 +258,10 @@ class Poller:
         after_store: Callable[[], Awaitable[bool]] | None,
         data_id: str | None,
         checksum: tuple[str, str] | None,
+        cause: str | None,
     ) -> tuple[bool, Tally]:
         discovered = FileDiscovered(
-            envelope=self._envelope(f"{destination}/{c.target}"),
+            envelope=self._envelope(f"{destination}/{c.target}", cause),
             host_id=host_id,
             destination=destination,
             path=c.path,
@@ -284,6 +292,8 @@ class Poller:
             size=c.size,
             requested_by=requester(host_id),
             original=c.path,
+            acquisition_host=host_id,
+            causation_id=discovered.envelope.event_id,
         )
         outcome = await self.service.submit(submission, body(tally))
         duration = int((time.monotonic() - t0) * 1000)

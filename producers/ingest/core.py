@@ -64,6 +64,8 @@ class Submission:
     user: str | None = None  # data user login, when a data user submits
     requested_by: str | None = None  # who submitted: token:<name> or user:<login>
     original: str | None = None  # original file name
+    acquisition_host: str | None = None  # the provider host it was acquired from
+    causation_id: str | None = None  # the event that caused it (an acquisition discovery)
 
     @property
     def key(self) -> UniqueKey:

@@ -161,7 +161,7 @@ class IngestService:
         plan, s = decision.plan, submission
         dfid = new_object_id()
         registered = DataFileRegistered(
-            envelope=self._envelope(dfid),
+            envelope=self._envelope(dfid, s.causation_id),
             data_file_id=dfid,
             destination=s.destination,
             target=s.target,
@@ -178,6 +178,7 @@ class IngestService:
             original=s.original,
             expected_size=s.size,
             requested_by=s.requested_by,
+            acquisition_host=s.acquisition_host,
             metadata=dict(s.metadata),
         )
         self.index.apply(registered)  # at once: a concurrent duplicate is refused from here on
