@@ -25,10 +25,8 @@ import heapq
 import itertools
 import signal
 import time
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import uvloop
@@ -36,23 +34,21 @@ import uvloop
 from bus.config.secrets import OperatorKey
 from bus.config.view import ConfigView, LiveConfig, config_spec
 from bus.events import Event
-from bus.events.base import Envelope
 from bus.events.config import Host
-from bus.events.datafiles import DataFileRegistrationFailed
 from bus.logging import configure, get_logger
 from bus.publisher import Publisher
 from bus.settings import Settings
 from bus.topics import ACQUISITION, CONFIG, DATAFILES, TRANSFERS, TopicSpec, apply_topics, catalogue
 from producers.acquisition.hosts import Job, jobs_of, location_for
 from producers.acquisition.poll import Poller, PollReport
-from producers.acquisition.state import REQUESTER_PREFIX, AcquisitionState
+from producers.acquisition.state import AcquisitionState
 from producers.acquisition.wis2 import Subscriber
+from producers.ingest.core import requested_by_acquisition
 from producers.ingest.follower import LogFollower
 from producers.ingest.index import IngestIndex
 from producers.ingest.service import IngestService, IngestTopics
 from protocols.base import Location
 from store.local import LocalStore
-from store.objects import ObjectId
 
 log = get_logger(__name__)
 
@@ -286,43 +282,12 @@ async def running(
             topics=options.topics,
             source=source,
         )
-        await _close_open_registrations(store, options.topics.datafiles, index, publisher, source)
+        # registrations of acquisition a crash left open are failed (their keys are free for
+        # the retry); the ingest API recovers its own. One acquisition runner per set of topics.
+        await service.recover(owned=requested_by_acquisition)
         poller = Poller(service, state, publisher, options.acquisition_topic, source=source)
         log.info("acquisition state ready", keys=len(state.known), files=len(index.files))
         yield Scheduler(poller, live, settings.key_file, options.limit)
-
-
-async def _close_open_registrations(
-    store: LocalStore, topic: str, index: IngestIndex, publisher: Publisher, source: str
-) -> None:
-    """Registrations of acquisition left open by a crash are marked failed (and their bytes
-    deleted), so their keys are free for the retry. Only those requested by acquisition: the
-    ingest API recovers its own (``IngestService.recover``). Assumes one acquisition runner
-    per set of topics."""
-    for entry in index.open_registrations():
-        r = entry.registered
-        if not (r.requested_by or "").startswith(REQUESTER_PREFIX):
-            continue
-        with contextlib.suppress(Exception):
-            if await store.exists(ObjectId(r.data_file_id)):
-                await store.delete(ObjectId(r.data_file_id))
-        event = DataFileRegistrationFailed(
-            envelope=Envelope(
-                event_id=str(uuid.uuid4()),
-                occurred_at=datetime.now(UTC),
-                source=source,
-                correlation_id=r.data_file_id,
-                causation_id=r.envelope.event_id,
-            ),
-            data_file_id=r.data_file_id,
-            stage="recovery",
-            error_class="Interrupted",
-            message="acquisition interrupted before storage",
-            retriable=True,
-        )
-        await publisher.publish(topic, r.data_file_id, event)
-        index.apply(event)
-        log.warning("closed an interrupted acquisition", data_file_id=r.data_file_id)
 
 
 async def serve(settings: Settings, options: RuntimeOptions) -> None:

@@ -26,9 +26,10 @@ from bus.events.datafiles import (
     DataFileStored,
 )
 from producers.acquisition.core import Known, Status
+from producers.ingest.core import ACQUISITION_REQUESTER
 
 Key = tuple[str, str]  # destination, target
-REQUESTER_PREFIX = "acquisition/"
+REQUESTER_PREFIX = ACQUISITION_REQUESTER
 
 
 def requester(host_id: str) -> str:

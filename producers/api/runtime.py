@@ -22,6 +22,7 @@ from bus.settings import Settings
 from bus.topics import CONFIG, TopicSpec, apply_topics, catalogue
 from producers.api.app import ApiState
 from producers.api.auth import Authenticator, TokenBook
+from producers.ingest.core import requested_by_acquisition
 from producers.ingest.follower import LogFollower
 from producers.ingest.index import IngestIndex
 from producers.ingest.service import IngestService, IngestTopics
@@ -106,7 +107,7 @@ async def running(
             topics=options.topics,
             source=source,
         )
-        recovery = await service.recover()
+        recovery = await service.recover(owned=lambda r: not requested_by_acquisition(r))
         log.info(
             "ingest index ready",
             files=len(index.files),

@@ -27,7 +27,7 @@ from typing import Protocol
 from bus.config.view import ConfigView
 from bus.events.base import TransferStatus
 from bus.events.config import PortalOperation
-from bus.events.datafiles import RefusalReason, SubmissionMode
+from bus.events.datafiles import DataFileRegistered, RefusalReason, SubmissionMode
 
 MAX_PRIORITY = 99
 DEFAULT_PRIORITY = 99
@@ -36,6 +36,14 @@ MAX_METADATA_VALUE = 255
 MAX_TARGET = 1024
 
 UniqueKey = tuple[str, str, str]  # destination, target, version ("" when none)
+
+
+ACQUISITION_REQUESTER = "acquisition/"  # + host id: the requester of acquired data files
+
+
+def requested_by_acquisition(registered: DataFileRegistered) -> bool:
+    """Whether acquisition registered this data file (its requester names an acquisition host)."""
+    return (registered.requested_by or "").startswith(ACQUISITION_REQUESTER)
 
 
 def unique_key(destination: str, target: str, version: str | None) -> UniqueKey:

@@ -59,6 +59,10 @@ from store.ports import ObjectStore
 log = get_logger(__name__)
 
 
+def _anyone(_registered: DataFileRegistered) -> bool:
+    return True
+
+
 class ConfigSource(Protocol):
     """Anything with a current configuration view (``LiveConfig`` in production)."""
 
@@ -343,11 +347,15 @@ class IngestService:
         except EcpdsError as error:
             log.error("cannot delete the object of a failed registration", error=str(error))
 
-    async def recover(self) -> Recovery:
-        """Close what a crash left open (run once the index has read the log to its end)."""
+    async def recover(self, owned: Callable[[DataFileRegistered], bool] = _anyone) -> Recovery:
+        """Close what a crash left open (run once the index has read the log to its end), of
+        the registrations ``owned`` says this service made: the ingest API and acquisition
+        each recover their own, so neither fails the other's uploads in flight."""
         failed: list[str] = []
         for entry in self.index.open_registrations():
             r = entry.registered
+            if not owned(r):
+                continue
             await self._delete(r.data_file_id)  # bytes may be durable without their event
             event = DataFileRegistrationFailed(
                 envelope=self._envelope(r.data_file_id, r.envelope.event_id),
@@ -362,6 +370,8 @@ class IngestService:
             failed.append(r.data_file_id)
         requeued: list[str] = []
         for entry in self.index.stored_without_transfers():
+            if not owned(entry.registered):
+                continue
             await self._requeue(entry)
             requeued.append(entry.registered.data_file_id)
         if failed or requeued:

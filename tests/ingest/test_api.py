@@ -285,20 +285,25 @@ async def test_restart_recovers_and_still_refuses_duplicates(
     client: httpx.AsyncClient, kafka: str, settings: Settings, names: Names, publisher: Publisher
 ) -> None:
     """After a restart: a registration without Stored is marked failed and never queued, a
-    stored file whose transfers were lost gets them queued, and duplicates are still refused."""
+    stored file whose transfers were lost gets them queued, and duplicates are still refused;
+    a registration acquisition has in flight is left to acquisition."""
     kept = await client.post(
         "/api/v1/datafiles", params={"destination": "site-b", "target": "kept.bin"}, content=b"k"
     )
     assert kept.status_code == 201
-    orphan, half = new_object_id(), new_object_id()
+    orphan, half, acquired = new_object_id(), new_object_id(), new_object_id()
     expiry = datetime.now(UTC) + timedelta(days=1)
-    for dfid, target in ((orphan, "orphan.bin"), (half, "half.bin")):
+    for dfid, target, by in (
+        (orphan, "orphan.bin", None),
+        (half, "half.bin", None),
+        (acquired, "acquired.bin", "acquisition/provider-1"),
+    ):
         await publisher.publish(
             names.topics.datafiles,
             dfid,
             DataFileRegistered(
                 envelope=_env(dfid), data_file_id=dfid, destination="site-b", target=target,
-                transfer_group="default", expiry_time=expiry,
+                transfer_group="default", expiry_time=expiry, requested_by=by,
             ),
         )  # fmt: skip
     store = LocalStore(names.store, durable=False)
@@ -342,6 +347,8 @@ async def test_restart_recovers_and_still_refuses_duplicates(
     assert isinstance(failed, DataFileRegistrationFailed)
     assert failed.message == "interrupted before storage"
     assert not await store.exists(ObjectId(orphan))
+    acquired_events = await events_of(kafka, names.topics, acquired)
+    assert [type(e).__name__ for e in acquired_events] == ["DataFileRegistered"]
     half_events = await events_of(kafka, names.topics, half)
     assert [type(e).__name__ for e in half_events] == [
         "DataFileRegistered",
