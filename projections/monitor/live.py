@@ -18,7 +18,7 @@ from typing import Any
 
 from bus.logging import get_logger
 from projections.monitor.queries import Filter, Queries
-from projections.monitor.view import destination_badge, jsonable
+from projections.monitor.view import destination_badge, health, jsonable
 
 log = get_logger(__name__)
 
@@ -45,8 +45,16 @@ class Change:
 
 
 def _with_badge(row: Mapping[str, Any]) -> dict[str, Any]:
-    badge = destination_badge(row.get("status"))
-    return {**row, "status_name": badge.name, "colour": badge.colour}
+    badge, h = destination_badge(row.get("status")), health(row)
+    return {
+        **row,
+        "status_name": badge.name,
+        "colour": badge.colour,
+        "health": h.level,
+        "health_name": h.name,
+        "health_colour": h.colour,
+        "health_reason": h.reason,
+    }
 
 
 @dataclass

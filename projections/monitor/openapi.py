@@ -79,7 +79,9 @@ def document() -> dict[str, Any]:
         },
         "security": [{"token": []}, {"session": []}],
         "paths": {
-            "/api/v1/destinations": _get("destinations with counts (query q, status, limit)"),
+            "/api/v1/destinations": _get(
+                "destinations with counts (query q, status: a code or `failing`, limit)"
+            ),
             "/api/v1/destinations/{name}": _get("a destination, queue, running, hosts", "name"),
             "/api/v1/destinations/{name}/minutes": _get("files/bytes/errors per minute", "name"),
             "/api/v1/destinations/{name}/{verb}": _post(

@@ -15,11 +15,14 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from projections.db import checked_schema
+from projections.monitor.view import CRITICAL, FAILING, WARNING
 
 Row = Mapping[str, Any]
 
 QUEUED = ("WAIT", "RETR", "HOLD", "INIT", "SCHE", "FETC", "INTR")
 """Transfer statuses that are still waiting in a destination's queue."""
+
+_UNHEALTHY = sorted(CRITICAL | WARNING)  # the statuses of ``view.health`` that are not OK
 
 OVERVIEW_COLUMNS: LiteralString = (
     "name, status, status_reason, current_host, type, country, transfer_group, active,"
@@ -30,7 +33,8 @@ OVERVIEW_COLUMNS: LiteralString = (
 
 @dataclass(frozen=True, slots=True)
 class Filter:
-    """The overview's filter: a name/country/comment search and a status code."""
+    """The overview's filter: a name/country/comment search and a status code, or
+    ``failing`` for every destination whose ``view.health`` is not OK."""
 
     search: str = ""
     status: str = ""
@@ -73,8 +77,11 @@ class Queries:
             "SELECT " + OVERVIEW_COLUMNS + " FROM destination_overview"  # noqa: S608 (constant columns)
             " WHERE NOT removed AND (%s = '' OR name ILIKE %s OR country ILIKE %s"
             "  OR comment ILIKE %s OR current_host ILIKE %s)"
-            " AND (%s = '' OR status = %s) ORDER BY name LIMIT %s",
-            (f.search, like, like, like, like, f.status, f.status, f.limit),
+            " AND (%s = '' OR status = %s OR (%s = %s AND (status = ANY(%s)"
+            "  OR (last_error_at IS NOT NULL"
+            "   AND (last_success_at IS NULL OR last_error_at > last_success_at)))))"
+            " ORDER BY name LIMIT %s",
+            (f.search, like, like, like, like, *[f.status] * 3, FAILING, _UNHEALTHY, f.limit),
         )
 
     async def destination(self, name: str) -> Row | None:

@@ -4,6 +4,12 @@ rows and server-side SVG charts.
 Badge colours are OpenECPDS's (ECPDS-REFERENCE.md §2.3): destination Running green;
 Waiting/Retrying/Interrupted yellow; Restarting/Resending light blue; Idle grey;
 Initialized/Stopped/NoHosts/Failed and anything else red.
+
+A destination's health is OpenECPDS's monitoring colour (its ``MonitorManager``): critical when
+nothing can be delivered (Failed, NoHosts, Sleeping), warning when it is stopped, retrying or
+interrupted, or when it holds "bad" transfers, which the read models show as a last error newer
+than the last success; else OK. ``queries.Queries.overview`` filters on the same rule in SQL
+(``status=failing``): both read the status sets below.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from html import escape
-from typing import Any
+from typing import Any, Literal
 
 from markupsafe import Markup
 
@@ -55,6 +61,47 @@ TRANSFER: Mapping[str, tuple[str, str]] = {
     "FAIL": ("Failed", "red"),
     "INTR": ("Interrupted", "yellow"),
 }
+
+
+CRITICAL: frozenset[str] = frozenset({"HOLD", "FAIL", "IDLE"})
+"""Destination statuses in which nothing is delivered until something changes."""
+WARNING: frozenset[str] = frozenset({"STOP", "RETR", "INTR"})
+"""Destination statuses that need watching."""
+FAILING = "failing"
+"""The overview's pseudo status filter: every destination whose health is not OK."""
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """A destination's monitoring colour: ``ok``, ``warning`` or ``critical``, and why."""
+
+    level: Literal["ok", "warning", "critical"]
+    colour: str
+    reason: str
+
+    @property
+    def name(self) -> str:
+        return self.level.capitalize() if self.level != "ok" else "OK"
+
+
+def last_outcome_failed(row: Mapping[str, Any]) -> bool:
+    """Whether the destination's latest transfer outcome is an error (no success since)."""
+    error_at, success_at = row.get("last_error_at"), row.get("last_success_at")
+    return error_at is not None and (success_at is None or error_at > success_at)
+
+
+def health(row: Mapping[str, Any]) -> Health:
+    """The monitoring colour of an overview row (status, last error, last success)."""
+    status = str(row.get("status") or "")
+    badge = destination_badge(status)
+    why = str(row.get("status_reason") or badge.name)
+    if status in CRITICAL:
+        return Health("critical", "red", why)
+    if status in WARNING:
+        return Health("warning", "yellow", why)
+    if last_outcome_failed(row):
+        return Health("warning", "yellow", f"Last transfer failed: {row.get('last_error') or ''}")
+    return Health("ok", "green", badge.name)
 
 
 def destination_badge(code: str | None) -> Badge:

@@ -43,6 +43,7 @@ from tests.conftest import free_port
 
 PYTHON = sys.executable
 WAIT = 90.0  # bound on any one expectation (a faust group join alone takes seconds)
+CONFIG_LAG = 30.0  # bound on the API catching up with a configuration just applied
 E = TypeVar("E", bound=Event)
 
 
@@ -275,16 +276,27 @@ class Stack:
         data: bytes,
         metadata: str | None = None,
     ) -> str:
-        """POST one file; returns its transfer id to ``destination``."""
+        """POST one file; returns its transfer id to ``destination``.
+
+        The API follows the config topic on its own, so a destination applied a moment ago
+        may not be known to it yet: a refusal for an unknown destination (which stores
+        nothing) is retried for a bounded time.
+        """
         params = {"destination": destination, "target": target}
         if metadata:
             params["metadata"] = metadata
-        response = await client.post(
-            f"{self.url}/api/v1/datafiles",
-            params=params,
-            content=data,
-            headers={"Authorization": f"Bearer {self.token}"},
-        )
+        deadline = time.monotonic() + CONFIG_LAG
+        while True:
+            response = await client.post(
+                f"{self.url}/api/v1/datafiles",
+                params=params,
+                content=data,
+                headers={"Authorization": f"Bearer {self.token}"},
+            )
+            unknown = response.status_code == 404 and "UNKNOWN_DESTINATION" in response.text
+            if not unknown or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
         assert response.status_code == 201, response.text
         transfers = response.json()["transfers"]
         return str(transfers[0]["transfer_id"])
@@ -351,8 +363,9 @@ async def stack(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIt
         assert (made.root / "outbox" / "probe" / "probe.txt").read_bytes() == b"probe"
         yield made
     finally:
-        for name in [n for n in made.processes if n != "api"]:
-            await asyncio.to_thread(made.stop, name)
+        # the scheduler and the movers stop side by side (faust takes seconds to leave)
+        others = [n for n in made.processes if n != "api"]
+        await asyncio.gather(*(asyncio.to_thread(made.stop, n) for n in others))
         await asyncio.to_thread(made.stop, "api")
         if made.tail is not None:
             await made.tail.stop()

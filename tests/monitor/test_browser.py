@@ -73,3 +73,30 @@ async def test_operator_follows_a_transfer_and_requeues_it(
         await page.screenshot(path=str(monitor.secrets_dir.parent / "transfer.png"))
     finally:
         await context.close()
+
+
+async def test_failing_filter_lists_exactly_the_rows_whose_health_is_not_ok(
+    browser: Browser, monitor: Monitor
+) -> None:
+    """The overview's "failing" status filter (SQL) keeps exactly the destinations whose Health
+    badge (Python, the same OpenECPDS monitoring rule) is not OK."""
+    context = await browser.new_context(base_url=monitor.url)
+    page: Page = await context.new_page()
+    try:
+        await page.goto("/")
+        await page.fill("input[name=login]", "viewer1")
+        await page.fill("input[name=password]", PASSWORDS["viewer"])
+        await page.click("button[type=submit]")
+        rows = page.locator("tr[data-name]")
+        await expect(rows).to_have_count(6)
+        health = {
+            await r.get_attribute("data-name"): await r.get_attribute("data-health")
+            for r in await rows.all()
+        }
+        assert set(health.values()) <= {"ok", "warning", "critical"}
+        await page.goto("/?status=failing")
+        await expect(page.locator("select[name=status]")).to_have_value("failing")
+        failing = {await r.get_attribute("data-name") for r in await rows.all()}
+        assert failing == {name for name, level in health.items() if level != "ok"}
+    finally:
+        await context.close()

@@ -21,6 +21,10 @@
       if (col === "status") {
         var b = cell.querySelector(".badge");
         b.className = "badge " + d.colour; b.textContent = d.status_name; b.title = text(d.status);
+      } else if (col === "health") {
+        var h = cell.querySelector(".badge");
+        h.className = "badge " + d.health_colour; h.textContent = d.health_name;
+        h.title = text(d.health_reason); row.setAttribute("data-health", d.health);
       } else if (col.slice(-3) === "_at") {
         cell.textContent = when(d[col]);
       } else {
