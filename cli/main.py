@@ -19,6 +19,7 @@ from cli import events as events_cli
 from cli import supervisor
 from cli.config import config_app, destination_app, host_app, user_app
 from cli.put import put_command
+from cli.requests import transfer_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 topics_app = typer.Typer(no_args_is_help=True, help="Kafka topics ecpds declares.")
@@ -29,6 +30,7 @@ app.add_typer(events_app, name="events")
 app.add_typer(projections_app, name="projections")
 app.add_typer(destination_app, name="destination")
 app.add_typer(host_app, name="host")
+app.add_typer(transfer_app, name="transfer")
 app.add_typer(user_app, name="user")
 app.add_typer(config_app, name="config")
 app.command("put")(put_command)

@@ -35,6 +35,7 @@ class RestartRequested(Event):
 
     destination: str
     transfer_id: str | None = None
+    immediate: bool = False  # interrupt running transfers instead of letting them finish
     requested_by: str
     reason: str | None = None
 

@@ -7,7 +7,8 @@ Rules kept here:
   one that no longer makes sense (release of a transfer that is not held, requeue-all with
   nothing failed, an unknown transfer) is dropped without an answer;
 - a graceful hold, a requeue or a restart of a *running* transfer waits for its attempt to end
-  (the request stays pending); an immediate hold interrupts it;
+  (the request stays pending); an immediate hold interrupts it; an immediate restart of a
+  destination interrupts its running attempts (they are requeued), a graceful one lets them end;
 - a destination-level answer (hold, restart, stop, host changes) ends the visit, so the next
   visit decides on the changed destination.
 """
@@ -141,6 +142,17 @@ class Answerer:
             return Verdict.APPLIED
         return Verdict.MOOT
 
+    def _interrupt_running(self, rt: DestinationRuntime, reason: str, cause: str) -> bool:
+        """Interrupt every running attempt of the destination; whether there was any."""
+        any_running = False
+        for tid in sorted(rt.running):
+            if tid not in self.touched:
+                self.touched.add(tid)
+                e = self.state.transfers[tid]
+                self.out.append(outputs.interrupted(self.source, self.now, e, reason, cause))
+                any_running = True
+        return any_running
+
     def _release(self, e: TransferEntry, actor: str, cause: str) -> TransferReleased:
         return outputs.released(self.source, self.now, e, actor, cause)
 
@@ -168,19 +180,16 @@ class Answerer:
                     )
                 )
                 changed = True
-            if immediate:
-                for tid in sorted(rt.running):
-                    if tid not in self.touched:
-                        self.touched.add(tid)
-                        e = self.state.transfers[tid]
-                        out.append(outputs.interrupted(src, now, e, f"{verb} by {actor}", cause))
-                        changed = True
+            if immediate and self._interrupt_running(rt, f"{verb} by {actor}", cause):
+                changed = True
             return Verdict.DESTINATION if changed else Verdict.MOOT
         if isinstance(req, RestartRequested):
             reason = why or f"Restarted by {actor}"
             out.append(
                 outputs.destination_status(src, now, s, D.RSTR, reason, actor=actor, cause=cause)
             )
+            if req.immediate:  # running attempts are interrupted, then requeued (INTR -> RETR)
+                self._interrupt_running(rt, reason, cause)
             return Verdict.DESTINATION
         if isinstance(req, RequeueFailedRequested | StandbyReleaseRequested):
             ids = rt.failed if isinstance(req, RequeueFailedRequested) else rt.held

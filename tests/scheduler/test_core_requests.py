@@ -129,6 +129,30 @@ def test_restart_of_a_failed_destination_resumes_from_the_primary() -> None:
     assert not s.summary().exhausted
 
 
+def test_graceful_destination_restart_lets_running_transfers_finish() -> None:
+    """A graceful restart (RSTR) interrupts nothing: the running attempt ends as it would."""
+    s, (order,) = busy()
+    out = s.given(request(RestartRequested, at(1))).settle(at(1))
+    assert of(out, DestinationStatusChanged)[0].new_status is D.RSTR
+    assert of(out, TransferInterrupted) == []
+    s.given(succeeded(order, at(2)))
+    s.settle(at(2))
+    assert s.entry("t1").status == "DONE"
+
+
+def test_immediate_destination_restart_interrupts_and_requeues_running_transfers() -> None:
+    """An immediate restart interrupts the running attempts (INTR), requeues them and orders
+    them again, from the primary host."""
+    s, (order,) = busy()
+    out = s.given(request(RestartRequested, at(1), immediate=True)).settle(at(1))
+    assert kinds(out)[:2] == ["DestinationStatusChanged", "TransferInterrupted"]
+    (interrupted,) = of(out, TransferInterrupted)
+    assert (interrupted.transfer_id, interrupted.reason) == ("t1", "Restarted by admin")
+    assert of(out, TransferRequeued)
+    again = [o for o in ordered(out) if o.transfer_id == "t1"]
+    assert again and again[0].attempt == order.attempt + 1
+
+
 def test_restart_of_a_running_transfer_interrupts_and_reorders_it() -> None:
     """Restarting a running transfer interrupts the attempt and orders a new one."""
     s, _ = busy()
