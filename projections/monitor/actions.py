@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 
 from bus.events import Event, envelope
@@ -30,13 +31,23 @@ class Verb(StrEnum):
     PRIORITY = "priority"
     RELEASE = "release"  # release standby
     REQUEUE_FAILED = "requeue-failed"
+    EXTEND = "extend"  # extend a transfer's lifetime
     HOST_ON = "host-on"
     HOST_OFF = "host-off"
+    HOST_PRIORITY = "host-priority"
 
 
-TRANSFER_VERBS = (Verb.HOLD, Verb.RESTART, Verb.STOP, Verb.REQUEUE, Verb.PRIORITY, Verb.RELEASE)
+TRANSFER_VERBS = (
+    Verb.HOLD,
+    Verb.RESTART,
+    Verb.STOP,
+    Verb.REQUEUE,
+    Verb.PRIORITY,
+    Verb.RELEASE,
+    Verb.EXTEND,
+)
 DESTINATION_VERBS = (Verb.HOLD, Verb.RESTART, Verb.STOP, Verb.RELEASE, Verb.REQUEUE_FAILED)
-HOST_VERBS = (Verb.HOST_ON, Verb.HOST_OFF)
+HOST_VERBS = (Verb.HOST_ON, Verb.HOST_OFF, Verb.HOST_PRIORITY)
 
 
 class Invalid(ValueError):
@@ -54,6 +65,8 @@ class Action:
     host_id: str | None = None
     priority: int | None = None
     reason: str | None = None
+    immediate: bool = False  # hold/restart: interrupt running transfers
+    expiry_time: datetime | None = None  # extend: the new expiry
 
 
 def build(req: Action) -> Event:
@@ -68,16 +81,37 @@ def build(req: Action) -> Event:
             return r.HostActivationRequested(
                 envelope=env, destination=dest, host_id=host, requested_by=actor, reason=why
             )
+        if req.verb is Verb.HOST_PRIORITY:
+            if req.priority is None or req.priority < 0:
+                raise Invalid("a host priority is a whole number from 0")
+            return r.HostPriorityChangeRequested(
+                envelope=env,
+                destination=dest,
+                host_id=host,
+                priority=req.priority,
+                requested_by=actor,
+                reason=why,
+            )
         return r.HostDeactivationRequested(
             envelope=env, destination=dest, host_id=host, requested_by=actor, reason=why
         )
     if req.verb is Verb.HOLD:
         return r.HoldRequested(
-            envelope=env, destination=dest, transfer_id=tid, requested_by=actor, reason=why
+            envelope=env,
+            destination=dest,
+            transfer_id=tid,
+            immediate=req.immediate,
+            requested_by=actor,
+            reason=why,
         )
     if req.verb is Verb.RESTART:
         return r.RestartRequested(
-            envelope=env, destination=dest, transfer_id=tid, requested_by=actor, reason=why
+            envelope=env,
+            destination=dest,
+            transfer_id=tid,
+            immediate=req.immediate,
+            requested_by=actor,
+            reason=why,
         )
     if req.verb is Verb.STOP:
         return r.StopRequested(
@@ -96,6 +130,17 @@ def build(req: Action) -> Event:
     if req.verb is Verb.REQUEUE:
         return r.RequeueRequested(
             envelope=env, destination=dest, transfer_id=tid, requested_by=actor, reason=why
+        )
+    if req.verb is Verb.EXTEND:
+        if req.expiry_time is None:
+            raise Invalid("extend needs a lifetime (e.g. 2d, 12h)")
+        return r.LifetimeExtensionRequested(
+            envelope=env,
+            destination=dest,
+            transfer_id=tid,
+            expiry_time=req.expiry_time,
+            requested_by=actor,
+            reason=why,
         )
     if req.priority is None or not 0 <= req.priority <= 99:
         raise Invalid("priority must be a whole number from 0 to 99")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -20,7 +21,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from bus.errors import EcpdsError
+from bus.config.durations import parse_duration
+from bus.errors import ConfigurationError, EcpdsError
 from projections.monitor.actions import (
     DESTINATION_VERBS,
     TRANSFER_VERBS,
@@ -65,6 +67,25 @@ async def _body(request: Request) -> dict[str, Any]:
     if not isinstance(found, dict):
         raise Invalid("the body must be a JSON object")
     return found
+
+
+def _immediate(body: Mapping[str, Any]) -> bool:
+    value = body.get("immediate", False)
+    if not isinstance(value, bool):
+        raise Invalid("immediate must be true or false")
+    return value
+
+
+def _expiry(body: Mapping[str, Any]) -> datetime | None:
+    """The new expiry of an "extend": now + the body's ``lifetime`` (2d, 12h, PT6H)."""
+    lifetime = body.get("lifetime")
+    if lifetime is None:
+        return None
+    try:
+        ms = parse_duration(lifetime, "lifetime")
+    except ConfigurationError as e:
+        raise Invalid(f"{e.field}: {e.reason}") from None
+    return datetime.now(UTC) + timedelta(milliseconds=ms)
 
 
 def routes(state: Any) -> list[BaseRoute]:
@@ -179,6 +200,7 @@ def routes(state: Any) -> list[BaseRoute]:
                 raise Invalid(f"{verb} is not a transfer action")
             body = await _body(request)
             priority = parse_priority(body.get("priority"))
+            immediate, expiry = _immediate(body), _expiry(body)
         except (ValueError, Invalid) as e:
             return error(400, str(e))
         if not user.can_act:
@@ -193,6 +215,8 @@ def routes(state: Any) -> list[BaseRoute]:
             transfer_id=tid,
             priority=priority,
             reason=body.get("reason"),
+            immediate=immediate,
+            expiry_time=expiry,
         )
         return await act(user, req)
 
@@ -202,25 +226,29 @@ def routes(state: Any) -> list[BaseRoute]:
             if verb not in DESTINATION_VERBS:
                 raise Invalid(f"{verb} is not a destination action")
             body = await _body(request)
+            immediate = _immediate(body)
         except (ValueError, Invalid) as e:
             return error(400, str(e))
         name = request.path_params["name"]
-        return await act(user, Action(verb, name, user.login, reason=body.get("reason")))
+        req = Action(verb, name, user.login, reason=body.get("reason"), immediate=immediate)
+        return await act(user, req)
 
     async def host_action(request: Request, user: User) -> Response:
         switch = request.path_params["switch"]
-        if switch not in ("on", "off"):
-            return error(400, "a host is switched on or off")
+        verbs = {"on": Verb.HOST_ON, "off": Verb.HOST_OFF, "priority": Verb.HOST_PRIORITY}
+        if switch not in verbs:
+            return error(400, "a host is switched on or off, or given a priority")
         try:
             body = await _body(request)
+            priority = parse_priority(body.get("priority"))
         except (ValueError, Invalid) as e:
             return error(400, str(e))
-        verb = Verb.HOST_ON if switch == "on" else Verb.HOST_OFF
         req = Action(
-            verb,
+            verbs[switch],
             request.path_params["name"],
             user.login,
             host_id=request.path_params["host"],
+            priority=priority,
             reason=body.get("reason"),
         )
         return await act(user, req)

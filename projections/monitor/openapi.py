@@ -49,6 +49,14 @@ def _post(summary: str, verbs: tuple[str, ...], *params: str) -> dict[str, Any]:
                             "properties": {
                                 "priority": {"type": "integer", "minimum": 0, "maximum": 99},
                                 "reason": {"type": "string"},
+                                "immediate": {
+                                    "type": "boolean",
+                                    "description": "hold/restart: interrupt running transfers",
+                                },
+                                "lifetime": {
+                                    "type": "string",
+                                    "description": "extend: new lifetime from now (2d, 12h)",
+                                },
                             },
                         }
                     }
@@ -66,7 +74,12 @@ def _post(summary: str, verbs: tuple[str, ...], *params: str) -> dict[str, Any]:
 
 def document() -> dict[str, Any]:
     """The OpenAPI document."""
-    host_switch = _post("switch a destination's host on or off", ("on", "off"), "name", "host")
+    host_switch = _post(
+        "switch a destination's host on or off, or change its priority",
+        ("on", "off", "priority"),
+        "name",
+        "host",
+    )
     host_switch["post"]["parameters"][-1]["name"] = "switch"
     return {
         "openapi": "3.1.0",

@@ -4,6 +4,7 @@ request events on Kafka, and their result shows once projected."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -108,6 +109,38 @@ async def test_token_actions_publish_priority_and_host_requests(
     assert isinstance(h, r.HostDeactivationRequested)
     assert (h.destination, h.host_id) == ("dest-1", "host-1")
     assert isinstance(mine[hold.json()["event_id"]], r.HoldRequested)
+
+
+async def test_token_actions_immediate_restart_extend_and_host_priority(
+    monitor: Monitor,
+) -> None:
+    """The API carries what the CLI does: an immediate restart, a lifetime extension (now +
+    lifetime) and a host priority change; a bad lifetime or a non-boolean immediate is a 400."""
+    async with httpx.AsyncClient(base_url=monitor.url, headers=BEARER) as script:
+        restart = await script.post("/api/v1/destinations/dest-2/restart", json={"immediate": True})
+        assert restart.status_code == 202, restart.text
+        extend = await script.post("/api/v1/transfers/transfer-7/extend", json={"lifetime": "2d"})
+        assert extend.status_code == 202, extend.text
+        prio = await script.post(
+            "/api/v1/destinations/dest-2/hosts/host-2/priority", json={"priority": 3}
+        )
+        assert prio.status_code == 202, prio.text
+        bad = await script.post("/api/v1/transfers/transfer-7/extend", json={"lifetime": "soon"})
+        assert (bad.status_code, "lifetime" in bad.text) == (400, True)
+        worse = await script.post("/api/v1/destinations/dest-2/hold", json={"immediate": "yes"})
+        assert worse.status_code == 400
+    events, _ = await requests_on(monitor.models)
+    mine = {e.envelope.event_id: e for e in events}
+    rs = mine[restart.json()["event_id"]]
+    assert isinstance(rs, r.RestartRequested)
+    assert (rs.destination, rs.transfer_id, rs.immediate) == ("dest-2", None, True)
+    ex = mine[extend.json()["event_id"]]
+    assert isinstance(ex, r.LifetimeExtensionRequested)
+    left = ex.expiry_time - ex.envelope.occurred_at
+    assert timedelta(days=2) - timedelta(seconds=5) < left <= timedelta(days=2)
+    hp = mine[prio.json()["event_id"]]
+    assert isinstance(hp, r.HostPriorityChangeRequested)
+    assert (hp.destination, hp.host_id, hp.priority) == ("dest-2", "host-2", 3)
 
 
 async def test_api_serves_what_the_pages_show(monitor: Monitor) -> None:
