@@ -2,7 +2,10 @@
 
 An order names its store (``ObjectStore.name``, e.g. ``file:///var/store``) and the object id;
 ``Stores`` gives the backend for a name. ``LocalStores`` is the adapter for local-disk stores
-(and the in-memory-free default for tests and single-machine runs).
+(and the in-memory-free default for tests and single-machine runs); ``store.named.NamedStores``
+resolves any store name. ``Replicas`` gives the other stores of an order's transfer group (when
+it replicates), which a read falls back to when the copy in the order's store is missing or
+corrupt; ``GroupReplicas`` takes them from the live configuration.
 """
 
 from __future__ import annotations
@@ -10,9 +13,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
+from bus.config.view import ConfigView
 from bus.errors import ConfigurationError
+from bus.events.orders import TransferOrdered
+from bus.logging import get_logger
 from store.local import LocalStore
+from store.named import NamedStores
 from store.ports import ObjectStore
+
+log = get_logger(__name__)
 
 
 class Stores(Protocol):
@@ -46,3 +55,38 @@ class LocalStores:
         for store in self._open.values():
             await store.close()
         self._open.clear()
+
+
+class Replicas(Protocol):
+    """The stores that may hold replicas of an order's object (none: no fallback)."""
+
+    def replicas(self, order: TransferOrdered) -> list[ObjectStore]: ...
+
+
+class ConfigSource(Protocol):
+    """Holds the latest configuration view (``LiveConfig``)."""
+
+    @property
+    def view(self) -> ConfigView: ...
+
+
+class GroupReplicas:
+    """The transfer group's stores other than the order's, when the group replicates."""
+
+    def __init__(self, stores: NamedStores, config: ConfigSource) -> None:
+        self._stores = stores
+        self._config = config
+
+    def replicas(self, order: TransferOrdered) -> list[ObjectStore]:
+        group = self._config.view.transfer_groups.get(order.transfer_group)
+        if group is None or not group.replicate:
+            return []
+        found = []
+        for name in group.stores:
+            if self._stores.same(name, order.store):
+                continue
+            try:
+                found.append(self._stores.store_for(name))
+            except ConfigurationError as error:  # one bad store name must not fail the transfer
+                log.warning("replica store skipped", store=name, error=str(error))
+        return found

@@ -45,6 +45,7 @@ from aiokafka.errors import KafkaError
 
 from bus import codec
 from bus.config.secrets import decrypt
+from bus.config.view import LiveConfig
 from bus.consumer import is_retriable
 from bus.deadletter import dead_letter_event
 from bus.errors import DecodeError, EcpdsError, UnknownSchema
@@ -54,12 +55,15 @@ from bus.events.orders import TransferOrdered
 from bus.logging import configure, get_logger
 from bus.publisher import Publisher
 from bus.settings import Settings
-from bus.topics import MOVERS, TRANSFERS
+from bus.topics import CONFIG, MOVERS, TRANSFERS, partition_counts
 from consumers.movers import core, outcomes
 from consumers.movers.config import MoverConfig
 from consumers.movers.delivery import Meter, deliver
-from consumers.movers.ports import LocalStores, Stores
+from consumers.movers.ports import GroupReplicas, Replicas, Stores
 from protocols.pool import ConnectionPool
+from store.named import NamedStores
+from store.ports import ObjectStore
+from store.replicated import Fallback, ReplicatedStore
 
 log = get_logger(__name__)
 
@@ -97,10 +101,12 @@ class Mover:
         *,
         publisher: Publisher | None = None,
         pool: ConnectionPool | None = None,
+        replicas: Replicas | None = None,
     ) -> None:
         self.config = config
         self.tracker: core.OffsetTracker[TopicPartition] = core.OffsetTracker()
         self._stores = stores
+        self._replicas = replicas
         self._publisher = publisher or Publisher(config.bootstrap, client_id=config.source)
         self._pool = pool or ConnectionPool(per_key=config.capacity)
         self._consumer = AIOKafkaConsumer(
@@ -247,6 +253,22 @@ class Mover:
             await self._notify()
         return True
 
+    def _store_of(self, order: TransferOrdered) -> ObjectStore:
+        """The order's store, falling back to the group's replicas when it replicates."""
+        store = self._stores.store_for(order.store)
+        replicas = self._replicas.replicas(order) if self._replicas is not None else []
+        if not replicas:
+            return store
+        return ReplicatedStore(store, replicas, on_fallback=self._fell_back)
+
+    def _fell_back(self, fallback: Fallback) -> None:
+        log.warning(
+            "read from a replica",
+            object_id=fallback.object_id,
+            skipped=fallback.failed,
+            reason=fallback.reason,
+        )
+
     async def _attempt(self, order: TransferOrdered) -> Event:
         started = time.monotonic()
         try:
@@ -259,7 +281,7 @@ class Mover:
             )
             location = core.location_for(order.host, password)
             meter = Meter(core.parse_rate(order.host.options.get(core.RATE_OPTION)), self._count)
-            store = self._stores.store_for(order.store)
+            store = self._store_of(order)
             delivered = await deliver(order, location, path, store, self._pool, meter)
         except asyncio.CancelledError:
             raise
@@ -409,6 +431,9 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--orders-topic", default=None)
     parser.add_argument("--transfers-topic", default=TRANSFERS)
     parser.add_argument("--movers-topic", default=MOVERS)
+    parser.add_argument(
+        "--config-topic", default=CONFIG, help="configuration (the transfer groups' stores)"
+    )
     parser.add_argument("--session-timeout-ms", type=int, default=10_000)
     parser.add_argument("--heartbeat", type=float, default=3.0)
     return parser.parse_args(argv)
@@ -428,11 +453,23 @@ async def serve(settings: Settings, args: argparse.Namespace) -> None:
         transfers_topic=args.transfers_topic,
         movers_topic=args.movers_topic,
     )
-    mover = Mover(config, LocalStores(settings.store_root))
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, mover.stop)
-    await mover.run()
+    async with contextlib.AsyncExitStack() as stack:
+        stores = NamedStores(settings.store_root, key_file=settings.key_file)
+        replicas = None
+        if (await partition_counts(settings.kafka_bootstrap, [args.config_topic])).get(
+            args.config_topic
+        ):
+            live = LiveConfig(settings.kafka_bootstrap, args.config_topic, create_topic=False)
+            await stack.enter_async_context(live)
+            stores = NamedStores(settings.store_root, config=live, key_file=settings.key_file)
+            replicas = GroupReplicas(stores, live)
+        else:  # a mover reads stores by URL without it; only the replica fallback needs it
+            log.warning("no configuration topic: no fallback to replicas", topic=args.config_topic)
+        mover = Mover(config, stores, replicas=replicas)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, mover.stop)
+        await mover.run()
 
 
 def main(argv: list[str] | None = None) -> None:

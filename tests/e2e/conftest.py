@@ -222,7 +222,7 @@ class Stack:
                 "--capacity", str(capacity), "--mover-id", f"{name}-{self.tag}",
                 "--orders-topic", self.orders, "--transfers-topic", self.topic("transfers"),
                 "--movers-topic", self.topic("movers"), "--session-timeout-ms", "6000",
-                "--heartbeat", "0.5",
+                "--heartbeat", "0.5", "--config-topic", self.topic("config"),
             ],
         )  # fmt: skip
 

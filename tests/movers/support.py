@@ -24,7 +24,7 @@ from bus.publisher import Publisher
 from bus.topics import DAY_MS, TopicSpec, apply_topics
 from consumers.janitor.feed import EventFeed
 from consumers.movers.config import MoverConfig
-from consumers.movers.ports import LocalStores
+from consumers.movers.ports import LocalStores, Replicas
 from consumers.movers.runner import Mover
 from protocols.base import from_bytes
 from store.local import LocalStore
@@ -202,9 +202,11 @@ class Outcomes:
 
 
 @contextlib.asynccontextmanager
-async def running_mover(config: MoverConfig, store_root: Path) -> AsyncIterator[Mover]:
+async def running_mover(
+    config: MoverConfig, store_root: Path, replicas: Replicas | None = None
+) -> AsyncIterator[Mover]:
     """A mover running in the test loop; stopped gracefully on exit."""
-    mover = Mover(config, LocalStores(store_root))
+    mover = Mover(config, LocalStores(store_root), replicas=replicas)
     task = asyncio.create_task(mover.run())
     try:
         yield mover

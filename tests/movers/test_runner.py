@@ -16,13 +16,18 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bus.events.movers import MoverHeartbeat, MoverStopped
+from bus.events.orders import TransferOrdered
 from bus.events.transfers import (
+    TransferFailed,
     TransferInterrupted,
     TransferStarted,
     TransferSucceeded,
 )
 from bus.settings import ROOT
+from protocols.base import from_bytes
 from store.local import LocalStore
+from store.objects import ObjectId, ObjectSpec
+from store.ports import ObjectStore
 from tests.movers.support import (
     Outcomes,
     Topics,
@@ -253,3 +258,37 @@ async def test_a_full_mover_keeps_polling_and_is_not_evicted(
     finally:
         await transfers.stop()
         await movers.stop()
+
+
+class ArchiveReplica:
+    """The group's other store: one more local store (what ``GroupReplicas`` gives a mover)."""
+
+    def __init__(self, archive: LocalStore) -> None:
+        self.archive = archive
+
+    def replicas(self, order: TransferOrdered) -> list[ObjectStore]:
+        return [self.archive]
+
+
+async def test_an_object_missing_from_its_store_is_delivered_from_a_replica(
+    kafka: str, store: LocalStore, key_file: Path, tmp_path: Path
+) -> None:
+    """The order's store lost the object, a replica in the group's other store has it: the
+    transfer succeeds with the replica's bytes."""
+    topics, transfers, movers = await fresh(kafka)
+    archive = LocalStore(tmp_path / "archive", durable=False)
+    try:
+        obj = await stored(store, size=200_000)
+        await archive.put(from_bytes(obj.data), ObjectSpec(name=obj.guid, id=ObjectId(obj.guid)))
+        await store.delete(ObjectId(obj.guid))
+        sent = order(obj, host("file", "", directory=f"{tmp_path}/out/"), target="p.bin")
+        config = topics.config(kafka, key_file, capacity=1)
+        async with running_mover(config, store.root, replicas=ArchiveReplica(archive)):
+            await publish_orders(kafka, topics.orders, sent)
+            done = await transfers.wait(sent.transfer_id, (TransferSucceeded, TransferFailed))
+        assert isinstance(done, TransferSucceeded), done
+        assert (tmp_path / "out" / "p.bin").read_bytes() == obj.data
+    finally:
+        await transfers.stop()
+        await movers.stop()
+        await archive.close()
