@@ -150,7 +150,7 @@ def test_immediate_destination_restart_interrupts_and_requeues_running_transfers
     assert (interrupted.transfer_id, interrupted.reason) == ("t1", "Restarted by admin")
     assert of(out, TransferRequeued)
     again = [o for o in ordered(out) if o.transfer_id == "t1"]
-    assert again and again[0].attempt == order.attempt + 1
+    assert [o.attempt for o in again] == [order.attempt + 1]
 
 
 def test_restart_of_a_running_transfer_interrupts_and_reorders_it() -> None:
