@@ -494,6 +494,10 @@ def encode(event: Event) -> bytes:
     return CATALOGUE.encode(event)
 
 
+if CATALOGUE.native is not None:  # the hot path, straight to the compiled encoder
+    encode = CATALOGUE.native.encode  # type: ignore[assignment]
+
+
 def decode(data: bytes) -> Event:
     """The event in a payload; raises ``DecodeError`` (not single-object, unknown fingerprint,
     truncated or corrupt body)."""

@@ -11,8 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, OutOfOrderSequenceNumber, UnknownProducerId
@@ -29,9 +28,8 @@ except ImportError:  # pragma: no cover - without the compiled module
 Message = tuple[bytes, bytes, list[tuple[str, bytes]]]  # key, value, headers
 
 
-@dataclass(frozen=True)
-class Published:
-    """Where a published event landed."""
+class Published(NamedTuple):
+    """Where a published event landed (a tuple: one is made per event of a bulk publish)."""
 
     topic: str
     partition: int
@@ -50,6 +48,7 @@ class Publisher:
         specs: Sequence[TopicSpec] | None = None,
     ) -> None:
         self._specs = specs
+        self._allowed: set[tuple[str, type]] = set()  # (topic, event class) already checked
         self._options = {
             "bootstrap_servers": bootstrap,
             "client_id": client_id,
@@ -100,10 +99,14 @@ class Publisher:
         await self.stop()
 
     def _check(self, topic: str, event: Any) -> None:
+        kind = (topic, type(event))
+        if kind in self._allowed:
+            return  # checked once per topic and event class
         spec = spec_for(topic, self._specs)
         name = codec.event_type(event)
         if spec is not None and not spec.allows(name):
             raise PermanentError(f"{name} is not allowed on topic {topic}")
+        self._allowed.add(kind)
 
     async def publish(self, topic: str, key: str, event: Any) -> Published:
         """Send one event and wait for the broker's acknowledgement."""
