@@ -516,11 +516,10 @@ def headers(event: Event) -> list[tuple[str, bytes]]:
 
 def decode_with_type(data: bytes, header_type: str | None) -> Event:
     """Decode, and check the ``event-type`` header (when present) names the payload's type."""
-    if header_type is not None:
-        name = CATALOGUE.version_of(data).name
-        if name != header_type:
-            raise DecodeError(f"header event-type {header_type!r} but the payload is {name}")
-    return CATALOGUE.decode(data)
+    event = CATALOGUE.decode(data)
+    if header_type is not None and header_type != event.AVRO_NAME:
+        raise DecodeError(f"header event-type {header_type!r} but the payload is {event.AVRO_NAME}")
+    return event
 
 
 def to_json(event: Event) -> dict[str, JSONValue]:

@@ -98,6 +98,7 @@ class ConsumerRunner:
         self._topics = list(topics)
         self._group_id = group_id
         self._specs = specs
+        self._allowed: set[tuple[str, type]] = set()  # (topic, event class) allowed
         self._handler = handler
         self._publisher = publisher
         self._source = source
@@ -172,11 +173,14 @@ class ConsumerRunner:
             await self._dead_letter(record, reason, str(error), header_type, error)
             return "dead"
         name = codec.event_type(event)
-        spec = spec_for(record.topic, self._specs)
-        if spec is not None and not spec.allows(name):
-            message = f"{name} is not allowed on {record.topic}"
-            await self._dead_letter(record, DeadLetterReason.TYPE_NOT_ALLOWED, message, name)
-            return "dead"
+        kind = (record.topic, type(event))
+        if kind not in self._allowed:  # checked once per topic and event class
+            spec = spec_for(record.topic, self._specs)
+            if spec is not None and not spec.allows(name):
+                message = f"{name} is not allowed on {record.topic}"
+                await self._dead_letter(record, DeadLetterReason.TYPE_NOT_ALLOWED, message, name)
+                return "dead"
+            self._allowed.add(kind)
         envelope = getattr(event, "envelope", None)
         if envelope is not None:
             bind_event(envelope.event_id, envelope.correlation_id, topic=record.topic)

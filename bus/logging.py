@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
+from contextvars import ContextVar
 from typing import Any
 
 import structlog
@@ -27,6 +29,7 @@ def configure(settings: Settings, *, stream: Any = None) -> None:
         renderer = structlog.dev.ConsoleRenderer(colors=False)
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        _merge_event,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
@@ -46,12 +49,26 @@ def get_logger(name: str) -> structlog.stdlib.BoundLogger:
     return logger
 
 
+# the event being handled by this task: one context variable set per event (structlog's own
+# contextvars cost a variable per key and a scan to clear, for every event consumed), read
+# only when a line is actually logged
+_EVENT: ContextVar[dict[str, Any] | None] = ContextVar("ecpds_event", default=None)
+
+
 def bind_event(event_id: str, correlation_id: str, **extra: Any) -> None:
     """Bind ids of the event being handled to every log line of this task."""
-    structlog.contextvars.bind_contextvars(
-        event_id=event_id, correlation_id=correlation_id, **extra
-    )
+    _EVENT.set({"event_id": event_id, "correlation_id": correlation_id, **extra})
 
 
 def clear_event() -> None:
-    structlog.contextvars.clear_contextvars()
+    _EVENT.set(None)
+
+
+def _merge_event(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    bound = _EVENT.get()
+    if bound:
+        for key, value in bound.items():
+            event_dict.setdefault(key, value)
+    return event_dict
