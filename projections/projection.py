@@ -6,9 +6,9 @@ exactly-once rule, and for when undecodable or unprojectable messages are dead-l
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, LiteralString, TypeAlias
+from typing import Any, TypeAlias
 
 import psycopg
 from aiokafka import ConsumerRecord, TopicPartition
@@ -22,9 +22,12 @@ from bus.logging import get_logger
 from bus.publisher import Publisher
 from bus.topics import DEADLETTER, TopicSpec, spec_for
 from projections.handlers import HANDLERS, Handler, Write
-from projections.handlers.base import FREE
+from projections.handlers.plan import plan, statements
 
 log = get_logger(__name__)
+
+PREPARED_MAX = 300
+"""Statements a connection keeps prepared: a small multi-row statement is one per row count."""
 
 DEFAULT_NAME = "ecpds-projections"
 Record: TypeAlias = ConsumerRecord[Any, Any]
@@ -228,15 +231,26 @@ class Projection:
         return events, dead
 
     async def _execute(self, writes: Sequence[Write]) -> None:
-        """Run the writes: regrouped by ``plan`` into as few ``executemany`` as their keys allow."""
+        """Run the writes: regrouped by ``plan`` into as few statements as their keys allow."""
         if not writes:
             return
-        async with self.conn.cursor() as cur, self.conn.pipeline():
+        if self.conn.prepared_max is not None and self.conn.prepared_max < PREPARED_MAX:
+            self.conn.prepared_max = PREPARED_MAX
+        async with (
+            self.conn.cursor() as cur,
+            psycopg.AsyncRawCursor(self.conn) as raw,
+            self.conn.pipeline(),
+        ):
             for step in plan(writes):
-                if len(step.params) == 1:
-                    await cur.execute(step.sql, step.params[0])
-                    continue
-                await cur.executemany(step.sql, step.params)
+                for statement in statements(step):
+                    if statement.numbered:  # sent as it is: no parsing of a long text for %s
+                        await raw.execute(
+                            statement.sql, statement.params[0], prepare=statement.prepare
+                        )
+                    elif len(statement.params) == 1:
+                        await cur.execute(statement.sql, statement.params[0])
+                    else:
+                        await cur.executemany(statement.sql, statement.params)
 
     async def _dead_letter(
         self,
@@ -263,48 +277,6 @@ class Projection:
             consumer_group=self.name,
         )
         await self._publisher.publish(DEADLETTER, f"{record.topic}/{record.partition}", event)
-
-
-@dataclass(frozen=True)
-class Step:
-    """One statement of a plan and its parameter sets."""
-
-    sql: LiteralString
-    params: list[tuple[Any, ...]]
-
-
-def plan(writes: Sequence[Write]) -> list[Step]:
-    """Statements to run, in order, each with its parameter sets.
-
-    Writes of one key keep their order: the n-th write of a key goes to layer n, and layers run
-    one after the other; within a layer every key appears once, so its writes are grouped by
-    statement. A barrier (key None) closes the layers before it and runs alone.
-    """
-    steps: list[Step] = []
-    layers: list[dict[LiteralString, list[tuple[Any, ...]]]] = []
-    depth: dict[Hashable, int] = {}
-
-    def close() -> None:
-        for layer in layers:
-            steps.extend(Step(q, p) for q, p in layer.items())
-        layers.clear()
-        depth.clear()
-
-    for write in writes:
-        if write.key is None:
-            close()
-            steps.append(Step(write.sql, [write.params]))
-            continue
-        if write.key == FREE:
-            level = 0
-        else:
-            level = depth.get(write.key, -1) + 1
-            depth[write.key] = level
-        while len(layers) <= level:
-            layers.append({})
-        layers[level].setdefault(write.sql, []).append(write.params)
-    close()
-    return steps
 
 
 def _header(record: Record, name: str) -> str | None:

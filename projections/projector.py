@@ -44,7 +44,8 @@ from bus.logging import get_logger
 from bus.publisher import Publisher
 from bus.topics import ORDERS_PREFIX, TopicSpec, catalogue
 from projections.db import connect
-from projections.projection import DEFAULT_NAME, BatchResult, Projection, Record, plan
+from projections.handlers.plan import plan
+from projections.projection import DEFAULT_NAME, BatchResult, Projection, Record
 
 __all__ = ["DEFAULT_NAME", "BatchResult", "Projection", "Projector", "plan", "topic_pattern"]
 

@@ -1,7 +1,8 @@
 """``ecpds projections rebuild``: replay the log into fresh read models and swap them in.
 
 Steps: create ``<schema>_rebuild`` (dropped first if a previous rebuild died) and migrate it;
-read the end offset of every partition of every ecpds topic; replay each partition from its
+drop its secondary indexes (built again, each in one pass, once the replay is done); read the
+end offset of every partition of every ecpds topic; replay each partition from its
 first offset up to that end with the same ``Projection`` the live projector uses (positions
 stored beside the rows, under the live projection's name); then, in one transaction, rename
 ``<schema>`` -> ``<schema>_old``, ``<schema>_rebuild`` -> ``<schema>`` and drop the old one.
@@ -78,7 +79,9 @@ async def rebuild(
         await conn.close()
     await migrate(settings.pg_dsn, staging)
     names = list(topics) if topics is not None else await ecpds_topics(settings.kafka_bootstrap)
+    indexes = await drop_secondary_indexes(settings.pg_dsn, staging)
     events, partitions = await _replay(settings, staging, name, names, batch)
+    await create_indexes(settings.pg_dsn, staging, indexes)
     await swap(settings.pg_dsn, schema, staging, old)
     return RebuildReport(schema, tuple(names), partitions, events, time.monotonic() - started)
 
@@ -139,6 +142,44 @@ async def _replay(
         await consumer.stop()
         await conn.close()
     return events, len(tps)
+
+
+async def drop_secondary_indexes(dsn: str, schema: str) -> list[str]:
+    """Drop the indexes of ``schema`` that no constraint needs; their definitions.
+
+    The replay never reads through them (handlers look rows up by primary key), so building
+    each once at the end costs less than keeping it up to date row by row.
+    """
+    conn = await connect(dsn, schema, autocommit=True)
+    try:
+        cur = await conn.execute(
+            "SELECT c.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i"
+            " JOIN pg_class c ON c.oid = i.indexrelid"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = %s AND NOT i.indisunique AND NOT i.indisprimary"
+            " AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)"
+            " ORDER BY 1",
+            (schema,),
+        )
+        found = await cur.fetchall()
+        for index, _ in found:
+            await conn.execute(
+                sql.SQL("DROP INDEX {}.{}").format(sql.Identifier(schema), sql.Identifier(index))
+            )
+        return [definition for _, definition in found]
+    finally:
+        await conn.close()
+
+
+async def create_indexes(dsn: str, schema: str, definitions: Sequence[str]) -> None:
+    """Create indexes from their definitions (as ``pg_get_indexdef`` gives them)."""
+    conn = await connect(dsn, schema, autocommit=True)
+    try:
+        for definition in definitions:
+            # the catalogue's own text for an index this rebuild dropped a moment ago
+            await conn.execute(definition.encode())
+    finally:
+        await conn.close()
 
 
 QUIET_POLLS = 6  # x 500 ms without any record before a partition at its end is done

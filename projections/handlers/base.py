@@ -19,6 +19,7 @@ import re
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from functools import lru_cache
 from typing import Any, LiteralString, TypeVar
 
 from psycopg.types.json import Jsonb
@@ -52,14 +53,19 @@ Rule = tuple[str, int]
 _TABLE = re.compile(r"^\s*(?:INSERT INTO|UPDATE)\s+([a-z_]+)")
 
 
+@lru_cache(maxsize=512)
+def _table(sql: str) -> str:
+    match = _TABLE.match(sql)
+    return match[1] if match else ""
+
+
 def keyed(writes: Sequence[Write], rules: Mapping[str, Rule]) -> list[Write]:
     """The writes, each without a key given one by the rule of the table it writes (tables
     without a rule stay barriers)."""
     out = []
     for write in writes:
         if write.key is None:
-            match = _TABLE.match(write.sql)
-            rule = rules.get(match[1]) if match else None
+            rule = rules.get(_table(write.sql))
             if rule is not None:
                 key = FREE if rule == FREE else (rule[0], *write.params[: rule[1]])
                 write = Write(write.sql, write.params, key)

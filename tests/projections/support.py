@@ -113,7 +113,9 @@ async def snapshot(dsn: str, schema: str) -> dict[str, list[str]]:
         tables = [t for (t,) in await cur.fetchall() if t not in NOT_COMPARED]
         out: dict[str, list[str]] = {}
         for table in tables:
-            query = sql.SQL("SELECT t::text FROM {} t ORDER BY 1").format(sql.Identifier(table))
+            query: sql.SQL | sql.Composed = sql.SQL("SELECT t::text FROM {} t ORDER BY 1").format(
+                sql.Identifier(table)
+            )
             if table == "projection_position":  # compared whatever the projection's name
                 query = sql.SQL(
                     'SELECT row(topic, "partition", "offset")::text FROM projection_position'

@@ -7,7 +7,7 @@ import re
 from bus.events import EVENT_TYPES
 from projections.handlers import HANDLERS
 from projections.handlers.base import FREE, REDACTED, Write, redacted
-from projections.projection import plan
+from projections.handlers.plan import plan
 from tests.bus.samples import SAMPLES
 from tests.projections.stream import CIPHERTEXT, PASSWORD_HASH, events
 

@@ -81,7 +81,7 @@ async def fetch_all(bootstrap: str, topics: Sequence[str]) -> list[ConsumerRecor
 async def query(dsn: str, schema: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
     conn = await connect(dsn, schema, autocommit=True)
     try:
-        return await (await conn.execute(sql.encode(), params)).fetchall()  # type: ignore[arg-type]
+        return await (await conn.execute(sql.encode(), params)).fetchall()
     finally:
         await conn.close()
 

@@ -9,9 +9,10 @@ from dataclasses import replace
 import pytest
 
 from bus.settings import Settings
+from projections.db import connect
 from projections.migrate import migrate
 from projections.projector import Projector
-from projections.rebuild import rebuild
+from projections.rebuild import create_indexes, drop_secondary_indexes, rebuild
 from tests.projections import stream
 from tests.projections.support import (
     create_topics,
@@ -60,3 +61,31 @@ async def test_rebuild_equals_live_and_live_continues_after_the_swap(
         assert await snapshot(postgres, schema) == await snapshot(postgres, clean)
     finally:
         await drop(postgres, clean)
+
+
+async def _indexes(dsn: str, schema: str) -> list[tuple[str, str]]:
+    conn = await connect(dsn, schema, autocommit=True)
+    try:
+        cur = await conn.execute(
+            "SELECT indexname, replace(indexdef, %s, 'S') FROM pg_indexes"
+            " WHERE schemaname = %s ORDER BY 1",
+            (f"{schema}.", schema),
+        )
+        return await cur.fetchall()
+    finally:
+        await conn.close()
+
+
+async def test_secondary_indexes_dropped_for_the_replay_come_back_the_same(
+    postgres: str, schema: str
+) -> None:
+    """The indexes a rebuild drops for its replay are created again with their definitions,
+    and the primary keys the replay's upserts need are never dropped."""
+    before = await _indexes(postgres, schema)
+    definitions = await drop_secondary_indexes(postgres, schema)
+    during = await _indexes(postgres, schema)
+    assert len(definitions) >= 10
+    assert {name for name, _ in during} >= {"transfers_pkey", "transfer_history_pkey"}
+    assert all("UNIQUE" in definition for _, definition in during)
+    await create_indexes(postgres, schema, definitions)
+    assert await _indexes(postgres, schema) == before
