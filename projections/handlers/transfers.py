@@ -179,6 +179,8 @@ _SUCCEEDED: LiteralString = (
     " duration_ms = EXCLUDED.duration_ms, bytes_per_second = EXCLUDED.bytes_per_second,"
     " verification = EXCLUDED.verification, remote_path = EXCLUDED.remote_path,"
     " md5 = EXCLUDED.md5, status_reason = NULL, status_actor = NULL,"
+    # delivered: an earlier attempt's error is history now (transfer_history keeps it)
+    " last_error = NULL, last_error_at = NULL,"
     " updated_at = EXCLUDED.updated_at"
     # only the current attempt while it runs (or a later one nobody has seen start)
     " WHERE t.attempt < EXCLUDED.attempt"
