@@ -3,6 +3,7 @@ formatting, charts and the users file."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from bus.events import requests as r
 from projections.monitor.actions import Action, Invalid, Verb, build
 from projections.monitor.auth import Role, WebUsers, csrf_ok
-from projections.monitor.view import Series, bar_chart, destination_badge, size
+from projections.monitor.view import Series, bar_chart, destination_badge, health, size
 
 
 @pytest.mark.parametrize(
@@ -101,3 +102,43 @@ def test_csrf_comparison() -> None:
     assert not csrf_ok(None, "abc")
     assert not csrf_ok("abc", None)
     assert not csrf_ok("", "")
+
+
+T1 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+T2 = T1 + timedelta(minutes=5)
+
+
+@pytest.mark.parametrize(
+    ("row", "level"),
+    [
+        ({"status": "HOLD", "status_reason": "Failed: every host failed"}, "critical"),
+        ({"status": "FAIL"}, "critical"),  # NoHosts
+        ({"status": "IDLE"}, "critical"),  # sleeping between retry cycles
+        ({"status": "RETR"}, "warning"),
+        ({"status": "STOP"}, "warning"),
+        ({"status": "WAIT", "last_error_at": T2, "last_success_at": T1}, "warning"),
+        ({"status": "WAIT", "last_error_at": T1, "last_success_at": T2}, "ok"),
+        ({"status": "EXEC"}, "ok"),
+    ],
+)
+def test_health_follows_the_openecpds_monitoring_rule(row: dict[str, object], level: str) -> None:
+    """Failed, NoHosts and Sleeping are critical; Stopped, Retrying and Interrupted, or a last
+    error newer than the last success, are a warning; anything else is OK."""
+    assert health(row).level == level
+
+
+def test_actions_carry_immediate_extend_and_host_priority() -> None:
+    """An immediate restart, a lifetime extension and a host priority become their request
+    events; an extension without a lifetime is refused."""
+    base = {"destination": "d", "actor": "op"}
+    restart = build(Action(Verb.RESTART, immediate=True, **base))
+    assert isinstance(restart, r.RestartRequested)
+    assert restart.immediate
+    extend = build(Action(Verb.EXTEND, transfer_id="t", expiry_time=T2, **base))
+    assert isinstance(extend, r.LifetimeExtensionRequested)
+    assert extend.expiry_time == T2
+    prio = build(Action(Verb.HOST_PRIORITY, host_id="h", priority=2, **base))
+    assert isinstance(prio, r.HostPriorityChangeRequested)
+    assert (prio.host_id, prio.priority) == ("h", 2)
+    with pytest.raises(Invalid):
+        build(Action(Verb.EXTEND, transfer_id="t", **base))
