@@ -18,7 +18,8 @@
   1,000 vs 21,000 files in the index (in-process, no I/O: the part that could grow).
 
 Everything lives under var/bench (own topics per run, a store folder deleted at the end).
-Prints one JSON object.
+``ECPDS_BENCH_API_ROOT=DIR`` runs the API from another tree (a checkout of an earlier commit)
+to compare before/after in the same conditions. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -67,6 +68,9 @@ SIZE = 100 * 1024
 CLIENTS = int(os.environ.get("ECPDS_BENCH_CLIENTS", "32"))
 PRELOAD = int(os.environ.get("ECPDS_BENCH_PRELOAD", "19000"))
 TOKEN = "bench-token"
+# the tree the API runner is started from: another checkout (e.g. the previous commit) gives a
+# before/after comparison of the API under the same load generator and broker
+API_ROOT = Path(os.environ.get("ECPDS_BENCH_API_ROOT", str(ROOT)))
 
 
 def cpu_seconds(pid: int) -> float:
@@ -107,7 +111,7 @@ class Runner:
     async def start(self) -> float:
         started = time.perf_counter()
         self.process = subprocess.Popen(  # noqa: ASYNC220 - starts at once, never waited on
-            self.argv, cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL
+            self.argv, cwd=API_ROOT, env=self.env, stdout=subprocess.DEVNULL
         )
         async with httpx.AsyncClient() as client:
             while time.perf_counter() - started < 300:
@@ -354,6 +358,7 @@ async def main() -> dict[str, Any]:
             "files": FILES,
             "file_size": SIZE,
             "clients": CLIENTS,
+            "api_root": str(API_ROOT),
             "put": first,
             "cpu_ms_per_file": cpu_ms,
             "files_per_s": first["files_per_s"],

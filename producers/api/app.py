@@ -1,23 +1,26 @@
 """The ingest routes of the REST API (Starlette): put a data file, read one back, OpenAPI.
 
 ``routes(state)`` returns the routes so the lead can mount them beside the monitor in one web
-server; ``create_app(state)`` is a standalone app around them. Every refusal answers 4xx with
-``{"status": "error", "field": ..., "reason": ..., "message": ...}`` and is an event
-(``DataFileRegistrationRefused``); a request without valid credentials is answered 401 and is
-not an event (it is not a submission). The body of ``POST /api/v1/datafiles`` is streamed
-straight into the store: it is never held whole in memory.
+server; ``create_app(state)`` is a standalone app around them, with ``POST /api/v1/datafiles``
+served by a lean ASGI front (``producers.api.fast``) that answers exactly as the route does.
+Every refusal answers 4xx with ``{"status": "error", "field": ..., "reason": ...,
+"message": ...}`` and is an event (``DataFileRegistrationRefused``); a request without valid
+credentials is answered 401 and is not an event (it is not a submission). The body of
+``POST /api/v1/datafiles`` is streamed straight into the store: it is never held whole in memory.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from bus.events.datafiles import RefusalReason
 from bus.events.transfers import TransferQueued
@@ -36,6 +39,8 @@ STATUS: Mapping[RefusalReason, int] = {
     RefusalReason.TOO_LARGE: 413,
     RefusalReason.TOO_MANY_PENDING: 429,
 }
+DATAFILES_PATH = "/api/v1/datafiles"
+_CHALLENGE = (("WWW-Authenticate", 'Bearer, Basic realm="ecpds"'),)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,17 +52,33 @@ class ApiState:
     auth: Authenticator
 
 
-def error(status: int, field: str, message: str, **extra: Any) -> JSONResponse:
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A JSON answer: status, encoded body and extra headers (the same for every front)."""
+
+    status: int
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def response(self) -> Response:
+        headers = dict(self.headers) if self.headers else None
+        return Response(self.body, self.status, headers, media_type="application/json")
+
+
+def answer_error(status: int, field: str, message: str, **extra: Any) -> Answer:
     body = {"status": "error", "field": field, "message": message, **extra}
-    headers = {"WWW-Authenticate": 'Bearer, Basic realm="ecpds"'} if status == 401 else None
-    return JSONResponse(body, status_code=status, headers=headers)
+    return Answer(status, orjson.dumps(body), _CHALLENGE if status == 401 else ())
 
 
-def refusal(r: Refused, data_file_id: str | None = None) -> JSONResponse:
+def error(status: int, field: str, message: str, **extra: Any) -> Response:
+    return answer_error(status, field, message, **extra).response()
+
+
+def refusal(r: Refused, data_file_id: str | None = None) -> Answer:
     extra = {"reason": r.reason.value}
     if data_file_id:
         extra["data_file_id"] = data_file_id
-    return error(STATUS.get(r.reason, 400), r.field, r.message, **extra)
+    return answer_error(STATUS.get(r.reason, 400), r.field, r.message, **extra)
 
 
 def _queued(q: TransferQueued) -> dict[str, Any]:
@@ -84,6 +105,50 @@ def _entry(t: TransferEntry) -> dict[str, Any]:
     }
 
 
+async def put(
+    state: ApiState,
+    query: Mapping[str, str],
+    headers: Mapping[str, str],
+    body: AsyncIterable[bytes],
+) -> Answer:
+    """``POST /api/v1/datafiles``, whatever serves it: ``headers`` by lower-case name."""
+    principal = await state.auth.principal(headers.get("authorization"), state.config.view)
+    if principal is None:
+        return answer_error(401, "authorization", "a Bearer token or data user credentials needed")
+    raw = params.options(query, headers)
+    length = headers.get("content-length")
+    size = int(length) if length and length.isdigit() else None
+    parsed = params.submission(raw, size=size, user=principal.user, requested_by=principal.label)
+    if isinstance(parsed, Refused):
+        await state.service.refuse(raw.get("destination", ""), raw.get("target", ""), parsed)
+        return refusal(parsed)
+    outcome = await state.service.submit(parsed, body)
+    if isinstance(outcome, Refused):
+        return refusal(outcome)
+    if isinstance(outcome, Failure):
+        return answer_error(
+            503 if outcome.retriable else 500,
+            "body" if outcome.stage == "receive" else "store",
+            f"the file was not stored ({outcome.stage}): {outcome.message}",
+            data_file_id=outcome.data_file_id,
+        )
+    assert isinstance(outcome, Receipt)
+    sums = outcome.checksums
+    return Answer(
+        201,
+        orjson.dumps(
+            {
+                "status": "ok",
+                "data_file_id": outcome.data_file_id,
+                "file_instance": outcome.file_instance,
+                "size": outcome.size,
+                "checksums": {"adler32": sums.adler32, "md5": sums.md5},
+                "transfers": [_queued(q) for q in outcome.transfers],
+            }
+        ),
+    )
+
+
 def routes(state: ApiState) -> list[Route]:
     """The ingest routes, to mount in any Starlette app."""
 
@@ -91,40 +156,8 @@ def routes(state: ApiState) -> list[Route]:
         return await state.auth.principal(request.headers.get("authorization"), state.config.view)
 
     async def put_datafile(request: Request) -> Response:
-        principal = await who(request)
-        if principal is None:
-            return error(401, "authorization", "a Bearer token or data user credentials needed")
-        raw = params.options(request.query_params, request.headers)
-        length = request.headers.get("content-length")
-        size = int(length) if length and length.isdigit() else None
-        parsed = params.submission(
-            raw, size=size, user=principal.user, requested_by=principal.label
-        )
-        if isinstance(parsed, Refused):
-            await state.service.refuse(raw.get("destination", ""), raw.get("target", ""), parsed)
-            return refusal(parsed)
-        outcome = await state.service.submit(parsed, request.stream())
-        if isinstance(outcome, Refused):
-            return refusal(outcome)
-        if isinstance(outcome, Failure):
-            return error(
-                503 if outcome.retriable else 500,
-                "body" if outcome.stage == "receive" else "store",
-                f"the file was not stored ({outcome.stage}): {outcome.message}",
-                data_file_id=outcome.data_file_id,
-            )
-        assert isinstance(outcome, Receipt)
-        return JSONResponse(
-            {
-                "status": "ok",
-                "data_file_id": outcome.data_file_id,
-                "file_instance": outcome.file_instance,
-                "size": outcome.size,
-                "checksums": {"adler32": outcome.checksums.adler32, "md5": outcome.checksums.md5},
-                "transfers": [_queued(q) for q in outcome.transfers],
-            },
-            status_code=201,
-        )
+        answer = await put(state, request.query_params, request.headers, request.stream())
+        return answer.response()
 
     async def get_datafile(request: Request) -> Response:
         principal = await who(request)
@@ -173,15 +206,18 @@ def routes(state: ApiState) -> list[Route]:
         return JSONResponse(openapi.document())
 
     return [
-        Route("/api/v1/datafiles", put_datafile, methods=["POST"]),
+        Route(DATAFILES_PATH, put_datafile, methods=["POST"]),
         Route("/api/v1/datafiles/{data_file_id}", get_datafile, methods=["GET"]),
         Route("/api/v1/openapi.json", openapi_json, methods=["GET"]),
     ]
 
 
-def create_app(state: ApiState, **kwargs: Any) -> Starlette:
-    """A Starlette app serving only the ingest routes (``kwargs`` go to ``Starlette``)."""
-    return Starlette(routes=routes(state), **kwargs)
+def create_app(state: ApiState, **kwargs: Any) -> ASGIApp:
+    """The ingest routes as an ASGI app: ``POST /api/v1/datafiles`` by the lean front, the
+    rest by a Starlette app around ``routes`` (``kwargs`` go to ``Starlette``)."""
+    from producers.api.fast import IngestFront  # it imports this module
+
+    return IngestFront(state, Starlette(routes=routes(state), **kwargs))
 
 
-__all__ = ["ApiState", "create_app", "routes"]
+__all__ = ["Answer", "ApiState", "create_app", "put", "routes"]

@@ -106,6 +106,7 @@ async def running(
             index=index,
             topics=options.topics,
             source=source,
+            applied=follower.applied,
         )
         recovery = await service.recover(owned=lambda r: not requested_by_acquisition(r))
         log.info(

@@ -6,6 +6,11 @@ No consumer group: every partition is assigned, nothing is committed, nobody els
 start, never from a local file, so it cannot drift from the events. An undecodable record is
 skipped with a warning: the index is a projection, and the dead-letter topic is the consumer
 runner's business.
+
+Events the caller has already applied (the service applies its own at once) can be named with
+``applied(topic, partition, offset)``: read back, they are skipped without being decoded. An
+offset the follower has already passed is not remembered, so the set only holds events still
+ahead of it.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ class LogFollower:
         self._ready = asyncio.Event()
         self._ends: dict[TopicPartition, int] = {}
         self._positions: dict[TopicPartition, int] = {}
+        self._skip: dict[tuple[str, int], set[int]] = {}  # already applied, not yet read back
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._failure: BaseException | None = None
@@ -69,6 +75,12 @@ class LogFollower:
         self._consumer = consumer
         self._check_ready()
         self._task = asyncio.create_task(self._follow(), name="ingest-index")
+
+    def applied(self, topic: str, partition: int, offset: int) -> None:
+        """The event at this position is already applied: skip it when it is read back."""
+        # a TopicPartition is a named tuple: (topic, partition) finds its position
+        if offset >= self._positions.get((topic, partition), 0):
+            self._skip.setdefault((topic, partition), set()).add(offset)
 
     async def _assignment(self) -> list[TopicPartition]:
         for _ in range(50):  # a topic created a moment ago may not be described yet
@@ -114,9 +126,11 @@ class LogFollower:
             while True:
                 batches = await self._consumer.getmany(timeout_ms=200, max_records=5000)
                 for tp, records in batches.items():
+                    skip = self._skip.get(tp)
                     for record in records:
-                        event = _decode(record)
-                        if event is not None:
+                        if skip and record.offset in skip:
+                            skip.discard(record.offset)
+                        elif (event := _decode(record)) is not None:
                             self._apply(event)
                         self._positions[tp] = record.offset + 1
                 if not self._ready.is_set():

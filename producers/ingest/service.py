@@ -41,7 +41,7 @@ from bus.events.datafiles import (
 )
 from bus.events.transfers import TransferQueued
 from bus.logging import get_logger
-from bus.publisher import Publisher
+from bus.publisher import Published, Publisher
 from bus.topics import DATAFILES, TRANSFERS
 from producers.ingest.core import (
     Accepted,
@@ -61,6 +61,13 @@ log = get_logger(__name__)
 
 def _anyone(_registered: DataFileRegistered) -> bool:
     return True
+
+
+def _nobody(_topic: str, _partition: int, _offset: int) -> None:
+    return None
+
+
+Applied = Callable[[str, int, int], None]
 
 
 class ConfigSource(Protocol):
@@ -137,7 +144,10 @@ class IngestService:
         topics: IngestTopics | None = None,
         source: str = "ingest",
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        applied: Applied = _nobody,
     ) -> None:
+        """``applied`` hears where each event the service applied itself landed (the runtime
+        passes ``LogFollower.applied``, so the index does not decode them again)."""
         self._publisher = publisher
         self._store = store
         self._config = config
@@ -145,6 +155,7 @@ class IngestService:
         self.topics = topics or IngestTopics()
         self._source = source
         self._clock = clock
+        self._applied = applied
 
     def _envelope(self, correlation: str, causation: str | None = None) -> Envelope:
         return Envelope(
@@ -187,7 +198,7 @@ class IngestService:
         )
         self.index.apply(registered)  # at once: a concurrent duplicate is refused from here on
         try:
-            await self._publisher.publish(self.topics.datafiles, dfid, registered)
+            self._note(await self._publisher.publish(self.topics.datafiles, dfid, registered))
         except EcpdsError as error:
             return await self._fail(registered, "register", error, delete=False)
         started = time.monotonic()
@@ -224,21 +235,26 @@ class IngestService:
         try:
             # Stored is acknowledged before any transfer is queued: a transfer never names
             # bytes the log has not recorded as durable
-            await self._publisher.publish(self.topics.datafiles, dfid, stored)
-            await self._publish_queued(queued)
+            landed = [await self._publisher.publish(self.topics.datafiles, dfid, stored)]
+            landed += await self._publish_queued(queued)
         except EcpdsError as error:
             return await self._fail(registered, "publish", error, delete=True)
         for event in (stored, *queued):
             self.index.apply(event)
+        for published in landed:  # only once applied: a failure above leaves them to the log
+            self._note(published)
         log.debug("data file registered", data_file_id=dfid, size=meta.size, transfers=len(queued))
         return Receipt(dfid, plan.file_instance, meta.size, stored.checksums, queued)
 
-    async def _publish_queued(self, queued: tuple[TransferQueued, ...]) -> None:
+    async def _publish_queued(self, queued: tuple[TransferQueued, ...]) -> list[Published]:
         # one acknowledged send each, concurrently: ``publish_many`` is built for bulk
         # throughput and costs a submission several times the latency of a single send
-        await asyncio.gather(
+        return await asyncio.gather(
             *(self._publisher.publish(self.topics.transfers, q.destination, q) for q in queued)
         )
+
+    def _note(self, published: Published) -> None:
+        self._applied(published.topic, published.partition, published.offset)
 
     def _queued(
         self,
