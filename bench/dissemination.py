@@ -1,20 +1,24 @@
-"""End-to-end dissemination benchmark: N small files put through the ingest API and delivered
-to one SFTP destination on loopback, beside ``rclone copy --transfers 16`` in the same run.
+"""End-to-end dissemination benchmark: N small files put through the ingest API and delivered to
+one SFTP destination on loopback, beside ``rclone copy --transfers 16`` in the same run.
 
 ``python bench/dissemination.py [N]`` (default 5,000 files of 10 KiB; ``ECPDS_BENCH_E2E_FILES``)
 starts, as ``ecpds up`` does, the ingest API, the scheduler and one mover as subprocesses on
 private topics of the bench Kafka (``bench/_infra.py``) and a private OpenSSH sshd (key auth,
-``bench/sftp.py``); the projector and monitor are not part of the run. One warm-up file goes
-through first (groups joined, connections open). Then the N files are POSTed to
-``/api/v1/datafiles`` (32 at a time) and the run ends at the last ``TransferSucceeded``:
-files/s is N over first put -> last DONE; latency is each file's ``DataFileStored`` ->
-``TransferSucceeded`` (event times), p50/p99. The delivered files are checked on the server
-(count, sizes), and the CPU each component used per file is reported (the machine has 2 cores:
-it says where a file's cost goes). Baselines, same files, same server, components stopped:
-``rclone copy --transfers 16 --sftp-disable-hashcheck`` (the ratio's baseline), and rclone's
-default mode, which runs ``md5sum`` over an ssh exec channel per file, on a 200-file sample.
-Target >= 200 files/s; ratio = ours / rclone (goal >= 0.5). Everything binds 127.0.0.1; the
-work directory is removed at the end; one JSON object is printed.
+``bench/sftp.py``), and the projector (``python -m projections.runner``) on those topics into a
+fresh read-model schema of the bench PostgreSQL (dropped at the end); the monitor is not part of
+the run. One warm-up file goes through first (groups joined, connections open). Then the N files
+are POSTed to ``/api/v1/datafiles`` (32 at a time) and the run ends at the last
+``TransferSucceeded``: files/s is N over first put -> last DONE; latency is each file's
+``DataFileStored`` -> ``TransferSucceeded`` (event times), p50/p99. The delivered files are
+checked on the server (count, sizes), and the CPU each component used per file is reported (the
+machine has 2 cores: it says where a file's cost goes). The clock stops at the last DONE event,
+not when the read model has it: the projection lag at that moment (last DONE -> the read model
+shows every transfer DONE, polled every 50 ms) is reported beside it. Baselines, same files,
+same server, components stopped: ``rclone copy --transfers 16 --sftp-disable-hashcheck`` (the
+ratio's baseline), and rclone's default mode, which runs ``md5sum`` over an ssh exec channel per
+file, on a 200-file sample. Target >= 200 files/s; ratio = ours / rclone (goal >= 0.5).
+Everything binds 127.0.0.1; the work directory is removed at the end; one JSON object is
+printed.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from datetime import datetime
 from pathlib import Path
 
 import aiohttp
+import psycopg
+from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -39,9 +45,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _infra import emit, service, settings
 from sftp import Sshd
 
-from bus.events.datafiles import DataFileStored
-from bus.events.transfers import TransferQueued, TransferSucceeded
-from tests.e2e.conftest import Stack, Tail, create_topics
+# bench/projections.py would shadow the projections package while bench/ leads sys.path
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
+
+from bus.events.datafiles import DataFileStored  # noqa: E402
+from bus.events.transfers import TransferQueued, TransferSucceeded  # noqa: E402
+from projections.db import connect  # noqa: E402
+from tests.e2e.conftest import Stack, Tail, create_topics  # noqa: E402
 
 FILES = (
     int(sys.argv[1]) if len(sys.argv) > 1 else int(os.environ.get("ECPDS_BENCH_E2E_FILES", "5000"))
@@ -105,6 +116,50 @@ async def put_all(stack: Stack, dest: str, files: dict[str, bytes]) -> None:
         await asyncio.gather(*(worker() for _ in range(PUTS_AT_ONCE)))
 
 
+def start_projector(stack: Stack, schema: str) -> None:
+    """The projector on this run's private topics (``e2e.<tag>.*``) into ``schema``."""
+    stack._spawn(
+        "projector",
+        [
+            "-m", "projections.runner", "--schema", schema, "--name", f"bench-{stack.tag}",
+            "--pattern", rf"^e2e\.{stack.tag}\..+$",
+        ],
+    )  # fmt: skip
+
+
+async def projected_at(dsn: str, schema: str, dest: str, count: int, timeout: float) -> float:
+    """The wall time at which the read model first shows ``count`` DONE transfers of ``dest``
+    (polled every 50 ms on one connection; a cheap indexed count)."""
+    deadline = time.time() + timeout
+    conn = await connect(dsn, schema, autocommit=True)
+    try:
+        while time.time() < deadline:
+            try:
+                cur = await conn.execute(
+                    "SELECT count(*) FROM transfers WHERE destination = %s AND status = 'DONE'",
+                    (dest,),
+                )
+                row = await cur.fetchone()
+            except psycopg.errors.UndefinedTable:  # the projector has not migrated yet
+                row = None
+            if row is not None and int(row[0]) >= count:
+                return time.time()
+            await asyncio.sleep(0.05)
+    finally:
+        await conn.close()
+    raise SystemExit(f"the read model did not show {count} DONE transfers within {timeout} s")
+
+
+async def drop_schema(dsn: str, schema: str) -> None:
+    conn = await connect(dsn, "public", autocommit=True)
+    try:
+        await conn.execute(
+            sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
+        )
+    finally:
+        await conn.close()
+
+
 def rclone(source: Path, sshd: Sshd, remote: Path, work: Path, *extra: str) -> float:
     """Seconds ``rclone copy --transfers 16 [extra]`` takes for ``source`` to ``remote``."""
     empty = work / "rclone.conf"
@@ -125,6 +180,7 @@ def rclone(source: Path, sshd: Sshd, remote: Path, work: Path, *extra: str) -> f
 async def run(work: Path) -> dict[str, object]:
     bench = settings()
     service(bench, "kafka/kafka.sh")
+    service(bench, "pg/pg.sh")
     os.environ.setdefault("ECPDS_LOG_LEVEL", "WARNING")
     sshd = Sshd(work / "sshd")
     ours_dir, source, sample = work / "sshd" / "ours", work / "src", work / "sample"
@@ -133,6 +189,7 @@ async def run(work: Path) -> dict[str, object]:
     stack = Stack(bench.kafka_bootstrap, work / "stack", uuid.uuid4().hex[:8])
     (stack.root / "secrets").mkdir(parents=True)
     dest = f"bench-{stack.tag}"
+    schema = f"bench_e2e_{stack.tag}"
     files = {f"p{i:05}.bin": os.urandom(SIZE) for i in range(FILES)}
     for name, data in files.items():
         (source / name).write_bytes(data)
@@ -144,15 +201,20 @@ async def run(work: Path) -> dict[str, object]:
         await asyncio.to_thread(stack.start_api)
         stack.start_scheduler()
         stack.start_mover(capacity=2 * CONNECTIONS)
+        start_projector(stack, schema)
         stack.tail = tail
         await tail.start()
         await stack.apply(config(stack, sshd, ours_dir))
         await put_all(stack, dest, {"warm-up.bin": b"w" * SIZE})
         await tail.all_done(dest, 1, timeout=120)
+        await projected_at(bench.pg_dsn, schema, dest, 1, timeout=120)
         await tail.stop()  # not decoding events while the run takes the CPU; read them after
 
         cpu_before, own_before = cpu_seconds(stack), time.process_time()
         first_put = time.time()
+        projected = asyncio.create_task(
+            projected_at(bench.pg_dsn, schema, dest, FILES + 1, timeout=120 + FILES / 10)
+        )
         await put_all(stack, dest, files)
         puts_s = time.time() - first_put
         tail = Tail(bench.kafka_bootstrap, [stack.topic("transfers"), stack.topic("datafiles")])
@@ -168,6 +230,7 @@ async def run(work: Path) -> dict[str, object]:
             succeeded.setdefault(e.transfer_id, e)
         last_done = max(e.envelope.occurred_at for e in succeeded.values()).timestamp()
         ours_s = last_done - first_put
+        projection_lag_s = max(0.0, await projected - last_done)
         file_of = {e.transfer_id: e.data_file_id for e in tail.of(TransferQueued, dest)}
         stored: dict[str, datetime] = {
             e.data_file_id: e.envelope.occurred_at
@@ -182,7 +245,7 @@ async def run(work: Path) -> dict[str, object]:
         delivered = [p for p in ours_dir.iterdir() if not p.name.startswith(".")]
         assert len(delivered) == FILES + 1, f"{len(delivered)} files on the server"
         assert all(p.stat().st_size == SIZE for p in delivered)
-        for name in ("mover", "scheduler", "api"):  # the baseline runs on a quiet machine too
+        for name in ("projector", "mover", "scheduler", "api"):  # a quiet machine for rclone
             await asyncio.to_thread(stack.stop, name)
         # rclone verifies each file by running md5sum over an ssh exec channel unless told
         # not to: ~7 files/s here; the fast variant is the baseline, the default is sampled
@@ -192,9 +255,11 @@ async def run(work: Path) -> dict[str, object]:
         plain_s = await asyncio.to_thread(rclone, sample, sshd, work / "sshd" / "plain", work)
     finally:
         # processes first, synchronously: an interrupted loop must not leave them running
-        for name in ("mover", "scheduler", "api"):
+        for name in ("projector", "mover", "scheduler", "api"):
             stack.stop(name)
         sshd.stop()
+        with contextlib.suppress(Exception):
+            await drop_schema(bench.pg_dsn, schema)
         with contextlib.suppress(Exception, asyncio.CancelledError):
             await tail.stop()
     ours_rate, rclone_rate = FILES / ours_s, FILES / rclone_s
@@ -213,6 +278,7 @@ async def run(work: Path) -> dict[str, object]:
             "max": round(max(latencies), 1),
             "count": len(latencies),
         },
+        "projection_lag_at_last_done_s": round(projection_lag_s, 2),
         "cpu_ms_per_file": cpu_ms,
         "cores": os.cpu_count(),
         "load_average_1m_at_end": round(os.getloadavg()[0], 2),

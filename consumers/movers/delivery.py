@@ -72,6 +72,35 @@ class Meter:
                 await asyncio.sleep(ahead)
 
 
+class ReadAhead:
+    """``stream`` with its next chunk always being read: the first from construction on, so a
+    small object's store reads (thread hops) overlap the remote open, and each later chunk
+    while the previous one is sent. ``aclose`` stops the read in flight and the stream."""
+
+    def __init__(self, stream: AsyncIterable[bytes]) -> None:
+        self._stream = aiter(stream)
+        self._next: asyncio.Future[bytes] = asyncio.ensure_future(anext(self._stream))
+
+    def __aiter__(self) -> ReadAhead:
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunk = await self._next  # StopAsyncIteration at the end, as the stream said
+        self._next = asyncio.ensure_future(anext(self._stream))
+        return chunk
+
+    async def aclose(self) -> None:
+        pending = self._next
+        if not pending.done():
+            pending.cancel()
+        with contextlib.suppress(BaseException):
+            await pending  # retrieved: a read error nobody asked for is not logged as lost
+        close = getattr(self._stream, "aclose", None)
+        if close is not None:
+            with contextlib.suppress(RuntimeError):  # already closed by the cancellation
+                await close()
+
+
 async def hashed(
     stream: AsyncIterable[bytes], md5: Any, meter: Meter
 ) -> AsyncGenerator[bytes, None]:
@@ -120,7 +149,8 @@ async def deliver(
         else:
             known = order.checksums.md5 if order.compression == Compression.NONE else None
             md5 = None if known else hashlib.md5(usedforsecurity=False)
-            source: AsyncIterable[bytes] = store.get(object_id(order.guid), offset=resumed)
+            read = ReadAhead(store.get(object_id(order.guid), offset=resumed))
+            source: AsyncIterable[bytes] = read
             if order.compression != Compression.NONE:
                 entry = posixpath.basename(order.original or order.target) or "data"
                 source = compress(order.compression.value.lower(), source, entry=entry)
@@ -132,6 +162,7 @@ async def deliver(
                     sent = await conn.put(path, stream)
             finally:
                 await stream.aclose()
+                await read.aclose()
             # a resumed put hashed only the tail: the whole file's MD5 is the stored one
             md5_hex = order.checksums.md5 if resumed or md5 is None else md5.hexdigest()
             verification = await verify(conn, location, path, resumed + sent, md5_hex)

@@ -11,6 +11,7 @@ Rules kept (DESIGN.md §4 and §8, STYLE.md habits 5, 6 and 9):
   acknowledged by the broker; a partition is committed up to its lowest offset still running
   (``core.OffsetTracker``). A crash redelivers every order without a published outcome, and
   the module's temp-then-rename keeps a redelivered order from leaving a partial file.
+  Commits run beside the poll loop (at most every ``COMMIT_EVERY_S``), never in its way.
 - **Never drop an order.** Every order ends as succeeded, failed (with ``retriable`` from the
   error), interrupted (shutdown) or dead-lettered (undecodable, wrong type).
 - **Keep polling.** Up to ``capacity`` orders run at once (each destination within its host's
@@ -42,6 +43,7 @@ import uvloop
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
+from asyncssh.logging import SSHLogger
 
 from bus import codec
 from bus.config.secrets import decrypt
@@ -68,6 +70,7 @@ from store.replicated import Fallback, ReplicatedStore
 log = get_logger(__name__)
 
 Slot = tuple[TopicPartition, int]
+COMMIT_EVERY_S = 0.05  # commits batch the outcomes finished meanwhile (a redelivery bound)
 
 
 @dataclass
@@ -125,6 +128,7 @@ class Mover:
         self._per_destination: dict[str, int] = {}
         self._changed = asyncio.Condition()
         self._stopping = asyncio.Event()
+        self._outcomes = asyncio.Event()  # an order finished: something may be committable
         self._started_at = datetime.now(UTC)
         self._bytes = 0
         self.succeeded = self.failed = self.interrupted = 0
@@ -150,15 +154,16 @@ class Mover:
         self._consumer.subscribe([self.config.topic], listener=_Rebalance(self))
         await self._consumer.start()
         beats = asyncio.create_task(self._heartbeats())
+        commits = asyncio.create_task(self._commits())
         log.info("mover started", mover=self.config.mover_id, topic=self.config.topic)
         try:
             while not self._stopping.is_set():
                 await self._poll_once()
-                await self.commit()
         finally:
-            beats.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beats
+            for task in (beats, commits):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await self._shutdown()
 
     async def _poll_once(self) -> None:
@@ -197,12 +202,14 @@ class Mover:
             )
             await self._dead_letter(record, reason, str(error), header, error)
             self.tracker.finish(tp, record.offset)
+            self._outcomes.set()
             return
         if not isinstance(event, TransferOrdered):
             name = codec.event_type(event)
             message = f"{name} is not an order"
             await self._dead_letter(record, DeadLetterReason.TYPE_NOT_ALLOWED, message, name)
             self.tracker.finish(tp, record.offset)
+            self._outcomes.set()
             return
         key = (event.transfer_id, event.attempt)
         running = self._running.get(key)
@@ -228,6 +235,7 @@ class Mover:
         del self._running[key]
         for tp, offset in running.slots:
             self.tracker.finish(tp, offset)
+        self._outcomes.set()
         asyncio.get_running_loop().create_task(self._notify())
 
     async def _notify(self) -> None:
@@ -244,9 +252,20 @@ class Mover:
             self._per_destination[order.destination] = (
                 self._per_destination.get(order.destination, 0) + 1
             )
+        # TransferStarted is acknowledged while the delivery runs (a broker round trip less
+        # per order); the outcome is sent only once it is, so the log keeps started -> outcome
+        started = asyncio.ensure_future(
+            self._publish(outcomes.started(order, self.config.source, self.config.mover_id))
+        )
         try:
-            await self._publish(outcomes.started(order, self.config.source, self.config.mover_id))
-            outcome = await self._attempt(order)
+            try:
+                outcome = await self._attempt(order)
+            except BaseException:
+                # cancelled (shutdown): let the started event land before the interruption
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(started)
+                raise
+            await started
             await self._publish(outcome)
         finally:
             self._per_destination[order.destination] -= 1
@@ -371,6 +390,18 @@ class Mover:
 
     # -- commits and shutdown -------------------------------------------------------------
 
+    async def _commits(self) -> None:
+        """Commit in the background, at most every ``COMMIT_EVERY_S``: the poll loop never
+        waits for a commit's round trip, and one commit covers the outcomes of a burst."""
+        while True:
+            await self._outcomes.wait()
+            self._outcomes.clear()
+            await self.commit()
+            assigned = self._consumer.assignment()
+            if any(tp in assigned for tp in self.tracker.to_commit()):
+                self._outcomes.set()  # the commit failed: try again after the pause
+            await asyncio.sleep(COMMIT_EVERY_S)
+
     async def commit(self) -> None:
         """Commit every partition up to its lowest offset still running."""
         positions = {
@@ -472,9 +503,25 @@ async def serve(settings: Settings, args: argparse.Namespace) -> None:
         await mover.run()
 
 
+def _lazy_asyncssh_logging() -> None:
+    """Make asyncssh skip a log call below its logger's level before formatting it.
+
+    ``SSHLogger.log`` turns every argument to text before ``logging`` checks the level, and
+    asyncssh logs a few debug lines per SFTP request: ~3% of a mover's CPU on small files.
+    """
+    original = SSHLogger.log
+
+    def log(self: SSHLogger, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        if self.logger.isEnabledFor(level):
+            original(self, level, msg, *args, **kwargs)
+
+    SSHLogger.log = log  # type: ignore[method-assign]
+
+
 def main(argv: list[str] | None = None) -> None:
     settings = Settings.from_env()
     configure(settings)
+    _lazy_asyncssh_logging()
     # uvloop: the SFTP/TLS byte pumps spend their time in the loop; it is ~2x cheaper per call
     uvloop.run(serve(settings, _arguments(argv)))
 

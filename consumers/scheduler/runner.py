@@ -295,6 +295,8 @@ class SchedulerRunner:
                 return
             try:
                 await self._orders_topics.ensure({topic for topic, _, _ in items})
+                # one call: the facts (transfers topic) are acknowledged before the orders are
+                # sent, so a mover's outcome never precedes its TransferScheduled in the log
                 await self._publisher.publish_many(items)
                 self.published += len(items)
                 return
