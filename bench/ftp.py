@@ -1,11 +1,13 @@
 """FTP throughput: our FtpModule (aioftp, 1 MiB blocks, uvloop) against ``curl``, same run.
 
 Puts and gets one file (1 GiB by default; ``bench/ftp.py 64M`` or ``ECPDS_BENCH_FTP_SIZE``)
-through one pyftpdlib server on 127.0.0.1, alternating ours and curl's, ``--repeat`` times,
-and prints one JSON object with the best MB/s of each and the ratios (targets: put >= 0.8x
-curl, get >= 1x). ``--tls explicit`` runs the same over FTPS (AUTH TLS, certificates from
-trustme, validated by both clients). The file lives under ``var/bench/`` and is deleted
-afterwards. Our get writes to a local file like ``curl -o`` does.
+through one pyftpdlib server on 127.0.0.1, alternating ours and curl's ``--repeat`` times
+(who goes first swaps each round; dirty pages are flushed before each timed run), and prints
+one JSON object with the best MB/s of each, the ratios and the median of the per-round pair
+ratios, the figure to quote on a loaded machine (targets: put >= 0.8x curl, get >= 1x).
+``--tls explicit`` runs the same over FTPS (AUTH TLS, certificates from trustme, validated
+by both clients). The file lives under ``var/bench/`` and is deleted afterwards. Our get
+writes to a local file like ``curl -o`` does.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import uvloop
@@ -107,7 +109,7 @@ def curl(args: list[str]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("size", nargs="?", default=os.environ.get("ECPDS_BENCH_FTP_SIZE", "1G"))
-    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--buffer", type=int, default=256 * 1024, help="server socket buffer")
     parser.add_argument("--tls", choices=["none", "explicit"], default="none")
     args = parser.parse_args()
@@ -150,22 +152,27 @@ def main() -> None:
             k: [] for k in ("ours_put", "curl_put", "ours_get", "curl_get")
         }
         cpu = {k: CpuMeter(k.startswith("curl")) for k in times}
-        for _ in range(args.repeat):
-            with cpu["ours_put"]:
-                times["ours_put"].append(uvloop.run(ours_put(location, source, "up-ours.bin")))
-            with cpu["curl_put"]:
-                times["curl_put"].append(curl([*curl_tls, "-T", str(source), f"{url}/up-curl.bin"]))
-            assert (root / "up-ours.bin").stat().st_size == size
-            assert (root / "up-curl.bin").stat().st_size == size
-            (root / "up-ours.bin").unlink()
-            (root / "up-curl.bin").unlink()
-            with cpu["ours_get"]:
-                times["ours_get"].append(uvloop.run(ours_get(location, "served.bin", work / "got")))
-            assert (work / "got").stat().st_size == size
-            got = str(work / "got")
-            with cpu["curl_get"]:
-                times["curl_get"].append(curl([*curl_tls, "-o", got, f"{url}/served.bin"]))
-            assert (work / "got").stat().st_size == size
+        got = work / "got"
+        runs: dict[str, Callable[[], float]] = {
+            "ours_put": lambda: uvloop.run(ours_put(location, source, "up-ours.bin")),
+            "curl_put": lambda: curl([*curl_tls, "-T", str(source), f"{url}/up-curl.bin"]),
+            "ours_get": lambda: uvloop.run(ours_get(location, "served.bin", got)),
+            "curl_get": lambda: curl([*curl_tls, "-o", str(got), f"{url}/served.bin"]),
+        }
+        for round_ in range(args.repeat):
+            for op in ("put", "get"):
+                # Who goes first swaps each round, and dirty pages are flushed before each
+                # timed run: otherwise the writeback of the previous run's file (1 GiB) lands
+                # on the next one, always the same side's in a fixed order.
+                pair = [f"ours_{op}", f"curl_{op}"]
+                for name in pair if round_ % 2 == 0 else pair[::-1]:
+                    os.sync()
+                    with cpu[name]:
+                        times[name].append(runs[name]())
+                    written = root / f"up-{name[:4]}.bin" if op == "put" else got
+                    assert written.stat().st_size == size
+                    if op == "put":
+                        written.unlink()
         rate = {k: round(size / min(v) / 1e6, 1) for k, v in times.items()}
         # Each ours/curl pair ran back to back: the median of pair ratios resists load swings.
         paired = {

@@ -11,8 +11,9 @@ directory. Rules kept:
 - blocking I/O runs in worker threads with 1 MiB chunks; checksums are computed in the same
   pass as the write (see ``store.writer``). A put from a local file runs its whole loop in
   worker threads (an in-kernel copy when only ADLER32 is asked, else read-ahead, write and
-  hash threads in a pipeline); a put from an async stream feeds a writer thread through a
-  bounded queue.
+  hash threads in a pipeline); a put from an async stream gathers up to one chunk first: an
+  object that fits is written, fsynced, renamed and described by one worker job, a larger
+  one feeds a writer thread through a bounded queue.
 - ``list`` scans the sidecars: it is for recovery and tests; the event-sourced read models are
   the index a running system queries.
 """
@@ -85,47 +86,99 @@ class LocalStore:
         oid = object_id(spec.id) if spec.id else new_object_id()
         digests = Digests(md5=spec.md5, sha512=spec.sha512)
         target = self._data(oid)
-        writer = await asyncio.to_thread(ObjectWriter, target, digests, durable=self._durable)
+        # Up to one chunk is gathered before any thread is involved: an object that fits
+        # (most do) is then created, written, fsynced, renamed and described by one worker
+        # job, instead of a thread hop per step and a wake-up of the loop per chunk.
+        source = aiter(data)
+        head: list[bytes] = []
+        held = 0
+        async for chunk in source:
+            head.append(chunk)
+            held += len(chunk)
+            if held >= self._chunk:
+                break
+        else:
+
+            def whole() -> ObjectMeta:
+                writer = ObjectWriter(target, digests, durable=self._durable)
+                try:
+                    for chunk in head:
+                        if chunk:
+                            writer.write(chunk)
+                except BaseException:
+                    writer.abort()
+                    raise
+                return self._described(spec, oid, writer.commit())  # commit aborts on failure
+
+            return await asyncio.get_running_loop().run_in_executor(self._threads, whole)
+        return await self._stream(head, source, spec, oid, digests)
+
+    async def _stream(
+        self,
+        head: builtins.list[bytes],
+        rest: AsyncIterator[bytes],
+        spec: ObjectSpec,
+        oid: ObjectId,
+        digests: Digests,
+    ) -> ObjectMeta:
+        """A larger object: a writer thread fed through a bounded queue, the sidecar written
+        by the same thread once the bytes are durable."""
+        target = self._data(oid)
         loop = asyncio.get_running_loop()
         chunks: queue.SimpleQueue[bytes | _Stop] = queue.SimpleQueue()
         space = asyncio.Semaphore(QUEUE_DEPTH)
         failed = threading.Event()
 
-        def drain() -> Checksums | None:
+        def drain() -> ObjectMeta | None:
             error: BaseException | None = None
+            writer: ObjectWriter | None = None
+            try:
+                writer = ObjectWriter(target, digests, durable=self._durable)
+            except BaseException as exc:
+                error = exc
+                failed.set()
             while (item := chunks.get()) is not END:
                 if isinstance(item, _Stop):  # ABORT: the caller drops the object
+                    if writer is not None:
+                        writer.abort()
                     return None
-                if error is None:
+                if error is None and writer is not None:
                     try:
                         writer.write(item)
                     except BaseException as exc:
                         error = exc
                         failed.set()
                 loop.call_soon_threadsafe(space.release)
-            if error is not None:
-                raise error
-            return writer.commit()
+            if error is not None or writer is None:
+                if writer is not None:
+                    writer.abort()
+                raise error or StoreError("put aborted")
+            return self._described(spec, oid, writer.commit())
+
+        async def feed() -> AsyncIterator[bytes]:
+            for chunk in head:
+                yield chunk
+            async for chunk in rest:
+                yield chunk
 
         done = loop.run_in_executor(self._threads, drain)
         try:
-            async for chunk in data:
+            async for chunk in feed():
                 if failed.is_set():
                     break
                 if chunk:
                     await space.acquire()
                     chunks.put(chunk)
             chunks.put(END)
-            checksums = await done
+            meta = await done
         except BaseException:
-            chunks.put(ABORT)
+            chunks.put(ABORT)  # the writer thread drops the temporary file itself
             with contextlib.suppress(BaseException):
                 await asyncio.shield(done)
-            await asyncio.to_thread(writer.abort)
             raise
-        if checksums is None:  # pragma: no cover - ABORT is only sent on the error path
+        if meta is None:  # pragma: no cover - ABORT is only sent on the error path
             raise StoreError("put aborted")
-        return await self._publish(spec, oid, checksums)
+        return meta
 
     async def put_file(self, path: Path, spec: ObjectSpec) -> ObjectMeta:
         oid = object_id(spec.id) if spec.id else new_object_id()
@@ -137,9 +190,9 @@ class LocalStore:
             writer = ObjectWriter(target, digests, durable=self._durable)
             try:
                 with open(path, "rb", buffering=0) as source:
-                    # MD5/SHA-512 run faster on the cache-hot buffers of a read/write loop; the
-                    # in-kernel copy wins when only ADLER32 is computed.
-                    if digests.heavy or not writer.copy_file(source.fileno()):
+                    # The in-kernel copy costs less CPU than a read/write loop (measured: 2.6
+                    # against 3.4-4.1 ns/byte with MD5), which decides the rate on 2 cores.
+                    if not writer.copy_file(source.fileno()):
                         _pipeline(source, writer, self._chunk)
             except BaseException:
                 writer.abort()
@@ -155,6 +208,12 @@ class LocalStore:
     async def _publish(self, spec: ObjectSpec, oid: ObjectId, sums: Checksums) -> ObjectMeta:
         meta = ObjectMeta.stored(spec, oid, sums, self.name, utcnow())
         await asyncio.to_thread(self._write_meta, meta)
+        return meta
+
+    def _described(self, spec: ObjectSpec, oid: ObjectId, sums: Checksums) -> ObjectMeta:
+        """Write the sidecar of durable bytes (in the put's own worker thread)."""
+        meta = ObjectMeta.stored(spec, oid, sums, self.name, utcnow())
+        self._write_meta(meta)
         return meta
 
     def _write_meta(self, meta: ObjectMeta) -> None:

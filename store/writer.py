@@ -13,8 +13,11 @@ Dirty pages are handed to the kernel for writeback every ``WRITEBACK`` bytes
 on the whole object at the end.
 
 ``copy_file`` copies a local source with ``copy_file_range`` (an in-kernel copy, as ``cp``
-does) and hashes the *written* bytes of the temporary file through ``mmap`` in the hash thread:
-no byte is copied through Python, and the checksum is of what was stored, not of the source.
+does) and hashes the *written* bytes of the temporary file, so the checksum is of what was
+stored, not of the source. ADLER32 alone is summed through ``mmap`` in the hash thread (no
+byte copied through Python); with MD5/SHA-512 each copied range is read back in 1 MiB pieces
+(page-cache hits into a ring of cache-hot buffers), summed here and digested in the hash
+thread, so that thread does no more than the checksum floor while the copy runs beside it.
 """
 
 from __future__ import annotations
@@ -38,6 +41,14 @@ MAX_PENDING = 3
 READ_AHEAD = 3
 # Ring of read buffers: MAX_PENDING hashing, one being written, READ_AHEAD being read, a spare.
 RING = MAX_PENDING + READ_AHEAD + 2
+# With MD5/SHA-512 a copied range is read back in CHUNK pieces (small enough to stay in
+# cache), copied BACK_WINDOW at a time with up to BACK_PENDING pieces queued for the hash
+# thread: the copy then never leaves that thread idle. Measured (1 GiB, 2 loaded cores,
+# against the checksum floor): 8 MiB windows with 3 queued 0.71x, 2 MiB with 8 queued 1.22x.
+CHUNK = 1024 * 1024
+BACK_WINDOW = 2 * CHUNK
+BACK_PENDING = 8
+BACK_RING = BACK_PENDING + 2
 # Below this a chunk is hashed inline: a thread hop would cost more than the hash.
 INLINE_HASH = 256 * 1024
 # copy_file_range window: large enough to amortise the mmap of each hashed window.
@@ -115,6 +126,8 @@ class ObjectWriter:
         self._pending: deque[Future[None]] = deque()
         self._written = 0
         self._flushed = 0
+        self._ring: list[bytearray] | None = None
+        self._slot = 0
 
     @property
     def temporary(self) -> Path:
@@ -122,6 +135,12 @@ class ObjectWriter:
 
     def write(self, chunk: Chunk) -> None:
         view = memoryview(chunk)
+        self._hash(view)
+        _write_all(self._fd, view)
+        self._advance(view.nbytes)
+        self._bound()
+
+    def _hash(self, view: memoryview) -> None:
         # ADLER32 (cheap) stays in this thread; MD5/SHA-512 go to the hash thread, which
         # then bounds throughput at the MD5 rate instead of MD5 + ADLER32 + I/O.
         self._digests.update_light(view)
@@ -132,9 +151,9 @@ class ObjectWriter:
                 if self._hasher is None:
                     self._hasher = ThreadPoolExecutor(1, thread_name_prefix="store-hash")
                 self._pending.append(self._hasher.submit(self._digests.update_heavy, view))
-        _write_all(self._fd, view)
-        self._advance(view.nbytes)
-        while len(self._pending) > MAX_PENDING:
+
+    def _bound(self, limit: int = MAX_PENDING) -> None:
+        while len(self._pending) > limit:
             self._pending.popleft().result()
 
     def _advance(self, length: int) -> None:
@@ -151,15 +170,19 @@ class ObjectWriter:
         try:
             offset = 0
             while True:
+                window = BACK_WINDOW if self._digests.heavy else WINDOW
                 try:
-                    copied = os.copy_file_range(source, self._fd, WINDOW, offset, offset)
+                    copied = os.copy_file_range(source, self._fd, window, offset, offset)
                 except OSError as error:
                     if offset == 0 and error.errno in _NO_COPY_RANGE:
                         return False
                     raise
                 if not copied:
                     break
-                self._submit_range(reader, offset, copied)
+                if self._digests.heavy:
+                    self._read_back(reader, offset, copied)
+                else:
+                    self._submit_range(reader, offset, copied)
                 self._advance(copied)
                 offset += copied
             self._drain()
@@ -170,6 +193,28 @@ class ObjectWriter:
                 self._drain()
             os.close(reader)
         return True
+
+    def _read_back(self, reader: int, offset: int, length: int) -> None:
+        """Hash a copied range read back in CHUNK pieces: ADLER32 here, MD5 in the hash thread.
+
+        The pieces are page-cache hits landing in a ring of small (cache-hot) buffers, so the
+        hash thread digests exactly what the checksum floor does while this thread's kernel
+        copy and ADLER32 run beside it.
+        """
+        if self._ring is None:
+            self._ring = [bytearray(CHUNK) for _ in range(BACK_RING)]
+        end = offset + length
+        while offset < end:
+            # A slot is refilled only once its piece has left the bounded hash queue.
+            buffer = self._ring[self._slot]
+            self._slot = (self._slot + 1) % BACK_RING
+            view = memoryview(buffer)[: min(CHUNK, end - offset)]
+            read = os.preadv(reader, [view], offset)
+            if not read:
+                raise OSError(errno.EIO, f"short read back of {self._tmp}")
+            self._hash(view[:read])
+            self._bound(BACK_PENDING)
+            offset += read
 
     def _submit_range(self, reader: int, offset: int, length: int) -> None:
         if self._hasher is None:
