@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
+from bus.config.durations import parse_duration
+from bus.errors import ConfigurationError
 from bus.events import Event, envelope
 from bus.events import requests as r
 from bus.publisher import Publisher
@@ -152,6 +154,17 @@ def build(req: Action) -> Event:
         requested_by=actor,
         reason=why,
     )
+
+
+def lifetime_expiry(lifetime: object, now: datetime) -> datetime | None:
+    """The new expiry of an "extend": ``now`` + a lifetime like 2d, 12h or PT6H (None if absent)."""
+    if lifetime is None or lifetime == "":
+        return None
+    try:
+        ms = parse_duration(str(lifetime), "lifetime")
+    except ConfigurationError as e:
+        raise Invalid(f"{e.field}: {e.reason}") from None
+    return now + timedelta(milliseconds=ms)
 
 
 def parse_priority(text: object) -> int | None:

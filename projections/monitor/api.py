@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -21,14 +21,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from bus.config.durations import parse_duration
-from bus.errors import ConfigurationError, EcpdsError
+from bus.errors import EcpdsError
 from projections.monitor.actions import (
     DESTINATION_VERBS,
     TRANSFER_VERBS,
     Action,
     Invalid,
     Verb,
+    lifetime_expiry,
     parse_priority,
 )
 from projections.monitor.auth import User, csrf_ok
@@ -74,18 +74,6 @@ def _immediate(body: Mapping[str, Any]) -> bool:
     if not isinstance(value, bool):
         raise Invalid("immediate must be true or false")
     return value
-
-
-def _expiry(body: Mapping[str, Any]) -> datetime | None:
-    """The new expiry of an "extend": now + the body's ``lifetime`` (2d, 12h, PT6H)."""
-    lifetime = body.get("lifetime")
-    if lifetime is None:
-        return None
-    try:
-        ms = parse_duration(lifetime, "lifetime")
-    except ConfigurationError as e:
-        raise Invalid(f"{e.field}: {e.reason}") from None
-    return datetime.now(UTC) + timedelta(milliseconds=ms)
 
 
 def routes(state: Any) -> list[BaseRoute]:
@@ -200,7 +188,8 @@ def routes(state: Any) -> list[BaseRoute]:
                 raise Invalid(f"{verb} is not a transfer action")
             body = await _body(request)
             priority = parse_priority(body.get("priority"))
-            immediate, expiry = _immediate(body), _expiry(body)
+            immediate = _immediate(body)
+            expiry = lifetime_expiry(body.get("lifetime"), datetime.now(UTC))
         except (ValueError, Invalid) as e:
             return error(400, str(e))
         if not user.can_act:

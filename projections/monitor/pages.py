@@ -11,6 +11,7 @@ page's script fetches again when the read models change.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -28,6 +29,7 @@ from projections.monitor.actions import (
     Action,
     Invalid,
     Verb,
+    lifetime_expiry,
     parse_priority,
 )
 from projections.monitor.auth import User, csrf_ok, new_csrf
@@ -231,8 +233,9 @@ def routes(state: Any) -> list[BaseRoute]:
             if verb not in TRANSFER_VERBS:
                 raise ValueError(verb)
             priority = parse_priority(form.get("priority"))
-        except (ValueError, Invalid):
-            return PlainTextResponse("unknown action or bad priority", status_code=400)
+            expiry = lifetime_expiry(form.get("lifetime"), datetime.now(UTC))
+        except (ValueError, Invalid) as error:
+            return PlainTextResponse(f"unknown action or bad value: {error}", status_code=400)
         req = Action(
             verb,
             row["destination"],
@@ -240,6 +243,8 @@ def routes(state: Any) -> list[BaseRoute]:
             transfer_id=tid,
             priority=priority,
             reason=str(form.get("reason") or "") or None,
+            immediate=form.get("immediate") == "on",
+            expiry_time=expiry,
         )
         return await act(request, user, f"/transfers/{quote(tid)}", req)
 
@@ -253,7 +258,18 @@ def routes(state: Any) -> list[BaseRoute]:
         host = str(form.get("host") or "") or None
         if verb not in DESTINATION_VERBS and verb not in HOST_VERBS:
             return PlainTextResponse("unknown action", status_code=400)
-        req = Action(verb, name, user.login, host_id=host)
+        try:
+            priority = parse_priority(form.get("priority"))
+        except Invalid as error:
+            return PlainTextResponse(str(error), status_code=400)
+        req = Action(
+            verb,
+            name,
+            user.login,
+            host_id=host,
+            priority=priority,
+            immediate=form.get("immediate") == "on",
+        )
         return await act(request, user, f"/destinations/{quote(name)}", req)
 
     return [

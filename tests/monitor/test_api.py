@@ -79,6 +79,48 @@ async def test_form_action_publishes_a_requeue_request(
     assert "operator1" in after.text
 
 
+async def test_forms_offer_immediate_extend_and_host_priority(
+    operator: httpx.AsyncClient, monitor: Monitor
+) -> None:
+    """The pages carry an "immediate" box for hold/restart, a lifetime for extend and a
+    priority for a host; the forms publish the matching requests, and a bad lifetime is a 400."""
+    page = await operator.get("/transfers/transfer-6")
+    assert 'name="immediate"' in page.text
+    assert 'name="lifetime"' in page.text
+    csrf = csrf_of(page.text)
+    extend = await operator.post(
+        "/transfers/transfer-6/action", data={"verb": "extend", "lifetime": "3d", "csrf": csrf}
+    )
+    assert extend.status_code == 303
+    bad = await operator.post(
+        "/transfers/transfer-6/action", data={"verb": "extend", "lifetime": "soon", "csrf": csrf}
+    )
+    assert bad.status_code == 400
+    dest = await operator.get("/destinations/dest-3")
+    assert 'value="host-priority"' in dest.text
+    csrf = csrf_of(dest.text)
+    hold = await operator.post(
+        "/destinations/dest-3/action", data={"verb": "hold", "immediate": "on", "csrf": csrf}
+    )
+    assert hold.status_code == 303
+    prio = await operator.post(
+        "/destinations/dest-3/action",
+        data={"verb": "host-priority", "host": "host-3", "priority": "4", "csrf": csrf},
+    )
+    assert prio.status_code == 303
+    events, _ = await requests_on(monitor.models)
+    ext = [e for e in events if isinstance(e, r.LifetimeExtensionRequested)]
+    assert [e.transfer_id for e in ext if e.requested_by == "operator1"] == ["transfer-6"]
+    assert any(
+        isinstance(e, r.HoldRequested) and e.destination == "dest-3" and e.immediate for e in events
+    )
+    assert any(
+        isinstance(e, r.HostPriorityChangeRequested)
+        and (e.destination, e.host_id, e.priority) == ("dest-3", "host-3", 4)
+        for e in events
+    )
+
+
 async def test_token_actions_publish_priority_and_host_requests(
     monitor: Monitor,
 ) -> None:
