@@ -176,37 +176,35 @@ def destination_restart(
     request(event, name, topic, wait)
 
 
-@destination_app.command("stop")
-def destination_stop(
-    name: str, reason: Reason = None, wait: Wait = 10, topic: TransfersTopic = TRANSFERS
-) -> None:
-    """Stop a destination (running transfers are interrupted)."""
-    event = r.StopRequested(
-        envelope=envelope(SOURCE, name), destination=name, requested_by=_actor(), reason=reason
-    )
-    request(event, name, topic, wait)
+DestinationRequest = type[r.StopRequested | r.RequeueFailedRequested | r.StandbyReleaseRequested]
 
 
-@destination_app.command("requeue-failed")
-def destination_requeue_failed(
-    name: str, reason: Reason = None, wait: Wait = 10, topic: TransfersTopic = TRANSFERS
-) -> None:
-    """Requeue every failed or stopped transfer of a destination."""
-    event = r.RequeueFailedRequested(
-        envelope=envelope(SOURCE, name), destination=name, requested_by=_actor(), reason=reason
-    )
-    request(event, name, topic, wait)
+def _destination_verb(verb: str, cls: DestinationRequest, doc: str) -> None:
+    """Register ``ecpds destination VERB NAME``, which publishes a ``cls`` request."""
+
+    def command(
+        name: str, reason: Reason = None, wait: Wait = 10, topic: TransfersTopic = TRANSFERS
+    ) -> None:
+        event = cls(
+            envelope=envelope(SOURCE, name), destination=name, requested_by=_actor(), reason=reason
+        )
+        request(event, name, topic, wait)
+
+    command.__doc__ = doc
+    destination_app.command(verb)(command)
 
 
-@destination_app.command("release")
-def destination_release(
-    name: str, reason: Reason = None, wait: Wait = 10, topic: TransfersTopic = TRANSFERS
-) -> None:
-    """Release every standby (held) transfer of a destination."""
-    event = r.StandbyReleaseRequested(
-        envelope=envelope(SOURCE, name), destination=name, requested_by=_actor(), reason=reason
-    )
-    request(event, name, topic, wait)
+_destination_verb(
+    "stop", r.StopRequested, "Stop a destination (running transfers are interrupted)."
+)
+_destination_verb(
+    "requeue-failed",
+    r.RequeueFailedRequested,
+    "Requeue every failed or stopped transfer of a destination.",
+)
+_destination_verb(
+    "release", r.StandbyReleaseRequested, "Release every standby (held) transfer of a destination."
+)
 
 
 # --- transfers --------------------------------------------------------------------------------
@@ -261,58 +259,43 @@ def transfer_hold(
     )
 
 
-@transfer_app.command("restart")
-def transfer_restart(
-    transfer_id: Transfer,
-    destination: DestinationOpt = None,
-    reason: Reason = None,
-    wait: Wait = 10,
-    topic: TransfersTopic = TRANSFERS,
-    config_topic: ConfigTopic = CONFIG,
-) -> None:
-    """Restart a transfer (a running attempt is interrupted and ordered again)."""
-    _transfer_verb(r.RestartRequested, transfer_id, destination, reason, wait, topic, config_topic)
+TransferRequest = type[
+    r.RestartRequested | r.StopRequested | r.RequeueRequested | r.StandbyReleaseRequested
+]
 
 
-@transfer_app.command("stop")
-def transfer_stop(
-    transfer_id: Transfer,
-    destination: DestinationOpt = None,
-    reason: Reason = None,
-    wait: Wait = 10,
-    topic: TransfersTopic = TRANSFERS,
-    config_topic: ConfigTopic = CONFIG,
-) -> None:
-    """Stop a transfer (STOP)."""
-    _transfer_verb(r.StopRequested, transfer_id, destination, reason, wait, topic, config_topic)
+def _simple_transfer_verb(verb: str, cls: TransferRequest, doc: str) -> None:
+    """Register ``ecpds transfer VERB TRANSFER_ID``, which publishes a ``cls`` request."""
+
+    def command(
+        transfer_id: Transfer,
+        destination: DestinationOpt = None,
+        reason: Reason = None,
+        wait: Wait = 10,
+        topic: TransfersTopic = TRANSFERS,
+        config_topic: ConfigTopic = CONFIG,
+    ) -> None:
+        _transfer_verb(cls, transfer_id, destination, reason, wait, topic, config_topic)
+
+    command.__doc__ = doc
+    transfer_app.command(verb)(command)
 
 
-@transfer_app.command("requeue")
-def transfer_requeue(
-    transfer_id: Transfer,
-    destination: DestinationOpt = None,
-    reason: Reason = None,
-    wait: Wait = 10,
-    topic: TransfersTopic = TRANSFERS,
-    config_topic: ConfigTopic = CONFIG,
-) -> None:
-    """Requeue a transfer (fresh start count; a running one after its attempt ends)."""
-    _transfer_verb(r.RequeueRequested, transfer_id, destination, reason, wait, topic, config_topic)
-
-
-@transfer_app.command("release")
-def transfer_release(
-    transfer_id: Transfer,
-    destination: DestinationOpt = None,
-    reason: Reason = None,
-    wait: Wait = 10,
-    topic: TransfersTopic = TRANSFERS,
-    config_topic: ConfigTopic = CONFIG,
-) -> None:
-    """Release a standby (held) transfer into the queue."""
-    _transfer_verb(
-        r.StandbyReleaseRequested, transfer_id, destination, reason, wait, topic, config_topic
-    )
+for _verb, _cls, _doc in (
+    (
+        "restart",
+        r.RestartRequested,
+        "Restart a transfer (a running attempt is interrupted and ordered again).",
+    ),
+    ("stop", r.StopRequested, "Stop a transfer (STOP)."),
+    (
+        "requeue",
+        r.RequeueRequested,
+        "Requeue a transfer (fresh start count; a running one after its attempt ends).",
+    ),
+    ("release", r.StandbyReleaseRequested, "Release a standby (held) transfer into the queue."),
+):
+    _simple_transfer_verb(_verb, _cls, _doc)
 
 
 @transfer_app.command("priority")

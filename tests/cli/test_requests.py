@@ -105,3 +105,22 @@ async def test_an_unanswered_request_says_so(kafka: str, topics: tuple[str, str]
     (restart,) = await requests_on(kafka, transfers)
     assert isinstance(restart, r.RestartRequested)
     assert not restart.immediate
+
+
+async def test_destination_requeue_failed_and_transfer_stop(
+    kafka: str, topics: tuple[str, str]
+) -> None:
+    """`destination requeue-failed` and `transfer stop --destination` publish their requests."""
+    transfers, _ = topics
+    for args in (
+        ("destination", "requeue-failed", "b"),
+        ("transfer", "stop", "df9-x", "--destination", "site-b"),
+    ):
+        result = await asyncio.to_thread(
+            ecpds, *args, "--wait", "0", "--transfers-topic", transfers
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+    found = await requests_on(kafka, transfers)
+    assert sorted(type(e).__name__ for e in found) == ["RequeueFailedRequested", "StopRequested"]
+    stop = next(e for e in found if isinstance(e, r.StopRequested))
+    assert (stop.destination, stop.transfer_id) == ("site-b", "df9-x")
