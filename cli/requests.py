@@ -359,42 +359,38 @@ ForDestination = Annotated[
 ]
 
 
-@host_app.command("activate")
-def host_activate(
-    host_id: HostId,
-    destination: ForDestination,
-    reason: Reason = None,
-    wait: Wait = 10,
-    topic: TransfersTopic = TRANSFERS,
-) -> None:
-    """Put a host back in use for a destination."""
-    event = r.HostActivationRequested(
-        envelope=envelope(SOURCE, host_id),
-        destination=destination,
-        host_id=host_id,
-        requested_by=_actor(),
-        reason=reason,
-    )
-    request(event, destination, topic, wait)
+HostSwitch = type[r.HostActivationRequested | r.HostDeactivationRequested]
 
 
-@host_app.command("deactivate")
-def host_deactivate(
-    host_id: HostId,
-    destination: ForDestination,
-    reason: Reason = None,
-    wait: Wait = 10,
-    topic: TransfersTopic = TRANSFERS,
-) -> None:
-    """Take a host out of use for a destination (the next host takes over)."""
-    event = r.HostDeactivationRequested(
-        envelope=envelope(SOURCE, host_id),
-        destination=destination,
-        host_id=host_id,
-        requested_by=_actor(),
-        reason=reason,
-    )
-    request(event, destination, topic, wait)
+def _host_switch(verb: str, cls: HostSwitch, doc: str) -> None:
+    """Register ``ecpds host VERB HOST_ID --destination D``, which publishes a ``cls`` request."""
+
+    def command(
+        host_id: HostId,
+        destination: ForDestination,
+        reason: Reason = None,
+        wait: Wait = 10,
+        topic: TransfersTopic = TRANSFERS,
+    ) -> None:
+        event = cls(
+            envelope=envelope(SOURCE, host_id),
+            destination=destination,
+            host_id=host_id,
+            requested_by=_actor(),
+            reason=reason,
+        )
+        request(event, destination, topic, wait)
+
+    command.__doc__ = doc
+    host_app.command(verb)(command)
+
+
+_host_switch("activate", r.HostActivationRequested, "Put a host back in use for a destination.")
+_host_switch(
+    "deactivate",
+    r.HostDeactivationRequested,
+    "Take a host out of use for a destination (the next host takes over).",
+)
 
 
 @host_app.command("priority")

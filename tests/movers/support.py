@@ -24,10 +24,11 @@ from bus.publisher import Publisher
 from bus.topics import DAY_MS, TopicSpec, apply_topics
 from consumers.janitor.feed import EventFeed
 from consumers.movers.config import MoverConfig
-from consumers.movers.ports import LocalStores, Replicas
+from consumers.movers.ports import Replicas
 from consumers.movers.runner import Mover
 from protocols.base import from_bytes
 from store.local import LocalStore
+from store.named import NamedStores
 from store.objects import ObjectSpec, new_object_id
 
 
@@ -206,7 +207,7 @@ async def running_mover(
     config: MoverConfig, store_root: Path, replicas: Replicas | None = None
 ) -> AsyncIterator[Mover]:
     """A mover running in the test loop; stopped gracefully on exit."""
-    mover = Mover(config, LocalStores(store_root), replicas=replicas)
+    mover = Mover(config, NamedStores(store_root, durable=False), replicas=replicas)
     task = asyncio.create_task(mover.run())
     try:
         yield mover
