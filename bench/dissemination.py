@@ -24,6 +24,7 @@ printed.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import os
 import shutil
@@ -49,8 +50,14 @@ from sftp import Sshd
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
 
+from bus.events import Event  # noqa: E402
 from bus.events.datafiles import DataFileStored  # noqa: E402
-from bus.events.transfers import TransferQueued, TransferSucceeded  # noqa: E402
+from bus.events.transfers import (  # noqa: E402
+    TransferQueued,
+    TransferScheduled,
+    TransferStarted,
+    TransferSucceeded,
+)
 from projections.db import connect  # noqa: E402
 from tests.e2e.conftest import Stack, Tail, create_topics  # noqa: E402
 
@@ -66,13 +73,102 @@ PLAIN_SAMPLE = min(FILES, 200)  # files for rclone's default (hash-checking) mod
 
 
 def cpu_seconds(stack: Stack) -> dict[str, float]:
-    """CPU time (user + system) used so far by each component process."""
+    """CPU time (user + system) used so far by each component process, and each one's system
+    time under ``<name> (system)`` (the kernel's share: syscalls, fsync, sockets)."""
     tick = os.sysconf("SC_CLK_TCK")
     used: dict[str, float] = {}
     for name, process in stack.processes.items():
         fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
         used[name] = (int(fields[11]) + int(fields[12])) / tick
+        used[f"{name} (system)"] = int(fields[12]) / tick
     return used
+
+
+def infra_cpu_seconds(sshd_pid: int) -> dict[str, float]:
+    """CPU time used so far by the servers the components talk to: the bench Kafka broker, the
+    PostgreSQL server (with its backends) and the sshd with its per-session children (a session
+    that ended counts no more: the pooled ones last the run)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parent: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    command: dict[int, bytes] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command[int(entry.name)] = (entry / "cmdline").read_bytes()
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parent[int(entry.name)] = int(fields[1])
+        cpu[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+
+    def under(pid: int, root: int) -> bool:
+        while pid > 1:
+            if pid == root:
+                return True
+            pid = parent.get(pid, 0)
+        return False
+
+    bench_var = os.environ["ECPDS_VAR"].encode()
+    pg = [p for p, c in command.items() if b"bin/postgres" in c and bench_var in c]
+    used = {"kafka broker": 0.0, "postgresql": 0.0, "sshd": 0.0}
+    for pid, seconds in cpu.items():
+        if b"kafka.Kafka" in command[pid] and bench_var in command[pid]:
+            used["kafka broker"] += seconds
+        elif pg and under(pid, pg[0]):
+            used["postgresql"] += seconds
+        elif under(pid, sshd_pid):
+            used["sshd"] += seconds
+    return used
+
+
+def machine_busy_seconds() -> float:
+    """CPU time (all cores, everything but idle and iowait) used so far on this machine."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def hops(events: list[Event], dest: str) -> dict[str, dict[str, float]]:
+    """Times (ms: p50, p90, mean) of each step of the order -> outcome loop, from event
+    times: scheduled -> started (the order reaching a mover), started -> succeeded (the
+    delivery), succeeded -> the next scheduled (the scheduler freeing the slot and ordering
+    the next file)."""
+    scheduled: dict[str, float] = {}
+    started: dict[str, float] = {}
+    steps: dict[str, list[float]] = {"scheduled_to_started": [], "started_to_succeeded": []}
+    done_times: list[float] = []
+    order_times: list[float] = []
+    for e in events:
+        if getattr(e, "destination", None) != dest:
+            continue
+        at = e.envelope.occurred_at.timestamp() * 1000
+        tid = getattr(e, "transfer_id", "")
+        if isinstance(e, TransferScheduled):
+            scheduled.setdefault(tid, at)
+            order_times.append(at)
+        elif isinstance(e, TransferStarted) and tid in scheduled:
+            started.setdefault(tid, at)
+            steps["scheduled_to_started"].append(at - scheduled[tid])
+        elif isinstance(e, TransferSucceeded) and tid in started:
+            steps["started_to_succeeded"].append(at - started[tid])
+            done_times.append(at)
+    order_times.sort()
+    gaps = []
+    for at in done_times:
+        i = bisect.bisect_left(order_times, at)
+        if i < len(order_times):
+            gaps.append(order_times[i] - at)
+    steps["succeeded_to_next_scheduled"] = gaps
+    return {
+        name: {
+            "p50": round(percentile(values, 0.5), 1),
+            "p90": round(percentile(values, 0.9), 1),
+            "mean": round(sum(values) / len(values), 1),
+        }
+        for name, values in steps.items()
+        if values
+    }
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -211,26 +307,33 @@ async def run(work: Path) -> dict[str, object]:
         await tail.stop()  # not decoding events while the run takes the CPU; read them after
 
         cpu_before, own_before = cpu_seconds(stack), time.process_time()
+        infra_before, busy_before = infra_cpu_seconds(sshd.process.pid), machine_busy_seconds()
         first_put = time.time()
         projected = asyncio.create_task(
             projected_at(bench.pg_dsn, schema, dest, FILES + 1, timeout=120 + FILES / 10)
         )
         await put_all(stack, dest, files)
         puts_s = time.time() - first_put
+        # the end is seen on the read model (a cheap count every 50 ms); the events are read
+        # afterwards, so decoding them does not take CPU from the run
+        projected_s = await projected
+        cpu_after, own_after = cpu_seconds(stack), time.process_time()
+        infra_after, busy_after = infra_cpu_seconds(sshd.process.pid), machine_busy_seconds()
         tail = Tail(bench.kafka_bootstrap, [stack.topic("transfers"), stack.topic("datafiles")])
         await tail.start()
         await tail.all_done(dest, FILES + 1, timeout=60 + FILES / 20)
-        cpu_after, own_after = cpu_seconds(stack), time.process_time()
         cpu_ms = {n: round((cpu_after[n] - cpu_before[n]) * 1000 / FILES, 2) for n in cpu_after}
-        cpu_ms["load generator + event reader (this process)"] = round(
-            (own_after - own_before) * 1000 / FILES, 2
-        )
+        cpu_ms["load generator (this process)"] = round((own_after - own_before) * 1000 / FILES, 2)
+        for name, seconds in infra_after.items():
+            cpu_ms[name] = round((seconds - infra_before[name]) * 1000 / FILES, 2)
+        cpu_ms["whole machine"] = round((busy_after - busy_before) * 1000 / FILES, 2)
+        loop_ms = hops(tail.events, dest)
         succeeded: dict[str, TransferSucceeded] = {}
         for e in tail.of(TransferSucceeded, dest):
             succeeded.setdefault(e.transfer_id, e)
         last_done = max(e.envelope.occurred_at for e in succeeded.values()).timestamp()
         ours_s = last_done - first_put
-        projection_lag_s = max(0.0, await projected - last_done)
+        projection_lag_s = max(0.0, projected_s - last_done)
         file_of = {e.transfer_id: e.data_file_id for e in tail.of(TransferQueued, dest)}
         stored: dict[str, datetime] = {
             e.data_file_id: e.envelope.occurred_at
@@ -278,6 +381,7 @@ async def run(work: Path) -> dict[str, object]:
             "max": round(max(latencies), 1),
             "count": len(latencies),
         },
+        "order_loop_ms": loop_ms,
         "projection_lag_at_last_done_s": round(projection_lag_s, 2),
         "cpu_ms_per_file": cpu_ms,
         "cores": os.cpu_count(),

@@ -119,6 +119,24 @@ class Publisher:
             raise await self._renew(error) from error
         return Published(meta.topic, meta.partition, meta.offset)
 
+    async def publish_few(self, items: Sequence[tuple[str, str, Any]]) -> Sequence[Published]:
+        """Send a few events and wait for all: each joins the batch its partition is filling
+        (in the order given), so events that concurrent callers send meanwhile share a request
+        with them (``publish_many`` makes batches of its own, for many events)."""
+        futures = []
+        try:
+            for topic, key, event in items:
+                self._check(topic, event)
+                futures.append(
+                    await self._producer.send(
+                        topic, codec.encode(event), key=key.encode(), headers=codec.headers(event)
+                    )
+                )
+            metas = [await future for future in futures]
+        except KafkaError as error:
+            raise await self._renew(error) from error
+        return [Published(m.topic, m.partition, m.offset) for m in metas]
+
     async def publish_many(self, items: Iterable[tuple[str, str, Any]]) -> Sequence[Published]:
         """Send several events at once; all are acknowledged when this returns.
 

@@ -35,6 +35,7 @@ import os
 import signal
 import time
 import traceback
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -71,6 +72,8 @@ log = get_logger(__name__)
 
 Slot = tuple[TopicPartition, int]
 COMMIT_EVERY_S = 0.05  # commits batch the outcomes finished meanwhile (a redelivery bound)
+# a delivery that ends within this sends TransferStarted and its outcome in one request
+STARTED_GRACE_S = 0.2
 
 
 @dataclass
@@ -252,21 +255,32 @@ class Mover:
             self._per_destination[order.destination] = (
                 self._per_destination.get(order.destination, 0) + 1
             )
-        # TransferStarted is acknowledged while the delivery runs (a broker round trip less
-        # per order); the outcome is sent only once it is, so the log keeps started -> outcome
-        started = asyncio.ensure_future(
-            self._publish(outcomes.started(order, self.config.source, self.config.mover_id))
-        )
+        # TransferStarted carries the time the delivery began. A delivery that ends within
+        # STARTED_GRACE_S (most small files) sends it with its outcome, in order, in one
+        # request; a longer one sends it then, while the delivery goes on, and its outcome
+        # only once TransferStarted is acknowledged: the log always has started -> outcome.
+        started_event = outcomes.started(order, self.config.source, self.config.mover_id)
+        attempt = asyncio.ensure_future(self._attempt(order))
+        started: asyncio.Future[None] | None = None
         try:
             try:
-                outcome = await self._attempt(order)
+                done, _ = await asyncio.wait({attempt}, timeout=STARTED_GRACE_S)
+                if not done:
+                    started = asyncio.ensure_future(self._publish(started_event))
+                outcome = await attempt
             except BaseException:
+                attempt.cancel()  # its clean-up (the temporary file) ends before ours
+                with contextlib.suppress(BaseException):
+                    await attempt
                 # cancelled (shutdown): let the started event land before the interruption
                 with contextlib.suppress(BaseException):
-                    await asyncio.shield(started)
+                    await asyncio.shield(started or self._publish(started_event))
                 raise
-            await started
-            await self._publish(outcome)
+            if started is None:
+                await self._publish(started_event, outcome)
+            else:
+                await started
+                await self._publish(outcome)
         finally:
             self._per_destination[order.destination] -= 1
             await self._notify()
@@ -330,16 +344,18 @@ class Mover:
 
     # -- events ---------------------------------------------------------------------------
 
-    async def _publish(self, event: Any) -> None:
-        """Publish an outcome on the transfers topic (keyed by destination), durably."""
-        await self._durably(self.config.transfers_topic, event.destination, event)
+    async def _publish(self, *events: Any) -> None:
+        """Publish outcomes on the transfers topic (keyed by destination), durably and in
+        order, joining the batch other orders are filling."""
+        items = [(self.config.transfers_topic, e.destination, e) for e in events]
+        await self._durably(lambda: self._publisher.publish_few(items))
 
-    async def _durably(self, topic: str, key: str, event: Any) -> None:
+    async def _durably(self, send: Callable[[], Awaitable[object]]) -> None:
         """Publish, retrying retriable failures until the broker acknowledges it."""
         delay = 0.2
         while True:
             try:
-                await self._publisher.publish(topic, key, event)
+                await send()
                 return
             except (EcpdsError, KafkaError) as error:
                 if not is_retriable(error):
@@ -371,8 +387,9 @@ class Mover:
             error_class=type(error).__name__ if error is not None else None,
             consumer_group=self.config.group,
         )
+        key = f"{record.topic}/{record.partition}"
         await self._durably(
-            self.config.deadletter_topic, f"{record.topic}/{record.partition}", event
+            lambda: self._publisher.publish(self.config.deadletter_topic, key, event)
         )
 
     async def _heartbeats(self) -> None:
