@@ -8,11 +8,12 @@ broker is the embedded amqtt one on a free port. Nothing here is a mock.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 
@@ -21,6 +22,14 @@ from bus.settings import ROOT, Settings
 os.environ.setdefault("ECPDS_VAR", "var/test")
 os.environ.setdefault("ECPDS_KAFKA_PORT", "29092")
 os.environ.setdefault("ECPDS_PG_PORT", "25433")
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 30) -> None:
+    """Wait until ``check()`` is true, polling; fail the test after ``timeout`` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.1)
 
 
 def free_port() -> int:

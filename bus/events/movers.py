@@ -1,4 +1,5 @@
-"""Mover events (topic ``ecpds.movers``, key: mover id): heartbeats with capacity and load."""
+"""Mover events (topic ``ecpds.movers``, key: mover id): heartbeats with capacity and load,
+and the scheduler's requests to abandon a running transfer (every mover reads those)."""
 
 from __future__ import annotations
 
@@ -37,8 +38,25 @@ class MoverStopped(Event):
     reason: str = ""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransferAbortRequested(Event):
+    """The scheduler interrupted or stopped a running attempt (immediate hold or restart, stop):
+    the mover running it abandons the delivery (its temporary file removed, no outcome sent),
+    and a mover that receives the order later skips it. Keyed by the mover id when the
+    scheduler knows it (``TransferStarted`` seen), else by the destination."""
+
+    AVRO_NAME: ClassVar[str] = "ecpds.movers.TransferAbortRequested"
+
+    transfer_id: str
+    destination: str
+    attempt: int
+    reason: str
+    mover_id: str | None = None
+
+
 EVENTS: tuple[type[Event], ...] = (
     MoverHeartbeat,
     MoverStopped,
+    TransferAbortRequested,
 )
 NAMED_TYPES: Mapping[str, type] = {}

@@ -19,6 +19,13 @@ Rules kept (DESIGN.md §4 and §8, STYLE.md habits 5, 6 and 9):
   ``getmany``, so the group never evicts a mover busy with long uploads.
 - **Graceful shutdown** (SIGTERM/SIGINT): stop taking orders, cancel running deliveries and
   publish ``TransferInterrupted`` for each, commit, publish ``MoverStopped``, leave the group.
+- **Abort on request.** Every mover follows ``TransferAbortRequested`` on the movers topic
+  (the scheduler's answer to an immediate hold or restart, or a stop, of a running attempt;
+  read from ``ABORT_MEMORY_S`` ago at start): a running attempt it names is cancelled (the
+  module removes its temporary file, so nothing reaches the final name) and ends without an
+  outcome (the scheduler has recorded the interruption); an order named before it arrives is
+  skipped. A delivery that had already renamed its file still reports its success, which
+  the scheduler ignores as superseded.
 
 A partition taken away by a rebalance is forgotten: its running orders still publish their
 outcome but do not commit; the new owner redelivers them (at-least-once; the final name is
@@ -35,9 +42,9 @@ import os
 import signal
 import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import uvloop
@@ -54,7 +61,9 @@ from bus.deadletter import dead_letter_event
 from bus.errors import DecodeError, EcpdsError, UnknownSchema
 from bus.events import Event
 from bus.events.deadletter import DeadLetterReason
+from bus.events.movers import TransferAbortRequested
 from bus.events.orders import TransferOrdered
+from bus.feeds import Feed
 from bus.logging import configure, get_logger
 from bus.publisher import Publisher
 from bus.settings import Settings
@@ -74,6 +83,7 @@ Slot = tuple[TopicPartition, int]
 COMMIT_EVERY_S = 0.05  # commits batch the outcomes finished meanwhile (a redelivery bound)
 # a delivery that ends within this sends TransferStarted and its outcome in one request
 STARTED_GRACE_S = 0.2
+ABORT_MEMORY_S = 600.0  # how long an abort request is kept for an order not yet received
 
 
 @dataclass
@@ -81,6 +91,8 @@ class _Running:
     order: TransferOrdered
     slots: list[Slot]
     task: asyncio.Task[bool] | None = None  # True once its outcome is published
+    attempt: asyncio.Task[Event] | None = None  # the delivery, cancelled by an abort
+    aborted: str | None = None  # why the scheduler asked to abandon it
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -128,13 +140,14 @@ class Mover:
             isolation_level="read_committed",
         )
         self._running: dict[tuple[str, int], _Running] = {}
+        self._aborted: dict[tuple[str, int], float] = {}  # -> when it is forgotten (monotonic)
         self._per_destination: dict[str, int] = {}
         self._changed = asyncio.Condition()
         self._stopping = asyncio.Event()
         self._outcomes = asyncio.Event()  # an order finished: something may be committable
         self._started_at = datetime.now(UTC)
         self._bytes = 0
-        self.succeeded = self.failed = self.interrupted = 0
+        self.succeeded = self.failed = self.interrupted = self.abandoned = 0
 
     # -- control --------------------------------------------------------------------------
 
@@ -156,6 +169,15 @@ class Mover:
         await self._publisher.start()
         self._consumer.subscribe([self.config.topic], listener=_Rebalance(self))
         await self._consumer.start()
+        topic = self.config.movers_topic
+        aborts = Feed(
+            self.config.bootstrap,
+            [topic],
+            self._on_aborts,
+            since={topic: datetime.now(UTC) - timedelta(seconds=ABORT_MEMORY_S)},
+            only=[TransferAbortRequested.AVRO_NAME],
+        )
+        await aborts.start()
         beats = asyncio.create_task(self._heartbeats())
         commits = asyncio.create_task(self._commits())
         log.info("mover started", mover=self.config.mover_id, topic=self.config.topic)
@@ -167,6 +189,7 @@ class Mover:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await aborts.stop()
             await self._shutdown()
 
     async def _poll_once(self) -> None:
@@ -215,6 +238,12 @@ class Mover:
             self._outcomes.set()
             return
         key = (event.transfer_id, event.attempt)
+        if key in self._aborted:
+            log.info("aborted order skipped", transfer_id=key[0], attempt=key[1])
+            self.abandoned += 1
+            self.tracker.finish(tp, record.offset)
+            self._outcomes.set()
+            return
         running = self._running.get(key)
         if running is not None:
             # Redelivered after a rebalance while still running here: one delivery, two offsets.
@@ -224,6 +253,41 @@ class Mover:
         self._running[key] = running
         running.task = asyncio.create_task(self._execute(running), name=f"order-{key}")
         running.task.add_done_callback(functools.partial(self._finished, key))
+
+    def _on_aborts(self, events: Sequence[Event]) -> None:
+        for event in events:
+            if isinstance(event, TransferAbortRequested):
+                self._abort(event)
+
+    def _abort(self, request: TransferAbortRequested) -> None:
+        """Abandon the attempt ``request`` names if it runs here; remember it in case its order
+        is still to come."""
+        now = time.monotonic()
+        while self._aborted:  # oldest first: forget the expired
+            oldest = next(iter(self._aborted))
+            if self._aborted[oldest] > now:
+                break
+            del self._aborted[oldest]
+        key = (request.transfer_id, request.attempt)
+        self._aborted[key] = now + ABORT_MEMORY_S
+        running = self._running.get(key)
+        if running is not None and running.attempt is not None and not running.attempt.done():
+            running.aborted = request.reason
+            running.attempt.cancel()
+
+    def _abandoned(self, running: _Running) -> bool:
+        """Whether a delivery ended cancelled because an abort named it (not a shutdown)."""
+        current = asyncio.current_task()
+        if running.aborted is None or (current is not None and current.cancelling()):
+            return False
+        self.abandoned += 1
+        log.info(
+            "transfer abandoned",
+            transfer_id=running.order.transfer_id,
+            attempt=running.order.attempt,
+            reason=running.aborted,
+        )
+        return True
 
     def _finished(self, key: tuple[str, int], task: asyncio.Task[bool]) -> None:
         running = self._running.get(key)
@@ -260,7 +324,7 @@ class Mover:
         # request; a longer one sends it then, while the delivery goes on, and its outcome
         # only once TransferStarted is acknowledged: the log always has started -> outcome.
         started_event = outcomes.started(order, self.config.source, self.config.mover_id)
-        attempt = asyncio.ensure_future(self._attempt(order))
+        attempt = running.attempt = asyncio.ensure_future(self._attempt(order))
         started: asyncio.Future[None] | None = None
         try:
             try:
@@ -268,7 +332,12 @@ class Mover:
                 if not done:
                     started = asyncio.ensure_future(self._publish(started_event))
                 outcome = await attempt
-            except BaseException:
+            except BaseException as error:
+                if isinstance(error, asyncio.CancelledError) and self._abandoned(running):
+                    # on the scheduler's request: it has recorded the interruption already
+                    if started is not None:
+                        await started
+                    return True
                 attempt.cancel()  # its clean-up (the temporary file) ends before ours
                 with contextlib.suppress(BaseException):
                     await attempt

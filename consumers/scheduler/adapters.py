@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from bus.errors import TransientError
 from bus.events.base import Event
 from bus.events.datafiles import Checksums
+from bus.events.movers import TransferAbortRequested
 from bus.events.orders import TransferOrdered
 from bus.events.transfers import TransferQueued
 from bus.topics import (
@@ -49,6 +50,8 @@ class Topics:
         key: str = decision.destination  # type: ignore[attr-defined]
         if isinstance(decision, TransferOrdered):
             return self.orders(decision.transfer_group), key
+        if isinstance(decision, TransferAbortRequested):  # every mover reads them
+            return self.movers, decision.mover_id or key
         return self.transfers, key
 
     def inputs(self, partitions: int) -> list[TopicSpec]:
@@ -66,7 +69,7 @@ class OrdersTopics:
         self._bootstrap = bootstrap
         self._topics = topics
         self._partitions = partitions
-        self._ensured: set[str] = {topics.transfers}
+        self._ensured: set[str] = {topics.transfers, topics.movers}  # declared inputs
 
     async def ensure(self, names: Iterable[str]) -> None:
         """Make sure the named topics exist (``TransientError`` if that cannot be done now)."""

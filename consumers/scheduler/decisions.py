@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from bus.events.base import DestinationStatus, Event, TransferStatus
+from bus.events.transfers import TransferInterrupted, TransferStopped
 from consumers.scheduler import failover, outputs, windows
 from consumers.scheduler.lifecycle import FINISHED, ORDERABLE, PENDING
 from consumers.scheduler.requests import Answerer, Verdict
@@ -62,6 +63,7 @@ def decide(state: SchedulerState, settings: SchedulerSettings, now: datetime) ->
     out: list[Event] = []
     touched: set[str] = set()
     _lost_movers(state, settings, now, out, touched)
+    lost = len(out)  # interruptions of vanished movers: nobody to ask to abort
     timers = state.timers
     while timers and timers[0][0] <= now:
         due, name = heapq.heappop(timers)
@@ -82,7 +84,27 @@ def decide(state: SchedulerState, settings: SchedulerSettings, now: datetime) ->
         else:
             state.schedule(rt, _due(state, rt, now))
     state.dirty = still
+    _abort_running(state, settings.source, now, out, lost)
     return out
+
+
+def _abort_running(
+    state: SchedulerState, source: str, now: datetime, out: list[Event], start: int
+) -> None:
+    """Ask the movers to abandon every running attempt interrupted or stopped from
+    ``out[start]`` on (an immediate hold or restart, a stop): otherwise the file could still
+    arrive after the operator was told it would not. Decided before ``evolve``, so ``running``
+    still says what the mover is doing."""
+    aborts = []
+    for decision in out[start:]:
+        if isinstance(decision, TransferInterrupted | TransferStopped):
+            e = state.transfers.get(decision.transfer_id)
+            if e is not None and e.running:
+                reason = decision.reason
+                aborts.append(
+                    outputs.abort_requested(source, now, e, reason, decision.envelope.event_id)
+                )
+    out.extend(aborts)
 
 
 def next_due(

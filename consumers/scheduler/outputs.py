@@ -16,6 +16,7 @@ from datetime import datetime
 from bus.events.base import DestinationStatus, Envelope, Event
 from bus.events.config import Destination, Host
 from bus.events.datafiles import Checksums
+from bus.events.movers import TransferAbortRequested
 from bus.events.orders import TransferOrdered
 from bus.events.transfers import (
     DestinationStatusChanged,
@@ -215,6 +216,21 @@ def interrupted(
     """The running attempt is interrupted (INTR); it will be requeued."""
     return TransferInterrupted(
         envelope=_tenv(source, now, "interrupted", e, cause),
+        transfer_id=e.transfer_id,
+        destination=e.destination,
+        attempt=e.attempt,
+        reason=reason,
+        mover_id=e.mover_id,
+    )
+
+
+def abort_requested(
+    source: str, now: datetime, e: TransferEntry, reason: str, cause: str
+) -> TransferAbortRequested:
+    """Ask the mover running ``e``'s attempt to abandon it (``cause``: the interruption or stop
+    decided on it)."""
+    return TransferAbortRequested(
+        envelope=_tenv(source, now, "abort", e, cause),
         transfer_id=e.transfer_id,
         destination=e.destination,
         attempt=e.attempt,

@@ -55,16 +55,16 @@ from aiokafka import TopicPartition
 
 from bus.errors import TransientError
 from bus.events.base import Event
-from bus.events.movers import MoverHeartbeat, MoverStopped
+from bus.events.movers import MoverHeartbeat, MoverStopped, TransferAbortRequested
 from bus.events.transfers import TransferQueued
 from bus.faust_app import make_app
+from bus.feeds import Feed, replay
 from bus.logging import configure, get_logger
 from bus.publisher import Publisher
 from bus.settings import Settings
 from bus.topics import CONFIG, MOVERS, ORDERS_PREFIX, TRANSFERS, apply_topics
 from consumers.scheduler.adapters import OrdersTopics, Topics, stored_file
 from consumers.scheduler.core import SchedulerSettings, SchedulerState, decide, evolve, next_due
-from consumers.scheduler.feeds import Feed, replay
 
 log = get_logger(__name__)
 
@@ -190,6 +190,8 @@ class SchedulerRunner:
         for event in events:
             if isinstance(event, (MoverHeartbeat, MoverStopped)):
                 self._movers[event.mover_id] = event
+            elif isinstance(event, TransferAbortRequested):
+                continue  # the scheduler's own requests to the movers
             else:
                 self._config_log.append(event)
             for state in (self.state, self._building):

@@ -1,14 +1,16 @@
-"""Projection of ``ecpds.movers``: one row per mover (last heartbeat, capacity, load)."""
+"""Projection of ``ecpds.movers``: one row per mover (last heartbeat, capacity, load); an
+abort request goes on its transfer's timeline."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from bus.events import movers as m
-from projections.handlers.base import Handler, Write, registrar
+from projections.handlers.base import FREE, Handler, Write, registrar
+from projections.handlers.timeline import history
 
 HANDLERS: dict[str, Handler] = {}
-on = registrar(HANDLERS, {"movers": ("mover", 1)})
+on = registrar(HANDLERS, {"movers": ("mover", 1), "transfer_history": FREE})
 
 
 @on(m.MoverHeartbeat)
@@ -53,5 +55,19 @@ def _stopped(event: m.MoverStopped) -> Sequence[Write]:
             " running = 0, running_transfers = '{}', stopped_at = EXCLUDED.stopped_at,"
             " stop_reason = EXCLUDED.stop_reason",
             (event.mover_id, event.transfer_group, event.envelope.occurred_at, event.reason),
+        ),
+    )
+
+
+@on(m.TransferAbortRequested)
+def _abort(event: m.TransferAbortRequested) -> Sequence[Write]:
+    return (
+        history(
+            event,
+            event.transfer_id,
+            event.destination,
+            attempt=event.attempt,
+            mover=event.mover_id,
+            message=f"Mover asked to abandon attempt {event.attempt}: {event.reason}",
         ),
     )

@@ -35,10 +35,10 @@ from bus.config.view import LiveConfig
 from bus.config.yamlio import load
 from bus.events import Event
 from bus.events.transfers import TransferQueued, TransferSucceeded
+from bus.feeds import decode, partitions_of
 from bus.publisher import Publisher
 from bus.settings import ROOT
 from bus.topics import DAY_MS, TopicSpec, apply_topics
-from consumers.scheduler.feeds import decode, partitions_of
 from tests.conftest import free_port
 
 PYTHON = sys.executable

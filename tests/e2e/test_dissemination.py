@@ -21,9 +21,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bus.events.transfers import TransferStarted, TransferSucceeded
+from bus.events import envelope
+from bus.events.movers import TransferAbortRequested
+from bus.events.requests import HoldRequested, StandbyReleaseRequested
+from bus.events.transfers import TransferHeld, TransferStarted, TransferSucceeded
+from bus.publisher import Publisher
 from tests.conftest import free_port
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import Stack, Tail
 from tests.protocols.ftpserver import FtpServer
 from tests.protocols.test_sftp import LOGIN, Sshd, sshd
 
@@ -344,3 +348,54 @@ async def test_concurrent_puts_below_max_pending_are_all_accepted(
 
     await asyncio.gather(*(worker() for _ in range(16)))
     assert statuses == [201] * 30
+
+
+async def test_an_immediate_hold_stops_a_running_delivery_at_the_mover(
+    stack: Stack, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """An immediate hold of a transfer that a mover is delivering: the scheduler interrupts it
+    and asks the movers to abort (``TransferAbortRequested``), the mover abandons the delivery
+    and the file never arrives (neither at its final nor at its temporary name), the transfer
+    is HOLD; released, it is delivered whole."""
+    dest, host_id = f"ab-{stack.tag}", f"ab-file-{stack.tag}"
+    outbox = tmp_path / "outbox"
+    await stack.apply(
+        f"hosts:\n  - id: {host_id}\n    nickname: slow outbox\n    type: dissemination\n"
+        f"    protocol: file\n    address: localhost{outbox}\n    options:\n"
+        f'      upload.rateThrottling: "256k"\n'
+        f"destinations:\n  - name: {dest}\n    type: dissemination\n"
+        f"    transfer_group: {stack.group}\n"
+        f"associations:\n  - {{destination: {dest}, host: {host_id}, priority: 0}}\n"
+    )
+    assert stack.tail is not None
+    tail = stack.tail
+    data = os.urandom(3 * 1024 * 1024)  # ~12 s at 256 KiB/s
+    tid = await stack.put(client, dest, "slow.bin", data)
+    await tail.until(lambda _: any(e.transfer_id == tid for e in tail.of(TransferStarted, dest)))
+    hold = HoldRequested(
+        envelope=envelope("e2e-test", dest),
+        destination=dest,
+        transfer_id=tid,
+        immediate=True,
+        requested_by="e2e",
+    )
+    async with Publisher(stack.kafka) as publisher:
+        await publisher.publish(stack.topic("transfers"), dest, hold)
+    await tail.until(lambda _: any(e.transfer_id == tid for e in tail.of(TransferHeld, dest)))
+    aborts = Tail(stack.kafka, [stack.topic("movers")])
+    await aborts.start()
+    try:
+        await aborts.until(lambda got: any(isinstance(e, TransferAbortRequested) for e in got))
+    finally:
+        await aborts.stop()
+    await asyncio.sleep(2.0)  # the mover's cancelled delivery has removed its temporary file
+    assert not outbox.exists() or not any(p.is_file() for p in outbox.rglob("*"))
+    assert not [e for e in tail.of(TransferSucceeded, dest) if e.transfer_id == tid]
+
+    release = StandbyReleaseRequested(
+        envelope=envelope("e2e-test", dest), destination=dest, transfer_id=tid, requested_by="e2e"
+    )
+    async with Publisher(stack.kafka) as publisher:
+        await publisher.publish(stack.topic("transfers"), dest, release)
+    await tail.all_done(dest, 1, timeout=60)
+    assert final_files(outbox) == {"slow.bin": data}

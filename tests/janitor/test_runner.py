@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from protocols.base import from_bytes
 from store.local import LocalStore
 from store.objects import ObjectId, ObjectSpec
 from tests.config.factories import destination
+from tests.conftest import eventually
 from tests.janitor.factories import queued, registered, scheduled, started, stored, succeeded
 
 pytestmark = pytest.mark.kafka
@@ -113,13 +114,6 @@ async def read_events(kafka: str, topic: str) -> list[Event]:
     finally:
         await feed.stop()
     return events
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 30) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.3)
 
 
 def new_id() -> str:

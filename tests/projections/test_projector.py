@@ -130,7 +130,8 @@ async def test_every_event_type_is_projected(
     timeline = [
         e
         for name, e in SAMPLES.items()
-        if name.rpartition(".")[0] in ("ecpds.transfers", "ecpds.orders", "ecpds.notifications")
+        if name.rpartition(".")[0]
+        in ("ecpds.transfers", "ecpds.orders", "ecpds.notifications", "ecpds.movers")
         and getattr(e, "transfer_id", None) is not None
     ]
     history = await query(postgres, schema, "SELECT event_id::text FROM transfer_history")

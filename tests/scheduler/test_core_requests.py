@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from bus.events.base import DestinationStatus, TransferStatus
+from bus.events.movers import TransferAbortRequested
 from bus.events.orders import TransferOrdered
 from bus.events.requests import (
     HoldRequested,
@@ -47,6 +48,7 @@ from tests.scheduler.factories import (
     ordered_ids,
     queued,
     request,
+    started,
     succeeded,
 )
 
@@ -107,12 +109,34 @@ def test_graceful_hold_of_a_running_transfer_waits_for_its_end() -> None:
 
 
 def test_immediate_hold_of_a_running_transfer_interrupts_it() -> None:
-    """An immediate hold of a running transfer interrupts then holds it."""
+    """An immediate hold of a running transfer interrupts it, asks the movers to abandon the
+    attempt, then holds it."""
     s, _ = busy()
     out = s.given(request(HoldRequested, at(1), transfer_id="t1", immediate=True)).settle(at(1))
-    assert kinds(out)[:2] == ["TransferInterrupted", "TransferHeld"]
+    assert kinds(out)[:3] == ["TransferInterrupted", "TransferAbortRequested", "TransferHeld"]
+    (interrupted,), (abort,) = of(out, TransferInterrupted), of(out, TransferAbortRequested)
+    assert (abort.transfer_id, abort.attempt, abort.mover_id) == ("t1", 1, None)
+    assert abort.envelope.causation_id == interrupted.envelope.event_id
     assert s.entry("t1").status == "HOLD"
     assert ordered_ids(out) == ["t2"]
+
+
+def test_abort_names_the_mover_that_started_the_attempt() -> None:
+    """Stopping a transfer a mover has started asks that mover (by id) to abandon it."""
+    s, (order,) = busy()
+    s.given(started(order, at(1), mover="m1"))
+    out = s.given(request(StopRequested, at(1), transfer_id="t1")).settle(at(1))
+    (abort,) = of(out, TransferAbortRequested)
+    assert (abort.transfer_id, abort.attempt, abort.mover_id) == ("t1", 1, "m1")
+
+
+def test_graceful_hold_and_queued_stop_abort_nothing() -> None:
+    """Nothing running is interrupted by a graceful hold or the stop of a queued transfer:
+    no mover is asked to abandon anything."""
+    s, _ = busy()
+    out = s.given(request(HoldRequested, at(1))).settle(at(1))
+    out += s.given(request(StopRequested, at(1), transfer_id="t2")).settle(at(1))
+    assert of(out, TransferAbortRequested) == []
 
 
 def test_restart_of_a_failed_destination_resumes_from_the_primary() -> None:
@@ -157,7 +181,7 @@ def test_restart_of_a_running_transfer_interrupts_and_reorders_it() -> None:
     """Restarting a running transfer interrupts the attempt and orders a new one."""
     s, _ = busy()
     out = s.given(request(RestartRequested, at(1), transfer_id="t1")).settle(at(1))
-    assert kinds(out)[:2] == ["TransferInterrupted", "TransferRequeued"]
+    assert kinds(out)[:3] == ["TransferInterrupted", "TransferAbortRequested", "TransferRequeued"]
     assert [(o.transfer_id, o.attempt) for o in ordered(out)] == [("t1", 2)]
 
 

@@ -24,12 +24,12 @@ from bus.events.transfers import (
     TransferRequeued,
     TransferScheduled,
 )
+from bus.feeds import decode, partitions_of
 from bus.publisher import Publisher
 from bus.settings import Settings
 from bus.topics import TopicSpec, apply_topics
 from consumers.scheduler.adapters import Topics
 from consumers.scheduler.decisions import SchedulerSettings
-from consumers.scheduler.feeds import decode, partitions_of
 from consumers.scheduler.runner import SchedulerRunner
 from tests.scheduler.factories import configured, destination, env, failed, host, started
 

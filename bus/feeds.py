@@ -1,10 +1,11 @@
-"""Reading Kafka for the scheduler runner outside its consumer group.
+"""Reading Kafka outside a consumer group: what a worker needs whole, whatever it owns.
 
-``Feed`` follows whole topics that every worker needs in full (configuration, mover
-heartbeats): every partition is assigned (no consumer group, nothing committed, no other reader
-disturbed), read from the beginning (or, for a topic given a ``since`` time, from the first
-record written at or after it), and each decoded batch handed to a callback; ``ready()`` says
-the topics were read up to the end offsets seen at start.
+``Feed`` follows whole topics that every worker needs in full (the scheduler: configuration,
+mover heartbeats; a mover: the abort requests): every partition is assigned (no consumer group,
+nothing committed, no other reader disturbed), read from the beginning (or, for a topic given a
+``since`` time, from the first record written at or after it), and each decoded batch handed to
+a callback (only events of the types given in ``only``, when given: the others are not even
+decoded); ``ready()`` says the topics were read up to the end offsets seen at start.
 
 ``replay`` reads given partitions from the beginning up to their end offsets at the time of the
 call and hands each event to a callback: this is how a worker rebuilds the state of the
@@ -37,11 +38,14 @@ log = get_logger(__name__)
 OnEvents = Callable[[Sequence[Event]], None]
 
 
+def _type_of(record: Any) -> str | None:
+    """The event type a record's header names."""
+    return next((v.decode() for k, v in record.headers or () if k == codec.EVENT_TYPE_HEADER), None)
+
+
 def decode(record: Any) -> Event | None:
     """The event in a consumed record, or None (with a warning) if it cannot be decoded."""
-    header = next(
-        (v.decode() for k, v in record.headers or () if k == codec.EVENT_TYPE_HEADER), None
-    )
+    header = _type_of(record)
     try:
         return codec.decode_with_type(record.value, header)
     except DecodeError as error:
@@ -121,8 +125,10 @@ class Feed:
         on_events: OnEvents,
         *,
         since: Mapping[str, datetime] | None = None,
+        only: Iterable[str] | None = None,
     ) -> None:
         self._bootstrap = bootstrap
+        self._only = None if only is None else frozenset(only)
         self._topics = list(topics)
         self._since = dict(since or {})  # topics read from a time, not from the beginning
         self._on_events = on_events
@@ -203,11 +209,13 @@ class Feed:
                 log.warning("feed read failed, retrying", topics=self._topics, error=str(error))
                 await asyncio.sleep(1.0)
                 continue
+            only = self._only
             events = [
                 event
                 for records in batches.values()
                 for record in records
-                if (event := decode(record)) is not None
+                if (only is None or _type_of(record) in only)
+                and (event := decode(record)) is not None
             ]
             if events:
                 self._on_events(events)
