@@ -462,9 +462,10 @@ class Mover:
         )
 
     async def _heartbeats(self) -> None:
+        """One heartbeat at once (the scheduler orders for a group only while one of its
+        movers is alive), then one every ``heartbeat_s``."""
         last, sent = time.monotonic(), self._bytes
         while True:
-            await asyncio.sleep(self.config.heartbeat_s)
             now = time.monotonic()
             rate = (self._bytes - sent) / (now - last) if now > last else 0.0
             last, sent = now, self._bytes
@@ -473,6 +474,7 @@ class Mover:
                 await self._publisher.publish(self.config.movers_topic, self.config.mover_id, beat)
             except (EcpdsError, KafkaError) as error:
                 log.warning("heartbeat not published", error=str(error))
+            await asyncio.sleep(self.config.heartbeat_s)
 
     # -- commits and shutdown -------------------------------------------------------------
 

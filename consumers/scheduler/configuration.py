@@ -130,12 +130,20 @@ def _registered(state: SchedulerState, ev: DataFileRegistered) -> None:
 @_on(MoverHeartbeat)
 def _heartbeat(state: SchedulerState, ev: MoverHeartbeat) -> None:
     state.movers[ev.mover_id] = ev.envelope.occurred_at
+    state.mover_groups[ev.mover_id] = ev.transfer_group
+    if ev.transfer_group in state.blocked_groups:
+        # a transfer server is back: the group's destinations order again
+        state.blocked_groups.discard(ev.transfer_group)
+        for name, rt in state.destinations.items():
+            if rt.config is not None and rt.config.transfer_group == ev.transfer_group:
+                state.dirty.add(name)
 
 
 @_on(MoverStopped)
 def _mover_stopped(state: SchedulerState, ev: MoverStopped) -> None:
     # anything it still runs (not reported interrupted) is interrupted at the next decide
     state.movers[ev.mover_id] = GONE
+    state.mover_groups[ev.mover_id] = ev.transfer_group
 
 
 # -- destinations and hosts ---------------------------------------------------------------------

@@ -149,6 +149,27 @@ def _lost_movers(
             out.append(outputs.interrupted(settings.source, now, e, reason))
 
 
+NO_TRANSFER_SERVER = "No Transfer Server available"
+
+
+def _no_transfer_server(
+    state: SchedulerState, group: str, now: datetime, settings: SchedulerSettings
+) -> bool:
+    """Whether every mover of ``group`` is gone (stopped, or silent for the mover timeout).
+
+    A group none of whose movers was ever heard of is not judged: at start-up its orders wait
+    in its orders topic for the first mover, as before any heartbeat is read."""
+    seen = False
+    for mover, of in state.mover_groups.items():
+        if of != group:
+            continue
+        seen = True
+        last = state.movers.get(mover)
+        if last is not None and now - last < settings.mover_timeout:
+            return False
+    return seen
+
+
 def _visit(
     state: SchedulerState,
     rt: DestinationRuntime,
@@ -224,6 +245,11 @@ def _visit(
         elif not windows.is_open(cfg.active_windows, now):
             opening = windows.next_opening(cfg.active_windows, now)
             target = (D.SCHE, "Outside the active time windows", opening)
+        elif rt.orderable and _no_transfer_server(state, cfg.transfer_group, now, settings):
+            # nothing is ordered until one of the group's movers is heard of again (its
+            # heartbeat makes the destination due): no order piles up for nobody
+            state.blocked_groups.add(cfg.transfer_group)
+            target = (D.RETR, NO_TRANSFER_SERVER, None)
         else:
             before = len(out)
             _reschedule(state, rt, src, now, out, touched)

@@ -173,6 +173,7 @@ class SchedulerState:
     """Everything the scheduler knows; changed only by ``evolve`` through this small API."""
 
     __slots__ = (
+        "blocked_groups",
         "changed_destinations",
         "changed_transfers",
         "destinations",
@@ -181,6 +182,7 @@ class SchedulerState:
         "files",
         "host_destinations",
         "hosts",
+        "mover_groups",
         "mover_transfers",
         "movers",
         "timers",
@@ -196,6 +198,10 @@ class SchedulerState:
         self.file_refs: dict[str, int] = {}  # data file id -> transfers known for it
         self.movers: dict[str, datetime] = {}  # mover id -> last heartbeat
         self.mover_transfers: dict[str, set[str]] = {}  # mover id -> running transfer ids
+        self.mover_groups: dict[str, str] = {}  # mover id -> its transfer group (heartbeats)
+        # transfer groups whose movers were all gone at a visit: their destinations wait for
+        # the next heartbeat of one of them ("No Transfer Server available")
+        self.blocked_groups: set[str] = set()
         self.dirty: set[str] = set()  # destinations to visit at the next decide
         self.timers: list[tuple[datetime, str]] = []  # (due, destination), lazily invalidated
         self.changed_transfers: set[str] = set()

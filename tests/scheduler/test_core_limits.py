@@ -4,12 +4,13 @@ vanished movers."""
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from bus.events.base import DestinationStatus, TransferStatus
 from bus.events.movers import MoverHeartbeat, MoverStopped
 from bus.events.requests import StandbyReleaseRequested
 from bus.events.transfers import (
+    DestinationStatusChanged,
     TransferAbandoned,
     TransferExpired,
     TransferInterrupted,
@@ -186,6 +187,50 @@ def test_stopped_mover_leaves_nothing_running() -> None:
     s.given(MoverStopped(envelope=env(at(seconds=2)), mover_id="m9", transfer_group="tg"))
     out = s.settle(at(seconds=2))
     assert kinds(out)[:2] == ["TransferInterrupted", "TransferRequeued"]
+
+
+def beat(mover: str, when: datetime, group: str = "tg") -> MoverHeartbeat:
+    return MoverHeartbeat(
+        envelope=env(when), mover_id=mover, transfer_group=group, capacity=4, running=0,
+        started_at=T0,
+    )  # fmt: skip
+
+
+def test_no_transfer_server_orders_nothing_until_a_mover_is_back() -> None:
+    """Given the only mover of the group stopped while running t1, when the scheduler visits,
+    then t1 is interrupted and requeued, the destination is RETR "No Transfer Server available"
+    and nothing is ordered; when a mover of the group sends a heartbeat, t1 is ordered again."""
+    s = Scheduler(configured(), queued("t1"))
+    s.given(beat("m9", T0))
+    (order,) = ordered(s.settle(T0))
+    s.given(started(order, at(seconds=1), mover="m9"))
+    s.given(MoverStopped(envelope=env(at(seconds=2)), mover_id="m9", transfer_group="tg"))
+    out = s.settle(at(seconds=2))
+    assert kinds(out)[:2] == ["TransferInterrupted", "TransferRequeued"]
+    assert ordered(out) == []
+    assert s.summary().status is DestinationStatus.RETR
+    assert of(out, DestinationStatusChanged)[-1].reason == "No Transfer Server available"
+    assert s.settle(at(seconds=30)) == []  # still nobody: nothing more is said
+    s.given(beat("m10", at(seconds=31)))
+    (again,) = ordered(s.settle(at(seconds=31)))
+    assert (again.transfer_id, again.attempt) == ("t1", 2)
+    assert s.summary().status is DestinationStatus.EXEC
+
+
+def test_silent_movers_count_as_gone_and_other_groups_do_not_matter() -> None:
+    """A group whose movers are all silent past the mover timeout gets no orders; a live mover
+    of another group does not help it; a group never heard of is ordered as usual (its orders
+    wait in its topic for the first mover)."""
+    s = Scheduler(configured(), queued("t1"))
+    s.given(beat("m9", T0))
+    s.given(beat("other", at(seconds=30), group="elsewhere"))
+    later = at(seconds=1) + SETTINGS.mover_timeout
+    out = s.settle(later)
+    assert ordered(out) == []
+    assert of(out, DestinationStatusChanged)[-1].reason == "No Transfer Server available"
+    fresh = Scheduler(configured(), queued("t1"))
+    fresh.given(beat("other", T0, group="elsewhere"))
+    assert ordered_ids(fresh.settle(T0)) == ["t1"]
 
 
 def test_destination_status_is_retrying_while_waiting_for_the_host() -> None:

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -263,7 +263,9 @@ async def test_vanished_mover_transfer_is_interrupted_and_reordered(
     world: World, running: SchedulerRunner
 ) -> None:
     """A transfer started by a mover whose heartbeats stop is interrupted once the mover timeout
-    has passed, requeued and ordered again: never forgotten."""
+    has passed and requeued; with no other mover of its group alive, the destination says "No
+    Transfer Server available" and orders nothing; once a mover of the group is heard of, the
+    transfer is ordered again: never forgotten."""
     await world.configure("d-mover", retry_ms=200)
     await world.queue("d-mover", "t-mover")
     await world.orders.until(lambda _: bool(world.orders_for("t-mover")))
@@ -278,11 +280,23 @@ async def test_vanished_mover_transfer_is_interrupted_and_reordered(
     )
     await world.send(world.topics.movers, "m-gone", [beat])
     await world.send(world.topics.transfers, "d-mover", [started(first, now(), mover="m-gone")])
-    await world.orders.until(lambda _: bool(world.orders_for("t-mover", 2)))
+
+    def no_server(events: list[Event]) -> bool:
+        return any(
+            isinstance(e, DestinationStatusChanged) and e.reason == "No Transfer Server available"
+            for e in events
+        )
+
+    await world.transfers.until(no_server)
     (interrupted,) = world.transfers.of(TransferInterrupted, "d-mover")
     assert "m-gone" in interrupted.reason
     assert interrupted.envelope.occurred_at >= beat.envelope.occurred_at + MOVER_TIMEOUT
     assert len(world.transfers.of(TransferRequeued, "d-mover")) == 1
+    await asyncio.sleep(0.5)
+    assert not world.orders_for("t-mover", 2)  # nobody to take it: not ordered
+    back = replace(beat, envelope=env(now(), "m-back"), mover_id="m-back", running=0)
+    await world.send(world.topics.movers, "m-back", [back])
+    await world.orders.until(lambda _: bool(world.orders_for("t-mover", 2)))
 
 
 async def test_two_workers_share_the_destinations(kafka: str, settings: Settings) -> None:
