@@ -29,6 +29,7 @@ import threading
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
 
@@ -230,19 +231,17 @@ class LocalStore:
         return ObjectMeta.from_json(raw)
 
     async def get(self, oid: ObjectId, *, offset: int = 0) -> AsyncIterator[bytes]:
-        meta = await self.stat(oid)
-        if offset > meta.size or offset < 0:
-            raise StoreError(f"offset {offset} outside object {oid} of {meta.size} bytes")
+        # One worker job reads the sidecar, opens the bytes and reads the first chunk: an
+        # object that fits in it (most do) is read and verified without a second thread hop.
+        opened = await asyncio.to_thread(self._open_at, oid, offset)
+        source, digests = opened.source, opened.digests
+        if source is None:
+            if opened.first:
+                yield opened.first
+            return
         try:
-            source = await asyncio.to_thread(open, self._data(oid), "rb", buffering=0)
-        except FileNotFoundError as error:
-            raise ObjectNotFound(f"bytes of object {oid} missing in {self.name}") from error
-        try:
-            digests = Digests()
-            if offset:
-                # The skipped prefix is hashed too, so a ranged read is verified like a full one.
-                await asyncio.to_thread(_hash_prefix, source, digests, offset, self._chunk)
-            reader = VerifiedReader(meta, digests)
+            reader = VerifiedReader(opened.meta, digests)
+            reader.hold(opened.first)
             while chunk := await asyncio.to_thread(_read_hashed, source, digests, self._chunk):
                 if previous := reader.hold(chunk):
                     yield previous
@@ -250,6 +249,32 @@ class LocalStore:
                 yield last
         finally:
             source.close()
+
+    def _open_at(self, oid: ObjectId, offset: int) -> _Opened:
+        """The object's description and its bytes from ``offset``: all of them, verified, when
+        they fit in one chunk (no file left open), else the open file and the first chunk read
+        (hashed from byte 0: a ranged read is verified like a full one)."""
+        meta = self._read_meta(oid)
+        if offset > meta.size or offset < 0:
+            raise StoreError(f"offset {offset} outside object {oid} of {meta.size} bytes")
+        try:
+            source: BinaryIO = open(self._data(oid), "rb", buffering=0)  # noqa: SIM115
+        except FileNotFoundError as error:
+            raise ObjectNotFound(f"bytes of object {oid} missing in {self.name}") from error
+        try:
+            digests = Digests()
+            if offset:
+                _hash_prefix(source, digests, offset, self._chunk)
+            first = _read_hashed(source, digests, self._chunk)
+            if len(first) < self._chunk and offset + len(first) >= meta.size:
+                rest = _read_hashed(source, digests, self._chunk)  # b"" unless it grew
+                verify(meta, digests.result(), "")
+                source.close()
+                return _Opened(meta, None, digests, first + rest if rest else first)
+        except BaseException:
+            source.close()
+            raise
+        return _Opened(meta, source, digests, first)
 
     async def stat(self, oid: ObjectId) -> ObjectMeta:
         return await asyncio.to_thread(self._read_meta, oid)
@@ -322,6 +347,17 @@ def _pipeline(source: io.FileIO, writer: ObjectWriter, size: int) -> None:
             reads.append((following, reader.submit(source.readinto, ring[following])))
             following = (following + 1) % RING
             writer.write(memoryview(ring[slot])[:read])
+
+
+@dataclass(frozen=True, slots=True)
+class _Opened:
+    """A read begun in one worker job: with ``source`` None, ``first`` is the whole (verified)
+    rest of the object; else the first chunk, ``source`` open after it."""
+
+    meta: ObjectMeta
+    source: BinaryIO | None
+    digests: Digests
+    first: bytes
 
 
 def _read_hashed(source: BinaryIO, digests: Digests, size: int) -> bytes:
