@@ -56,6 +56,27 @@ def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str,
     return value
 
 
+SMTP_SCHEMES = ("smtp", "smtps", "smtp+starttls")
+
+
+def _smtp_url(env: Mapping[str, str]) -> str | None:
+    """ECPDS_SMTP_URL checked: a known scheme, a host, no credentials in it (they would leak)."""
+    raw = env.get("ECPDS_SMTP_URL")
+    if not raw:
+        return None
+    scheme, sep, rest = raw.partition("://")
+    host = rest.split("/", 1)[0]
+    if not sep or scheme not in SMTP_SCHEMES or not host:
+        raise ConfigurationError(
+            "ECPDS_SMTP_URL", f"expected {'|'.join(SMTP_SCHEMES)}://host[:port], got {scheme}://..."
+        )
+    if "@" in host:
+        raise ConfigurationError(
+            "ECPDS_SMTP_URL", "no credentials in the URL: use ECPDS_SMTP_USER/_PASSWORD_FILE"
+        )
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where the services are and how this process behaves."""
@@ -74,6 +95,11 @@ class Settings:
     key_file: Path = ROOT / "var" / "secrets" / "ecpds.key"
     log_format: LogFormat = "console"
     log_level: str = "INFO"
+    # mailer: SMTP server URL (smtp://, smtps:// implicit TLS, smtp+starttls://); None = .eml outbox
+    smtp_url: str | None = None
+    smtp_user: str | None = None  # SMTP login, if the server wants one
+    smtp_password_file: Path | None = None  # the password is read from this file, never the env
+    mail_from: str = "ecpds@localhost"  # the From: of every mail sent
     instance: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
 
     @classmethod
@@ -119,6 +145,14 @@ class Settings:
             key_file=key_file,
             log_format=_choice(env, "ECPDS_LOG_FORMAT", "console", ("console", "json")),  # type: ignore[arg-type]
             log_level=level,
+            smtp_url=_smtp_url(env),
+            smtp_user=env.get("ECPDS_SMTP_USER") or None,
+            smtp_password_file=(
+                Path(env["ECPDS_SMTP_PASSWORD_FILE"])
+                if env.get("ECPDS_SMTP_PASSWORD_FILE")
+                else None
+            ),
+            mail_from=env.get("ECPDS_MAIL_FROM") or "ecpds@localhost",
         )
         if env.get("ECPDS_INSTANCE"):
             settings = cls(**{**settings.__dict__, "instance": env["ECPDS_INSTANCE"]})

@@ -50,6 +50,7 @@ def components() -> list[Component]:
         ("backup", "consumers.backup.runner"),
         ("replicator", "consumers.replicator.runner"),
         ("notifier", "consumers.notifier.runner"),
+        ("mailer", "consumers.mailer.runner"),
         ("acquisition", "producers.acquisition.runner"),
         ("api", "producers.api.runner"),
     ]

@@ -8,7 +8,6 @@ names must exist there). Both raise ``ConfigurationError(field, reason)`` with `
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
@@ -35,6 +34,9 @@ from bus.events.config import (
     TimeWindow,
     TransferGroup,
 )
+from bus.templates import directory
+from bus.templates.lexer import TemplateError
+from bus.templates.requeueon import compile_rule
 from bus.topics import DEFAULT_TRANSFER_GROUP
 
 # OpenECPDS DES_NAME: letters/digits with single - or _ separators, at most 32 characters
@@ -117,6 +119,55 @@ def _properties(field: str, values: Mapping[str, str], pattern: re.Pattern[str])
             raise refuse(f"{field}.{key}", "keys are 'key' or 'module.key' (letters, digits, _)")
 
 
+# e-mail notifications (consumers/mailer, ECPDS-REFERENCE §2.5 "Email"): the only mail.* keys
+DESTINATION_MAIL_KEYS = frozenset(
+    {"mail.to", "mail.onStart", "mail.onEnd", "mail.onError", "mail.onUpdate"}
+)
+HOST_MAIL_KEYS = frozenset({"mail.to", "mail.onSuccess", "mail.onError", "mail.notifyOnce"})
+MAIL_FLAGS = frozenset({"yes", "no", "true", "false"})
+MAIL_ADDRESS = re.compile(
+    r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?"
+)
+
+
+def mail_addresses(value: str) -> tuple[str, ...]:
+    """The addresses of a comma-separated ``mail.to`` value (blanks between commas dropped)."""
+    return tuple(a for a in (part.strip() for part in value.split(",")) if a)
+
+
+def _duplicates(properties: Mapping[str, str]) -> None:
+    """The duplicate rule (``scheduler.requeueon``, refused with the column of the error) and
+    its target regexes."""
+    rule = properties.get("scheduler.requeueon")
+    if rule is not None:
+        compile_rule(rule)
+    for key in ("scheduler.requeuepattern", "scheduler.requeueignore"):
+        pattern = properties.get(key)
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise refuse(f"destination.properties.{key}", f"not a regex: {error}") from None
+
+
+def _mail(field: str, values: Mapping[str, str], known: frozenset[str]) -> None:
+    for key, value in values.items():
+        if not key.startswith("mail."):
+            continue
+        where = f"{field}.{key}"
+        if key not in known:
+            raise refuse(where, f"unknown mail key: use {', '.join(sorted(known))}")
+        if key == "mail.to":
+            addresses = mail_addresses(value)
+            if not addresses:
+                raise refuse(where, "must list at least one e-mail address")
+            for address in addresses:
+                if not MAIL_ADDRESS.fullmatch(address):
+                    raise refuse(where, f"{address!r} is not an e-mail address (name@domain)")
+        elif value.strip().lower() not in MAIL_FLAGS:
+            raise refuse(where, f"must be yes, no, true or false, got {value!r}")
+
+
 def _enum(field: str, value: object, kind: type[StrEnum]) -> None:
     if not isinstance(value, kind):
         raise refuse(field, f"must be one of {', '.join(m.value for m in kind)}, got {value!r}")
@@ -196,6 +247,8 @@ def validate_destination(d: Destination) -> None:
     if not d.date_format:
         raise refuse("destination.date_format", "must not be empty")
     _properties("destination.properties", d.properties, PROPERTY_KEY)
+    _mail("destination.properties", d.properties, DESTINATION_MAIL_KEYS)
+    _duplicates(d.properties)
 
 
 def validate_host(h: Host) -> None:
@@ -226,18 +279,15 @@ def validate_host(h: Host) -> None:
 
 def _options(h: Host) -> None:
     _properties("host.options", h.options, OPTION_KEY)
+    _mail("host.options", h.options, HOST_MAIL_KEYS)
 
 
 def _directory(h: Host) -> None:
     if h.type is not HostType.DISSEMINATION or not h.directory:
         return
     try:
-        templates = importlib.import_module("bus.templates.directory")
-    except ModuleNotFoundError:
-        return  # TODO(lead): without bus.templates.directory the template check is skipped
-    try:
-        templates.parse(h.directory)
-    except templates.TemplateError as error:
+        directory.parse(h.directory)
+    except TemplateError as error:
         # TemplateError is a ConfigurationError whose reason already says line and column
         reason = getattr(error, "reason", None) or str(error)
         position = getattr(error, "position", None)

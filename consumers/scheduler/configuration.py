@@ -32,7 +32,7 @@ from bus.events.transfers import (
     HostPriorityChanged,
     HostSwitched,
 )
-from consumers.scheduler import failover, outputs
+from consumers.scheduler import duplicates, failover, outputs
 from consumers.scheduler.state import (
     GONE,
     DestinationRuntime,
@@ -54,6 +54,7 @@ _on = registrar(HANDLERS)
 def _destination(state: SchedulerState, ev: DestinationDefined) -> None:
     rt = state.runtime(ev.destination.name)
     rt.config = ev.destination
+    state.index_targets(rt, bool(ev.destination.properties.get(duplicates.RULE)))
     state.dirty.add(rt.name)
 
 

@@ -33,10 +33,10 @@ from datetime import datetime, timedelta
 
 from bus.events.base import DestinationStatus, Event, TransferStatus
 from bus.events.transfers import TransferInterrupted, TransferStopped
-from consumers.scheduler import failover, outputs, windows
+from consumers.scheduler import duplicates, failover, outputs, windows
 from consumers.scheduler.lifecycle import FINISHED, ORDERABLE, PENDING
 from consumers.scheduler.requests import Answerer, Verdict
-from consumers.scheduler.state import DestinationRuntime, Followup, SchedulerState
+from consumers.scheduler.state import DestinationRuntime, Followup, SchedulerState, TransferEntry
 
 D = DestinationStatus
 _UNLIMITED = 1 << 30
@@ -386,6 +386,8 @@ def _order(
         if tid in touched or e.expiry_time <= now:
             continue
         touched.add(tid)
+        if rt.by_target is not None and _held_as_duplicate(state, rt, e, src, now, out, touched):
+            continue
         if 0 < cfg.max_start <= e.start_count:
             if 0 < cfg.max_requeue <= e.requeue_count:
                 out.append(outputs.abandoned(src, now, e, outputs.MAX_REQUEUE))
@@ -400,6 +402,33 @@ def _order(
     for node in popped:
         heapq.heappush(ready, node)
     return started
+
+
+def _held_as_duplicate(
+    state: SchedulerState,
+    rt: DestinationRuntime,
+    e: TransferEntry,
+    src: str,
+    now: datetime,
+    out: list[Event],
+    touched: set[str],
+) -> bool:
+    """Apply the destination's duplicate rule to ``e`` about to be ordered: hold it if another
+    transfer of its target wins, else hold the waiting ones it beats; whether ``e`` is held."""
+    assert rt.config is not None
+    rule = duplicates.rule_for(rt.config, e.target)
+    others = state.same_target(rt, e) if rule is not None else []
+    if rule is None or not others:
+        return False
+    kept = duplicates.winner(rule, e, others)
+    if kept is not e:
+        out.append(outputs.held(src, now, e, duplicates.reason(kept), "scheduler", None))
+        return True
+    for other in others:
+        if other.status in ORDERABLE and other.transfer_id not in touched:
+            touched.add(other.transfer_id)
+            out.append(outputs.held(src, now, other, duplicates.reason(e), "scheduler", None))
+    return False
 
 
 def _due(state: SchedulerState, rt: DestinationRuntime, now: datetime) -> datetime | None:

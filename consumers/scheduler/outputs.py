@@ -300,9 +300,9 @@ def destination_decided_on(s: DestinationSummary, ev: Event) -> bool:
 
 
 def held(
-    source: str, now: datetime, e: TransferEntry, reason: str, actor: str, cause: str
+    source: str, now: datetime, e: TransferEntry, reason: str, actor: str, cause: str | None
 ) -> TransferHeld:
-    """Put on standby (HOLD) by an operator."""
+    """Put on standby (HOLD): by an operator, or by the scheduler (a duplicate)."""
     return TransferHeld(
         envelope=_tenv(source, now, "held", e, cause),
         transfer_id=e.transfer_id,

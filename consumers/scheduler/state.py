@@ -126,6 +126,7 @@ class DestinationRuntime:
     __slots__ = (
         "associations",
         "by_host",
+        "by_target",
         "config",
         "delayed",
         "due",
@@ -159,6 +160,9 @@ class DestinationRuntime:
         # running attempts per host: kept here, not in the frozen summary, because it changes
         # with every order and outcome; ``SchedulerState.summary`` folds it in for persistence
         self.by_host: dict[str, int] = {}
+        # target -> transfer id (a set when several share it), kept only while the destination
+        # has a duplicate rule (``scheduler.requeueon``): None when it has none
+        self.by_target: dict[str, str | set[str]] | None = None
         self.orderable = 0  # transfers in WAIT or RETR (due or not)
         self.followups: set[str] = set()  # failed or interrupted: owed a requeue/stop
         self.held: set[str] = set()
@@ -257,8 +261,28 @@ class SchedulerState:
         ):
             heapq.heappush(rt.expiry, (entry.expiry_time, tid))
         self._sets(rt, old, entry)
+        if old is None and rt.by_target is not None:
+            index_target(rt.by_target, entry.target, tid)
         self.dirty.add(rt.name)
         self.changed_transfers.add(tid)
+
+    def index_targets(self, rt: DestinationRuntime, on: bool) -> None:
+        """Keep (build once, from every known transfer) or drop the destination's target
+        index: only destinations with a duplicate rule pay for it."""
+        if not on:
+            rt.by_target = None
+        elif rt.by_target is None:
+            rt.by_target = {}
+            for e in self.transfers.values():
+                if e.destination == rt.name:
+                    index_target(rt.by_target, e.target, e.transfer_id)
+
+    def same_target(self, rt: DestinationRuntime, e: TransferEntry) -> list[TransferEntry]:
+        """The other known transfers of ``e``'s destination with its target."""
+        found = (rt.by_target or {}).get(e.target)
+        if found is None or isinstance(found, str):
+            return []
+        return [self.transfers[t] for t in sorted(found) if t != e.transfer_id]
 
     def _sets(self, rt: DestinationRuntime, old: TransferEntry | None, new: TransferEntry) -> None:
         tid = new.transfer_id
@@ -309,6 +333,8 @@ class SchedulerState:
         if self.transfers.pop(tid, None) is None:
             return
         rt = self.runtime(entry.destination)
+        if rt.by_target is not None:
+            unindex_target(rt.by_target, entry.target, tid)
         rt.failed.discard(tid)
         rt.held.discard(tid)
         rt.followups.discard(tid)
@@ -399,6 +425,30 @@ Handler = Callable[[SchedulerState, Any], None]
 """How one event type changes the state (``evolve`` dispatches on the event's type)."""
 
 GONE = datetime.min.replace(tzinfo=UTC)
+
+
+def index_target(index: dict[str, str | set[str]], target: str, tid: str) -> None:
+    """Add ``tid`` under ``target`` (a plain id while it is alone: most targets are)."""
+    held = index.get(target)
+    if held is None:
+        index[target] = tid
+    elif isinstance(held, str):
+        if held != tid:
+            index[target] = {held, tid}
+    else:
+        held.add(tid)
+
+
+def unindex_target(index: dict[str, str | set[str]], target: str, tid: str) -> None:
+    held = index.get(target)
+    if held == tid:
+        del index[target]
+    elif isinstance(held, set):
+        held.discard(tid)
+        if len(held) == 1:
+            index[target] = next(iter(held))
+
+
 """Last heartbeat of a mover that stopped: long ago, so what it still runs is interrupted."""
 
 

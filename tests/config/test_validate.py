@@ -296,3 +296,34 @@ def test_dissemination_directory_is_parsed_as_a_target_template() -> None:
     check(f.host(directory="($destination[name]==x) /a/\n/default/"), OK)
     check(f.host(directory="/incoming/$nosuch[x]/"), "host.directory")
     check(f.host(type=HostType.BACKUP, directory="/incoming/$nosuch[x]/"), OK)
+
+
+@pytest.mark.parametrize(
+    ("properties", "field"),
+    [
+        ({"scheduler.requeueon": "$time1 >"}, "destination.properties.scheduler.requeueon"),
+        ({"scheduler.requeueon": "$when > 1"}, "destination.properties.scheduler.requeueon"),
+        (
+            {"scheduler.requeuepattern": "(unclosed"},
+            "destination.properties.scheduler.requeuepattern",
+        ),
+        ({"scheduler.requeueignore": "[z-a]"}, "destination.properties.scheduler.requeueignore"),
+    ],
+)
+def test_a_bad_duplicate_rule_is_refused_naming_its_field(
+    properties: dict[str, str], field: str
+) -> None:
+    """A requeueon rule that does not parse, or a target regex that does not compile, is
+    refused with the property named."""
+    with pytest.raises(ConfigurationError) as caught:
+        validate(dataclasses.replace(f.destination(), properties=properties))
+    assert field in str(caught.value)
+
+
+def test_a_good_duplicate_rule_is_accepted() -> None:
+    """A well-formed rule and regexes pass."""
+    props = {
+        "scheduler.requeueon": "$time1 > $time2 && $size1 != $size2",
+        "scheduler.requeuepattern": r"\.grib$",
+    }
+    validate(dataclasses.replace(f.destination(), properties=props))

@@ -1,0 +1,6 @@
+"""The mailer: e-mail notifications of transfers (ECPDS-REFERENCE §2.5 "Email").
+
+``core`` decides which event mails whom and writes the text (pure); ``delivery`` sends a mail
+over SMTP or writes it as an ``.eml`` file to the outbox; ``runner`` consumes
+``ecpds.transfers`` (group ``ecpds-mailer``), delivers, then commits.
+"""
