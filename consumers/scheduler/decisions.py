@@ -62,6 +62,7 @@ def decide(state: SchedulerState, settings: SchedulerSettings, now: datetime) ->
     """The decisions due at ``now``: orders, requeues, expiries, status and host changes."""
     out: list[Event] = []
     touched: set[str] = set()
+    state.host_ordered.clear()
     _lost_movers(state, settings, now, out, touched)
     lost = len(out)  # interruptions of vanished movers: nobody to ask to abort
     timers = state.timers
@@ -359,7 +360,8 @@ def _order(
         if e is not None and e.status in ORDERABLE and e.queue_time == queue_time:
             heapq.heappush(ready, (e.priority, queue_time, tid))
     free_dest = _UNLIMITED if cfg.max_connections < 0 else cfg.max_connections - len(rt.running)
-    on_host = rt.by_host.get(host_id, 0)
+    # every destination's attempts on it, with the orders decided a moment ago in this decide
+    on_host = state.host_running.get(host_id, 0) + state.host_ordered.get(host_id, 0)
     free_host = _UNLIMITED if host.max_connections < 0 else host.max_connections - on_host
     free = min(free_dest, free_host, settings.max_orders_per_visit)
     popped: list[tuple[int, datetime, str]] = []
@@ -399,6 +401,7 @@ def _order(
         out.extend(outputs.orders(src, now, e, cfg, host, state.files.get(e.data_file_id)))
         free -= 1
         started += 1
+        state.host_ordered[host_id] = state.host_ordered.get(host_id, 0) + 1
     for node in popped:
         heapq.heappush(ready, node)
     return started

@@ -185,6 +185,8 @@ class SchedulerState:
         "file_refs",
         "files",
         "host_destinations",
+        "host_ordered",
+        "host_running",
         "hosts",
         "mover_groups",
         "mover_transfers",
@@ -198,6 +200,11 @@ class SchedulerState:
         self.destinations: dict[str, DestinationRuntime] = {}
         self.hosts: dict[str, Host] = {}
         self.host_destinations: dict[str, set[str]] = {}
+        # running attempts per host over every destination this worker owns: a host's max
+        # connections hold across the destinations that share it
+        self.host_running: dict[str, int] = {}
+        # orders of the decide in progress per host (not evolved yet): ``decide`` clears it
+        self.host_ordered: dict[str, int] = {}
         self.files: dict[str, StoredFile] = {}
         self.file_refs: dict[str, int] = {}  # data file id -> transfers known for it
         self.movers: dict[str, datetime] = {}  # mover id -> last heartbeat
@@ -266,6 +273,17 @@ class SchedulerState:
         self.dirty.add(rt.name)
         self.changed_transfers.add(tid)
 
+    def _host_slot_freed(self, host_id: str, freed_by: str) -> None:
+        """A host that was at its max connections has a free one: the other destinations
+        using it may order again (they were not visited when the slot was taken)."""
+        host = self.hosts.get(host_id)
+        if host is None or host.max_connections < 0:
+            return
+        if self.host_running[host_id] + 1 >= host.max_connections:
+            for name in self.host_destinations.get(host_id, ()):
+                if name != freed_by:
+                    self.dirty.add(name)
+
     def index_targets(self, rt: DestinationRuntime, on: bool) -> None:
         """Keep (build once, from every known transfer) or drop the destination's target
         index: only destinations with a duplicate rule pay for it."""
@@ -295,11 +313,14 @@ class SchedulerState:
         if now_running != was_running or (
             was_running and old is not None and old.host_id != new.host_id
         ):
-            by_host = rt.by_host
+            by_host, on_host = rt.by_host, self.host_running
             if was_running and old is not None and old.host_id is not None:
                 by_host[old.host_id] -= 1
+                on_host[old.host_id] -= 1
+                self._host_slot_freed(old.host_id, rt.name)
             if now_running and new.host_id is not None:
                 by_host[new.host_id] = by_host.get(new.host_id, 0) + 1
+                on_host[new.host_id] = on_host.get(new.host_id, 0) + 1
             self.changed_destinations.add(rt.name)
         if now_running:
             rt.running.add(tid)

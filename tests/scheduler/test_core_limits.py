@@ -352,3 +352,19 @@ def test_a_file_with_a_live_transfer_is_not_forgotten() -> None:
     s.settle(at(minutes=70))
     assert "t1" not in s.state.transfers
     assert s.state.file_refs["df-t1"] == 1
+
+
+def test_a_hosts_max_connections_hold_across_the_destinations_sharing_it() -> None:
+    """Given two destinations on one host allowing one connection, when both have a transfer,
+    then only one is ordered; when it succeeds, the other destination's transfer is ordered."""
+    shared = host("h1", max_connections=1)
+    s = Scheduler(
+        *configured(destination("d1"), shared),
+        *configured(destination("d2"), shared),
+        queued("t1", "d1"),
+        queued("t2", "d2"),
+    )
+    (first,) = ordered(s.settle(T0))
+    s.given(succeeded(first, at(seconds=1)))
+    (second,) = ordered(s.settle(at(seconds=1)))
+    assert {first.transfer_id, second.transfer_id} == {"t1", "t2"}
