@@ -130,7 +130,7 @@ def machine_busy_seconds() -> float:
 
 
 def hops(events: list[Event], dest: str) -> dict[str, dict[str, float]]:
-    """Times (ms: p50, p90, mean) of each step of the order -> outcome loop, from event
+    """Times (ms: p50, p90, p99, max, mean) of each step of the order -> outcome loop, from event
     times: scheduled -> started (the order reaching a mover), started -> succeeded (the
     delivery), succeeded -> the next scheduled (the scheduler freeing the slot and ordering
     the next file)."""
@@ -164,6 +164,8 @@ def hops(events: list[Event], dest: str) -> dict[str, dict[str, float]]:
         name: {
             "p50": round(percentile(values, 0.5), 1),
             "p90": round(percentile(values, 0.9), 1),
+            "p99": round(percentile(values, 0.99), 1),
+            "max": round(max(values), 1),
             "mean": round(sum(values) / len(values), 1),
         }
         for name, values in steps.items()

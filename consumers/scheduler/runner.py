@@ -20,7 +20,7 @@ ignores decisions read back; its cost is a replay proportional to the partitions
 each rebalance, the thing to revisit (tables of entries + summaries) when that grows too long.
 
 The loop (the core's package docstring):
-- the agent takes each batch of events past the replayed offsets and ``evolve``s them, nothing
+- the agent takes each event past the replayed offsets and ``evolve``s it, nothing
   else (no I/O in the agent: STYLE.md habit 9), then wakes the decider;
 - the decider task sleeps until ``next_due(state, now)`` or a wake-up, calls
   ``decide(state, settings, now)``, ``evolve``s every decision into the state, and only then
@@ -88,7 +88,6 @@ class SchedulerRunner:
         topics: Topics = Topics(),
         scheduler: SchedulerSettings | None = None,
         clock: Clock = utcnow,
-        batch: int = 500,
     ) -> None:
         self._settings = settings
         self._topics = topics
@@ -118,24 +117,26 @@ class SchedulerRunner:
         )
         self._publisher = Publisher(self._bootstrap, client_id=f"{app_id}-decisions")
         self.app = make_app(app_id, settings)
-        self._wire(batch)
+        self._wire()
 
-    def _wire(self, batch: int) -> None:
+    def _wire(self) -> None:
         app = self.app
 
         async def transfers(stream: Any) -> None:
-            async for events in stream.take_events(batch, within=0.01):
-                await self._ready.wait()
+            # one event at a time: ``take_events`` would add a timed wait (futures and a timer
+            # every few milliseconds, busy or idle) that cost more CPU than the events; the
+            # decider still decides once for all the events folded before it runs
+            async for event in stream.events():
+                if not self._ready.is_set():
+                    await self._ready.wait()
                 # no await from here on: a rebalance cannot slip between the checks and evolve
-                live_from = self._live_from
-                for event in events:
-                    message = event.message
-                    tp = (message.topic, message.partition)
-                    start = live_from.get(tp)
-                    # below ``start``: in the replayed state already (or applied: a redelivery)
-                    if start is not None and message.offset >= start:
-                        self._apply(self.state, event.value)
-                        live_from[tp] = message.offset + 1
+                message = event.message
+                tp = (message.topic, message.partition)
+                start = self._live_from.get(tp)
+                # below ``start``: in the replayed state already (or applied: a redelivery)
+                if start is not None and message.offset >= start:
+                    self._apply(self.state, event.value)
+                    self._live_from[tp] = message.offset + 1
                 self._wake.set()
 
         app.agent(app.topic(self._topics.transfers), name="scheduler-transfers")(transfers)
