@@ -1,0 +1,98 @@
+"""Events and configuration for the notifier tests, and the WIS2 schema check.
+
+The schema is a copy of ``/work/shared/wis2/wis2-notification-message-bundled.json`` (WIS2
+Notification Message 1.1.0, bundled), kept beside the tests so they need nothing outside
+the repository.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from bus.config.view import ConfigView
+from bus.events import Event
+from bus.events.base import Compression
+from bus.events.config import Destination, Host, MqttSettings
+from bus.events.config_changes import DestinationDefined, HostDefined
+from bus.events.datafiles import Checksums
+from bus.events.transfers import TransferQueued, TransferSucceeded
+from tests.bus.samples import sample
+from tests.config import factories as f
+
+SCHEMA = json.loads((Path(__file__).parent / "wis2-notification-message-bundled.json").read_text())
+VALIDATOR = Draft202012Validator(SCHEMA, format_checker=Draft202012Validator.FORMAT_CHECKER)
+DATA = b"GRIB data of the test\n"
+SHA512 = hashlib.sha512(DATA).hexdigest()
+LOGIN = "alice-secret-login"
+
+
+def wis2_errors(message: Any) -> list[str]:
+    """Every way ``message`` breaks the WIS2 notification schema (empty when valid)."""
+    return [e.message for e in VALIDATOR.iter_errors(message)]
+
+
+def host(host_id: str = "h1") -> Host:
+    return f.host(host_id, protocol="sftp", address="data.example.org:2222", login=LOGIN)
+
+
+def destination(name: str, mqtt: MqttSettings | None) -> Destination:
+    return f.destination(name, mqtt=mqtt)
+
+
+def view(*entities: Destination | Host) -> ConfigView:
+    """The configuration after defining ``entities``, built from Defined events."""
+    events: list[Event] = []
+    for entity in entities:
+        if isinstance(entity, Host):
+            events.append(sample(HostDefined, host=entity))
+        else:
+            events.append(sample(DestinationDefined, destination=entity))
+    return ConfigView().evolve(events)
+
+
+def queued(
+    transfer_id: str,
+    destination: str,
+    *,
+    target: str = "2026/grib/file.grib2",
+    expiry: datetime | None = None,
+    checksums: Checksums | None = None,
+) -> TransferQueued:
+    now = datetime.now(UTC)
+    return sample(
+        TransferQueued,
+        transfer_id=transfer_id,
+        destination=destination,
+        data_file_id=f"df-{transfer_id}",
+        target=target,
+        size=len(DATA),
+        queue_time=now,
+        expiry_time=expiry or now + timedelta(hours=1),
+        checksums=checksums or Checksums(adler32="0a1b2c3d", sha512=SHA512),
+    )
+
+
+def succeeded(
+    transfer_id: str,
+    destination: str,
+    *,
+    attempt: int = 1,
+    host_id: str = "h1",
+    compression: Compression = Compression.NONE,
+) -> TransferSucceeded:
+    return sample(
+        TransferSucceeded,
+        transfer_id=transfer_id,
+        destination=destination,
+        attempt=attempt,
+        host_id=host_id,
+        remote_path="/incoming/2026/grib/file.grib2",
+        bytes_sent=len(DATA),
+        compression=compression,
+    )

@@ -1,0 +1,302 @@
+"""The notifier runner against the real Kafka and real MQTT brokers (mosquitto, amqtt)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import paho.mqtt.client as paho
+import pytest
+
+from bus.config.view import ConfigView
+from bus.events import Event
+from bus.events.config import MqttSettings
+from bus.events.notifications import NotificationFailed, NotificationPublished
+from bus.publisher import Publisher
+from bus.topics import DAY_MS, TopicSpec, apply_topics
+from consumers.notifier import core
+from consumers.notifier.adapters import PahoBroker
+from consumers.notifier.ports import FixedConfig
+from consumers.notifier.runner import Backoff, NotifierRunner
+from tests.conftest import eventually, free_port
+from tests.ingest.conftest import read_topic
+from tests.notifier.conftest import Subscriber, mosquitto
+from tests.notifier.factories import (
+    DATA,
+    destination,
+    host,
+    queued,
+    succeeded,
+    view,
+    wis2_errors,
+)
+
+pytestmark = pytest.mark.kafka
+
+CONFIG = view(
+    host(),
+    destination("wis", MqttSettings(publish=True)),
+    destination(
+        "static",
+        MqttSettings(
+            publish=True,
+            topic="static//fixed",
+            qos=2,
+            retain=True,
+            expiry_interval_ms=60_000,
+            content_type="text/plain",
+            payload="static payload",
+        ),
+    ),
+    destination("quiet", None),
+    destination("off", MqttSettings(publish=False, topic="off/")),
+    destination("bad", MqttSettings(publish=True, topic="bad/+/")),  # no wildcard in a topic
+    destination("later", MqttSettings(publish=True, retain=True)),
+    destination("old", MqttSettings(publish=True, qos=1)),
+    destination("zero", MqttSettings(publish=True, qos=0)),
+)
+
+
+@dataclass(frozen=True)
+class Topics:
+    transfers: str
+    notifications: str
+
+
+async def make_topics(kafka: str, unique: str) -> Topics:
+    topics = Topics(f"test.{unique}.transfers", f"test.{unique}.notifications")
+    await apply_topics(
+        kafka,
+        [
+            # one partition: events of different destinations stay in the order published
+            TopicSpec(
+                topics.transfers, "destination", 1, "delete", DAY_MS, ("ecpds.transfers",), "t"
+            ),
+            TopicSpec(
+                topics.notifications,
+                "destination",
+                1,
+                "delete",
+                DAY_MS,
+                ("ecpds.notifications",),
+                "t",
+            ),
+        ],
+    )
+    return topics
+
+
+@contextlib.asynccontextmanager
+async def running(
+    kafka: str, topics: Topics, port: int, unique: str, config: ConfigView = CONFIG
+) -> AsyncIterator[NotifierRunner]:
+    """A notifier publishing to ``127.0.0.1:port`` while the block runs."""
+    runner = NotifierRunner(
+        kafka,
+        PahoBroker("127.0.0.1", port, client_id=f"notifier-{unique}", timeout=2.0),
+        FixedConfig(config),
+        transfers_topic=topics.transfers,
+        notifications_topic=topics.notifications,
+        group_id=f"notifier-{unique}",
+        backoff=Backoff(first=0.2, cap=1.0),
+        source="notifier/test",
+    )
+    task = asyncio.create_task(runner.run())
+    try:
+        yield runner
+    finally:
+        runner.stop()
+        await asyncio.wait_for(task, 30)
+
+
+async def send(kafka: str, topic: str, events: Sequence[Event]) -> None:
+    async with Publisher(kafka) as pub:
+        for event in events:
+            await pub.publish(topic, getattr(event, "destination"), event)  # noqa: B009
+
+
+async def outcomes(kafka: str, topic: str) -> list[Event]:
+    return [e for _, _, e in await read_topic(kafka, topic)]
+
+
+@pytest.fixture(scope="module")
+async def notifier(kafka: str, mosquitto_port: int) -> AsyncIterator[tuple[Topics, NotifierRunner]]:
+    """One notifier on mosquitto for the module's tests."""
+    unique = f"mod{free_port()}"
+    topics = await make_topics(kafka, unique)
+    async with running(kafka, topics, mosquitto_port, unique) as runner:
+        yield topics, runner
+
+
+async def test_wis2_message_arrives_with_its_properties_and_is_recorded(
+    kafka: str, mosquitto_port: int, notifier: tuple[Topics, NotifierRunner]
+) -> None:
+    """A delivered file becomes one valid WIS2 message on its topic and a NotificationPublished."""
+    topics, _ = notifier
+    sub = Subscriber(mosquitto_port)
+    await sub.subscribe("wis/#")
+    try:
+        await send(kafka, topics.transfers, [queued("w1", "wis"), succeeded("w1", "wis")])
+        got = await sub.next()
+    finally:
+        sub.close()
+    message = json.loads(got.payload)
+    assert wis2_errors(message) == []
+    assert got.topic == "wis/2026/grib/file.grib2"
+    assert (got.qos, got.retain, got.content_type) == (1, False, "application/geo+json")
+    assert got.expiry_interval is not None
+    assert 3500 < got.expiry_interval <= 3600
+    assert message["id"] == core.message_id("w1", 1)
+    assert message["properties"]["data_id"] == "wis/2026/grib/file.grib2"
+    assert message["links"][0]["href"].startswith("sftp://data.example.org:2222/incoming/")
+
+    async def recorded() -> bool:
+        return any(
+            isinstance(e, NotificationPublished) and e.transfer_id == "w1"
+            for e in await outcomes(kafka, topics.notifications)
+        )
+
+    await eventually(recorded, 15)
+    [record] = [
+        e
+        for e in await outcomes(kafka, topics.notifications)
+        if isinstance(e, NotificationPublished) and e.transfer_id == "w1"
+    ]
+    assert record.destination == "wis"
+    assert record.data_file_id == "df-w1"
+    assert record.topic == got.topic
+    assert (record.qos, record.retain) == (1, False)
+    assert record.payload_size == len(got.payload)
+    assert record.broker == f"127.0.0.1:{mosquitto_port}"
+    assert record.message_id == message["id"]
+    assert record.data_id == "wis/2026/grib/file.grib2"
+
+
+async def test_static_payload_keeps_qos_retain_and_expiry(
+    kafka: str, mosquitto_port: int, notifier: tuple[Topics, NotifierRunner]
+) -> None:
+    """The configured payload is published retained at qos 2; a later subscriber still gets it."""
+    topics, _ = notifier
+    await send(kafka, topics.transfers, [queued("s1", "static"), succeeded("s1", "static")])
+
+    async def recorded() -> bool:
+        return any(
+            isinstance(e, NotificationPublished) and e.transfer_id == "s1"
+            for e in await outcomes(kafka, topics.notifications)
+        )
+
+    await eventually(recorded, 15)
+    sub = Subscriber(mosquitto_port)  # subscribes after the publish: only retain delivers it
+    await sub.subscribe("static/fixed")
+    try:
+        got = await sub.next()
+    finally:
+        sub.close()
+    assert (got.topic, got.payload) == ("static/fixed", b"static payload")
+    assert got.retain
+    assert got.qos == 2
+    assert got.content_type == "text/plain"
+    assert got.expiry_interval is not None
+    assert 55 <= got.expiry_interval <= 60
+
+
+async def test_skipped_and_refused_transfers(
+    kafka: str, mosquitto_port: int, notifier: tuple[Topics, NotifierRunner]
+) -> None:
+    """Expired, quiet and publish-false transfers send nothing; a refused topic is recorded as
+    NotificationFailed; the transfer after them is still notified (at qos 0)."""
+    topics, _ = notifier
+    past = datetime.now(UTC) - timedelta(seconds=5)
+    sub = Subscriber(mosquitto_port)
+    await sub.subscribe("#", qos=1)
+    try:
+        await send(
+            kafka,
+            topics.transfers,
+            [
+                queued("x1", "wis", expiry=past),
+                succeeded("x1", "wis"),
+                queued("q1", "quiet"),
+                succeeded("q1", "quiet"),
+                queued("o1", "off"),
+                succeeded("o1", "off"),
+                queued("b1", "bad"),
+                succeeded("b1", "bad"),
+                queued("n1", "zero", target="next.bin"),
+                succeeded("n1", "zero"),
+            ],
+        )
+        seen = [await sub.next()]
+        while seen[-1].topic != "zero/next.bin":
+            if not seen[-1].retain:  # retained messages of earlier tests are not this test's
+                raise AssertionError(f"unexpected message on {seen[-1].topic}")
+            seen.append(await sub.next())
+        assert seen[-1].qos == 0
+        assert await sub.nothing(0.5)
+    finally:
+        sub.close()
+
+    async def recorded() -> bool:
+        return any(
+            isinstance(e, NotificationPublished) and e.transfer_id == "n1"
+            for e in await outcomes(kafka, topics.notifications)
+        )
+
+    await eventually(recorded, 15)
+    events = await outcomes(kafka, topics.notifications)
+    ids = {getattr(e, "transfer_id") for e in events}  # noqa: B009
+    assert not ids & {"x1", "q1", "o1"}
+    [refused] = [e for e in events if isinstance(e, NotificationFailed)]
+    assert refused.transfer_id == "b1"
+    assert not refused.retriable
+    assert refused.error_class == "PermanentError"
+
+
+async def test_broker_down_at_first_loses_nothing(kafka: str, unique: str, tmp_path: Path) -> None:
+    """With the broker down the notification waits; once it is up the message arrives."""
+    topics = await make_topics(kafka, unique)
+    port = free_port()
+    async with running(kafka, topics, port, unique):
+        await send(kafka, topics.transfers, [queued("l1", "later"), succeeded("l1", "later")])
+        await asyncio.sleep(2.0)  # the notifier is retrying by now
+        assert await outcomes(kafka, topics.notifications) == []
+        with mosquitto(port, tmp_path):
+
+            async def recorded() -> bool:
+                return any(
+                    isinstance(e, NotificationPublished)
+                    for e in await outcomes(kafka, topics.notifications)
+                )
+
+            await eventually(recorded, 20)
+            sub = Subscriber(port)  # retained: arrives however late the subscriber is
+            await sub.subscribe("later/#")
+            try:
+                got = await sub.next()
+            finally:
+                sub.close()
+    assert got.topic == "later/2026/grib/file.grib2"
+    assert wis2_errors(json.loads(got.payload)) == []
+    assert json.loads(got.payload)["properties"]["content_length"] == len(DATA)
+
+
+async def test_mqtt_311_broker_still_gets_the_message(
+    kafka: str, unique: str, mqtt_port: int
+) -> None:
+    """The embedded amqtt broker (MQTT 3.1.1 only) still receives the notification."""
+    topics = await make_topics(kafka, unique)
+    sub = Subscriber(mqtt_port, protocol=paho.MQTTv311)
+    await sub.subscribe("old/#", qos=1)
+    try:
+        async with running(kafka, topics, mqtt_port, unique):
+            await send(kafka, topics.transfers, [queued("v1", "old"), succeeded("v1", "old")])
+            got = await sub.next(20)
+    finally:
+        sub.close()
+    assert got.topic == "old/2026/grib/file.grib2"
+    assert json.loads(got.payload)["id"] == core.message_id("v1", 1)
