@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from bus.events.base import Envelope, TransferStatus
-from bus.events.config import Alias, PortalOperation
+from bus.events.config import Alias, MqttSettings, PortalOperation
 from bus.events.datafiles import (
     Checksums,
     DataFileRegistered,
@@ -50,6 +50,7 @@ async def configured(stack: ApiState, publisher: Publisher, names: Names) -> Non
         f.destination("busy", max_pending=1),
         f.destination("off", active=False),
         f.destination("short", default_lifetime_ms=3_600_000),
+        f.destination("wis2", mqtt=MqttSettings(publish=True)),
         f.user("alice", destinations=("site-a",), operations=(PortalOperation.PUT,)),
         f.user("bob", destinations=("site-a",), operations=(PortalOperation.GET,)),
     )
@@ -88,6 +89,7 @@ async def test_put_registers_stores_and_queues_in_order(
     assert registered.envelope.occurred_at <= stored.envelope.occurred_at
     assert stored.size == len(PAYLOAD)
     assert stored.checksums.md5 == MD5
+    assert stored.checksums.sha512 is None  # no destination of it announces over WIS2
     transfers = sorted(
         (q.destination, q.status, q.priority, q.alias_of, q.size)
         for q in queued
@@ -103,6 +105,23 @@ async def test_put_registers_stores_and_queues_in_order(
     finally:
         await store.close()
     assert data == PAYLOAD
+
+
+async def test_a_file_announced_over_wis2_gets_its_sha512(
+    client: httpx.AsyncClient, kafka: str, names: Names
+) -> None:
+    """A file for a destination that publishes WIS2 notifications is stored with its SHA-512
+    (the notification's integrity), carried by DataFileStored and TransferQueued."""
+    response = await client.post(
+        "/api/v1/datafiles", params={"destination": "wis2", "target": "w/x.bin"}, content=PAYLOAD
+    )
+    assert response.status_code == 201, response.text
+    events = await events_of(kafka, names.topics, response.json()["data_file_id"])
+    stored = next(e for e in events if isinstance(e, DataFileStored))
+    queued = next(e for e in events if isinstance(e, TransferQueued))
+    assert stored.checksums.sha512 == hashlib.sha512(PAYLOAD).hexdigest()
+    assert queued.checksums is not None
+    assert queued.checksums.sha512 == stored.checksums.sha512
 
 
 async def test_get_datafile_shows_the_file_and_its_transfers(client: httpx.AsyncClient) -> None:
