@@ -12,6 +12,7 @@ from typing import Any
 
 import faust
 from faust.serializers import codecs
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
 from bus import codec
 from bus.settings import Settings
@@ -33,6 +34,32 @@ class AvroEventCodec(codecs.Codec):
 
 _registered = False
 
+# How long a broker may hold a fetch of the worker consumer. faust fixes it at 1,500 ms, and
+# aiokafka sends one fetch per broker at a time, leaving out partitions whose records were not
+# consumed yet: a record arriving on such a partition waits for the long poll on the others
+# to end. For the scheduler that stalled the order loop up to 1.5 s (p99 1.48 s measured
+# between an outcome and the next order); 50 ms bounds it, for ~20 empty fetches a second.
+FETCH_MAX_WAIT_MS = 50
+_patched = False
+
+
+def _bound_fetch_wait() -> None:
+    """Make faust's worker consumers use ``FETCH_MAX_WAIT_MS`` (once per process). faust has
+    no setting for it: the aiokafka consumer it creates is adjusted before it starts (both
+    packages are pinned; ``tests/bus/test_faust.py`` checks the value reaches the fetcher)."""
+    global _patched
+    if _patched:
+        return
+    create = AIOKafkaConsumerThread._create_worker_consumer
+
+    def create_worker_consumer(self: AIOKafkaConsumerThread, transport: Any) -> Any:
+        consumer = create(self, transport)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        return consumer
+
+    AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
+    _patched = True
+
 
 def register_codec() -> None:
     """Make ``ecpds-avro`` known to faust (once per process)."""
@@ -45,6 +72,7 @@ def register_codec() -> None:
 def make_app(app_id: str, settings: Settings, **overrides: Any) -> faust.App:
     """A faust app bound to the configured Kafka, with the Avro codec and quick-start settings."""
     register_codec()
+    _bound_fetch_wait()
     datadir = settings.var_dir / "faust" / app_id
     datadir.mkdir(parents=True, exist_ok=True)
     options: dict[str, Any] = {

@@ -138,6 +138,10 @@ class Mover:
             max_poll_interval_ms=config.max_poll_interval_ms,
             max_partition_fetch_bytes=1024 * 1024,
             isolation_level="read_committed",
+            # aiokafka fetches one request per broker at a time and leaves out a partition
+            # with records not yet taken: a new order there waits for the long poll on the
+            # others (the default 500 ms showed as 0.5 s gaps before TransferStarted)
+            fetch_max_wait_ms=50,
         )
         self._running: dict[tuple[str, int], _Running] = {}
         self._aborted: dict[tuple[str, int], float] = {}  # -> when it is forgotten (monotonic)

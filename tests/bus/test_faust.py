@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from bus.events.movers import MoverHeartbeat
-from bus.faust_app import make_app
+from bus.faust_app import FETCH_MAX_WAIT_MS, make_app
 from bus.publisher import Publisher
 from bus.settings import Settings
 from bus.topics import TopicSpec, apply_topics
@@ -48,3 +48,8 @@ async def test_agent_receives_decoded_events_quickly(
         await app.stop()
     assert sorted(e.envelope.event_id for e in got) == sorted(e.envelope.event_id for e in sent)
     assert loop.time() - started < 30, "the quick-start settings should join in seconds"
+    # the worker consumer's fetches are bounded (faust's own 1.5 s long poll stalled the
+    # scheduler): the value reached the fetcher aiokafka built at start
+    worker = app.consumer._thread._ensure_consumer()  # type: ignore[attr-defined]
+    assert worker._fetch_max_wait_ms == FETCH_MAX_WAIT_MS
+    assert worker._fetcher._fetch_max_wait_ms == FETCH_MAX_WAIT_MS
