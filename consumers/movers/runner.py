@@ -328,9 +328,14 @@ class Mover:
         # request; a longer one sends it then, while the delivery goes on, and its outcome
         # only once TransferStarted is acknowledged: the log always has started -> outcome.
         started_event = outcomes.started(order, self.config.source, self.config.mover_id)
-        attempt = running.attempt = asyncio.ensure_future(self._attempt(order))
         started: asyncio.Future[None] | None = None
         try:
+            if (order.transfer_id, order.attempt) in self._aborted:
+                # aborted while it waited for a connection slot: never started
+                self.abandoned += 1
+                log.info("aborted order skipped", transfer_id=order.transfer_id)
+                return True
+            attempt = running.attempt = asyncio.ensure_future(self._attempt(order))
             try:
                 done, _ = await asyncio.wait({attempt}, timeout=STARTED_GRACE_S)
                 if not done:

@@ -116,3 +116,40 @@ async def test_an_order_aborted_before_it_arrives_is_skipped(
     finally:
         await transfers.stop()
         await movers.stop()
+
+
+async def test_an_order_aborted_while_waiting_for_a_slot_never_starts(
+    kafka: str, store: LocalStore, key_file: Path, tmp_path: Path
+) -> None:
+    """Given a host allowing one connection, a slow delivery running and a second order of the
+    same destination waiting for the slot, when the second is aborted, then it never starts
+    (no TransferStarted, no file) once the slot frees, and its order is committed."""
+    topics, transfers, movers = await fresh(kafka)
+    remote = tmp_path / "remote"
+    try:
+        slow = await stored(store, size=2 * MIB)
+        small = await stored(store, size=64 * 1024)
+        one = host(
+            "file", "", directory=f"{remote}/", max_connections=1,
+            options={"upload.rateThrottling": "1MB"},
+        )  # fmt: skip
+        first = order(slow, one, target="data/slow.bin")
+        second = order(small, one, target="data/waiting.bin")
+        async with running_mover(topics.config(kafka, key_file), store.root) as mover:
+            await publish_orders(kafka, topics.orders, first)
+            await transfers.wait(first.transfer_id, (TransferStarted,))
+            await publish_orders(kafka, topics.orders, second)
+            await eventually(lambda: _running(mover, 2))
+            await ask_abort(kafka, topics.movers, second, None)
+            await transfers.wait(first.transfer_id, (TransferSucceeded,))
+            await eventually(lambda: _idle(mover))
+            assert mover.abandoned == 1
+        assert not transfers.of(second.transfer_id, TransferStarted)
+        assert [p.name for p in leftovers(remote)] == ["slow.bin"]
+    finally:
+        await transfers.stop()
+        await movers.stop()
+
+
+async def _running(mover: Mover, count: int) -> bool:
+    return len(mover.running) == count
