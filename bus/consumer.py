@@ -252,6 +252,34 @@ class ConsumerRunner:
         )
 
 
+async def commit_ended(
+    consumer: AIOKafkaConsumer,
+    records: Sequence[tuple[TopicPartition, ConsumerRecord[Any, Any]]],
+    ended: Sequence[bool],
+) -> bool:
+    """After a batch handled by a stage's own loop (``records`` in each partition's order,
+    ``ended[i]`` whether record i ended durably): commit each partition up to its first record
+    that did not end and rewind the consumer to that record, so it and what follows are read
+    again. True if every record ended. A failed commit is left to the next one: an uncommitted
+    offset is redelivered, never lost."""
+    outcome: dict[TopicPartition, list[tuple[ConsumerRecord[Any, Any], bool]]] = {}
+    for (tp, record), ok in zip(records, ended, strict=True):
+        outcome.setdefault(tp, []).append((record, ok))
+    complete = True
+    for tp, items in outcome.items():
+        done: int | None = None
+        for record, ok in items:
+            if not ok:
+                consumer.seek(tp, record.offset)
+                complete = False
+                break
+            done = record.offset
+        if done is not None:
+            with contextlib.suppress(KafkaError):
+                await consumer.commit({tp: done + 1})
+    return complete
+
+
 def _header(record: ConsumerRecord[Any, Any], name: str) -> str | None:
     for key, value in record.headers or ():
         if key == name:

@@ -33,12 +33,11 @@ from pathlib import Path
 from typing import Any, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError
 
 from bus import codec
 from bus.config.secrets import decrypt
 from bus.config.view import LiveConfig
-from bus.consumer import is_retriable
+from bus.consumer import commit_ended, is_retriable
 from bus.errors import ConfigurationError, DecodeError, EcpdsError
 from bus.events.datafiles import DataFileBackedUp, DataFileBackupFailed
 from bus.events.transfers import TransferQueued
@@ -134,22 +133,7 @@ class BackupRunner:
         """Handle a batch; commit what ended; rewind to what did not. True if all ended."""
         order = [(tp, r) for tp, records in batches.items() for r in records]
         ended = await asyncio.gather(*(self._handle(r) for _, r in order))
-        outcome: dict[TopicPartition, list[tuple[Record, bool]]] = {}
-        for (tp, record), ok in zip(order, ended, strict=True):
-            outcome.setdefault(tp, []).append((record, ok))
-        complete = True
-        for tp, items in outcome.items():
-            done: int | None = None
-            for record, ok in items:
-                if not ok:
-                    self._consumer.seek(tp, record.offset)  # read it (and what follows) again
-                    complete = False
-                    break
-                done = record.offset
-            if done is not None:
-                with contextlib.suppress(KafkaError):  # uncommitted = redelivered, not lost
-                    await self._consumer.commit({tp: done + 1})
-        return complete
+        return await commit_ended(self._consumer, order, ended)
 
     async def _handle(self, record: Record) -> bool:
         """Whether the record has ended durably (skipped, or its outcome published)."""

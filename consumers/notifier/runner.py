@@ -31,11 +31,10 @@ from datetime import UTC, datetime
 from typing import Any, Final, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError
 
 from bus import codec
 from bus.config.view import LiveConfig
-from bus.consumer import is_retriable
+from bus.consumer import commit_ended, is_retriable
 from bus.errors import DecodeError, EcpdsError
 from bus.events import Event
 from bus.events.notifications import NotificationFailed, NotificationPublished
@@ -139,19 +138,15 @@ class NotifierRunner:
 
     async def _process(self, batches: dict[TopicPartition, list[Record]]) -> bool:
         """Handle a batch in order per partition; commit what ended. True if all ended."""
-        complete = True
+        order: list[tuple[TopicPartition, Record]] = []
+        ended: list[bool] = []
         for tp, records in batches.items():
-            done: int | None = None
+            ok = True
             for record in records:
-                if not await self._handle(record):
-                    self._consumer.seek(tp, record.offset)  # read it (and what follows) again
-                    complete = False
-                    break
-                done = record.offset
-            if done is not None:
-                with contextlib.suppress(KafkaError):  # uncommitted = redelivered, not lost
-                    await self._consumer.commit({tp: done + 1})
-        return complete
+                ok = ok and await self._handle(record)  # nothing after a failure is handled
+                order.append((tp, record))
+                ended.append(ok)
+        return await commit_ended(self._consumer, order, ended)
 
     async def _handle(self, record: Record) -> bool:
         """Whether the record has ended durably."""

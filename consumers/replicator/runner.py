@@ -39,11 +39,10 @@ from datetime import UTC, datetime
 from typing import Any, Final, TypeAlias, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError
 
 from bus import codec
 from bus.config.view import LiveConfig
-from bus.consumer import is_retriable
+from bus.consumer import commit_ended, is_retriable
 from bus.deadletter import dead_letter_event
 from bus.errors import DecodeError, EcpdsError
 from bus.events import Event
@@ -168,22 +167,7 @@ class ReplicatorRunner:
                 for (_, r), e in zip(order, events, strict=True)
             )
         )
-        outcome: dict[TopicPartition, list[tuple[Record, bool]]] = {}
-        for (tp, record), ok in zip(order, ended, strict=True):
-            outcome.setdefault(tp, []).append((record, ok))
-        complete = True
-        for tp, items in outcome.items():
-            done: int | None = None
-            for record, ok in items:
-                if not ok:
-                    self._consumer.seek(tp, record.offset)  # read it (and what follows) again
-                    complete = False
-                    break
-                done = record.offset
-            if done is not None:
-                with contextlib.suppress(KafkaError):  # uncommitted = redelivered, not lost
-                    await self._consumer.commit({tp: done + 1})
-        return complete
+        return await commit_ended(self._consumer, order, ended)
 
     def _decode(self, record: Record) -> Event | None:
         try:
