@@ -14,6 +14,8 @@ import asyncio
 import signal
 from collections.abc import Sequence
 
+import uvloop
+
 from bus.logging import configure, get_logger
 from bus.publisher import Publisher
 from bus.settings import Settings
@@ -61,7 +63,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = _arguments(argv)
     settings = Settings.from_env()
     configure(settings)
-    asyncio.run(run(settings, args.schema, args.name, args.pattern or topic_pattern()))
+    # uvloop: the projector's time goes to the loop (Kafka fetches, psycopg's waits)
+    uvloop.run(run(settings, args.schema, args.name, args.pattern or topic_pattern()))
 
 
 if __name__ == "__main__":
