@@ -140,6 +140,13 @@ class Entry:
 
 
 @runtime_checkable
+@runtime_checkable
+class LandedSize(Protocol):
+    """A connection that learns a put's final size in the put's own round trips (SFTP)."""
+
+    def landed_size(self, path: str) -> int | None: ...
+
+
 class Connection(Protocol):
     """An open session to one remote place."""
 

@@ -79,6 +79,8 @@ log = logging.getLogger(__name__)
 
 PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 DEFAULT_BLOCK = 256 * 1024
+# final names whose landed size is kept for a check (a put nobody checks is dropped first)
+LANDED_KEPT = 64
 DEFAULT_REQUESTS = 128
 # The receive window and the largest packet the server may send us (asyncssh: 2 MiB, 32 KiB).
 # OpenSSH's server fills bigger packets when the window lets it run ahead (40-64 KiB on
@@ -276,6 +278,8 @@ class SftpConnection:
         self._read_block = max(4096, min(block, limits.max_read_len or block))
         self._write_block = max(4096, min(block, limits.max_write_len or block))
         self._requests = int(location.option("maxRequests", str(DEFAULT_REQUESTS)) or 128)
+        # size of each final name as stat'ed in the round trip of its rename (``landed_size``)
+        self._landed: dict[str, int] = {}
 
     @property
     def broken(self) -> bool:
@@ -461,7 +465,7 @@ class SftpConnection:
                 if chmod:
                     await self._sftp.chmod(write_to, int(chmod, 8))
                 if write_to != target:
-                    await self._replace(write_to, target)
+                    await self._land(write_to, target)
         except BaseException:
             if write_to != target:
                 with suppress(asyncssh.Error, OSError):
@@ -534,6 +538,43 @@ class SftpConnection:
             for task in list(pending):
                 task.cancel()
         return position - offset
+
+    async def _land(self, source: str, target: str) -> None:
+        """Rename the temporary file to ``target`` and stat ``target`` in the same round trip.
+
+        The stat request follows the rename without waiting for its answer (tasks run in the
+        order they are made, so the rename is sent first; the server answers one session's
+        requests in order). Its size is kept for ``landed_size``: the delivery's check then
+        costs no round trip of its own. A stat that fails, or a rename that needed the
+        remove-then-rename fallback, keeps nothing (the check then stats as before).
+        """
+        self._landed.pop(target, None)
+        renaming = asyncio.ensure_future(self._sftp.posix_rename(source, target))
+        stat = asyncio.ensure_future(self._sftp.stat(target))
+        try:
+            await renaming
+        except asyncssh.SFTPOpUnsupported:
+            stat.cancel()
+            with suppress(asyncssh.SFTPNoSuchFile):
+                await self._sftp.remove(target)
+            await self._sftp.rename(source, target)
+            return
+        except BaseException:
+            stat.cancel()
+            raise
+        finally:
+            with suppress(BaseException):
+                await stat  # never left pending (its answer is read in every case)
+        size = None if stat.cancelled() or stat.exception() else stat.result().size
+        if size is not None:
+            if len(self._landed) >= LANDED_KEPT:  # puts nobody checked: keep the newest
+                self._landed.pop(next(iter(self._landed)))
+            self._landed[target] = size
+
+    def landed_size(self, path: str) -> int | None:
+        """The size of ``path`` (absolute) as stat'ed right after the last put renamed to it,
+        once (then forgotten); None when there is none."""
+        return self._landed.pop(path, None)
 
     async def _replace(self, source: str, target: str) -> None:
         try:

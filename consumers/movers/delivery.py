@@ -33,7 +33,7 @@ from bus.events.base import Compression
 from bus.events.config import IfTargetExists
 from bus.events.orders import TransferOrdered
 from bus.events.transfers import Verification
-from protocols.base import ChecksumMismatch, Connection, Location, TransferError
+from protocols.base import ChecksumMismatch, Connection, LandedSize, Location, TransferError
 from protocols.pool import ConnectionPool
 from store.compression import compress
 from store.objects import object_id
@@ -193,8 +193,12 @@ async def verify(
 ) -> Verification:
     """Check the remote size (and MD5 where kept); how the file was verified."""
     sized = False
+    inner: Any = getattr(conn, "inner", conn)
+    # SFTP stats the final name in the round trip of its rename: a size that matches is taken
+    # from there (one that does not is asked again, and then fails the check)
+    landed = inner.landed_size(location.resolve(path)) if isinstance(inner, LandedSize) else None
     try:
-        remote_size = await conn.size(path)
+        remote_size = landed if landed == sent else await conn.size(path)
     except TransferError as error:
         if error.retriable:
             raise

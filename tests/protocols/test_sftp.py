@@ -25,8 +25,18 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from protocols.base import AuthenticationFailed, Location, from_bytes, read_all
+from bus.events.transfers import Verification
+from consumers.movers.delivery import verify
+from protocols.base import (
+    AuthenticationFailed,
+    ChecksumMismatch,
+    LandedSize,
+    Location,
+    from_bytes,
+    read_all,
+)
 from protocols.registry import connect
+from protocols.sftp import LANDED_KEPT
 from tests.protocols.contract import TransferContract
 
 SSHD = "/usr/sbin/sshd"
@@ -430,6 +440,63 @@ async def test_many_concurrent_puts_over_one_connection(sshd: Sshd) -> None:
         assert results[300:] == [big] * 4
         assert len(await connection.list(".")) == 301
         assert await read_all(connection.get("s0299")) == (299).to_bytes(4, "big") * 2560
+    finally:
+        await connection.close()
+
+
+async def test_put_learns_the_final_size_in_the_rename_round_trip(sshd: Sshd) -> None:
+    """A put via a temporary name stats the final name beside its rename: ``landed_size``
+    gives that size once (the new file's, not the one it replaced); a put without a temporary
+    name, or to another name, leaves none."""
+    base = sshd.data / f"t{next(_counter)}"
+    base.mkdir()
+    (base / "same.bin").write_bytes(b"old bytes, longer than the new ones")
+    connection = await connect(sshd.location(str(base)))
+    assert isinstance(connection, LandedSize)
+    try:
+        await connection.put("same.bin", from_bytes(b"n" * 1000))
+        assert connection.landed_size(f"{base}/other.bin") is None
+        assert connection.landed_size(f"{base}/same.bin") == 1000
+        assert connection.landed_size(f"{base}/same.bin") is None  # once
+        await connection.put("direct.bin", from_bytes(b"d" * 10), use_tmp=False)
+        assert connection.landed_size(f"{base}/direct.bin") is None
+    finally:
+        await connection.close()
+    assert (base / "same.bin").read_bytes() == b"n" * 1000
+
+
+async def test_unchecked_landed_sizes_are_bounded(sshd: Sshd) -> None:
+    """Puts nobody checks keep at most ``LANDED_KEPT`` sizes, the newest."""
+    base = sshd.data / f"t{next(_counter)}"
+    base.mkdir()
+    connection = await connect(sshd.location(str(base)))
+    assert isinstance(connection, LandedSize)
+    try:
+        for i in range(LANDED_KEPT + 3):
+            await connection.put(f"f{i}", from_bytes(b"x" * (i + 1)))
+        assert connection.landed_size(f"{base}/f0") is None  # dropped, oldest first
+        last = LANDED_KEPT + 2
+        assert connection.landed_size(f"{base}/f{last}") == last + 1
+    finally:
+        await connection.close()
+
+
+async def test_delivery_check_takes_a_matching_landed_size_and_asks_again_otherwise(
+    sshd: Sshd,
+) -> None:
+    """The mover's check uses the size learnt at the rename when it matches what was sent; a
+    size that does not match is asked again from the server, and then fails the check."""
+    base = sshd.data / f"t{next(_counter)}"
+    base.mkdir()
+    location = sshd.location(str(base))
+    connection = await connect(location)
+    try:
+        await connection.put("ok.bin", from_bytes(b"k" * 64))
+        assert await verify(connection, location, "ok.bin", 64, None) is Verification.SIZE
+        await connection.put("bad.bin", from_bytes(b"b" * 64))
+        (base / "bad.bin").write_bytes(b"b" * 65)  # changed after the put: the server says 65
+        with pytest.raises(ChecksumMismatch, match="remote size 65, sent 60"):
+            await verify(connection, location, "bad.bin", 60, None)
     finally:
         await connection.close()
 
