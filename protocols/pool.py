@@ -8,6 +8,10 @@ scheme, host, port, user, secret and session options (``PoolKey``), or opens one
   found leave the session sound) is closed and dropped, never lent again: after a timeout, a
   reset or a cancelled transfer its protocol state is unknown;
 - idle connections are closed after ``idle_timeout`` seconds by a reaper task;
+- a connection that runs many operations at once (``multiplexed``: SFTP, whose requests carry
+  ids) is lent to up to ``share`` callers together: their requests then leave in the same
+  packets and the server handles them in one process. A failure that would drop it only
+  retires it: nobody new is lent it, and it is closed when its last caller gives it back;
 - the lent connection resolves paths against the *caller's* location and applies its ``usetmp``
   and ``mkdirs``, so locations that differ only in base path or in those options share sessions.
 
@@ -60,13 +64,27 @@ class PoolStats:
     lent: int
 
 
+@dataclass(eq=False)
+class _Shared:
+    """A multiplexed connection and how many callers hold it."""
+
+    connection: Connection
+    users: int = 0
+    retiring: bool = False
+    since: float = field(default_factory=time.monotonic)  # when it was last given back
+
+
 @dataclass
 class _Slot:
-    """The connections of one key: a bound on lending, and the idle ones (newest last)."""
+    """The connections of one key: a bound on lending, the idle ones (newest last), and the
+    multiplexed ones lent to several callers."""
 
     limit: asyncio.Semaphore
     idle: list[tuple[Connection, float]] = field(default_factory=list)
+    shared: list[_Shared] = field(default_factory=list)
     lent: int = 0
+    multiplexed: bool | None = None  # what its connections are, once one has been opened
+    opening: asyncio.Future[None] | None = None  # a first connection being opened
 
 
 class PooledConnection:
@@ -130,17 +148,26 @@ def _sound(connection: Connection) -> bool:
     return not getattr(connection, "broken", False)
 
 
+def _multiplexed(connection: Connection) -> bool:
+    return bool(getattr(connection, "multiplexed", False))
+
+
 class ConnectionPool:
-    """Open connections by ``PoolKey``, lent one caller at a time."""
+    """Open connections by ``PoolKey``, lent one caller at a time (a multiplexed one to up to
+    ``share`` callers at a time)."""
 
     def __init__(
         self,
         *,
         per_key: int = 4,
         idle_timeout: float = 60.0,
+        share: int = 1,
         opener: Callable[[Location], Awaitable[Connection]] = connect,
     ) -> None:
+        """``per_key`` callers per key at once; a multiplexed connection serves up to
+        ``share`` of them together (1: every caller has a connection of its own)."""
         self.per_key = per_key
+        self.share = max(1, share)
         self.idle_timeout = idle_timeout
         self._opener = opener
         self._slots: dict[PoolKey, _Slot] = {}
@@ -153,7 +180,10 @@ class ConnectionPool:
             opened=self._opened,
             reused=self._reused,
             discarded=self._discarded,
-            idle=sum(len(slot.idle) for slot in self._slots.values()),
+            idle=sum(
+                len(slot.idle) + sum(1 for e in slot.shared if not e.users)
+                for slot in self._slots.values()
+            ),
             lent=sum(slot.lent for slot in self._slots.values()),
         )
 
@@ -168,7 +198,7 @@ class ConnectionPool:
             # Counted as lent before the (awaited) open, so the reaper never drops this slot.
             slot.lent += 1
             try:
-                inner = await self._take(slot, location)
+                inner, shared = await self._acquire(slot, location)
             except BaseException:
                 slot.lent -= 1
                 raise
@@ -182,11 +212,68 @@ class ConnectionPool:
                 raise
             finally:
                 slot.lent -= 1
-                if keep and not lent.closed and _sound(inner) and not self._closed:
+                sound = keep and not lent.closed and _sound(inner) and not self._closed
+                if shared is not None:
+                    await self._give_back(slot, shared, sound)
+                elif sound:
                     slot.idle.append((inner, time.monotonic()))
                 else:
                     self._discarded += 1
                     await self._close(inner)
+
+    async def _acquire(self, slot: _Slot, location: Location) -> tuple[Connection, _Shared | None]:
+        """A connection for one caller: room on a shared one, else an idle or a new one.
+
+        While the first connection of a slot that may be shared is being opened, other callers
+        wait for it instead of opening their own (once a slot's connections are known not to
+        be multiplexed, nobody waits).
+        """
+        while self.share > 1:
+            shared = self._lend_shared(slot)
+            if shared is not None:
+                return shared.connection, shared
+            if slot.opening is None or slot.multiplexed is False:
+                break
+            await asyncio.shield(slot.opening)
+        if self.share == 1 or slot.multiplexed is False:
+            return await self._take(slot, location), None
+        opening = slot.opening = asyncio.get_running_loop().create_future()
+        try:
+            inner = await self._take(slot, location)
+        finally:
+            slot.opening = None
+            opening.set_result(None)
+        slot.multiplexed = _multiplexed(inner)
+        if not slot.multiplexed:
+            return inner, None
+        shared = _Shared(inner, users=1)
+        slot.shared.append(shared)
+        return inner, shared
+
+    def _lend_shared(self, slot: _Slot) -> _Shared | None:
+        """The busiest multiplexed connection with room for one more caller, if any (filling
+        one before the next keeps the packets full)."""
+        free = [
+            e
+            for e in slot.shared
+            if e.users < self.share and not e.retiring and _sound(e.connection)
+        ]
+        if not free:
+            return None
+        chosen = max(free, key=lambda e: e.users)
+        chosen.users += 1
+        self._reused += 1
+        return chosen
+
+    async def _give_back(self, slot: _Slot, shared: _Shared, sound: bool) -> None:
+        shared.users -= 1
+        shared.since = time.monotonic()
+        if not sound:
+            shared.retiring = True  # its state is unknown: nobody new, closed once free
+        if shared.retiring and not shared.users:
+            slot.shared.remove(shared)
+            self._discarded += 1
+            await self._close(shared.connection)
 
     async def _take(self, slot: _Slot, location: Location) -> Connection:
         while slot.idle:
@@ -223,7 +310,12 @@ class ConnectionPool:
             keep = [(c, t) for c, t in slot.idle if moment - t < self.idle_timeout]
             stale += [c for c, t in slot.idle if moment - t >= self.idle_timeout]
             slot.idle = keep
-            if not slot.idle and slot.lent == 0 and not slot.limit.locked():
+            unused = [
+                e for e in slot.shared if not e.users and moment - e.since >= self.idle_timeout
+            ]
+            stale += [e.connection for e in unused]
+            slot.shared = [e for e in slot.shared if e not in unused]
+            if not slot.idle and not slot.shared and slot.lent == 0 and not slot.limit.locked():
                 del self._slots[key]
         for connection in stale:
             await self._close(connection)
@@ -240,3 +332,6 @@ class ConnectionPool:
             for connection, _ in slot.idle:
                 await self._close(connection)
             slot.idle.clear()
+            for entry in [e for e in slot.shared if not e.users]:
+                slot.shared.remove(entry)
+                await self._close(entry.connection)

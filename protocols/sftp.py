@@ -262,6 +262,10 @@ class SftpModule:
 class SftpConnection:
     """One SSH connection with one SFTP session; safe for many concurrent operations."""
 
+    # requests carry ids and a cancelled one's answer is dropped: a pool may lend it to
+    # several callers at once (``ConnectionPool(share=...)``)
+    multiplexed = True
+
     def __init__(
         self,
         location: Location,

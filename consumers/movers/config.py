@@ -18,6 +18,9 @@ class MoverConfig:
     transfer_group: str
     key_file: Path
     capacity: int = 8
+    # callers one multiplexed (SFTP) connection serves at once: their requests share packets
+    # and one server process (measured: ~15% less mover and ~35% less sshd CPU per small file)
+    share: int = 4
     mover_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     heartbeat_s: float = 3.0
     session_timeout_ms: int = 10_000

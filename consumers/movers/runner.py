@@ -1,9 +1,11 @@
 """The mover: a plain aiokafka consumer loop that executes the transfer orders of one group.
 
-``python -m consumers.movers.runner --group G --capacity N`` (or ``ECPDS_MOVER_GROUP``,
-``ECPDS_MOVER_CAPACITY``) joins consumer group ``ecpds-movers-G`` on ``ecpds.orders.G``; any
-number of movers may join the same group. For each order: publish ``TransferStarted``, deliver
-(see ``delivery``), publish ``TransferSucceeded`` or ``TransferFailed`` with the order's attempt.
+``python -m consumers.movers.runner --group G --capacity N --share S`` (or
+``ECPDS_MOVER_GROUP``, ``ECPDS_MOVER_CAPACITY``, ``ECPDS_MOVER_SHARE``) joins consumer group
+``ecpds-movers-G`` on ``ecpds.orders.G``; any number of movers may join the same group. For
+each order: publish ``TransferStarted``, deliver (see ``delivery``), publish
+``TransferSucceeded`` or ``TransferFailed`` with the order's attempt. One SFTP connection
+carries up to ``S`` transfers at once (``ConnectionPool(share=S)``).
 
 Rules kept (DESIGN.md §4 and §8, STYLE.md habits 5, 6 and 9):
 
@@ -126,7 +128,7 @@ class Mover:
         self._stores = stores
         self._replicas = replicas
         self._publisher = publisher or Publisher(config.bootstrap, client_id=config.source)
-        self._pool = pool or ConnectionPool(per_key=config.capacity)
+        self._pool = pool or ConnectionPool(per_key=config.capacity, share=config.share)
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=config.bootstrap,
             group_id=config.group,
@@ -555,6 +557,12 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--capacity", type=int, default=int(os.environ.get("ECPDS_MOVER_CAPACITY", "8"))
     )
+    parser.add_argument(
+        "--share",
+        type=int,
+        default=int(os.environ.get("ECPDS_MOVER_SHARE", "4")),
+        help="transfers one SFTP connection carries at once (1: a connection each)",
+    )
     parser.add_argument("--mover-id", default=os.environ.get("ECPDS_MOVER_ID"))
     parser.add_argument("--orders-topic", default=None)
     parser.add_argument("--transfers-topic", default=TRANSFERS)
@@ -574,6 +582,7 @@ async def serve(settings: Settings, args: argparse.Namespace) -> None:
         transfer_group=args.group,
         key_file=settings.key_file,
         capacity=args.capacity,
+        share=args.share,
         mover_id=args.mover_id or settings.instance,
         heartbeat_s=args.heartbeat,
         session_timeout_ms=args.session_timeout_ms,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from protocols.pool import ConnectionPool, PoolKey
 from protocols.registry import connect
 from tests.protocols.contract import TransferContract
 from tests.protocols.ftpserver import FtpServer, free_port
+from tests.protocols.test_sftp import Sshd
 
 _counter = itertools.count()
 
@@ -208,4 +210,100 @@ async def test_session_broken_by_server_restart_is_replaced(ftp_server: FtpServe
         assert await connection.size("before.bin") == 1
     stats = pool.stats()
     assert (stats.opened, stats.discarded, stats.idle) == (2, 1, 1)
+    await pool.close()
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    server = Sshd(tmp_path_factory.mktemp("pool-sshd"))
+    server.prepare()
+    server.start()
+    yield server
+    server.kill()
+
+
+async def _held(release: asyncio.Event, payload: bytes) -> AsyncIterator[bytes]:
+    """A body whose last chunk waits for ``release``: the put stays in flight until then."""
+    yield payload[:1]
+    await release.wait()
+    yield payload[1:]
+
+
+async def test_a_multiplexed_connection_is_shared_up_to_share(sshd: Sshd) -> None:
+    """Eight callers at once with ``share=4`` hold two SFTP connections, not eight; every put
+    in flight on them at the same time lands whole; once given back both are idle."""
+    base = sshd.data / f"pool{next(_counter)}"
+    base.mkdir()
+    recorder = Recorder()
+    pool = ConnectionPool(per_key=8, share=4, opener=recorder)
+    release, all_held = asyncio.Event(), asyncio.Event()
+    holding = 0
+
+    async def put(i: int) -> None:
+        nonlocal holding
+        async with pool.connection(sshd.location(str(base))) as connection:
+            holding += 1
+            if holding == 8:
+                all_held.set()
+            await connection.put(f"f{i}", _held(release, bytes([i]) * 1000))
+
+    puts = [asyncio.ensure_future(put(i)) for i in range(8)]
+    await asyncio.wait_for(all_held.wait(), 30)
+    assert len(recorder.opened) == 2
+    assert pool.stats().lent == 8
+    release.set()
+    await asyncio.gather(*puts)
+    assert [(base / f"f{i}").read_bytes() for i in range(8)] == [
+        bytes([i]) * 1000 for i in range(8)
+    ]
+    assert pool.stats().idle == 2
+    async with pool.connection(sshd.location(str(base))):
+        assert len(recorder.opened) == 2  # an idle shared connection is lent again
+    await pool.close()
+    assert all(getattr(c, "broken", False) for c in recorder.opened)
+
+
+async def test_a_failure_retires_a_shared_connection_once_its_callers_leave(sshd: Sshd) -> None:
+    """A caller's retriable failure retires the connection it shared: the other caller's put
+    finishes on it, nobody new is lent it, and it is closed when that caller gives it back."""
+    base = sshd.data / f"pool{next(_counter)}"
+    base.mkdir()
+    recorder = Recorder()
+    pool = ConnectionPool(per_key=4, share=4, opener=recorder)
+    release = asyncio.Event()
+    started = asyncio.Event()
+
+    async def survivor() -> None:
+        async with pool.connection(sshd.location(str(base))) as connection:
+            started.set()
+            await connection.put("kept.bin", _held(release, b"k" * 5000))
+
+    running = asyncio.ensure_future(survivor())
+    await started.wait()
+    with pytest.raises(ConnectionLost):
+        async with pool.connection(sshd.location(str(base))):
+            raise ConnectionLost("this caller's session state is unknown")
+    assert len(recorder.opened) == 1
+    async with pool.connection(sshd.location(str(base))) as fresh:
+        await fresh.put("new.bin", from_bytes(b"n"))
+    assert len(recorder.opened) == 2  # the retired one was not lent again
+    assert not getattr(recorder.opened[0], "broken", True)  # still carrying the survivor
+    release.set()
+    await running
+    assert getattr(recorder.opened[0], "broken", False)  # closed once its last caller left
+    assert (base / "kept.bin").read_bytes() == b"k" * 5000
+    assert pool.stats().discarded == 1
+    await pool.close()
+
+
+async def test_an_idle_shared_connection_is_closed_after_the_timeout(sshd: Sshd) -> None:
+    """A shared connection nobody holds expires like any idle one."""
+    recorder = Recorder()
+    pool = ConnectionPool(share=4, idle_timeout=5.0, opener=recorder)
+    async with pool.connection(sshd.location(str(sshd.data))) as connection:
+        await connection.list(".")
+    assert await pool.reap(now=time.monotonic() + 1) == 0
+    assert await pool.reap(now=time.monotonic() + 10) == 1
+    assert getattr(recorder.opened[0], "broken", False)
+    assert pool.stats().idle == 0
     await pool.close()
