@@ -56,6 +56,26 @@ async def _io(what: str, function: Callable[..., T], *args: object) -> T:
         raise translate(error, what) from error
 
 
+async def _open_for_put(what: str, target: str, offset: int) -> BinaryIO:
+    """Open ``target`` for a put, in a worker thread. A put cancelled meanwhile (an abort)
+    does not stop the thread: once it has opened the file, the file is closed and, unless a
+    resumed final one, removed, so a cancelled put never leaves a temporary file behind."""
+    opening = asyncio.ensure_future(_io(what, _open_binary, target, bool(offset)))
+    try:
+        return await asyncio.shield(opening)
+    except asyncio.CancelledError:
+        with contextlib.suppress(BaseException):
+            handle = await opening
+            handle.close()
+            if not offset:
+                await asyncio.to_thread(os.unlink, target)
+        raise
+
+
+def _open_binary(target: str, resume: bool) -> BinaryIO:
+    return open(target, "r+b") if resume else open(target, "wb")
+
+
 def _fsync_dir(directory: str) -> None:
     descriptor = os.open(directory, os.O_RDONLY)
     try:
@@ -151,7 +171,7 @@ class FileConnection:
         tmp = self.location.flag("usetmp", True) if use_tmp is None else use_tmp
         # A resumed put appends to the final file: there is nothing to rename.
         target = temporary_name(final, self.location) if tmp and not offset else final
-        handle: BinaryIO = await _io(what, open, target, "r+b" if offset else "wb")
+        handle = await _open_for_put(what, target, offset)
         written = 0
         done = False
         try:

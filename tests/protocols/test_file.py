@@ -94,3 +94,18 @@ async def test_put_into_read_only_directory_is_permission_denied(tmp_path: Path)
     with pytest.raises(PermissionDenied) as info:
         await connection.put("x.bin", from_bytes(b"x"))
     assert info.value.retriable is False
+
+
+async def test_a_put_cancelled_while_opening_leaves_no_temporary_file(tmp_path: Path) -> None:
+    """A put cancelled while its worker thread opens the temporary file (a mover's abort can
+    land there) removes that file once the thread has made it: nothing is left behind."""
+    conn = await connect(Location(scheme="file", path=str(tmp_path)))
+    for attempt in range(20):
+        put = asyncio.ensure_future(conn.put(f"f{attempt}.bin", from_bytes(b"x"), mkdirs=False))
+        await asyncio.sleep(0)  # the put is now waiting for its open in a worker thread
+        put.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await put
+    await asyncio.sleep(0.2)  # any thread still opening has finished
+    assert sorted(os.listdir(tmp_path)) == []
+    await conn.close()
