@@ -56,7 +56,7 @@ from aiokafka import TopicPartition
 from bus.errors import TransientError
 from bus.events.base import Event
 from bus.events.movers import MoverHeartbeat, MoverStopped, TransferAbortRequested
-from bus.events.transfers import TransferQueued
+from bus.events.transfers import TransferQueued, TransferScheduled
 from bus.faust_app import make_app, run
 from bus.feeds import Feed, replay
 from bus.logging import configure, get_logger
@@ -142,7 +142,9 @@ class SchedulerRunner:
                 if start is not None and message.offset >= start:
                     self._apply(self.state, event.value)
                     self._live_from[tp] = message.offset + 1
-                self._wake.set()
+                # an order's twin read back takes a slot, never frees one: nothing to decide
+                if type(event.value) is not TransferScheduled:
+                    self._wake.set()
 
         app.agent(app.topic(self._topics.transfers), name="scheduler-transfers")(transfers)
         # ignores: mode's stub wants a positional-only sender, a bound method's is not
