@@ -52,6 +52,7 @@ class Queued:
     expiry_time: datetime
     queue_time: datetime
     checksums: Checksums | None = None
+    notify: bool = True  # the event flag (API/CLI ``event``, ``acquisition.event``)
 
     @classmethod
     def of(cls, event: TransferQueued) -> Queued:
@@ -62,6 +63,7 @@ class Queued:
             expiry_time=event.expiry_time,
             queue_time=event.queue_time,
             checksums=event.checksums,
+            notify=event.notify,
         )
 
 
@@ -157,9 +159,12 @@ def decide(
 ) -> Notification | Skip:
     """The message for a delivered file, or why there is none.
 
+    As in OpenECPDS, only a transfer with the event flag is announced (``event`` on the API
+    and the CLI, ``acquisition.event``), and only to a destination with ``mqtt.publish``.
     Without the transfer's ``TransferQueued`` (the notifier restarted past it, or forgot it)
-    the message is still published with what is known: the target is the delivered file's
-    name, the length the bytes sent, no integrity, and the expiry only the configured one.
+    the flag is not known and the message is published with what is known (an announcement
+    is not lost for a restart): the target is the delivered file's name, the length the bytes
+    sent, no integrity, and the expiry only the configured one.
     """
     dest = view.destinations.get(done.destination)
     if dest is None:
@@ -167,6 +172,8 @@ def decide(
     mqtt = dest.mqtt
     if mqtt is None or not mqtt.publish:
         return Skip("destination does not publish notifications")
+    if queued is not None and not queued.notify:
+        return Skip("transfer without the event flag")
     expiry: int | None = None
     if queued is not None:
         remaining = (queued.expiry_time - now).total_seconds()

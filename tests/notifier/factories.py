@@ -63,6 +63,7 @@ def queued(
     target: str = "2026/grib/file.grib2",
     expiry: datetime | None = None,
     checksums: Checksums | None = None,
+    notify: bool = True,
 ) -> TransferQueued:
     now = datetime.now(UTC)
     return sample(
@@ -75,6 +76,7 @@ def queued(
         queue_time=now,
         expiry_time=expiry or now + timedelta(hours=1),
         checksums=checksums or Checksums(adler32="0a1b2c3d", sha512=SHA512),
+        notify=notify,
     )
 
 

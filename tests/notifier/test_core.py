@@ -100,6 +100,17 @@ def test_destinations_that_do_not_publish_are_skipped() -> None:
         assert isinstance(decision, core.Skip)
 
 
+def test_only_transfers_with_the_event_flag_are_announced() -> None:
+    """Given a publishing destination, a transfer queued without the event flag is skipped;
+    with it (or with its queueing forgotten, after a restart) the file is announced."""
+    quiet = core.Queued.of(queued("t1", "wis", notify=False))
+    decision = core.decide(succeeded("t1", "wis"), quiet, VIEW, NOW)
+    assert decision == core.Skip("transfer without the event flag")
+    flagged = core.Queued.of(queued("t1", "wis", notify=True))
+    assert isinstance(core.decide(succeeded("t1", "wis"), flagged, VIEW, NOW), core.Notification)
+    assert isinstance(core.decide(succeeded("t1", "wis"), None, VIEW, NOW), core.Notification)
+
+
 def test_static_payload_is_sent_verbatim_with_its_properties() -> None:
     """A configured payload replaces the WIS2 message; qos, retain, content type as set."""
     mqtt = MqttSettings(
