@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -78,6 +79,37 @@ def is_retriable(error: BaseException) -> bool:
     return isinstance(error, (ConnectionError, TimeoutError, asyncio.TimeoutError))
 
 
+def stage_consumer(
+    *topics: str,
+    bootstrap: str,
+    group_id: str,
+    auto_offset_reset: str = "earliest",
+    max_poll_interval_ms: int = 1_800_000,
+) -> AIOKafkaConsumer:
+    """The consumer of a stage that commits by hand what it has finished: committed records
+    only, group liveness seen quickly (10 s session, 1 s heartbeats), and a poll interval long
+    enough (30 min unless told) that slow copies or a remote service down for a while never
+    cost the stage its membership."""
+    return AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=bootstrap,
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset=auto_offset_reset,
+        session_timeout_ms=10_000,
+        heartbeat_interval_ms=1_000,
+        max_poll_interval_ms=max_poll_interval_ms,
+        isolation_level="read_committed",
+    )
+
+
+def stop_on_signals(stop: Callable[[], None]) -> None:
+    """SIGTERM and SIGINT call ``stop`` (a stage then finishes what it holds and returns)."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop)
+
+
 class ConsumerRunner:
     """Runs ``handler`` over every event of ``topics`` in consumer group ``group_id``."""
 
@@ -105,16 +137,12 @@ class ConsumerRunner:
         self._max_records = max_records
         self._backoff = backoff or Backoff()
         self._stopping = asyncio.Event()
-        self._consumer = AIOKafkaConsumer(
+        self._consumer = stage_consumer(
             *self._topics,
-            bootstrap_servers=bootstrap,
+            bootstrap=bootstrap,
             group_id=group_id,
-            enable_auto_commit=False,
             auto_offset_reset=auto_offset_reset,
-            session_timeout_ms=10_000,
-            heartbeat_interval_ms=1_000,
             max_poll_interval_ms=300_000,
-            isolation_level="read_committed",
         )
         self.handled = 0
         self.dead_lettered = 0

@@ -25,19 +25,18 @@ import argparse
 import asyncio
 import contextlib
 import os
-import signal
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeAlias
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 
 from bus import codec
 from bus.config.secrets import decrypt
 from bus.config.view import LiveConfig
-from bus.consumer import commit_ended, is_retriable
+from bus.consumer import commit_ended, is_retriable, stage_consumer, stop_on_signals
 from bus.errors import ConfigurationError, DecodeError, EcpdsError
 from bus.events.datafiles import DataFileBackedUp, DataFileBackupFailed
 from bus.events.transfers import TransferQueued
@@ -87,16 +86,10 @@ class BackupRunner:
         self._source = source
         self._max_records = max_records
         self._stopping = asyncio.Event()
-        self._consumer = AIOKafkaConsumer(
+        self._consumer = stage_consumer(
             transfers_topic,
-            bootstrap_servers=bootstrap,
+            bootstrap=bootstrap,
             group_id=group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=10_000,
-            heartbeat_interval_ms=1_000,
-            max_poll_interval_ms=1_800_000,  # a batch of long copies must not cost membership
-            isolation_level="read_committed",
         )
         self.copied = 0
         self.failed = 0
@@ -238,9 +231,7 @@ async def serve(settings: Settings, max_concurrent: int) -> None:
             max_concurrent=max_concurrent,
             source=f"backup/{settings.instance}",
         )
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, runner.stop)
+        stop_on_signals(runner.stop)
         log.info("backup running", max_concurrent=max_concurrent)
         try:
             await runner.run()

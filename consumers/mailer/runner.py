@@ -26,16 +26,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import signal
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from bus import codec
 from bus.config.view import LiveConfig
+from bus.consumer import stage_consumer, stop_on_signals
 from bus.errors import ConfigurationError, DecodeError
 from bus.events import Event
 from bus.logging import configure, get_logger
@@ -73,16 +73,12 @@ class MailerRunner:
         self._first_delay = first_delay
         self._max_delay = max_delay
         self._stopping = asyncio.Event()
-        self._consumer = AIOKafkaConsumer(
+        self._consumer = stage_consumer(
             transfers_topic,
-            bootstrap_servers=bootstrap,
+            bootstrap=bootstrap,
             group_id=group_id,
-            enable_auto_commit=False,
             auto_offset_reset=start_at,
-            session_timeout_ms=10_000,
-            heartbeat_interval_ms=1_000,
             max_poll_interval_ms=3_600_000,  # an SMTP server down for a while must not evict us
-            isolation_level="read_committed",
         )
         self.sent = 0  # mails delivered
         self.skipped = 0  # mails refused for good
@@ -220,9 +216,7 @@ async def serve(settings: Settings) -> None:
     transport = transport_for(settings)
     async with LiveConfig(settings.kafka_bootstrap, create_topic=False) as live:
         runner = MailerRunner(settings.kafka_bootstrap, live, transport, sender=settings.mail_from)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, runner.stop)
+        stop_on_signals(runner.stop)
         log.info("mailer running", transport=transport.name, sender=settings.mail_from)
         await runner.run()
 

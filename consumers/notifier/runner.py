@@ -23,18 +23,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import signal
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, TypeAlias
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 
 from bus import codec
 from bus.config.view import LiveConfig
-from bus.consumer import commit_ended, is_retriable
+from bus.consumer import commit_ended, is_retriable, stage_consumer, stop_on_signals
 from bus.errors import DecodeError, EcpdsError
 from bus.events import Event
 from bus.events.notifications import NotificationFailed, NotificationPublished
@@ -99,16 +98,10 @@ class NotifierRunner:
         self._clock = clock
         self._stopping = asyncio.Event()
         self._queued: OrderedDict[str, core.Queued] = OrderedDict()  # transfer id -> details
-        self._consumer = AIOKafkaConsumer(
+        self._consumer = stage_consumer(
             transfers_topic,
-            bootstrap_servers=bootstrap,
+            bootstrap=bootstrap,
             group_id=group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=10_000,
-            heartbeat_interval_ms=1_000,
-            max_poll_interval_ms=1_800_000,  # a long broker outage must not cost membership
-            isolation_level="read_committed",
         )
         self.published = 0
         self.failed = 0
@@ -253,9 +246,7 @@ async def serve(settings: Settings) -> None:
         runner = NotifierRunner(
             settings.kafka_bootstrap, broker, live, source=f"notifier/{settings.instance}"
         )
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, runner.stop)
+        stop_on_signals(runner.stop)
         log.info("notifier running", broker=broker.address)
         await runner.run()
 

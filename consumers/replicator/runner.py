@@ -31,18 +31,17 @@ import asyncio
 import contextlib
 import functools
 import os
-import signal
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final, TypeAlias, TypeVar
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 
 from bus import codec
 from bus.config.view import LiveConfig
-from bus.consumer import commit_ended, is_retriable
+from bus.consumer import commit_ended, is_retriable, stage_consumer, stop_on_signals
 from bus.deadletter import dead_letter_event
 from bus.errors import DecodeError, EcpdsError
 from bus.events import Event
@@ -111,16 +110,10 @@ class ReplicatorRunner:
         self._stopping = asyncio.Event()
         self._groups: OrderedDict[str, str] = OrderedDict()  # data file -> transfer group
         self._copies: OrderedDict[str, set[str]] = OrderedDict()  # data file -> stores with a copy
-        self._consumer = AIOKafkaConsumer(
+        self._consumer = stage_consumer(
             datafiles_topic,
-            bootstrap_servers=bootstrap,
+            bootstrap=bootstrap,
             group_id=group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=10_000,
-            heartbeat_interval_ms=1_000,
-            max_poll_interval_ms=1_800_000,  # a batch of long copies must not cost membership
-            isolation_level="read_committed",
         )
         self.copied = 0
         self.reused = 0  # copies found already in place (a redelivery)
@@ -356,9 +349,7 @@ async def serve(settings: Settings, max_concurrent: int) -> None:
             max_concurrent=max_concurrent,
             source=f"replicator/{settings.instance}",
         )
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, runner.stop)
+        stop_on_signals(runner.stop)
         log.info("replicator running", max_concurrent=max_concurrent)
         try:
             await runner.run()
