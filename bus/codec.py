@@ -28,7 +28,7 @@ from __future__ import annotations
 import base64
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields, is_dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
@@ -512,6 +512,15 @@ def event_type(event: Event) -> str:
 def headers(event: Event) -> list[tuple[str, bytes]]:
     """The Kafka headers to publish an event with."""
     return [(EVENT_TYPE_HEADER, event.AVRO_NAME.encode())]
+
+
+def type_header(headers: Iterable[tuple[str, bytes]] | None) -> str | None:
+    """The event type a record's ``event-type`` header names (None without one; bytes that
+    are not UTF-8 are replaced, so ``decode_with_type`` refuses the record, never crashes)."""
+    for key, value in headers or ():
+        if key == EVENT_TYPE_HEADER:
+            return value.decode("utf-8", "replace") if value else None
+    return None
 
 
 def decode_with_type(data: bytes, header_type: str | None) -> Event:

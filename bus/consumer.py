@@ -103,6 +103,13 @@ def stage_consumer(
     )
 
 
+async def sleep_unless(stopping: asyncio.Event, seconds: float) -> bool:
+    """Sleep ``seconds`` unless ``stopping`` is set meanwhile; True when stopping."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.wait(), timeout=seconds)
+    return stopping.is_set()
+
+
 def stop_on_signals(stop: Callable[[], None]) -> None:
     """SIGTERM and SIGINT call ``stop`` (a stage then finishes what it holds and returns)."""
     loop = asyncio.get_running_loop()
@@ -172,7 +179,7 @@ class ConsumerRunner:
                 # rewind so the next poll brings this message back; keep polling meanwhile
                 self._consumer.seek(tp, record.offset)
                 await self._commit(tp, done)
-                await self._sleep(self._backoff.delay(tp))
+                await sleep_unless(self._stopping, self._backoff.delay(tp))
                 return
             self._backoff.reset(tp)
             done = record.offset
@@ -184,12 +191,8 @@ class ConsumerRunner:
         if offset is not None:
             await self._consumer.commit({tp: offset + 1})
 
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-
     async def _one(self, record: ConsumerRecord[Any, Any]) -> str:
-        header_type = _header(record, codec.EVENT_TYPE_HEADER)
+        header_type = codec.type_header(record.headers)
         try:
             event = codec.decode_with_type(record.value, header_type)
         except DecodeError as error:
@@ -306,10 +309,3 @@ async def commit_ended(
             with contextlib.suppress(KafkaError):
                 await consumer.commit({tp: done + 1})
     return complete
-
-
-def _header(record: ConsumerRecord[Any, Any], name: str) -> str | None:
-    for key, value in record.headers or ():
-        if key == name:
-            return value.decode("utf-8", "replace") if value else None
-    return None

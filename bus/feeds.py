@@ -38,14 +38,9 @@ log = get_logger(__name__)
 OnEvents = Callable[[Sequence[Event]], None]
 
 
-def _type_of(record: Any) -> str | None:
-    """The event type a record's header names."""
-    return next((v.decode() for k, v in record.headers or () if k == codec.EVENT_TYPE_HEADER), None)
-
-
 def decode(record: Any) -> Event | None:
     """The event in a consumed record, or None (with a warning) if it cannot be decoded."""
-    header = _type_of(record)
+    header = codec.type_header(record.headers)
     try:
         return codec.decode_with_type(record.value, header)
     except DecodeError as error:
@@ -214,7 +209,7 @@ class Feed:
                 event
                 for records in batches.values()
                 for record in records
-                if (only is None or _type_of(record) in only)
+                if (only is None or codec.type_header(record.headers) in only)
                 and (event := decode(record)) is not None
             ]
             if events:

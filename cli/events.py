@@ -36,9 +36,7 @@ async def resolve_partitions(bootstrap: str, wanted: Sequence[str]) -> list[Topi
 
 
 def line(record: Any) -> dict[str, Any]:
-    header_type = next(
-        (v.decode() for k, v in record.headers or () if k == codec.EVENT_TYPE_HEADER), None
-    )
+    header_type = codec.type_header(record.headers)
     origin = {
         "topic": record.topic,
         "partition": record.partition,

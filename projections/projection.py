@@ -134,7 +134,7 @@ class Projection:
             return await self._transaction(decoded, careful=True, dead=dead)
 
     def _decode(self, record: Record) -> _Decoded:
-        header = _header(record, codec.EVENT_TYPE_HEADER)
+        header = codec.type_header(record.headers)
         try:
             event = codec.decode_with_type(record.value or b"", header)
         except DecodeError as error:
@@ -277,10 +277,3 @@ class Projection:
             consumer_group=self.name,
         )
         await self._publisher.publish(DEADLETTER, f"{record.topic}/{record.partition}", event)
-
-
-def _header(record: Record, name: str) -> str | None:
-    for key, value in record.headers or ():
-        if key == name:
-            return value.decode("utf-8", "replace") if value else None
-    return None

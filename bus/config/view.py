@@ -325,9 +325,7 @@ class LiveConfig:
 
 
 def _decode(record: Any) -> Event | None:
-    header = next(
-        (v.decode() for k, v in record.headers or () if k == codec.EVENT_TYPE_HEADER), None
-    )
+    header = codec.type_header(record.headers)
     try:
         return codec.decode_with_type(record.value, header)
     except DecodeError as error:

@@ -36,7 +36,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 from bus import codec
 from bus.config.secrets import decrypt
 from bus.config.view import LiveConfig
-from bus.consumer import commit_ended, is_retriable, stage_consumer, stop_on_signals
+from bus.consumer import commit_ended, is_retriable, sleep_unless, stage_consumer, stop_on_signals
 from bus.errors import ConfigurationError, DecodeError, EcpdsError
 from bus.events.datafiles import DataFileBackedUp, DataFileBackupFailed
 from bus.events.transfers import TransferQueued
@@ -115,7 +115,7 @@ class BackupRunner:
                 if await self._process(batches):
                     pause = 0.5
                 else:
-                    await self._sleep(pause)
+                    await sleep_unless(self._stopping, pause)
                     pause = min(30.0, pause * 2)
         finally:
             await self._consumer.stop()
@@ -131,7 +131,7 @@ class BackupRunner:
     async def _handle(self, record: Record) -> bool:
         """Whether the record has ended durably (skipped, or its outcome published)."""
         try:
-            event = codec.decode_with_type(record.value, _header(record))
+            event = codec.decode_with_type(record.value, codec.type_header(record.headers))
         except DecodeError:
             return True  # not this stage's input; the topic's owners dead-letter it
         if not isinstance(event, TransferQueued):
@@ -161,7 +161,7 @@ class BackupRunner:
                     error=str(error),
                 )
                 if self._retry.retry(attempt, retriable):
-                    if await self._sleep(self._retry.delay(attempt)):
+                    if await sleep_unless(self._stopping, self._retry.delay(attempt)):
                         return False  # stopping: leave it uncommitted for the next run
                     continue
                 event: DataFileBackedUp | DataFileBackupFailed = core.backup_failed(
@@ -200,19 +200,6 @@ class BackupRunner:
                     await connection.close()
         finally:
             self.active -= 1
-
-    async def _sleep(self, seconds: float) -> bool:
-        """Sleep unless stopping; True when stopping."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-        return self._stopping.is_set()
-
-
-def _header(record: Record) -> str | None:
-    for key, value in record.headers or ():
-        if key == codec.EVENT_TYPE_HEADER:
-            return value.decode("utf-8", "replace") if value else None
-    return None
 
 
 def _now() -> datetime:

@@ -35,7 +35,7 @@ from aiokafka.errors import KafkaError
 
 from bus import codec
 from bus.config.view import LiveConfig
-from bus.consumer import stage_consumer, stop_on_signals
+from bus.consumer import sleep_unless, stage_consumer, stop_on_signals
 from bus.errors import ConfigurationError, DecodeError
 from bus.events import Event
 from bus.logging import configure, get_logger
@@ -158,7 +158,7 @@ class MailerRunner:
                     reason=error.reason,
                     retry_in=delay,
                 )
-                if await self._sleep(delay):
+                if await sleep_unless(self._stopping, delay):
                     return False
                 delay = min(self._max_delay, delay * 2)
                 continue
@@ -172,17 +172,9 @@ class MailerRunner:
             )
             return True
 
-    async def _sleep(self, seconds: float) -> bool:
-        """Sleep unless stopping; True when stopping."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-        return self._stopping.is_set()
-
 
 def _decode(record: Record) -> Event | None:
-    header = next(
-        (v.decode() for k, v in record.headers or () if k == codec.EVENT_TYPE_HEADER), None
-    )
+    header = codec.type_header(record.headers)
     try:
         return codec.decode_with_type(record.value, header)
     except DecodeError:

@@ -221,9 +221,7 @@ class Mover:
 
     async def _accept(self, tp: TopicPartition, record: ConsumerRecord[Any, Any]) -> None:
         self.tracker.begin(tp, record.offset)
-        header = next(
-            (v.decode() for k, v in record.headers or () if k == codec.EVENT_TYPE_HEADER), None
-        )
+        header = codec.type_header(record.headers)
         try:
             event = codec.decode_with_type(record.value, header)
         except DecodeError as error:

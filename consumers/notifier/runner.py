@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 
 from bus import codec
 from bus.config.view import LiveConfig
-from bus.consumer import commit_ended, is_retriable, stage_consumer, stop_on_signals
+from bus.consumer import commit_ended, is_retriable, sleep_unless, stage_consumer, stop_on_signals
 from bus.errors import DecodeError, EcpdsError
 from bus.events import Event
 from bus.events.notifications import NotificationFailed, NotificationPublished
@@ -122,7 +121,7 @@ class NotifierRunner:
                     timeout_ms=200, max_records=self._max_records
                 )
                 if batches and not await self._process(batches):
-                    await self._sleep(0.5)
+                    await sleep_unless(self._stopping, 0.5)
         finally:
             await self._consumer.stop()
             await self._broker.stop()
@@ -144,7 +143,7 @@ class NotifierRunner:
     async def _handle(self, record: Record) -> bool:
         """Whether the record has ended durably."""
         try:
-            event = codec.decode_with_type(record.value, _header(record))
+            event = codec.decode_with_type(record.value, codec.type_header(record.headers))
         except DecodeError:
             return True  # not this stage's input; the topic's owners dead-letter it
         if isinstance(event, TransferQueued):
@@ -195,7 +194,7 @@ class NotifierRunner:
                 )
                 if retriable:
                     attempt += 1
-                    if await self._sleep(self._backoff.delay(attempt)):
+                    if await sleep_unless(self._stopping, self._backoff.delay(attempt)):
                         return False  # stopping: uncommitted, so notified after the restart
                     continue
                 outcome = core.failed(
@@ -222,19 +221,6 @@ class NotifierRunner:
             self.failed += 1
             log.error("notification failed for good", topic=outcome.topic, error=outcome.message)
         return True
-
-    async def _sleep(self, seconds: float) -> bool:
-        """Sleep unless stopping; True when stopping."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-        return self._stopping.is_set()
-
-
-def _header(record: Record) -> str | None:
-    for key, value in record.headers or ():
-        if key == codec.EVENT_TYPE_HEADER:
-            return value.decode("utf-8", "replace") if value else None
-    return None
 
 
 async def serve(settings: Settings) -> None:

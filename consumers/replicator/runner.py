@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import functools
 import os
 import time
@@ -41,7 +40,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 
 from bus import codec
 from bus.config.view import LiveConfig
-from bus.consumer import commit_ended, is_retriable, stage_consumer, stop_on_signals
+from bus.consumer import commit_ended, is_retriable, sleep_unless, stage_consumer, stop_on_signals
 from bus.deadletter import dead_letter_event
 from bus.errors import DecodeError, EcpdsError
 from bus.events import Event
@@ -140,7 +139,7 @@ class ReplicatorRunner:
                 if await self._process(batches):
                     pause = 0.5
                 else:
-                    await self._sleep(pause)
+                    await sleep_unless(self._stopping, pause)
                     pause = min(30.0, pause * 2)
         finally:
             await self._consumer.stop()
@@ -164,7 +163,7 @@ class ReplicatorRunner:
 
     def _decode(self, record: Record) -> Event | None:
         try:
-            return codec.decode_with_type(record.value, _header(record))
+            return codec.decode_with_type(record.value, codec.type_header(record.headers))
         except DecodeError:
             return None  # not this stage's input; the topic's owners dead-letter it
 
@@ -279,7 +278,7 @@ class ReplicatorRunner:
                 )
                 if not self._retry.retry(number, retriable):
                     return error
-                if await self._sleep(self._retry.delay(number)):
+                if await sleep_unless(self._stopping, self._retry.delay(number)):
                     return STOPPED
 
     async def _dead_letter(self, record: Record, message: str, error_class: str | None) -> bool:
@@ -294,7 +293,7 @@ class ReplicatorRunner:
             value=record.value or b"",
             headers=list(record.headers or ()),
             timestamp_ms=record.timestamp,
-            event_type=_header(record),
+            event_type=codec.type_header(record.headers),
             error_class=error_class,
             consumer_group=self._group_id,
         )
@@ -309,12 +308,6 @@ class ReplicatorRunner:
         log.error("replication failed for good", message=message)
         return True
 
-    async def _sleep(self, seconds: float) -> bool:
-        """Sleep unless stopping; True when stopping."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-        return self._stopping.is_set()
-
 
 async def _done() -> bool:
     return True
@@ -325,13 +318,6 @@ def _remember(table: OrderedDict[str, Any], key: str, value: Any, limit: int) ->
     table.move_to_end(key)
     while len(table) > limit:
         table.popitem(last=False)
-
-
-def _header(record: Record) -> str | None:
-    for key, value in record.headers or ():
-        if key == codec.EVENT_TYPE_HEADER:
-            return value.decode("utf-8", "replace") if value else None
-    return None
 
 
 def _now() -> datetime:

@@ -146,8 +146,7 @@ class LogFollower:
 
 
 def _decode(record: object) -> Event | None:
-    headers = getattr(record, "headers", None) or ()
-    header = next((v.decode() for k, v in headers if k == codec.EVENT_TYPE_HEADER), None)
+    header = codec.type_header(getattr(record, "headers", None))
     try:
         return codec.decode_with_type(getattr(record, "value", b""), header)
     except DecodeError as error:

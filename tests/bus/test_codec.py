@@ -324,3 +324,13 @@ def test_frozen_copy_of_the_current_version_is_harmless(tmp_path: Path) -> None:
     event = ThingV1(envelope=envelope("tests", "thing-1"), size=7)
     assert again.decode(v1.encode(event)) == event
     assert [v.current for v in again.versions.values()] == [True]
+
+
+def test_type_header_names_the_event_type_of_a_record() -> None:
+    """The ``event-type`` header among a record's headers, None without one; bytes that are not
+    UTF-8 come back replaced, so decoding with that type refuses the record instead of crashing."""
+    assert codec.type_header([("trace", b"x"), ("event-type", b"ecpds.a.B")]) == "ecpds.a.B"
+    assert codec.type_header([("trace", b"x")]) is None
+    assert codec.type_header(None) is None
+    assert codec.type_header([("event-type", b"")]) is None
+    assert codec.type_header([("event-type", b"\xff\xfe")]) == "\ufffd\ufffd"
