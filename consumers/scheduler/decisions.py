@@ -62,7 +62,6 @@ def decide(state: SchedulerState, settings: SchedulerSettings, now: datetime) ->
     """The decisions due at ``now``: orders, requeues, expiries, status and host changes."""
     out: list[Event] = []
     touched: set[str] = set()
-    state.host_ordered.clear()
     _lost_movers(state, settings, now, out, touched)
     lost = len(out)  # interruptions of vanished movers: nobody to ask to abort
     timers = state.timers
@@ -254,7 +253,7 @@ def _visit(
         else:
             before = len(out)
             _reschedule(state, rt, src, now, out, touched)
-            started = _order(state, rt, settings, now, current, out, touched)
+            started = _order(state, rt, settings, now, current, answerer)
             if started or rt.running:
                 target = (D.EXEC, "Running", None)
             elif len(out) > before or rt.followups:
@@ -346,10 +345,10 @@ def _order(
     settings: SchedulerSettings,
     now: datetime,
     host_id: str,
-    out: list[Event],
-    touched: set[str],
+    answerer: Answerer,
 ) -> int:
     """Order the best ready transfers within the free connections; returns how many."""
+    out, touched, ordered = answerer.out, answerer.touched, answerer.ordered
     cfg = rt.config
     host = state.hosts[host_id]
     assert cfg is not None
@@ -361,7 +360,7 @@ def _order(
             heapq.heappush(ready, (e.priority, queue_time, tid))
     free_dest = _UNLIMITED if cfg.max_connections < 0 else cfg.max_connections - len(rt.running)
     # every destination's attempts on it, with the orders decided a moment ago in this decide
-    on_host = state.host_running.get(host_id, 0) + state.host_ordered.get(host_id, 0)
+    on_host = state.host_running.get(host_id, 0) + ordered.get(host_id, 0)
     free_host = _UNLIMITED if host.max_connections < 0 else host.max_connections - on_host
     free = min(free_dest, free_host, settings.max_orders_per_visit)
     popped: list[tuple[int, datetime, str]] = []
@@ -401,7 +400,7 @@ def _order(
         out.extend(outputs.orders(src, now, e, cfg, host, state.files.get(e.data_file_id)))
         free -= 1
         started += 1
-        state.host_ordered[host_id] = state.host_ordered.get(host_id, 0) + 1
+        ordered[host_id] = ordered.get(host_id, 0) + 1
     for node in popped:
         heapq.heappush(ready, node)
     return started

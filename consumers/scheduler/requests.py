@@ -57,9 +57,10 @@ class Verdict(Enum):
 
 
 class Answerer:
-    """Answers the requests of one decide call (collects events, remembers touched transfers)."""
+    """Answers the requests of one decide call (collects events, remembers touched transfers,
+    counts the orders made per host: they are not in the state until evolved)."""
 
-    __slots__ = ("now", "out", "source", "state", "touched")
+    __slots__ = ("now", "ordered", "out", "source", "state", "touched")
 
     def __init__(
         self, state: SchedulerState, source: str, now: datetime, out: list[Event], touched: set[str]
@@ -71,6 +72,7 @@ class Answerer:
             out,
             touched,
         )
+        self.ordered: dict[str, int] = {}
 
     def answer(self, rt: DestinationRuntime, req: Event) -> Verdict:
         """Answer one request of destination ``rt``."""

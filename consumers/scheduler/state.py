@@ -185,7 +185,6 @@ class SchedulerState:
         "file_refs",
         "files",
         "host_destinations",
-        "host_ordered",
         "host_running",
         "hosts",
         "mover_groups",
@@ -203,8 +202,6 @@ class SchedulerState:
         # running attempts per host over every destination this worker owns: a host's max
         # connections hold across the destinations that share it
         self.host_running: dict[str, int] = {}
-        # orders of the decide in progress per host (not evolved yet): ``decide`` clears it
-        self.host_ordered: dict[str, int] = {}
         self.files: dict[str, StoredFile] = {}
         self.file_refs: dict[str, int] = {}  # data file id -> transfers known for it
         self.movers: dict[str, datetime] = {}  # mover id -> last heartbeat
