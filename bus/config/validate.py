@@ -124,7 +124,8 @@ DESTINATION_MAIL_KEYS = frozenset(
     {"mail.to", "mail.onStart", "mail.onEnd", "mail.onError", "mail.onUpdate"}
 )
 HOST_MAIL_KEYS = frozenset({"mail.to", "mail.onSuccess", "mail.onError", "mail.notifyOnce"})
-MAIL_FLAGS = frozenset({"yes", "no", "true", "false"})
+MAIL_TRUE = frozenset({"yes", "true"})
+MAIL_FLAGS = MAIL_TRUE | {"no", "false"}
 MAIL_ADDRESS = re.compile(
     r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?"
 )

@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
 
-from bus.config.validate import mail_addresses
+from bus.config.secrets import MASK
+from bus.config.validate import MAIL_TRUE, mail_addresses
 from bus.config.view import ConfigView
 from bus.events import Event
 from bus.events.config import Host
@@ -44,7 +45,6 @@ from bus.events.transfers import (
 
 REMEMBERED: Final = 100_000
 PREFIX: Final = "[ecpds]"
-_TRUE: Final = frozenset({"yes", "true"})
 # user:password@ in a URL (an error message quoting a URL must not leak it)
 _URL_CREDENTIALS: Final = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
 
@@ -76,7 +76,7 @@ class MailerState:
 
 def flag(values: Mapping[str, str], key: str) -> bool:
     """Whether a yes/no/true/false option is on (absent = off)."""
-    return values.get(key, "").strip().lower() in _TRUE
+    return values.get(key, "").strip().lower() in MAIL_TRUE
 
 
 def recipients(values: Mapping[str, str]) -> tuple[str, ...]:
@@ -86,7 +86,7 @@ def recipients(values: Mapping[str, str]) -> tuple[str, ...]:
 
 def mask(text: str) -> str:
     """``text`` with credentials in URLs replaced by ``***``."""
-    return _URL_CREDENTIALS.sub(r"\g<scheme>***@", text)
+    return _URL_CREDENTIALS.sub(rf"\g<scheme>{MASK}@", text)
 
 
 def evolve(state: MailerState, view: ConfigView, event: Event) -> None:
