@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,12 +27,12 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from bus import codec
-from bus.deadletter import dead_letter_event
-from bus.errors import DecodeError, EcpdsError, UnknownSchema
+from bus.deadletter import Poison, dead_letter, decode_record
+from bus.errors import EcpdsError
 from bus.events.deadletter import DeadLetterReason
 from bus.logging import bind_event, clear_event, get_logger
 from bus.publisher import Publisher
-from bus.topics import DEADLETTER, TopicSpec, spec_for
+from bus.topics import TopicSpec
 
 log = get_logger(__name__)
 
@@ -110,10 +109,14 @@ async def sleep_unless(stopping: asyncio.Event, seconds: float) -> bool:
     return stopping.is_set()
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
 def stop_on_signals(stop: Callable[[], None]) -> None:
-    """SIGTERM and SIGINT call ``stop`` (a stage then finishes what it holds and returns)."""
+    """SIGTERM, SIGINT and SIGHUP (the terminal closed) call ``stop``: a stage then finishes
+    what it holds and returns."""
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop)
 
 
@@ -137,7 +140,6 @@ class ConsumerRunner:
         self._topics = list(topics)
         self._group_id = group_id
         self._specs = specs
-        self._allowed: set[tuple[str, type]] = set()  # (topic, event class) allowed
         self._handler = handler
         self._publisher = publisher
         self._source = source
@@ -192,26 +194,11 @@ class ConsumerRunner:
             await self._consumer.commit({tp: offset + 1})
 
     async def _one(self, record: ConsumerRecord[Any, Any]) -> str:
-        header_type = codec.type_header(record.headers)
-        try:
-            event = codec.decode_with_type(record.value, header_type)
-        except DecodeError as error:
-            reason = (
-                DeadLetterReason.UNKNOWN_SCHEMA
-                if isinstance(error, UnknownSchema)
-                else DeadLetterReason.UNDECODABLE
-            )
-            await self._dead_letter(record, reason, str(error), header_type, error)
+        event = decode_record(record, self._specs)
+        if isinstance(event, Poison):
+            await self._dead_letter(record, event)
             return "dead"
         name = codec.event_type(event)
-        kind = (record.topic, type(event))
-        if kind not in self._allowed:  # checked once per topic and event class
-            spec = spec_for(record.topic, self._specs)
-            if spec is not None and not spec.allows(name):
-                message = f"{name} is not allowed on {record.topic}"
-                await self._dead_letter(record, DeadLetterReason.TYPE_NOT_ALLOWED, message, name)
-                return "dead"
-            self._allowed.add(kind)
         envelope = getattr(event, "envelope", None)
         if envelope is not None:
             bind_event(envelope.event_id, envelope.correlation_id, topic=record.topic)
@@ -235,52 +222,24 @@ class ConsumerRunner:
                     partition=record.partition,
                 )
                 return "retry"
-            log.error(
-                "permanent failure, dead-lettered",
-                error=str(error),
-                trace=traceback.format_exc(limit=3),
+            poison = Poison(
+                DeadLetterReason.PERMANENT_FAILURE,
+                f"handler failed: {error}",
+                name,
+                type(error).__name__,
             )
-            await self._dead_letter(
-                record, DeadLetterReason.PERMANENT_FAILURE, f"handler failed: {error}", name, error
-            )
+            await self._dead_letter(record, poison)
             return "dead"
         finally:
             clear_event()
         self.handled += 1
         return "done"
 
-    async def _dead_letter(
-        self,
-        record: ConsumerRecord[Any, Any],
-        reason: DeadLetterReason,
-        message: str,
-        event_type: str | None,
-        error: BaseException | None = None,
-    ) -> None:
-        event = dead_letter_event(
-            source=self._source,
-            reason=reason,
-            message=message,
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key,
-            value=record.value or b"",
-            headers=list(record.headers or ()),
-            timestamp_ms=record.timestamp,
-            event_type=event_type,
-            error_class=type(error).__name__ if error is not None else None,
-            consumer_group=self._group_id,
+    async def _dead_letter(self, record: ConsumerRecord[Any, Any], poison: Poison) -> None:
+        await dead_letter(
+            self._publisher, record, poison, source=self._source, group=self._group_id
         )
-        await self._publisher.publish(DEADLETTER, f"{record.topic}/{record.partition}", event)
         self.dead_lettered += 1
-        log.warning(
-            "dead-lettered",
-            reason=reason,
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-        )
 
 
 async def commit_ended(

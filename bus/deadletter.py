@@ -1,15 +1,101 @@
-"""Building the ``DeadLettered`` event for a message that cannot go on.
+"""Dead letters: the one way every consumer ends a record it cannot take.
+
+``decode_record`` turns a consumed record into its event, or into a ``Poison`` saying why it
+cannot be read (undecodable bytes, an unknown schema, a type not allowed on its topic).
+``dead_letter`` writes a record to ``ecpds.deadletter`` and logs one warning line (no
+traceback: the reason and origin say it all). ``dead_letter_event`` builds the event.
 
 The original key, value and headers are kept byte for byte with the origin (topic, partition,
-offset) and the reason, so an operator can inspect, fix and replay it.
+offset), the consumer group and the reason, so an operator can inspect, fix and replay it. A
+record is dead-lettered once per consumer group: each group owns its own offsets, so each one
+that meets the record says so; the event names the group.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
+from bus import codec
+from bus.errors import DecodeError, UnknownSchema
 from bus.events import envelope
+from bus.events.base import Event
 from bus.events.deadletter import DeadLettered, DeadLetterReason, Header
+from bus.logging import get_logger
+from bus.publisher import Publisher
+from bus.topics import DEADLETTER, TopicSpec, spec_for
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Poison:
+    """Why a record cannot be handled, as the dead letter will say it."""
+
+    reason: DeadLetterReason
+    message: str
+    event_type: str | None = None
+    error_class: str | None = None
+
+
+def decode_record(record: Any, specs: Sequence[TopicSpec] | None = None) -> Event | Poison:
+    """The event of a consumed record, or the ``Poison`` that says why there is none."""
+    header_type = codec.type_header(record.headers)
+    try:
+        event: Event = codec.decode_with_type(record.value, header_type)
+    except DecodeError as error:
+        reason = (
+            DeadLetterReason.UNKNOWN_SCHEMA
+            if isinstance(error, UnknownSchema)
+            else DeadLetterReason.UNDECODABLE
+        )
+        return Poison(reason, str(error), header_type, type(error).__name__)
+    name = codec.event_type(event)
+    spec = spec_for(record.topic, specs)
+    if spec is not None and not spec.allows(name):
+        return Poison(
+            DeadLetterReason.TYPE_NOT_ALLOWED, f"{name} is not allowed on {record.topic}", name
+        )
+    return event
+
+
+async def dead_letter(
+    publisher: Publisher,
+    record: Any,
+    poison: Poison,
+    *,
+    source: str,
+    group: str | None,
+) -> None:
+    """Write ``record`` to the dead-letter topic (awaiting the broker's acknowledgement), then
+    log one warning line. Raises what the publisher raises: the record has not ended then."""
+    event = dead_letter_event(
+        source=source,
+        reason=poison.reason,
+        message=poison.message,
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key,
+        value=record.value or b"",
+        headers=list(record.headers or ()),
+        timestamp_ms=record.timestamp,
+        event_type=poison.event_type,
+        error_class=poison.error_class,
+        consumer_group=group,
+    )
+    await publisher.publish(DEADLETTER, f"{record.topic}/{record.partition}", event)
+    log.warning(
+        "dead-lettered",
+        reason=str(poison.reason),
+        why=poison.message,
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        group=group,
+    )
 
 
 def dead_letter_event(

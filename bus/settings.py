@@ -49,6 +49,19 @@ def _positive(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(name, f"must be a number of seconds, got {raw!r}") from None
+    if not value > 0:
+        raise ConfigurationError(name, f"must be more than 0 seconds, got {raw!r}")
+    return value
+
+
 def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
     value = env.get(name) or default
     if value not in allowed:
@@ -100,6 +113,14 @@ class Settings:
     smtp_user: str | None = None  # SMTP login, if the server wants one
     smtp_password_file: Path | None = None  # the password is read from this file, never the env
     mail_from: str = "ecpds@localhost"  # the From: of every mail sent
+    janitor_interval: float = 60.0  # seconds between the janitor's sweeps
+    backup_threads: int = 15  # copies a backup runs at once
+    replicate_threads: int = 15  # copies a replicator runs at once
+    mover_group: str = "default"  # the transfer group a mover serves
+    mover_capacity: int = 8  # transfers a mover runs at once
+    mover_share: int = 4  # transfers one SFTP connection carries at once (1: a connection each)
+    mover_id: str | None = None  # a mover's stable id (default: its instance)
+    codec: Literal["auto", "native", "python"] = "auto"  # the Avro codec (read at import too)
     instance: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
 
     @classmethod
@@ -153,6 +174,14 @@ class Settings:
                 else None
             ),
             mail_from=env.get("ECPDS_MAIL_FROM") or "ecpds@localhost",
+            janitor_interval=_seconds(env, "ECPDS_JANITOR_INTERVAL", 60.0),
+            backup_threads=_positive(env, "ECPDS_BACKUP_THREADS", 15),
+            replicate_threads=_positive(env, "ECPDS_REPLICATE_THREADS", 15),
+            mover_group=env.get("ECPDS_MOVER_GROUP") or "default",
+            mover_capacity=_positive(env, "ECPDS_MOVER_CAPACITY", 8),
+            mover_share=_positive(env, "ECPDS_MOVER_SHARE", 4),
+            mover_id=env.get("ECPDS_MOVER_ID") or None,
+            codec=_choice(env, "ECPDS_CODEC", "auto", ("auto", "native", "python")),  # type: ignore[arg-type]
         )
         if env.get("ECPDS_INSTANCE"):
             settings = cls(**{**settings.__dict__, "instance": env["ECPDS_INSTANCE"]})

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -227,15 +226,15 @@ async def serve(settings: Settings, max_concurrent: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    settings = Settings.from_env()  # first: the defaults below are its values
     parser = argparse.ArgumentParser(prog="ecpds-backup", description="Backup copies.")
     parser.add_argument(
         "--max-concurrent",
         type=int,
-        default=int(os.environ.get("ECPDS_BACKUP_THREADS", "15")),
+        default=settings.backup_threads,
         help="copies at once (ECPDS_BACKUP_THREADS, default 15 like maxBackupThreads)",
     )
     args = parser.parse_args(argv)
-    settings = Settings.from_env()
     configure(settings)
     asyncio.run(serve(settings, args.max_concurrent))
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import signal
 import time
 from collections.abc import Sequence
@@ -199,15 +198,15 @@ async def serve(settings: Settings, interval: float) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    settings = Settings.from_env()  # first: the defaults below are its values
     parser = argparse.ArgumentParser(prog="ecpds-janitor", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--interval",
         type=float,
-        default=float(os.environ.get("ECPDS_JANITOR_INTERVAL", "60")),
+        default=settings.janitor_interval,
         help="seconds between sweeps (ECPDS_JANITOR_INTERVAL, default 60)",
     )
     args = parser.parse_args(argv)
-    settings = Settings.from_env()
     configure(settings)
     asyncio.run(serve(settings, args.interval))
 

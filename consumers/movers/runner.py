@@ -40,7 +40,6 @@ import argparse
 import asyncio
 import contextlib
 import functools
-import os
 import signal
 import time
 import traceback
@@ -549,19 +548,17 @@ class Mover:
             log.info("mover stopped", mover=self.config.mover_id)
 
 
-def _arguments(argv: list[str] | None) -> argparse.Namespace:
+def _arguments(argv: list[str] | None, settings: Settings) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--group", default=os.environ.get("ECPDS_MOVER_GROUP", "default"))
-    parser.add_argument(
-        "--capacity", type=int, default=int(os.environ.get("ECPDS_MOVER_CAPACITY", "8"))
-    )
+    parser.add_argument("--group", default=settings.mover_group)
+    parser.add_argument("--capacity", type=int, default=settings.mover_capacity)
     parser.add_argument(
         "--share",
         type=int,
-        default=int(os.environ.get("ECPDS_MOVER_SHARE", "4")),
+        default=settings.mover_share,
         help="transfers one SFTP connection carries at once (1: a connection each)",
     )
-    parser.add_argument("--mover-id", default=os.environ.get("ECPDS_MOVER_ID"))
+    parser.add_argument("--mover-id", default=settings.mover_id)
     parser.add_argument("--orders-topic", default=None)
     parser.add_argument("--transfers-topic", default=TRANSFERS)
     parser.add_argument("--movers-topic", default=MOVERS)
@@ -627,7 +624,7 @@ def main(argv: list[str] | None = None) -> None:
     configure(settings)
     _lazy_asyncssh_logging()
     # uvloop: the SFTP/TLS byte pumps spend their time in the loop; it is ~2x cheaper per call
-    uvloop.run(serve(settings, _arguments(argv)))
+    uvloop.run(serve(settings, _arguments(argv, settings)))
 
 
 if __name__ == "__main__":

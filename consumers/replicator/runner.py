@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
-import os
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
@@ -344,15 +343,15 @@ async def serve(settings: Settings, max_concurrent: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    settings = Settings.from_env()  # first: the defaults below are its values
     parser = argparse.ArgumentParser(prog="ecpds-replicator", description="Replica copies.")
     parser.add_argument(
         "--max-concurrent",
         type=int,
-        default=int(os.environ.get("ECPDS_REPLICATE_THREADS", "15")),
+        default=settings.replicate_threads,
         help="copies at once (ECPDS_REPLICATE_THREADS, default 15)",
     )
     args = parser.parse_args(argv)
-    settings = Settings.from_env()
     configure(settings)
     asyncio.run(serve(settings, args.max_concurrent))
 

@@ -34,6 +34,13 @@ def test_ports_follow_their_variables() -> None:
         ("ECPDS_PG_DSN", "mysql://x"),
         ("ECPDS_LOG_LEVEL", "LOUD"),
         ("ECPDS_TOPIC_PARTITIONS", "0"),
+        ("ECPDS_JANITOR_INTERVAL", "soon"),
+        ("ECPDS_JANITOR_INTERVAL", "-1"),
+        ("ECPDS_BACKUP_THREADS", "many"),
+        ("ECPDS_REPLICATE_THREADS", "0"),
+        ("ECPDS_MOVER_CAPACITY", "8.5"),
+        ("ECPDS_MOVER_SHARE", "0"),
+        ("ECPDS_CODEC", "java"),
     ],
 )
 def test_bad_value_is_refused_naming_the_variable(name: str, value: str) -> None:
@@ -42,3 +49,22 @@ def test_bad_value_is_refused_naming_the_variable(name: str, value: str) -> None
         Settings.from_env({name: value})
     assert caught.value.field == name
     assert name in str(caught.value)
+
+
+def test_stage_variables_are_read_by_settings() -> None:
+    """The stage runners' variables (janitor, backup, replicator, mover) come from Settings."""
+    s = Settings.from_env(
+        {
+            "ECPDS_JANITOR_INTERVAL": "2.5",
+            "ECPDS_BACKUP_THREADS": "3",
+            "ECPDS_REPLICATE_THREADS": "4",
+            "ECPDS_MOVER_GROUP": "europe",
+            "ECPDS_MOVER_CAPACITY": "16",
+            "ECPDS_MOVER_SHARE": "1",
+            "ECPDS_MOVER_ID": "m1",
+            "ECPDS_CODEC": "python",
+        }
+    )
+    assert (s.janitor_interval, s.backup_threads, s.replicate_threads) == (2.5, 3, 4)
+    assert (s.mover_group, s.mover_capacity, s.mover_share, s.mover_id) == ("europe", 16, 1, "m1")
+    assert s.codec == "python"
