@@ -19,10 +19,11 @@ Rules kept:
 - Reads and writes are pipelined: up to ``maxRequests`` requests of ``blockSize`` in flight, with
   bytes yielded in order (memory bounded by blockSize x maxRequests).
 - One connection serves many concurrent operations (each opens its own handle).
-- With AES-GCM, the steady-state packet path (encrypt, split input into packets, decrypt, SFTP
-  writes) is ``protocols.sftp_wire``'s leaner copy of asyncssh's (``GcmPackets``, ``GcmOpener``,
-  ``lean_sftp_writes``): same bytes on the wire, fewer copies; key exchange, rekeying, other
-  ciphers and errors stay asyncssh's. It reads asyncssh's private state, so asyncssh is pinned.
+- The SSH transport is asyncssh's own, through its public API: packets, ciphers, sequence
+  numbers, channel windows and rekeying are never touched here, so asyncssh can be upgraded
+  like any other dependency (a hand-kept AES-GCM record layer fails silently on a nonce slip;
+  the one that was here halved a put's CPU but gained nothing reliable on gets). The one
+  private call is the pipelined READDIR of ``_names``: SFTP requests, not the record layer.
 - A put with ``offset`` > 0 resumes: it writes into the final name from that offset, with no
   temporary name. With mkdirs, a put opens first and creates parents only when they are missing.
 - Puts go to a temporary name and are renamed with ``posix-rename@openssh.com`` (overwrites)
@@ -65,14 +66,6 @@ from protocols.base import (
     TransferTimeout,
     select,
     temporary_name,
-)
-from protocols.sftp_wire import (
-    CoalescingTransport,
-    GcmPackets,
-    coalesce_writes,
-    lean_sftp_writes,
-    quiet_packet_logs,
-    skip_cbc_countermeasure,
 )
 
 log = logging.getLogger(__name__)
@@ -245,18 +238,12 @@ class SftpModule:
                 ),
                 timeout,
             )
-            skip_cbc_countermeasure(conn)
-            writes = coalesce_writes(conn)
-            GcmPackets(conn)
             try:
                 sftp = await conn.start_sftp_client()
             except BaseException:
                 conn.close()
                 raise
-            handler: Any = sftp._handler  # private: its channel logs every packet
-            quiet_packet_logs(conn, handler, handler._writer.channel)
-            lean_sftp_writes(handler)
-        return SftpConnection(location, conn, sftp, writes)
+        return SftpConnection(location, conn, sftp)
 
 
 class SftpConnection:
@@ -271,12 +258,10 @@ class SftpConnection:
         location: Location,
         conn: asyncssh.SSHClientConnection,
         sftp: asyncssh.SFTPClient,
-        writes: CoalescingTransport | None = None,
     ) -> None:
         self.location = location
         self._conn = conn
         self._sftp = sftp
-        self._writes = writes
         limits = sftp.limits
         block = _bytes(location.option("blockSize"), DEFAULT_BLOCK)
         self._read_block = max(4096, min(block, limits.max_read_len or block))
@@ -459,8 +444,6 @@ class SftpConnection:
         write_to = temporary_name(target, self.location) if tmp and offset == 0 else target
         parents = mkdirs if mkdirs is not None else self.location.flag("mkdirs", True)
         written = 0
-        if self._writes is not None:
-            self._writes.puts += 1
         try:
             with _errors(f"put {target}"):
                 async with await self._open_for_put(write_to, offset, parents) as file:
@@ -475,9 +458,6 @@ class SftpConnection:
                 with suppress(asyncssh.Error, OSError):
                     await asyncio.shield(self._sftp.remove(write_to))
             raise
-        finally:
-            if self._writes is not None:
-                self._writes.puts -= 1
         return written
 
     async def _open_for_put(self, path: str, offset: int, parents: bool) -> asyncssh.SFTPClientFile:
@@ -524,7 +504,7 @@ class SftpConnection:
                         raise failures[0]
                     piece = whole[start : start + self._write_block]
                     await window.acquire()
-                    # a view is only measured and joined on its way out (lean_sftp_writes)
+                    # asyncssh joins the data to its length prefix: a view is copied once there
                     task = asyncio.ensure_future(file.write(cast(bytes, piece), position))
                     pending.add(task)
                     task.add_done_callback(done)

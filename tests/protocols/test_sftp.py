@@ -2,7 +2,8 @@
 
 Both run the whole transfer contract, including the server killed mid-transfer. Then the SFTP
 specifics: host key pinning (fingerprint and known_hosts), keys with a passphrase, chmod after
-put, the AES-GCM preference and many concurrent puts over one connection.
+put, the AES-GCM preference, many concurrent puts over one connection, and a large put and get
+across many key re-exchanges that OpenSSH's sshd starts (a small ``RekeyLimit``).
 
 Servers bind 127.0.0.1 on a free port, keep files in a private temp dir, and can be killed
 abruptly (sshd's per-connection children too) and restarted on the same port with the same data.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
 import os
 import pwd
@@ -86,9 +88,10 @@ def _descendants(pid: int) -> list[int]:
 class Sshd:
     """A private OpenSSH sshd that accepts root by key; sftp is ``internal-sftp``."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, extra_config: str = "") -> None:
         self.root = root
         self.port = free_port()
+        self.extra_config = extra_config  # more sshd_config lines (e.g. ``RekeyLimit 8M``)
         self.process: subprocess.Popen[bytes] | None = None
         self.host_key = root / "host_ed25519"
         self.client_key = root / "client_ed25519"
@@ -110,7 +113,7 @@ class Sshd:
             f"PidFile none\nAuthorizedKeysFile {self.authorized}\nPermitRootLogin yes\n"
             "PubkeyAuthentication yes\nPasswordAuthentication no\n"
             "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nMaxStartups 200\n"
-            "MaxSessions 50\nLogLevel ERROR\nSubsystem sftp internal-sftp\n"
+            "MaxSessions 50\nLogLevel ERROR\nSubsystem sftp internal-sftp\n" + self.extra_config
         )
 
     def authorize(self, public_key: str) -> None:
@@ -545,3 +548,46 @@ async def test_connection_reports_broken_after_server_death(
     finally:
         await connection.close()
         await asyncssh_server.start()
+
+
+REKEY_LIMIT = 8 * 1024 * 1024
+REKEY_SIZE = 64 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def rekeying_sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    server = Sshd(tmp_path_factory.mktemp("sshd-rekey"), f"RekeyLimit {REKEY_LIMIT}\n")
+    server.prepare()
+    server.start()
+    yield server
+    server.kill()
+
+
+async def test_put_and_get_survive_many_rekeys_started_by_openssh(
+    rekeying_sshd: Sshd, caplog: pytest.LogCaptureFixture
+) -> None:
+    """OpenSSH's sshd with ``RekeyLimit 8M`` re-keys several times during a 64 MiB put and get
+    on one connection; both transfers end with the same SHA-256 as the source."""
+    base = rekeying_sshd.data / f"t{next(_counter)}"
+    base.mkdir()
+    source = os.urandom(REKEY_SIZE)
+    digest = hashlib.sha256(source).hexdigest()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, REKEY_SIZE, 1024 * 1024):
+            yield source[start : start + 1024 * 1024]
+
+    with caplog.at_level("DEBUG", logger="asyncssh"):
+        connection = await connect(rekeying_sshd.location(str(base)))
+        try:
+            assert await connection.put("big.bin", chunks()) == REKEY_SIZE
+            got = hashlib.sha256()
+            async for chunk in connection.get("big.bin"):
+                got.update(chunk)
+        finally:
+            await connection.close()
+    assert hashlib.sha256((base / "big.bin").read_bytes()).hexdigest() == digest
+    assert got.hexdigest() == digest
+    exchanges = sum(r.getMessage().endswith("Completed key exchange") for r in caplog.records)
+    # one at connect, then one per RekeyLimit of data each way: 2 x 64 MiB / 8 MiB = 16
+    assert exchanges - 1 >= 2 * REKEY_SIZE // REKEY_LIMIT - 2
