@@ -53,13 +53,13 @@ from bus.events.config import Association, Destination, DestinationType, Host, H
 from bus.logging import configure
 from bus.publisher import Publisher
 from bus.topics import TopicSpec, apply_topics, catalogue, partition_counts
-from producers.acquisition.hosts import location_for
 from producers.acquisition.poll import Poller, PollReport
 from producers.acquisition.runner import Scheduler
 from producers.acquisition.state import AcquisitionState
 from producers.ingest.index import IngestIndex
 from producers.ingest.service import IngestService, IngestTopics
 from protocols.base import Location
+from protocols.location import location_for
 from store.local import LocalStore
 
 TOTAL = 100_000

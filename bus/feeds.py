@@ -1,19 +1,25 @@
-"""Reading Kafka outside a consumer group: what a worker needs whole, whatever it owns.
+"""Reading Kafka outside a consumer group: the one group-less reader, and what it is for.
 
-``Feed`` follows whole topics that every worker needs in full (the scheduler: configuration,
-mover heartbeats; a mover: the abort requests): every partition is assigned (no consumer group,
-nothing committed, no other reader disturbed), read from the beginning (or, for a topic given a
-``since`` time, from the first record written at or after it), and each decoded batch handed to
-a callback (only events of the types given in ``only``, when given: the others are not even
-decoded); ``ready()`` says the topics were read up to the end offsets seen at start.
+``Feed`` follows whole topics that a worker needs in full, whatever it owns: every partition is
+assigned (no consumer group, nothing committed, no other reader disturbed), read from the
+beginning (or, for a topic given a ``since`` time, from the first record written at or after
+it), and each decoded batch handed to a callback (only events of the types given in ``only``,
+when given: the others are not even decoded). ``ready()`` says the topics were read up to the
+end offsets seen at start; ``reached(positions)`` waits until given offsets have been read.
+
+Everything that keeps state from a topic is a ``Feed`` plus a pure fold of its events: the live
+configuration (``ConfigView.evolve``), the ingest index (``IngestIndex.apply``), the janitor
+(``janitor.core.evolve``), the scheduler's configuration and heartbeats, a mover's aborts.
 
 ``replay`` reads given partitions from the beginning up to their end offsets at the time of the
 call and hands each event to a callback: this is how a worker rebuilds the state of the
 ``ecpds.transfers`` partitions it was assigned. It returns those end offsets, the positions at
 which live consumption takes over.
 
-Rule kept here: an undecodable record is skipped with a warning, never fatal. These readers
-rebuild a projection; dead-lettering a bad record is the job of the consumer that owns it.
+Rules kept here: an undecodable record is skipped with a warning, never fatal (these readers
+rebuild a projection; dead-lettering a bad record is the job of the consumer that owns it). A
+broker away is waited for; a callback that raises stops the feed, and ``ready``/``reached``
+then raise with its error, so a fold that broke is never mistaken for one that is up to date.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -65,12 +72,25 @@ async def partitions_of(bootstrap: str, topics: Iterable[str]) -> list[TopicPart
     raise TransientError(f"topics not found: {', '.join(names)}")
 
 
-def _consumer(bootstrap: str) -> AIOKafkaConsumer:
+@dataclass(frozen=True, slots=True)
+class Fetch:
+    """How much one read of a feed asks for (aiokafka's defaults, unless a reader needs more)."""
+
+    max_records: int = 1000
+    min_bytes: int = 1
+    max_wait_ms: int = 500
+    partition_bytes: int = 1024 * 1024
+
+
+def _consumer(bootstrap: str, fetch: Fetch = Fetch()) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         isolation_level="read_committed",
+        fetch_min_bytes=fetch.min_bytes,
+        fetch_max_wait_ms=fetch.max_wait_ms,
+        max_partition_fetch_bytes=fetch.partition_bytes,
     )
 
 
@@ -121,22 +141,40 @@ class Feed:
         *,
         since: Mapping[str, datetime] | None = None,
         only: Iterable[str] | None = None,
+        fetch: Fetch = Fetch(),
+        name: str | None = None,
     ) -> None:
         self._bootstrap = bootstrap
-        self._only = None if only is None else frozenset(only)
         self._topics = list(topics)
-        self._since = dict(since or {})  # topics read from a time, not from the beginning
         self._on_events = on_events
+        self._since = dict(since or {})  # topics read from a time, not from the beginning
+        self._only = None if only is None else frozenset(only)
+        self._fetch = fetch
+        self._name = name or f"feed-{'+'.join(self._topics)}"
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._ends: dict[TopicPartition, int] = {}
+        self._positions: dict[TopicPartition, int] = {}
+        self._skip: dict[TopicPartition, set[int]] = {}  # applied already, not yet read back
         self._ready = asyncio.Event()
+        self._moved = asyncio.Condition()  # notified after each read, for ``reached``
+        self._failure: BaseException | None = None
+
+    @property
+    def caught_up(self) -> bool:
+        """Whether the topics have been read up to the end offsets seen at start."""
+        return self._ready.is_set()
+
+    @property
+    def failure(self) -> BaseException | None:
+        """What stopped the feed (a callback that raised), or None while it follows."""
+        return self._failure
 
     async def start(self) -> None:
         """Assign every partition from the beginning and follow them in the background."""
-        partitions = await partitions_of(self._bootstrap, self._topics)
-        consumer = _consumer(self._bootstrap)
+        consumer = _consumer(self._bootstrap, self._fetch)
         try:
+            partitions = await partitions_of(self._bootstrap, self._topics)
             await consumer.start()
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
@@ -149,7 +187,7 @@ class Feed:
             raise
         self._consumer = consumer
         await self._check_ready()
-        self._task = asyncio.create_task(self._follow(), name=f"feed-{'+'.join(self._topics)}")
+        self._task = asyncio.create_task(self._follow(), name=self._name)
 
     async def _skip_to_times(
         self, consumer: AIOKafkaConsumer, partitions: Sequence[TopicPartition]
@@ -167,6 +205,15 @@ class Feed:
             # nothing written since then: start at the end
             consumer.seek(tp, at.offset if at is not None else self._ends[tp])
 
+    def applied(self, topic: str, partition: int, offset: int) -> None:
+        """The event at this position is applied already: skip it, undecoded, when read back.
+
+        A position the feed has passed is not remembered, so only events still ahead are held.
+        """
+        tp = TopicPartition(topic, partition)
+        if offset >= self._positions.get(tp, 0):
+            self._skip.setdefault(tp, set()).add(offset)
+
     async def ready(self, timeout: float = 60) -> None:
         """Wait until the topics have been read up to the end offsets seen at start."""
         waiter = asyncio.ensure_future(self._ready.wait())
@@ -174,44 +221,86 @@ class Feed:
         done, _ = await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         if waiter not in done:
             waiter.cancel()
+            self._raise_failure()
             raise TransientError(f"{self._topics} not read to their end within {timeout}s")
+
+    async def reached(self, positions: Mapping[TopicPartition, int], timeout: float = 30) -> None:
+        """Wait until every partition given has been read up to (not including) its offset."""
+
+        def there() -> bool:
+            return self._failure is not None or all(
+                self._positions.get(tp, 0) >= offset for tp, offset in positions.items()
+            )
+
+        try:
+            async with self._moved:
+                await asyncio.wait_for(self._moved.wait_for(there), timeout)
+        except TimeoutError as error:
+            raise TransientError(f"{self._topics} not read that far within {timeout}s") from error
+        self._raise_failure()
 
     async def stop(self) -> None:
         """Stop following and close the consumer."""
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task  # a failure was logged when it happened
             self._task = None
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
 
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise TransientError(f"reading {self._topics} failed: {self._failure}")
+
     async def _check_ready(self) -> None:
         if self._ready.is_set() or self._consumer is None:
             return
-        for tp, end in self._ends.items():
-            if await self._consumer.position(tp) < end:
-                return
-        self._ready.set()
+        for tp in self._ends:
+            # the position, not the last record: compaction and transaction markers leave gaps
+            self._positions[tp] = await self._consumer.position(tp)
+        if all(self._positions[tp] >= end for tp, end in self._ends.items()):
+            self._ready.set()
 
     async def _follow(self) -> None:
+        try:
+            while True:
+                await self._read_once()
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            self._failure = error
+            log.error("feed stopped", feed=self._name, error=str(error))
+            async with self._moved:
+                self._moved.notify_all()
+            raise
+
+    async def _read_once(self) -> None:
         assert self._consumer is not None
-        while True:
-            try:
-                batches = await self._consumer.getmany(timeout_ms=200, max_records=1000)
-            except KafkaError as error:  # the broker is away: keep trying, it comes back
-                log.warning("feed read failed, retrying", topics=self._topics, error=str(error))
-                await asyncio.sleep(1.0)
-                continue
-            only = self._only
-            events = [
-                event
-                for records in batches.values()
-                for record in records
-                if (only is None or codec.type_header(record.headers) in only)
-                and (event := decode(record)) is not None
-            ]
-            if events:
-                self._on_events(events)
-            await self._check_ready()
+        try:
+            batches = await self._consumer.getmany(
+                timeout_ms=200, max_records=self._fetch.max_records
+            )
+        except KafkaError as error:  # the broker is away: keep trying, it comes back
+            log.warning("feed read failed, retrying", feed=self._name, error=str(error))
+            await asyncio.sleep(1.0)
+            return
+        only = self._only
+        events: list[Event] = []
+        for tp, records in batches.items():
+            skip = self._skip.get(tp)
+            for record in records:
+                if skip and record.offset in skip:
+                    skip.discard(record.offset)
+                elif (only is None or codec.type_header(record.headers) in only) and (
+                    event := decode(record)
+                ) is not None:
+                    events.append(event)
+            if records:
+                self._positions[tp] = records[-1].offset + 1
+        if events:
+            self._on_events(events)
+        await self._check_ready()
+        async with self._moved:
+            self._moved.notify_all()

@@ -110,7 +110,8 @@ class Location:
         """The location without its secret, for logs and events."""
         user = f"{quote(self.user)}@" if self.user else ""
         port = f":{self.port}" if self.port else ""
-        return f"{self.scheme}://{user}{self.host}{port}{self.path}"
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 literal
+        return f"{self.scheme}://{user}{host}{port}{self.path}"
 
     def option(self, name: str, default: str | None = None) -> str | None:
         return self.options.get(name, default)

@@ -39,6 +39,7 @@ from bus.errors import ConfigurationError
 from bus.events.config import Host
 from protocols import registry
 from protocols.base import Connection, Location, ProtocolFailure
+from protocols.location import directory_base, location_for
 from store.local import LocalStore
 from store.ports import ObjectStore
 from store.remote import RemoteStore
@@ -109,43 +110,17 @@ def _host_id(value: str, name: str) -> str:
     return value
 
 
-def base_path(directory: str) -> str:
-    """A store host's base path: the Directory field's first line not starting with ``(``,
-    cut at the first ``$`` (templates make no sense for a store), stripped."""
-    for line in directory.splitlines():
-        text = line.strip()
-        if text and not text.startswith("("):
-            return text.split("$", 1)[0].strip()
-    return ""
-
-
 def host_location(host: Host, password: str | None) -> Location:
-    """Where the transfer module connects for a store host (``password`` already decrypted)."""
-    address, port = host.address, None
-    head, sep, tail = address.rpartition(":")
-    if sep and tail.isdigit() and not head.endswith("]"):
-        address, port = head, int(tail)
-    prefixes = (f"{host.protocol}.", "ectrans.")
-    options = {
-        next((key[len(p) :] for p in prefixes if key.startswith(p)), key): value
-        for key, value in host.options.items()
-    }
-    return Location(
-        scheme=host.protocol,
-        host=address.strip("[]"),
-        port=port,
-        user=host.login,
-        password=password,
-        # absolute, unlike a transfer's login directory: the memory and cloud modules resolve
-        # relative paths against nothing (for S3/Azure/GCS the directory is /bucket[/prefix])
-        path=base_path(host.directory) or "/",
-        options=options,
-    )
+    """Where the transfer module connects for a store host (``password`` already decrypted):
+    the one Host -> Location, under the host's Directory taken as a base path."""
+    # absolute, unlike a transfer's login directory: the memory and cloud modules resolve
+    # relative paths against nothing (for S3/Azure/GCS the directory is /bucket[/prefix])
+    return location_for(host, password, base=directory_base(host.directory), root="/")
 
 
 def file_root(host: Host) -> Path:
     """The directory of a ``file`` store host; a host without one is refused."""
-    base = base_path(host.directory)
+    base = directory_base(host.directory)
     if not base:
         raise ConfigurationError(FIELD, f"file store host {host.id!r} needs a directory")
     return Path(base)

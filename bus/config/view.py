@@ -5,27 +5,22 @@ was, and applying the same event twice gives the same view (a Defined or Changed
 the full entity, a Removed event removes whatever is there), so a replay after a restart, or a
 redelivered event, can never skew it.
 
-``LiveConfig`` rebuilds the view by reading the compacted topic from the beginning up to the
-end offsets seen at start (no consumer group: every partition is assigned, nothing is
+``LiveConfig`` is a ``bus.feeds.Feed`` of the compacted topic folded by ``evolve``: it rebuilds
+the view from the beginning up to the end offsets seen at start (no consumer group: nothing is
 committed, nobody else is disturbed), is ``ready()`` then, and keeps following new events in a
 background task; ``live.view`` is always the latest view.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka import TopicPartition
 
-from bus import codec
-from bus.errors import DecodeError, TransientError
 from bus.events import Event
 from bus.events import config_changes as ev
 from bus.events.config import (
@@ -37,11 +32,9 @@ from bus.events.config import (
     Policy,
     TransferGroup,
 )
-from bus.logging import get_logger
+from bus.feeds import Feed
 from bus.publisher import Published
-from bus.topics import CONFIG, TopicSpec, apply_topics, catalogue, partition_counts
-
-log = get_logger(__name__)
+from bus.topics import CONFIG, TopicSpec, apply_topics, catalogue
 
 
 def _empty() -> Mapping[Any, Any]:
@@ -188,20 +181,16 @@ Listener = Callable[[ConfigView, Sequence[Event]], None]
 
 
 class LiveConfig:
-    """A ``ConfigView`` kept current from a configuration topic (see the module docstring)."""
+    """A ``ConfigView`` kept current from a configuration topic: a ``Feed`` folded by
+    ``ConfigView.evolve`` (see the module docstring)."""
 
     def __init__(self, bootstrap: str, topic: str = CONFIG, *, create_topic: bool = True) -> None:
         self._bootstrap = bootstrap
         self._topic = topic
         self._create_topic = create_topic
         self.view = ConfigView()
-        self._ready = asyncio.Event()
-        self._changed = asyncio.Condition()
-        self._positions: dict[int, int] = {}
         self._listeners: list[Listener] = []
-        self._task: asyncio.Task[None] | None = None
-        self._consumer: AIOKafkaConsumer | None = None
-        self._failure: BaseException | None = None
+        self._feed = Feed(bootstrap, [topic], self._fold, name=f"live-config-{topic}")
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(view, events)`` after each batch of events has been applied."""
@@ -211,74 +200,26 @@ class LiveConfig:
         """Assign every partition from the beginning and start following in the background."""
         if self._create_topic:
             await apply_topics(self._bootstrap, [config_spec(self._topic)])
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
-        )
-        try:
-            await consumer.start()
-            partitions = await self._partitions()
-            assigned = [TopicPartition(self._topic, p) for p in range(partitions)]
-            consumer.assign(assigned)
-            await consumer.seek_to_beginning(*assigned)
-            ends = await consumer.end_offsets(assigned)
-        except KafkaError as error:
-            await consumer.stop()
-            raise TransientError(f"cannot read {self._topic}: {error}") from error
-        except BaseException:
-            await consumer.stop()
-            raise
-        self._consumer = consumer
-        self._ends = {tp.partition: offset for tp, offset in ends.items()}
-        self._check_ready()
-        self._task = asyncio.create_task(self._follow(), name=f"live-config-{self._topic}")
-
-    async def _partitions(self) -> int:
-        for _ in range(50):  # a topic created a moment ago may not be described yet
-            count = (await partition_counts(self._bootstrap, [self._topic])).get(self._topic)
-            if count:
-                return count
-            await asyncio.sleep(0.1)
-        raise TransientError(f"configuration topic {self._topic} does not exist")
+        await self._feed.start()
 
     async def ready(self, timeout: float = 60) -> ConfigView:
         """Wait until the view holds everything the topic held at start; returns the view."""
-        waiter = asyncio.ensure_future(self._ready.wait())
-        done, _ = await asyncio.wait(
-            [waiter, *([self._task] if self._task else [])],
-            timeout=timeout,
-            return_when=asyncio.FIRST_COMPLETED,
-        )
-        if waiter not in done:
-            waiter.cancel()
-            if self._failure is not None:
-                raise TransientError(f"reading {self._topic} failed: {self._failure}")
-            raise TransientError(f"{self._topic} not read to its end within {timeout}s")
+        await self._feed.ready(timeout)
         return self.view
 
     async def reached(self, published: Iterable[Published], timeout: float = 30) -> ConfigView:
         """Wait until the view includes the given published events; returns the view."""
-        wanted = {p.partition: p.offset + 1 for p in published if p.topic == self._topic}
-
-        def caught_up() -> bool:
-            return all(self._positions.get(part, 0) >= off for part, off in wanted.items())
-
-        async with self._changed:
-            await asyncio.wait_for(self._changed.wait_for(caught_up), timeout)
+        wanted = {
+            TopicPartition(p.topic, p.partition): p.offset + 1
+            for p in published
+            if p.topic == self._topic
+        }
+        await self._feed.reached(wanted, timeout)
         return self.view
 
     async def stop(self) -> None:
         """Stop following and close the consumer."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        if self._consumer is not None:
-            await self._consumer.stop()
-            self._consumer = None
+        await self._feed.stop()
 
     async def __aenter__(self) -> LiveConfig:
         await self.start()
@@ -288,52 +229,7 @@ class LiveConfig:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    def _check_ready(self) -> None:
-        if not self._ready.is_set() and all(
-            self._positions.get(part, 0) >= end for part, end in self._ends.items()
-        ):
-            self._ready.set()
-
-    async def _follow(self) -> None:
-        assert self._consumer is not None
-        try:
-            while True:
-                batches = await self._consumer.getmany(timeout_ms=200, max_records=1000)
-                events: list[Event] = []
-                for tp, records in batches.items():
-                    for record in records:
-                        event = _decode(record)
-                        if event is not None:
-                            events.append(event)
-                        self._positions[tp.partition] = record.offset + 1
-                for tp in self._consumer.assignment():
-                    # compaction leaves gaps: the position, not the last record, is how far we are
-                    self._positions[tp.partition] = await self._consumer.position(tp)
-                if events:
-                    self.view = self.view.evolve(events)
-                    for listener in self._listeners:
-                        listener(self.view, events)
-                self._check_ready()
-                async with self._changed:
-                    self._changed.notify_all()
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:
-            self._failure = error
-            log.error("live configuration stopped", topic=self._topic, error=str(error))
-            raise
-
-
-def _decode(record: Any) -> Event | None:
-    header = codec.type_header(record.headers)
-    try:
-        return codec.decode_with_type(record.value, header)
-    except DecodeError as error:
-        # the view is a projection: an undecodable record is reported, not fatal to every reader
-        log.warning(
-            "undecodable configuration record skipped",
-            offset=record.offset,
-            partition=record.partition,
-            error=str(error),
-        )
-        return None
+    def _fold(self, events: Sequence[Event]) -> None:
+        self.view = self.view.evolve(events)
+        for listener in self._listeners:
+            listener(self.view, events)

@@ -8,7 +8,8 @@ Rules kept (ECPDS-REFERENCE.md §6.5, §7.2):
 - The remote path is ``<base>/<destination>/<target>``, where the base is the backup host's
   Directory field taken as a *base path*: its first line that does not start with ``(``,
   truncated at the first ``$``, stripped. No base means the login directory.
-- The ``Location`` comes from the host: its protocol, address (``host[:port]``), login,
+- The ``Location`` comes from the host through ``protocols.location`` (the one Host ->
+  Location): its protocol, address (``host[:port][/base]``, IPv6 literals included), login,
   decrypted password, the base path, and its options without the module prefix
   (``sftp.fingerPrint`` -> ``fingerPrint``; ``ectrans.*`` too).
 - Retries: a failure whose error is ``retriable`` is tried again after ``backoff`` (doubling
@@ -28,6 +29,7 @@ from bus.events.base import Envelope, TransferStatus
 from bus.events.config import Host
 from bus.events.datafiles import DataFileBackedUp, DataFileBackupFailed
 from bus.events.transfers import TransferQueued
+from protocols import location
 from protocols.base import Location
 
 BACKED_UP_STATUSES = frozenset({TransferStatus.WAIT, TransferStatus.HOLD})
@@ -117,25 +119,9 @@ def plan(queued: TransferQueued, view: ConfigView) -> BackupJob | Skip:
 
 
 def location_for(host: Host, base: str, password: str | None) -> Location:
-    """Where the transfer module connects for ``host`` (``password`` already decrypted)."""
-    address, port = host.address, None
-    name, sep, tail = address.rpartition(":")
-    if sep and tail.isdigit() and not name.endswith("]"):
-        address, port = name, int(tail)
-    prefixes = (f"{host.protocol}.", "ectrans.")
-    options = {}
-    for key, value in host.options.items():
-        stripped = next((key[len(p) :] for p in prefixes if key.startswith(p)), key)
-        options[stripped] = value
-    return Location(
-        scheme=host.protocol,
-        host=address.strip("[]"),
-        port=port,
-        user=host.login,
-        password=password,
-        path=base or ".",
-        options=options,
-    )
+    """Where the transfer module connects for ``host`` (``password`` already decrypted): the one
+    Host -> Location, under ``base`` (the login directory when there is none)."""
+    return location.location_for(host, password, base=base, root=".")
 
 
 def backed_up(

@@ -2,8 +2,6 @@
 
 Nothing here touches the network, the disk or the clock (``now`` is a parameter):
 
-- ``location_for`` builds the transfer module's ``Location`` from a ``Host`` entity (protocol ->
-  scheme, ``address`` -> host, port and base path, options with their module prefix stripped);
 - ``target_path`` is the remote path of one order: the order's ``remote_path`` when the
   scheduler rendered it, else the Host Directory template rendered for this transfer; a
   compressed transfer's name gets the codec extension;
@@ -11,6 +9,9 @@ Nothing here touches the network, the disk or the clock (``now`` is a parameter)
   orders run at once but Kafka keeps one offset per partition, so the committable position of a
   partition is its lowest offset still in flight (or one past the highest finished offset when
   nothing is in flight). A crash then redelivers every order whose outcome was not published.
+
+Where a mover connects for an order's host is ``protocols.location.location_for``, the one
+Host -> Location of every stage.
 """
 
 from __future__ import annotations
@@ -24,65 +25,15 @@ from typing import Generic, TypeVar
 
 from bus.errors import ConfigurationError
 from bus.events.base import Compression
-from bus.events.config import Host
 from bus.events.orders import TransferOrdered
 from bus.templates.context import RenderContext
 from bus.templates.directory import parse
-from protocols.base import Location
 from store.compression import codec
 
-# Host options carry the module's OpenECPDS prefix (``sftp.mkdirs``); modules read bare names.
-MODULE_PREFIXES: Mapping[str, tuple[str, ...]] = {
-    "ftp": ("ftp.",),
-    "ftps": ("ftps.", "ftp."),
-    "sftp": ("sftp.",),
-    "http": ("http.",),
-    "https": ("https.", "http."),
-    "s3": ("s3.",),
-    "az": ("az.", "azure."),
-    "gs": ("gs.", "gcs."),
-    "file": ("file.",),
-    "memory": ("memory.",),
-}
-COMMON_PREFIX = "ectrans."
 RATE_OPTION = "upload.rateThrottling"
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*(?:/s)?\s*$", re.IGNORECASE)
 _SCALE = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-
-
-def split_address(address: str) -> tuple[str, int | None, str]:
-    """``host[:port][/base/path]`` -> host, port, base path (``/`` when none)."""
-    hostport, slash, base = address.partition("/")
-    host, port = hostport, None
-    name, sep, tail = hostport.rpartition(":")
-    if sep and tail.isdigit() and not name.endswith(":"):
-        host, port = name, int(tail)
-    return host.strip("[]"), port, f"/{base}" if slash else "/"
-
-
-def module_options(host: Host) -> dict[str, str]:
-    """The host's options as its module reads them: own prefix (and ``ectrans.``) stripped."""
-    prefixes = (*MODULE_PREFIXES.get(host.protocol.lower(), ()), COMMON_PREFIX)
-    options: dict[str, str] = {}
-    for key, value in host.options.items():
-        stripped = next((key[len(p) :] for p in prefixes if key.startswith(p)), key)
-        options[stripped] = value
-    return options
-
-
-def location_for(host: Host, password: str | None) -> Location:
-    """Where the module connects for ``host`` (``password`` already decrypted, never logged)."""
-    name, port, base = split_address(host.address)
-    return Location(
-        scheme=host.protocol.lower(),
-        host=name,
-        port=port,
-        user=host.login,
-        password=password,
-        path=base,
-        options=module_options(host),
-    )
 
 
 def render_context(order: TransferOrdered, mover: str, now: datetime) -> RenderContext:

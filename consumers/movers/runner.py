@@ -73,6 +73,7 @@ from consumers.movers import core, outcomes
 from consumers.movers.config import MoverConfig
 from consumers.movers.delivery import Meter, deliver
 from consumers.movers.ports import GroupReplicas, Replicas, Stores
+from protocols.location import location_for
 from protocols.pool import ConnectionPool
 from store.named import NamedStores
 from store.ports import ObjectStore
@@ -389,7 +390,7 @@ class Mover:
                 if order.host.credentials is not None
                 else None
             )
-            location = core.location_for(order.host, password)
+            location = location_for(order.host, password)
             meter = Meter(core.parse_rate(order.host.options.get(core.RATE_OPTION)), self._count)
             store = self._store_of(order)
             delivered = await deliver(order, location, path, store, self._pool, meter)

@@ -1,55 +1,16 @@
-"""Acquisition hosts as work: which (host, destination) pairs to poll or subscribe, and where
-a host's transfer module connects (the small logic of the movers' ``location_for``, copied
-because a producer may not import a consumer)."""
+"""Acquisition hosts as work: which (host, destination) pairs to poll or subscribe.
+
+Where a host's transfer module connects is ``protocols.location.location_for``, the one
+Host -> Location of every stage (it leaves the ``acquisition.*`` options out)."""
 
 from __future__ import annotations
 
 from bus.config.view import ConfigView
-from bus.events.config import Host, HostType
+from bus.events.config import HostType
 from producers.acquisition.core import DEFAULT_POLLING_MS
 from producers.acquisition.wis2 import is_mqtt_host
-from protocols.base import Location
 
 Job = tuple[str, str]  # host id, destination
-
-# Host options carry the module's OpenECPDS prefix (``sftp.port``); modules read bare names
-# (the same table as the movers', which a producer may not import).
-MODULE_PREFIXES: dict[str, tuple[str, ...]] = {
-    "ftp": ("ftp.",),
-    "ftps": ("ftps.", "ftp."),
-    "sftp": ("sftp.",),
-    "http": ("http.",),
-    "https": ("https.", "http."),
-    "s3": ("s3.",),
-    "az": ("az.", "azure."),
-    "gs": ("gs.", "gcs."),
-    "file": ("file.",),
-    "memory": ("memory.",),
-}
-
-
-def location_for(host: Host, password: str | None) -> Location:
-    """Where the module connects for ``host`` (``address`` = ``host[:port][/base]``)."""
-    hostport, slash, base = host.address.partition("/")
-    name, port = hostport, None
-    head, sep, tail = hostport.rpartition(":")
-    if sep and tail.isdigit() and not head.endswith(":"):
-        name, port = head, int(tail)
-    prefixes = (*MODULE_PREFIXES.get(host.protocol.lower(), ()), "ectrans.")
-    options = {
-        next((k[len(p) :] for p in prefixes if k.startswith(p)), k): v
-        for k, v in host.options.items()
-        if not k.startswith("acquisition.")
-    }
-    return Location(
-        scheme=host.protocol.lower(),
-        host=name.strip("[]"),
-        port=port,
-        user=host.login,
-        password=password,
-        path=f"/{base}" if slash else "/",
-        options=options,
-    )
 
 
 def jobs_of(view: ConfigView, *, mqtt: bool = False) -> dict[Job, int]:

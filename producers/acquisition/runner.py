@@ -39,7 +39,7 @@ from bus.logging import configure, get_logger
 from bus.publisher import Publisher
 from bus.settings import Settings
 from bus.topics import ACQUISITION, CONFIG, DATAFILES, TRANSFERS, TopicSpec, apply_topics, catalogue
-from producers.acquisition.hosts import Job, jobs_of, location_for
+from producers.acquisition.hosts import Job, jobs_of
 from producers.acquisition.poll import Poller, PollReport
 from producers.acquisition.state import AcquisitionState
 from producers.acquisition.wis2 import Subscriber
@@ -48,6 +48,7 @@ from producers.ingest.follower import LogFollower
 from producers.ingest.index import IngestIndex
 from producers.ingest.service import IngestService, IngestTopics
 from protocols.base import Location
+from protocols.location import location_for
 from store.local import LocalStore
 
 log = get_logger(__name__)

@@ -217,7 +217,8 @@ def test_jobs_and_locations_from_configuration() -> None:
     are subscribed instead; a host's address and options become the module's location."""
     from bus.config.view import ConfigView
     from bus.events.config import Association, Destination, DestinationType, Host, HostType
-    from producers.acquisition.hosts import jobs_of, location_for
+    from producers.acquisition.hosts import jobs_of
+    from protocols.location import location_for
 
     def host(name: str, **kw: object) -> Host:
         return Host(

@@ -96,6 +96,13 @@ def test_location_comes_from_the_host_with_options_unprefixed() -> None:
     assert core.location_for(f.host("b", address="bucket"), "", None).path == "."
 
 
+def test_an_ipv6_backup_host_keeps_its_port_and_a_relative_base_goes_under_the_address() -> None:
+    """``[::1]:2222/vault`` is host ``::1`` port 2222; the Directory's relative base is under
+    the address's ``/vault``."""
+    location = core.location_for(f.host("b", address="[::1]:2222/vault"), "daily", None)
+    assert (location.host, location.port, location.path) == ("::1", 2222, "/vault/daily")
+
+
 def test_retries_only_retriable_failures_with_doubling_capped_backoff() -> None:
     """Retriable failures retry until max attempts, waiting 1, 2, 4 ... seconds (capped)."""
     policy = core.RetryPolicy(max_attempts=4, initial=1.0, maximum=3.0)

@@ -73,33 +73,6 @@ def test_committed_positions_only_move_forward() -> None:
     assert tracker.to_commit() == {"p0": 2}
 
 
-def test_location_from_host_strips_module_prefixes_and_keeps_the_base_path() -> None:
-    """protocol -> scheme, address -> host/port/base, ``sftp.x`` and ``ectrans.x`` -> ``x``."""
-    target = host(
-        "sftp",
-        "10.0.0.5:2222/incoming",
-        login="alice",
-        options={"sftp.mkdirs": "no", "ectrans.connectTimeOut": "5s", "other": "1"},
-    )
-    location = core.location_for(target, "pw")
-    assert (location.scheme, location.host, location.port, location.path) == (
-        "sftp",
-        "10.0.0.5",
-        2222,
-        "/incoming",
-    )
-    assert (location.user, location.password) == ("alice", "pw")
-    assert dict(location.options) == {"mkdirs": "no", "connectTimeOut": "5s", "other": "1"}
-
-
-def test_azure_and_ftps_hosts_read_their_module_options() -> None:
-    """``azure.*`` options reach an ``az`` host and ``ftp.*`` an ``ftps`` host, unprefixed."""
-    az = core.location_for(host("az", "h", options={"azure.useMD5": "yes"}), None)
-    ftps = core.location_for(host("ftps", "h:21", options={"ftp.passive": "no"}), None)
-    assert az.option("useMD5") == "yes"
-    assert (ftps.option("passive"), ftps.port, ftps.path) == ("no", 21, "/")
-
-
 def test_target_path_renders_the_directory_and_adds_the_codec_extension() -> None:
     """The template picks the matching line, appends the target after ``/``, adds ``.gz``."""
     target = host(

@@ -29,6 +29,7 @@ from bus.publisher import Publisher
 from consumers.movers import core
 from consumers.movers.runner import Mover
 from protocols.base import read_all
+from protocols.location import location_for
 from protocols.registry import connect
 from store.compression import decompress
 from store.local import LocalStore
@@ -108,7 +109,7 @@ async def deliver_and_read(
     assert isinstance(outcome, TransferSucceeded), outcome
     assert outcomes.of(sent.transfer_id, TransferStarted), "TransferStarted not published"
     password = None if target.credentials is None else decrypt(target.credentials, key_file)
-    location = core.location_for(target, password)
+    location = location_for(target, password)
     conn = await connect(location)
     try:
         raw = await read_all(conn.get(outcome.remote_path))

@@ -156,3 +156,14 @@ def test_without_configuration_or_key_a_host_cannot_be_used(tmp_path: Path, key_
     with pytest.raises(ConfigurationError) as caught:
         keyless.store_for("sec")
     assert caught.value.field == "credentials"
+
+
+def test_a_store_host_at_an_ipv6_address_keeps_its_port_and_its_address_base(
+    tmp_path: Path, key_file: Path
+) -> None:
+    """``[::1]:2222/vault`` is host ``::1`` port 2222, and a relative Directory goes under
+    ``/vault`` (the one Host -> Location of ``protocols.location``)."""
+    host = replication_host("v6", protocol="sftp", address="[::1]:2222/vault", directory="replicas")
+    view = ConfigView(hosts={"v6": host})
+    stores = NamedStores(tmp_path, config=FixedConfig(view), key_file=key_file)
+    assert stores.backend_name("v6") == "sftp://[::1]:2222/vault/replicas"
