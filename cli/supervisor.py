@@ -149,6 +149,9 @@ class Child:
                 self.process = await asyncio.create_subprocess_exec(
                     *self.component.argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
                 )
+                if stopping.is_set():  # the stop came while it was starting: stop() missed it
+                    await self.stop()
+                    return
                 code = await self.process.wait()
             if stopping.is_set():
                 return
