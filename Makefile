@@ -1,14 +1,17 @@
 # One entry point per task, for people and CI alike.
-#   make up     install what is missing, run everything (Ctrl-C stops it)
-#   make test   install what is missing, run the whole suite
-#   make bench  install what is missing, run the benchmarks (JSON under var/bench/results)
-#   make lint   ruff + mypy
+#   make up         install what is missing, run everything (Ctrl-C stops it)
+#   make test       install what is missing, run the whole suite (the CI entry)
+#   make check      the fast tier for the inner loop: no service started, under a minute
+#   make bench      install what is missing, run the benchmarks (JSON under var/bench/results)
+#   make lint       ruff + mypy
+#   make stop       stop what `make up` left running (Kafka, PostgreSQL, mosquitto)
+#   make test-stop  stop the suite's own Kafka and PostgreSQL (under var/test)
 SHELL := /bin/bash
 VENV := .venv/bin
 # the suite runs its own Kafka/PostgreSQL under var/test on ports apart from `make up`'s
 TEST_ENV := ECPDS_VAR=var/test ECPDS_KAFKA_PORT=29092 ECPDS_PG_PORT=25433 ECPDS_MQTT_PORT=21883 ECPDS_MONITOR_PORT=28080
 
-.PHONY: install up test bench lint stop clean
+.PHONY: install up test check bench lint stop test-stop clean
 
 install:
 	@bash infra/install.sh
@@ -19,6 +22,13 @@ up: install
 test: install
 	$(TEST_ENV) $(VENV)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
+# tests that need a service are marked "services" by tests/conftest.py; the rest need none
+check: $(VENV)/pytest
+	$(TEST_ENV) $(VENV)/pytest -q -p no:cacheprovider -m "not services" $(PYTEST_ARGS)
+
+$(VENV)/pytest:
+	@bash infra/install.sh
+
 bench: install
 	@bash bench/run.sh
 
@@ -27,9 +37,15 @@ lint: install
 	$(VENV)/ruff format --check .
 	$(VENV)/mypy
 
+# each script is stopped even if the one before failed
 stop:
-	-@bash infra/kafka/kafka.sh stop; bash infra/pg/pg.sh stop
-	-@$(TEST_ENV) bash infra/kafka/kafka.sh stop; $(TEST_ENV) bash infra/pg/pg.sh stop
+	-@bash infra/kafka/kafka.sh stop
+	-@bash infra/pg/pg.sh stop
+	-@if bash infra/mqtt/mosquitto.sh status >/dev/null 2>&1; then bash infra/mqtt/mosquitto.sh stop; fi
 
-clean: stop
+test-stop:
+	-@$(TEST_ENV) bash infra/kafka/kafka.sh stop
+	-@$(TEST_ENV) bash infra/pg/pg.sh stop
+
+clean: stop test-stop
 	rm -rf var/test var/kafka var/pg var/store var/log

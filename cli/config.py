@@ -9,17 +9,14 @@ exits 2. Passwords are never command-line arguments (they would sit in shell his
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import getpass
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 import yaml
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -28,19 +25,16 @@ from bus.config.apply import Change, current_entity, events_for, plan, removal, 
 from bus.config.secrets import ClearSecret, OperatorKey, hash_password
 from bus.config.view import ConfigView, LiveConfig
 from bus.config.yamlio import assignments, export, from_mapping, load, to_mapping, with_fields
-from bus.errors import ConfigurationError, EcpdsError
+from bus.errors import ConfigurationError
 from bus.events.config import Association, DataUser, Destination, Host
-from bus.logging import configure
 from bus.publisher import Publisher
-from bus.settings import Settings
 from bus.topics import CONFIG
+from cli.terminal import actor, console, read_config, run, run_sync, settings
 
 destination_app = typer.Typer(no_args_is_help=True, help="Define and inspect destinations.")
 host_app = typer.Typer(no_args_is_help=True, help="Define and inspect hosts.")
 user_app = typer.Typer(no_args_is_help=True, help="Define and inspect data users (portal).")
 config_app = typer.Typer(no_args_is_help=True, help="Configuration as code (YAML).")
-console = Console()
-T = TypeVar("T")
 
 TopicOption = Annotated[str, typer.Option("--topic", hidden=True, help="configuration topic")]
 Sets = Annotated[
@@ -61,59 +55,23 @@ for _app in (destination_app, host_app, user_app, config_app):
     _app.callback()(_topic_callback)
 
 
-# --- plumbing -----------------------------------------------------------------------------
-
-
-def _run(work: Callable[[], Awaitable[T]]) -> T:
-    """Run ``work``; a refusal exits 2, any other ecpds failure exits 1."""
-    try:
-        return asyncio.run(work())  # type: ignore[arg-type]
-    except ConfigurationError as error:
-        console.print(f"[red]refused:[/red] {escape(error.field)}: {escape(error.reason)}")
-        raise typer.Exit(2) from None
-    except (EcpdsError, TimeoutError) as error:
-        console.print(f"[red]failed:[/red] {escape(str(error) or type(error).__name__)}")
-        raise typer.Exit(1) from None
-
-
-def _settings() -> Settings:
-    settings = Settings.from_env()
-    # logs go to the process's stderr (`config export` writes YAML on stdout); the real one,
-    # not whatever sys.stderr is now, which a test runner may swap and close
-    configure(settings, stream=sys.__stderr__)
-    return settings
-
-
-async def _read(topic: str) -> ConfigView:
-    live = LiveConfig(_settings().kafka_bootstrap, topic)
-    async with live:
-        return live.view
-
-
 async def _commit(topic: str, make: Callable[[ConfigView], list[Change]]) -> list[Change]:
     """Plan against the live view, show the plan, publish it and wait until the view has it."""
-    settings = _settings()
-    async with LiveConfig(settings.kafka_bootstrap, topic) as live:
+    found = settings()
+    async with LiveConfig(found.kafka_bootstrap, topic) as live:
         changes = make(live.view)
         show_plan(changes)
         if not changes:
             return changes
-        source = f"cli/{settings.instance}"
+        source = f"cli/{found.instance}"
         items = [
-            (topic, key, event) for key, event in events_for(changes, source=source, actor=_actor())
+            (topic, key, event) for key, event in events_for(changes, source=source, actor=actor())
         ]
-        async with Publisher(settings.kafka_bootstrap, client_id="ecpds-cli") as publisher:
+        async with Publisher(found.kafka_bootstrap, client_id="ecpds-cli") as publisher:
             published = await publisher.publish_many(items)
         await live.reached(published)
     console.print(f"[green]applied {len(changes)} change(s)[/green]")
     return changes
-
-
-def _actor() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
 
 
 def show_plan(changes: Sequence[Change]) -> None:
@@ -195,31 +153,31 @@ def destination_add(
     """Define a new destination."""
     fields: dict[str, Any] = {"name": name, "type": type_, "transfer_group": transfer_group}
     fields |= {"country": country, "comment": comment, **assignments(sets or ())}
-    entity = _run_sync(lambda: _build(Destination, "destination", fields))
-    _run(lambda: _commit(ctx.obj, lambda view: _add(view, entity)))
+    entity = run_sync(lambda: _build(Destination, "destination", fields))
+    run(lambda: _commit(ctx.obj, lambda view: _add(view, entity)))
 
 
 @destination_app.command("edit")
 def destination_edit(ctx: typer.Context, name: str, sets: Sets = None) -> None:
     """Change fields of a destination (--set FIELD=VALUE)."""
-    values = _run_sync(lambda: assignments(sets or ()))
+    values = run_sync(lambda: assignments(sets or ()))
     make = lambda view: _edit(  # noqa: E731
         view, "destination", name, lambda d: with_fields(d, values)
     )
-    _run(lambda: _commit(ctx.obj, make))
+    run(lambda: _commit(ctx.obj, make))
 
 
 @destination_app.command("show")
 def destination_show(ctx: typer.Context, name: str) -> None:
     """Show a destination, its hosts in priority order and its aliases."""
-    view = _run(lambda: _read(ctx.obj))
-    _run_sync(lambda: _show(view, "destination", name))
+    view = run(lambda: read_config(ctx.obj))
+    run_sync(lambda: _show(view, "destination", name))
 
 
 @destination_app.command("list")
 def destination_list(ctx: typer.Context) -> None:
     """List destinations."""
-    view = _run(lambda: _read(ctx.obj))
+    view = run(lambda: read_config(ctx.obj))
     table = Table("name", "type", "group", "active", "hosts")
     for d in sorted(view.destinations.values(), key=lambda d: d.name):
         hosts = ", ".join(h.id for h in view.hosts_for(d.name))
@@ -230,7 +188,7 @@ def destination_list(ctx: typer.Context) -> None:
 @destination_app.command("remove")
 def destination_remove(ctx: typer.Context, name: str) -> None:
     """Remove a destination and its host associations."""
-    _run(lambda: _commit(ctx.obj, lambda view: removal(view, "destination", name)))
+    run(lambda: _commit(ctx.obj, lambda view: removal(view, "destination", name)))
 
 
 # --- host -------------------------------------------------------------------------------------
@@ -271,12 +229,12 @@ def host_add(
         ]
         return host, links
 
-    host, links = _run_sync(build)
-    password = _run_sync(lambda: _password(ask_password, password_stdin))
+    host, links = run_sync(build)
+    password = run_sync(lambda: _password(ask_password, password_stdin))
     if password is not None:
-        key = _run_sync(lambda: OperatorKey.load(_settings().key_file))
+        key = run_sync(lambda: OperatorKey.load(settings().key_file))
         host = dataclasses.replace(host, credentials=key.encrypt(password))
-    _run(lambda: _commit(ctx.obj, lambda view: _add(view, host, links)))
+    run(lambda: _commit(ctx.obj, lambda view: _add(view, host, links)))
 
 
 @host_app.command("edit")
@@ -288,31 +246,31 @@ def host_edit(
     sets: Sets = None,
 ) -> None:
     """Change fields of a host (--set FIELD=VALUE), or its password."""
-    values = _run_sync(lambda: assignments(sets or ()))
-    password = _run_sync(lambda: _password(ask_password, password_stdin))
+    values = run_sync(lambda: assignments(sets or ()))
+    password = run_sync(lambda: _password(ask_password, password_stdin))
     secret = None
     if password is not None:
-        secret = _run_sync(lambda: OperatorKey.load(_settings().key_file).encrypt(password))
+        secret = run_sync(lambda: OperatorKey.load(settings().key_file).encrypt(password))
 
     def make(h: Entity) -> Entity:
         host = with_fields(h, values)
         assert isinstance(host, Host)
         return dataclasses.replace(host, credentials=secret) if secret is not None else host
 
-    _run(lambda: _commit(ctx.obj, lambda view: _edit(view, "host", host_id, make)))
+    run(lambda: _commit(ctx.obj, lambda view: _edit(view, "host", host_id, make)))
 
 
 @host_app.command("show")
 def host_show(ctx: typer.Context, host_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
     """Show a host (credentials only as the id of the key that encrypted them)."""
-    view = _run(lambda: _read(ctx.obj))
-    _run_sync(lambda: _show(view, "host", host_id))
+    view = run(lambda: read_config(ctx.obj))
+    run_sync(lambda: _show(view, "host", host_id))
 
 
 @host_app.command("list")
 def host_list(ctx: typer.Context) -> None:
     """List hosts."""
-    view = _run(lambda: _read(ctx.obj))
+    view = run(lambda: read_config(ctx.obj))
     table = Table("id", "type", "protocol", "address", "active", "destinations")
     for h in sorted(view.hosts.values(), key=lambda h: h.id):
         dests = ", ".join(view.destinations_of(h.id))
@@ -323,7 +281,7 @@ def host_list(ctx: typer.Context) -> None:
 @host_app.command("remove")
 def host_remove(ctx: typer.Context, host_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
     """Remove a host and its associations."""
-    _run(lambda: _commit(ctx.obj, lambda view: removal(view, "host", host_id)))
+    run(lambda: _commit(ctx.obj, lambda view: removal(view, "host", host_id)))
 
 
 # --- user -------------------------------------------------------------------------------------
@@ -343,13 +301,13 @@ def user_add(
 ) -> None:
     """Define a new data user (portal account)."""
     fields = {"login": login, "destinations": destination or [], "operations": operation or []}
-    user: DataUser = _run_sync(
+    user: DataUser = run_sync(
         lambda: _build(DataUser, "data_user", fields | assignments(sets or ()))
     )
-    password = _run_sync(lambda: _password(ask_password, password_stdin))
+    password = run_sync(lambda: _password(ask_password, password_stdin))
     if password is not None:
         user = dataclasses.replace(user, password_hash=hash_password(password))
-    _run(lambda: _commit(ctx.obj, lambda view: _add(view, user)))
+    run(lambda: _commit(ctx.obj, lambda view: _add(view, user)))
 
 
 @user_app.command("edit")
@@ -361,8 +319,8 @@ def user_edit(
     sets: Sets = None,
 ) -> None:
     """Change fields of a data user (--set FIELD=VALUE), or its password."""
-    values = _run_sync(lambda: assignments(sets or ()))
-    password = _run_sync(lambda: _password(ask_password, password_stdin))
+    values = run_sync(lambda: assignments(sets or ()))
+    password = run_sync(lambda: _password(ask_password, password_stdin))
     hashed = hash_password(password) if password is not None else None
 
     def make(u: Entity) -> Entity:
@@ -370,20 +328,20 @@ def user_edit(
         assert isinstance(user, DataUser)
         return dataclasses.replace(user, password_hash=hashed) if hashed else user
 
-    _run(lambda: _commit(ctx.obj, lambda view: _edit(view, "data-user", login, make)))
+    run(lambda: _commit(ctx.obj, lambda view: _edit(view, "data-user", login, make)))
 
 
 @user_app.command("show")
 def user_show(ctx: typer.Context, login: str) -> None:
     """Show a data user."""
-    view = _run(lambda: _read(ctx.obj))
-    _run_sync(lambda: _show(view, "data-user", login))
+    view = run(lambda: read_config(ctx.obj))
+    run_sync(lambda: _show(view, "data-user", login))
 
 
 @user_app.command("list")
 def user_list(ctx: typer.Context) -> None:
     """List data users."""
-    view = _run(lambda: _read(ctx.obj))
+    view = run(lambda: read_config(ctx.obj))
     table = Table("login", "active", "destinations", "operations")
     for u in sorted(view.users.values(), key=lambda u: u.login):
         ops = ", ".join(o.value.lower() for o in u.operations)
@@ -394,7 +352,7 @@ def user_list(ctx: typer.Context) -> None:
 @user_app.command("remove")
 def user_remove(ctx: typer.Context, login: str) -> None:
     """Remove a data user."""
-    _run(lambda: _commit(ctx.obj, lambda view: removal(view, "data-user", login)))
+    run(lambda: _commit(ctx.obj, lambda view: removal(view, "data-user", login)))
 
 
 # --- config apply / export --------------------------------------------------------------------
@@ -408,17 +366,17 @@ def config_apply(
     prune: Annotated[bool, typer.Option(help="remove what the file does not define")] = False,
 ) -> None:
     """Make the configuration what FILE says: shows the diff, publishes only the changes."""
-    document = _run_sync(lambda: load(file.read_text()))
-    key = _run_sync(lambda: OperatorKey.load(_settings().key_file))
+    document = run_sync(lambda: load(file.read_text()))
+    key = run_sync(lambda: OperatorKey.load(settings().key_file))
 
     def make(view: ConfigView) -> list[Change]:
         return plan(view, resolve(document, view, key), prune=prune)
 
     if dry_run:
-        view = _run(lambda: _read(ctx.obj))
-        show_plan(_run_sync(lambda: make(view)))
+        view = run(lambda: read_config(ctx.obj))
+        show_plan(run_sync(lambda: make(view)))
         return
-    _run(lambda: _commit(ctx.obj, make))
+    run(lambda: _commit(ctx.obj, make))
 
 
 @config_app.command("export")
@@ -429,22 +387,13 @@ def config_export(
     ] = None,
 ) -> None:
     """Write the current configuration as YAML (no clear secret)."""
-    view = _run(lambda: _read(ctx.obj))
+    view = run(lambda: read_config(ctx.obj))
     text = export(view)
     if output is None:
         sys.stdout.write(text)
     else:
         output.write_text(text)
         console.print(f"exported to {escape(str(output))}")
-
-
-def _run_sync(work: Callable[[], T]) -> T:
-    """Run a local step; a refusal exits 2."""
-    try:
-        return work()
-    except ConfigurationError as error:
-        console.print(f"[red]refused:[/red] {escape(error.field)}: {escape(error.reason)}")
-        raise typer.Exit(2) from None
 
 
 def _yes(flag: bool) -> str:

@@ -2,8 +2,9 @@
 release standby, host on/off and host priority, for a destination, a transfer or a host.
 
 Rule kept here (as in the monitor): the CLI only publishes the request event on
-``ecpds.transfers`` keyed by destination, with the operator as ``requested_by``; the scheduler
-answers with the resulting events (their causation id names the request). By default the
+``ecpds.transfers`` keyed by destination, with the operator as ``requested_by``, built by
+``bus.requests.build`` (the builder the monitor and its REST API use); the scheduler answers
+with the resulting events (their causation id names the request). By default the
 command waits a few seconds for that answer and prints it, so the operator sees what happened
 (or that nothing answered: no scheduler running, or a request that changed nothing).
 """
@@ -11,7 +12,7 @@ command waits a few seconds for that answer and prints it, so the operator sees 
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
@@ -19,13 +20,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.markup import escape
 
 from bus import codec
-from bus.config.durations import parse_duration
-from bus.errors import ConfigurationError, DecodeError
-from bus.events import Event, envelope
-from bus.events import requests as r
+from bus.errors import DecodeError
+from bus.events import Event
 from bus.publisher import Publisher
+from bus.requests import Action, Verb, build, lifetime_expiry
 from bus.topics import CONFIG, TRANSFERS
-from cli.config import _actor, _read, _run, _settings, console, destination_app, host_app
+from cli.config import destination_app, host_app
+from cli.terminal import actor, console, read_config, refuse, run, run_sync, settings
 
 transfer_app = typer.Typer(
     no_args_is_help=True, help="Act on one transfer (hold, restart, stop, requeue, priority...)."
@@ -51,21 +52,23 @@ Transfer = Annotated[str, typer.Argument(metavar="TRANSFER_ID")]
 SOURCE = "cli"
 
 
-def request(event: Event, destination: str, topic: str, wait: float) -> None:
-    """Publish ``event`` keyed by ``destination`` and, unless ``wait`` is 0, print the answer."""
-    _run(lambda: _request(event, destination, topic, wait))
+def ask(action: Action, topic: str, wait: float) -> None:
+    """Publish the request ``action`` asks for, keyed by its destination, and unless ``wait``
+    is 0 print the answer; a request that cannot be asked is refused (exit 2) unpublished."""
+    event = run_sync(lambda: build(action, SOURCE))
+    run(lambda: _request(event, action.destination, topic, wait))
 
 
 async def _request(event: Event, destination: str, topic: str, wait: float) -> None:
-    settings = _settings()
-    async with Publisher(settings.kafka_bootstrap, client_id="ecpds-cli") as publisher:
+    bootstrap = settings().kafka_bootstrap
+    async with Publisher(bootstrap, client_id="ecpds-cli") as publisher:
         published = await publisher.publish(topic, destination, event)
     name = type(event).__name__
     console.print(f"requested: {name} [dim]{event.envelope.event_id}[/dim]")
     if wait <= 0:
         return
     answers = await _answers(
-        settings.kafka_bootstrap,
+        bootstrap,
         TopicPartition(published.topic, published.partition),
         published.offset + 1,
         event.envelope.event_id,
@@ -124,116 +127,81 @@ def _destination_of(transfer_id: str, given: str | None, config_topic: str) -> s
     ends with (transfer ids are ``<data file id>-<destination>``)."""
     if given:
         return given
-    view = _run(lambda: _read(config_topic))
+    view = run(lambda: read_config(config_topic))
     names = [d for d in view.destinations if transfer_id.endswith(f"-{d}")]
     if not names:
-        console.print(
-            f"[red]refused:[/red] transfer: no destination found for {escape(transfer_id)};"
-            " give --destination"
-        )
-        raise typer.Exit(2)
+        refuse(f"transfer: no destination found for {transfer_id}; give --destination")
     return max(names, key=len)
 
 
 # --- destinations -----------------------------------------------------------------------------
 
 
-@destination_app.command("hold")
-def destination_hold(
-    name: str,
-    immediate: Immediate = False,
-    reason: Reason = None,
-    wait: Wait = 10,
-    topic: TransfersTopic = TRANSFERS,
-) -> None:
-    """Put a destination on hold (graceful: running transfers finish; --immediate: interrupted)."""
-    event = r.HoldRequested(
-        envelope=envelope(SOURCE, name),
-        destination=name,
-        immediate=immediate,
-        requested_by=_actor(),
-        reason=reason,
-    )
-    request(event, name, topic, wait)
-
-
-@destination_app.command("restart")
-def destination_restart(
-    name: str,
-    immediate: Immediate = False,
-    reason: Reason = None,
-    wait: Wait = 10,
-    topic: TransfersTopic = TRANSFERS,
-) -> None:
-    """Restart a destination from its primary host (--immediate interrupts what runs)."""
-    event = r.RestartRequested(
-        envelope=envelope(SOURCE, name),
-        destination=name,
-        immediate=immediate,
-        requested_by=_actor(),
-        reason=reason,
-    )
-    request(event, name, topic, wait)
-
-
-DestinationRequest = type[r.StopRequested | r.RequeueFailedRequested | r.StandbyReleaseRequested]
-
-
-def _destination_verb(verb: str, cls: DestinationRequest, doc: str) -> None:
-    """Register ``ecpds destination VERB NAME``, which publishes a ``cls`` request."""
+def _destination_verb(verb: Verb, doc: str) -> None:
+    """Register ``ecpds destination VERB NAME``."""
 
     def command(
         name: str, reason: Reason = None, wait: Wait = 10, topic: TransfersTopic = TRANSFERS
     ) -> None:
-        event = cls(
-            envelope=envelope(SOURCE, name), destination=name, requested_by=_actor(), reason=reason
-        )
-        request(event, name, topic, wait)
+        ask(Action(verb, name, actor(), reason=reason), topic, wait)
 
     command.__doc__ = doc
-    destination_app.command(verb)(command)
+    destination_app.command(verb.value)(command)
 
 
-_destination_verb(
-    "stop", r.StopRequested, "Stop a destination (running transfers are interrupted)."
+def _destination_verb_now(verb: Verb, doc: str) -> None:
+    """Register ``ecpds destination VERB NAME [--immediate]``."""
+
+    def command(
+        name: str,
+        immediate: Immediate = False,
+        reason: Reason = None,
+        wait: Wait = 10,
+        topic: TransfersTopic = TRANSFERS,
+    ) -> None:
+        ask(Action(verb, name, actor(), reason=reason, immediate=immediate), topic, wait)
+
+    command.__doc__ = doc
+    destination_app.command(verb.value)(command)
+
+
+_destination_verb_now(
+    Verb.HOLD,
+    "Put a destination on hold (graceful: running transfers finish; --immediate: interrupted).",
 )
-_destination_verb(
-    "requeue-failed",
-    r.RequeueFailedRequested,
-    "Requeue every failed or stopped transfer of a destination.",
+_destination_verb_now(
+    Verb.RESTART, "Restart a destination from its primary host (--immediate interrupts what runs)."
 )
-_destination_verb(
-    "release", r.StandbyReleaseRequested, "Release every standby (held) transfer of a destination."
-)
+_destination_verb(Verb.STOP, "Stop a destination (running transfers are interrupted).")
+_destination_verb(Verb.REQUEUE_FAILED, "Requeue every failed or stopped transfer of a destination.")
+_destination_verb(Verb.RELEASE, "Release every standby (held) transfer of a destination.")
 
 
 # --- transfers --------------------------------------------------------------------------------
 
 
-def _transfer_verb(
-    cls: type[r.HoldRequested]
-    | type[r.RestartRequested]
-    | type[r.StopRequested]
-    | type[r.RequeueRequested]
-    | type[r.StandbyReleaseRequested],
+def _transfer_action(
+    verb: Verb,
     transfer_id: str,
     destination: str | None,
-    reason: str | None,
-    wait: float,
-    topic: str,
     config_topic: str,
-    **extra: object,
-) -> None:
-    dest = _destination_of(transfer_id, destination, config_topic)
-    event = cls(
-        envelope=envelope(SOURCE, transfer_id),
-        destination=dest,
+    reason: str | None,
+    *,
+    immediate: bool = False,
+    priority: int | None = None,
+    expiry_time: datetime | None = None,
+) -> Action:
+    """The request for one transfer, its destination found from its id unless given."""
+    return Action(
+        verb,
+        _destination_of(transfer_id, destination, config_topic),
+        actor(),
         transfer_id=transfer_id,
-        requested_by=_actor(),
         reason=reason,
-        **extra,  # type: ignore[arg-type]
+        immediate=immediate,
+        priority=priority,
+        expiry_time=expiry_time,
     )
-    request(event, dest, topic, wait)
 
 
 @transfer_app.command("hold")
@@ -247,25 +215,14 @@ def transfer_hold(
     config_topic: ConfigTopic = CONFIG,
 ) -> None:
     """Hold a transfer (a running one at the end of its attempt, or at once with --immediate)."""
-    _transfer_verb(
-        r.HoldRequested,
-        transfer_id,
-        destination,
-        reason,
-        wait,
-        topic,
-        config_topic,
-        immediate=immediate,
+    action = _transfer_action(
+        Verb.HOLD, transfer_id, destination, config_topic, reason, immediate=immediate
     )
+    ask(action, topic, wait)
 
 
-TransferRequest = type[
-    r.RestartRequested | r.StopRequested | r.RequeueRequested | r.StandbyReleaseRequested
-]
-
-
-def _simple_transfer_verb(verb: str, cls: TransferRequest, doc: str) -> None:
-    """Register ``ecpds transfer VERB TRANSFER_ID``, which publishes a ``cls`` request."""
+def _transfer_verb(verb: Verb, doc: str) -> None:
+    """Register ``ecpds transfer VERB TRANSFER_ID``."""
 
     def command(
         transfer_id: Transfer,
@@ -275,27 +232,20 @@ def _simple_transfer_verb(verb: str, cls: TransferRequest, doc: str) -> None:
         topic: TransfersTopic = TRANSFERS,
         config_topic: ConfigTopic = CONFIG,
     ) -> None:
-        _transfer_verb(cls, transfer_id, destination, reason, wait, topic, config_topic)
+        ask(_transfer_action(verb, transfer_id, destination, config_topic, reason), topic, wait)
 
     command.__doc__ = doc
-    transfer_app.command(verb)(command)
+    transfer_app.command(verb.value)(command)
 
 
-for _verb, _cls, _doc in (
-    (
-        "restart",
-        r.RestartRequested,
-        "Restart a transfer (a running attempt is interrupted and ordered again).",
-    ),
-    ("stop", r.StopRequested, "Stop a transfer (STOP)."),
-    (
-        "requeue",
-        r.RequeueRequested,
-        "Requeue a transfer (fresh start count; a running one after its attempt ends).",
-    ),
-    ("release", r.StandbyReleaseRequested, "Release a standby (held) transfer into the queue."),
-):
-    _simple_transfer_verb(_verb, _cls, _doc)
+_transfer_verb(
+    Verb.RESTART, "Restart a transfer (a running attempt is interrupted and ordered again)."
+)
+_transfer_verb(Verb.STOP, "Stop a transfer (STOP).")
+_transfer_verb(
+    Verb.REQUEUE, "Requeue a transfer (fresh start count; a running one after its attempt ends)."
+)
+_transfer_verb(Verb.RELEASE, "Release a standby (held) transfer into the queue.")
 
 
 @transfer_app.command("priority")
@@ -309,16 +259,10 @@ def transfer_priority(
     config_topic: ConfigTopic = CONFIG,
 ) -> None:
     """Change a transfer's priority (lower goes first)."""
-    dest = _destination_of(transfer_id, destination, config_topic)
-    event = r.PriorityChangeRequested(
-        envelope=envelope(SOURCE, transfer_id),
-        destination=dest,
-        transfer_id=transfer_id,
-        priority=priority,
-        requested_by=_actor(),
-        reason=reason,
+    action = _transfer_action(
+        Verb.PRIORITY, transfer_id, destination, config_topic, reason, priority=priority
     )
-    request(event, dest, topic, wait)
+    ask(action, topic, wait)
 
 
 @transfer_app.command("extend")
@@ -334,21 +278,11 @@ def transfer_extend(
     config_topic: ConfigTopic = CONFIG,
 ) -> None:
     """Extend a transfer's lifetime (its new expiry is now + LIFETIME)."""
-    try:
-        ms = parse_duration(lifetime, "lifetime")
-    except ConfigurationError as error:
-        console.print(f"[red]refused:[/red] {escape(error.field)}: {escape(error.reason)}")
-        raise typer.Exit(2) from None
-    dest = _destination_of(transfer_id, destination, config_topic)
-    event = r.LifetimeExtensionRequested(
-        envelope=envelope(SOURCE, transfer_id),
-        destination=dest,
-        transfer_id=transfer_id,
-        expiry_time=datetime.now(UTC) + timedelta(milliseconds=ms),
-        requested_by=_actor(),
-        reason=reason,
+    expiry = run_sync(lambda: lifetime_expiry(lifetime, datetime.now(UTC)))
+    action = _transfer_action(
+        Verb.EXTEND, transfer_id, destination, config_topic, reason, expiry_time=expiry
     )
-    request(event, dest, topic, wait)
+    ask(action, topic, wait)
 
 
 # --- hosts of a destination -------------------------------------------------------------------
@@ -359,11 +293,8 @@ ForDestination = Annotated[
 ]
 
 
-HostSwitch = type[r.HostActivationRequested | r.HostDeactivationRequested]
-
-
-def _host_switch(verb: str, cls: HostSwitch, doc: str) -> None:
-    """Register ``ecpds host VERB HOST_ID --destination D``, which publishes a ``cls`` request."""
+def _host_switch(name: str, verb: Verb, doc: str) -> None:
+    """Register ``ecpds host NAME HOST_ID --destination D``."""
 
     def command(
         host_id: HostId,
@@ -372,23 +303,16 @@ def _host_switch(verb: str, cls: HostSwitch, doc: str) -> None:
         wait: Wait = 10,
         topic: TransfersTopic = TRANSFERS,
     ) -> None:
-        event = cls(
-            envelope=envelope(SOURCE, host_id),
-            destination=destination,
-            host_id=host_id,
-            requested_by=_actor(),
-            reason=reason,
-        )
-        request(event, destination, topic, wait)
+        ask(Action(verb, destination, actor(), host_id=host_id, reason=reason), topic, wait)
 
     command.__doc__ = doc
-    host_app.command(verb)(command)
+    host_app.command(name)(command)
 
 
-_host_switch("activate", r.HostActivationRequested, "Put a host back in use for a destination.")
+_host_switch("activate", Verb.HOST_ON, "Put a host back in use for a destination.")
 _host_switch(
     "deactivate",
-    r.HostDeactivationRequested,
+    Verb.HOST_OFF,
     "Take a host out of use for a destination (the next host takes over).",
 )
 
@@ -403,12 +327,7 @@ def host_priority(
     topic: TransfersTopic = TRANSFERS,
 ) -> None:
     """Change the priority of a host within a destination's host list."""
-    event = r.HostPriorityChangeRequested(
-        envelope=envelope(SOURCE, host_id),
-        destination=destination,
-        host_id=host_id,
-        priority=priority,
-        requested_by=_actor(),
-        reason=reason,
+    action = Action(
+        Verb.HOST_PRIORITY, destination, actor(), host_id=host_id, priority=priority, reason=reason
     )
-    request(event, destination, topic, wait)
+    ask(action, topic, wait)

@@ -3,8 +3,15 @@
 Order on the way up: Kafka and PostgreSQL (infra scripts, idempotent), the MQTT broker
 (embedded amqtt in this process, or mosquitto), health checks, topics, then the components as
 child processes with their logs under ``var/log``. A component that dies is restarted with a
-backoff. Ctrl-C or SIGTERM stops the components first (they flush and commit), then the
-broker and the databases: workers always stop before the broker.
+backoff.
+
+Rules kept here: SIGINT (Ctrl-C), SIGTERM and SIGHUP (the terminal closed) stop everything
+this run started, at any point of the way up: the components first (they flush and commit),
+then the MQTT broker, PostgreSQL and Kafka (workers always stop before the broker). Nothing
+the supervisor prints can abort that: the operator's output may be a pipe whose reader died
+first (``ecpds up | tee up.log``, then Ctrl-C) or a terminal that is gone, so a failed write
+sends the rest of the output to /dev/null and the shutdown goes on. The infra scripts run in
+their own session, so a second Ctrl-C or the terminal's hang-up cannot kill a stop midway.
 """
 
 from __future__ import annotations
@@ -15,18 +22,39 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO, TypeVar
 
 from bus import health
-from bus.errors import InfrastructureError
+from bus.errors import EcpdsError, InfrastructureError
 from bus.logging import get_logger
 from bus.mqtt import embedded_broker
 from bus.settings import ROOT, Settings
 from bus.topics import DEFAULT_TRANSFER_GROUP, apply_topics, catalogue, orders_topic
 
 log = get_logger("ecpds.up")
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+T = TypeVar("T")
+
+
+def say(text: str) -> None:
+    """Print ``text`` for the operator; if the output is gone (a pipe whose reader died, a
+    closed terminal), the rest of it goes to /dev/null and nothing is raised."""
+    try:
+        print(text, flush=True)
+    except (OSError, ValueError):
+        _silence(sys.stdout)
+
+
+def _silence(stream: TextIO) -> None:
+    """Point ``stream``'s file descriptor at /dev/null, so neither a later write nor the
+    flush at exit fails again on it."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
 
 
 @dataclass(frozen=True)
@@ -69,6 +97,7 @@ def infra_script(settings: Settings, script: str, action: str) -> str:
         capture_output=True,
         text=True,
         check=False,
+        start_new_session=True,  # out of reach of the terminal's Ctrl-C and hang-up
     )
     if result.returncode != 0:
         raise InfrastructureError((result.stderr or result.stdout).strip())
@@ -95,11 +124,11 @@ async def mqtt_broker(settings: Settings) -> AsyncIterator[None]:
         async with embedded_broker(settings.mqtt_host, settings.mqtt_port):
             yield
     elif settings.mqtt_broker == "mosquitto":
-        print(infra_script(settings, "mqtt/mosquitto.sh", "start"))
+        say(infra_script(settings, "mqtt/mosquitto.sh", "start"))
         try:
             yield
         finally:
-            print(infra_script(settings, "mqtt/mosquitto.sh", "stop"))
+            say(infra_script(settings, "mqtt/mosquitto.sh", "stop"))
     else:
         yield
 
@@ -120,17 +149,21 @@ class Child:
                 self.process = await asyncio.create_subprocess_exec(
                     *self.component.argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
                 )
+                if stopping.is_set():  # the stop came while it was starting: stop() missed it
+                    await self.stop()
+                    return
                 code = await self.process.wait()
             if stopping.is_set():
                 return
             self.restarts += 1
-            log.warning(
-                "component exited, restarting",
-                component=self.component.name,
-                code=code,
-                delay=delay,
-                log=str(self.log_path),
-            )
+            with contextlib.suppress(OSError, ValueError):  # stderr may be gone, see say()
+                log.warning(
+                    "component exited, restarting",
+                    component=self.component.name,
+                    code=code,
+                    delay=delay,
+                    log=str(self.log_path),
+                )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), delay)
             delay = min(delay * 2, 30.0)
@@ -150,48 +183,108 @@ class Child:
 async def up(
     settings: Settings, selected: Sequence[str] | None = None, keep_infra: bool = False
 ) -> None:
-    """Bring everything up and supervise it until SIGINT/SIGTERM."""
-    settings.log_dir.mkdir(parents=True, exist_ok=True)
-    print(infra_script(settings, "kafka/kafka.sh", "start"))
-    print(infra_script(settings, "pg/pg.sh", "start"))
+    """Bring everything up and supervise it until SIGINT, SIGTERM or SIGHUP; then stop all of
+    it (Kafka and PostgreSQL too, unless ``keep_infra``)."""
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stopping.set)
     try:
-        async with mqtt_broker(settings):
-            await wait_healthy(settings)
-            specs = [
-                *catalogue(settings.topic_partitions),
-                orders_topic(DEFAULT_TRANSFER_GROUP, settings.topic_partitions),
-            ]
-            await apply_topics(settings.kafka_bootstrap, specs)
-            for check in await health.check_all(settings):
-                print(
-                    f"{check.service:9} {'healthy' if check.healthy else 'DOWN':8} {check.detail}"
-                )
-            chosen = [c for c in components() if not selected or c.name in selected]
-            children = [Child(c, settings.log_dir) for c in chosen]
-            tasks = [asyncio.create_task(child.run(stopping)) for child in children]
-            names = ", ".join(c.name for c in chosen) or "none yet"
-            print(f"ecpds is up: components {names}; logs in {settings.log_dir}")
-            names_up = {c.name for c in chosen}
-            if "monitor" in names_up:
-                print(
-                    f"monitor: http://127.0.0.1:{settings.monitor_port}/  (user admin, password in "
-                    f"{settings.var_dir}/secrets/admin.password)"
-                )
-            if "api" in names_up:
-                api = f"http://127.0.0.1:{settings.monitor_port + 1}"
-                print(f"ingest API: {api}/api/v1/openapi.json")
-                token = settings.var_dir / "secrets" / "admin.token"
-                print(f"API admin token (for this machine's operator only): {token}")
-            print("Ctrl-C stops everything")
-            await stopping.wait()
-            print("ecpds: stopping components ...")
-            await asyncio.gather(*(child.stop() for child in children))
-            await asyncio.gather(*tasks, return_exceptions=True)
+        settings.log_dir.mkdir(parents=True, exist_ok=True)
+        await _serve(settings, selected, stopping)
     finally:
         if not keep_infra:
-            print(infra_script(settings, "pg/pg.sh", "stop"))
-            print(infra_script(settings, "kafka/kafka.sh", "stop"))
+            _stop_infra(settings)
+
+
+class _Stopped(Exception):
+    """A stop signal came while the services were still coming up."""
+
+
+async def _serve(
+    settings: Settings, selected: Sequence[str] | None, stopping: asyncio.Event
+) -> None:
+    with contextlib.suppress(_Stopped):
+        await _start_and_supervise(settings, selected, stopping)
+
+
+async def _start_and_supervise(
+    settings: Settings, selected: Sequence[str] | None, stopping: asyncio.Event
+) -> None:
+    # the infra scripts block the loop; a signal meanwhile is handled once they return
+    say(infra_script(settings, "kafka/kafka.sh", "start"))
+    _raise_if_set(stopping)
+    say(infra_script(settings, "pg/pg.sh", "start"))
+    _raise_if_set(stopping)
+    async with mqtt_broker(settings):
+        await _unless_stopped(wait_healthy(settings), stopping)
+        specs = [
+            *catalogue(settings.topic_partitions),
+            orders_topic(DEFAULT_TRANSFER_GROUP, settings.topic_partitions),
+        ]
+        await _unless_stopped(apply_topics(settings.kafka_bootstrap, specs), stopping)
+        for check in await _unless_stopped(health.check_all(settings), stopping):
+            say(f"{check.service:9} {'healthy' if check.healthy else 'DOWN':8} {check.detail}")
+        chosen = [c for c in components() if not selected or c.name in selected]
+        children = [Child(c, settings.log_dir) for c in chosen]
+        tasks = [asyncio.create_task(child.run(stopping)) for child in children]
+        try:
+            _greet(settings, chosen)
+            await stopping.wait()
+        finally:
+            say("ecpds: stopping components ...")
+            stopping.set()  # no restart from here on, whatever ended the wait
+            await asyncio.gather(*(child.stop() for child in children))
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _raise_if_set(stopping: asyncio.Event) -> None:
+    if stopping.is_set():
+        raise _Stopped
+
+
+async def _unless_stopped(work: Awaitable[T], stopping: asyncio.Event) -> T:
+    """``work``'s result; if a stop signal comes first, ``work`` is cancelled and ``_Stopped``
+    raised."""
+    task = asyncio.ensure_future(work)
+    stop = asyncio.create_task(stopping.wait())
+    try:
+        await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, EcpdsError):
+        await task
+    raise _Stopped
+
+
+def _greet(settings: Settings, chosen: Sequence[Component]) -> None:
+    names = ", ".join(c.name for c in chosen) or "none yet"
+    say(f"ecpds is up: components {names}; logs in {settings.log_dir}")
+    names_up = {c.name for c in chosen}
+    if "monitor" in names_up:
+        say(
+            f"monitor: http://127.0.0.1:{settings.monitor_port}/  (user admin, password in "
+            f"{settings.var_dir}/secrets/admin.password)"
+        )
+    if "api" in names_up:
+        api = f"http://127.0.0.1:{settings.monitor_port + 1}"
+        say(f"ingest API: {api}/api/v1/openapi.json")
+        token = settings.var_dir / "secrets" / "admin.token"
+        say(f"API admin token (for this machine's operator only): {token}")
+    say("Ctrl-C stops everything")
+
+
+def _stop_infra(settings: Settings) -> None:
+    """Stop PostgreSQL, then Kafka: each is tried even if the other fails; a failure is
+    raised once both were tried."""
+    failed: list[str] = []
+    for script in ("pg/pg.sh", "kafka/kafka.sh"):
+        try:
+            say(infra_script(settings, script, "stop"))
+        except InfrastructureError as error:
+            failed.append(f"{script} stop: {error}")
+    if failed:
+        raise InfrastructureError("; ".join(failed))

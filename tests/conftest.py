@@ -104,3 +104,30 @@ async def mqtt_port() -> AsyncIterator[int]:
 def unique() -> str:
     """A short unique suffix for topic, group and bucket names."""
     return uuid.uuid4().hex[:10]
+
+
+# --- tiers ------------------------------------------------------------------------------------
+
+# Fixtures that start or need a server (broker, database, protocol server, mail server, browser),
+# by name in whichever test module defines them. A test that uses one, directly or through
+# another fixture, or that is marked kafka/postgres/slow, is marked "services"; `make check`
+# runs the rest (pure cores, codecs, in-memory adapters) with `-m "not services"`.
+SERVICE_FIXTURES = frozenset(
+    {
+        "kafka", "own_kafka", "postgres", "mqtt_port", "mosquitto_port",
+        "moto", "moto_port", "s3_proxy", "azurite", "azurite_port", "az_proxy",
+        "gcs_emulator", "gcs_port", "gcs_proxy", "sshd", "asyncssh_server", "sftp",
+        "ftp", "ftp_server", "ftps_server", "plain_server", "explicit_server",
+        "implicit_server", "server", "kill_server", "http", "http_server", "smtp", "auth_smtp",
+        "browser", "up_env",
+    }
+)  # fmt: skip
+SERVICE_MARKERS = ("kafka", "postgres", "slow")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs a running service "services" (see SERVICE_FIXTURES)."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & SERVICE_FIXTURES or any(item.get_closest_marker(m) for m in SERVICE_MARKERS):
+            item.add_marker(pytest.mark.services)

@@ -1,7 +1,7 @@
 """A lean ASGI front for the hot endpoint: ``POST /api/v1/datafiles`` without Starlette's layers.
 
 Every other request goes to the Starlette app behind it. The put is the same function the
-Starlette route calls (``producers.api.app.put``): same authentication, refusals, events and
+Starlette route calls (``producers.api.ingest.put``): same authentication, refusals, events and
 answers, byte for byte. Starlette's routing, middleware stack, ``Request``/``Headers``/
 ``QueryParams`` objects and response classes cost the put path about a tenth of the API's CPU
 per file; here the scope is read directly and the answer sent as two ASGI messages.
@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from producers.api.app import DATAFILES_PATH, ApiState, put
+from producers.api.ingest import DATAFILES_PATH, ApiState, put
 
 _JSON = (b"content-type", b"application/json")
 

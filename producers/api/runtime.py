@@ -20,8 +20,8 @@ from bus.logging import get_logger
 from bus.publisher import Publisher
 from bus.settings import Settings
 from bus.topics import CONFIG, TopicSpec, apply_topics, catalogue
-from producers.api.app import ApiState
 from producers.api.auth import Authenticator, TokenBook
+from producers.api.ingest import ApiState
 from producers.ingest.core import requested_by_acquisition
 from producers.ingest.follower import LogFollower
 from producers.ingest.index import IngestIndex

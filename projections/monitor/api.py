@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from bus.errors import EcpdsError
-from projections.monitor.actions import (
+from bus.requests import (
     DESTINATION_VERBS,
     TRANSFER_VERBS,
     Action,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from projections.monitor.actions import DESTINATION_VERBS, TRANSFER_VERBS
+from bus.requests import DESTINATION_VERBS, TRANSFER_VERBS
 
 _OK = {"description": '`{"status": "ok", ...}`'}
 _ERRORS = {

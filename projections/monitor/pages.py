@@ -21,8 +21,7 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response, S
 from starlette.routing import BaseRoute, Route
 
 from bus.errors import EcpdsError
-from projections.monitor import live
-from projections.monitor.actions import (
+from bus.requests import (
     DESTINATION_VERBS,
     HOST_VERBS,
     TRANSFER_VERBS,
@@ -32,6 +31,7 @@ from projections.monitor.actions import (
     lifetime_expiry,
     parse_priority,
 )
+from projections.monitor import live
 from projections.monitor.auth import User, csrf_ok, new_csrf
 from projections.monitor.queries import Filter
 from projections.monitor.tables import overview_table

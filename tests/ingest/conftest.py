@@ -20,8 +20,9 @@ from bus.events import Event
 from bus.publisher import Publisher
 from bus.settings import Settings
 from bus.topics import partition_counts
-from producers.api.app import ApiState, create_app
+from producers.api.app import create_app
 from producers.api.auth import token_digest
+from producers.api.ingest import ApiState
 from producers.api.runtime import RuntimeOptions, running
 from producers.ingest.service import IngestTopics
 

@@ -25,7 +25,8 @@ from bus.events.datafiles import (
 from bus.events.transfers import TransferQueued
 from bus.publisher import Publisher
 from bus.settings import Settings
-from producers.api.app import ApiState, create_app
+from producers.api.app import create_app
+from producers.api.ingest import ApiState
 from producers.api.runtime import running
 from store.local import LocalStore
 from store.objects import ObjectId, ObjectSpec, new_object_id

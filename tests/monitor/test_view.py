@@ -1,5 +1,5 @@
-"""Pure parts of the monitor: OpenECPDS badge colours, request events built from actions,
-formatting, charts and the users file."""
+"""Pure parts of the monitor: OpenECPDS badge colours, formatting, charts and the users file
+(the request events its actions publish are pinned in ``tests/bus/test_requests.py``)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from bus.events import requests as r
-from projections.monitor.actions import Action, Invalid, Verb, build
 from projections.monitor.auth import Role, WebUsers, csrf_ok
 from projections.monitor.view import Series, bar_chart, destination_badge, health, size
 
@@ -35,35 +33,6 @@ def test_destination_badges_follow_openecpds(code: str, name: str, colour: str) 
     """Each destination status shows OpenECPDS's display name and badge colour (unknown: red)."""
     badge = destination_badge(code)
     assert (badge.name, badge.colour) == (name, colour)
-
-
-def test_actions_build_the_matching_request_events() -> None:
-    """Each verb becomes its operator request event, carrying who asked and what it targets."""
-    base = {"destination": "d", "actor": "op"}
-    assert isinstance(build(Action(Verb.REQUEUE, transfer_id="t", **base)), r.RequeueRequested)
-    hold = build(Action(Verb.HOLD, **base))
-    assert isinstance(hold, r.HoldRequested)
-    assert hold.transfer_id is None
-    assert hold.requested_by == "op"
-    prio = build(Action(Verb.PRIORITY, transfer_id="t", priority=7, **base))
-    assert isinstance(prio, r.PriorityChangeRequested)
-    assert prio.priority == 7
-    off = build(Action(Verb.HOST_OFF, host_id="h", **base))
-    assert isinstance(off, r.HostDeactivationRequested)
-    assert off.host_id == "h"
-    assert isinstance(build(Action(Verb.RELEASE, **base)), r.StandbyReleaseRequested)
-    assert isinstance(build(Action(Verb.REQUEUE_FAILED, **base)), r.RequeueFailedRequested)
-
-
-def test_actions_refuse_what_cannot_be_asked() -> None:
-    """A priority outside 0-99, a requeue without a transfer or a host action without a host
-    is refused before anything is published."""
-    with pytest.raises(Invalid):
-        build(Action(Verb.PRIORITY, "d", "op", transfer_id="t", priority=100))
-    with pytest.raises(Invalid):
-        build(Action(Verb.REQUEUE, "d", "op"))
-    with pytest.raises(Invalid):
-        build(Action(Verb.HOST_ON, "d", "op"))
 
 
 def test_sizes_and_charts_render() -> None:
@@ -125,20 +94,3 @@ def test_health_follows_the_openecpds_monitoring_rule(row: dict[str, object], le
     """Failed, NoHosts and Sleeping are critical; Stopped, Retrying and Interrupted, or a last
     error newer than the last success, are a warning; anything else is OK."""
     assert health(row).level == level
-
-
-def test_actions_carry_immediate_extend_and_host_priority() -> None:
-    """An immediate restart, a lifetime extension and a host priority become their request
-    events; an extension without a lifetime is refused."""
-    base = {"destination": "d", "actor": "op"}
-    restart = build(Action(Verb.RESTART, immediate=True, **base))
-    assert isinstance(restart, r.RestartRequested)
-    assert restart.immediate
-    extend = build(Action(Verb.EXTEND, transfer_id="t", expiry_time=T2, **base))
-    assert isinstance(extend, r.LifetimeExtensionRequested)
-    assert extend.expiry_time == T2
-    prio = build(Action(Verb.HOST_PRIORITY, host_id="h", priority=2, **base))
-    assert isinstance(prio, r.HostPriorityChangeRequested)
-    assert (prio.host_id, prio.priority) == ("h", 2)
-    with pytest.raises(Invalid):
-        build(Action(Verb.EXTEND, transfer_id="t", **base))

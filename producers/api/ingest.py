@@ -1,0 +1,172 @@
+"""The ingest endpoints without a web framework: a put and a data file read, from plain
+mappings of query and headers (by lower-case name) and a stream of body chunks, to an
+``Answer`` (status, JSON bytes, headers) that any front sends as it likes.
+
+Both fronts call these: the Starlette routes (``producers.api.app``) and the lean ASGI front
+of the hot endpoint (``producers.api.fast``), so they answer the same, byte for byte.
+Rules kept here: every refusal answers 4xx with ``{"status": "error", "field": ..., "reason":
+..., "message": ...}`` and is an event (``DataFileRegistrationRefused``); a request without
+valid credentials is answered 401 and is not an event (it is not a submission). The body is
+streamed straight into the store: it is never held whole in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from bus.events.datafiles import RefusalReason
+from bus.events.transfers import TransferQueued
+from producers.api import params
+from producers.api.auth import Authenticator
+from producers.ingest.core import Refused
+from producers.ingest.index import TransferEntry
+from producers.ingest.service import ConfigSource, Failure, IngestService, Receipt
+
+STATUS: Mapping[RefusalReason, int] = {
+    RefusalReason.INVALID: 400,
+    RefusalReason.ALREADY_EXPIRED: 400,
+    RefusalReason.NOT_PERMITTED: 403,
+    RefusalReason.UNKNOWN_DESTINATION: 404,
+    RefusalReason.DUPLICATE: 409,
+    RefusalReason.TOO_LARGE: 413,
+    RefusalReason.TOO_MANY_PENDING: 429,
+}
+DATAFILES_PATH = "/api/v1/datafiles"
+_CHALLENGE = (("WWW-Authenticate", 'Bearer, Basic realm="ecpds"'),)
+_NO_CREDENTIALS = "a Bearer token or data user credentials needed"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiState:
+    """What the endpoints need: the ingest service, the live configuration and the
+    authenticator."""
+
+    service: IngestService
+    config: ConfigSource
+    auth: Authenticator
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A JSON answer: status, encoded body and extra headers (the same for every front)."""
+
+    status: int
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def answer_error(status: int, field: str, message: str, **extra: Any) -> Answer:
+    body = {"status": "error", "field": field, "message": message, **extra}
+    return Answer(status, orjson.dumps(body), _CHALLENGE if status == 401 else ())
+
+
+def refusal(r: Refused, data_file_id: str | None = None) -> Answer:
+    extra = {"reason": r.reason.value}
+    if data_file_id:
+        extra["data_file_id"] = data_file_id
+    return answer_error(STATUS.get(r.reason, 400), r.field, r.message, **extra)
+
+
+def _transfer(t: TransferQueued | TransferEntry) -> dict[str, Any]:
+    return {
+        "transfer_id": t.transfer_id,
+        "destination": t.destination,
+        "status": t.status.value,
+        "priority": t.priority,
+        "queue_time": t.queue_time.isoformat(),
+        "expiry_time": t.expiry_time.isoformat(),
+        "alias_of": t.alias_of,
+    }
+
+
+async def put(
+    state: ApiState,
+    query: Mapping[str, str],
+    headers: Mapping[str, str],
+    body: AsyncIterable[bytes],
+) -> Answer:
+    """``POST /api/v1/datafiles``, whatever serves it: ``headers`` by lower-case name."""
+    principal = await state.auth.principal(headers.get("authorization"), state.config.view)
+    if principal is None:
+        return answer_error(401, "authorization", _NO_CREDENTIALS)
+    raw = params.options(query, headers)
+    length = headers.get("content-length")
+    size = int(length) if length and length.isdigit() else None
+    parsed = params.submission(raw, size=size, user=principal.user, requested_by=principal.label)
+    if isinstance(parsed, Refused):
+        await state.service.refuse(raw.get("destination", ""), raw.get("target", ""), parsed)
+        return refusal(parsed)
+    outcome = await state.service.submit(parsed, body)
+    if isinstance(outcome, Refused):
+        return refusal(outcome)
+    if isinstance(outcome, Failure):
+        return answer_error(
+            503 if outcome.retriable else 500,
+            "body" if outcome.stage == "receive" else "store",
+            f"the file was not stored ({outcome.stage}): {outcome.message}",
+            data_file_id=outcome.data_file_id,
+        )
+    assert isinstance(outcome, Receipt)
+    sums = outcome.checksums
+    return Answer(
+        201,
+        orjson.dumps(
+            {
+                "status": "ok",
+                "data_file_id": outcome.data_file_id,
+                "file_instance": outcome.file_instance,
+                "size": outcome.size,
+                "checksums": {"adler32": sums.adler32, "md5": sums.md5},
+                "transfers": [_transfer(q) for q in outcome.transfers],
+            }
+        ),
+    )
+
+
+async def datafile(state: ApiState, authorization: str | None, data_file_id: str) -> Answer:
+    """``GET /api/v1/datafiles/{id}``: the file and its transfers, to a caller that may see it
+    (a data user sees only the files of its destinations; any other id is "not found")."""
+    principal = await state.auth.principal(authorization, state.config.view)
+    if principal is None:
+        return answer_error(401, "authorization", _NO_CREDENTIALS)
+    index = state.service.index
+    entry = index.file(data_file_id)
+    visible = entry is not None and (
+        principal.user is None
+        or principal.user in state.config.view.users_for(entry.registered.destination)
+    )
+    if entry is None or not visible:
+        return answer_error(404, "data_file_id", f"no data file {data_file_id!r}")
+    r, stored = entry.registered, entry.stored
+    body = {
+        "status": "ok",
+        "data_file_id": data_file_id,
+        "state": entry.state.value,
+        "destination": r.destination,
+        "target": r.target,
+        "version": r.version,
+        "file_instance": r.file_instance,
+        "priority": r.priority,
+        "registered_at": r.envelope.occurred_at.isoformat(),
+        "expiry_time": r.expiry_time.isoformat(),
+        "scheduled_time": r.scheduled_time.isoformat() if r.scheduled_time else None,
+        "standby": r.standby,
+        "requested_by": r.requested_by,
+        "metadata": dict(r.metadata),
+        "size": stored.size if stored else None,
+        "checksums": (
+            {"adler32": stored.checksums.adler32, "md5": stored.checksums.md5} if stored else None
+        ),
+        "store": stored.store if stored else None,
+        "guid": stored.guid if stored else None,
+        "failure": entry.failure,
+        "transfers": [_transfer(t) for t in index.transfers_of(data_file_id)],
+    }
+    return Answer(200, orjson.dumps(body))
+
+
+__all__ = ["DATAFILES_PATH", "Answer", "ApiState", "datafile", "put"]
