@@ -44,7 +44,8 @@ def decode_record(record: Any, specs: Sequence[TopicSpec] | None = None) -> Even
     """The event of a consumed record, or the ``Poison`` that says why there is none."""
     header_type = codec.type_header(record.headers)
     try:
-        event: Event = codec.decode_with_type(record.value, header_type)
+        # a tombstone (no value) is no event either: b"" says so as a DecodeError
+        event: Event = codec.decode_with_type(record.value or b"", header_type)
     except DecodeError as error:
         reason = (
             DeadLetterReason.UNKNOWN_SCHEMA
@@ -68,9 +69,11 @@ async def dead_letter(
     *,
     source: str,
     group: str | None,
+    topic: str = DEADLETTER,
 ) -> None:
     """Write ``record`` to the dead-letter topic (awaiting the broker's acknowledgement), then
-    log one warning line. Raises what the publisher raises: the record has not ended then."""
+    log one warning line. Raises what the publisher raises: the record has not ended then.
+    ``topic`` is ``ecpds.deadletter`` but for a stage run on private topics (tests)."""
     event = dead_letter_event(
         source=source,
         reason=poison.reason,
@@ -86,7 +89,7 @@ async def dead_letter(
         error_class=poison.error_class,
         consumer_group=group,
     )
-    await publisher.publish(DEADLETTER, f"{record.topic}/{record.partition}", event)
+    await publisher.publish(topic, f"{record.topic}/{record.partition}", event)
     log.warning(
         "dead-lettered",
         reason=str(poison.reason),

@@ -14,7 +14,10 @@ configuration (``ConfigView.evolve``), the ingest index (``IngestIndex.apply``),
 ``replay`` reads given partitions from the beginning up to their end offsets at the time of the
 call and hands each event to a callback: this is how a worker rebuilds the state of the
 ``ecpds.transfers`` partitions it was assigned. It returns those end offsets, the positions at
-which live consumption takes over.
+which live consumption takes over. It skips what ``bus.deadletter.decode_record`` calls poison
+(undecodable, or a type not allowed on its topic) with one line per replay, not one warning per
+record: live consumption dead-letters each once, and a replay reads it again at every
+rebalance.
 
 Rules kept here: an undecodable record is skipped with a warning, never fatal (these readers
 rebuild a projection; dead-lettering a bad record is the job of the consumer that owns it). A
@@ -35,10 +38,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from bus import codec
+from bus.deadletter import Poison, decode_record
 from bus.errors import DecodeError, TransientError
 from bus.events.base import Event
 from bus.logging import get_logger
-from bus.topics import partition_counts
+from bus.topics import TopicSpec, partition_counts
 
 log = get_logger(__name__)
 
@@ -95,10 +99,14 @@ def _consumer(bootstrap: str, fetch: Fetch = Fetch()) -> AIOKafkaConsumer:
 
 
 async def replay(
-    bootstrap: str, partitions: Sequence[TopicPartition], on_event: Callable[[Event], None]
+    bootstrap: str,
+    partitions: Sequence[TopicPartition],
+    on_event: Callable[[Event], None],
+    specs: Sequence[TopicSpec] | None = None,
 ) -> dict[TopicPartition, int]:
     """Hand every event of ``partitions`` (from the beginning to their current end) to
-    ``on_event``, in partition order; returns the end offsets read up to."""
+    ``on_event``, in partition order, poison skipped (``specs`` say what each topic allows, as
+    for ``decode_record``); returns the end offsets read up to."""
     if not partitions:
         return {}
     consumer = _consumer(bootstrap)
@@ -108,19 +116,24 @@ async def replay(
         await consumer.seek_to_beginning(*partitions)
         ends: dict[TopicPartition, int] = await consumer.end_offsets(list(partitions))
         left = {tp for tp, end in ends.items() if end > 0}
+        poison = 0
         while left:
             batches = await consumer.getmany(*left, timeout_ms=200, max_records=2000)
             for tp, records in batches.items():
                 for record in records:
                     if record.offset >= ends[tp]:
                         break  # live consumption takes these
-                    event = decode(record)
-                    if event is not None:
+                    event = decode_record(record, specs)
+                    if isinstance(event, Poison):
+                        poison += 1
+                    else:
                         on_event(event)
             for tp in list(left):
                 # the position, not the last record: transaction markers leave gaps
                 if await consumer.position(tp) >= ends[tp]:
                     left.discard(tp)
+        if poison:  # each said once, as a dead letter, by the consumer group that met it
+            log.info("poison records skipped in the replay", count=poison)
         return ends
     except KafkaError as error:
         raise TransientError(

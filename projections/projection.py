@@ -1,6 +1,11 @@
 """Applying a batch of Kafka records to the read models: one transaction holding the rows the
 events produce and the positions consumed (see ``projections.projector`` for the whole
 exactly-once rule, and for when undecodable or unprojectable messages are dead-lettered).
+
+Records are read by ``bus.deadletter.decode_record`` and dead-lettered by
+``bus.deadletter.dead_letter`` once for the projection (its name is the consumer group): only a
+record past the stored position is dead-lettered, under the partition's lock, and a batch
+retried after a failed transaction does not say it again.
 """
 
 from __future__ import annotations
@@ -14,13 +19,12 @@ import psycopg
 from aiokafka import ConsumerRecord, TopicPartition
 
 from bus import codec
-from bus.deadletter import dead_letter_event
-from bus.errors import DecodeError, UnknownSchema
+from bus.deadletter import Poison, dead_letter, decode_record
 from bus.events import Event
 from bus.events.deadletter import DeadLetterReason
 from bus.logging import get_logger
 from bus.publisher import Publisher
-from bus.topics import DEADLETTER, TopicSpec, spec_for
+from bus.topics import TopicSpec
 from projections.handlers import HANDLERS, Handler, Write
 from projections.handlers.plan import plan, statements
 
@@ -47,7 +51,7 @@ class BatchResult:
 class _Decoded:
     record: Record
     event: Event | None = None
-    failure: tuple[DeadLetterReason, str, str | None, BaseException | None] | None = None
+    poison: Poison | None = None
     writes: Sequence[Write] = field(default_factory=tuple)
 
 
@@ -71,6 +75,8 @@ class Projection:
         self._specs = specs
         self._source = source
         self._applied: dict[TopicPartition, int] = {}  # what this process last stored
+        # dead-lettered in a transaction that may yet fail: a retried batch skips them
+        self._lettered: set[tuple[TopicPartition, int]] = set()
         # one connection: a rebalance callback must wait for the batch in hand to commit
         self._lock = asyncio.Lock()
 
@@ -118,51 +124,32 @@ class Projection:
 
     async def _apply(self, records: Sequence[Record]) -> BatchResult:
         decoded = [self._decode(r) for r in records]
-        dead = 0
-        for item in decoded:
-            if item.failure is not None and self._publisher is not None:
-                await self._dead_letter(item.record, *item.failure)
-                dead += 1
         try:
-            return await self._transaction(decoded, careful=False, dead=dead)
+            return await self._transaction(decoded, careful=False)
         except psycopg.OperationalError:
             raise
         except (psycopg.Error, ValueError, TypeError) as error:
             # one event's writes failed for good: redo the batch event by event, so only that
             # event is dead-lettered and the others still apply
             log.warning("batch failed, retrying event by event", error=str(error))
-            return await self._transaction(decoded, careful=True, dead=dead)
+            return await self._transaction(decoded, careful=True)
 
     def _decode(self, record: Record) -> _Decoded:
-        header = codec.type_header(record.headers)
-        try:
-            event = codec.decode_with_type(record.value or b"", header)
-        except DecodeError as error:
-            reason = (
-                DeadLetterReason.UNKNOWN_SCHEMA
-                if isinstance(error, UnknownSchema)
-                else DeadLetterReason.UNDECODABLE
-            )
-            return _Decoded(record, failure=(reason, str(error), header, error))
+        event = decode_record(record, self._specs)
+        if isinstance(event, Poison):
+            return _Decoded(record, poison=event)
         name = codec.event_type(event)
-        spec = spec_for(record.topic, self._specs)
-        if spec is not None and not spec.allows(name):
-            message = f"{name} is not allowed on {record.topic}"
-            failure = (DeadLetterReason.TYPE_NOT_ALLOWED, message, name, None)
-            return _Decoded(record, failure=failure)
-        handler = self._handlers.get(name)
-        if handler is None:
+        if name not in self._handlers:
             message = f"no projection handler for {name}"
-            failure = (DeadLetterReason.PERMANENT_FAILURE, message, name, None)
-            return _Decoded(record, failure=failure)
+            return _Decoded(
+                record, poison=Poison(DeadLetterReason.PERMANENT_FAILURE, message, name)
+            )
         return _Decoded(record, event=event)
 
-    async def _transaction(
-        self, decoded: Sequence[_Decoded], *, careful: bool, dead: int
-    ) -> BatchResult:
+    async def _transaction(self, decoded: Sequence[_Decoded], *, careful: bool) -> BatchResult:
         applied: dict[TopicPartition, int] = {}
         reseek: dict[TopicPartition, int] = {}
-        events = 0
+        events = dead = 0
         async with self.conn.transaction():
             # during a rebalance two projectors may hold the same partition for a moment: the
             # lock makes the second wait, then read the first one's position and skip
@@ -184,8 +171,13 @@ class Projection:
                     reseek[tp] = last + 1  # the tables were swapped under us: follow them
                     continue
                 applied[tp] = max(applied.get(tp, last), r.offset)
-                if r.offset <= last or item.event is None:
-                    continue  # already applied (redelivered), or dead-lettered above
+                if r.offset <= last:
+                    continue  # already applied (redelivered): a poison one was said then
+                if item.poison is not None:
+                    # before its position is stored: a crash meanwhile says it again, never not
+                    await self._dead_letter(r, item.poison)
+                    dead += 1
+                    continue
                 todo.append(item)
             if careful:
                 events, extra = await self._one_by_one(todo)
@@ -208,6 +200,10 @@ class Projection:
         self._applied.update(applied)
         for tp, offset in reseek.items():
             self._applied[tp] = offset - 1
+        if self._lettered:  # stored now: no retry can meet them again
+            self._lettered = {
+                (tp, off) for tp, off in self._lettered if off > self._applied.get(tp, -1)
+            }
         return BatchResult(applied, reseek, events, dead)
 
     async def _one_by_one(self, todo: Sequence[_Decoded]) -> tuple[int, int]:
@@ -222,11 +218,10 @@ class Projection:
             except psycopg.OperationalError:
                 raise
             except (psycopg.Error, ValueError, TypeError) as error:
-                log.error("event cannot be projected", error=str(error), event_type=name)
-                if self._publisher is not None:
-                    message = f"projection failed: {error}"
-                    failure = (DeadLetterReason.PERMANENT_FAILURE, message, name, error)
-                    await self._dead_letter(item.record, *failure)
+                message = f"projection failed: {error}"
+                reason = DeadLetterReason.PERMANENT_FAILURE
+                poison = Poison(reason, message, name, type(error).__name__)
+                await self._dead_letter(item.record, poison)
                 dead += 1
         return events, dead
 
@@ -252,28 +247,21 @@ class Projection:
                     else:
                         await cur.executemany(statement.sql, statement.params)
 
-    async def _dead_letter(
-        self,
-        record: Record,
-        reason: DeadLetterReason,
-        message: str,
-        event_type: str | None,
-        error: BaseException | None,
-    ) -> None:
-        assert self._publisher is not None
-        event = dead_letter_event(
-            source=self._source,
-            reason=reason,
-            message=message,
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key,
-            value=record.value or b"",
-            headers=list(record.headers or ()),
-            timestamp_ms=record.timestamp,
-            event_type=event_type,
-            error_class=type(error).__name__ if error is not None else None,
-            consumer_group=self.name,
-        )
-        await self._publisher.publish(DEADLETTER, f"{record.topic}/{record.partition}", event)
+    async def _dead_letter(self, record: Record, poison: Poison) -> None:
+        """Say why ``record`` is not projected: a dead letter for this projection's group (once,
+        across retries of its batch), or without a publisher (a rebuild) one warning line."""
+        tp = TopicPartition(record.topic, record.partition)
+        if (tp, record.offset) in self._lettered:
+            return
+        if self._publisher is None:
+            log.warning(
+                "record not projected",
+                reason=str(poison.reason),
+                why=poison.message,
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+            )
+        else:
+            await dead_letter(self._publisher, record, poison, source=self._source, group=self.name)
+        self._lettered.add((tp, record.offset))

@@ -23,10 +23,19 @@ from the PostgreSQL rows, which gives at-least-once and a window in which a cras
 event twice; keeping the position beside the rows needs control of seeks on assignment and of
 the commit, which a plain aiokafka consumer gives directly.
 
+Why not ``bus.consumer``'s stage loop either: that loop commits Kafka offsets, one record at a
+time, once the record's effect is durable. Here the effect and the position are one database
+transaction per batch (hundreds of events, one statement per table), the Kafka offset is never
+read back, and the start of each partition comes from PostgreSQL on assignment. What the
+projector shares with the kit is the rest: decoding and dead letters (``bus.deadletter``,
+through ``projections.projection``) and signals (``bus.consumer.stop_on_signals``, in
+``projections.runner``).
+
 Never drop a message: an undecodable message, or one of a type not allowed on its topic, is
-written to ``ecpds.deadletter`` (when a publisher is given) before its position is stored; an
-event whose writes fail for good (a data error) is dead-lettered with the reason and skipped,
-the rest of its batch still applies. A database outage is retried, never skipped.
+written to ``ecpds.deadletter`` (when a publisher is given) before its position is stored, once
+for the projection's group; an event whose writes fail for good (a data error) is
+dead-lettered with the reason and skipped, the rest of its batch still applies. A database
+outage is retried, never skipped.
 """
 
 from __future__ import annotations

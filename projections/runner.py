@@ -2,20 +2,19 @@
 
 It applies the read-model migrations (safe when two start at once), then projects every ecpds
 topic (``ecpds.orders.*`` by pattern, so a new transfer group's topic is picked up) into the
-read-model schema until SIGTERM or SIGINT, on which it finishes and commits the batch in hand.
-Undecodable messages go to ``ecpds.deadletter``. See ``projections.projector`` for the
+read-model schema until SIGTERM, SIGINT or SIGHUP, on which it finishes and commits the batch in
+hand. Undecodable messages go to ``ecpds.deadletter``. See ``projections.projector`` for the
 exactly-once rule.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
 from collections.abc import Sequence
 
 import uvloop
 
+from bus.consumer import stop_on_signals
 from bus.logging import configure, get_logger
 from bus.publisher import Publisher
 from bus.settings import Settings
@@ -48,9 +47,7 @@ async def run(settings: Settings, schema: str, name: str, pattern: str) -> None:
         pattern=pattern,
         publisher=publisher,
     )
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, projector.stop)
+    stop_on_signals(projector.stop)
     log.info("projecting", schema=schema, pattern=pattern)
     try:
         await projector.run()

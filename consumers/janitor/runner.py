@@ -26,13 +26,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
 from bus.config.view import LiveConfig
+from bus.consumer import stop_on_signals
 from bus.errors import EcpdsError
 from bus.events.datafiles import DataFileExpired
 from bus.logging import configure, get_logger
@@ -174,7 +174,7 @@ class JanitorRunner:
 
 
 async def serve(settings: Settings, interval: float) -> None:
-    """Run the janitor on the local store with the live configuration until SIGTERM/SIGINT."""
+    """Run the janitor on the local store with the live configuration until a stop signal."""
     store = LocalStore(settings.store_root)
     async with LiveConfig(settings.kafka_bootstrap, create_topic=False) as live:
         replicas = NamedStores(settings.store_root, config=live, key_file=settings.key_file)
@@ -186,9 +186,7 @@ async def serve(settings: Settings, interval: float) -> None:
             interval=interval,
             source=f"janitor/{settings.instance}",
         )
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, runner.stop)
+        stop_on_signals(runner.stop)
         log.info("janitor sweeping", interval=interval, store=store.name)
         try:
             await runner.run()

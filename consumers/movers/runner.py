@@ -15,12 +15,15 @@ Rules kept (DESIGN.md §4 and §8, STYLE.md habits 5, 6 and 9):
   the module's temp-then-rename keeps a redelivered order from leaving a partial file.
   Commits run beside the poll loop (at most every ``COMMIT_EVERY_S``), never in its way.
 - **Never drop an order.** Every order ends as succeeded, failed (with ``retriable`` from the
-  error), interrupted (shutdown) or dead-lettered (undecodable, wrong type).
+  error), interrupted (shutdown) or dead-lettered (undecodable, wrong type: read by
+  ``bus.deadletter.decode_record`` and written by ``bus.deadletter.dead_letter``, once for the
+  movers' group; its offset then counts as done for the commit rule).
 - **Keep polling.** Up to ``capacity`` orders run at once (each destination within its host's
   max connections); at capacity every assigned partition is paused and the loop keeps calling
   ``getmany``, so the group never evicts a mover busy with long uploads.
-- **Graceful shutdown** (SIGTERM/SIGINT): stop taking orders, cancel running deliveries and
-  publish ``TransferInterrupted`` for each, commit, publish ``MoverStopped``, leave the group.
+- **Graceful shutdown** (SIGTERM, SIGINT or SIGHUP: ``bus.consumer.stop_on_signals``): stop
+  taking orders, cancel running deliveries and publish ``TransferInterrupted`` for each,
+  commit, publish ``MoverStopped``, leave the group.
 - **Abort on request.** Every mover follows ``TransferAbortRequested`` on the movers topic
   (the scheduler's answer to an immediate hold or restart, or a stop, of a running attempt;
   read from ``ABORT_MEMORY_S`` ago at start): a running attempt it names is cancelled (the
@@ -32,6 +35,13 @@ Rules kept (DESIGN.md §4 and §8, STYLE.md habits 5, 6 and 9):
 A partition taken away by a rebalance is forgotten: its running orders still publish their
 outcome but do not commit; the new owner redelivers them (at-least-once; the final name is
 written once by rename, and the scheduler ignores a duplicate outcome).
+
+Why this is not ``bus.consumer``'s stage loop: that loop ends each record before it takes the
+next, in partition order. A delivery takes seconds to hours, so a mover runs up to ``capacity``
+orders of one partition at once and they end in any order; the partition is committed up to its
+lowest unfinished offset (``core.OffsetTracker``), not up to the last record handled, and the
+loop pauses its partitions instead of blocking while it is full. Decoding, dead letters and
+signals are the kit's.
 """
 
 from __future__ import annotations
@@ -40,7 +50,6 @@ import argparse
 import asyncio
 import contextlib
 import functools
-import signal
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
@@ -57,9 +66,9 @@ from asyncssh.logging import SSHLogger
 from bus import codec
 from bus.config.secrets import decrypt
 from bus.config.view import LiveConfig
-from bus.consumer import is_retriable
-from bus.deadletter import dead_letter_event
-from bus.errors import DecodeError, EcpdsError, UnknownSchema
+from bus.consumer import is_retriable, stop_on_signals
+from bus.deadletter import Poison, dead_letter, decode_record
+from bus.errors import EcpdsError
 from bus.events import Event
 from bus.events.deadletter import DeadLetterReason
 from bus.events.movers import TransferAbortRequested
@@ -221,24 +230,13 @@ class Mover:
 
     async def _accept(self, tp: TopicPartition, record: ConsumerRecord[Any, Any]) -> None:
         self.tracker.begin(tp, record.offset)
-        header = codec.type_header(record.headers)
-        try:
-            event = codec.decode_with_type(record.value, header)
-        except DecodeError as error:
-            reason = (
-                DeadLetterReason.UNKNOWN_SCHEMA
-                if isinstance(error, UnknownSchema)
-                else DeadLetterReason.UNDECODABLE
-            )
-            await self._dead_letter(record, reason, str(error), header, error)
-            self.tracker.finish(tp, record.offset)
-            self._outcomes.set()
-            return
-        if not isinstance(event, TransferOrdered):
+        event = decode_record(record)
+        if not isinstance(event, Poison) and not isinstance(event, TransferOrdered):
             name = codec.event_type(event)
-            message = f"{name} is not an order"
-            await self._dead_letter(record, DeadLetterReason.TYPE_NOT_ALLOWED, message, name)
-            self.tracker.finish(tp, record.offset)
+            event = Poison(DeadLetterReason.TYPE_NOT_ALLOWED, f"{name} is not an order", name)
+        if isinstance(event, Poison):
+            await self._dead_letter(record, event)
+            self.tracker.finish(tp, record.offset)  # ended: the commit may pass it
             self._outcomes.set()
             return
         key = (event.transfer_id, event.attempt)
@@ -442,32 +440,17 @@ class Mover:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    async def _dead_letter(
-        self,
-        record: ConsumerRecord[Any, Any],
-        reason: DeadLetterReason,
-        message: str,
-        event_type: str | None,
-        error: BaseException | None = None,
-    ) -> None:
-        event = dead_letter_event(
-            source=self.config.source,
-            reason=reason,
-            message=message,
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key,
-            value=record.value or b"",
-            headers=list(record.headers or ()),
-            timestamp_ms=record.timestamp,
-            event_type=event_type,
-            error_class=type(error).__name__ if error is not None else None,
-            consumer_group=self.config.group,
-        )
-        key = f"{record.topic}/{record.partition}"
+    async def _dead_letter(self, record: ConsumerRecord[Any, Any], poison: Poison) -> None:
+        """Dead-letter an order that cannot be read, retrying until the broker acknowledges."""
         await self._durably(
-            lambda: self._publisher.publish(self.config.deadletter_topic, key, event)
+            lambda: dead_letter(
+                self._publisher,
+                record,
+                poison,
+                source=self.config.source,
+                group=self.config.group,
+                topic=self.config.deadletter_topic,
+            )
         )
 
     async def _heartbeats(self) -> None:
@@ -572,7 +555,7 @@ def _arguments(argv: list[str] | None, settings: Settings) -> argparse.Namespace
 
 
 async def serve(settings: Settings, args: argparse.Namespace) -> None:
-    """Run one mover until SIGTERM or SIGINT."""
+    """Run one mover until SIGTERM, SIGINT or SIGHUP."""
     config = MoverConfig(
         bootstrap=settings.kafka_bootstrap,
         transfer_group=args.group,
@@ -599,9 +582,7 @@ async def serve(settings: Settings, args: argparse.Namespace) -> None:
         else:  # a mover reads stores by URL without it; only the replica fallback needs it
             log.warning("no configuration topic: no fallback to replicas", topic=args.config_topic)
         mover = Mover(config, stores, replicas=replicas)
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, mover.stop)
+        stop_on_signals(mover.stop)
         await mover.run()
 
 

@@ -37,6 +37,17 @@ most) for a publish in flight to land, so the next owner's replay includes it; a
 retrying from an older assignment is abandoned, and the next owner decides again. Delivery
 stays at-least-once (a publish that outlives that wait can be decided twice); the movers'
 temporary names keep the visible result exactly-once (DESIGN.md §4).
+
+Why this is not ``bus.consumer``'s stage loop: that loop commits a record once its effects are
+durable, one record at a time. Here a record's only effect is a fold into a state rebuilt from
+the log on every assignment, and the decisions it leads to are made later, for many records at
+once, by a task of their own (a timer can decide with no record at all); waiting for them
+before acknowledging would serialise the hot path for nothing the replay does not restore. The
+stage shares the rest: records are read raw (faust's deserializer would crash the agent on a
+bad one) and decoded by ``bus.deadletter.decode_record``; a poison record (undecodable, or a
+type not allowed on the transfers topic) is dead-lettered once for the worker's consumer group
+(the app id) by ``bus.deadletter.dead_letter``, before it is acknowledged, and the agent goes
+on; the replay skips it (``bus.feeds.replay``). Signals are ``bus.consumer.stop_on_signals``.
 """
 
 from __future__ import annotations
@@ -46,13 +57,14 @@ import asyncio
 import contextlib
 import functools
 import gc
-import signal
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 
+from bus.consumer import is_retriable, stop_on_signals
+from bus.deadletter import Poison, dead_letter, decode_record
 from bus.errors import TransientError
 from bus.events.base import Event
 from bus.events.movers import MoverHeartbeat, MoverStopped, TransferAbortRequested
@@ -95,7 +107,10 @@ class SchedulerRunner:
         clock: Clock = utcnow,
     ) -> None:
         self._settings = settings
+        self._app_id = app_id  # the faust app's consumer group
         self._topics = topics
+        # the declarations of the topics read, under their names: what may travel on each
+        self._specs = topics.inputs(settings.topic_partitions)
         self._scheduler = scheduler or SchedulerSettings(source=f"scheduler/{settings.instance}")
         self._clock = clock
         self._bootstrap = settings.kafka_bootstrap
@@ -114,6 +129,7 @@ class SchedulerRunner:
         self._orders_topics = OrdersTopics(self._bootstrap, topics, settings.topic_partitions)
         self.published = 0
         self.rebuilds = 0
+        self.dead_lettered = 0
         # heartbeats older than two timeouts say nothing more than the transfers' own
         # TransferStarted (which the core takes as a sign of life too): skip them at start
         since = {topics.movers: clock() - 2 * self._scheduler.mover_timeout}
@@ -132,24 +148,67 @@ class SchedulerRunner:
             # every few milliseconds, busy or idle) that cost more CPU than the events; the
             # decider still decides once for all the events folded before it runs
             async for event in stream.events():
+                message = event.message
+                value = decode_record(message, self._specs)
+                if isinstance(value, Poison):
+                    # whatever its offset: the replay skipped it, this group has not said so
+                    await self._dead_letter(message, value)
+                    continue
                 if not self._ready.is_set():
                     await self._ready.wait()
                 # no await from here on: a rebalance cannot slip between the checks and evolve
-                message = event.message
                 tp = (message.topic, message.partition)
                 start = self._live_from.get(tp)
                 # below ``start``: in the replayed state already (or applied: a redelivery)
                 if start is not None and message.offset >= start:
-                    self._apply(self.state, event.value)
+                    self._apply(self.state, value)
                     self._live_from[tp] = message.offset + 1
                 # an order's twin read back takes a slot, never frees one: nothing to decide
-                if type(event.value) is not TransferScheduled:
+                if type(value) is not TransferScheduled:
                     self._wake.set()
 
-        app.agent(app.topic(self._topics.transfers), name="scheduler-transfers")(transfers)
+        # raw bytes: the agent decodes, so a poison record is dead-lettered, never a crash
+        topic = app.topic(self._topics.transfers, value_serializer="raw")
+        app.agent(topic, name="scheduler-transfers")(transfers)
         # ignores: mode's stub wants a positional-only sender, a bound method's is not
         app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
         app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
+
+    async def _dead_letter(self, message: Any, poison: Poison) -> None:
+        """Dead-letter a consumed faust message, retrying until the broker acknowledges it
+        (the message is acknowledged to faust only after: a crash meanwhile redelivers it)."""
+        stamp = message.timestamp  # faust's are seconds; the dead letter keeps milliseconds
+        record: ConsumerRecord[bytes, bytes] = ConsumerRecord(
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            timestamp=round(stamp * 1000) if stamp is not None else None,
+            timestamp_type=message.timestamp_type,
+            key=message.key,
+            value=message.value,
+            checksum=None,
+            serialized_key_size=message.serialized_key_size,
+            serialized_value_size=message.serialized_value_size,
+            headers=list(message.headers or ()),
+        )
+        delay = 0.1
+        while True:
+            try:
+                await dead_letter(
+                    self._publisher,
+                    record,
+                    poison,
+                    source=self._scheduler.source,
+                    group=self._app_id,
+                )
+                self.dead_lettered += 1
+                return
+            except Exception as error:
+                if not is_retriable(error):
+                    raise
+                log.warning("dead-lettering failed, retrying", error=str(error))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -239,7 +298,9 @@ class SchedulerRunner:
                 evolve(state, event)
             self._building = state
             try:
-                ends = await replay(self._bootstrap, owned, functools.partial(self._apply, state))
+                ends = await replay(
+                    self._bootstrap, owned, functools.partial(self._apply, state), self._specs
+                )
                 break
             except TransientError as error:
                 log.warning("scheduler state rebuild failed, retrying", error=str(error))
@@ -318,13 +379,12 @@ class SchedulerRunner:
 
 
 async def serve(settings: Settings, app_id: str, topics: Topics) -> None:
-    """Run one scheduler worker until SIGTERM/SIGINT (its input topics are created if missing)."""
+    """Run one scheduler worker until SIGTERM, SIGINT or SIGHUP (its input topics are created
+    if missing)."""
     await apply_topics(settings.kafka_bootstrap, topics.inputs(settings.topic_partitions))
     runner = SchedulerRunner(settings, app_id=app_id, topics=topics)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop_on_signals(stop.set)
     await runner.start()
     log.info("scheduler running", instance=settings.instance, app_id=app_id)
     stopped = asyncio.ensure_future(stop.wait())

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import heapq
 import itertools
-import signal
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ import uvloop
 
 from bus.config.secrets import OperatorKey
 from bus.config.view import ConfigView, LiveConfig, config_spec
+from bus.consumer import stop_on_signals
 from bus.events import Event
 from bus.events.config import Host
 from bus.logging import configure, get_logger
@@ -293,9 +293,7 @@ async def running(
 
 async def serve(settings: Settings, options: RuntimeOptions) -> None:
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+    stop_on_signals(stop.set)  # SIGINT, SIGTERM, SIGHUP
     async with running(settings, options) as scheduler:
         log.info("acquisition polling", limit=options.limit)
         await scheduler.run(stop)

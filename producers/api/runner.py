@@ -2,23 +2,22 @@
 
 Listens on 127.0.0.1, port ``ECPDS_MONITOR_PORT + 1`` (8081 by default) until the monitor
 serves these routes itself. Requests are served only once the stack is ready (see
-``producers.api.runtime``). SIGINT/SIGTERM stop it gracefully: uvicorn stops accepting,
-finishes the requests in flight (each ends stored-and-queued, refused or failed), then the
-index follower, the publisher (flushed) and the store are closed.
+``producers.api.runtime``). SIGINT, SIGTERM and SIGHUP stop it gracefully: uvicorn stops
+accepting, finishes the requests in flight (each ends stored-and-queued, refused or failed),
+then the index follower, the publisher (flushed) and the store are closed.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
 import uvloop
 
+from bus.consumer import stop_on_signals
 from bus.logging import configure, get_logger
 from bus.settings import Settings
 from bus.topics import CONFIG, DATAFILES, TRANSFERS
@@ -61,9 +60,7 @@ async def serve(settings: Settings, port: int, options: RuntimeOptions) -> None:
             lifespan="off",
         )
         server = _Server(config)
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, server.stop)
+        stop_on_signals(server.stop)
         log.info("ingest API listening", url=f"http://127.0.0.1:{port}/api/v1/datafiles")
         await server.serve()
     log.info("ingest API stopped")

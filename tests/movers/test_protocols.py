@@ -18,14 +18,12 @@ import pytest
 from bus.config.secrets import decrypt, encrypt
 from bus.events.base import Compression
 from bus.events.config import Host, IfTargetExists
-from bus.events.deadletter import DeadLettered
 from bus.events.transfers import (
     TransferFailed,
     TransferStarted,
     TransferSucceeded,
     Verification,
 )
-from bus.publisher import Publisher
 from consumers.movers import core
 from consumers.movers.runner import Mover
 from protocols.base import read_all
@@ -335,21 +333,3 @@ async def test_resume_sends_only_the_missing_tail(
     assert isinstance(outcome, TransferSucceeded), outcome
     assert outcome.bytes_sent == len(obj.data) - 150_000
     assert final.read_bytes() == obj.data
-
-
-@pytest.mark.usefixtures("mover")
-async def test_an_undecodable_order_is_dead_lettered_not_dropped(
-    kafka: str, topics: Topics, outcomes: Outcomes
-) -> None:
-    """Bytes that are no event go to the dead-letter topic with the original value kept."""
-    letters = Outcomes(kafka, topics.deadletter)
-    await letters.start()
-    try:
-        async with Publisher(kafka) as publisher:
-            await publisher.publish_raw(topics.orders, b"site-a", b"not an avro event", [])
-        found = await letters.wait_for(DeadLettered)
-        assert isinstance(found[0], DeadLettered)
-        assert found[0].original_value == b"not an avro event"
-        assert found[0].origin_topic == topics.orders
-    finally:
-        await letters.stop()

@@ -1,6 +1,6 @@
 """The mover loop against real Kafka: concurrency within limits, commits only after outcomes,
-graceful shutdown reporting interrupted transfers, and a SIGKILLed mover's order completed by
-another mover of the same group.
+graceful shutdown reporting interrupted transfers, a SIGKILLed mover's order completed by
+another mover of the same group, and poison records dead-lettered once and passed.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from bus.events.movers import MoverHeartbeat, MoverStopped
+from bus import codec
+from bus.events.deadletter import DeadLettered, DeadLetterReason
+from bus.events.movers import MoverHeartbeat, MoverStopped, TransferAbortRequested
 from bus.events.orders import TransferOrdered
 from bus.events.transfers import (
     TransferFailed,
@@ -23,6 +25,7 @@ from bus.events.transfers import (
     TransferStarted,
     TransferSucceeded,
 )
+from bus.publisher import Publisher
 from bus.settings import ROOT
 from protocols.base import from_bytes
 from store.local import LocalStore
@@ -81,6 +84,55 @@ async def fresh(kafka: str, order_partitions: int = 2) -> tuple[Topics, Outcomes
     await transfers.start()
     await movers.start()
     return topics, transfers, movers
+
+
+async def test_poison_is_dead_lettered_once_and_counts_as_done_for_the_commit(
+    kafka: str, store: LocalStore, key_file: Path, tmp_path: Path
+) -> None:
+    """Undecodable bytes and an event that is no order on the orders topic are each
+    dead-lettered once for the movers' group, with reason and origin; a poison record on the
+    movers topic is skipped by the abort feed; the order sent after them is delivered, and the
+    partition is committed to its end (past the poison)."""
+    topics, transfers, movers = await fresh(kafka, order_partitions=1)
+    letters = Outcomes(kafka, topics.deadletter)
+    await letters.start()
+    try:
+        obj = await stored(store, size=1000)
+        good = order(obj, host("file", "", directory=f"{tmp_path}/"), target="after-poison.bin")
+        beat = MoverHeartbeat(
+            envelope=good.envelope, mover_id="m", transfer_group="g", capacity=1, running=0,
+            started_at=good.envelope.occurred_at,
+        )  # fmt: skip
+        abort_type = [("event-type", TransferAbortRequested.AVRO_NAME.encode())]
+        config = topics.config(kafka, key_file)
+        async with running_mover(config, store.root), Publisher(kafka) as publisher:
+            await publisher.publish_raw(topics.movers, b"m", b"not an abort", abort_type)
+            garbage = await publisher.publish_raw(topics.orders, b"a", b"not an avro event", [])
+            stray = await publisher.publish_raw(
+                topics.orders, b"a", codec.encode(beat), codec.headers(beat)
+            )
+            await publisher.publish(topics.orders, good.destination, good)
+            await transfers.wait(good.transfer_id, (TransferSucceeded,))
+            await letters.wait_for(DeadLettered, 2)
+            await asyncio.sleep(0.6)  # one more poll loop: the last commit, a wrong letter
+            done = await committed(kafka, config.group, topics.orders, 1)
+        assert_all_committed(done, await end_offsets(kafka, topics.orders, 1))
+        assert (tmp_path / "after-poison.bin").read_bytes() == obj.data
+        found = sorted(
+            (d.reason, d.origin_topic, d.origin_partition, d.origin_offset, d.consumer_group,
+             d.original_value)
+            for d in letters.events
+            if isinstance(d, DeadLettered)
+        )  # fmt: skip
+        assert found == [
+            (DeadLetterReason.TYPE_NOT_ALLOWED, topics.orders, 0, stray.offset, config.group,
+             codec.encode(beat)),
+            (DeadLetterReason.UNDECODABLE, topics.orders, 0, garbage.offset, config.group,
+             b"not an avro event"),
+        ]  # fmt: skip
+    finally:
+        for tail in (letters, transfers, movers):
+            await tail.stop()
 
 
 async def test_many_orders_run_concurrently_within_limits_and_all_get_committed(

@@ -33,6 +33,7 @@ from tests.projections.support import (
     project,
     publish,
     snapshot,
+    specs,
     wait_caught_up,
 )
 
@@ -336,3 +337,82 @@ async def test_undecodable_and_unprojectable_messages_are_dead_lettered(
     letters = await dead_letters_from(kafka, movers)
     assert sorted(d.reason.value for d in letters) == ["PERMANENT_FAILURE", "UNDECODABLE"]
     assert all(d.consumer_group == f"test-{unique}" for d in letters)
+
+
+async def test_poison_on_every_topic_is_dead_lettered_once_and_projection_goes_on(
+    kafka: str, postgres: str, schema: str, unique: str
+) -> None:
+    """Undecodable bytes on every topic the projector reads, and an event of a type not allowed
+    on the transfers topic, are each dead-lettered once for the projection's group with reason
+    and origin; the good event sent after each is projected, and a restarted projector does not
+    dead-letter them again."""
+    await apply_topics(kafka, [s for s in catalogue() if s.name == DEADLETTER])
+    prefix = f"test.{unique}"
+    topics = await create_topics(kafka, prefix)
+    name = f"test-{unique}"
+    first_of = {
+        ns: next(e for n, e in SAMPLES.items() if n.startswith(f"{ns}.")) for ns in FAMILY_OF
+    }
+    stray = SAMPLES["ecpds.movers.MoverHeartbeat"]
+    expected: list[tuple[str, str, int, int]] = []
+    ends: dict[str, int] = {}
+    async with Publisher(kafka, client_id="test-poison") as pub:
+        for family, ns, _ in stream.FAMILIES:
+            topic = f"{prefix}.{family}"
+            # one key: one partition, so each poison is met before the good event after it
+            sent = await pub.publish_raw(topic, b"k", b"not avro at all", [])
+            expected.append(("UNDECODABLE", topic, sent.partition, sent.offset))
+            if family == "transfers":
+                sent = await pub.publish_raw(topic, b"k", codec.encode(stray), codec.headers(stray))
+                expected.append(("TYPE_NOT_ALLOWED", topic, sent.partition, sent.offset))
+            good = await pub.publish(topic, "k", first_of[ns])
+            ends[f"{topic}/{good.partition}"] = good.offset
+
+    async def run_until_caught_up(group_id: str) -> None:
+        async with Publisher(kafka, client_id="test-deadletters") as dead:
+            projector = Projector(
+                dsn=postgres, bootstrap=kafka, schema=schema, name=name, topics=topics,
+                publisher=dead, specs=specs(prefix), group_id=group_id,
+            )  # fmt: skip
+            task = asyncio.create_task(projector.run())
+            try:
+                await wait_caught_up(postgres, schema, name, ends)
+            finally:
+                projector.stop()
+                await asyncio.wait_for(task, 30)
+
+    async def letters() -> list[tuple[str, str, int, int]]:
+        found = [
+            d for d in await dead_letters_from_prefix(kafka, prefix) if d.consumer_group == name
+        ]
+        return sorted((d.reason.value, d.origin_topic, d.origin_partition, d.origin_offset)
+                      for d in found)  # fmt: skip
+
+    await run_until_caught_up(f"{name}-a")
+    assert await letters() == sorted(expected)
+    queued = first_of["ecpds.transfers"]
+    rows = await query(
+        postgres, schema, "SELECT transfer_id FROM transfers WHERE transfer_id = %s",
+        queued.transfer_id,  # type: ignore[attr-defined]
+    )  # fmt: skip
+    assert len(rows) == 1
+    beat = first_of["ecpds.movers"]
+    mover = beat.mover_id  # type: ignore[attr-defined]
+    assert await query(postgres, schema, "SELECT mover_id FROM movers") == [(mover,)]
+
+    async with Publisher(kafka, client_id="test-poison") as pub:
+        again = await pub.publish(f"{prefix}.movers", "k", beat)
+    ends[f"{prefix}.movers/{again.partition}"] = again.offset
+    await run_until_caught_up(f"{name}-b")
+    assert await letters() == sorted(expected)
+
+
+async def dead_letters_from_prefix(bootstrap: str, prefix: str) -> list[DeadLettered]:
+    """The dead letters whose origin is a topic named ``<prefix>.*``."""
+    records = await fetch_all(bootstrap, [DEADLETTER])
+    letters = [codec.decode(r.value) for r in records]
+    return [
+        d
+        for d in letters
+        if isinstance(d, DeadLettered) and d.origin_topic.startswith(f"{prefix}.")
+    ]

@@ -1,5 +1,6 @@
-"""The scheduler runner against a real Kafka: events in, decisions out, retries on time, and a
-restart that resumes from the log (no duplicate order, a pending retry still fires)."""
+"""The scheduler runner against a real Kafka: events in, decisions out, retries on time, a
+restart that resumes from the log (no duplicate order, a pending retry still fires), and poison
+records dead-lettered once for the worker's group, then passed."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from typing import Any, TypeVar
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from bus import codec
 from bus.events.base import DestinationStatus, Event, TransferStatus
+from bus.events.deadletter import DeadLettered, DeadLetterReason
 from bus.events.movers import MoverHeartbeat
 from bus.events.orders import TransferOrdered
 from bus.events.transfers import (
@@ -27,7 +30,7 @@ from bus.events.transfers import (
 from bus.feeds import decode, partitions_of
 from bus.publisher import Publisher
 from bus.settings import Settings
-from bus.topics import TopicSpec, apply_topics
+from bus.topics import DEADLETTER, TopicSpec, apply_topics, catalogue
 from consumers.scheduler.adapters import Topics
 from consumers.scheduler.decisions import SchedulerSettings
 from consumers.scheduler.runner import SchedulerRunner
@@ -359,3 +362,83 @@ async def _restart(world: World, settings: Settings) -> None:
         assert second_runner.state.transfers["t-restart"].attempt == 2
     finally:
         await second_runner.stop()
+
+
+async def test_poison_is_dead_lettered_once_and_the_worker_goes_on(
+    kafka: str, settings: Settings
+) -> None:
+    """Undecodable bytes and an event of a type not allowed on the transfers topic are each
+    dead-lettered once for the worker's group, with reason and origin; the transfer queued
+    after them is ordered, and a worker of the same group that takes over replays past them
+    (no second dead letter) and orders the next one."""
+    await apply_topics(kafka, [s for s in catalogue() if s.name == DEADLETTER])
+    async with new_world(kafka) as w:
+        letters = Tail(kafka, DEADLETTER)
+        await letters.start()
+
+        def mine() -> list[DeadLettered]:
+            return [
+                e
+                for e in letters.events
+                if isinstance(e, DeadLettered) and e.origin_topic == w.topics.transfers
+            ]
+
+        try:
+            await _poison_then_takeover(w, settings, letters, mine)
+        finally:
+            await letters.stop()
+
+
+async def _poison_then_takeover(
+    w: World, settings: Settings, letters: Tail, mine: Callable[[], list[DeadLettered]]
+) -> None:
+    beat = MoverHeartbeat(
+        envelope=env(now(), "m-lost"),
+        mover_id="m-lost",
+        transfer_group=GROUP,
+        capacity=1,
+        running=0,
+        started_at=now(),
+    )
+    first = w.runner(settings)
+    await first.start()
+    try:
+        await w.configure("d-poison", retry_ms=200)
+        # one key: one partition, so the poison is met before the transfer queued after it
+        garbage = await w.publisher.publish_raw(
+            w.topics.transfers, b"d-poison", b"not an avro event", []
+        )
+        stray = await w.publisher.publish_raw(
+            w.topics.transfers, b"d-poison", codec.encode(beat), codec.headers(beat)
+        )
+        await w.queue("d-poison", "t-poison-1")
+        await w.orders.until(lambda _: bool(w.orders_for("t-poison-1")))
+        await letters.until(lambda _: len(mine()) >= 2)
+    finally:
+        await first.stop()
+    assert first.dead_lettered == 2
+
+    second = w.runner(settings)
+    await second.start()
+    try:
+        await second.ready()
+        await w.queue("d-poison", "t-poison-2")
+        await w.orders.until(lambda _: bool(w.orders_for("t-poison-2")))
+        await asyncio.sleep(1)  # time for a wrong second dead letter to show up
+    finally:
+        await second.stop()
+    group = f"scheduler-{w.unique}"
+    assert sorted(
+        (d.reason, d.origin_partition, d.origin_offset, d.consumer_group, d.original_value)
+        for d in mine()
+    ) == sorted(
+        [
+            (DeadLetterReason.UNDECODABLE, garbage.partition, garbage.offset, group,
+             b"not an avro event"),
+            (DeadLetterReason.TYPE_NOT_ALLOWED, stray.partition, stray.offset, group,
+             codec.encode(beat)),
+        ]
+    )  # fmt: skip
+    assert second.dead_lettered == 0
+    assert "m-lost" not in second.state.movers  # the stray heartbeat was not replayed either
+    assert len(w.orders_for("t-poison-1")) == 1
