@@ -68,9 +68,11 @@ async def dead_letter(
     *,
     source: str,
     group: str | None,
+    topic: str = DEADLETTER,
 ) -> None:
-    """Write ``record`` to the dead-letter topic (awaiting the broker's acknowledgement), then
-    log one warning line. Raises what the publisher raises: the record has not ended then."""
+    """Write ``record`` to the dead-letter topic (awaiting the broker's acknowledgement; tests
+    name a ``topic`` of their own), then log one warning line. Raises what the publisher
+    raises: the record has not ended then."""
     event = dead_letter_event(
         source=source,
         reason=poison.reason,
@@ -86,7 +88,7 @@ async def dead_letter(
         error_class=poison.error_class,
         consumer_group=group,
     )
-    await publisher.publish(DEADLETTER, f"{record.topic}/{record.partition}", event)
+    await publisher.publish(topic, f"{record.topic}/{record.partition}", event)
     log.warning(
         "dead-lettered",
         reason=str(poison.reason),

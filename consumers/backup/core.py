@@ -60,23 +60,6 @@ class Skip:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """How often and how patiently a retriable failure is tried again."""
-
-    max_attempts: int = 5
-    initial: float = 1.0
-    maximum: float = 60.0
-
-    def delay(self, attempt: int) -> float:
-        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        return float(min(self.maximum, self.initial * 2 ** (attempt - 1)))
-
-    def retry(self, attempt: int, retriable: bool) -> bool:
-        """Whether to try again after failed attempt number ``attempt``."""
-        return retriable and attempt < self.max_attempts
-
-
 def base_path(directory: str) -> str:
     """The base path of a backup host's Directory field (see the module docstring)."""
     for line in directory.splitlines():

@@ -34,6 +34,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 
 from bus import codec
 from bus.config.secrets import decrypt
+from bus.config.source import ConfigSource
 from bus.config.view import LiveConfig
 from bus.consumer import commit_ended, is_retriable, sleep_unless, stage_consumer, stop_on_signals
 from bus.errors import ConfigurationError, DecodeError, EcpdsError
@@ -41,10 +42,10 @@ from bus.events.datafiles import DataFileBackedUp, DataFileBackupFailed
 from bus.events.transfers import TransferQueued
 from bus.logging import configure, get_logger
 from bus.publisher import Publisher
+from bus.retry import RetryPolicy
 from bus.settings import Settings
 from bus.topics import DATAFILES, TRANSFERS, TopicSpec
 from consumers.backup import core
-from consumers.backup.ports import ConfigSource
 from protocols.registry import connect
 from store.local import LocalStore
 from store.objects import object_id
@@ -70,7 +71,7 @@ class BackupRunner:
         group_id: str = "ecpds-backup",
         specs: Sequence[TopicSpec] | None = None,
         max_concurrent: int = 15,
-        retry: core.RetryPolicy | None = None,
+        retry: RetryPolicy | None = None,
         source: str = "backup",
         max_records: int = 100,
     ) -> None:
@@ -81,7 +82,7 @@ class BackupRunner:
         self._publisher = publisher or Publisher(bootstrap, client_id=source, specs=specs)
         self._datafiles = datafiles_topic
         self._slots = asyncio.Semaphore(max_concurrent)
-        self._retry = retry or core.RetryPolicy()
+        self._retry = retry or RetryPolicy(initial=1.0, maximum=60.0, max_attempts=5)
         self._source = source
         self._max_records = max_records
         self._stopping = asyncio.Event()

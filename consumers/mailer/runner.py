@@ -34,6 +34,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from bus import codec
+from bus.config.source import ConfigSource
 from bus.config.view import LiveConfig
 from bus.consumer import sleep_unless, stage_consumer, stop_on_signals
 from bus.errors import ConfigurationError, DecodeError
@@ -43,7 +44,7 @@ from bus.settings import Settings
 from bus.topics import TRANSFERS
 from consumers.mailer import core
 from consumers.mailer.delivery import OutboxTransport, SmtpServer, SmtpTransport, message
-from consumers.mailer.ports import ConfigSource, DeliveryError, Transport
+from consumers.mailer.ports import DeliveryError, Transport
 
 log = get_logger(__name__)
 Record: TypeAlias = ConsumerRecord[Any, Any]

@@ -31,6 +31,7 @@ from typing import Any, Final, TypeAlias
 from aiokafka import ConsumerRecord, TopicPartition
 
 from bus import codec
+from bus.config.source import ConfigSource
 from bus.config.view import LiveConfig
 from bus.consumer import commit_ended, is_retriable, sleep_unless, stage_consumer, stop_on_signals
 from bus.errors import DecodeError, EcpdsError
@@ -43,7 +44,7 @@ from bus.settings import Settings
 from bus.topics import NOTIFICATIONS, TRANSFERS, TopicSpec
 from consumers.notifier import core
 from consumers.notifier.adapters import PahoBroker
-from consumers.notifier.ports import Broker, ConfigSource
+from consumers.notifier.ports import Broker
 
 log = get_logger(__name__)
 Record: TypeAlias = ConsumerRecord[Any, Any]

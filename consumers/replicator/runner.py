@@ -38,6 +38,7 @@ from typing import Any, Final, TypeAlias, TypeVar
 from aiokafka import ConsumerRecord, TopicPartition
 
 from bus import codec
+from bus.config.source import ConfigSource
 from bus.config.view import LiveConfig
 from bus.consumer import commit_ended, is_retriable, sleep_unless, stage_consumer, stop_on_signals
 from bus.deadletter import dead_letter_event
@@ -53,10 +54,11 @@ from bus.events.datafiles import (
 from bus.events.deadletter import DeadLetterReason
 from bus.logging import configure, get_logger
 from bus.publisher import Publisher
+from bus.retry import RetryPolicy
 from bus.settings import Settings
 from bus.topics import DATAFILES, DEADLETTER, TopicSpec
 from consumers.replicator import adapters, core
-from consumers.replicator.ports import ConfigSource, Stores
+from consumers.replicator.ports import Stores
 from store.named import NamedStores
 from store.objects import object_id
 
@@ -88,7 +90,7 @@ class ReplicatorRunner:
         group_id: str = "ecpds-replicator",
         specs: Sequence[TopicSpec] | None = None,
         max_concurrent: int = 15,
-        retry: core.RetryPolicy | None = None,
+        retry: RetryPolicy | None = None,
         source: str = "replicator",
         max_records: int = 100,
         remembered: int = REMEMBERED,
@@ -101,7 +103,7 @@ class ReplicatorRunner:
         self._deadletter = deadletter_topic
         self._group_id = group_id
         self._slots = asyncio.Semaphore(max_concurrent)
-        self._retry = retry or core.RetryPolicy()
+        self._retry = retry or RetryPolicy(initial=1.0, maximum=60.0, max_attempts=5)
         self._source = source
         self._max_records = max_records
         self._remembered = remembered

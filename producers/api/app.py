@@ -22,13 +22,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from bus.config.source import ConfigSource
 from bus.events.datafiles import RefusalReason
 from bus.events.transfers import TransferQueued
 from producers.api import openapi, params
 from producers.api.auth import Authenticator, Principal
 from producers.ingest.core import Refused
 from producers.ingest.index import TransferEntry
-from producers.ingest.service import ConfigSource, Failure, IngestService, Receipt
+from producers.ingest.service import Failure, IngestService, Receipt
 
 STATUS: Mapping[RefusalReason, int] = {
     RefusalReason.INVALID: 400,

@@ -15,14 +15,14 @@ import asyncssh
 import pytest
 
 from bus.config.secrets import encrypt
+from bus.config.source import FixedConfig
 from bus.config.view import ConfigView
 from bus.events import Event
 from bus.events.config import Host, HostType
 from bus.events.datafiles import DataFileBackedUp, DataFileBackupFailed
 from bus.publisher import Publisher
+from bus.retry import RetryPolicy
 from bus.topics import DAY_MS, TopicSpec, apply_topics
-from consumers.backup.core import RetryPolicy
-from consumers.backup.ports import FixedConfig
 from consumers.backup.runner import BackupRunner
 from consumers.janitor.feed import EventFeed
 from protocols.base import from_bytes

@@ -13,6 +13,7 @@ from pathlib import Path
 import paho.mqtt.client as paho
 import pytest
 
+from bus.config.source import FixedConfig
 from bus.config.view import ConfigView
 from bus.events import Event
 from bus.events.config import MqttSettings
@@ -21,7 +22,6 @@ from bus.publisher import Publisher
 from bus.topics import DAY_MS, TopicSpec, apply_topics
 from consumers.notifier import core
 from consumers.notifier.adapters import PahoBroker
-from consumers.notifier.ports import FixedConfig
 from consumers.notifier.runner import Backoff, NotifierRunner
 from tests.conftest import eventually, free_port
 from tests.ingest.conftest import read_topic

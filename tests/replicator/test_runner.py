@@ -21,7 +21,7 @@ from bus.events.config import HostType
 from bus.events.datafiles import Checksums, DataFileReplicated, DataFileStored
 from bus.events.deadletter import DeadLettered, DeadLetterReason
 from bus.publisher import Publisher
-from consumers.replicator.core import RetryPolicy
+from bus.retry import RetryPolicy
 from consumers.replicator.runner import ReplicatorRunner
 from producers.api.app import ApiState, create_app
 from protocols import registry
