@@ -28,8 +28,9 @@ starts no other and abandons a pending retry uncommitted: it is read again at th
 Order: with ``concurrency`` 1, records are handled one at a time in offset order, and the
 records of a partition after one that has not ended wait for it. With ``concurrency`` N > 1
 (stages whose records are independent: backup, replicator), a batch's records start in offset
-order and up to N run at once; a later record may end first, and is then handled again if an
-earlier one of its partition is retried. ``handle`` runs at most once per record and attempt:
+order and up to N run at once; a later record may end first: read again behind an earlier
+one's retry, it counts as ended and is not handled again (unless the stage restarted meanwhile:
+at-least-once). ``handle`` runs at most once per record and attempt:
 when its events could not be published, the same events (same ids) are published at the retry
 and ``handle`` is not called again, so no effect is redone for a lost acknowledgement.
 """
@@ -157,6 +158,7 @@ class Stage(Generic[H]):
         self._attempts: dict[RecordKey, int] = {}  # failed attempts of records not ended
         self._unpublished: dict[RecordKey, tuple[Publish, ...]] = {}  # outcomes to publish again
         self._held: dict[TopicPartition, float] = {}  # paused partition -> when to read again
+        self._ahead: set[RecordKey] = set()  # ended, but behind a record not ended: uncommitted
         self.handled = 0  # records done
         self.dead_lettered = 0
         self.retries = 0  # attempts that did not end their record
@@ -202,11 +204,18 @@ class Stage(Generic[H]):
 
             ended = list(await asyncio.gather(*(one(record) for _, record in order)))
         if await commit_ended(self._consumer, order, ended) or self._stopping.is_set():
+            self._ahead.difference_update(_key(record) for _, record in order)
             return
         first: dict[TopicPartition, Record] = {}
         for (tp, record), ok in zip(order, ended, strict=True):
             if not ok and tp not in first:
                 first[tp] = record
+        for (tp, record), ok in zip(order, ended, strict=True):
+            waiting = first.get(tp)
+            if ok and waiting is not None and record.offset > waiting.offset:
+                self._ahead.add(_key(record))
+            else:
+                self._ahead.discard(_key(record))
         for tp, record in first.items():
             attempts = self._attempts.get(_key(record), 1)
             self._hold(tp, self._retry.delay(attempts))
@@ -227,6 +236,8 @@ class Stage(Generic[H]):
     async def _end(self, record: Record) -> bool:
         """Handle ``record`` and publish its outcome; whether it ended durably."""
         key = _key(record)
+        if key in self._ahead:
+            return True  # ended in an earlier batch, read again behind a retried record
         outcome = self._unpublished.pop(key, None)
         if outcome is None:
             event = decode_record(record, self._specs)
