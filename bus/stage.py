@@ -25,6 +25,10 @@ therefore committed only after what it covers ended durably; a crash redelivers,
 and handlers are written to be idempotent (at-least-once). Stopping finishes the record in hand,
 starts no other and abandons a pending retry uncommitted: it is read again at the next start.
 
+A stage whose handler must know of records ahead of the one it handles (a registration before
+its storage, copies already recorded) gives a ``fold``: it sees every decoded event of a batch,
+in offset order, before any of them is handled.
+
 Order: with ``concurrency`` 1, records are handled one at a time in offset order, and the
 records of a partition after one that has not ended wait for it. With ``concurrency`` N > 1
 (stages whose records are independent: backup, replicator), a batch's records start in offset
@@ -88,11 +92,27 @@ class Publish:
 
 class Rejected(PermanentError):
     """Raised by ``handle``: this record can never be handled; it is dead-lettered
-    (``PERMANENT_FAILURE``) with ``message`` and ``error_class`` as its reason."""
+    (``PERMANENT_FAILURE``) with ``message`` and ``error_class`` as its reason, after the
+    ``outcome`` events of what was done before giving up are published."""
 
-    def __init__(self, message: str, *, error_class: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, error_class: str | None = None, outcome: Sequence[Publish] = ()
+    ) -> None:
         super().__init__(message)
         self.error_class = error_class
+        self.outcome = tuple(outcome)
+
+
+@dataclass(frozen=True)
+class _Ending:
+    """How a handled record ends: its outcome events, then its dead letter if it has one."""
+
+    outcome: tuple[Publish, ...]
+    poison: Poison | None = None
+
+
+def _class(error: BaseException) -> str:
+    return type(error).__name__
 
 
 class Handler(Protocol):
@@ -128,6 +148,7 @@ class Stage(Generic[H]):
         source: str,
         publisher: Publisher | None = None,
         services: Sequence[Service] = (),
+        fold: Callable[[Event], None] | None = None,
         specs: Sequence[TopicSpec] | None = None,
         start_at: Literal["earliest", "latest"] = "earliest",
         concurrency: int = 1,
@@ -143,6 +164,7 @@ class Stage(Generic[H]):
         self._own_publisher = publisher is None
         self._publisher = publisher or Publisher(bootstrap, client_id=source, specs=specs)
         self._services = tuple(services)
+        self._fold = fold
         self._concurrency = max(1, concurrency)
         self._retry = retry or RetryPolicy()
         self._max_records = max_records
@@ -156,7 +178,7 @@ class Stage(Generic[H]):
             max_poll_interval_ms=max_poll_interval_ms,
         )
         self._attempts: dict[RecordKey, int] = {}  # failed attempts of records not ended
-        self._unpublished: dict[RecordKey, tuple[Publish, ...]] = {}  # outcomes to publish again
+        self._unpublished: dict[RecordKey, _Ending] = {}  # endings to publish again
         self._held: dict[TopicPartition, float] = {}  # paused partition -> when to read again
         self._ahead: set[RecordKey] = set()  # ended, but behind a record not ended: uncommitted
         self.handled = 0  # records done
@@ -188,19 +210,27 @@ class Stage(Generic[H]):
 
     async def _batch(self, batches: dict[TopicPartition, list[Record]]) -> None:
         order = [(tp, record) for tp, records in batches.items() for record in records]
+        events = {_key(record): decode_record(record, self._specs) for _, record in order}
+        if self._fold is not None:
+            for event in events.values():
+                if not isinstance(event, Poison):
+                    self._fold(event)
         if self._concurrency == 1:
             ended: list[bool] = []
             for records in batches.values():
                 ok = True
                 for record in records:
-                    ok = ok and not self._stopping.is_set() and await self._end(record)
+                    ok = ok and not self._stopping.is_set()
+                    ok = ok and await self._end(record, events[_key(record)])
                     ended.append(ok)
         else:
             slots = asyncio.Semaphore(self._concurrency)
 
             async def one(record: Record) -> bool:
                 async with slots:
-                    return not self._stopping.is_set() and await self._end(record)
+                    if self._stopping.is_set():
+                        return False
+                    return await self._end(record, events[_key(record)])
 
             ended = list(await asyncio.gather(*(one(record) for _, record in order)))
         if await commit_ended(self._consumer, order, ended) or self._stopping.is_set():
@@ -233,78 +263,73 @@ class Stage(Generic[H]):
                 with contextlib.suppress(IllegalStateError):  # revoked meanwhile
                     self._consumer.resume(tp)
 
-    async def _end(self, record: Record) -> bool:
-        """Handle ``record`` and publish its outcome; whether it ended durably."""
+    async def _end(self, record: Record, event: Event | Poison) -> bool:
+        """Handle ``record`` (decoded: ``event``) and publish its outcome; whether it ended."""
         key = _key(record)
         if key in self._ahead:
             return True  # ended in an earlier batch, read again behind a retried record
-        outcome = self._unpublished.pop(key, None)
-        if outcome is None:
-            event = decode_record(record, self._specs)
+        ending = self._unpublished.pop(key, None)
+        if ending is None:
             if isinstance(event, Poison):
                 return await self._dead_letter(record, event)
-            handled = await self._handle(record, event)
-            if isinstance(handled, Poison):
-                return await self._dead_letter(record, handled)
-            if handled is None:
+            ending = await self._handle(record, event)
+            if ending is None:
                 return False
-            outcome = handled
-        if outcome:
+        if ending.outcome:
             try:
-                await self._publisher.publish_few([(p.topic, p.key, p.event) for p in outcome])
+                await self._publisher.publish_few(
+                    [(p.topic, p.key, p.event) for p in ending.outcome]
+                )
             except EcpdsError as error:
                 if not is_retriable(error):
-                    name = codec.event_type(outcome[0].event)
-                    poison = Poison(
-                        DeadLetterReason.PERMANENT_FAILURE,
-                        f"outcome not publishable: {error}",
-                        name,
-                        type(error).__name__,
-                    )
+                    name = codec.event_type(ending.outcome[0].event)
+                    why = f"outcome not publishable: {error}"
+                    poison = Poison(DeadLetterReason.PERMANENT_FAILURE, why, name, _class(error))
                     return await self._dead_letter(record, poison)
-                self._unpublished[key] = outcome
+                self._unpublished[key] = ending
                 self._failed(record, "outcome not published, will retry", error)
                 return False
+        if ending.poison is not None:
+            if await self._dead_letter(record, ending.poison):
+                return True
+            self._unpublished[key] = _Ending((), ending.poison)  # the outcome is out already
+            return False
         self._attempts.pop(key, None)
         self.handled += 1
         return True
 
-    async def _handle(self, record: Record, event: Event) -> tuple[Publish, ...] | Poison | None:
-        """The outcome of ``handle``, the poison it proved the record to be, or None (retry)."""
+    async def _handle(self, record: Record, event: Event) -> _Ending | None:
+        """What ``handle`` made of the record, or None when it is to be tried again."""
         key = _key(record)
         attempt = self._attempts.get(key, 0) + 1
         envelope = getattr(event, "envelope", None)
         if envelope is not None:
             bind_event(envelope.event_id, envelope.correlation_id, topic=record.topic)
+        received = Received(
+            event,
+            record.topic,
+            record.partition,
+            record.offset,
+            record.key,
+            record.timestamp,
+            attempt,
+        )
         try:
-            received = Received(
-                event,
-                record.topic,
-                record.partition,
-                record.offset,
-                record.key,
-                record.timestamp,
-                attempt,
-            )
-            return tuple(await self.handler.handle(received))
+            return _Ending(tuple(await self.handler.handle(received)))
         except Exception as error:  # every failure ends as a retry or a dead letter
             if is_retriable(error):
                 self._failed(record, "retriable failure, will retry", error)
                 return None
-            self._attempts.pop(key, None)
+            name = codec.event_type(event)
             if isinstance(error, Rejected):
-                return Poison(
-                    DeadLetterReason.PERMANENT_FAILURE,
-                    error.message,
-                    codec.event_type(event),
-                    error.error_class,
+                why = Poison(
+                    DeadLetterReason.PERMANENT_FAILURE, error.message, name, error.error_class
                 )
-            return Poison(
-                DeadLetterReason.PERMANENT_FAILURE,
-                f"handler failed: {error}",
-                codec.event_type(event),
-                type(error).__name__,
+                return _Ending(error.outcome, why)
+            why = Poison(
+                DeadLetterReason.PERMANENT_FAILURE, f"handler failed: {error}", name, _class(error)
             )
+            return _Ending((), why)
         finally:
             clear_event()
 
