@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from bus.events.deadletter import DeadLettered, DeadLetterReason
 from bus.events.movers import MoverHeartbeat
 from bus.publisher import Publisher
 from bus.retry import RetryPolicy
+from bus.settings import ROOT
 from bus.stage import Publish, Received, Rejected, Stage, until_signalled
 from bus.topics import DAY_MS, TopicSpec, apply_topics
 from tests.bus.deadletters import GARBAGE, dead_letters, publish_poison
@@ -301,3 +303,143 @@ async def test_a_signal_stops_the_stage_and_its_handlers_are_removed(
     rerun.stop()
     await asyncio.wait_for(rerun_task, 20)
     assert again.seen == []  # committed before stopping
+
+
+async def test_records_run_concurrently_and_one_ended_behind_a_retry_is_not_handled_again(
+    kafka: str, unique: str, topics: Topics, publisher: Publisher
+) -> None:
+    """With concurrency 4 the records of a partition run at once; the one after a retried
+    record, ended already, is not handled again when its partition is read again; the fold sees
+    every event of the batch, in order, before any is handled."""
+    for n in range(6):
+        await publisher.publish(topics.input, "same", heartbeat(n))
+    folded: list[str] = []
+    running = 0
+    peak = 0
+
+    class Slow(Recorder):
+        async def handle(self, received: Received) -> Sequence[Publish]:
+            nonlocal running, peak
+            running += 1
+            peak = max(peak, running)
+            try:
+                await asyncio.sleep(0.3)
+                return await super().handle(received)
+            finally:
+                running -= 1
+
+    def flaky(received: Received) -> BaseException | None:
+        if getattr(received.event, "mover_id") == "mover-2" and received.attempt == 1:  # noqa: B009
+            return TransientError("once")
+        return None
+
+    recorder = Slow(flaky)
+    job = stage(
+        kafka,
+        topics,
+        f"g-{unique}",
+        recorder,
+        concurrency=4,
+        fold=lambda e: folded.append(getattr(e, "mover_id")),  # noqa: B009
+    )
+    await running_until(job, lambda: len(recorder.seen) >= 6)
+    assert peak == 4
+    assert sorted(recorder.movers()) == [f"mover-{n}" for n in range(6)]  # each handled once
+    assert [getattr(r.event, "mover_id") for r in recorder.attempts].count("mover-2") == 2  # noqa: B009
+    assert folded[:6] == [f"mover-{n}" for n in range(6)]
+    assert (job.handled, job.retries) == (6, 1)
+
+
+async def test_a_rejection_publishes_what_was_done_then_dead_letters(
+    kafka: str, unique: str, topics: Topics, publisher: Publisher
+) -> None:
+    """A handler that gives up after part of the work (Rejected with an outcome) has that
+    outcome published and the record dead-lettered."""
+    sent = heartbeat(1, "partial")
+    await publisher.publish(topics.input, "k", sent)
+
+    class Partial:
+        async def handle(self, received: Received) -> Sequence[Publish]:
+            done = Publish(topics.outcomes, "k", received.event)
+            raise Rejected("1 of 2 copies made", error_class="NoStore", outcome=[done])
+
+    group = f"g-{unique}"
+    job: Stage[Partial] = Stage(
+        Partial(),
+        bootstrap=kafka,
+        topics=[topics.input],
+        group_id=group,
+        source="stage-test",
+        specs=topics.specs,
+        deadletter_topic=topics.deadletter,
+    )
+    task = asyncio.create_task(job.run())
+    try:
+        await eventually(lambda: _true(job.dead_lettered >= 1), 30)
+    finally:
+        job.stop()
+        await asyncio.wait_for(task, 20)
+    [out] = [e for _, _, e in await read_topic(kafka, topics.outcomes)]
+    assert out.envelope.event_id == sent.envelope.event_id
+    [letter] = await dead_letters(kafka, topics.deadletter, topics.input, group)
+    assert (letter.message, letter.error_class) == ("1 of 2 copies made", "NoStore")
+
+
+STAGE_SCRIPT = """
+import sys
+from bus.stage import Stage, main, until_signalled
+
+class Announce:
+    async def handle(self, received):
+        print("handled", flush=True)
+        return ()
+
+async def serve(settings, args):
+    stage = Stage(Announce(), bootstrap=settings.kafka_bootstrap, topics=[args.topic],
+                  group_id=args.group, source="signal-test")
+    await until_signalled(stage)
+    print("stopped", flush=True)
+
+def options(parser, settings):
+    parser.add_argument("--topic")
+    parser.add_argument("--group")
+
+main("signal-test", "a stage stopped by a signal", serve, sys.argv[1:], options=options)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGINT])
+async def test_main_runs_a_stage_until_a_signal_and_exits_cleanly(
+    kafka: str, unique: str, topics: Topics, publisher: Publisher, sig: signal.Signals
+) -> None:
+    """A stage command built with ``bus.stage.main``, in its own process, handles a record and
+    exits with status 0 when sent SIGHUP (the terminal closed) or SIGINT (Ctrl-C)."""
+    await publisher.publish(topics.input, "k", heartbeat(1))
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        STAGE_SCRIPT,
+        "--topic",
+        topics.input,
+        "--group",
+        f"g-{unique}-{sig.name}",
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert process.stdout is not None
+    try:
+        lines: list[str] = []
+        while "handled" not in lines:
+            line = await asyncio.wait_for(process.stdout.readline(), 60)
+            assert line, f"the stage exited: {lines}"
+            lines.append(line.decode().strip())
+        process.send_signal(sig)
+        rest = await asyncio.wait_for(process.stdout.read(), 30)
+        assert await asyncio.wait_for(process.wait(), 10) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert "stopped" in rest.decode().splitlines()
