@@ -19,9 +19,6 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from bus.errors import EcpdsError
-from bus.logging import get_logger
-
-log = get_logger(__name__)
 
 
 def is_retriable(error: BaseException) -> bool:
