@@ -11,8 +11,8 @@ Rules kept (ECPDS-REFERENCE.md §6.5, §7.2):
 - The ``Location`` comes from the host: its protocol, address (``host[:port]``), login,
   decrypted password, the base path, and its options without the module prefix
   (``sftp.fingerPrint`` -> ``fingerPrint``; ``ectrans.*`` too).
-- Retries: a failure whose error is ``retriable`` is tried again after ``backoff`` (doubling
-  from ``initial``, capped) until ``max_attempts``; then ``DataFileBackupFailed``. A permanent
+- Retries: a failure whose error is ``retriable`` is tried again under ``bus.retry.RetryPolicy``
+  (doubling, capped) until its ``max_attempts``; then ``DataFileBackupFailed``. A permanent
   failure ends at once. Either way the order ends with an event: none is dropped.
 """
 

@@ -13,8 +13,9 @@ Rules kept (ECPDS-REFERENCE.md §6.1, ReplicateScheduler of §2.6):
   replaced by the next candidate, so a dead replica does not leave the file under-replicated
   while another store is available.
 - Stores already known to hold a copy count as done: a file replicated enough is skipped.
-- Retries: a failure whose error is ``retriable`` is tried again after a doubling backoff
-  until ``max_attempts``; then, or at once for a permanent failure, the store has failed.
+- Retries: a failure whose error is ``retriable`` is tried again under
+  ``bus.retry.RetryPolicy`` (doubling, capped) until its ``max_attempts``; then, or at once for
+  a permanent failure, the store has failed.
 - Each copy is recorded by one ``DataFileReplicated`` whose event id is derived from the file
   and the store, so a copy recorded twice after a redelivery is recognisably the same fact.
 """
