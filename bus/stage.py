@@ -15,7 +15,9 @@ Every record ends in exactly one of three ways, or is read again:
   consumer group was acknowledged on the dead-letter topic; one warning line, no traceback;
 * **not ended**: ``handle`` raised a retriable error (``bus.consumer.is_retriable``), or the
   outcome or the dead letter could not be published. The record is read again after a delay
-  that doubles from attempt to attempt up to the ``RetryPolicy``'s cap, for as long as it takes.
+  that doubles from attempt to attempt up to the ``RetryPolicy``'s cap, for as long as it takes:
+  giving up is the handler's decision (``Received.attempt`` against the policy's
+  ``max_attempts``), ended by a failure event or ``Rejected``.
 
 Commit rule (the one thing this module exists to keep): after each batch, each partition is
 committed up to its first record that has not ended, and the consumer is rewound to that record
