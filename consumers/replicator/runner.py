@@ -106,10 +106,12 @@ class Replicator:
 
     async def handle(self, received: Received) -> Sequence[Publish]:
         event = received.event
-        if not isinstance(event, DataFileStored) or not core.replicating(self._config.view):
+        if not isinstance(event, DataFileStored):
             return ()
         at = (received.topic, received.partition, received.offset)
         progress = self._progress.pop(at, None)
+        if not core.replicating(self._config.view):
+            return ()
         if progress is None:
             job = await self._plan(event, received.attempt)
             if job is None:
