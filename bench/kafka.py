@@ -1,5 +1,5 @@
 """Through Kafka: events/s from publish to consumed-and-committed with ecpds's publisher and
-consumer runner, beside kcat producing and consuming the same number of same-sized messages on
+stage (bus.stage), beside kcat producing and consuming the same number of same-sized messages on
 the same broker in the same run. Target: at least 20,000 events/s; the ratio to kcat is reported.
 
     .venv/bin/python bench/kafka.py [COUNT]     (default 100000)
@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,10 +25,10 @@ import uvloop
 from _infra import emit, service, settings
 
 from bus import codec
-from bus.consumer import ConsumerRunner, Received
 from bus.events import envelope
 from bus.events.movers import MoverHeartbeat
 from bus.publisher import Publisher
+from bus.stage import Publish, Received, Stage
 from bus.topics import TopicSpec, apply_topics
 
 
@@ -63,7 +64,7 @@ def publish_process(bootstrap: str, topic: str, count: int, go: Any, times: Any)
 
 
 async def ours(bootstrap: str, count: int) -> dict[str, float]:
-    """Publisher in one process, consumer runner (decode, handle, commit) in this one."""
+    """Publisher in one process, a stage (decode, handle, commit) in this one."""
     spec = TopicSpec(
         f"bench.{uuid.uuid4().hex[:8]}", "mover", 4, "delete", 3_600_000, ("ecpds.movers",), "bench"
     )
@@ -77,20 +78,23 @@ async def ours(bootstrap: str, count: int) -> dict[str, float]:
     publisher = Publisher(bootstrap, client_id="bench-deadletters")
     await publisher.start()
     done = asyncio.Event()
-    handled = 0
 
-    async def handle(received: Received) -> None:
-        nonlocal handled
-        handled += 1
-        if handled >= count:
-            done.set()
+    class Count:
+        handled = 0
 
-    runner = ConsumerRunner(
-        bootstrap,
-        [spec.name],
-        f"bench-{spec.name}",
-        handle,
-        publisher,
+        async def handle(self, received: Received) -> Sequence[Publish]:
+            self.handled += 1
+            if self.handled >= count:
+                done.set()
+            return ()
+
+    runner = Stage(
+        Count(),
+        bootstrap=bootstrap,
+        topics=[spec.name],
+        group_id=f"bench-{spec.name}",
+        source="bench",
+        publisher=publisher,
         specs=[spec],
         max_records=2000,
     )

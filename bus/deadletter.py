@@ -71,9 +71,9 @@ async def dead_letter(
     group: str | None,
     topic: str = DEADLETTER,
 ) -> None:
-    """Write ``record`` to the dead-letter topic (awaiting the broker's acknowledgement), then
-    log one warning line. Raises what the publisher raises: the record has not ended then.
-    ``topic`` is ``ecpds.deadletter`` but for a stage run on private topics (tests)."""
+    """Write ``record`` to the dead-letter topic (awaiting the broker's acknowledgement; tests
+    name a ``topic`` of their own), then log one warning line. Raises what the publisher
+    raises: the record has not ended then."""
     event = dead_letter_event(
         source=source,
         reason=poison.reason,

@@ -30,11 +30,11 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Final
 from urllib.parse import urlsplit
 
 from bus.config.secrets import decrypt
-from bus.config.view import ConfigView
+from bus.config.source import ConfigSource
 from bus.errors import ConfigurationError
 from bus.events.config import Host
 from protocols import registry
@@ -48,13 +48,6 @@ HOST_PREFIX: Final = "host:"
 FIELD: Final = "store"
 _HOST_ID = re.compile(r"[A-Za-z0-9]+(?:[-_.][A-Za-z0-9]+)*")
 Connector = Callable[[Location], Awaitable[Connection]]
-
-
-class ConfigSource(Protocol):
-    """Holds the latest configuration view (``bus.config.view.LiveConfig`` in production)."""
-
-    @property
-    def view(self) -> ConfigView: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,8 +41,26 @@ class NotificationFailed(Event):
     retriable: bool
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MailFailed(Event):
+    """A mail was refused for good by the mail server (a permanent SMTP failure); it is not sent
+    again."""
+
+    AVRO_NAME: ClassVar[str] = "ecpds.notifications.MailFailed"
+
+    destination: str
+    transfer_id: str | None = None  # None: a mail about the destination itself
+    rule: str  # what made the mail, e.g. destination.onEnd
+    recipients: tuple[str, ...] = ()
+    mail_id: str  # the mail's Message-ID
+    subject: str
+    error_class: str
+    message: str  # the server's reason, credentials masked
+
+
 EVENTS: tuple[type[Event], ...] = (
     NotificationPublished,
     NotificationFailed,
+    MailFailed,
 )
 NAMED_TYPES: Mapping[str, type] = {}

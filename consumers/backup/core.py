@@ -12,8 +12,8 @@ Rules kept (ECPDS-REFERENCE.md §6.5, §7.2):
   Location): its protocol, address (``host[:port][/base]``, IPv6 literals included), login,
   decrypted password, the base path, and its options without the module prefix
   (``sftp.fingerPrint`` -> ``fingerPrint``; ``ectrans.*`` too).
-- Retries: a failure whose error is ``retriable`` is tried again after ``backoff`` (doubling
-  from ``initial``, capped) until ``max_attempts``; then ``DataFileBackupFailed``. A permanent
+- Retries: a failure whose error is ``retriable`` is tried again under ``bus.retry.RetryPolicy``
+  (doubling, capped) until its ``max_attempts``; then ``DataFileBackupFailed``. A permanent
   failure ends at once. Either way the order ends with an event: none is dropped.
 """
 
@@ -60,23 +60,6 @@ class Skip:
     """Why a transfer is not backed up."""
 
     reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """How often and how patiently a retriable failure is tried again."""
-
-    max_attempts: int = 5
-    initial: float = 1.0
-    maximum: float = 60.0
-
-    def delay(self, attempt: int) -> float:
-        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        return float(min(self.maximum, self.initial * 2 ** (attempt - 1)))
-
-    def retry(self, attempt: int, retriable: bool) -> bool:
-        """Whether to try again after failed attempt number ``attempt``."""
-        return retriable and attempt < self.max_attempts
 
 
 def base_path(directory: str) -> str:

@@ -1,40 +1,23 @@
 """What the janitor needs from outside: the current configuration, the stores and a clock.
 
 The object store is ``store.ports.ObjectStore``; replicas in other stores are reached by name
-through ``Stores`` (``store.named.NamedStores`` in production); the configuration is anything
-with a current ``ConfigView`` (``bus.config.view.LiveConfig`` in production, a fixed view in
-tests and demos).
+through ``Stores`` (``store.named.NamedStores`` in production); the configuration is a
+``bus.config.source.ConfigSource``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from bus.config.view import ConfigView
 from store.ports import ObjectStore
-
-
-class ConfigSource(Protocol):
-    """Holds the latest configuration view."""
-
-    @property
-    def view(self) -> ConfigView: ...
 
 
 class Stores(Protocol):
     """Object stores by name (the transfer group's stores holding replicas)."""
 
     def store_for(self, name: str) -> ObjectStore: ...
-
-
-@dataclass(frozen=True)
-class FixedConfig:
-    """A configuration that never changes (tests, demos)."""
-
-    view: ConfigView
 
 
 Clock = Callable[[], datetime]

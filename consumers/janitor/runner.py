@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
+from bus.config.source import ConfigSource
 from bus.config.view import LiveConfig
 from bus.consumer import stop_on_signals
 from bus.errors import EcpdsError
@@ -41,7 +42,7 @@ from bus.settings import Settings
 from bus.topics import DATAFILES, TRANSFERS, TopicSpec
 from consumers.janitor import core
 from consumers.janitor.feed import EventFeed
-from consumers.janitor.ports import Clock, ConfigSource, Stores, utc_now
+from consumers.janitor.ports import Clock, Stores, utc_now
 from store.errors import ObjectNotFound
 from store.local import LocalStore
 from store.named import NamedStores

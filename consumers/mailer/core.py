@@ -24,6 +24,7 @@ credentials), and credentials written in URLs inside error messages are masked.
 from __future__ import annotations
 
 import re
+import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,8 +34,9 @@ from typing import Final
 from bus.config.secrets import MASK
 from bus.config.validate import MAIL_TRUE, mail_addresses
 from bus.config.view import ConfigView
-from bus.events import Event
+from bus.events import Envelope, Event
 from bus.events.config import Host
+from bus.events.notifications import MailFailed
 from bus.events.transfers import (
     DestinationStatusChanged,
     TransferFailed,
@@ -256,3 +258,29 @@ def _status(e: DestinationStatusChanged) -> Text:
         pairs.append(("Until (UTC)", e.until.strftime("%Y-%m-%d %H:%M:%S")))
     pairs.append(("Time (UTC)", _when(e)))
     return subject, subject, _lines(pairs)
+
+
+def refused(
+    mail: Mail, event: Event, error_class: str, reason: str, now: datetime, source: str
+) -> MailFailed:
+    """The ``MailFailed`` recording that ``mail``, made for ``event``, was refused for good.
+
+    Its event id is derived from the mail's ``Message-ID``, so a redelivered refusal keeps it."""
+    cause = event.envelope
+    return MailFailed(
+        envelope=Envelope(
+            event_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"ecpds-mail-failed:{mail.message_id}")),
+            occurred_at=now,
+            source=source,
+            correlation_id=cause.correlation_id,
+            causation_id=cause.event_id,
+        ),
+        destination=str(getattr(event, "destination", "")),
+        transfer_id=getattr(event, "transfer_id", None),
+        rule=mail.rule,
+        recipients=mail.to,
+        mail_id=mail.message_id,
+        subject=mail.subject,
+        error_class=error_class,
+        message=mask(reason),
+    )

@@ -1,31 +1,15 @@
-"""What the mailer needs from outside: the current configuration and a way to deliver a mail.
+"""What the mailer needs from outside: a way to deliver a mail (and the configuration, through
+``bus.config.source.ConfigSource``).
 
-``bus.config.view.LiveConfig`` is the production ``ConfigSource``; ``delivery.SmtpTransport``
-and ``delivery.OutboxTransport`` are the ``Transport``s.
+``delivery.SmtpTransport`` and ``delivery.OutboxTransport`` are the ``Transport``s.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Protocol
 
-from bus.config.view import ConfigView
 from bus.errors import EcpdsError
-
-
-class ConfigSource(Protocol):
-    """Holds the latest configuration view."""
-
-    @property
-    def view(self) -> ConfigView: ...
-
-
-@dataclass(frozen=True)
-class FixedConfig:
-    """A configuration that never changes (tests, demos)."""
-
-    view: ConfigView
 
 
 class DeliveryError(EcpdsError):

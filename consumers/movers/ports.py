@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from bus.config.view import ConfigView
+from bus.config.source import ConfigSource
 from bus.errors import ConfigurationError
 from bus.events.orders import TransferOrdered
 from bus.logging import get_logger
@@ -33,13 +33,6 @@ class Replicas(Protocol):
     """The stores that may hold replicas of an order's object (none: no fallback)."""
 
     def replicas(self, order: TransferOrdered) -> list[ObjectStore]: ...
-
-
-class ConfigSource(Protocol):
-    """Holds the latest configuration view (``LiveConfig``)."""
-
-    @property
-    def view(self) -> ConfigView: ...
 
 
 class GroupReplicas:

@@ -2,7 +2,7 @@
 "MQTT notification system and WIS2").
 
 ``core`` decides what to publish for a ``TransferSucceeded`` (pure: topic, properties, the WIS2
-GeoJSON message, ``now`` passed in); ``adapters`` publishes over MQTT with paho; ``runner``
-consumes ``ecpds.transfers``, publishes, records ``NotificationPublished``/``NotificationFailed``
-and commits.
+GeoJSON message, ``now`` passed in); ``adapters`` publishes over MQTT with paho; ``runner`` is
+its stage (``bus.stage``) on ``ecpds.transfers``: publishes, records ``NotificationPublished`` /
+``NotificationFailed`` and commits.
 """

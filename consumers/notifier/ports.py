@@ -1,23 +1,14 @@
-"""What the notifier needs from outside: the current configuration and an MQTT broker.
+"""What the notifier needs from outside: an MQTT broker (and the configuration, through
+``bus.config.source.ConfigSource``).
 
-``adapters.PahoBroker`` is the production ``Broker``; ``FixedConfig`` holds a view that never
-changes (tests, demos), ``bus.config.view.LiveConfig`` the live one.
+``adapters.PahoBroker`` is the production ``Broker``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
-from bus.config.view import ConfigView
 from consumers.notifier.core import Notification
-
-
-class ConfigSource(Protocol):
-    """Holds the latest configuration view."""
-
-    @property
-    def view(self) -> ConfigView: ...
 
 
 class Broker(Protocol):
@@ -36,10 +27,3 @@ class Broker(Protocol):
     async def publish(self, note: Notification) -> None: ...
 
     async def stop(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class FixedConfig:
-    """A configuration that never changes (tests, demos)."""
-
-    view: ConfigView

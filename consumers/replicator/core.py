@@ -13,8 +13,9 @@ Rules kept (ECPDS-REFERENCE.md §6.1, ReplicateScheduler of §2.6):
   replaced by the next candidate, so a dead replica does not leave the file under-replicated
   while another store is available.
 - Stores already known to hold a copy count as done: a file replicated enough is skipped.
-- Retries: a failure whose error is ``retriable`` is tried again after a doubling backoff
-  until ``max_attempts``; then, or at once for a permanent failure, the store has failed.
+- Retries: a failure whose error is ``retriable`` is tried again under
+  ``bus.retry.RetryPolicy`` (doubling, capped) until its ``max_attempts``; then, or at once for
+  a permanent failure, the store has failed.
 - Each copy is recorded by one ``DataFileReplicated`` whose event id is derived from the file
   and the store, so a copy recorded twice after a redelivery is recognisably the same fact.
 """
@@ -54,23 +55,6 @@ class Skip:
     """Why a stored data file is not replicated."""
 
     reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """How often and how patiently a retriable failure is tried again."""
-
-    max_attempts: int = 5
-    initial: float = 1.0
-    maximum: float = 60.0
-
-    def delay(self, attempt: int) -> float:
-        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        return float(min(self.maximum, self.initial * 2 ** (attempt - 1)))
-
-    def retry(self, attempt: int, retriable: bool) -> bool:
-        """Whether to try again after failed attempt number ``attempt``."""
-        return retriable and attempt < self.max_attempts
 
 
 def destination_of(object_name: str) -> str:

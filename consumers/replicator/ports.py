@@ -1,23 +1,14 @@
-"""What the replicator needs from outside: the current configuration and stores by name.
+"""What the replicator needs from outside: stores by name (and the configuration, through
+``bus.config.source.ConfigSource``).
 
-``store.named.NamedStores`` is the production ``Stores``; ``FixedConfig`` holds a view that
-never changes (tests, demos), ``bus.config.view.LiveConfig`` the live one.
+``store.named.NamedStores`` is the production ``Stores``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
-from bus.config.view import ConfigView
 from store.ports import ObjectStore
-
-
-class ConfigSource(Protocol):
-    """Holds the latest configuration view."""
-
-    @property
-    def view(self) -> ConfigView: ...
 
 
 class Stores(Protocol):
@@ -30,10 +21,3 @@ class Stores(Protocol):
         ...
 
     async def close(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class FixedConfig:
-    """A configuration that never changes (tests, demos)."""
-
-    view: ConfigView

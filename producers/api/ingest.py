@@ -18,13 +18,14 @@ from typing import Any
 
 import orjson
 
+from bus.config.source import ConfigSource
 from bus.events.datafiles import RefusalReason
 from bus.events.transfers import TransferQueued
 from producers.api import params
 from producers.api.auth import Authenticator
 from producers.ingest.core import Refused
 from producers.ingest.index import TransferEntry
-from producers.ingest.service import ConfigSource, Failure, IngestService, Receipt
+from producers.ingest.service import Failure, IngestService, Receipt
 
 STATUS: Mapping[RefusalReason, int] = {
     RefusalReason.INVALID: 400,

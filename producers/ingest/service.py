@@ -27,9 +27,8 @@ import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
 
-from bus.config.view import ConfigView
+from bus.config.source import ConfigSource
 from bus.errors import EcpdsError
 from bus.events.base import Envelope
 from bus.events.datafiles import (
@@ -69,13 +68,6 @@ def _nobody(_topic: str, _partition: int, _offset: int) -> None:
 
 
 Applied = Callable[[str, int, int], None]
-
-
-class ConfigSource(Protocol):
-    """Anything with a current configuration view (``LiveConfig`` in production)."""
-
-    @property
-    def view(self) -> ConfigView: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,7 @@
 """Projection of ``ecpds.notifications``: each published or failed notification, and its place
-in the transfer's timeline."""
+in the transfer's timeline; a mail refused for good (``MailFailed``) takes its place in the
+timeline of the transfer it was about, beside the notifications (a mail about the destination
+itself has no transfer: the event stays in the log, with no row)."""
 
 from __future__ import annotations
 
@@ -80,3 +82,12 @@ def _failed(event: n.NotificationFailed) -> Sequence[Write]:
         ),
         history(event, event.transfer_id, event.destination, message=error),
     )
+
+
+@on(n.MailFailed)
+def _mail_failed(event: n.MailFailed) -> Sequence[Write]:
+    if event.transfer_id is None:
+        return ()
+    to = ", ".join(event.recipients)
+    message = f"mail refused for good ({event.rule} to {to}): {event.error_class}: {event.message}"
+    return (history(event, event.transfer_id, event.destination, message=message),)

@@ -103,15 +103,6 @@ def test_an_ipv6_backup_host_keeps_its_port_and_a_relative_base_goes_under_the_a
     assert (location.host, location.port, location.path) == ("::1", 2222, "/vault/daily")
 
 
-def test_retries_only_retriable_failures_with_doubling_capped_backoff() -> None:
-    """Retriable failures retry until max attempts, waiting 1, 2, 4 ... seconds (capped)."""
-    policy = core.RetryPolicy(max_attempts=4, initial=1.0, maximum=3.0)
-    assert [policy.delay(n) for n in (1, 2, 3, 4)] == [1.0, 2.0, 3.0, 3.0]
-    assert policy.retry(3, retriable=True)
-    assert not policy.retry(4, retriable=True)
-    assert not policy.retry(1, retriable=False)
-
-
 def test_outcome_events_name_host_path_and_error() -> None:
     """BackedUp carries host, full remote path and size; BackupFailed the error class and flag."""
     job = core.plan(queued("f1"), view())

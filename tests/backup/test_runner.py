@@ -15,19 +15,22 @@ import asyncssh
 import pytest
 
 from bus.config.secrets import encrypt
+from bus.config.source import FixedConfig
 from bus.config.view import ConfigView
 from bus.events import Event
 from bus.events.config import Host, HostType
 from bus.events.datafiles import DataFileBackedUp, DataFileBackupFailed
+from bus.events.deadletter import DeadLetterReason
 from bus.publisher import Publisher
+from bus.retry import RetryPolicy
+from bus.stage import Stage
 from bus.topics import DAY_MS, TopicSpec, apply_topics
-from consumers.backup.core import RetryPolicy
-from consumers.backup.ports import FixedConfig
-from consumers.backup.runner import BackupRunner
+from consumers.backup.runner import Backup, backup_stage
 from consumers.janitor.feed import EventFeed
 from protocols.base import from_bytes
 from store.local import LocalStore
 from store.objects import ObjectId, ObjectSpec
+from tests.bus.deadletters import dead_letters, publish_poison
 from tests.config import factories as f
 from tests.janitor.factories import queued
 
@@ -89,16 +92,19 @@ async def backup_host(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator
 
 
 @pytest.fixture
-async def topics(kafka: str, unique: str) -> tuple[str, str]:
+async def topics(kafka: str, unique: str) -> tuple[str, str, str]:
+    """The test's datafiles, transfers and dead-letter topics."""
     datafiles, transfers = f"test.{unique}.datafiles", f"test.{unique}.transfers"
+    deadletter = f"test.{unique}.deadletter"
     await apply_topics(
         kafka,
         [
             TopicSpec(datafiles, "data file id", 2, "delete", DAY_MS, ("ecpds.datafiles",), "t"),
             TopicSpec(transfers, "destination", 2, "delete", DAY_MS, ("ecpds.transfers",), "t"),
+            TopicSpec(deadletter, "origin", 1, "delete", DAY_MS, ("ecpds.deadletter",), "t"),
         ],
     )
-    return datafiles, transfers
+    return datafiles, transfers, deadletter
 
 
 @pytest.fixture
@@ -149,7 +155,7 @@ async def read_events(kafka: str, topic: str) -> list[Event]:
 
 
 async def run_until(
-    runner: BackupRunner, check: Callable[[], Awaitable[bool]], timeout: float = 40
+    runner: Stage[Backup], check: Callable[[], Awaitable[bool]], timeout: float = 40
 ) -> None:
     task = asyncio.create_task(runner.run())
     try:
@@ -172,7 +178,7 @@ async def stored_file(store: LocalStore, size: int) -> tuple[str, bytes]:
 
 async def test_backup_copies_to_a_real_sftp_host_and_records_it(
     kafka: str,
-    topics: tuple[str, str],
+    topics: tuple[str, str, str],
     publisher: Publisher,
     backup_host: SftpBackupHost,
     tmp_path: Path,
@@ -188,13 +194,14 @@ async def test_backup_copies_to_a_real_sftp_host_and_records_it(
         await publisher.publish(topics[1], "site-a", queued(dfid, "site-a", expiry=expiry))
     skipped, _ = await stored_file(store, 10)
     await publisher.publish(topics[1], "site-b", queued(skipped, "site-b", expiry=expiry))
-    runner = BackupRunner(
+    runner = backup_stage(
         kafka,
         store,
         config(host),
         key_file=key_file,
         transfers_topic=topics[1],
         datafiles_topic=topics[0],
+        deadletter_topic=topics[2],
         group_id=f"test-backup-{unique}",
         max_concurrent=2,
     )
@@ -217,13 +224,13 @@ async def test_backup_copies_to_a_real_sftp_host_and_records_it(
         f"/archive/site-a/{first_id}.dat",
         len(first_data),
     )
-    assert 1 <= runner.peak_active <= 2
+    assert 1 <= runner.handler.peak_active <= 2
     leftovers = [p.name for p in (backup_host.root / "archive" / "site-a").iterdir()]
     assert sorted(leftovers) == sorted(f"{dfid}.dat" for dfid, _ in files)  # no temp files
 
 
 async def test_unreachable_backup_host_is_retried_then_recorded_as_failed(
-    kafka: str, topics: tuple[str, str], publisher: Publisher, tmp_path: Path, unique: str
+    kafka: str, topics: tuple[str, str, str], publisher: Publisher, tmp_path: Path, unique: str
 ) -> None:
     """Nothing listening on the backup host: retried up to max attempts, then BackupFailed."""
     key_file = tmp_path / "ecpds.key"
@@ -232,13 +239,14 @@ async def test_unreachable_backup_host_is_retried_then_recorded_as_failed(
     dfid, _ = await stored_file(store, 100)
     expiry = datetime.now(UTC) + timedelta(hours=1)
     await publisher.publish(topics[1], "site-a", queued(dfid, "site-a", expiry=expiry))
-    runner = BackupRunner(
+    runner = backup_stage(
         kafka,
         store,
         config(host),
         key_file=key_file,
         transfers_topic=topics[1],
         datafiles_topic=topics[0],
+        deadletter_topic=topics[2],
         group_id=f"test-backup-{unique}",
         retry=RetryPolicy(max_attempts=3, initial=0.1, maximum=0.2),
     )
@@ -256,4 +264,45 @@ async def test_unreachable_backup_host_is_retried_then_recorded_as_failed(
     assert failure.error_class == "ConnectionLost"
     assert "after 3 attempts" in failure.message
     assert not any(isinstance(e, DataFileBackedUp) for e in events)
-    assert (runner.copied, runner.failed) == (0, 1)
+    assert (runner.handler.copied, runner.handler.failed) == (0, 1)
+
+
+async def test_a_poison_record_is_dead_lettered_once_and_the_next_transfer_backed_up(
+    kafka: str,
+    topics: tuple[str, str, str],
+    publisher: Publisher,
+    backup_host: SftpBackupHost,
+    tmp_path: Path,
+    unique: str,
+) -> None:
+    """An undecodable record on the transfers topic becomes one dead letter of the backup's
+    group, and the queued transfer after it is still backed up."""
+    key_file = tmp_path / "ecpds.key"
+    host = sftp_host(backup_host.port, key_file, backup_host.key.get_fingerprint("sha256"))
+    store = LocalStore(tmp_path / "store", durable=False)
+    poison = await publish_poison(publisher, topics[1], b"site-a")
+    dfid, data = await stored_file(store, 1000)
+    expiry = datetime.now(UTC) + timedelta(hours=1)
+    await publisher.publish(topics[1], "site-a", queued(dfid, "site-a", expiry=expiry))
+    group = f"test-backup-{unique}"
+    runner = backup_stage(
+        kafka,
+        store,
+        config(host),
+        key_file=key_file,
+        transfers_topic=topics[1],
+        datafiles_topic=topics[0],
+        deadletter_topic=topics[2],
+        group_id=group,
+    )
+
+    async def backed_up() -> bool:
+        events = await read_events(kafka, topics[0])
+        return any(isinstance(e, DataFileBackedUp) for e in events)
+
+    await run_until(runner, backed_up)
+    assert (backup_host.root / "archive" / "site-a" / f"{dfid}.dat").read_bytes() == data
+    letters = await dead_letters(kafka, topics[2], topics[1], group)
+    assert [(d.origin_offset, d.reason) for d in letters] == [
+        (poison.offset, DeadLetterReason.UNDECODABLE)
+    ]

@@ -1,25 +1,23 @@
-"""Publisher, topics and the consumer runner against the real local Kafka broker."""
+"""Publisher, topics and a stage across a broker restart, against the real local Kafka broker
+(the stage kit's contract itself is in test_stage.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import subprocess
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from bus import codec
-from bus.consumer import ConsumerRunner, Received
 from bus.errors import PermanentError, TransientError
 from bus.events import envelope
-from bus.events.deadletter import DeadLettered, DeadLetterReason
 from bus.events.movers import MoverHeartbeat
 from bus.publisher import Publisher
 from bus.settings import ROOT, Settings
-from bus.topics import DEADLETTER, TopicSpec, apply_topics, catalogue, partition_counts
+from bus.stage import Publish, Received, Stage
+from bus.topics import TopicSpec, apply_topics, catalogue, partition_counts
 
 pytestmark = pytest.mark.kafka
 
@@ -48,44 +46,6 @@ async def wait_until(condition: Callable[[], bool], seconds: float = 30.0) -> No
         if loop.time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.05)
-
-
-async def run_until(runner: ConsumerRunner, condition: Callable[[], bool]) -> None:
-    task = asyncio.create_task(runner.run())
-    try:
-        await wait_until(condition)
-    finally:
-        runner.stop()
-        await asyncio.wait_for(task, 30)
-
-
-def collector(seen: list[Received]) -> Callable[[Received], Awaitable[None]]:
-    async def handle(received: Received) -> None:
-        seen.append(received)
-
-    return handle
-
-
-async def dead_letters_for(bootstrap: str, topic: str) -> list[DeadLettered]:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    try:
-        tp = TopicPartition(DEADLETTER, 0)
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        end = (await consumer.end_offsets([tp]))[tp]
-        found: list[DeadLettered] = []
-        while await consumer.position(tp) < end:
-            for records in (await consumer.getmany(timeout_ms=1000)).values():
-                for r in records:
-                    event = codec.decode(r.value)
-                    if isinstance(event, DeadLettered) and event.origin_topic == topic:
-                        found.append(event)
-        return found
-    finally:
-        await consumer.stop()
 
 
 @pytest.fixture
@@ -136,103 +96,6 @@ async def test_publisher_refuses_a_type_not_allowed_on_the_topic(publisher: Publ
         await publisher.publish("ecpds.config", "x", heartbeat(1))
 
 
-async def test_consume_commit_and_resume_after_restart(
-    kafka: str, unique: str, publisher: Publisher
-) -> None:
-    """A new runner in the same group resumes after the last committed offset: nothing twice."""
-    spec = movers_spec(unique)
-    await apply_topics(kafka, [spec])
-    first = [heartbeat(n) for n in range(20)]
-    await publisher.publish_many((spec.name, e.mover_id, e) for e in first)
-
-    seen: list[Received] = []
-    runner = ConsumerRunner(
-        kafka, [spec.name], f"g-{unique}", collector(seen), publisher, specs=[spec]
-    )
-    await run_until(runner, lambda: len(seen) >= 20)
-    assert {r.event.envelope.event_id for r in seen} == {e.envelope.event_id for e in first}
-
-    second = [heartbeat(n) for n in range(20, 27)]
-    await publisher.publish_many((spec.name, e.mover_id, e) for e in second)
-    again: list[Received] = []
-    runner = ConsumerRunner(
-        kafka, [spec.name], f"g-{unique}", collector(again), publisher, specs=[spec]
-    )
-    await run_until(runner, lambda: len(again) >= 7)
-    await asyncio.sleep(0.5)
-    assert sorted(r.event.mover_id for r in again) == sorted(e.mover_id for e in second)
-
-
-async def test_poison_message_is_dead_lettered_and_the_next_processed(
-    kafka: str, unique: str, publisher: Publisher
-) -> None:
-    """Garbage, unknown fingerprints and wrong types are dead-lettered; good events flow."""
-    spec = movers_spec(unique)
-    await apply_topics(kafka, [spec])
-    garbage = await publisher.publish_raw(spec.name, b"k", b"not avro at all", [])
-    unknown = await publisher.publish_raw(spec.name, b"k", b"\xc3\x01" + b"\x00" * 8 + b"\x02", [])
-    wrong = await publisher.publish_raw(
-        spec.name, b"k", codec.encode(dead_letter_like()), codec.headers(dead_letter_like())
-    )
-    good = heartbeat(99)
-    await publisher.publish(spec.name, "k", good)
-
-    seen: list[Received] = []
-    runner = ConsumerRunner(
-        kafka, [spec.name], f"g-{unique}", collector(seen), publisher, specs=[spec]
-    )
-    await run_until(runner, lambda: len(seen) >= 1 and runner.dead_lettered >= 3)
-    assert [r.event.envelope.event_id for r in seen] == [good.envelope.event_id]
-
-    letters = {d.origin_offset: d for d in await dead_letters_for(kafka, spec.name)}
-    assert letters[garbage.offset].reason == DeadLetterReason.UNDECODABLE
-    assert letters[garbage.offset].original_value == b"not avro at all"
-    assert letters[unknown.offset].reason == DeadLetterReason.UNKNOWN_SCHEMA
-    assert letters[wrong.offset].reason == DeadLetterReason.TYPE_NOT_ALLOWED
-    assert all(d.origin_partition == garbage.partition for d in letters.values())
-
-
-def dead_letter_like() -> DeadLettered:
-    return DeadLettered(
-        envelope=envelope("test", "x"),
-        reason=DeadLetterReason.UNDECODABLE,
-        message="m",
-        origin_topic="t",
-        origin_partition=0,
-        origin_offset=0,
-    )
-
-
-async def test_retriable_failures_are_retried_and_permanent_ones_dead_lettered(
-    kafka: str, unique: str, publisher: Publisher
-) -> None:
-    """A handler failing retriably then succeeding is not dead-lettered; a permanent one is."""
-    spec = movers_spec(unique)
-    await apply_topics(kafka, [spec])
-    flaky, doomed, fine = heartbeat(1), heartbeat(2), heartbeat(3)
-    for e in (flaky, doomed, fine):
-        await publisher.publish(spec.name, "same-key", e)
-    attempts: dict[str, int] = {}
-    done: list[str] = []
-
-    async def handle(received: Received) -> None:
-        mover = received.event.mover_id
-        attempts[mover] = attempts.get(mover, 0) + 1
-        if mover == "mover-1" and attempts[mover] <= 2:
-            raise TransientError("database restarting")
-        if mover == "mover-2":
-            raise PermanentError("this event can never be applied")
-        done.append(mover)
-
-    runner = ConsumerRunner(kafka, [spec.name], f"g-{unique}", handle, publisher, specs=[spec])
-    await run_until(runner, lambda: done == ["mover-1", "mover-3"])
-    assert attempts["mover-1"] == 3
-    assert runner.dead_lettered == 1
-    letters = await dead_letters_for(kafka, spec.name)
-    assert [d.reason for d in letters] == [DeadLetterReason.PERMANENT_FAILURE]
-    assert letters[0].error_class == "PermanentError"
-
-
 def kafka_script(settings: Settings, action: str) -> None:
     subprocess.run(
         ["bash", str(ROOT / "infra/kafka/kafka.sh"), action],
@@ -256,10 +119,20 @@ async def test_broker_restart_mid_stream_loses_nothing(
     sent: set[str] = set()
     seen: set[str] = set()
 
-    async def handle(received: Received) -> None:
-        seen.add(received.event.envelope.event_id)
+    class Seen:
+        async def handle(self, received: Received) -> Sequence[Publish]:
+            seen.add(received.event.envelope.event_id)
+            return ()
 
-    runner = ConsumerRunner(kafka, [spec.name], f"g-{unique}", handle, publisher, specs=[spec])
+    runner = Stage(
+        Seen(),
+        bootstrap=kafka,
+        topics=[spec.name],
+        group_id=f"g-{unique}",
+        source="restart-test",
+        publisher=publisher,
+        specs=[spec],
+    )
     consuming = asyncio.create_task(runner.run())
 
     async def produce(count: int) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from bus.config.source import FixedConfig
 from bus.config.view import ConfigView
 from bus.events import Event
 from bus.events.base import Envelope, TransferStatus
@@ -20,7 +21,6 @@ from bus.events.transfers import TransferExpired
 from bus.publisher import Publisher
 from bus.topics import DAY_MS, TopicSpec, apply_topics
 from consumers.janitor.feed import EventFeed
-from consumers.janitor.ports import FixedConfig
 from consumers.janitor.runner import JanitorRunner
 from protocols.base import from_bytes
 from store.local import LocalStore

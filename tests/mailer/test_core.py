@@ -194,3 +194,20 @@ def test_target_memory_is_bounded() -> None:
     state = core.MailerState(limit=2)
     run(state, view(), queued("a"), queued("b"), queued("c"))
     assert list(state.targets) == ["b", "c"]
+
+
+def test_a_refused_mail_is_recorded_with_its_transfer_masked_reason_and_a_stable_id() -> None:
+    """A mail refused for good becomes MailFailed naming the transfer, the rule, the recipients
+    and the reason with credentials masked; made again, it keeps its event id."""
+    event = succeeded("tr-9")
+    [mail, *_] = core.decide(core.MailerState(), view(ALL_DESTINATION), event)
+    reason = "550 relay ftp://bob:hunter2@relay.example refused"
+    first = core.refused(mail, event, "DeliveryError", reason, event.envelope.occurred_at, "m/1")
+    again = core.refused(mail, event, "DeliveryError", reason, event.envelope.occurred_at, "m/1")
+    assert (first.destination, first.transfer_id, first.rule) == (DEST, "tr-9", mail.rule)
+    assert first.recipients == mail.to
+    assert first.mail_id == mail.message_id
+    assert "hunter2" not in first.message
+    assert "550 relay" in first.message
+    assert first.envelope.causation_id == event.envelope.event_id
+    assert first.envelope.event_id == again.envelope.event_id

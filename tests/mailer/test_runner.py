@@ -20,15 +20,21 @@ from bus.config.secrets import OperatorKey
 from bus.config.view import LiveConfig
 from bus.config.yamlio import load
 from bus.events import Event
+from bus.events.deadletter import DeadLetterReason
+from bus.events.notifications import MailFailed
 from bus.events.transfers import TransferFailed, TransferQueued, TransferSucceeded
 from bus.publisher import Publisher
+from bus.retry import RetryPolicy
 from bus.settings import Settings
+from bus.stage import Stage
 from bus.topics import DAY_MS, TopicSpec, apply_topics
 from consumers.mailer.delivery import OutboxTransport, SmtpServer, SmtpTransport
 from consumers.mailer.ports import Transport
-from consumers.mailer.runner import MailerRunner, transport_for
+from consumers.mailer.runner import Mailer, mailer_stage, transport_for
+from tests.bus.deadletters import dead_letters, publish_poison
 from tests.bus.samples import sample
 from tests.conftest import eventually
+from tests.ingest.conftest import read_topic
 from tests.mailer.conftest import MailServer, envelope
 
 pytestmark = pytest.mark.kafka
@@ -66,10 +72,12 @@ destinations:
 
 @dataclass(frozen=True)
 class Names:
-    """One test's transfers topic and consumer group."""
+    """One test's transfers, notifications and dead-letter topics and consumer group."""
 
     transfers: str
     group: str
+    notifications: str
+    deadletter: str
 
 
 @pytest.fixture(scope="module")
@@ -93,27 +101,46 @@ async def config(kafka: str, config_topic: str) -> AsyncIterator[LiveConfig]:
 
 @pytest.fixture
 async def names(kafka: str, unique: str) -> Names:
-    """A transfers topic (2 partitions) and a consumer group of the test's own."""
-    names = Names(f"test.mailer.{unique}.transfers", f"test.mailer.{unique}")
-    spec = TopicSpec(names.transfers, "destination", 2, "delete", DAY_MS, ("ecpds.transfers",), "")
-    await apply_topics(kafka, [spec])
+    """A transfers topic (2 partitions), its outcome topics and a consumer group of the test's
+    own."""
+    prefix = f"test.mailer.{unique}"
+    names = Names(f"{prefix}.transfers", prefix, f"{prefix}.notifications", f"{prefix}.deadletter")
+    await apply_topics(
+        kafka,
+        [
+            TopicSpec(
+                names.transfers, "destination", 2, "delete", DAY_MS, ("ecpds.transfers",), ""
+            ),
+            TopicSpec(
+                names.notifications,
+                "destination",
+                1,
+                "delete",
+                DAY_MS,
+                ("ecpds.notifications",),
+                "",
+            ),
+            TopicSpec(names.deadletter, "origin", 1, "delete", DAY_MS, ("ecpds.deadletter",), ""),
+        ],
+    )
     return names
 
 
 @contextlib.asynccontextmanager
 async def running(
     kafka: str, names: Names, config: LiveConfig, transport: Transport
-) -> AsyncIterator[MailerRunner]:
-    runner = MailerRunner(
+) -> AsyncIterator[Stage[Mailer]]:
+    runner = mailer_stage(
         kafka,
         config,
         transport,
         sender="ecpds@test.local",
         transfers_topic=names.transfers,
+        notifications_topic=names.notifications,
+        deadletter_topic=names.deadletter,
         group_id=names.group,
         start_at="earliest",
-        first_delay=0.1,
-        max_delay=0.5,
+        retry=RetryPolicy(initial=0.1, maximum=0.5),
     )
     task = asyncio.create_task(runner.run())
     try:
@@ -179,27 +206,35 @@ async def test_failure_and_success_mail_destination_and_host(
     kafka: str, names: Names, config: LiveConfig, smtp: MailServer
 ) -> None:
     """A failure then a success mail the destination's and the host's addresses with the right
-    subjects and bodies; a recipient refused for good (550) is skipped without blocking the
-    stream; every offset is committed; no secret is in any mail."""
+    subjects and bodies; a recipient refused for good (550) becomes a MailFailed event with the
+    server's reason, without blocking the stream; every offset is committed; no secret is in
+    any mail."""
     transport = SmtpTransport(SmtpServer.from_url(smtp.url))
     async with running(kafka, names, config, transport) as runner:
         # first a failure on the other destination: its host mail starts the host's error run
         await publish(kafka, names.transfers, failed("t0", "bad-site"))
 
         async def first_ended() -> bool:
-            return runner.sent + runner.skipped >= 2
+            return runner.handler.sent + runner.handler.refused >= 2
 
         await eventually(first_ended, 30)
         events = (queued("t1", "out/file.grib"), failed("t1"), succeeded("t1"))
         await publish(kafka, names.transfers, *events)
 
         async def all_ended() -> bool:
-            return runner.sent + runner.skipped >= 5
+            return runner.handler.sent + runner.handler.refused >= 5
 
         await eventually(all_ended, 30)
-    assert runner.skipped == 1  # nobody@refused.test
-    assert runner.sent == 4
+    assert runner.handler.refused == 1  # nobody@refused.test
+    assert runner.handler.sent == 4
     assert smtp.recorder.to("nobody@refused.test") == []
+    [refusal] = [e for _, _, e in await read_topic(kafka, names.notifications)]
+    assert isinstance(refusal, MailFailed)
+    assert (refusal.destination, refusal.transfer_id) == ("bad-site", "t0")
+    assert (refusal.rule, refusal.recipients) == ("destination.onError", ("nobody@refused.test",))
+    assert refusal.error_class == "DeliveryError"
+    assert "550" in refusal.message
+    assert refusal.subject.startswith("[ecpds] bad-site:")
 
     ops = smtp.recorder.to("ops@meteo.fr")
     assert [m.subject for m in ops] == [
@@ -241,7 +276,7 @@ async def test_without_smtp_mails_are_written_to_the_outbox(
         await publish(kafka, names.transfers, queued("t9", "out/fallback.grib"), succeeded("t9"))
 
         async def written() -> bool:
-            return runner.sent >= 2
+            return runner.handler.sent >= 2
 
         await eventually(written, 30)
     files = sorted(transport.folder.iterdir())
@@ -271,13 +306,13 @@ async def test_mail_waits_for_a_server_that_is_down(
                 return runner.retries >= 3
 
             await eventually(retrying, 30)
-            assert runner.sent == 0
+            assert runner.handler.sent == 0
             # the queueing (no mail) is committed, the success waiting for its mails is not
             assert await committed(kafka, names.transfers, names.group) == 1
             await asyncio.to_thread(server.start)
 
             async def delivered() -> bool:
-                return runner.sent >= 2
+                return runner.handler.sent >= 2
 
             await eventually(delivered, 30)
         subjects = sorted(m.subject for m in server.recorder.mails)
@@ -288,3 +323,25 @@ async def test_mail_waits_for_a_server_that_is_down(
         assert await committed(kafka, names.transfers, names.group) == 2
     finally:
         await asyncio.to_thread(server.stop)
+
+
+async def test_a_poison_record_is_dead_lettered_once_and_the_next_event_mailed(
+    kafka: str, names: Names, config: LiveConfig, tmp_path: Path
+) -> None:
+    """An undecodable record on the transfers topic becomes one dead letter of the mailer's
+    group, and the success after it is still mailed."""
+    transport = OutboxTransport(tmp_path / "outbox")
+    async with Publisher(kafka, client_id="mailer-test") as publisher:
+        poison = await publish_poison(publisher, names.transfers, b"meteo-fr")
+    await publish(kafka, names.transfers, succeeded("t7"))
+    async with running(kafka, names, config, transport) as runner:
+
+        async def mailed() -> bool:
+            return runner.handler.sent >= 2 and runner.dead_lettered >= 1
+
+        await eventually(mailed, 30)
+    letters = await dead_letters(kafka, names.deadletter, names.transfers, names.group)
+    assert [(d.origin_offset, d.reason) for d in letters] == [
+        (poison.offset, DeadLetterReason.UNDECODABLE)
+    ]
+    assert await committed(kafka, names.transfers, names.group) == 2

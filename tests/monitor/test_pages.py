@@ -8,8 +8,13 @@ import re
 import httpx
 import pytest
 
+from bus.events import envelope
+from bus.events.notifications import MailFailed, NotificationFailed
 from projections.monitor.view import destination_badge
+from tests.bus.samples import sample
 from tests.monitor.conftest import Monitor, csrf_of, sign_in
+from tests.projections.stream import Item
+from tests.projections.support import publish
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
@@ -120,6 +125,40 @@ async def test_transfer_page_shows_the_complete_timeline(operator: httpx.AsyncCl
     assert "connection refused" in page.text
     assert retried["transfer"]["host_id"] in page.text
     assert 'value="requeue"' in page.text  # an operator sees the action buttons
+
+
+async def test_a_refused_notification_and_a_refused_mail_show_in_the_transfer_timeline(
+    operator: httpx.AsyncClient, monitor: Monitor
+) -> None:
+    """NotificationFailed and MailFailed of a transfer are rows of its page's timeline, with the
+    refusing server's reason."""
+    detail = (await operator.get("/api/v1/transfers/transfer-8")).json()
+    destination = detail["transfer"]["destination"]
+    note = sample(
+        NotificationFailed,
+        envelope=envelope("tests/monitor", "transfer-8"),
+        destination=destination,
+        transfer_id="transfer-8",
+        message="topic refused by the broker",
+    )
+    mail = sample(
+        MailFailed,
+        envelope=envelope("tests/monitor", "transfer-8"),
+        destination=destination,
+        transfer_id="transfer-8",
+        recipients=("nobody@refused.test",),
+        error_class="DeliveryError",
+        message="550 5.1.1 mailbox unavailable",
+    )
+    models = monitor.models
+    items = [Item("notifications", destination, event) for event in (note, mail)]
+    await models.catch_up(await publish(models.bootstrap, models.prefix, items))
+    page = await operator.get("/transfers/transfer-8")
+    assert "<td>NotificationFailed</td>" in page.text
+    assert "topic refused by the broker" in page.text
+    assert "<td>MailFailed</td>" in page.text
+    assert "nobody@refused.test" in page.text
+    assert "550 5.1.1 mailbox unavailable" in page.text
 
 
 @pytest.mark.parametrize(

@@ -13,16 +13,20 @@ from pathlib import Path
 import paho.mqtt.client as paho
 import pytest
 
+from bus.config.source import FixedConfig
 from bus.config.view import ConfigView
 from bus.events import Event
 from bus.events.config import MqttSettings
+from bus.events.deadletter import DeadLetterReason
 from bus.events.notifications import NotificationFailed, NotificationPublished
 from bus.publisher import Publisher
+from bus.retry import RetryPolicy
+from bus.stage import Stage
 from bus.topics import DAY_MS, TopicSpec, apply_topics
 from consumers.notifier import core
 from consumers.notifier.adapters import PahoBroker
-from consumers.notifier.ports import FixedConfig
-from consumers.notifier.runner import Backoff, NotifierRunner
+from consumers.notifier.runner import Notifier, notifier_stage
+from tests.bus.deadletters import dead_letters, publish_poison
 from tests.conftest import eventually, free_port
 from tests.ingest.conftest import read_topic
 from tests.notifier.conftest import Subscriber, mosquitto
@@ -66,10 +70,13 @@ CONFIG = view(
 class Topics:
     transfers: str
     notifications: str
+    deadletter: str
 
 
 async def make_topics(kafka: str, unique: str) -> Topics:
-    topics = Topics(f"test.{unique}.transfers", f"test.{unique}.notifications")
+    topics = Topics(
+        f"test.{unique}.transfers", f"test.{unique}.notifications", f"test.{unique}.deadletter"
+    )
     await apply_topics(
         kafka,
         [
@@ -86,6 +93,7 @@ async def make_topics(kafka: str, unique: str) -> Topics:
                 ("ecpds.notifications",),
                 "t",
             ),
+            TopicSpec(topics.deadletter, "origin", 1, "delete", DAY_MS, ("ecpds.deadletter",), "t"),
         ],
     )
     return topics
@@ -94,16 +102,17 @@ async def make_topics(kafka: str, unique: str) -> Topics:
 @contextlib.asynccontextmanager
 async def running(
     kafka: str, topics: Topics, port: int, unique: str, config: ConfigView = CONFIG
-) -> AsyncIterator[NotifierRunner]:
+) -> AsyncIterator[Stage[Notifier]]:
     """A notifier publishing to ``127.0.0.1:port`` while the block runs."""
-    runner = NotifierRunner(
+    runner = notifier_stage(
         kafka,
         PahoBroker("127.0.0.1", port, client_id=f"notifier-{unique}", timeout=2.0),
         FixedConfig(config),
         transfers_topic=topics.transfers,
         notifications_topic=topics.notifications,
+        deadletter_topic=topics.deadletter,
         group_id=f"notifier-{unique}",
-        backoff=Backoff(first=0.2, cap=1.0),
+        retry=RetryPolicy(initial=0.2, maximum=1.0),
         source="notifier/test",
     )
     task = asyncio.create_task(runner.run())
@@ -125,7 +134,9 @@ async def outcomes(kafka: str, topic: str) -> list[Event]:
 
 
 @pytest.fixture(scope="module")
-async def notifier(kafka: str, mosquitto_port: int) -> AsyncIterator[tuple[Topics, NotifierRunner]]:
+async def notifier(
+    kafka: str, mosquitto_port: int
+) -> AsyncIterator[tuple[Topics, Stage[Notifier]]]:
     """One notifier on mosquitto for the module's tests."""
     unique = f"mod{free_port()}"
     topics = await make_topics(kafka, unique)
@@ -134,7 +145,7 @@ async def notifier(kafka: str, mosquitto_port: int) -> AsyncIterator[tuple[Topic
 
 
 async def test_wis2_message_arrives_with_its_properties_and_is_recorded(
-    kafka: str, mosquitto_port: int, notifier: tuple[Topics, NotifierRunner]
+    kafka: str, mosquitto_port: int, notifier: tuple[Topics, Stage[Notifier]]
 ) -> None:
     """A delivered file becomes one valid WIS2 message on its topic and a NotificationPublished."""
     topics, _ = notifier
@@ -178,7 +189,7 @@ async def test_wis2_message_arrives_with_its_properties_and_is_recorded(
 
 
 async def test_static_payload_keeps_qos_retain_and_expiry(
-    kafka: str, mosquitto_port: int, notifier: tuple[Topics, NotifierRunner]
+    kafka: str, mosquitto_port: int, notifier: tuple[Topics, Stage[Notifier]]
 ) -> None:
     """The configured payload is published retained at qos 2; a later subscriber still gets it."""
     topics, _ = notifier
@@ -206,7 +217,7 @@ async def test_static_payload_keeps_qos_retain_and_expiry(
 
 
 async def test_skipped_and_refused_transfers(
-    kafka: str, mosquitto_port: int, notifier: tuple[Topics, NotifierRunner]
+    kafka: str, mosquitto_port: int, notifier: tuple[Topics, Stage[Notifier]]
 ) -> None:
     """Expired, quiet and publish-false transfers send nothing; a refused topic is recorded as
     NotificationFailed; the transfer after them is still notified (at qos 0)."""
@@ -300,3 +311,28 @@ async def test_mqtt_311_broker_still_gets_the_message(
         sub.close()
     assert got.topic == "old/2026/grib/file.grib2"
     assert json.loads(got.payload)["id"] == core.message_id("v1", 1)
+
+
+async def test_a_poison_record_is_dead_lettered_once_and_the_next_transfer_notified(
+    kafka: str, mosquitto_port: int, unique: str
+) -> None:
+    """An undecodable record on the transfers topic becomes one dead letter of the notifier's
+    group; the success after it is still notified."""
+    topics = await make_topics(kafka, unique)
+    async with Publisher(kafka) as publisher:
+        poison = await publish_poison(publisher, topics.transfers, b"wis")
+    async with running(kafka, topics, mosquitto_port, unique) as runner:
+        await send(kafka, topics.transfers, [queued("p1", "wis"), succeeded("p1", "wis")])
+
+        async def recorded() -> bool:
+            return any(
+                isinstance(e, NotificationPublished) and e.transfer_id == "p1"
+                for e in await outcomes(kafka, topics.notifications)
+            )
+
+        await eventually(recorded, 20)
+    letters = await dead_letters(kafka, topics.deadletter, topics.transfers, runner.group_id)
+    assert [(d.origin_offset, d.reason) for d in letters] == [
+        (poison.offset, DeadLetterReason.UNDECODABLE)
+    ]
+    assert runner.dead_lettered == 1

@@ -138,16 +138,6 @@ def test_replicated_event_is_deterministic_per_file_and_store() -> None:
     assert one.envelope.causation_id == job.causation_id
 
 
-def test_retry_policy_doubles_until_capped_and_stops_on_permanent_errors() -> None:
-    """Retriable failures are retried with a doubling, capped delay; permanent ones are not."""
-    policy = core.RetryPolicy(max_attempts=3, initial=1.0, maximum=3.0)
-    assert [policy.delay(n) for n in (1, 2, 3)] == [1.0, 2.0, 3.0]
-    assert policy.retry(1, True)
-    assert policy.retry(2, True)
-    assert not policy.retry(3, True)
-    assert not policy.retry(1, False)
-
-
 def test_failure_message_names_every_store_and_reason() -> None:
     """A file short of its policy is described with the count and each store's reason."""
     job = core.plan(stored(), "eu", view(), in_disk)

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from bus.config.secrets import encrypt
+from bus.config.source import FixedConfig
 from bus.config.view import ConfigView
 from bus.errors import ConfigurationError
 from bus.events.config import Host, HostType
-from consumers.replicator.ports import FixedConfig
 from protocols.base import from_bytes
 from store.local import LocalStore
 from store.named import NamedStores

@@ -21,14 +21,18 @@ from bus.events.config import HostType
 from bus.events.datafiles import Checksums, DataFileReplicated, DataFileStored
 from bus.events.deadletter import DeadLettered, DeadLetterReason
 from bus.publisher import Publisher
-from consumers.replicator.core import RetryPolicy
-from consumers.replicator.runner import ReplicatorRunner
-from producers.api.app import ApiState, create_app
+from bus.retry import RetryPolicy
+from bus.stage import Stage
+from bus.topics import DAY_MS, TopicSpec, apply_topics
+from consumers.replicator.runner import Replicator, replicator_stage
+from producers.api.app import create_app
+from producers.api.ingest import ApiState
 from protocols import registry
 from protocols.base import Connection, Location, from_bytes
 from store.named import Connector, NamedStores
 from store.objects import ObjectId, ObjectSpec
 from store.replicated import Fallback, ReplicatedStore
+from tests.bus.deadletters import dead_letters, publish_poison
 from tests.config import factories as f
 from tests.ingest.conftest import define, read_topic
 from tests.replicator.conftest import PASSWORD, TOKEN, USER, Names, SftpServer
@@ -112,8 +116,8 @@ def stores(stack: ApiState, names: Names, connect: Connector = registry.connect)
 
 def runner(
     kafka: str, stack: ApiState, names: Names, named: NamedStores, **kw: object
-) -> ReplicatorRunner:
-    return ReplicatorRunner(
+) -> Stage[Replicator]:
+    return replicator_stage(
         kafka,
         named,
         stack.config,
@@ -127,7 +131,7 @@ def runner(
 
 
 async def run_until(
-    job: ReplicatorRunner, check: Callable[[], Awaitable[bool]], timeout: float = 40
+    job: Stage[Replicator], check: Callable[[], Awaitable[bool]], timeout: float = 40
 ) -> None:
     task = asyncio.create_task(job.run())
     try:
@@ -179,7 +183,7 @@ async def first_run(
         await run_until(job, finished)
     finally:
         await named.close()
-    return FirstRun(replicated, plain, broken, job.copied, job.dead_lettered)
+    return FirstRun(replicated, plain, broken, job.handler.copied, job.dead_lettered)
 
 
 async def test_stored_files_are_copied_to_the_secondary_store_with_identical_bytes(
@@ -258,8 +262,8 @@ async def test_a_redelivered_file_is_not_copied_again_and_its_event_keeps_its_id
     finally:
         await named.close()
     after = replications(await events(kafka, names.topics.datafiles))
-    assert job.copied == 0
-    assert job.reused == len(first_run.replicated)
+    assert job.handler.copied == 0
+    assert job.handler.reused == len(first_run.replicated)
     assert sorted(e.envelope.event_id for e in after) == sorted(
         e.envelope.event_id for e in before for _ in range(2)
     )
@@ -314,7 +318,7 @@ async def test_a_stored_file_without_its_registration_in_sight_finds_its_group_f
             return any(e.data_file_id == meta.id for e in found)
 
         await run_until(job, copied)
-        assert job.copied == 1
+        assert job.handler.copied == 1
         replica = named.store_for("archive")
         assert b"".join([c async for c in replica.get(meta.id)]) == data
     finally:
@@ -345,10 +349,56 @@ async def test_a_retriable_failure_is_retried_and_the_copy_then_made(
     try:
         await run_until(job, copied)
         assert attempts == ["flaky-replicas", "flaky-replicas"]
-        assert job.copied == 1
+        assert job.handler.copied == 1
         replica = named.store_for("flaky")
         assert b"".join([c async for c in replica.get(ObjectId(p.data_file_id))]) == p.data
     finally:
         await named.close()
     found = replications(await events(kafka, names.topics.datafiles))
     assert [e.to_store for e in found if e.data_file_id == p.data_file_id] == ["flaky"]
+
+
+async def test_a_poison_record_is_dead_lettered_once_and_the_next_file_replicated(
+    kafka: str,
+    stack: ApiState,
+    names: Names,
+    client: httpx.AsyncClient,
+    publisher: Publisher,
+    first_run: FirstRun,
+) -> None:
+    """An undecodable record on the datafiles topic becomes one dead letter of the
+    replicator's group, and a file stored after it is still replicated."""
+    deadletter = f"{names.deadletter}.poison"
+    await apply_topics(
+        kafka, [TopicSpec(deadletter, "origin", 1, "delete", DAY_MS, ("ecpds.deadletter",), "")]
+    )
+    poison = await publish_poison(publisher, names.topics.datafiles)
+    p = await put(client, "site-a", 2000)
+    named = stores(stack, names)
+    group = f"test-replicator-poison-{uuid.uuid4().hex[:8]}"
+    job = replicator_stage(
+        kafka,
+        named,
+        stack.config,
+        datafiles_topic=names.topics.datafiles,
+        deadletter_topic=deadletter,
+        group_id=group,
+        retry=RetryPolicy(max_attempts=2, initial=0.1, maximum=0.2),
+        source="replicator/test",
+    )
+
+    async def of_poison() -> list[DeadLetterReason]:
+        letters = await dead_letters(kafka, deadletter, names.topics.datafiles, group)
+        at = (poison.partition, poison.offset)
+        return [d.reason for d in letters if (d.origin_partition, d.origin_offset) == at]
+
+    async def replicated() -> bool:
+        found = replications(await events(kafka, names.topics.datafiles))
+        copied = any(e.data_file_id == p.data_file_id for e in found)
+        return copied and bool(await of_poison())
+
+    try:
+        await run_until(job, replicated)
+    finally:
+        await named.close()
+    assert await of_poison() == [DeadLetterReason.UNDECODABLE]

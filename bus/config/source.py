@@ -1,8 +1,8 @@
-"""What the backup stage needs from outside: the current configuration.
+"""Where a stage reads the current configuration: anything holding a ``ConfigView``.
 
-The object store is ``store.ports.ObjectStore``; copies go through ``protocols.registry``. The
-configuration is anything holding a current ``ConfigView`` (``bus.config.view.LiveConfig`` in
-production, ``FixedConfig`` in tests and demos).
+``ConfigSource`` is the one port for it: ``bus.config.view.LiveConfig`` in production (kept up
+to date from ``ecpds.config``), ``FixedConfig`` in tests and demos (a view that never changes).
+A stage reads ``source.view`` each time it decides, so a change applied meanwhile is seen.
 """
 
 from __future__ import annotations
