@@ -54,13 +54,6 @@ def stage_consumer(
     )
 
 
-async def sleep_unless(stopping: asyncio.Event, seconds: float) -> bool:
-    """Sleep ``seconds`` unless ``stopping`` is set meanwhile; True when stopping."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stopping.wait(), timeout=seconds)
-    return stopping.is_set()
-
-
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 

@@ -62,16 +62,6 @@ class Skip:
     reason: str
 
 
-def base_path(directory: str) -> str:
-    """The base path of a backup host's Directory field (see the module docstring)."""
-    for line in directory.splitlines():
-        text = line.strip()
-        if not text or text.startswith("("):
-            continue
-        return text.split("$", 1)[0].strip()
-    return ""
-
-
 def plan(queued: TransferQueued, view: ConfigView) -> BackupJob | Skip:
     """The backup job for a queued transfer, or why there is none."""
     if queued.status not in BACKED_UP_STATUSES:
@@ -95,7 +85,7 @@ def plan(queued: TransferQueued, view: ConfigView) -> BackupJob | Skip:
         transfer_id=queued.transfer_id,
         destination=queued.destination,
         host=host,
-        base=base_path(host.directory),
+        base=location.directory_base(host.directory),
         remote_path=posixpath.join(queued.destination, queued.target.lstrip("/")),
         causation_id=queued.envelope.event_id,
     )

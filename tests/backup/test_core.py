@@ -9,6 +9,7 @@ from bus.events.base import TransferStatus
 from bus.events.config import EncryptedSecret
 from consumers.backup import core
 from protocols.base import ConnectionLost
+from protocols.location import directory_base
 from tests.config import factories as f
 from tests.janitor.factories import queued
 
@@ -36,10 +37,10 @@ def view(**changes: object) -> ConfigView:
 
 def test_base_path_is_the_first_usable_line_cut_at_the_first_dollar() -> None:
     """The Directory field gives a base path: first line not starting with '(', cut at '$'."""
-    assert core.base_path("/archive/$destination[name]/x") == "/archive/"
-    assert core.base_path("($host[name]==a) /skip\n\n  /data/backup  \n/other") == "/data/backup"
-    assert core.base_path("") == ""
-    assert core.base_path("$dataFile[original]") == ""
+    assert directory_base("/archive/$destination[name]/x") == "/archive/"
+    assert directory_base("($host[name]==a) /skip\n\n  /data/backup  \n/other") == "/data/backup"
+    assert directory_base("") == ""
+    assert directory_base("$dataFile[original]") == ""
 
 
 def test_a_backup_destination_in_a_backup_group_is_copied_under_its_name() -> None:
