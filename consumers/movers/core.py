@@ -28,7 +28,7 @@ from bus.events.config import Host
 from bus.events.orders import TransferOrdered
 from bus.templates.context import RenderContext
 from bus.templates.directory import parse
-from protocols.base import Location
+from protocols.base import LOGIN_DIRECTORY, Location
 from store.compression import codec
 
 # Host options carry the module's OpenECPDS prefix (``sftp.mkdirs``); modules read bare names.
@@ -52,13 +52,13 @@ _SCALE = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
 
 def split_address(address: str) -> tuple[str, int | None, str]:
-    """``host[:port][/base/path]`` -> host, port, base path (``/`` when none)."""
+    """``host[:port][/base/path]`` -> host, port, base path (the login directory when none)."""
     hostport, slash, base = address.partition("/")
     host, port = hostport, None
     name, sep, tail = hostport.rpartition(":")
     if sep and tail.isdigit() and not name.endswith(":"):
         host, port = name, int(tail)
-    return host.strip("[]"), port, f"/{base}" if slash else "/"
+    return host.strip("[]"), port, f"/{base}" if slash else LOGIN_DIRECTORY
 
 
 def module_options(host: Host) -> dict[str, str]:
@@ -118,7 +118,8 @@ def extension(compression: Compression) -> str:
 
 
 def target_path(order: TransferOrdered, mover: str, now: datetime) -> str:
-    """The remote path of ``order`` (relative paths are under the host's base path).
+    """The remote path of ``order``: a relative one is under the host's base path, or the login
+    directory when the address has none (``protocols.base.Location.resolve``).
 
     An invalid template raises ``TemplateError`` (a permanent ``ConfigurationError``).
     """

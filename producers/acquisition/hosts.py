@@ -8,7 +8,7 @@ from bus.config.view import ConfigView
 from bus.events.config import Host, HostType
 from producers.acquisition.core import DEFAULT_POLLING_MS
 from producers.acquisition.wis2 import is_mqtt_host
-from protocols.base import Location
+from protocols.base import LOGIN_DIRECTORY, Location
 
 Job = tuple[str, str]  # host id, destination
 
@@ -47,7 +47,7 @@ def location_for(host: Host, password: str | None) -> Location:
         port=port,
         user=host.login,
         password=password,
-        path=f"/{base}" if slash else "/",
+        path=f"/{base}" if slash else LOGIN_DIRECTORY,
         options=options,
     )
 

@@ -93,11 +93,12 @@ def test_location_from_host_strips_module_prefixes_and_keeps_the_base_path() -> 
 
 
 def test_azure_and_ftps_hosts_read_their_module_options() -> None:
-    """``azure.*`` options reach an ``az`` host and ``ftp.*`` an ``ftps`` host, unprefixed."""
+    """``azure.*`` options reach an ``az`` host and ``ftp.*`` an ``ftps`` host, unprefixed; an
+    address without a base path leaves the login directory as the base."""
     az = core.location_for(host("az", "h", options={"azure.useMD5": "yes"}), None)
     ftps = core.location_for(host("ftps", "h:21", options={"ftp.passive": "no"}), None)
     assert az.option("useMD5") == "yes"
-    assert (ftps.option("passive"), ftps.port, ftps.path) == ("no", 21, "/")
+    assert (ftps.option("passive"), ftps.port, ftps.path) == ("no", 21, ".")
 
 
 def test_target_path_renders_the_directory_and_adds_the_codec_extension() -> None:
