@@ -4,6 +4,10 @@ By default ``ecpds up`` runs the embedded amqtt broker in its own process, bound
 127.0.0.1; ``ECPDS_MQTT_BROKER=mosquitto`` starts Debian's mosquitto through
 ``infra/mqtt/mosquitto.sh`` instead, and ``external`` uses a broker someone else runs. Every
 client (notifier, acquisition, tests) reaches whichever it is at ``mqtt_host:mqtt_port``.
+
+The embedded broker speaks MQTT 3.1.1 only and logs every MQTT 5 CONNECT as an invalid
+protocol, so clients speak 3.1.1 to it (``speaks_mqtt5``); the probe and the WIS2 subscriber
+speak 3.1.1 to every broker (they need nothing of MQTT 5).
 """
 
 from __future__ import annotations
@@ -20,6 +24,12 @@ from amqtt.errors import BrokerError
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bus.errors import InfrastructureError
+from bus.settings import MqttBroker
+
+
+def speaks_mqtt5(broker: MqttBroker) -> bool:
+    """Whether a client may open with MQTT 5 to ``broker`` (not to the embedded 3.1.1 one)."""
+    return broker != "embedded"
 
 
 def broker_config(host: str, port: int) -> BrokerConfig:
@@ -50,7 +60,9 @@ async def embedded_broker(host: str, port: int) -> AsyncIterator[Broker]:
 def probe(host: str, port: int, timeout: float = 5.0) -> bool:
     """True when an MQTT CONNECT to the broker is accepted (blocking; run in a thread)."""
     accepted = threading.Event()
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="ecpds-probe")
+    client = paho.Client(
+        CallbackAPIVersion.VERSION2, client_id="ecpds-probe", protocol=paho.MQTTv311
+    )
 
     def on_connect(
         c: paho.Client, userdata: object, flags: object, reason: object, props: object

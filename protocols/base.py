@@ -9,6 +9,14 @@ resets and server-side (5xx) failures are retriable.
 Rule kept by every ``put``: unless ``use_tmp`` is False, bytes are written under a temporary
 name in the same directory and renamed to the final name only after the last byte is written,
 so no reader ever sees a partial file at the final name.
+
+Paths are read as FTP and SFTP clients read them: an absolute path (``/data/in``) is absolute
+on the remote host; a relative one (``inbox/sftp``) is under the location's base path, and a
+relative base (``.``, the login directory, which a host whose address has no base path gets) is
+left relative, so the server resolves it from the login directory. ``Location.resolve`` is the
+one place that joins them; modules whose remote has no login directory (file, HTTP, memory)
+anchor what is still relative at ``/`` with ``Location.rooted``, and the object stores read it
+as a key under the bucket.
 """
 
 from __future__ import annotations
@@ -27,6 +35,8 @@ from bus.errors import EcpdsError
 
 ByteStream = AsyncIterator[bytes]
 DEFAULT_CHUNK = 1024 * 1024
+# The base path of a location whose relative paths the server resolves from the login directory.
+LOGIN_DIRECTORY = "."
 
 
 class TransferError(EcpdsError):
@@ -77,6 +87,8 @@ class Location:
 
     ``password`` never appears in ``repr`` or ``url``; options are the protocol options an
     operator sets on a host (``usetmp``, ``passive``, ``mkdirs`` ...), without module prefix.
+    ``path`` is the base path: absolute, or relative to the login directory (``.`` is the login
+    directory itself; empty means the same).
     """
 
     scheme: str
@@ -111,7 +123,7 @@ class Location:
         user = f"{quote(self.user)}@" if self.user else ""
         port = f":{self.port}" if self.port else ""
         host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 literal
-        return f"{self.scheme}://{user}{host}{port}{self.path}"
+        return f"{self.scheme}://{user}{host}{port}{_url_path(self.path)}"
 
     def option(self, name: str, default: str | None = None) -> str | None:
         return self.options.get(name, default)
@@ -123,10 +135,21 @@ class Location:
         return value.strip().lower() in {"1", "yes", "true", "on"}
 
     def resolve(self, path: str) -> str:
-        """Join ``path`` to the location's base path (absolute paths are kept)."""
-        if path.startswith("/"):
-            return posixpath.normpath(path)
-        return posixpath.normpath(posixpath.join(self.path or "/", path))
+        """``path`` joined to the base path: an absolute path is kept, a relative one is under
+        the base, and stays relative (to the login directory) when the base is relative."""
+        return posixpath.normpath(posixpath.join(self.path or LOGIN_DIRECTORY, path))
+
+    def rooted(self, path: str) -> str:
+        """``resolve``, for a remote without a login directory: what is relative is under ``/``."""
+        return posixpath.normpath(posixpath.join("/", self.resolve(path)))
+
+
+def _url_path(path: str) -> str:
+    """A base path as a URL path: a relative one is under ``/~`` (home), as SFTP URLs write it."""
+    if path.startswith("/"):
+        return path
+    relative = posixpath.normpath(path or LOGIN_DIRECTORY)
+    return "/~" if relative == LOGIN_DIRECTORY else f"/~/{relative}"
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ Blocking file I/O never runs on the event loop: every read, write, fsync, rename
 walk goes through ``asyncio.to_thread``, in blocks of 1 MiB. Rule kept: a put writes a
 temporary file in the target's directory, fsyncs it, ``os.replace``s it onto the final name and
 fsyncs the directory, so the final name only ever holds a complete file, even after a crash;
-a failed put removes its temporary file.
+a failed put removes its temporary file. A local tree has no login directory: a path still
+relative after the location's base path is under ``/`` (``Location.rooted``).
 """
 
 from __future__ import annotations
@@ -138,12 +139,12 @@ class FileConnection:
         pattern: str | None = None,
         regex: str | None = None,
     ) -> list[Entry]:
-        base = self.location.resolve(path)
+        base = self.location.rooted(path)
         entries = await _io(f"list {base}", _walk, base, recursive)
         return sorted(select(entries, pattern, regex), key=lambda e: e.name)
 
     async def get(self, path: str, *, offset: int = 0) -> ByteStream:
-        target = self.location.resolve(path)
+        target = self.location.rooted(path)
         what = f"get {target}"
         handle: BinaryIO = await _io(what, open, target, "rb")
         try:
@@ -163,7 +164,7 @@ class FileConnection:
         mkdirs: bool | None = None,
         offset: int = 0,
     ) -> int:
-        final = self.location.resolve(path)
+        final = self.location.rooted(path)
         what = f"put {final}"
         directory = os.path.dirname(final)
         if self.location.flag("mkdirs", True) if mkdirs is None else mkdirs:
@@ -204,18 +205,18 @@ class FileConnection:
         return written
 
     async def rename(self, source: str, target: str) -> None:
-        src, dst = self.location.resolve(source), self.location.resolve(target)
+        src, dst = self.location.rooted(source), self.location.rooted(target)
         await _io(f"rename {src} to {dst}", os.replace, src, dst)
 
     async def delete(self, path: str) -> None:
-        target = self.location.resolve(path)
+        target = self.location.rooted(path)
         try:
             await _io(f"delete {target}", os.unlink, target)
         except ProtocolFailure:  # a directory: remove it if empty
             await _io(f"delete {target}", os.rmdir, target)
 
     async def mkdir(self, path: str, *, parents: bool = True) -> None:
-        target = self.location.resolve(path)
+        target = self.location.rooted(path)
         if parents:
             await _io(f"mkdir {target}", os.makedirs, target, 0o777, True)
             return
@@ -223,7 +224,7 @@ class FileConnection:
             await _io(f"mkdir {target}", os.mkdir, target)
 
     async def size(self, path: str) -> int:
-        target = self.location.resolve(path)
+        target = self.location.rooted(path)
         info = await _io(f"size {target}", os.stat, target)
         if stat.S_ISDIR(info.st_mode):
             raise ProtocolFailure(f"size {target}: is a directory")

@@ -35,6 +35,7 @@ from aioftp.common import SSLSessionBoundContext
 
 from protocols.base import (
     DEFAULT_CHUNK,
+    LOGIN_DIRECTORY,
     AuthenticationFailed,
     ByteStream,
     Connection,
@@ -57,6 +58,8 @@ from protocols.base import (
 # written (measured on loopback, 512 MiB gets beside curl: 1 MiB blocks only 0.75-0.93x,
 # this 1.4-1.7x; 64 KiB measured a little less).
 LEAST = 256 * 1024
+# The login directory and the root: the tops of relative and absolute paths.
+_TOPS = frozenset({LOGIN_DIRECTORY, "/"})
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
 _MISSING = re.compile(r"no such|not found|does not exist|doesn't exist|cannot find|can't find")
 _DENIED = re.compile(
@@ -317,6 +320,10 @@ class FtpConnection:
         return [str(part) for part in info]
 
     async def _is_dir(self, path: str) -> bool:
+        if path in _TOPS:
+            # Taken to exist; asked, a server without MLST (vsftpd) would have aioftp look for
+            # an entry named "" in the parent's LIST, and answer no.
+            return True
         try:
             return bool(await self.client.is_dir(path))
         except aioftp.StatusCodeError as error:
@@ -330,7 +337,7 @@ class FtpConnection:
         current = directory
         while current not in self._dirs and not await self._is_dir(current):
             missing.append(current)
-            current = posixpath.dirname(current)
+            current = posixpath.dirname(current) or LOGIN_DIRECTORY  # "inbox" is under "."
         for path in reversed(missing):
             try:
                 await self._command(f"MKD {path}", "257")

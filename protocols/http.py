@@ -228,7 +228,7 @@ class HttpConnection:
         return self._session.closed
 
     def url(self, path: str, *, directory: bool = False) -> str:
-        resolved = self.location.resolve(path)
+        resolved = self.location.rooted(path)
         if directory and not resolved.endswith("/"):
             resolved += "/"
         return self._origin + quote(resolved)
@@ -383,7 +383,7 @@ class HttpConnection:
     ) -> int:
         if offset:
             raise ProtocolFailure("HTTP put cannot resume at an offset")
-        target = self.location.resolve(path)
+        target = self.location.rooted(path)
         parents = mkdirs if mkdirs is not None else self.location.flag("mkdirs", True)
         # A body stream cannot be replayed after a 409, so parents are made first; the
         # directories this connection made or saw are remembered to spare the MKCOLs.
@@ -455,7 +455,7 @@ class HttpConnection:
 
     async def mkdir(self, path: str, *, parents: bool = True) -> None:
         self._need_webdav("mkdir")
-        target = self.location.resolve(path)
+        target = self.location.rooted(path)
         steps = [target]
         if parents:
             parts = [p for p in target.split("/") if p]

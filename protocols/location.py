@@ -12,7 +12,9 @@ Every stage that reaches a host (movers, acquisition, backup, the named stores) 
   host name to fail later as a name-resolution error.
 - The path is the address's base path joined with the ``base`` a caller gives (a backup or
   store host's Host Directory read by ``directory_base``; an absolute one wins), or ``root``
-  when neither gives one (``/``; the backup's ``.``, the login directory).
+  when neither gives one: the login directory (``protocols.base.LOGIN_DIRECTORY``, ``.``), so a
+  relative Host Directory resolves from it as every FTP/SFTP client does; the named stores
+  pass ``/``.
 - ``protocol`` -> URL scheme (lower case, as in ``protocols.registry``); ``login`` -> user;
   ``password`` comes in already decrypted, and ``Location`` keeps it out of ``repr`` and
   ``url``.
@@ -30,7 +32,7 @@ from typing import Final
 
 from bus.errors import ConfigurationError
 from bus.events.config import Host
-from protocols.base import Location
+from protocols.base import LOGIN_DIRECTORY, Location
 
 FIELD: Final = "host.address"
 
@@ -107,7 +109,9 @@ def module_options(protocol: str, options: Mapping[str, str]) -> dict[str, str]:
     }
 
 
-def location_for(host: Host, password: str | None, *, base: str = "", root: str = "/") -> Location:
+def location_for(
+    host: Host, password: str | None, *, base: str = "", root: str = LOGIN_DIRECTORY
+) -> Location:
     """Where the transfer module connects for ``host`` (``password`` already decrypted).
 
     The path is the address's base path joined with ``base``, or ``root`` when both are empty.

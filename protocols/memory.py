@@ -81,7 +81,7 @@ class MemoryConnection:
     def _path(self, path: str) -> str:
         if self.closed:
             raise ProtocolFailure("connection is closed")
-        return self.location.resolve(path)
+        return self.location.rooted(path)
 
     async def list(
         self,

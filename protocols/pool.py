@@ -14,6 +14,9 @@ scheme, host, port, user, secret and session options (``PoolKey``), or opens one
   retires it: nobody new is lent it, and it is closed when its last caller gives it back;
 - the lent connection resolves paths against the *caller's* location and applies its ``usetmp``
   and ``mkdirs``, so locations that differ only in base path or in those options share sessions.
+  A path resolved against a relative base is still relative (to the login directory), so such
+  callers share sessions opened at the login directory itself, which keep it as it is, and
+  never those opened at an absolute base, which would put it under that base a second time.
 
 Read a ``get`` stream to its end (or ``aclose`` it) before leaving the ``async with`` block: an
 open stream still holds the session.
@@ -23,12 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
-from protocols.base import ByteStream, Connection, Entry, Location, TransferError
+from protocols.base import LOGIN_DIRECTORY, ByteStream, Connection, Entry, Location, TransferError
 from protocols.registry import connect
 
 # Options read per operation by the pooled wrapper, not fixed when the session opens.
@@ -45,6 +49,7 @@ class PoolKey:
     user: str | None
     secret: str
     options: tuple[tuple[str, str], ...]
+    relative: bool = False  # the caller's base path is under the login directory
 
     @classmethod
     def of(cls, location: Location) -> PoolKey:
@@ -52,7 +57,10 @@ class PoolKey:
         options = tuple(
             sorted((k, v) for k, v in location.options.items() if k not in PER_OPERATION_OPTIONS)
         )
-        return cls(location.scheme, location.host, location.port, location.user, digest, options)
+        relative = not location.path.startswith("/")
+        return cls(
+            location.scheme, location.host, location.port, location.user, digest, options, relative
+        )
 
 
 @dataclass(frozen=True)
@@ -283,6 +291,8 @@ class ConnectionPool:
                 return inner
             self._discarded += 1
             await self._close(inner)
+        if not location.path.startswith("/"):
+            location = dataclasses.replace(location, path=LOGIN_DIRECTORY)  # see the docstring
         connection = await self._opener(location)
         self._opened += 1
         return connection

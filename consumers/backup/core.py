@@ -94,7 +94,7 @@ def plan(queued: TransferQueued, view: ConfigView) -> BackupJob | Skip:
 def location_for(host: Host, base: str, password: str | None) -> Location:
     """Where the transfer module connects for ``host`` (``password`` already decrypted): the one
     Host -> Location, under ``base`` (the login directory when there is none)."""
-    return location.location_for(host, password, base=base, root=".")
+    return location.location_for(host, password, base=base)
 
 
 def backed_up(

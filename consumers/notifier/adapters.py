@@ -6,9 +6,12 @@ Rules kept here:
   connection included; its callbacks only hand results to the event loop
   (``call_soon_threadsafe``). ``publish`` waits for the connection, then for the broker's
   acknowledgement (PUBACK/PUBCOMP; for qos 0 the write), each at most ``timeout`` seconds.
-- MQTT 5 first, for message expiry and content type; a broker that refuses it ("unsupported
-  protocol version", e.g. the embedded amqtt one) is spoken to in MQTT 3.1.1, without those
-  two properties (a warning says so once).
+- MQTT 5 for message expiry and content type, unless the broker is known not to speak it:
+  ``for_settings`` speaks 3.1.1 to the embedded amqtt broker from the first CONNECT (it logs
+  every MQTT 5 one as an invalid protocol). A broker that refuses MQTT 5 anyway ("unsupported
+  protocol version") is spoken to in 3.1.1 from its refusal on, without those two properties
+  (a warning says so once); the switch is made at once, not at the next publish, as paho would
+  otherwise retry MQTT 5 every few seconds for as long as nothing is published.
 - Errors are the project's: unreachable, disconnected or silent -> ``TransientError``; a
   message refused (reason code >= 0x80, except "server busy" and "quota exceeded", or a topic
   paho rejects) -> ``PermanentError``.
@@ -29,6 +32,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from bus.errors import PermanentError, TransientError
 from bus.logging import get_logger
+from bus.mqtt import speaks_mqtt5
+from bus.settings import Settings
 from consumers.notifier.core import Notification
 
 log = get_logger(__name__)
@@ -40,21 +45,46 @@ class PahoBroker:
     """Publishes notifications to one MQTT broker (see the module docstring)."""
 
     def __init__(
-        self, host: str, port: int, *, client_id: str = "ecpds-notifier", timeout: float = 10.0
+        self,
+        host: str,
+        port: int,
+        *,
+        client_id: str = "ecpds-notifier",
+        timeout: float = 10.0,
+        mqtt5: bool = True,
     ) -> None:
         self._host = host
         self._port = port
         self._client_id = client_id
         self._timeout = timeout
-        self._protocol = paho.MQTTv5
+        self._protocol = paho.MQTTv5 if mqtt5 else paho.MQTTv311
         self._client: paho.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connected = False
-        self._unsupported = False
+        self._downgrading: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
         self._lock = threading.Lock()  # guards the two tables below (network thread vs loop)
         self._waiting: dict[int, asyncio.Future[ReasonCode]] = {}
         self._early: dict[int, ReasonCode] = {}  # acknowledged before publish() saw the mid
+
+    @classmethod
+    def for_settings(cls, settings: Settings, *, client_id: str = "ecpds-notifier") -> PahoBroker:
+        """The broker of ``settings``, in the MQTT version it speaks (module docstring)."""
+        return cls(
+            settings.mqtt_host,
+            settings.mqtt_port,
+            client_id=client_id,
+            mqtt5=speaks_mqtt5(settings.mqtt_broker),
+        )
+
+    @property
+    def protocol(self) -> str:
+        """The MQTT version spoken now (``5`` or ``3.1.1``)."""
+        return "5" if self._protocol == paho.MQTTv5 else "3.1.1"
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
 
     @property
     def address(self) -> str:
@@ -65,6 +95,14 @@ class PahoBroker:
         self._connect()
 
     async def stop(self) -> None:
+        downgrading, self._downgrading = self._downgrading, None
+        if downgrading is not None and not downgrading.done():
+            downgrading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await downgrading
+        await self._disconnect()
+
+    async def _disconnect(self) -> None:
         client, self._client = self._client, None
         if client is not None:
             client.disconnect()
@@ -118,8 +156,6 @@ class PahoBroker:
         assert self._loop is not None, "start() first"
         deadline = self._loop.time() + self._timeout
         while not self._connected:
-            if self._unsupported:
-                await self._downgrade()
             remaining = deadline - self._loop.time()
             if remaining <= 0:
                 raise TransientError(f"MQTT broker {self.address} unreachable")
@@ -134,8 +170,7 @@ class PahoBroker:
             "MQTT broker refuses MQTT 5: publishing in 3.1.1 without expiry or content type",
             broker=self.address,
         )
-        self._unsupported = False
-        await self.stop()
+        await self._disconnect()
         self._protocol = paho.MQTTv311
         self._connect()
 
@@ -182,8 +217,8 @@ class PahoBroker:
 
     def _apply(self, connected: bool, unsupported: bool) -> None:
         self._connected = connected
-        # sticky until _downgrade acts on it: the disconnect that follows must not clear it
-        self._unsupported = self._unsupported or unsupported
+        if unsupported and self._downgrading is None and self._protocol == paho.MQTTv5:
+            self._downgrading = asyncio.ensure_future(self._downgrade())
         if not connected:
             with self._lock:
                 self._early.clear()  # acknowledgements of messages nobody waits for any more

@@ -153,9 +153,7 @@ def notifier_stage(
 async def serve(settings: Settings, _: argparse.Namespace) -> None:
     """Run the notifier with the live configuration until a signal."""
     async with LiveConfig(settings.kafka_bootstrap, create_topic=False) as live:
-        broker = PahoBroker(
-            settings.mqtt_host, settings.mqtt_port, client_id=f"ecpds-notifier-{settings.instance}"
-        )
+        broker = PahoBroker.for_settings(settings, client_id=f"ecpds-notifier-{settings.instance}")
         stage = notifier_stage(
             settings.kafka_bootstrap, broker, live, source=f"notifier/{settings.instance}"
         )

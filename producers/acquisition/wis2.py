@@ -173,6 +173,7 @@ class Subscriber:
         client = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=f"ecpds-acq-{self.host.id}-{time.monotonic_ns() % 10**6}",
+            protocol=paho.MQTTv311,  # what every broker speaks, the embedded one included
         )
         if self.host.login:
             client.username_pw_set(self.host.login, self.password)

@@ -122,6 +122,25 @@ async def test_paths_and_usetmp_follow_the_callers_location() -> None:
     await pool.close()
 
 
+async def test_a_login_relative_caller_never_shares_a_session_opened_at_an_absolute_base() -> None:
+    """A path relative to the login directory is not put under another caller's base path."""
+    recorder = Recorder()
+    pool = ConnectionPool(opener=recorder)
+    async with pool.connection(memory("/elsewhere")) as absolute:
+        await absolute.put("a.bin", from_bytes(b"a"))
+    async with pool.connection(memory(".")) as relative:
+        await relative.put("inbox/b.bin", from_bytes(b"b"))
+    async with pool.connection(memory("/")) as root:
+        # memory has no login directory: what stays relative is under /
+        assert await read_all(root.get("/inbox/b.bin")) == b"b"
+        assert await read_all(root.get("/elsewhere/a.bin")) == b"a"
+        with pytest.raises(NotFound):
+            await root.size("/elsewhere/inbox/b.bin")
+    opened = [c.location.path for c in recorder.opened if isinstance(c, MemoryConnection)]
+    assert opened == ["/elsewhere", "."]
+    await pool.close()
+
+
 async def test_lending_is_bounded_per_key() -> None:
     """No more than per_key connections of one key are lent at once; the rest wait."""
     recorder = Recorder()
