@@ -2,6 +2,8 @@
 destination summary.
 
 Rules kept here:
+- only failures that are the host's count (``protocols.base.FAULTS``: connection, login,
+  permission, missing directory ...); the file's own and transient ones never move a host;
 - hosts are the destination's active dissemination hosts in association priority order
   (an operator's host priority overrides the association's; ties by host id);
 - a failing host is retried ``retry_count`` times, each after ``retry_frequency_ms`` counted
@@ -80,7 +82,7 @@ def on_failure(
     ordered_at: datetime | None,
     at: datetime,
 ) -> DestinationSummary:
-    """Summary after a retriable failure of an attempt on ``host_id`` at ``at``."""
+    """Summary after a failure of an attempt on ``host_id`` at ``at`` that was the host's."""
     previous = summary.failures.get(host_id)
     if previous is not None and ordered_at is not None and ordered_at < previous.last_at:
         return summary  # running alongside the failure already counted
@@ -127,7 +129,9 @@ def on_success(
     """Summary after a delivery through ``host_id``."""
     failures = dict(summary.failures)
     failures.pop(host_id, None)
-    summary = replace(summary, failures=failures, cycle=0, sleep_until=None, last_ok=transfer_id)
+    summary = replace(
+        summary, failures=failures, cycle=0, sleep_until=None, last_ok=transfer_id, last_error=""
+    )
     current = current_host(summary, order)
     if (
         dest.on_host_failure is OnHostFailure.NEXT_AND_RETRY
