@@ -9,7 +9,9 @@ Rules kept here:
 - a failing host is retried ``retry_count`` times, each after ``retry_frequency_ms`` counted
   from the failure; one more failure moves to the next host;
 - attempts that were already running when a host failed fail with it: a failure counts only if
-  its attempt was ordered at or after the host's previous failure (one outage, one count);
+  its attempt was ordered at or after the host's previous failure, and after the destination
+  last moved on from a failing host (one outage, one count: a hundred transfers refused at
+  once for a wrong password are one failure, not a hundred cycles);
 - moving past the last host wraps to the first and counts one cycle; after the destination's
   ``retry_count`` cycles (``-1`` never) the destination is exhausted (HOLD "Failed"), otherwise
   it sleeps ``retry_frequency_ms`` (IDLE) before the next cycle;
@@ -84,7 +86,10 @@ def on_failure(
 ) -> DestinationSummary:
     """Summary after a failure of an attempt on ``host_id`` at ``at`` that was the host's."""
     previous = summary.failures.get(host_id)
-    if previous is not None and ordered_at is not None and ordered_at < previous.last_at:
+    if ordered_at is not None and (
+        (previous is not None and ordered_at < previous.last_at)
+        or (summary.moved_at is not None and ordered_at < summary.moved_at)
+    ):
         return summary  # running alongside the failure already counted
     host = hosts.get(host_id)
     retry_ms = host.retry_frequency_ms if host is not None else 0
@@ -102,6 +107,7 @@ def on_failure(
         summary = replace(
             summary,
             failures=failures,
+            moved_at=at,
             switch_reason=f"Host {host_id} failed {count} times: trying the next host",
         )
         return _moved(summary, nxt, order, dest, at)
@@ -110,6 +116,7 @@ def on_failure(
     summary = replace(
         summary,
         failures={},
+        moved_at=at,
         cycle=cycle,
         exhausted=summary.exhausted or exhausted,
         sleep_until=None if exhausted else at + timedelta(milliseconds=dest.retry_frequency_ms),

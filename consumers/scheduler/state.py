@@ -111,6 +111,9 @@ class DestinationSummary:
     # destination's status reasons until a success
     last_error: str = ""
     sleep_until: datetime | None = None  # pause between cycles (IDLE)
+    # when failures last moved the destination on (next host or next cycle): attempts ordered
+    # before then failed in that outage and count no more
+    moved_at: datetime | None = None
     exhausted: bool = False  # retry count of cycles reached: HOLD "Failed"
     reset_time: datetime | None = None  # back to the primary host at this time
     last_ok: str | None = None
