@@ -336,8 +336,9 @@ def _reschedule(
     out: list[Event],
     touched: set[str],
 ) -> None:
-    """Reschedule after recovery: once a retried transfer got through, transfers delayed
-    before then (max start reached while the hosts were failing) are due again at once."""
+    """Reschedule after recovery: once a retried transfer (or the first since a restart of
+    the destination) got through, transfers delayed before then (max start reached while the
+    hosts were failing) are due again at once."""
     recovered = rt.summary.recovered_at
     if recovered is None or rt.rescheduled == recovered:
         return

@@ -117,9 +117,10 @@ class DestinationSummary:
     exhausted: bool = False  # retry count of cycles reached: HOLD "Failed"
     reset_time: datetime | None = None  # back to the primary host at this time
     last_ok: str | None = None
-    # when a transfer that needed more than one attempt got through: transfers delayed before
-    # then are rescheduled ("reschedule after recovery")
+    # when a transfer that needed more than one attempt, or the first since a restart, got
+    # through: transfers delayed before then are rescheduled ("reschedule after recovery")
     recovered_at: datetime | None = None
+    restarted: bool = False  # restarted by an operator, no delivery since
     last_ko: str | None = None
     deactivated: frozenset[str] = frozenset()  # hosts an operator took out of use
     # operator overrides of association priority

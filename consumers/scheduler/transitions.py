@@ -155,12 +155,15 @@ def _succeeded(state: SchedulerState, ev: TransferSucceeded) -> None:
     _touch(state, e, ev, status=S.DONE, reason="")
     rt = state.runtime(e.destination)
     if rt.config is not None:
+        # a retried transfer got through, or the first one since an operator restarted the
+        # destination (a password put right): the destination has recovered
+        recovered = e.attempt > 1 or rt.summary.restarted
         order = failover.host_order(rt.associations, state.hosts, rt.summary)
         summary = failover.on_success(
             rt.summary, order, rt.config, ev.host_id, e.transfer_id, ev.envelope.occurred_at
         )
-        if e.attempt > 1:  # a retried transfer got through: the destination has recovered
-            summary = replace(summary, recovered_at=ev.envelope.occurred_at)
+        if recovered:
+            summary = replace(summary, recovered_at=ev.envelope.occurred_at, restarted=False)
         state.put_summary(rt, summary)
 
 

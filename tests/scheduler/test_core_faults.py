@@ -126,6 +126,26 @@ def test_held_destination_restarted_delivers_every_queued_file() -> None:
     assert s.summary().last_error == ""
 
 
+def test_files_delayed_by_max_start_while_held_go_out_after_the_restart() -> None:
+    """Transfers that reached their max start on the refused host are delayed when the
+    destination restarts, and due again as soon as the first delivery gets through: the
+    restart does not leave them waiting the start frequency."""
+    dest = destination(max_start=2, retry_count=2, retry_frequency_ms=30_000)
+    s = Scheduler(configured(dest, host("h1", retry_count=0)), [queued(f"t{i}") for i in "123"])
+    s.settle(T0)
+    fail_running(s, at(seconds=1), **WRONG_PASSWORD)
+    s.settle(at(seconds=31))
+    fail_running(s, at(seconds=32), **WRONG_PASSWORD)
+    assert s.summary().status is D.HOLD
+    out = s.given(request(RestartRequested, at(minutes=5))).settle(at(minutes=5))
+    assert {e.transfer_id for e in of(out, TransferRequeued)} == {"t1", "t2"}  # max start
+    (first,) = ordered(out)
+    out = s.given(succeeded(first, at(minutes=5, seconds=1))).settle(at(minutes=5, seconds=1))
+    rescheduled = [e for e in of(out, TransferRequeued) if e.reason.startswith("Rescheduled")]
+    assert {e.transfer_id for e in rescheduled} == {"t1", "t2"}
+    assert sorted(o.transfer_id for o in ordered(out)) == ["t1", "t2"]
+
+
 def test_missing_object_at_the_store_ends_the_transfer_and_blames_no_host() -> None:
     """The file's own problem (its object missing in the store and every replica) stops that
     transfer; the host counts no failure and the destination goes on delivering."""
