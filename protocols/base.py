@@ -115,8 +115,12 @@ FAULTS: Mapping[str, Whose] = MappingProxyType(
         "TransientError": Whose(TRANSIENT, True),
     }
 )
-"""Whose problem each error the movers can meet is, by class name (the name a
-``TransferFailed`` carries as ``error_class``). A class not listed takes the row of its nearest
+"""Whose problem each error the movers can meet is, by class name: the name a
+``TransferFailed`` carries as ``error_class`` (so failures logged before it carried a fault are
+classed the same way), and the store's errors are named without importing ``store`` here
+(``tests/protocols/test_faults.py`` checks that every row names a real class, with its
+``retriable``, and that every error class of the modules and the store has a row). A class
+not listed takes the row of its nearest
 listed base class; one with none is ``TRANSIENT``: an unknown error is not the file's, so it
 never ends a transfer (the destination's max start and max requeue bound its retries)."""
 
