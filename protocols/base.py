@@ -6,6 +6,13 @@ library errors are translated at this boundary into ``TransferError`` subclasses
 ``retriable``: authentication, permission and missing-file errors are permanent; timeouts,
 resets and server-side (5xx) failures are retriable.
 
+Whose problem each error is, is written once, in ``FAULTS`` (read by the movers when they
+report a failure, whose ``TransferFailed`` carries it to the scheduler): the host's (it counts
+against the host's retries, fails over to the next host, and after the destination's cycles
+holds the destination), the file's own (it ends the transfer), or transient (requeued later,
+nobody's count). Only the file's own problem ends a transfer: a wrong password, a permission
+or a missing directory is fixed at the host, and the queue waits for it.
+
 Rule kept by every ``put``: unless ``use_tmp`` is False, bytes are written under a temporary
 name in the same directory and renamed to the final name only after the last byte is written,
 so no reader ever sees a partial file at the final name.
@@ -28,10 +35,12 @@ import secrets
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from types import MappingProxyType
+from typing import NamedTuple, Protocol, runtime_checkable
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from bus.errors import EcpdsError
+from bus.events.transfers import Fault
 
 ByteStream = AsyncIterator[bytes]
 DEFAULT_CHUNK = 1024 * 1024
@@ -79,6 +88,72 @@ class ChecksumMismatch(TransferError):
     """Bytes read back do not match the recorded checksum."""
 
     retriable = True
+
+
+class Whose(NamedTuple):
+    """One row of ``FAULTS``: whose problem an error is, and its class's ``retriable``."""
+
+    fault: Fault
+    retriable: bool
+
+
+HOST, FILE, TRANSIENT = Fault.HOST, Fault.FILE, Fault.TRANSIENT
+
+FAULTS: Mapping[str, Whose] = MappingProxyType(
+    {
+        # -- the host's: fixed at the host or in its configuration, never by resending --------
+        "AuthenticationFailed": Whose(HOST, False),  # wrong password or key, host key not trusted
+        "PermissionDenied": Whose(HOST, False),  # the login may not write there
+        "NotFound": Whose(HOST, False),  # the Host Directory (or a parent) is missing
+        "ProtocolFailure": Whose(HOST, False),  # the peer speaks something the module cannot
+        "ConnectionLost": Whose(HOST, True),  # refused, reset, unreachable
+        "TransferTimeout": Whose(HOST, True),
+        "ServerFailure": Whose(HOST, True),  # 5xx, 4xx FTP replies, SSH_FX_FAILURE, disk full
+        "ChecksumMismatch": Whose(HOST, True),  # the remote kept other bytes than were sent
+        # the host's definition: a Host Directory template, its credentials, address or options
+        "ConfigurationError": Whose(HOST, False),
+        # an OS error no module translated, on the way to the host
+        "ConnectionError": Whose(HOST, True),
+        "TimeoutError": Whose(HOST, True),
+        # -- the file's own: at the store (``store.errors``), the same on every host -----------
+        "ObjectNotFound": Whose(FILE, False),  # missing in the store and every replica
+        "CodecError": Whose(FILE, False),  # its stored compressed stream cannot be decoded
+        # -- transient: neither the host's nor the file's for good ---------------------------------
+        # a copy failed its checksum: a replica, or a repaired copy, may serve the next read
+        "ObjectCorrupt": Whose(TRANSIENT, True),
+        "StoreError": Whose(TRANSIENT, False),  # the store could not be read just now
+        "TransientError": Whose(TRANSIENT, True),
+    }
+)
+"""Whose problem each error the movers can meet is, by class name: the name a
+``TransferFailed`` carries as ``error_class`` (so failures logged before it carried a fault are
+classed the same way), and the store's errors are named without importing ``store`` here
+(``tests/protocols/test_faults.py`` checks that every row names a real class, with its
+``retriable``, and that every error class of the modules and the store has a row). A class
+not listed takes the row of its nearest
+listed base class; one with none is ``TRANSIENT``: an unknown error is not the file's, so it
+never ends a transfer (the destination's max start and max requeue bound its retries)."""
+
+
+def fault_of(error: BaseException) -> Fault:
+    """Whose problem ``error`` is (see ``FAULTS``)."""
+    for cls in type(error).__mro__:
+        row = FAULTS.get(cls.__name__)
+        if row is not None:
+            return row.fault
+    return TRANSIENT
+
+
+def reported_fault(fault: Fault | None, error_class: str, retriable: bool) -> Fault:
+    """Whose problem a reported failure was: the ``fault`` it carries, or for a failure from a
+    mover older than that field, its class's row, else HOST when retriable and FILE when not
+    (what such a failure meant to the scheduler then: counted against the host, or stopped)."""
+    if fault is not None:
+        return fault
+    row = FAULTS.get(error_class)
+    if row is not None:
+        return row.fault
+    return HOST if retriable else FILE
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,14 @@ class Verification(StrEnum):
     SIZE_AND_CHECKSUM = "SIZE_AND_CHECKSUM"
 
 
+class Fault(StrEnum):
+    """Whose problem a failed attempt was (``protocols.base.FAULTS`` says it per error class)."""
+
+    HOST = "HOST"  # the host's: counts against its retries, fails over, may hold the destination
+    FILE = "FILE"  # the file itself (its object missing at the store): ends the transfer
+    TRANSIENT = "TRANSIENT"  # neither: requeued later without counting against the host
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TransferQueued(Event):
     """A transfer of a data file to a destination was queued (WAIT, or HOLD when standby)."""
@@ -116,6 +124,8 @@ class TransferFailed(Event):
     retriable: bool
     bytes_sent: int = 0
     duration_ms: int = 0
+    # null from movers older than this field: the scheduler reads retriable as HOST, else FILE
+    fault: Fault | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -332,4 +342,5 @@ EVENTS: tuple[type[Event], ...] = (
 )
 NAMED_TYPES: Mapping[str, type] = {
     "ecpds.transfers.Verification": Verification,
+    "ecpds.transfers.Fault": Fault,
 }

@@ -36,6 +36,7 @@ from bus.events.transfers import Verification
 from protocols.base import ChecksumMismatch, Connection, LandedSize, Location, TransferError
 from protocols.pool import ConnectionPool
 from store.compression import compress
+from store.errors import StoreError
 from store.objects import object_id
 from store.ports import ObjectStore
 
@@ -85,7 +86,12 @@ class ReadAhead:
         return self
 
     async def __anext__(self) -> bytes:
-        chunk = await self._next  # StopAsyncIteration at the end, as the stream said
+        try:
+            chunk = await self._next  # StopAsyncIteration at the end, as the stream said
+        except TransferError as error:
+            # a remote store's module failed: the store's trouble, not the destination host's
+            # (``protocols.base.FAULTS``), so it must not read as the host's ConnectionLost
+            raise StoreError(f"store read: {error}", retriable=error.retriable) from error
         self._next = asyncio.ensure_future(anext(self._stream))
         return chunk
 

@@ -3,7 +3,9 @@ about itself (heartbeat, stopped).
 
 Every outcome carries the order's attempt (the scheduler ignores outcomes of a superseded
 attempt), the host and this mover; its envelope correlates to the transfer and is caused by the
-order's event, so one grep on the transfer id follows it from order to outcome.
+order's event, so one grep on the transfer id follows it from order to outcome. A failure
+carries whose problem it was (``protocols.base.FAULTS``): the scheduler decides from that
+whether to count it against the host, end the transfer, or just requeue it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from bus.events.transfers import (
 )
 from consumers.movers.config import MoverConfig
 from consumers.movers.delivery import Delivered
+from protocols.base import fault_of
 
 MAX_MESSAGE = 2000  # characters of an error message kept in the event
 
@@ -72,7 +75,8 @@ def failed(
     retriable: bool,
     seconds: float,
 ) -> TransferFailed:
-    """The attempt failed; ``retriable`` comes from the error's flag, never its text."""
+    """The attempt failed; ``retriable`` comes from the error's flag and ``fault`` from its class
+    (``protocols.base.FAULTS``), never from its text."""
     return TransferFailed(
         envelope=_envelope(order, source),
         transfer_id=order.transfer_id,
@@ -84,6 +88,7 @@ def failed(
         message=str(error)[:MAX_MESSAGE],
         retriable=retriable,
         duration_ms=int(seconds * 1000),
+        fault=fault_of(error),
     )
 
 

@@ -175,6 +175,7 @@ def _destination_status(state: SchedulerState, ev: DestinationStatusChanged) -> 
             running=s.running,
             last_ok=s.last_ok,
             last_ko=s.last_ko,
+            restarted=True,  # its next delivery is a recovery (see ``_reschedule``)
             deactivated=s.deactivated,
             host_priority=s.host_priority,
         )

@@ -10,6 +10,9 @@ Rules kept here:
   a finished transfer);
 - host failover follows from the facts (``failover``), so a replay of the log rebuilds the
   same current host, failure counters and cycles; ``decide`` only announces them;
+- whose problem a failure was (``protocols.base.FAULTS``, carried by ``TransferFailed``) says
+  what follows it: the host's counts in failover and may hold the destination, never the
+  files; only the file's own stops the transfer; a transient one is requeued later;
 - leaving HOLD/STOP through a restart (RSTR) resets the destination's host provider.
 
 ``evolve`` mutates ``state`` in place and returns it (see ``state`` for why).

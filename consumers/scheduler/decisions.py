@@ -16,7 +16,8 @@ destination that decided something stays dirty until its decisions are evolved, 
 again before evolving returns the same events (same ids).
 
 One visit of a destination, in order: operator requests; follow-ups of ended attempts (a
-failure is requeued, an unrecoverable failure stopped, an interruption requeued: never
+failure that is the host's is requeued, a transient one requeued after the destination's retry
+frequency, only one of the file itself stopped; an interruption requeued: never
 forgotten) — a visit that answered or followed up ends there, so orders see the queue as
 changed; expiry; then the destination's status and host (announce a host switch, reset to
 the primary, sleep between cycles, wait for a host retry, wait for a window); then transfers
@@ -36,7 +37,13 @@ from bus.events.transfers import TransferInterrupted, TransferStopped
 from consumers.scheduler import duplicates, failover, outputs, windows
 from consumers.scheduler.lifecycle import FINISHED, ORDERABLE, PENDING
 from consumers.scheduler.requests import Answerer, Verdict
-from consumers.scheduler.state import DestinationRuntime, Followup, SchedulerState, TransferEntry
+from consumers.scheduler.state import (
+    DestinationRuntime,
+    DestinationSummary,
+    Followup,
+    SchedulerState,
+    TransferEntry,
+)
 
 D = DestinationStatus
 _UNLIMITED = 1 << 30
@@ -203,8 +210,16 @@ def _visit(
                 f" on host {e.host_id}: {e.reason}"
             )
             out.append(outputs.requeued(src, now, e, reason, e.queue_time))
+        elif e.followup is Followup.REQUEUE_LATER:
+            # nobody's fault to count: the retry frequency keeps it from spinning
+            later = max(e.queue_time, now + timedelta(milliseconds=cfg.retry_frequency_ms))
+            reason = (
+                "Requeued by the scheduler after a transient failure"
+                f" on host {e.host_id} (retried at {later:%Y-%m-%d %H:%M:%S}): {e.reason}"
+            )
+            out.append(outputs.requeued(src, now, e, reason, later))
         else:
-            reason = f"Unrecoverable error on host {e.host_id}: {e.reason}"
+            reason = f"Unrecoverable error of the file itself (on host {e.host_id}): {e.reason}"
             out.append(outputs.stopped(src, now, e, reason))
     if answered or rt.followups:
         # orders wait for the next visit, when the answers and requeues are in the queue
@@ -218,7 +233,7 @@ def _visit(
     elif s.status is D.HOLD or s.status is D.STOP:
         target = None  # stays until an operator restarts it
     elif s.exhausted:
-        target = (D.HOLD, f"Failed: every host failed, {s.cycle} cycle(s)", None)
+        target = (D.HOLD, f"Failed: every host failed, {s.cycle} cycle(s){_last(s)}", None)
     elif not order:
         target = (D.FAIL, "No dissemination host available", None)
     else:
@@ -238,10 +253,12 @@ def _visit(
             return
         wait = failover.retry_wait(s, current, now)
         if s.sleep_until is not None and now < s.sleep_until:
-            target = (D.IDLE, f"Sleeping between retry cycles (cycle {s.cycle})", s.sleep_until)
+            reason = f"Sleeping between retry cycles (cycle {s.cycle}){_last(s)}"
+            target = (D.IDLE, reason, s.sleep_until)
         elif wait is not None:
             count = s.failures[current].count
-            target = (D.RETR, f"Retrying host {current} after {count} failure(s)", wait)
+            reason = f"Retrying host {current} after {count} failure(s){_last(s)}"
+            target = (D.RETR, reason, wait)
         elif not windows.is_open(cfg.active_windows, now):
             opening = windows.next_opening(cfg.active_windows, now)
             target = (D.SCHE, "Outside the active time windows", opening)
@@ -265,6 +282,11 @@ def _visit(
     if target is not None and target[0] is not s.status:
         new, reason, until = target
         out.append(outputs.destination_status(src, now, s, new, reason, until))
+
+
+def _last(s: DestinationSummary) -> str:
+    """The destination's last host error, for a status reason (what an operator must fix)."""
+    return f"; last error on {s.last_error}" if s.last_error else ""
 
 
 def _expire(
@@ -314,8 +336,9 @@ def _reschedule(
     out: list[Event],
     touched: set[str],
 ) -> None:
-    """Reschedule after recovery: once a retried transfer got through, transfers delayed
-    before then (max start reached while the hosts were failing) are due again at once."""
+    """Reschedule after recovery: once a retried transfer (or the first since a restart of
+    the destination) got through, transfers delayed before then (max start reached while the
+    hosts were failing) are due again at once."""
     recovered = rt.summary.recovered_at
     if recovered is None or rt.rescheduled == recovered:
         return

@@ -2,12 +2,16 @@
 destination summary.
 
 Rules kept here:
+- only failures that are the host's count (``protocols.base.FAULTS``: connection, login,
+  permission, missing directory ...); the file's own and transient ones never move a host;
 - hosts are the destination's active dissemination hosts in association priority order
   (an operator's host priority overrides the association's; ties by host id);
 - a failing host is retried ``retry_count`` times, each after ``retry_frequency_ms`` counted
   from the failure; one more failure moves to the next host;
 - attempts that were already running when a host failed fail with it: a failure counts only if
-  its attempt was ordered at or after the host's previous failure (one outage, one count);
+  its attempt was ordered at or after the host's previous failure, and after the destination
+  last moved on from a failing host (one outage, one count: a hundred transfers refused at
+  once for a wrong password are one failure, not a hundred cycles);
 - moving past the last host wraps to the first and counts one cycle; after the destination's
   ``retry_count`` cycles (``-1`` never) the destination is exhausted (HOLD "Failed"), otherwise
   it sleeps ``retry_frequency_ms`` (IDLE) before the next cycle;
@@ -80,9 +84,12 @@ def on_failure(
     ordered_at: datetime | None,
     at: datetime,
 ) -> DestinationSummary:
-    """Summary after a retriable failure of an attempt on ``host_id`` at ``at``."""
+    """Summary after a failure of an attempt on ``host_id`` at ``at`` that was the host's."""
     previous = summary.failures.get(host_id)
-    if previous is not None and ordered_at is not None and ordered_at < previous.last_at:
+    if ordered_at is not None and (
+        (previous is not None and ordered_at < previous.last_at)
+        or (summary.moved_at is not None and ordered_at < summary.moved_at)
+    ):
         return summary  # running alongside the failure already counted
     host = hosts.get(host_id)
     retry_ms = host.retry_frequency_ms if host is not None else 0
@@ -100,6 +107,7 @@ def on_failure(
         summary = replace(
             summary,
             failures=failures,
+            moved_at=at,
             switch_reason=f"Host {host_id} failed {count} times: trying the next host",
         )
         return _moved(summary, nxt, order, dest, at)
@@ -108,6 +116,7 @@ def on_failure(
     summary = replace(
         summary,
         failures={},
+        moved_at=at,
         cycle=cycle,
         exhausted=summary.exhausted or exhausted,
         sleep_until=None if exhausted else at + timedelta(milliseconds=dest.retry_frequency_ms),
@@ -127,7 +136,9 @@ def on_success(
     """Summary after a delivery through ``host_id``."""
     failures = dict(summary.failures)
     failures.pop(host_id, None)
-    summary = replace(summary, failures=failures, cycle=0, sleep_until=None, last_ok=transfer_id)
+    summary = replace(
+        summary, failures=failures, cycle=0, sleep_until=None, last_ok=transfer_id, last_error=""
+    )
     current = current_host(summary, order)
     if (
         dest.on_host_failure is OnHostFailure.NEXT_AND_RETRY

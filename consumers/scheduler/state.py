@@ -34,8 +34,9 @@ class Followup(StrEnum):
     """What the scheduler still owes a transfer whose attempt ended badly."""
 
     NONE = "NONE"
-    REQUEUE = "REQUEUE"  # retriable failure: requeue (RETR)
-    STOP = "STOP"  # unrecoverable failure: stop (STOP)
+    REQUEUE = "REQUEUE"  # the host's failure: requeue (RETR); the host's retries pace it
+    STOP = "STOP"  # the file's own failure: stop (STOP)
+    REQUEUE_LATER = "REQUEUE_LATER"  # transient failure: requeue after the retry frequency
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -106,13 +107,20 @@ class DestinationSummary:
     running: Mapping[str, int] = field(default_factory=dict)  # running attempts per host
     failures: Mapping[str, HostFailure] = field(default_factory=dict)
     cycle: int = 0  # full passes through the host list since the last success
+    # the last failure that was a host's ("host h1: AuthenticationFailed: ..."), shown in the
+    # destination's status reasons until a success
+    last_error: str = ""
     sleep_until: datetime | None = None  # pause between cycles (IDLE)
+    # when failures last moved the destination on (next host or next cycle): attempts ordered
+    # before then failed in that outage and count no more
+    moved_at: datetime | None = None
     exhausted: bool = False  # retry count of cycles reached: HOLD "Failed"
     reset_time: datetime | None = None  # back to the primary host at this time
     last_ok: str | None = None
-    # when a transfer that needed more than one attempt got through: transfers delayed before
-    # then are rescheduled ("reschedule after recovery")
+    # when a transfer that needed more than one attempt, or the first since a restart, got
+    # through: transfers delayed before then are rescheduled ("reschedule after recovery")
     recovered_at: datetime | None = None
+    restarted: bool = False  # restarted by an operator, no delivery since
     last_ko: str | None = None
     deactivated: frozenset[str] = frozenset()  # hosts an operator took out of use
     # operator overrides of association priority

@@ -2,7 +2,11 @@
 
 Rules kept here: an outcome counts only for the transfer's current attempt while it runs (a
 superseded attempt's outcome is ignored); a status change the lifecycle table refuses is
-ignored; a failure or success on a host moves the destination's host provider (``failover``).
+ignored; a success on a host, or a failure that is the host's, moves the destination's host
+provider (``failover``). Whose problem a failure is comes with it (``protocols.base.FAULTS``):
+the host's is requeued and counted against the host (a wrong password, a missing directory
+hold the destination after its cycles, never the files), the file's own stops the transfer,
+a transient one is requeued later and counted against nobody.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Any
 from bus.events.base import Event, TransferStatus
 from bus.events.orders import TransferOrdered
 from bus.events.transfers import (
+    Fault,
     TransferAbandoned,
     TransferDownloaded,
     TransferExpired,
@@ -39,6 +44,7 @@ from consumers.scheduler.state import (
     TransferEntry,
     registrar,
 )
+from protocols.base import reported_fault
 
 S = TransferStatus
 HANDLERS: dict[type[Event], Handler] = {}
@@ -149,12 +155,15 @@ def _succeeded(state: SchedulerState, ev: TransferSucceeded) -> None:
     _touch(state, e, ev, status=S.DONE, reason="")
     rt = state.runtime(e.destination)
     if rt.config is not None:
+        # a retried transfer got through, or the first one since an operator restarted the
+        # destination (a password put right): the destination has recovered
+        recovered = e.attempt > 1 or rt.summary.restarted
         order = failover.host_order(rt.associations, state.hosts, rt.summary)
         summary = failover.on_success(
             rt.summary, order, rt.config, ev.host_id, e.transfer_id, ev.envelope.occurred_at
         )
-        if e.attempt > 1:  # a retried transfer got through: the destination has recovered
-            summary = replace(summary, recovered_at=ev.envelope.occurred_at)
+        if recovered:
+            summary = replace(summary, recovered_at=ev.envelope.occurred_at, restarted=False)
         state.put_summary(rt, summary)
 
 
@@ -163,11 +172,13 @@ def _failed(state: SchedulerState, ev: TransferFailed) -> None:
     e = _current(state, ev.transfer_id, ev.attempt)
     if e is None or not e.running:
         return
-    followup = Followup.REQUEUE if ev.retriable else Followup.STOP
-    _touch(state, e, ev, followup=followup, reason=f"{ev.error_class}: {ev.message}")
+    fault = reported_fault(ev.fault, ev.error_class, ev.retriable)
+    reason = f"{ev.error_class}: {ev.message}"
+    _touch(state, e, ev, followup=_FOLLOWUPS[fault], reason=reason)
     rt = state.runtime(e.destination)
     summary = replace(rt.summary, last_ko=e.transfer_id)
-    if ev.retriable and rt.config is not None:
+    if fault is Fault.HOST and rt.config is not None:
+        summary = replace(summary, last_error=f"host {ev.host_id}: {reason}")
         order = failover.host_order(rt.associations, state.hosts, summary)
         summary = failover.on_failure(
             summary,
@@ -179,6 +190,13 @@ def _failed(state: SchedulerState, ev: TransferFailed) -> None:
             ev.envelope.occurred_at,
         )
     state.put_summary(rt, summary)
+
+
+_FOLLOWUPS = {
+    Fault.HOST: Followup.REQUEUE,
+    Fault.FILE: Followup.STOP,
+    Fault.TRANSIENT: Followup.REQUEUE_LATER,
+}
 
 
 @_on(TransferInterrupted)

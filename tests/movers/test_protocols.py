@@ -19,6 +19,7 @@ from bus.config.secrets import decrypt, encrypt
 from bus.events.base import Compression
 from bus.events.config import Host, IfTargetExists
 from bus.events.transfers import (
+    Fault,
     TransferFailed,
     TransferStarted,
     TransferSucceeded,
@@ -31,6 +32,7 @@ from protocols.location import location_for
 from protocols.registry import connect
 from store.compression import decompress
 from store.local import LocalStore
+from store.objects import ObjectId
 from tests.movers.support import (
     Outcomes,
     Stored,
@@ -286,7 +288,8 @@ async def test_wrong_password_fails_permanently(
     kafka: str, topics: Topics, outcomes: Outcomes, store: LocalStore, key_file: Path,
     ftp_server: FtpServer,
 ) -> None:  # fmt: skip
-    """A refused login ends as TransferFailed, not retriable, naming the error and the host."""
+    """A refused login ends as TransferFailed, not retriable, naming the error and the host,
+    and classed as the host's problem (so the scheduler fails over, never stops the file)."""
     target = host(
         "ftp", f"127.0.0.1:{ftp_server.port}", login=ftp_server.user,
         credentials=encrypt("not-the-password", key_file), directory="/x/",
@@ -296,14 +299,31 @@ async def test_wrong_password_fails_permanently(
     outcome = await outcomes.wait(sent.transfer_id, (TransferSucceeded, TransferFailed))
     assert isinstance(outcome, TransferFailed)
     assert (outcome.retriable, outcome.error_class) == (False, "AuthenticationFailed")
+    assert outcome.fault is Fault.HOST
     assert (outcome.host_id, outcome.attempt) == (target.id, 3)
+
+
+@pytest.mark.usefixtures("mover")
+async def test_object_missing_at_the_store_is_the_files_own_failure(
+    kafka: str, topics: Topics, outcomes: Outcomes, store: LocalStore, tmp_path: Path
+) -> None:
+    """An order whose object is gone from the store fails as the file's own problem (FILE),
+    the one failure the scheduler ends a transfer for; nothing reaches the host."""
+    obj = await stored(store, size=1000)
+    await store.delete(ObjectId(obj.guid))
+    sent = order(obj, host("file", "", directory=f"{tmp_path}/out/"), target="gone.bin")
+    await publish_orders(kafka, topics.orders, sent)
+    outcome = await outcomes.wait(sent.transfer_id, (TransferSucceeded, TransferFailed))
+    assert isinstance(outcome, TransferFailed)
+    assert (outcome.error_class, outcome.fault) == ("ObjectNotFound", Fault.FILE)
+    assert not (tmp_path / "out" / "gone.bin").exists()
 
 
 @pytest.mark.usefixtures("mover")
 async def test_server_gone_fails_retriably(
     kafka: str, topics: Topics, outcomes: Outcomes, store: LocalStore, key_file: Path,
 ) -> None:  # fmt: skip
-    """A host where nothing listens ends as a retriable TransferFailed."""
+    """A host where nothing listens ends as a retriable TransferFailed, the host's problem."""
     target = host(
         "ftp", f"127.0.0.1:{ftp_port()}", login="u", credentials=encrypt("p", key_file),
         options={"ftp.connectTimeOut": "2s"},
@@ -313,6 +333,7 @@ async def test_server_gone_fails_retriably(
     outcome = await outcomes.wait(sent.transfer_id, (TransferSucceeded, TransferFailed))
     assert isinstance(outcome, TransferFailed)
     assert outcome.retriable is True
+    assert outcome.fault is Fault.HOST
 
 
 @pytest.mark.usefixtures("mover")

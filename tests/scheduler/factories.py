@@ -26,6 +26,7 @@ from bus.events.config_changes import (
 )
 from bus.events.orders import TransferOrdered
 from bus.events.transfers import (
+    Fault,
     TransferFailed,
     TransferInterrupted,
     TransferQueued,
@@ -166,9 +167,17 @@ def succeeded(order: TransferOrdered, when: datetime, mover: str = "m1") -> Tran
 
 
 def failed(
-    order: TransferOrdered, when: datetime, *, retriable: bool = True, mover: str = "m1"
+    order: TransferOrdered,
+    when: datetime,
+    *,
+    retriable: bool = True,
+    mover: str = "m1",
+    error: str = "ConnectionRefused",
+    message: str = "connection refused",
+    fault: Fault | None = None,
 ) -> TransferFailed:
-    """A mover failed the ordered attempt (retriable unless told otherwise)."""
+    """A mover failed the ordered attempt (retriable unless told otherwise; without ``fault``
+    it reads as a failure from a mover older than that field)."""
     return TransferFailed(
         envelope=env(when),
         transfer_id=order.transfer_id,
@@ -176,13 +185,22 @@ def failed(
         attempt=order.attempt,
         host_id=order.host.id,
         mover_id=mover,
-        error_class="ConnectionRefused",
-        message="connection refused",
+        error_class=error,
+        message=message,
         retriable=retriable,
+        fault=fault,
     )
 
 
-def fail_running(s: Scheduler, when: datetime, *, retriable: bool = True) -> list[Event]:
+def fail_running(
+    s: Scheduler,
+    when: datetime,
+    *,
+    retriable: bool = True,
+    error: str = "ConnectionRefused",
+    message: str = "connection refused",
+    fault: Fault | None = None,
+) -> list[Event]:
     """Every running attempt fails at ``when``; returns what is decided then (settled)."""
     for e in sorted(s.state.transfers.values(), key=lambda e: e.transfer_id):
         if e.running:
@@ -194,9 +212,10 @@ def fail_running(s: Scheduler, when: datetime, *, retriable: bool = True) -> lis
                     attempt=e.attempt,
                     host_id=e.host_id or "",
                     mover_id="m1",
-                    error_class="ConnectionRefused",
-                    message="connection refused",
+                    error_class=error,
+                    message=message,
                     retriable=retriable,
+                    fault=fault,
                 )
             )
     return s.settle(when)

@@ -171,12 +171,13 @@ def test_parallel_attempts_failing_together_count_once() -> None:
     assert len(of(out, TransferRequeued)) == 2
 
 
-def test_unrecoverable_error_stops_the_transfer_without_blaming_the_host() -> None:
-    """A non-retriable failure stops the transfer (STOP) and counts no host failure."""
+def test_unclassed_permanent_error_of_an_older_mover_stops_the_transfer() -> None:
+    """A non-retriable failure of a class not in the table, from a mover that did not say whose
+    problem it was, reads as the file's (as it did then): STOP, no host failure counted."""
     s = two_hosts()
     out = fail_running(s, at(seconds=1), retriable=False)
     (stop,) = of(out, TransferStopped)
-    assert stop.reason.startswith("Unrecoverable error on host h1")
+    assert stop.reason.startswith("Unrecoverable error of the file itself (on host h1)")
     assert s.entry("t1").status == "STOP"
     assert s.summary().failures == {}
 
