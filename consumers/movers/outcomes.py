@@ -31,8 +31,10 @@ def _envelope(order: TransferOrdered, source: str) -> Envelope:
     return envelope(source, order.transfer_id, order.envelope.event_id)
 
 
-def started(order: TransferOrdered, source: str, mover: str) -> TransferStarted:
-    """The mover took the order and is about to move bytes (EXEC)."""
+def started(
+    order: TransferOrdered, source: str, mover: str, temporary: str | None = None
+) -> TransferStarted:
+    """The mover took the order and is about to move bytes (EXEC) through ``temporary``."""
     return TransferStarted(
         envelope=_envelope(order, source),
         transfer_id=order.transfer_id,
@@ -40,6 +42,7 @@ def started(order: TransferOrdered, source: str, mover: str) -> TransferStarted:
         attempt=order.attempt,
         host_id=order.host.id,
         mover_id=mover,
+        temporary_path=temporary,
     )
 
 
@@ -71,8 +74,10 @@ def failed(
     error: BaseException,
     retriable: bool,
     seconds: float,
+    temporary: str | None = None,
 ) -> TransferFailed:
-    """The attempt failed; ``retriable`` comes from the error's flag, never its text."""
+    """The attempt failed; ``retriable`` comes from the error's flag, never its text;
+    ``temporary`` is the name it wrote under (the next attempt removes it if left)."""
     return TransferFailed(
         envelope=_envelope(order, source),
         transfer_id=order.transfer_id,
@@ -84,6 +89,7 @@ def failed(
         message=str(error)[:MAX_MESSAGE],
         retriable=retriable,
         duration_ms=int(seconds * 1000),
+        temporary_path=temporary,
     )
 
 
