@@ -3,7 +3,7 @@
 The object store is ``store.ports.ObjectStore``; replicas in other stores are reached by name
 through ``Stores`` (``store.named.NamedStores`` in production); the configuration is anything
 with a current ``ConfigView`` (``bus.config.view.LiveConfig`` in production, a fixed view in
-tests and demos).
+tests and demos); temporary files movers left on hosts are removed through ``HostFileRemover``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from bus.config.view import ConfigView
+from bus.events.config import Host
 from store.ports import ObjectStore
 
 
@@ -28,6 +29,13 @@ class Stores(Protocol):
     """Object stores by name (the transfer group's stores holding replicas)."""
 
     def store_for(self, name: str) -> ObjectStore: ...
+
+
+class HostFileRemover(Protocol):
+    """Removes one file on a destination host (a path already gone counts as removed);
+    ``consumers.janitor.hosts.HostFiles`` in production."""
+
+    async def remove(self, host: Host, path: str) -> None: ...
 
 
 @dataclass(frozen=True)
