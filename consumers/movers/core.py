@@ -33,7 +33,7 @@ import hashlib
 import posixpath
 import re
 from collections.abc import Hashable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 
@@ -50,6 +50,7 @@ RATE_OPTION = "upload.rateThrottling"
 # FTP LIST gives minutes, and the remote clock is not ours: a file this much older than the
 # unsettled attempt may still be its delivery
 MTIME_SLACK = timedelta(seconds=60)
+BLIND_ATTEMPTS = 3  # attempts whose temporary names are deleted unseen where listings hide them
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*(?:/s)?\s*$", re.IGNORECASE)
 _SCALE = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
@@ -134,6 +135,17 @@ def leftovers(order: TransferOrdered, location: Location, path: str) -> re.Patte
         return re.compile(re.escape(f"{prefix}{name}{suffix}"))
     stem = re.escape(f"{prefix}{name}.{tag(order.transfer_id)}.")
     return re.compile(stem + r"(\d+)(?:\.[0-9a-f]{8})?\.tmp")
+
+
+def derived_leftovers(order: TransferOrdered, location: Location, path: str) -> list[str]:
+    """The absolute temporary names the last ``BLIND_ATTEMPTS`` attempts up to this one wrote
+    by themselves (no redelivery), for servers whose listing hides them."""
+    first = max(1, order.attempt - BLIND_ATTEMPTS + 1)
+    names = [
+        temporary_path(replace(order, attempt=attempt), location, path)
+        for attempt in range(first, order.attempt + 1)
+    ]
+    return list(dict.fromkeys(name for name in names if name is not None))
 
 
 def is_leftover(pattern: re.Pattern[str], order: TransferOrdered, name: str) -> bool:

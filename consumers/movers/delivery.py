@@ -19,7 +19,8 @@ Rules kept:
 - effectively once: an order with ``check_since`` (an earlier attempt's outcome is unknown, or
   this may be a redelivery) first lists the target's directory once (``settle``): it removes
   the temporary files earlier attempts of this transfer left there (their names are derived,
-  ``core.leftovers``), and a file at the final name that ``core.found`` takes for this
+  ``core.leftovers``; where an FTP listing hides dot files, as vsftpd's does, the names of the
+  last attempts are deleted unseen), and a file at the final name that ``core.found`` takes for this
   transfer's delivery is reported delivered (``FOUND_*``) instead of being sent again.
 """
 
@@ -29,7 +30,6 @@ import asyncio
 import contextlib
 import hashlib
 import posixpath
-import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterable, Callable
 from dataclasses import dataclass
@@ -60,6 +60,8 @@ log = get_logger(__name__)
 
 # Hashing smaller chunks inline is cheaper than a thread hop.
 THREAD_HASH = 256 * 1024
+# schemes whose servers may leave dot files out of a listing (FTP LIST without -a)
+HIDING = frozenset({"ftp", "ftps"})
 
 
 @dataclass(frozen=True)
@@ -217,9 +219,7 @@ async def settle(
     directory, name = posixpath.split(remote)
     pattern = core.leftovers(order, location, path)
     try:
-        entries: list[Entry] | None = await conn.list(
-            directory, regex=f"^(?:{re.escape(name)}|{pattern.pattern})$"
-        )
+        entries: list[Entry] | None = await conn.list(directory)
     except TransferError as error:
         if error.retriable:
             raise
@@ -237,6 +237,11 @@ async def settle(
                 entry = item
             elif not item.is_dir and core.is_leftover(pattern, order, item.name):
                 await _remove(conn, posixpath.join(directory, item.name), order)
+        if location.scheme in HIDING and not any(i.name.startswith(".") for i in entries):
+            # an FTP LIST without -a (vsftpd's default) hides dot files: delete the names
+            # this transfer's last attempts derived, unseen (a missing one is no error)
+            for temporary in core.derived_leftovers(order, location, path):
+                await _remove(conn, temporary, order)
     verification = core.found(order, entry, since, None)
     if verification is not None:
         remote_md5 = await remote_checksum(conn, remote)

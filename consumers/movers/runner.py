@@ -114,7 +114,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_assigned(self, assigned: Any) -> None:
         for tp in assigned:
             self._mover.tracker.assign(tp)
-            self._mover.assigned_ms.setdefault(tp, time.time() * 1000)
+            self._mover.assigned_ms[tp] = time.time() * 1000
 
 
 class Mover:
@@ -152,7 +152,7 @@ class Mover:
             fetch_max_wait_ms=50,
         )
         self._running: dict[tuple[str, int], _Running] = {}
-        self.assigned_ms: dict[TopicPartition, float] = {}  # when a partition first came here
+        self.assigned_ms: dict[TopicPartition, float] = {}  # when a partition came here
         self._aborted: dict[tuple[str, int], float] = {}  # -> when it is forgotten (monotonic)
         self._per_destination: dict[str, int] = {}
         self._changed = asyncio.Condition()

@@ -212,3 +212,13 @@ def test_a_redelivered_order_looks_since_its_own_order_time() -> None:
     reissued = replace(sent, attempt=2, check_since=early)
     assert core.check_since(reissued, redelivered=False) == early
     assert core.check_since(reissued, redelivered=True) == early
+
+
+def test_names_deleted_unseen_are_the_last_attempts_own() -> None:
+    """Where a listing hides dot files, attempt 5 deletes the names attempts 3 to 5 derived."""
+    sent = replace(order(OBJ, host("ftp", "h")), attempt=5)
+    location = location_for(sent.host, None)
+    tag = core.tag(sent.transfer_id)
+    assert core.derived_leftovers(sent, location, "/in/a.grib") == [
+        f"/in/.a.grib.{tag}.{n}.tmp" for n in (3, 4, 5)
+    ]

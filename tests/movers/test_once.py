@@ -1,9 +1,10 @@
-"""Effectively once, and no litter, against real servers (a local folder, pyftpdlib FTP and
-OpenSSH's sftp): an attempt whose predecessor's outcome is unknown removes the temporary files
-earlier attempts left, takes a file an earlier attempt delivered for delivered (FOUND_SIZE)
-instead of sending it again, and still sends over an older file of the same name; a mover
-SIGKILLed mid-write or after its rename, its order taken by another mover, ends as one file
-at the final name, nothing beside it and one TransferSucceeded.
+"""Effectively once, and no litter, against real servers (a local folder, pyftpdlib FTP,
+also hiding dot files from listings as vsftpd does, and OpenSSH's sftp): an attempt whose
+predecessor's outcome is unknown removes the temporary files earlier attempts left, takes a
+file an earlier attempt delivered for delivered (FOUND_SIZE) instead of sending it again, and
+still sends over an older file of the same name; a mover SIGKILLed mid-write or after its
+rename, its order taken by another mover, ends as one file at the final name, nothing beside
+it and one TransferSucceeded.
 """
 
 from __future__ import annotations
@@ -68,6 +69,17 @@ def ftp_server(ram_dir: Callable[[str], Path]) -> Iterator[FtpServer]:
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def hiding_ftp_server(ram_dir: Callable[[str], Path]) -> Iterator[FtpServer]:
+    """An FTP server whose listings leave dot files out, as vsftpd does by default."""
+    server = FtpServer(
+        root=ram_dir("once-ftp-hiding"), port=ftp_port(), password="ftp-pass", hide_dot_files=True
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
 def file_remote(tmp_path: Path) -> Remote:
     return Remote(host("file", "", directory=f"{tmp_path}/"), None, tmp_path)
 
@@ -92,12 +104,13 @@ def sftp_remote(server: Sshd, name: str, **options: str) -> Remote:
     return Remote(target, None, server.data / name)
 
 
-@pytest.fixture(params=["file", "ftp", "sftp"])
+@pytest.fixture(params=["file", "ftp", "ftp-hiding", "sftp"])
 def remote(request: pytest.FixtureRequest, tmp_path: Path, key_file: Path) -> Remote:
     """Each destination kind, in a folder of its own."""
     name = f"once-{tmp_path.name}"
-    if request.param == "ftp":
-        return ftp_remote(request.getfixturevalue("ftp_server"), key_file, name)
+    if request.param.startswith("ftp"):
+        fixture = "hiding_ftp_server" if request.param == "ftp-hiding" else "ftp_server"
+        return ftp_remote(request.getfixturevalue(fixture), key_file, name)
     if request.param == "sftp":
         return sftp_remote(request.getfixturevalue("sshd"), name)
     return file_remote(tmp_path)
