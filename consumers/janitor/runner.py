@@ -181,16 +181,20 @@ class JanitorRunner:
             log.warning("temporary file given up", host=leftover.host_id, path=leftover.path)
         count = 0
         hosts = self._config.view.hosts
+        down: set[str] = set()  # one failed try per host and sweep
         for leftover in temporaries.due(self.temporaries, now, self._settle):
             host = hosts.get(leftover.host_id)
             if host is None:  # the host was removed: nothing to connect to
                 temporaries.removed(self.temporaries, leftover)
                 continue
+            if host.id in down:
+                continue
             try:
                 await self._hosts.remove(host, leftover.path)
             except EcpdsError as error:
                 if is_retriable(error):
-                    continue  # the host is down: the next sweep tries again
+                    down.add(host.id)  # the host is down: the next sweep tries again
+                    continue
                 log.warning(
                     "temporary file not removed",
                     transfer_id=leftover.transfer_id,
@@ -225,6 +229,7 @@ async def serve(settings: Settings, interval: float) -> None:
     store = LocalStore(settings.store_root)
     async with LiveConfig(settings.kafka_bootstrap, create_topic=False) as live:
         replicas = NamedStores(settings.store_root, config=live, key_file=settings.key_file)
+        hosts = HostFiles(settings.key_file)
         runner = JanitorRunner(
             settings.kafka_bootstrap,
             store,
@@ -232,7 +237,7 @@ async def serve(settings: Settings, interval: float) -> None:
             stores=replicas,
             interval=interval,
             source=f"janitor/{settings.instance}",
-            hosts=HostFiles(settings.key_file),
+            hosts=hosts,
         )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -241,6 +246,7 @@ async def serve(settings: Settings, interval: float) -> None:
         try:
             await runner.run()
         finally:
+            await hosts.close()
             await replicas.close()
             await store.close()
 

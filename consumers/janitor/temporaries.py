@@ -17,7 +17,9 @@ Rules kept:
 - **Only what no attempt will write again.** A recorded name is due once its transfer has
   been finished (DONE, FAIL, STOP) for ``settle``: no attempt of it is ordered any more. A
   mover cut off from its group and still writing then only sees its rename fail (its outcome
-  is ignored). A successful attempt's name is dropped: its file was renamed.
+  is ignored). A successful attempt's name is dropped (its file was renamed), and so is one
+  that failed permanently (refused before writing, or with a connection sound enough for the
+  put to remove what it wrote).
 - **Bounded.** A transfer is kept only while it has names not yet removed; a name is tried at
   each sweep while its host fails retriably, and given up ``GIVE_UP`` after the transfer
   finished. The log is the only memory: after a restart, names of transfers finished within
@@ -70,12 +72,16 @@ class Temporaries:
 def evolve(state: Temporaries, event: Event) -> None:
     """Fold one transfers-topic event into ``state`` (others change nothing)."""
     match event:
-        case TransferStarted(temporary_path=str(path)) | TransferFailed(temporary_path=str(path)):
+        case (
+            TransferStarted(temporary_path=str(path))
+            | TransferFailed(retriable=True, temporary_path=str(path))
+        ):
             names = state.names.setdefault(event.transfer_id, {})
             names.setdefault(event.attempt, Leftover(event.transfer_id, event.attempt,
                                                      event.host_id, path))  # fmt: skip
-        case TransferSucceeded():
-            state.names.get(event.transfer_id, {}).pop(event.attempt, None)  # renamed
+        case TransferSucceeded() | TransferFailed(retriable=False):
+            # renamed; or refused before writing (or cleaned up: the connection was fine)
+            state.names.get(event.transfer_id, {}).pop(event.attempt, None)
     about = getattr(event, "transfer_id", None)
     if not isinstance(about, str) or about not in state.names:
         return

@@ -83,3 +83,11 @@ def test_names_are_given_up_a_day_after_the_transfer_finished() -> None:
     (dropped,) = temporaries.expired(state, T0 + GIVE_UP)
     assert dropped.attempt == 1
     assert temporaries.due(state, T0 + GIVE_UP) == []
+
+
+def test_a_permanently_refused_attempt_left_nothing() -> None:
+    """An attempt refused for good (authentication, permission) wrote nothing, or removed
+    it over a sound connection: its name is not swept."""
+    state = given(_started(1), replace(_failed(1), retriable=False), at(stopped("f1"), 5))
+    assert temporaries.due(state, T0 + timedelta(minutes=1)) == []
+    assert (state.names, state.finished_at) == ({}, {})
