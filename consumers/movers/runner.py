@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import signal
 import time
@@ -338,10 +339,10 @@ class Mover:
         # STARTED_GRACE_S (most small files) sends it with its outcome, in order, in one
         # request; a longer one sends it then, while the delivery goes on, and its outcome
         # only once TransferStarted is acknowledged: the log always has started -> outcome.
-        def started_event() -> Event:  # with the temporary name the attempt chose
-            return outcomes.started(
-                order, self.config.source, self.config.mover_id, running.temporary
-            )
+        began = outcomes.started(order, self.config.source, self.config.mover_id)
+
+        def started_event() -> Event:  # stamped when it began, named as the attempt chose
+            return dataclasses.replace(began, temporary_path=running.temporary)
 
         started: asyncio.Future[None] | None = None
         try:
