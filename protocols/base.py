@@ -15,7 +15,9 @@ or a missing directory is fixed at the host, and the queue waits for it.
 
 Rule kept by every ``put``: unless ``use_tmp`` is False, bytes are written under a temporary
 name in the same directory and renamed to the final name only after the last byte is written,
-so no reader ever sees a partial file at the final name.
+so no reader ever sees a partial file at the final name. The caller may name that temporary
+file (``temporary``, e.g. derived from a transfer and attempt so a later attempt can find and
+remove what a crashed one left); otherwise ``temporary_name`` picks a unique one.
 
 Paths are read as FTP and SFTP clients read them: an absolute path (``/data/in``) is absolute
 on the remote host; a relative one (``inbox/sftp``) is under the location's base path, and a
@@ -268,6 +270,7 @@ class Connection(Protocol):
         use_tmp: bool | None = None,
         mkdirs: bool | None = None,
         offset: int = 0,
+        temporary: str | None = None,
     ) -> int: ...
 
     async def rename(self, source: str, target: str) -> None: ...
@@ -287,15 +290,18 @@ class Module(Protocol):
     async def connect(self, location: Location) -> Connection: ...
 
 
-def temporary_name(path: str, location: Location | None = None) -> str:
-    """The name a put writes to before its final rename (same directory, hidden, unique).
+def temporary_name(path: str, location: Location | None = None, token: str | None = None) -> str:
+    """The name a put writes to before its final rename (same directory, hidden).
 
     Honours the ``prefix``/``suffix`` options operators know from OpenECPDS (``ftp.prefix``,
-    ``sftp.suffix``); the default is ``.<name>.<random>.tmp``.
+    ``sftp.suffix``); the default is ``.<name>.<token>.tmp``, where ``token`` says whose file it
+    is (a mover passes one derived from the transfer and attempt) and is random when not given.
     """
     directory, name = posixpath.split(path)
     prefix = (location.option("prefix") if location else None) or "."
-    suffix = (location.option("suffix") if location else None) or f".{secrets.token_hex(3)}.tmp"
+    suffix = (location.option("suffix") if location else None) or (
+        f".{token or secrets.token_hex(3)}.tmp"
+    )
     return posixpath.join(directory, f"{prefix}{name}{suffix}")
 
 

@@ -163,6 +163,7 @@ class FileConnection:
         use_tmp: bool | None = None,
         mkdirs: bool | None = None,
         offset: int = 0,
+        temporary: str | None = None,
     ) -> int:
         final = self.location.rooted(path)
         what = f"put {final}"
@@ -171,7 +172,8 @@ class FileConnection:
             await _io(what, os.makedirs, directory, 0o777, True)
         tmp = self.location.flag("usetmp", True) if use_tmp is None else use_tmp
         # A resumed put appends to the final file: there is nothing to rename.
-        target = temporary_name(final, self.location) if tmp and not offset else final
+        named = self.location.resolve(temporary) if temporary else None
+        target = (named or temporary_name(final, self.location)) if tmp and not offset else final
         handle = await _open_for_put(what, target, offset)
         written = 0
         done = False

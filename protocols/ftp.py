@@ -447,10 +447,12 @@ class FtpConnection:
         use_tmp: bool | None = None,
         mkdirs: bool | None = None,
         offset: int = 0,
+        temporary: str | None = None,
     ) -> int:
         final = self.location.resolve(path)
         tmp = self.settings.use_tmp if use_tmp is None else use_tmp
-        target = temporary_name(final, self.location) if tmp and not offset else final
+        named = self.location.resolve(temporary) if temporary else None
+        target = (named or temporary_name(final, self.location)) if tmp and not offset else final
         written = 0
         async with self._session(f"put {final}"):
             if self.settings.mkdirs if mkdirs is None else mkdirs:

@@ -380,6 +380,7 @@ class HttpConnection:
         use_tmp: bool | None = None,
         mkdirs: bool | None = None,
         offset: int = 0,
+        temporary: str | None = None,
     ) -> int:
         if offset:
             raise ProtocolFailure("HTTP put cannot resume at an offset")
@@ -392,7 +393,8 @@ class HttpConnection:
         tmp = self._webdav and (
             use_tmp if use_tmp is not None else self.location.flag("usetmp", True)
         )
-        write_to = temporary_name(target, self.location) if tmp else target
+        named = self.location.resolve(temporary) if temporary else None
+        write_to = (named or temporary_name(target, self.location)) if tmp else target
         counted = _Counter(data)
         try:
             with _errors(f"put {target}"):

@@ -126,6 +126,7 @@ class MemoryConnection:
         use_tmp: bool | None = None,
         mkdirs: bool | None = None,
         offset: int = 0,
+        temporary: str | None = None,
     ) -> int:
         final = self._path(path)
         parent = posixpath.dirname(final)
@@ -135,7 +136,8 @@ class MemoryConnection:
         if final in self.tree.dirs:
             raise PermissionDenied(f"{final} is a directory")
         tmp = use_tmp if use_tmp is not None else self.location.flag("usetmp", True)
-        name = temporary_name(final, self.location) if tmp else final
+        named = self._path(temporary) if temporary else None
+        name = (named or temporary_name(final, self.location)) if tmp else final
         head: bytes | bytearray = b""
         if offset:
             existing = self.tree.files.get(final)

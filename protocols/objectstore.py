@@ -315,13 +315,14 @@ class ObjectStoreConnection(ABC):
         use_tmp: bool | None = None,
         mkdirs: bool | None = None,
         offset: int = 0,
+        temporary: str | None = None,
     ) -> int:
         if offset:
             refusal = f"{self.appended} cannot be appended to (offset {offset})"
             raise ProtocolFailure(f"put {path}: {refusal}")
         if use_tmp is None:
             use_tmp = self.location.flag("usetmp", False)
-        target = temporary_name(path, self.location) if use_tmp else path
+        target = (temporary or temporary_name(path, self.location)) if use_tmp else path
         container, key = self.split(target)
         written = await self._write(container, key, data, path)
         if use_tmp:

@@ -126,6 +126,7 @@ class PooledConnection:
         use_tmp: bool | None = None,
         mkdirs: bool | None = None,
         offset: int = 0,
+        temporary: str | None = None,
     ) -> int:
         return await self.inner.put(
             self.location.resolve(path),
@@ -133,6 +134,7 @@ class PooledConnection:
             use_tmp=self.location.flag("usetmp", True) if use_tmp is None else use_tmp,
             mkdirs=self.location.flag("mkdirs", True) if mkdirs is None else mkdirs,
             offset=offset,
+            temporary=self.location.resolve(temporary) if temporary else None,
         )
 
     async def rename(self, source: str, target: str) -> None:

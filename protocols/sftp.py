@@ -437,11 +437,15 @@ class SftpConnection:
         use_tmp: bool | None = None,
         mkdirs: bool | None = None,
         offset: int = 0,
+        temporary: str | None = None,
     ) -> int:
         target = self.location.resolve(path)
         tmp = use_tmp if use_tmp is not None else self.location.flag("usetmp", True)
         # Resuming continues the bytes already at the final name: no temporary file.
-        write_to = temporary_name(target, self.location) if tmp and offset == 0 else target
+        named = self.location.resolve(temporary) if temporary else None
+        write_to = (
+            (named or temporary_name(target, self.location)) if tmp and offset == 0 else target
+        )
         parents = mkdirs if mkdirs is not None else self.location.flag("mkdirs", True)
         written = 0
         try:

@@ -1,7 +1,8 @@
 """Transfer orders (topics ``ecpds.orders.<transfer-group>``, key: destination) for the movers.
 
 An order carries everything a mover needs, and its attempt number: outcomes of a superseded
-attempt are ignored by the scheduler.
+attempt are ignored by the scheduler. ``check_since`` makes a reissued attempt look at the
+destination before sending (effectively once after a crash).
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ class TransferOrdered(Event):
     original: str | None = None
     file_instance: int = 1
     metadata: Mapping[str, str] = field(default_factory=dict)
+    # set when an earlier attempt may have delivered the file without a known outcome: the
+    # mover looks at the final name first (see consumers.movers.delivery.found)
+    check_since: datetime | None = None
 
 
 EVENTS: tuple[type[Event], ...] = (TransferOrdered,)

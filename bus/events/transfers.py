@@ -15,12 +15,15 @@ from bus.events.datafiles import Checksums
 
 
 class Verification(StrEnum):
-    """How a mover verified a delivered file."""
+    """How a mover verified a delivered file; ``FOUND_*``: an earlier attempt had delivered it
+    (its outcome unknown) and this one found it at the final name instead of sending it again."""
 
     NONE = "NONE"
     SIZE = "SIZE"
     CHECKSUM = "CHECKSUM"
     SIZE_AND_CHECKSUM = "SIZE_AND_CHECKSUM"
+    FOUND_SIZE = "FOUND_SIZE"
+    FOUND_SIZE_AND_CHECKSUM = "FOUND_SIZE_AND_CHECKSUM"
 
 
 class Fault(StrEnum):
@@ -86,6 +89,8 @@ class TransferStarted(Event):
     attempt: int
     host_id: str
     mover_id: str
+    # where this attempt writes before its rename; null = no temporary name
+    temporary_path: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -126,6 +131,8 @@ class TransferFailed(Event):
     duration_ms: int = 0
     # null from movers older than this field: the scheduler reads retriable as HOST, else FILE
     fault: Fault | None = None
+    # the attempt's temporary name, removed by the next attempt if still there
+    temporary_path: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

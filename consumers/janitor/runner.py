@@ -17,6 +17,9 @@ once caught up, ``core.sweep`` decides on the state consumed so far. Rules kept:
   abandoned; a failed delete (a replica store unreachable) is logged and skipped, so one store
   down does not stop collection in the others. Either decision is still derivable from the
   state, so the next sweep tries again. No decision is dropped.
+- **Temporary files movers left** (``temporaries``): once a transfer is finished, the names
+  its unsuccessful attempts recorded are deleted on their hosts (``HostFileRemover``); a host
+  down is tried again at the next sweep, a refusal is logged and given up.
 - One janitor instance per deployment: it reads every partition (data files are keyed by id,
   transfers by destination, so no partitioning of one matches the other).
 """
@@ -29,20 +32,21 @@ import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from bus.config.source import ConfigSource
 from bus.config.view import LiveConfig
-from bus.consumer import stop_on_signals
+from bus.consumer import is_retriable, stop_on_signals
 from bus.errors import EcpdsError
 from bus.events.datafiles import DataFileExpired
 from bus.logging import configure, get_logger
 from bus.publisher import Publisher
 from bus.settings import Settings
 from bus.topics import DATAFILES, TRANSFERS, TopicSpec
-from consumers.janitor import core
+from consumers.janitor import core, temporaries
 from consumers.janitor.feed import EventFeed
-from consumers.janitor.ports import Clock, Stores, utc_now
+from consumers.janitor.hosts import HostFiles
+from consumers.janitor.ports import Clock, HostFileRemover, Stores, utc_now
 from store.errors import ObjectNotFound
 from store.local import LocalStore
 from store.named import NamedStores
@@ -60,6 +64,7 @@ class SweepReport:
     files_expired: int = 0
     deleted: int = 0
     failed: bool = False
+    temporaries_removed: int = 0
 
 
 class JanitorRunner:
@@ -80,8 +85,11 @@ class JanitorRunner:
         settle: timedelta = core.SETTLE,
         source: str = "janitor",
         clock: Clock = utc_now,
+        hosts: HostFileRemover | None = None,
     ) -> None:
         self.state = core.JanitorState()
+        self.temporaries = temporaries.Temporaries()
+        self._hosts = hosts  # None: temporary files on hosts are not swept
         self._store = store
         self._stores = stores  # the other stores (replicas), by name
         self._config = config
@@ -112,6 +120,7 @@ class JanitorRunner:
                 wait = max(0.0, next_sweep - time.monotonic()) if self._feed.caught_up else 0.2
                 for event in await self._feed.poll(min(wait, 0.5)):
                     core.evolve(self.state, event)
+                    temporaries.evolve(self.temporaries, event)
                 if self._feed.caught_up and time.monotonic() >= next_sweep:
                     self.last_report = await self.sweep_once()
                     self.sweeps += 1
@@ -161,7 +170,48 @@ class JanitorRunner:
             # the decisions stay derivable from the state: the next sweep tries again
             log.warning("sweep interrupted, retrying at the next one", error=str(error))
             return SweepReport(len(plan.events) - expired_files, expired_files, done, True)
-        return SweepReport(len(plan.events) - expired_files, expired_files, done, failed)
+        removed = await self._remove_temporaries(now)
+        return SweepReport(len(plan.events) - expired_files, expired_files, done, failed, removed)
+
+    async def _remove_temporaries(self, now: datetime) -> int:
+        """Delete the temporary files of finished transfers on their hosts; how many."""
+        if self._hosts is None:
+            return 0
+        for leftover in temporaries.expired(self.temporaries, now):
+            log.warning("temporary file given up", host=leftover.host_id, path=leftover.path)
+        count = 0
+        hosts = self._config.view.hosts
+        down: set[str] = set()  # one failed try per host and sweep
+        for leftover in temporaries.due(self.temporaries, now, self._settle):
+            host = hosts.get(leftover.host_id)
+            if host is None:  # the host was removed: nothing to connect to
+                temporaries.removed(self.temporaries, leftover)
+                continue
+            if host.id in down:
+                continue
+            try:
+                await self._hosts.remove(host, leftover.path)
+            except EcpdsError as error:
+                if is_retriable(error):
+                    down.add(host.id)  # the host is down: the next sweep tries again
+                    continue
+                log.warning(
+                    "temporary file not removed",
+                    transfer_id=leftover.transfer_id,
+                    host=leftover.host_id,
+                    path=leftover.path,
+                    error=str(error),
+                )
+            else:
+                count += 1
+                log.info(
+                    "temporary file removed",
+                    transfer_id=leftover.transfer_id,
+                    host=leftover.host_id,
+                    path=leftover.path,
+                )
+            temporaries.removed(self.temporaries, leftover)
+        return count
 
     async def _delete(self, deletion: core.Deletion) -> None:
         name = deletion.copy.store
@@ -179,6 +229,7 @@ async def serve(settings: Settings, interval: float) -> None:
     store = LocalStore(settings.store_root)
     async with LiveConfig(settings.kafka_bootstrap, create_topic=False) as live:
         replicas = NamedStores(settings.store_root, config=live, key_file=settings.key_file)
+        hosts = HostFiles(settings.key_file)
         runner = JanitorRunner(
             settings.kafka_bootstrap,
             store,
@@ -186,12 +237,14 @@ async def serve(settings: Settings, interval: float) -> None:
             stores=replicas,
             interval=interval,
             source=f"janitor/{settings.instance}",
+            hosts=hosts,
         )
         stop_on_signals(runner.stop)
         log.info("janitor sweeping", interval=interval, store=store.name)
         try:
             await runner.run()
         finally:
+            await hosts.close()
             await replicas.close()
             await store.close()
 

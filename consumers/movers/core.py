@@ -10,27 +10,47 @@ Nothing here touches the network, the disk or the clock (``now`` is a parameter)
   partition is its lowest offset still in flight (or one past the highest finished offset when
   nothing is in flight). A crash then redelivers every order whose outcome was not published.
 
+- ``temporary_path`` is where an attempt writes before its rename, derived from the transfer
+  and attempt (``.<name>.<tag>.<attempt>.tmp``, ``tag`` = 8 hex digits of the transfer id's
+  SHA-1) so that a later attempt knows the names earlier ones may have left (``leftovers``) and
+  removes them; an order this mover may be getting a second time (a redelivery after another
+  mover's crash, whose first taker may still be writing) adds this mover's tag, so two takers
+  of one attempt never write the same file;
+- ``found`` decides whether a file already at the final name is this transfer's delivery by an
+  attempt whose outcome is unknown: the expected size, not older than the unsettled attempt
+  (``since``, less ``MTIME_SLACK`` for coarse listings and clock skew) where the listing gives
+  a time, and the MD5 where the protocol keeps one. An older file of the same name (OpenECPDS
+  overwrites by default) fails the time test; a compressed transfer's size is only known once
+  sent, so it is always sent again.
+
 Where a mover connects for an order's host is ``protocols.location.location_for``, the one
 Host -> Location of every stage.
 """
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
 import re
 from collections.abc import Hashable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 
 from bus.errors import ConfigurationError
 from bus.events.base import Compression
 from bus.events.orders import TransferOrdered
+from bus.events.transfers import Verification
 from bus.templates.context import RenderContext
 from bus.templates.directory import parse
+from protocols.base import Entry, Location, temporary_name
 from store.compression import codec
 
 RATE_OPTION = "upload.rateThrottling"
+# FTP LIST gives minutes, and the remote clock is not ours: a file this much older than the
+# unsettled attempt may still be its delivery
+MTIME_SLACK = timedelta(seconds=60)
+BLIND_ATTEMPTS = 3  # attempts whose temporary names are deleted unseen where listings hide them
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*(?:/s)?\s*$", re.IGNORECASE)
 _SCALE = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
@@ -82,6 +102,93 @@ def target_path(order: TransferOrdered, mover: str, now: datetime) -> str:
     if ext and not path.endswith(ext):
         path += ext
     return path
+
+
+def tag(name: str) -> str:
+    """A short, stable, file-name-safe tag of a transfer id or mover id (8 hex digits)."""
+    return hashlib.sha1(name.encode(), usedforsecurity=False).hexdigest()[:8]
+
+
+def attempt_token(order: TransferOrdered, mover: str | None = None) -> str:
+    """What makes an attempt's temporary name its own: ``<transfer tag>.<attempt>``, plus the
+    mover's tag when ``mover`` is given (an order that may be a redelivery)."""
+    token = f"{tag(order.transfer_id)}.{order.attempt}"
+    return token if mover is None else f"{token}.{tag(mover)}"
+
+
+def temporary_path(
+    order: TransferOrdered, location: Location, path: str, mover: str | None = None
+) -> str | None:
+    """The absolute temporary name an attempt writes ``path`` under (None: ``usetmp`` off)."""
+    if not location.flag("usetmp", True):
+        return None
+    return temporary_name(location.resolve(path), location, attempt_token(order, mover))
+
+
+def leftovers(order: TransferOrdered, location: Location, path: str) -> re.Pattern[str]:
+    """The base names of the temporary files that attempts up to ``order.attempt`` of this
+    transfer may have left beside ``path`` (attempt numbers in group 1 when derived)."""
+    name = posixpath.basename(location.resolve(path))
+    prefix = location.option("prefix") or "."
+    suffix = location.option("suffix")
+    if suffix:  # the operator's fixed suffix: every attempt writes the same name
+        return re.compile(re.escape(f"{prefix}{name}{suffix}"))
+    stem = re.escape(f"{prefix}{name}.{tag(order.transfer_id)}.")
+    return re.compile(stem + r"(\d+)(?:\.[0-9a-f]{8})?\.tmp")
+
+
+def derived_leftovers(order: TransferOrdered, location: Location, path: str) -> list[str]:
+    """The absolute temporary names the last ``BLIND_ATTEMPTS`` attempts up to this one wrote
+    by themselves (no redelivery), for servers whose listing hides them."""
+    first = max(1, order.attempt - BLIND_ATTEMPTS + 1)
+    names = [
+        temporary_path(replace(order, attempt=attempt), location, path)
+        for attempt in range(first, order.attempt + 1)
+    ]
+    return list(dict.fromkeys(name for name in names if name is not None))
+
+
+def is_leftover(pattern: re.Pattern[str], order: TransferOrdered, name: str) -> bool:
+    """Whether ``name`` is a temporary file of an attempt up to this order's (never a later
+    attempt's: a stale order must not remove the file of the attempt that superseded it)."""
+    match = pattern.fullmatch(name)
+    if match is None:
+        return False
+    number = match.group(1) if match.groups() else None
+    return number is None or int(number) <= order.attempt
+
+
+def check_since(order: TransferOrdered, redelivered: bool) -> datetime | None:
+    """Since when a file at the final name may be this transfer's delivery by an attempt
+    without a known outcome: the scheduler's ``check_since`` on a reissue; this attempt's own
+    order time for an order that may have been taken before (a redelivery); else None (no
+    look first)."""
+    if not redelivered:
+        return order.check_since
+    own = order.envelope.occurred_at
+    return own if order.check_since is None else min(own, order.check_since)
+
+
+def found(
+    order: TransferOrdered,
+    entry: Entry | None,
+    since: datetime,
+    remote_md5: str | None,
+) -> Verification | None:
+    """How a file already at the final name is verified as this transfer's delivery, or None
+    when it is not (absent, another size, older than ``since``, another MD5, compressed)."""
+    if entry is None or entry.is_dir or order.compression != Compression.NONE:
+        return None
+    if entry.size != order.size:
+        return None
+    if entry.mtime is not None and entry.mtime < since - MTIME_SLACK:
+        return None  # an older file of the same name: the delivery never landed
+    expected = order.checksums.md5
+    if remote_md5 is not None and expected:
+        if remote_md5.lower() != expected.lower():
+            return None
+        return Verification.FOUND_SIZE_AND_CHECKSUM
+    return Verification.FOUND_SIZE
 
 
 def parse_rate(text: str | None) -> float | None:

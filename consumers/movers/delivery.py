@@ -15,7 +15,13 @@ Rules kept:
 - a delivery is verified before it is reported: the remote size must equal the bytes sent, and
   where the protocol keeps an MD5 (S3 ETag of a single-part object, Azure ``Content-MD5`` with
   ``azure.useMD5``) it must equal the MD5 computed on the way; a mismatch is a retriable
-  ``ChecksumMismatch``.
+  ``ChecksumMismatch``;
+- effectively once: an order with ``check_since`` (an earlier attempt's outcome is unknown, or
+  this may be a redelivery) first lists the target's directory once (``settle``): it removes
+  the temporary files earlier attempts of this transfer left there (their names are derived,
+  ``core.leftovers``; where an FTP listing hides dot files, as vsftpd's does, the names of the
+  last attempts are deleted unseen), and a file at the final name that ``core.found`` takes for this
+  transfer's delivery is reported delivered (``FOUND_*``) instead of being sent again.
 """
 
 from __future__ import annotations
@@ -27,21 +33,36 @@ import posixpath
 import time
 from collections.abc import AsyncGenerator, AsyncIterable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from bus.events.base import Compression
 from bus.events.config import IfTargetExists
 from bus.events.orders import TransferOrdered
 from bus.events.transfers import Verification
-from protocols.base import ChecksumMismatch, Connection, LandedSize, Location, TransferError
+from bus.logging import get_logger
+from consumers.movers import core
+from protocols.base import (
+    ChecksumMismatch,
+    Connection,
+    Entry,
+    LandedSize,
+    Location,
+    NotFound,
+    TransferError,
+)
 from protocols.pool import ConnectionPool
 from store.compression import compress
 from store.errors import StoreError
 from store.objects import object_id
 from store.ports import ObjectStore
 
+log = get_logger(__name__)
+
 # Hashing smaller chunks inline is cheaper than a thread hop.
 THREAD_HASH = 256 * 1024
+# schemes whose servers may leave dot files out of a listing (FTP LIST without -a)
+HIDING = frozenset({"ftp", "ftps"})
 
 
 @dataclass(frozen=True)
@@ -142,11 +163,25 @@ async def deliver(
     store: ObjectStore,
     pool: ConnectionPool,
     meter: Meter,
+    *,
+    temporary: str | None = None,
+    check_since: datetime | None = None,
 ) -> Delivered:
-    """Put the order's object at ``path`` on ``location`` and verify it."""
+    """Put the order's object at ``path`` on ``location`` (through ``temporary`` when given)
+    and verify it; with ``check_since``, first ``settle`` what earlier attempts left."""
     started = time.monotonic()
     remote = location.resolve(path)
     async with pool.connection(location) as conn:
+        if check_since is not None:
+            landed = await settle(order, conn, location, path, check_since)
+            if landed is not None:
+                return Delivered(
+                    remote_path=remote,
+                    bytes_sent=0,
+                    duration_s=time.monotonic() - started,
+                    verification=landed,
+                    md5=order.checksums.md5,
+                )
         resumed = await _resume_point(order, conn, path)
         if resumed == order.size:
             verification = Verification.SIZE
@@ -165,7 +200,7 @@ async def deliver(
                 if resumed:
                     sent = await conn.put(path, stream, use_tmp=False, offset=resumed)
                 else:
-                    sent = await conn.put(path, stream)
+                    sent = await conn.put(path, stream, temporary=temporary)
             finally:
                 await stream.aclose()
                 await read.aclose()
@@ -179,6 +214,64 @@ async def deliver(
         verification=verification,
         md5=md5_hex,
     )
+
+
+async def settle(
+    order: TransferOrdered, conn: Connection, location: Location, path: str, since: datetime
+) -> Verification | None:
+    """Remove this transfer's earlier temporary files beside ``path``; how a file already at
+    the final name is verified as its delivery (None: send it)."""
+    remote = location.resolve(path)
+    directory, name = posixpath.split(remote)
+    pattern = core.leftovers(order, location, path)
+    try:
+        entries: list[Entry] | None = await conn.list(directory)
+    except TransferError as error:
+        if error.retriable:
+            raise
+        entries = None  # no listing here (or no directory yet): ask the final name's size
+    entry: Entry | None = None
+    if entries is None:
+        try:
+            entry = Entry(name, await conn.size(path), None)
+        except TransferError as error:
+            if error.retriable:
+                raise
+    else:
+        for item in entries:
+            if item.name == name:
+                entry = item
+            elif not item.is_dir and core.is_leftover(pattern, order, item.name):
+                await _remove(conn, posixpath.join(directory, item.name), order)
+        if location.scheme in HIDING and not any(i.name.startswith(".") for i in entries):
+            # an FTP LIST without -a (vsftpd's default) hides dot files: delete the names
+            # this transfer's last attempts derived, unseen (a missing one is no error)
+            for temporary in core.derived_leftovers(order, location, path):
+                await _remove(conn, temporary, order)
+    verification = core.found(order, entry, since, None)
+    if verification is not None:
+        remote_md5 = await remote_checksum(conn, remote)
+        verification = core.found(order, entry, since, remote_md5)
+    return verification
+
+
+async def _remove(conn: Connection, temporary: str, order: TransferOrdered) -> None:
+    """Delete a temporary file an earlier attempt left (gone already or refused: logged)."""
+    try:
+        await conn.delete(temporary)
+    except NotFound:
+        return  # its writer renamed or removed it meanwhile
+    except TransferError as error:
+        if error.retriable:
+            raise
+        log.warning(
+            "temporary file not removed",
+            transfer_id=order.transfer_id,
+            path=temporary,
+            error=str(error),
+        )
+        return
+    log.info("temporary file removed", transfer_id=order.transfer_id, path=temporary)
 
 
 async def _resume_point(order: TransferOrdered, conn: Connection, path: str) -> int:

@@ -34,8 +34,10 @@ def _envelope(order: TransferOrdered, source: str) -> Envelope:
     return envelope(source, order.transfer_id, order.envelope.event_id)
 
 
-def started(order: TransferOrdered, source: str, mover: str) -> TransferStarted:
-    """The mover took the order and is about to move bytes (EXEC)."""
+def started(
+    order: TransferOrdered, source: str, mover: str, temporary: str | None = None
+) -> TransferStarted:
+    """The mover took the order and is about to move bytes (EXEC) through ``temporary``."""
     return TransferStarted(
         envelope=_envelope(order, source),
         transfer_id=order.transfer_id,
@@ -43,6 +45,7 @@ def started(order: TransferOrdered, source: str, mover: str) -> TransferStarted:
         attempt=order.attempt,
         host_id=order.host.id,
         mover_id=mover,
+        temporary_path=temporary,
     )
 
 
@@ -74,9 +77,11 @@ def failed(
     error: BaseException,
     retriable: bool,
     seconds: float,
+    temporary: str | None = None,
 ) -> TransferFailed:
     """The attempt failed; ``retriable`` comes from the error's flag and ``fault`` from its class
-    (``protocols.base.FAULTS``), never from its text."""
+    (``protocols.base.FAULTS``), never from its text; ``temporary`` is the name it wrote under
+    (the next attempt removes it if left)."""
     return TransferFailed(
         envelope=_envelope(order, source),
         transfer_id=order.transfer_id,
@@ -89,6 +94,7 @@ def failed(
         retriable=retriable,
         duration_ms=int(seconds * 1000),
         fault=fault_of(error),
+        temporary_path=temporary,
     )
 
 

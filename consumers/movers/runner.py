@@ -12,7 +12,10 @@ Rules kept (DESIGN.md §4 and §8, STYLE.md habits 5, 6 and 9):
 - **Outcome before commit.** An order's offset is marked done only once its outcome event is
   acknowledged by the broker; a partition is committed up to its lowest offset still running
   (``core.OffsetTracker``). A crash redelivers every order without a published outcome, and
-  the module's temp-then-rename keeps a redelivered order from leaving a partial file.
+  the module's temp-then-rename keeps a redelivered order from leaving a partial file; an
+  order written before its partition came here looks at the destination first
+  (``delivery.settle``: what a crashed mover delivered is not sent twice, what it left is
+  removed).
   Commits run beside the poll loop (at most every ``COMMIT_EVERY_S``), never in its way.
 - **Never drop an order.** Every order ends as succeeded, failed (with ``retriable`` from the
   error), interrupted (shutdown) or dead-lettered (undecodable, wrong type: read by
@@ -49,6 +52,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import time
 import traceback
@@ -104,6 +108,8 @@ class _Running:
     task: asyncio.Task[bool] | None = None  # True once its outcome is published
     attempt: asyncio.Task[Event] | None = None  # the delivery, cancelled by an abort
     aborted: str | None = None  # why the scheduler asked to abandon it
+    redelivered: bool = False  # written before this mover got its partition: maybe taken before
+    temporary: str | None = None  # where the delivery writes before its rename
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -118,6 +124,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_assigned(self, assigned: Any) -> None:
         for tp in assigned:
             self._mover.tracker.assign(tp)
+            self._mover.assigned_ms[tp] = time.time() * 1000
 
 
 class Mover:
@@ -155,6 +162,7 @@ class Mover:
             fetch_max_wait_ms=50,
         )
         self._running: dict[tuple[str, int], _Running] = {}
+        self.assigned_ms: dict[TopicPartition, float] = {}  # when a partition came here
         self._aborted: dict[tuple[str, int], float] = {}  # -> when it is forgotten (monotonic)
         self._per_destination: dict[str, int] = {}
         self._changed = asyncio.Condition()
@@ -251,7 +259,10 @@ class Mover:
             # Redelivered after a rebalance while still running here: one delivery, two offsets.
             running.slots.append((tp, record.offset))
             return
-        running = _Running(event, [(tp, record.offset)])
+        # an order written before its partition came here may have been taken by a mover that
+        # crashed: it looks at the destination first (effectively once, see delivery.settle)
+        redelivered = record.timestamp < self.assigned_ms.get(tp, 0)
+        running = _Running(event, [(tp, record.offset)], redelivered=redelivered)
         self._running[key] = running
         running.task = asyncio.create_task(self._execute(running), name=f"order-{key}")
         running.task.add_done_callback(functools.partial(self._finished, key))
@@ -321,11 +332,16 @@ class Mover:
             self._per_destination[order.destination] = (
                 self._per_destination.get(order.destination, 0) + 1
             )
+
         # TransferStarted carries the time the delivery began. A delivery that ends within
         # STARTED_GRACE_S (most small files) sends it with its outcome, in order, in one
         # request; a longer one sends it then, while the delivery goes on, and its outcome
         # only once TransferStarted is acknowledged: the log always has started -> outcome.
-        started_event = outcomes.started(order, self.config.source, self.config.mover_id)
+        began = outcomes.started(order, self.config.source, self.config.mover_id)
+
+        def started_event() -> Event:  # stamped when it began, named as the attempt chose
+            return dataclasses.replace(began, temporary_path=running.temporary)
+
         started: asyncio.Future[None] | None = None
         try:
             if (order.transfer_id, order.attempt) in self._aborted:
@@ -333,11 +349,11 @@ class Mover:
                 self.abandoned += 1
                 log.info("aborted order skipped", transfer_id=order.transfer_id)
                 return True
-            attempt = running.attempt = asyncio.ensure_future(self._attempt(order))
+            attempt = running.attempt = asyncio.ensure_future(self._attempt(running))
             try:
                 done, _ = await asyncio.wait({attempt}, timeout=STARTED_GRACE_S)
                 if not done:
-                    started = asyncio.ensure_future(self._publish(started_event))
+                    started = asyncio.ensure_future(self._publish(started_event()))
                 outcome = await attempt
             except BaseException as error:
                 if isinstance(error, asyncio.CancelledError) and self._abandoned(running):
@@ -350,10 +366,10 @@ class Mover:
                     await attempt
                 # cancelled (shutdown): let the started event land before the interruption
                 with contextlib.suppress(BaseException):
-                    await asyncio.shield(started or self._publish(started_event))
+                    await asyncio.shield(started or self._publish(started_event()))
                 raise
             if started is None:
-                await self._publish(started_event, outcome)
+                await self._publish(started_event(), outcome)
             else:
                 await started
                 await self._publish(outcome)
@@ -378,7 +394,8 @@ class Mover:
             reason=fallback.reason,
         )
 
-    async def _attempt(self, order: TransferOrdered) -> Event:
+    async def _attempt(self, running: _Running) -> Event:
+        order = running.order
         started = time.monotonic()
         try:
             now = datetime.now(UTC)
@@ -391,7 +408,20 @@ class Mover:
             location = location_for(order.host, password)
             meter = Meter(core.parse_rate(order.host.options.get(core.RATE_OPTION)), self._count)
             store = self._store_of(order)
-            delivered = await deliver(order, location, path, store, self._pool, meter)
+            redelivered = running.redelivered
+            running.temporary = core.temporary_path(
+                order, location, path, self.config.mover_id if redelivered else None
+            )
+            delivered = await deliver(
+                order,
+                location,
+                path,
+                store,
+                self._pool,
+                meter,
+                temporary=running.temporary,
+                check_since=core.check_since(order, redelivered),
+            )
         except asyncio.CancelledError:
             raise
         except Exception as error:  # every failure ends as a TransferFailed, never vanishes
@@ -410,7 +440,7 @@ class Mover:
             )
             return outcomes.failed(
                 order, self.config.source, self.config.mover_id, error, retriable,
-                time.monotonic() - started,
+                time.monotonic() - started, running.temporary,
             )  # fmt: skip
         self.succeeded += 1
         return outcomes.succeeded(order, self.config.source, self.config.mover_id, delivered)

@@ -144,6 +144,7 @@ def orders(
         original=file.original if file is not None else None,
         file_instance=e.file_instance,
         metadata=file.metadata if file is not None else {},
+        check_since=e.unsettled_since,
     )
     return scheduled, order
 

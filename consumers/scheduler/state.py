@@ -71,6 +71,10 @@ class TransferEntry:
     host_id: str | None = None  # host of the last ordered attempt
     mover_id: str | None = None  # mover running the last attempt, once started
     ordered_at: datetime | None = None
+    # order time of the first attempt since it was queued or last delivered: an attempt
+    # without an outcome, or one that failed after its rename, may have delivered the file,
+    # so every reissue asks its mover to look at the destination first (check_since)
+    unsettled_since: datetime | None = None
     start_count: int = 0  # starts since the last max-start delay
     requeue_count: int = 0  # max-start delays so far
     delayed_at: datetime | None = None  # when its queue time was last pushed into the future

@@ -133,6 +133,7 @@ def _scheduled(state: SchedulerState, ev: TransferScheduled | TransferOrdered) -
         host_id=host,
         mover_id=None,
         ordered_at=ev.envelope.occurred_at,
+        unsettled_since=e.unsettled_since or ev.envelope.occurred_at,
         start_count=e.start_count + 1,
         followup=Followup.NONE,
         reason="",
@@ -152,7 +153,7 @@ def _succeeded(state: SchedulerState, ev: TransferSucceeded) -> None:
     e = _current(state, ev.transfer_id, ev.attempt)
     if e is None or not e.running:
         return
-    _touch(state, e, ev, status=S.DONE, reason="")
+    _touch(state, e, ev, status=S.DONE, reason="", unsettled_since=None)
     rt = state.runtime(e.destination)
     if rt.config is not None:
         # a retried transfer got through, or the first one since an operator restarted the

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
@@ -21,6 +23,7 @@ from bus.events.config import Host, HostType, IfTargetExists
 from bus.events.datafiles import Checksums
 from bus.events.orders import TransferOrdered
 from bus.publisher import Publisher
+from bus.settings import ROOT
 from bus.topics import DAY_MS, TopicSpec, apply_topics
 from consumers.janitor.feed import EventFeed
 from consumers.movers.config import MoverConfig
@@ -216,9 +219,44 @@ async def running_mover(
         await asyncio.wait_for(task, 30)
 
 
+def spawn_mover(
+    topics: Topics,
+    mover_id: str,
+    store_root: Path,
+    key_file: Path,
+    *,
+    transfers_topic: str | None = None,
+) -> subprocess.Popen[bytes]:
+    """A mover in its own process (to be SIGKILLed); ``transfers_topic`` a topic that does
+    not exist makes it deliver but never get its outcome acknowledged."""
+    env = {
+        **os.environ,
+        "ECPDS_STORE_ROOT": str(store_root),
+        "ECPDS_KEY_FILE": str(key_file),
+        "ECPDS_LOG_LEVEL": "WARNING",
+    }
+    argv = [
+        sys.executable, "-m", "consumers.movers.runner", "--group", topics.group,
+        "--capacity", "2", "--mover-id", mover_id, "--orders-topic", topics.orders,
+        "--transfers-topic", transfers_topic or topics.transfers,
+        "--movers-topic", topics.movers, "--session-timeout-ms", "6000", "--heartbeat", "0.5",
+    ]  # fmt: skip
+    return subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL)
+
+
 async def publish_orders(kafka: str, topic: str, *orders: TransferOrdered) -> None:
     async with Publisher(kafka) as publisher:
         await publisher.publish_many((topic, o.destination, o) for o in orders)
 
 
-__all__ = ["Outcomes", "Stored", "Topics", "host", "order", "publish_orders", "replace", "stored"]
+__all__ = [
+    "Outcomes",
+    "Stored",
+    "Topics",
+    "host",
+    "order",
+    "publish_orders",
+    "replace",
+    "spawn_mover",
+    "stored",
+]

@@ -1,15 +1,23 @@
-"""The mover's pure parts: the commit tracker under concurrency, Location from a Host, paths."""
+"""The mover's pure parts: the commit tracker under concurrency, Location from a Host, paths,
+temporary names and what a file found at the final name proves."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import posixpath
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from bus.errors import ConfigurationError
 from bus.events.base import Compression
+from bus.events.datafiles import Checksums
+from bus.events.orders import TransferOrdered
+from bus.events.transfers import Verification
 from bus.templates.lexer import TemplateError
 from consumers.movers import core
+from protocols.base import Entry
+from protocols.location import location_for
 from tests.movers.support import Stored, host, order
 
 NOW = datetime(2026, 11, 27, 6, 30, tzinfo=UTC)
@@ -113,3 +121,104 @@ def test_destination_limit_is_the_hosts_max_connections_within_capacity() -> Non
     """A destination runs at most its host's max connections, never above the mover capacity."""
     assert core.destination_limit(order(OBJ, host("file", "", max_connections=2)), 8) == 2
     assert core.destination_limit(order(OBJ, host("file", "", max_connections=50)), 8) == 8
+
+
+def test_a_temporary_name_is_derived_from_the_transfer_and_attempt() -> None:
+    """``.<name>.<tag>.<attempt>.tmp`` beside the final name, the tag the transfer id's; the
+    same order always gives the same name, a redelivery adds the mover's tag."""
+    sent = replace(order(OBJ, host("sftp", "h", directory="/in/")), attempt=3)
+    location = location_for(sent.host, None)
+    tag = core.tag(sent.transfer_id)
+    assert len(tag) == 8
+    path = core.temporary_path(sent, location, "/in/data/product.grib")
+    assert path == f"/in/data/.product.grib.{tag}.3.tmp"
+    assert core.temporary_path(sent, location, "/in/data/product.grib") == path
+    again = core.temporary_path(sent, location, "/in/data/product.grib", "mover-b")
+    assert again == f"/in/data/.product.grib.{tag}.3.{core.tag('mover-b')}.tmp"
+
+
+def test_temporary_names_follow_the_operators_options() -> None:
+    """``prefix``/``suffix`` are kept as OpenECPDS operators set them; ``usetmp=no`` has none."""
+    fixed = order(OBJ, host("ftp", "h", directory="/in/", options={"ftp.suffix": ".part"}))
+    assert (
+        core.temporary_path(fixed, location_for(fixed.host, None), "/in/a.grib")
+        == "/in/.a.grib.part"
+    )
+    direct = order(OBJ, host("ftp", "h", directory="/in/", options={"ftp.usetmp": "no"}))
+    assert core.temporary_path(direct, location_for(direct.host, None), "/in/a.grib") is None
+
+
+def test_leftovers_are_this_transfers_earlier_attempts_only() -> None:
+    """Attempt 3 removes the names of attempts 1..3 (and their redeliveries), never a later
+    attempt's nor another transfer's."""
+    sent = replace(order(OBJ, host("sftp", "h", directory="/in/")), attempt=3)
+    other = order(OBJ, sent.host)
+    location = location_for(sent.host, None)
+    pattern = core.leftovers(sent, location, "product.grib")
+
+    def name(o: TransferOrdered, a: int, m: str | None) -> str:
+        path = core.temporary_path(replace(o, attempt=a), location, "product.grib", m)
+        return posixpath.basename(path or "")
+
+    names = {
+        n: name(o, a, m)
+        for n, (o, a, m) in {
+            "first": (sent, 1, None),
+            "own": (sent, 3, None),
+            "redelivered": (sent, 2, "mover-a"),
+            "later": (sent, 4, None),
+            "other": (other, 1, None),
+        }.items()
+    }  # fmt: skip
+    kept = {n for n, name in names.items() if core.is_leftover(pattern, sent, name)}
+    assert kept == {"first", "own", "redelivered"}
+    assert not core.is_leftover(pattern, sent, "product.grib")
+
+
+def _entry(size: int = 10, mtime: datetime | None = NOW) -> Entry:
+    return Entry("product.grib", size, mtime)
+
+
+def test_a_file_found_is_this_transfers_only_with_its_size_and_time() -> None:
+    """Found with the expected size and not older than the unsettled attempt: FOUND_SIZE;
+    another size, an older file (the name's previous delivery) or nothing: send again."""
+    sent = order(OBJ, host("sftp", "h"))
+    since = NOW - timedelta(minutes=5)
+    assert core.found(sent, _entry(), since, None) is Verification.FOUND_SIZE
+    assert core.found(sent, _entry(mtime=None), since, None) is Verification.FOUND_SIZE
+    assert core.found(sent, _entry(size=9), since, None) is None
+    assert core.found(sent, _entry(mtime=since - timedelta(hours=1)), since, None) is None
+    assert core.found(sent, None, since, None) is None
+
+
+def test_a_file_found_is_checked_by_md5_where_the_remote_keeps_one() -> None:
+    """A remote MD5 equal to the stored one gives FOUND_SIZE_AND_CHECKSUM; another MD5 means
+    another file of the same size; a compressed transfer's size is unknown: send again."""
+    sent = replace(order(OBJ, host("s3", "h")), checksums=Checksums(adler32="0", md5="ab" * 16))
+    since = NOW - timedelta(minutes=5)
+    assert core.found(sent, _entry(), since, "AB" * 16) is Verification.FOUND_SIZE_AND_CHECKSUM
+    assert core.found(sent, _entry(), since, "cd" * 16) is None
+    packed = replace(sent, compression=Compression.GZIP)
+    assert core.found(packed, _entry(), since, "ab" * 16) is None
+
+
+def test_a_redelivered_order_looks_since_its_own_order_time() -> None:
+    """A first attempt that may have been taken by a crashed mover looks for a file written
+    since it was ordered; a reissue keeps the scheduler's earlier time; else no look."""
+    sent = order(OBJ, host("sftp", "h"))
+    assert core.check_since(sent, redelivered=False) is None
+    assert core.check_since(sent, redelivered=True) == sent.envelope.occurred_at
+    early = sent.envelope.occurred_at - timedelta(minutes=3)
+    reissued = replace(sent, attempt=2, check_since=early)
+    assert core.check_since(reissued, redelivered=False) == early
+    assert core.check_since(reissued, redelivered=True) == early
+
+
+def test_names_deleted_unseen_are_the_last_attempts_own() -> None:
+    """Where a listing hides dot files, attempt 5 deletes the names attempts 3 to 5 derived."""
+    sent = replace(order(OBJ, host("ftp", "h")), attempt=5)
+    location = location_for(sent.host, None)
+    tag = core.tag(sent.transfer_id)
+    assert core.derived_leftovers(sent, location, "/in/a.grib") == [
+        f"/in/.a.grib.{tag}.{n}.tmp" for n in (3, 4, 5)
+    ]

@@ -9,7 +9,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,6 @@ from bus.events.transfers import (
     TransferSucceeded,
 )
 from bus.publisher import Publisher
-from bus.settings import ROOT
 from protocols.base import from_bytes
 from store.local import LocalStore
 from store.objects import ObjectId, ObjectSpec
@@ -38,6 +36,7 @@ from tests.movers.support import (
     order,
     publish_orders,
     running_mover,
+    spawn_mover,
     stored,
 )
 
@@ -215,32 +214,15 @@ async def test_graceful_shutdown_reports_running_transfers_interrupted(
         await movers.stop()
 
 
-def _spawn(
-    topics: Topics, mover_id: str, store_root: Path, key_file: Path
-) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "ECPDS_STORE_ROOT": str(store_root),
-        "ECPDS_KEY_FILE": str(key_file),
-        "ECPDS_LOG_LEVEL": "WARNING",
-    }
-    argv = [
-        sys.executable, "-m", "consumers.movers.runner", "--group", topics.group,
-        "--capacity", "2", "--mover-id", mover_id, "--orders-topic", topics.orders,
-        "--transfers-topic", topics.transfers, "--movers-topic", topics.movers,
-        "--session-timeout-ms", "6000", "--heartbeat", "0.5",
-    ]  # fmt: skip
-    return subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL)
-
-
 async def test_a_sigkilled_movers_order_is_completed_by_another_mover(
     kafka: str, store: LocalStore, key_file: Path, tmp_path: Path
 ) -> None:
     """Kill the mover running a large transfer with SIGKILL: after the rebalance the other
     mover of the group takes the order and completes it; one final file with the right bytes,
-    and nothing but hidden temporary names beside it."""
+    and the victim's temporary file (named in its TransferStarted) removed: nothing beside it."""
     topics, transfers, movers = await fresh(kafka, order_partitions=1)
-    procs = {name: _spawn(topics, name, store.root, key_file) for name in ("mover-a", "mover-b")}
+    names = ("mover-a", "mover-b")
+    procs = {name: spawn_mover(topics, name, store.root, key_file) for name in names}
     try:
         await movers.wait_for(MoverHeartbeat, count=4, timeout=60)
         await asyncio.sleep(4)  # let the group settle with both members
@@ -268,8 +250,10 @@ async def test_a_sigkilled_movers_order_is_completed_by_another_mover(
         assert done.mover_id == survivor
         final = tmp_path / "data" / "product.grib"
         assert final.read_bytes() == obj.data
-        visible = [p.name for p in final.parent.iterdir() if not p.name.startswith(".")]
-        assert visible == ["product.grib"]
+        assert first.temporary_path is not None
+        assert first.temporary_path.startswith(f"{final.parent}/.product.grib.")
+        assert [p.name for p in final.parent.iterdir()] == ["product.grib"]
+        assert len(transfers.of(sent.transfer_id, TransferSucceeded)) == 1
     finally:
         for proc in procs.values():
             if proc.poll() is None:

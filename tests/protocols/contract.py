@@ -183,6 +183,29 @@ class TransferContract:
         await conn.put("clean.bin", chunks(payload(300_000)))
         assert names(await conn.list(".")) == {"clean.bin"}
 
+    async def test_put_writes_under_the_temporary_name_it_is_given(
+        self, conn: Connection, location: Location
+    ) -> None:
+        """A put told its temporary name (a mover derives it from the transfer and attempt)
+        writes there, never under another hidden name, and leaves only the final name."""
+        given = ".given.bin.0a1b2c3d.2.tmp"
+        seen_during: list[set[str]] = []
+        probe = await connect(location)
+
+        async def look(index: int) -> None:
+            if index == 8:
+                seen_during.append(names(await probe.list(".")))
+
+        data = payload(16 * 64 * 1024)
+        try:
+            await conn.put("given.bin", chunks(data, hook=look), use_tmp=True, temporary=given)
+        finally:
+            await probe.close()
+        assert seen_during, "the probe never ran"
+        assert {n for n in seen_during[0] if n.startswith(".")} <= {given}
+        assert names(await conn.list(".")) == {"given.bin"}
+        assert await read_all(conn.get("given.bin")) == data
+
     async def test_failed_source_leaves_no_final_file(self, conn: Connection) -> None:
         """A put whose source raises midway fails and leaves nothing at the final name."""
 

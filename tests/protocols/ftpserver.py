@@ -35,6 +35,7 @@ class FtpServer:
     certfile: Path | None = None
     buffer: int = 65536
     mlsd: bool = True  # False: RFC 959 only (no MLSD, MLST, SIZE), for the fallbacks
+    hide_dot_files: bool = False  # True: listings leave dot files out (vsftpd's default)
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def start(self) -> None:
@@ -53,6 +54,8 @@ class FtpServer:
             argv.append(f"--cert={self.certfile}")
         if not self.mlsd:
             argv.append("--no-mlsd")
+        if self.hide_dot_files:
+            argv.append("--hide-dot-files")
         self.process = subprocess.Popen(argv, cwd=REPO, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
@@ -130,6 +133,14 @@ def _serve(args: argparse.Namespace) -> None:
         handler.proto_cmds = {
             k: v for k, v in handler.proto_cmds.items() if k not in {"MLSD", "MLST", "SIZE"}
         }
+    if args.hide_dot_files:
+        from pyftpdlib.filesystems import AbstractedFS
+
+        class Hiding(AbstractedFS):  # type: ignore[misc]
+            def listdir(self, path: str) -> list[str]:
+                return [n for n in super().listdir(path) if not n.startswith(".")]
+
+        handler.abstracted_fs = Hiding
     handler.authorizer = authorizer
     handler.passive_ports = None
     handler.permit_foreign_addresses = False
@@ -152,6 +163,7 @@ def main() -> None:
     parser.add_argument("--cert")
     parser.add_argument("--buffer", type=int, default=65536)
     parser.add_argument("--no-mlsd", action="store_true")
+    parser.add_argument("--hide-dot-files", action="store_true")
     args = parser.parse_args()
     os.makedirs(args.root, exist_ok=True)
     import logging
