@@ -1,10 +1,12 @@
-"""The monitor in Debian's headless Chromium over the real pipeline (issue 7, "Tests"): a file
-put through the ingest API fails for good on its destination's only host (a ``file`` host whose
-directory is blocked by a regular file of the same name); signed in as an operator, the browser
-finds that destination failing on the overview, opens it and the transfer's timeline; the cause
-is removed, the operator requeues the transfer, and the page turns it ``DONE`` live (no reload)
-once the real scheduler, a real mover and the real projector have done their part; the file is
-then at the destination.
+"""The monitor in Debian's headless Chromium over the real pipeline (issues 7 and 13): a file
+put through the ingest API cannot be delivered by its destination's only host (a ``file`` host
+whose directory is blocked by a regular file of the same name): the host's problem, so after
+the retry cycles the destination (not the file) goes on hold with the host's error as reason,
+and the transfer stays queued. Signed in as an operator, the browser finds that destination
+critical on the overview with the reason, opens it and the transfer's timeline; the cause is
+removed, the operator restarts the destination, and the transfer page turns ``DONE`` live (no
+reload) once the real scheduler, a real mover and the real projector have done their part; the
+file is then at the destination and the overview shows the destination healthy again.
 """
 
 from __future__ import annotations
@@ -52,25 +54,26 @@ async def browser() -> AsyncIterator[Browser]:
         await launched.close()
 
 
-async def projected(pipeline: Pipeline, dest: str, status: str) -> dict[str, Any]:
-    """Wait until the read models show one finished transfer of ``dest`` in ``status``."""
+async def held(pipeline: Pipeline, dest: str) -> dict[str, Any]:
+    """Wait until the read models show ``dest`` on hold; its row."""
     async with httpx.AsyncClient(base_url=pipeline.url, timeout=10) as client:
-        for _ in range(150):
+        for _ in range(300):
             answer = await client.get(f"/api/v1/destinations/{dest}", headers=pipeline.auth)
             if answer.status_code == 200:
-                finished = answer.json()["finished"]
-                if [t["status"] for t in finished] == [status]:
-                    return dict(finished[0])
+                row = answer.json()
+                if row["destination"]["status"] == "HOLD":
+                    return dict(row)
             await asyncio.sleep(0.2)
-    pytest.fail(f"{dest}: no {status} transfer in the read models; {pipeline.stack.log('mover')}")
+    pytest.fail(f"{dest}: not on hold in the read models; {pipeline.stack.log('mover')}")
 
 
-async def test_operator_requeues_a_failed_transfer_and_sees_it_done(
+async def test_operator_restarts_a_held_destination_and_sees_its_transfer_done(
     browser: Browser, pipeline: Pipeline
 ) -> None:
-    """A transfer stopped by a permanent failure of the only host shows its destination failing
-    on the overview and the error in its timeline; once the cause is gone, the operator's
-    requeue is answered by the scheduler, delivered by a mover, and the transfer page shows it
+    """A host that cannot take the file holds its destination, after the retry cycles, with the
+    host's error as reason and the transfer still queued; the overview shows it critical with
+    the reason, the transfer's timeline the error; once the cause is gone, the operator's
+    restart is answered by the scheduler, delivered by a mover, and the transfer page shows it
     Done without a reload; the file is at the destination and the destination is OK again."""
     made = pipeline.stack
     tag = uuid.uuid4().hex[:6]
@@ -82,17 +85,19 @@ async def test_operator_requeues_a_failed_transfer_and_sees_it_done(
     await made.apply(
         f"hosts:\n  - id: {host}\n    nickname: blocked folder\n    type: dissemination\n"
         f'    protocol: file\n    address: localhost{outbox}\n    directory: "incoming/"\n'
+        "    retry_count: 0\n    retry_frequency: 1s\n"
         f'    options:\n      upload.rateThrottling: "{THROTTLE}"\n'
         f"destinations:\n  - name: {dest}\n    type: dissemination\n"
-        f"    transfer_group: {made.group}\n"
+        f"    transfer_group: {made.group}\n    retry_count: 1\n    retry_frequency: 1s\n"
         f"associations:\n  - {{destination: {dest}, host: {host}, priority: 0}}\n"
     )
     data = b"GRIB" + os.urandom(128 * 1024) + b"7777"  # ~4 s at the throttle
     async with httpx.AsyncClient(timeout=30) as client:
         tid = await made.put(client, dest, "report.grib", data)
-    stopped = await projected(pipeline, dest, "STOP")
-    assert stopped["transfer_id"] == tid
-    assert "File exists" in stopped["last_error"]
+    row = await held(pipeline, dest)
+    assert "File exists" in row["destination"]["status_reason"]
+    assert [t["transfer_id"] for t in row["queue"]] == [tid]  # held, not stopped
+    assert row["finished"] == []
 
     context = await browser.new_context(base_url=pipeline.url)
     page = await context.new_page()
@@ -106,50 +111,52 @@ async def test_operator_requeues_a_failed_transfer_and_sees_it_done(
         await expect(page.locator(f'tr[data-name="{dest}"]')).to_have_count(1)
 
         # the overview's "failing" filter lists it (and not the probe destination, which
-        # delivered), with OpenECPDS's warning colour and the error
+        # delivered), critical, with the host's error as the reason
         await page.select_option("select[name=status]", "failing")
         await page.click("form.filter button[type=submit]")
         await expect(page).to_have_url(re.compile(r"[?&]status=failing"))
-        row = page.locator(f'tr[data-name="{dest}"]')
-        await expect(row).to_have_attribute("data-health", "warning")
-        await expect(row.locator("td").nth(2).locator(".badge.yellow")).to_have_text("Warning")
-        await expect(row.locator("td.error")).to_contain_text("File exists")
+        row_el = page.locator(f'tr[data-name="{dest}"]')
+        await expect(row_el).to_have_attribute("data-health", "critical")
+        await expect(row_el).to_contain_text("File exists")
         await expect(page.locator(f'tr[data-name="probe-{made.tag}"]')).to_have_count(0)
-        await page.screenshot(path=str(made.root / "failing-overview.png"))
+        await page.screenshot(path=str(made.root / "held-overview.png"))
 
-        # the destination, then the transfer's timeline with the error
-        await row.locator("a").click()
+        # the destination with its reason, then the transfer's timeline with the error
+        await row_el.locator("a").first.click()
         await expect(page.locator("h1")).to_contain_text(dest)
-        await page.locator(f'a[href="/transfers/{tid}"]').first.click()
-        await expect(page.locator("h1")).to_contain_text(f"Transfer {tid}")
-        status = page.locator("#transfer-status")
-        await expect(status).to_have_text("Stopped")
-        timeline = page.locator("table.timeline")
+        await expect(page.locator("dl.facts")).to_contain_text("File exists")
+        destination_url = page.url
+
+        transfer = await context.new_page()
+        await transfer.goto(f"/transfers/{tid}")
+        await expect(transfer.locator("h1")).to_contain_text(f"Transfer {tid}")
+        status = transfer.locator("#transfer-status")
+        await expect(status).not_to_have_text("Stopped")
+        timeline = transfer.locator("table.timeline")
         await expect(timeline).to_contain_text("TransferFailed")
         await expect(timeline).to_contain_text("File exists")
-        await expect(timeline).to_contain_text("TransferStopped")
+        await expect(timeline).not_to_contain_text("TransferStopped")
+        await expect(transfer.locator("#live-state.on")).to_have_count(1)  # live stream open
+        await transfer.evaluate("window.ecpdsSamePage = true")  # gone if the page reloads
 
-        # a second tab keeps the overview open, to see the row recover live
+        # a third tab keeps the overview open, to see the row recover live
         overview = await context.new_page()
         await overview.goto("/")
         listed = overview.locator(f'tr[data-name="{dest}"]')
-        await expect(listed).to_have_attribute("data-health", "warning")
+        await expect(listed).to_have_attribute("data-health", "critical")
         await expect(overview.locator("#live-state.on")).to_have_count(1)
         await overview.evaluate("window.ecpdsSamePage = true")
 
-        # the cause goes away; the operator requeues; the page turns Done by itself
+        # the cause goes away; the operator restarts the destination; the transfer turns Done
         blocker.unlink()
-        await page.click("button[value=requeue]")
-        await expect(page.locator(".flash")).to_contain_text("requeue")
-        await page.evaluate("window.ecpdsSamePage = true")  # gone if the page reloads
+        await page.goto(destination_url)
+        await page.click("form.actions button[value=restart]")
+        await expect(page.locator(".flash")).to_contain_text("restart")
         assert await status.inner_text() != "Done", "delivered before the page could see it"
-        await expect(page.locator("#live-state.on")).to_have_count(1)  # live stream open
         await expect(status).to_have_text("Done", timeout=LIVE_MS)
-        assert await page.evaluate("window.ecpdsSamePage === true"), "the page was reloaded"
-        await expect(timeline).to_contain_text("TransferRequeued")
-        await expect(timeline).to_contain_text("operator1")
+        assert await transfer.evaluate("window.ecpdsSamePage === true"), "the page was reloaded"
         await expect(timeline).to_contain_text("TransferSucceeded")
-        await page.screenshot(path=str(made.root / "transfer-done.png"))
+        await transfer.screenshot(path=str(made.root / "transfer-done.png"))
 
         # delivered, whole, at its final name; the open overview shows the destination
         # healthy again, updated in place
