@@ -125,9 +125,12 @@ class Poller:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     in_flight: set[Key] = field(default_factory=set)
     sightings: Sightings = field(default_factory=Sightings)
-    # acquired files whose exact time was checked once their minute was over: (size, listed
-    # time) then; not asked again while they list the same
-    settled: dict[Key, tuple[int, datetime | None]] = field(default_factory=dict)
+    # per (host, destination), the acquired files whose exact time was checked once their
+    # minute was over: target -> (size, listed time) then; not asked again while they list
+    # the same, and forgotten once a complete poll no longer lists them
+    settled: dict[tuple[str, str], dict[str, tuple[int, datetime | None]]] = field(
+        default_factory=dict
+    )
 
     def _envelope(self, correlation: str, causation: str | None = None) -> Envelope:
         return Envelope(
@@ -189,8 +192,8 @@ class Poller:
                             found[c.target] = _Found(c, options, reason, entry, len(lines) - 1)
                             taken.add(c.target)
                         unsure.extend((e, k, len(lines) - 1) for e, k in d.unsure)
-                if unsure and isinstance(conn, ExactTimes):
-                    await self._exact(conn, host.id, destination, lines, unsure, found)
+                if isinstance(conn, ExactTimes):
+                    await self._exact(conn, host.id, destination, lines, unsure, found, errors)
                 ready = await self._whole(conn, host, destination, lines, found, limit_ms, t0)
                 if not errors:
                     offered = {(host.id, destination, t) for t in found}
@@ -240,22 +243,27 @@ class Poller:
         lines: list[tuple[ResolvedListing, Options]],
         unsure: list[tuple[Entry, Known, int]],
         found: dict[str, _Found],
+        errors: list[str],
     ) -> None:
         """Ask the exact time of acquired files a rounded-down listing cannot tell rewritten
         within their minute; a rewritten one joins ``found``, one whose minute is over is
         settled (not asked again while it lists the same)."""
         now = self.clock()
         asked = 0
+        settled_before = self.settled.get((host_id, destination), {})
+        still: dict[str, tuple[int, datetime | None]] = {}
         unsure.sort(key=lambda u: u[1].acquired_mtime or now, reverse=True)  # newest first
         for entry, record, line in unsure:
             listing, options = lines[line]
             c = candidate(entry, listing, options, destination, now)
             target = c.target
-            key = (destination, target)
-            if self.settled.get(key) == (entry.size, entry.mtime) or target in found:
+            if settled_before.get(target) == (entry.size, entry.mtime):
+                still[target] = (entry.size, entry.mtime)
+                continue
+            if target in found:
                 continue
             if asked >= EXACT_PER_POLL:
-                break
+                continue  # asked at a later poll (the settled ones after it are still kept)
             asked += 1
             try:
                 exact = await conn.mtime(c.path)
@@ -270,7 +278,13 @@ class Poller:
             elif record.acquired_mtime is not None and settled(
                 record.acquired_mtime, self.clock(), CLOCK_MARGIN
             ):
-                self.settled[key] = (entry.size, entry.mtime)
+                still[target] = (entry.size, entry.mtime)
+        if errors:  # a line not listed: what it would have shown is kept
+            still = settled_before | still
+        if still:
+            self.settled[(host_id, destination)] = still
+        else:
+            self.settled.pop((host_id, destination), None)
 
     async def _exact_time(self, conn: ExactTimes, item: _Found) -> None:
         """Record the exact time of a file taken from a rounded-down listing (kept as listed
@@ -355,7 +369,7 @@ class Poller:
         expected = c.size if options.size_check else None
         # taken or failed, a later version must be seen whole (and its time checked) anew
         self.sightings.forget((host.id, destination, c.target))
-        self.settled.pop((destination, c.target), None)
+        self.settled.get((host.id, destination), {}).pop(c.target, None)
 
         async def check() -> TransferError | None:
             try:
