@@ -270,7 +270,8 @@ class Poller:
             except TransferError as error:
                 log.debug("no exact time", host=host_id, path=c.path, error=str(error))
                 continue
-            if exact is None:
+            if exact is None:  # the server cannot tell better than its listing: settled
+                still[target] = (entry.size, entry.mtime)
                 continue
             reason = reason_for(record, entry.size, exact, options)
             if reason is not None:
