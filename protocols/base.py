@@ -238,6 +238,9 @@ class Entry:
     mtime: datetime | None
     is_dir: bool = False
     is_symlink: bool = False
+    # False: the listing rounds ``mtime`` down (FTP ``LIST``: to the minute, the day for old
+    # files); a connection with an ``mtime(path)`` method (FTP ``MDTM``) tells the exact one
+    exact_time: bool = True
 
 
 @runtime_checkable

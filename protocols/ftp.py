@@ -24,7 +24,7 @@ import posixpath
 import re
 import socket
 import ssl
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
@@ -291,6 +291,7 @@ class FtpConnection:
         self._lock = asyncio.Lock()
         self._dirs: set[str] = {"/"}
         self._epsv = True
+        self._mlsd: bool | None = None  # unknown until the first listing
 
     @contextlib.asynccontextmanager
     async def _session(self, what: str) -> AsyncIterator[None]:
@@ -360,7 +361,8 @@ class FtpConnection:
             if not await self._is_dir(base):
                 raise NotFound(f"list {base}: no such directory")
             async with asyncio.timeout(max(self.settings.command_timeout, 90)):
-                found = await self.client.list(base, recursive=recursive)
+                found = await self._list(base, recursive)
+        exact = bool(self._mlsd)  # LIST times are rounded down to the minute (or the day)
         entries = []
         for name, info in found:
             facts: dict[str, Any] = dict(info)
@@ -371,8 +373,34 @@ class FtpConnection:
             relative = str(PurePosixPath(name).relative_to(base))
             size = int(facts.get("size") or facts.get("sizd") or 0)
             mtime = _mtime(facts.get("modify"))
-            entries.append(Entry(relative, size, mtime, kind == "dir", symlink))
+            entries.append(Entry(relative, size, mtime, kind == "dir", symlink, exact))
         return sorted(select(entries, pattern, regex), key=lambda e: e.name)
+
+    async def _list(self, base: str, recursive: bool) -> Sequence[tuple[PurePosixPath, Any]]:
+        """``MLSD`` (exact times) where the server has it, else ``LIST``; asked once a session."""
+        if self._mlsd is not False:
+            try:
+                found = await self.client.list(base, recursive=recursive, raw_command="MLSD")
+                self._mlsd = True
+                return found
+            except aioftp.StatusCodeError as error:
+                if self._mlsd or not error.received_codes[-1].matches("50x"):
+                    raise
+                self._mlsd = False  # vsftpd: "500 Unknown command"
+        return await self.client.list(base, recursive=recursive, raw_command="LIST")
+
+    async def mtime(self, path: str) -> datetime | None:
+        """The exact modification time (``MDTM``, UTC to the second; RFC 3659), or None when
+        the server has no ``MDTM`` or its reply is unreadable."""
+        target = self.location.resolve(path)
+        async with self._session(f"mtime {target}"):
+            try:
+                info = await self._command(f"MDTM {target}", "213")
+            except aioftp.StatusCodeError as error:
+                if not error.received_codes[-1].matches("50x"):  # 550: missing, raised
+                    raise
+                return None
+            return _mtime(info[-1].split()[-1]) if info and info[-1].split() else None
 
     async def _open_data(self, command: str, offset: int) -> DataChannel:
         """Open a passive data channel (TLS like the control channel) and start ``command``."""

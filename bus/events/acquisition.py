@@ -22,6 +22,17 @@ class DiscoveryReason(StrEnum):
     REWRITTEN = "REWRITTEN"
 
 
+class Completeness(StrEnum):
+    """What vouched that a retrieved file was whole at the provider (``acquisition.stable``,
+    ``fileage``, ``companion``; a WIS2 notification)."""
+
+    STABLE = "STABLE"  # size and time unchanged across listings ``stableInterval`` apart
+    AGE = "AGE"  # older than the lower bound of ``fileage``
+    COMPANION = "COMPANION"  # its companion file was listed beside it
+    NOTIFIED = "NOTIFIED"  # a notification announced it (WIS2)
+    LISTED = "LISTED"  # nothing: taken as listed (``stable=no`` and no other rule)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ListingCompleted(Event):
     """One poll of an acquisition host finished (successfully or not)."""
@@ -73,6 +84,7 @@ class RetrievalSucceeded(Event):
     size: int
     duration_ms: int
     deleted_original: bool = False
+    completeness: Completeness | None = None  # null: written before the rule was recorded
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -101,4 +113,5 @@ EVENTS: tuple[type[Event], ...] = (
 )
 NAMED_TYPES: Mapping[str, type] = {
     "ecpds.acquisition.DiscoveryReason": DiscoveryReason,
+    "ecpds.acquisition.Completeness": Completeness,
 }

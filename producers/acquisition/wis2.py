@@ -35,7 +35,7 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bus.events.acquisition import DiscoveryReason, RetrievalFailed
+from bus.events.acquisition import Completeness, DiscoveryReason, RetrievalFailed
 from bus.events.config import Host
 from bus.logging import get_logger
 from producers.acquisition.core import Candidate, Status, parse_options
@@ -264,6 +264,7 @@ class Subscriber:
             lambda t: _download(base, location.path, notification, deadline, t),
             data_id=notification.data_id,
             checksum=checksum,
+            completeness=Completeness.NOTIFIED,  # announced once published: whole
         )
         return ok
 

@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from bus.events.acquisition import (
+    Completeness,
     DiscoveryReason,
     FileDiscovered,
     RetrievalFailed,
@@ -16,13 +17,22 @@ from bus.events.base import Envelope
 from bus.events.datafiles import Checksums, DataFileRegistered, DataFileStored
 from bus.templates.listing import parse_directory
 from producers.acquisition.core import (
+    DEFAULT_STABLE_INTERVAL_MS,
     Candidate,
+    Known,
     RequeueRule,
+    Sightings,
     Status,
+    companion_of,
     decide,
+    discover,
     parse_options,
+    reason_for,
     rewritten,
+    same_time,
     select,
+    settled,
+    vouched,
 )
 from producers.acquisition.state import AcquisitionState, requester
 from protocols.base import Entry
@@ -129,6 +139,10 @@ def test_requeue_rules() -> None:
     assert rewritten(10, later, 10, T0, RequeueRule.NAME_AND_TIME)
     assert not rewritten(10, T0, 99, later, RequeueRule.NEVER)
     assert parse_options({"acquisition.requeueonsamesize": "yes"}).requeue is RequeueRule.SAME_SIZE
+    # a same-size rewrite with a newer time is taken by default; the old rule on request
+    assert parse_options({}).requeue is RequeueRule.SAME_SIZE
+    assert parse_options({"acquisition.requeueonsamesize": "no"}).requeue is RequeueRule.UPDATE
+    assert parse_options({"acquisition.requeueonupdate": "no"}).requeue is RequeueRule.NEVER
     assert (
         parse_options({"acquisition.uniqueByNameAndTime": "yes"}).requeue
         is RequeueRule.NAME_AND_TIME
@@ -257,3 +271,86 @@ def test_jobs_and_locations_from_configuration() -> None:
     )
     assert location.options == {"fingerPrint": "X"}
     assert location.password == "pw"
+
+
+def test_stable_is_the_default_and_other_rules_vouch_without_waiting() -> None:
+    """Files must be seen stable unless a companion, a minimum age or ``stable=no`` vouches."""
+    default = parse_options({})
+    assert (default.stable, default.stable_interval_ms) == (True, DEFAULT_STABLE_INTERVAL_MS)
+    assert vouched(default) is None
+    assert parse_options({"acquisition.stableInterval": "30s"}).stable_interval_ms == 30_000
+    assert vouched(parse_options({"acquisition.companion": ".done"})) is Completeness.COMPANION
+    assert vouched(parse_options({"acquisition.fileage": ">=2m"})) is Completeness.AGE
+    assert vouched(parse_options({"acquisition.fileage": "<10d"})) is None  # an upper bound
+    assert vouched(parse_options({"acquisition.stable": "no"})) is Completeness.LISTED
+
+
+def test_companion_names() -> None:
+    """``$name`` is replaced by the file's name; anything else is appended to it."""
+    assert companion_of(parse_options({"acquisition.companion": ".done"}), "a.grib") == (
+        "a.grib.done"
+    )
+    spec = parse_options({"acquisition.companion": "ready/$name.ok"})
+    assert companion_of(spec, "a.grib") == "ready/a.grib.ok"
+    assert companion_of(parse_options({}), "a.grib") is None
+
+
+def test_a_file_is_offered_only_once_its_companion_is_listed() -> None:
+    """Without its companion a file is held back (counted), with it the file is offered."""
+    options = parse_options({"acquisition.companion": ".done"})
+    line = listing("/in/{.*\\.grib}")
+    without = discover([entry("a.grib")], line, options, "d", NOW, lambda _: None, ())
+    assert (without.matched, without.new, without.awaiting_companion) == (1, [], 1)
+    both = discover(
+        [entry("a.grib"), entry("a.grib.done", 0)], line, options, "d", NOW, lambda _: None, ()
+    )
+    assert [(c.name, r) for c, r, _ in both.new] == [("a.grib", DiscoveryReason.NEW)]
+
+
+def test_sightings_need_the_same_size_and_time_for_the_whole_interval() -> None:
+    """A first sighting waits the interval; a change starts it again; unchanged, it is due."""
+    seen = Sightings()
+    key = ("h", "d", "a")
+    assert seen.stable_in(key, entry("a", 10), 100.0, 5.0) == 5.0
+    assert seen.stable_in(key, entry("a", 10), 103.0, 5.0) == 2.0
+    assert seen.stable_in(key, entry("a", 20), 104.0, 5.0) == 5.0  # it grew: from the start
+    assert seen.stable_in(key, entry("a", 20), 109.0, 5.0) == 0.0
+    seen.keep(("h", "d"), {("h", "d", "b")})
+    assert key not in seen.seen  # no longer offered: forgotten
+
+
+def test_a_rounded_down_time_proves_a_rewrite_only_past_the_recorded_minute() -> None:
+    """A minute-precision time later than the recorded minute is a rewrite; within it only
+    the exact time can tell; a midnight stands for its whole day (``ls`` of old files)."""
+    recorded = datetime(2026, 11, 27, 11, 0, 10, tzinfo=UTC)
+    minute = recorded.replace(second=0)
+    same = RequeueRule.SAME_SIZE
+    assert rewritten(10, recorded, 10, minute, same, exact=False) is None
+    assert rewritten(10, recorded, 10, minute + timedelta(minutes=1), same, exact=False)
+    assert rewritten(10, recorded, 10, minute - timedelta(minutes=1), same, exact=False) is False
+    assert rewritten(10, recorded, 10, minute, RequeueRule.UPDATE, exact=False) is False
+    assert rewritten(10, recorded, 10, minute, same) is False  # taken as exact: older
+    midnight = recorded.replace(hour=0, minute=0, second=0)
+    assert rewritten(10, recorded, 10, midnight, same, exact=False) is None
+    assert same_time(minute, recorded, exact=False)
+    assert not same_time(minute, recorded)
+
+
+def test_an_ambiguous_acquired_file_is_handed_back_for_its_exact_time() -> None:
+    """A file acquired within the minute a LIST shows is neither new nor skipped silently:
+    ``discover`` returns it as unsure; its exact time then decides."""
+    recorded = datetime(2026, 11, 27, 11, 0, 10, tzinfo=UTC)
+    known = Known(
+        host_id="h", path="/in/a", size=10, mtime=recorded, status=Status.ACQUIRED,
+        acquired_size=10, acquired_mtime=recorded,
+    )  # fmt: skip
+    coarse = Entry("a", 10, recorded.replace(second=0), exact_time=False)
+    found = discover([coarse], listing("/in"), parse_options({}), "d", NOW, lambda _: known, ())
+    assert (found.new, found.unsure) == ([], [(coarse, known)])
+    options = parse_options({})
+    later = recorded + timedelta(seconds=30)
+    assert reason_for(known, 10, later, options) is DiscoveryReason.REWRITTEN
+    assert reason_for(known, 10, recorded, options) is None
+    margin = timedelta(seconds=60)
+    assert not settled(recorded, recorded + timedelta(seconds=40), margin)
+    assert settled(recorded, recorded.replace(second=0) + timedelta(minutes=2), margin)

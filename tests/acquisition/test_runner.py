@@ -15,6 +15,7 @@ from typing import TypeVar
 from aiohttp import web
 
 from bus.events.acquisition import (
+    Completeness,
     DiscoveryReason,
     FileDiscovered,
     ListingCompleted,
@@ -44,9 +45,13 @@ def destination(name: str, **kw: object) -> Destination:
 
 
 def host(name: str, protocol: str, address: str, directory: str, **kw: object) -> Host:
+    """An acquisition host polled every 300 ms whose files count as whole once seen unchanged
+    for 200 ms (the default 10 s is exercised by tests/acquisition/test_stable.py)."""
+    options = {"acquisition.stableInterval": "200ms", **kw.pop("options", {})}  # type: ignore[dict-item]
     return Host(
         id=name, nickname=name, type=HostType.ACQUISITION, protocol=protocol, address=address,
-        directory=directory, polling_frequency_ms=kw.pop("polling", 300), **kw,  # type: ignore[arg-type]
+        directory=directory, polling_frequency_ms=kw.pop("polling", 300), options=options,
+        **kw,  # type: ignore[arg-type]
     )  # fmt: skip
 
 
@@ -90,7 +95,8 @@ async def test_local_folder_discovery_dedup_restart_and_requeue(env: Env, tmp_pa
     found = kinds(events, FileDiscovered)
     assert sorted(e.name for e in found) == ["a.grib", "b.grib"]
     assert all(e.reason is DiscoveryReason.NEW for e in found)
-    first = kinds(events, ListingCompleted)[0]
+    # taken by the listing that saw them unchanged for the stable interval, not the first
+    first, *_ = [e for e in kinds(events, ListingCompleted) if e.files_new]
     assert (first.entries_listed, first.files_matched, first.files_new) == (3, 2, 2)
     queued = [
         e
@@ -221,7 +227,7 @@ async def test_provider_gone_mid_download_registers_nothing_and_retries(env: Env
 
     async def fetch(request: web.Request) -> web.StreamResponse:
         nonlocal gets
-        gets += 1
+        gets += request.method == "GET"  # not the HEAD that asks the size before the download
         response = web.StreamResponse(headers={"Content-Length": str(len(payload))})
         await response.prepare(request)
         if gets == 1:
@@ -310,3 +316,45 @@ async def test_start_closes_registrations_a_crash_left_open(env: Env) -> None:
         if e.data_file_id == dfid
     ]
     assert [(e.stage, e.retriable) for e in failed] == [("recovery", True)]
+
+
+async def test_a_companion_file_or_an_age_vouches_for_a_file(env: Env, tmp_path: Path) -> None:
+    """With ``companion`` a file waits until its companion is listed, then is taken at once
+    (COMPANION); with a lower bound in ``fileage`` an old enough file is taken without
+    watching it (AGE)."""
+    folder = tmp_path / "provider"
+    write(folder / "c.grib", b"C" * 300)
+    write(folder / "o.dat", b"O" * 400, time.time() - 600)
+    write(folder / "young.dat", b"Y" * 10)  # too young for the age rule: never taken
+    await env.define(
+        GROUP,
+        destination("acq-vouch"),
+        host(
+            "file-companion", "file", "localhost", f"{folder}/{{.*\\.grib}}",
+            options={"acquisition.companion": ".done", "acquisition.stableInterval": "1h"},
+        ),
+        host(
+            "file-age", "file", "localhost", f"{folder}/{{.*\\.dat}}",
+            options={"acquisition.fileage": ">=5m", "acquisition.stableInterval": "1h"},
+        ),
+        Association(destination="acq-vouch", host="file-companion"),
+        Association(destination="acq-vouch", host="file-age"),
+    )  # fmt: skip
+    async with env.runner():
+        await env.until(env.names.acquisition, lambda es: any(
+            isinstance(e, RetrievalSucceeded) and e.host_id == "file-age" for e in es
+        ))  # fmt: skip
+        await env.until(env.names.acquisition, lambda es: len(
+            [e for e in kinds(es, ListingCompleted) if e.host_id == "file-companion"]
+        ) >= 3)  # fmt: skip
+        assert not kinds(await env.acquisition("file-companion"), FileDiscovered)
+        write(folder / "c.grib.done", b"")
+        await env.until(env.names.acquisition, lambda es: any(
+            isinstance(e, RetrievalSucceeded) and e.host_id == "file-companion" for e in es
+        ))  # fmt: skip
+    got = {
+        e.path.rpartition("/")[2]: (e.size, e.completeness)
+        for e in kinds(await env.events(env.names.acquisition), RetrievalSucceeded)
+        if e.host_id in ("file-companion", "file-age")
+    }
+    assert got == {"c.grib": (300, Completeness.COMPANION), "o.dat": (400, Completeness.AGE)}
