@@ -210,7 +210,12 @@ ACQUISITION: tuple[Option, ...] = (
     Option("priority", "99", "priority of the acquired file's transfers (0 first)", whole(0, 99)),
     Option("lifetime", "destination's", "how long the acquired file lives (`2d`)", duration),
     Option("standby", "no", "hold the acquired file's transfers until released", flag),
-    Option("event", "no", "publish a notification when the file is delivered", flag),
+    Option(
+        "event",
+        "no",
+        "publish a notification when the file is delivered (destination `mqtt.publish`)",
+        flag,
+    ),
     Option("deleteoriginal", "no", "delete the file at the provider once stored", flag),
     Option("removeParameters", "no", "drop a `?query` from listed names", flag),
     Option(
@@ -222,7 +227,12 @@ ACQUISITION: tuple[Option, ...] = (
     Option("useSymlink", "no", "take symbolic links too", flag),
     Option("recursive", "no", "list sub-directories too (also `listRecursive`)", flag),
     Option("listRecursive", "no", "same as `recursive`", flag),
-    Option("requeueOnFailure", "no", "try a failed retrieval again at the next poll", flag),
+    Option(
+        "requeueOnFailure",
+        "no",
+        "retry a retrieval that failed for good at the next poll (a retriable one always is)",
+        flag,
+    ),
     Option(
         "requeueonupdate",
         "yes",
@@ -236,7 +246,7 @@ ACQUISITION: tuple[Option, ...] = (
         flag,
     ),
     Option("uniqueByNameAndTime", "no", "a file listed with any other time is a new file", flag),
-    Option("maximumDuration", "10m", "longest listing of one poll", duration),
+    Option("maximumDuration", "10m", "longest listing phase of one poll", duration),
     Option("retrievalMaximumDuration", "10m", "longest retrieval of one file", duration),
 )
 """``acquisition.*`` options of an acquisition host (``producers/acquisition``)."""
@@ -244,7 +254,7 @@ ACQUISITION: tuple[Option, ...] = (
 LINE: tuple[Option, ...] = (
     Option("dirdateformat", "dateformat", "format of `$dirdate` on this line", date_format),
     Option(
-        "dirdatedelta", "datedelta", "day offset or window of `$dirdate` on this line", date_delta
+        "dirdatedelta", "datedelta", "day offset or window of the line, as `datedelta`", date_delta
     ),
 )
 """Options only a Directory line's ``[key=value]`` takes (besides the acquisition options)."""
@@ -340,6 +350,17 @@ ACQUISITION_PREFIX = "acquisition."
 ECTRANS_PREFIX = "ectrans."
 _ACQUISITION_BY_KEY = {o.name.lower(): o for o in ACQUISITION}
 _LINE_BY_KEY = {o.name.lower(): o for o in LINE}
+
+
+def reference() -> str:
+    """The README's table of acquisition options (a test keeps the README equal to it)."""
+    rows = ["| option | default | meaning |", "|---|---|---|"]
+    for o in ACQUISITION:
+        default = f"`{o.default}`" if o.default not in ("none", "destination's") else o.default
+        rows.append(f"| `acquisition.{o.name}` | {default} | {o.meaning} |")
+    for o in LINE:
+        rows.append(f"| `{o.name}` (line only) | as `{o.default}` | {o.meaning} |")
+    return "\n".join(rows)
 
 
 # --- lookups --------------------------------------------------------------------------------

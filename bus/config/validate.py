@@ -403,7 +403,8 @@ def _login(login: str | None) -> None:
 
 
 def _polling(h: Host) -> None:
-    if h.type is HostType.ACQUISITION and h.polling_frequency_ms is None:
+    # a WIS2 host is not polled: notifications come as they are published
+    if h.type is HostType.ACQUISITION and h.polling_frequency_ms is None and not _is_wis2(h):
         raise refuse("host.polling_frequency_ms", "required for an acquisition host")
     _optional_positive("host.polling_frequency_ms", h.polling_frequency_ms)
 
