@@ -37,7 +37,8 @@ from bus.templates.names import parse_metadata, parse_name
 Check = Callable[[str, str], None]
 """Refuses ``value`` of the option shown as ``field`` (raises ``ConfigurationError``)."""
 
-FLAG_VALUES = frozenset({"yes", "no", "true", "false", "on", "off", "1", "0"})
+TRUE = frozenset({"yes", "true", "on", "1"})
+FLAG_VALUES = TRUE | {"no", "false", "off", "0"}
 
 
 # --- value checks ---------------------------------------------------------------------------

@@ -419,6 +419,7 @@ def _options(h: Host) -> None:
     acquisition = h.type is HostType.ACQUISITION
     check_all(
         lambda: _mail("host.options", h.options, HOST_MAIL_KEYS),
+        lambda: _requeue_rule(h.options) if acquisition else None,
         *(
             _bound(_host_option, h.protocol, key, value, acquisition)
             for key, value in h.options.items()
@@ -426,6 +427,28 @@ def _options(h: Host) -> None:
             if not key.startswith("mail.") and OPTION_KEY.fullmatch(key)
         ),
     )
+
+
+# the acquisition stage takes the first of these it finds set; two set would be a silent choice
+REQUEUE_RULES = (
+    ("acquisition.uniqueByNameAndTime", True),
+    ("acquisition.requeueonsamesize", True),
+    ("acquisition.requeueonupdate", False),
+)
+
+
+def _requeue_rule(options: Mapping[str, str]) -> None:
+    lowered = {k.lower(): v.strip().lower() for k, v in options.items()}
+    chosen = [
+        f"{key}={'yes' if wanted else 'no'}"
+        for key, wanted in REQUEUE_RULES
+        if key.lower() in lowered and (lowered[key.lower()] in known.TRUE) is wanted
+    ]
+    if len(chosen) > 1:
+        raise refuse(
+            f"host.options.{chosen[1].partition('=')[0]}",
+            f"{' and '.join(chosen)} are two requeue rules: choose one",
+        )
 
 
 def _host_option(protocol: str, key: str, value: str, acquisition: bool) -> None:

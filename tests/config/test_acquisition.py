@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from bus.config import KNOWN_SCHEMES
 from bus.config import options as known
@@ -19,6 +20,7 @@ from bus.errors import ConfigurationError
 from bus.events.config import Destination, DestinationType, Host, HostType
 from bus.settings import ROOT
 from bus.templates.lexer import TemplateError
+from cli.config import config_app
 
 
 def acquisition_host(directory: str = "/data/{.*}", **options: str) -> Host:
@@ -145,6 +147,18 @@ def test_unknown_option_names_are_refused_with_the_closest_one(
     assert suggested in error.reason
 
 
+def test_two_requeue_rules_are_refused() -> None:
+    """Two requeue rules at once would be a silent choice of one: refused, naming both."""
+    error = refusal(
+        acquisition_host(
+            **{"acquisition.requeueonsamesize": "yes", "acquisition.requeueonupdate": "no"}
+        )
+    )
+    assert error.field == "host.options.acquisition.requeueonupdate"
+    assert "requeueonsamesize=yes and acquisition.requeueonupdate=no" in error.reason
+    validate(acquisition_host(**{"acquisition.requeueonsamesize": "yes"}))
+
+
 def test_misspelt_line_option_is_refused_with_its_suggestion() -> None:
     """A ``[key=value]`` option of a listing line is held to the same names."""
     error = refusal(acquisition_host("/a/\n  [fileagee=>=1m]/b/{.*}"))
@@ -197,6 +211,7 @@ def test_a_host_using_every_acquisition_option_is_accepted() -> None:
         "retrievalMaximumDuration": "PT10M",
     }
     flags = {o.name: "yes" for o in known.ACQUISITION if o.check is known.flag}
+    flags |= {"uniqueByNameAndTime": "no", "requeueonsamesize": "no"}  # one requeue rule
     options = {f"acquisition.{k}": v for k, v in (good | flags).items()}
     assert {k.removeprefix("acquisition.") for k in options} == {o.name for o in known.ACQUISITION}
     directory = (
@@ -288,6 +303,24 @@ def test_a_file_with_several_problems_reports_every_one_in_its_own_words() -> No
         assert "__init__" not in reason
         assert "invalid literal" not in reason
         assert "_ms" not in reason
+
+
+def test_config_check_prints_every_problem_and_exits_2(tmp_path: Path) -> None:
+    """``ecpds config check`` (no broker) lists each problem of the file on its own line."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BAD_FILE)
+    result = CliRunner().invoke(config_app, ["check", "-f", str(bad)], env={"COLUMNS": "300"})
+    assert result.exit_code == 2, result.output
+    assert "refused: 12 problems" in result.output
+    assert "hosts[0].options.acquisition.fileagee: unknown acquisition option; did you mean" in (
+        result.output
+    )
+    assert "hosts[0].retry_frequency: expected a duration" in result.output
+    good = CliRunner().invoke(
+        config_app, ["check", "-f", str(ROOT / "infra" / "examples" / "acquisition.yaml")]
+    )
+    assert good.exit_code == 0, good.output
+    assert "valid" in good.output
 
 
 EXAMPLES = sorted((ROOT / "infra" / "examples").glob("*.yaml"))
