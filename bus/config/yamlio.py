@@ -156,10 +156,19 @@ def spoken(
     field = error.field
     rest = field[len(prefix) :] if field == prefix or field.startswith(f"{prefix}.") else field
     rest = rest.removeprefix(".")
-    head = re.match(r"[^.\[]*", rest)
-    name = head.group(0) if head else ""
-    if name.endswith("_ms") and name not in set(written):
-        rest = name.removesuffix("_ms") + rest[len(name) :]
+    # a duration is named by its short (documented) spelling, unless the file wrote _ms;
+    # option and property names are the operator's own, left as they are
+    written = set(written)
+    if not rest.startswith(("options.", "properties.")):
+        rest = re.sub(
+            r"(^|\.)(\w+)_ms\b",
+            lambda m: (
+                m.group(0)
+                if not m.group(1) and f"{m.group(2)}_ms" in written
+                else f"{m.group(1)}{m.group(2)}"
+            ),
+            rest,
+        )
     named = f"{where}.{rest}" if rest else where
     suffix = f" ({label})" if label else ""
     if isinstance(error, TemplateError):

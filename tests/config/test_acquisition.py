@@ -272,6 +272,7 @@ destinations:
     transfer_group: default
     max_connections: 0
     retry_frequency_ms: 0
+    mqtt: {publish: true, expiry_interval: 0s}
 planets: []
 """
 
@@ -295,6 +296,7 @@ def test_a_file_with_several_problems_reports_every_one_in_its_own_words() -> No
         "hosts[1].adress",
         "destinations[0].max_connections",
         "destinations[0].retry_frequency_ms",  # written with _ms: named so
+        "destinations[0].mqtt.expiry_interval",
     }
     assert "did you mean address?" in found["hosts[1].adress"]
     assert "line 1, column 24" in found["hosts[0].directory"]
@@ -311,7 +313,7 @@ def test_config_check_prints_every_problem_and_exits_2(tmp_path: Path) -> None:
     bad.write_text(BAD_FILE)
     result = CliRunner().invoke(config_app, ["check", "-f", str(bad)], env={"COLUMNS": "300"})
     assert result.exit_code == 2, result.output
-    assert "refused: 12 problems" in result.output
+    assert "refused: 13 problems" in result.output
     assert "hosts[0].options.acquisition.fileagee: unknown acquisition option; did you mean" in (
         result.output
     )
