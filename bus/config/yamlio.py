@@ -13,7 +13,8 @@ differ from their defaults, never a clear secret (host credentials appear as ``e
 Refusals speak the file's language: every problem of the whole document is reported at once
 (``Problems``), each named by where it is in the file as the operator wrote it
 (``hosts[2].options.acquisition.fileage``, ``destinations[0].retry_frequency``; a ``*_ms``
-field keeps its ``_ms`` only when the file spells it so), never by a Python name or message.
+field keeps its ``_ms`` only when the file spells it so) and its line in the file, never by a
+Python name or message.
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ def load(text: str) -> Document:
         data = {}
     if not isinstance(data, dict):
         raise ConfigurationError("document", "must be a mapping of sections")
+    nodes = yaml.compose(text)  # where each field is, for messages (parsed fine just above)
     problems: list[ConfigurationError] = []
     for name in sorted(set(data) - set(SECTIONS), key=str):
         hint = _close(str(name), SECTIONS)
@@ -123,7 +125,10 @@ def load(text: str) -> Document:
                 found += [e for e in flatten([error]) if e.field not in seen]
             if found or entity is None:
                 label = _label(prefix, item)
-                problems.extend(spoken(e, prefix, where, written, label) for e in found)
+                for e in found:
+                    line = _file_line(nodes, spoken(e, prefix, where, written))
+                    at = f"{label}, file line {line}" if line and label else label
+                    problems.append(spoken(e, prefix, where, written, at))
                 continue
             if isinstance(entity, Host):
                 if password is not None:
@@ -174,6 +179,42 @@ def spoken(
     if isinstance(error, TemplateError):
         return TemplateError(f"{error.detail}{suffix}", error.line, error.column, field=named)
     return ConfigurationError(named, f"{error.reason}{suffix}")
+
+
+def _file_line(root: Any, error: ConfigurationError) -> int | None:
+    """The line of the document (``root``: its composed nodes) where the field ``error`` names
+    is (1-based): its key's, or for a template error in a block scalar (``|``) the line the
+    template's own line is on."""
+    node, rest, line = root, error.field, None
+    while node is not None and rest:
+        if isinstance(node, yaml.SequenceNode):
+            match = re.match(r"\[(\d+)\]\.?", rest)
+            if match is None or int(match.group(1)) >= len(node.value):
+                break
+            node, rest = node.value[int(match.group(1))], rest[match.end() :]
+            line = node.start_mark.line + 1
+        elif isinstance(node, yaml.MappingNode):
+            keys = [(k, v) for k, v in node.value if isinstance(k.value, str)]
+            fits = [
+                (k, v)
+                for k, v in keys
+                if rest == k.value or rest.startswith((f"{k.value}.", f"{k.value}["))
+            ]
+            if not fits:
+                break
+            key, node = max(fits, key=lambda kv: len(kv[0].value))
+            line = key.start_mark.line + 1
+            rest = rest[len(key.value) :].removeprefix(".")
+        else:
+            break
+    if (
+        not rest
+        and isinstance(error, TemplateError)
+        and isinstance(node, yaml.ScalarNode)
+        and node.style in ("|", ">")
+    ):
+        return int(node.start_mark.line) + error.line + 1
+    return line
 
 
 def _label(prefix: str, item: Mapping[str, Any]) -> str:

@@ -159,6 +159,23 @@ def test_two_requeue_rules_are_refused() -> None:
     validate(acquisition_host(**{"acquisition.requeueonsamesize": "yes"}))
 
 
+def test_a_template_error_in_a_block_scalar_gives_the_file_line_of_its_own_line() -> None:
+    """A Directory written as a ``|`` block: the file line is the bad listing line's."""
+    text = (
+        "hosts:\n"
+        "  - id: p\n    nickname: p\n    type: acquisition\n    protocol: sftp\n"
+        "    address: x\n    polling_frequency: 1m\n"
+        "    directory: |\n"
+        "      /ok/{.*}\n"
+        "      /bad/$dat/\n"
+    )
+    with pytest.raises(TemplateError) as caught:
+        load(text)
+    assert caught.value.field == "hosts[0].directory"
+    assert (caught.value.line, caught.value.column) == (2, 6)
+    assert caught.value.reason.endswith("(host p, file line 10)")
+
+
 def test_misspelt_line_option_is_refused_with_its_suggestion() -> None:
     """A ``[key=value]`` option of a listing line is held to the same names."""
     error = refusal(acquisition_host("/a/\n  [fileagee=>=1m]/b/{.*}"))
@@ -279,7 +296,7 @@ planets: []
 
 def test_a_file_with_several_problems_reports_every_one_in_its_own_words() -> None:
     """Every problem of a file is reported at once, each named by its place in the file as the
-    operator wrote it, never with a Python name or message."""
+    operator wrote it and its line, never with a Python name or message."""
     with pytest.raises(Problems) as caught:
         load(BAD_FILE)
     found = {p.field: p.reason for p in caught.value.problems}
@@ -300,7 +317,10 @@ def test_a_file_with_several_problems_reports_every_one_in_its_own_words() -> No
     }
     assert "did you mean address?" in found["hosts[1].adress"]
     assert "line 1, column 24" in found["hosts[0].directory"]
-    assert found["hosts[1].nickname"] == "required (host second)"
+    # and where in the file: the key's line, or the item's when the key is missing
+    assert found["hosts[1].nickname"] == "required (host second, file line 14)"
+    assert found["hosts[0].directory"].endswith("(host provider, file line 8)")
+    assert found["hosts[0].options.acquisition.fileagee"].endswith("file line 12)")
     for reason in found.values():
         assert "__init__" not in reason
         assert "invalid literal" not in reason
