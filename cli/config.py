@@ -1,10 +1,14 @@
-"""``ecpds destination|host|user add|edit|show|list|remove`` and ``ecpds config apply|export``.
+"""``ecpds destination|host|user add|edit|show|list|remove``, ``ecpds config apply|check|export``.
 
 Every change goes the same way: read the live configuration from ``ecpds.config``, plan the
 change against it (``bus.config.apply``: validated, references checked), show it, publish the
 events, and return once the live view shows them. A refusal prints the field and the reason and
-exits 2. Passwords are never command-line arguments (they would sit in shell history and in
-``ps``): ``--ask-password`` prompts, ``--password-stdin`` reads the first line of stdin.
+exits 2; when a file or a command has several problems, every one is printed, each named as the
+operator wrote it (``hosts[0].options.acquisition.fileage``), never by a Python name. ``config
+check`` validates a file offline (no broker), as ``apply`` would before planning.
+
+Passwords are never command-line arguments (they would sit in shell history and in ``ps``):
+``--ask-password`` prompts, ``--password-stdin`` reads the first line of stdin.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 import yaml
@@ -23,13 +27,16 @@ from rich.table import Table
 from bus.config import Entity, Kind, identity, kind_of
 from bus.config.apply import Change, current_entity, events_for, plan, removal, resolve
 from bus.config.secrets import ClearSecret, OperatorKey, hash_password
+from bus.config.validate import Problems
 from bus.config.view import ConfigView, LiveConfig
-from bus.config.yamlio import assignments, export, from_mapping, load, to_mapping, with_fields
+from bus.config.yamlio import assignments, build, export, load, to_mapping, with_fields
 from bus.errors import ConfigurationError
 from bus.events.config import Association, DataUser, Destination, Host
 from bus.publisher import Publisher
 from bus.topics import CONFIG
 from cli.terminal import actor, console, read_config, run, run_sync, settings
+
+T = TypeVar("T")
 
 destination_app = typer.Typer(no_args_is_help=True, help="Define and inspect destinations.")
 host_app = typer.Typer(no_args_is_help=True, help="Define and inspect hosts.")
@@ -59,7 +66,7 @@ async def _commit(topic: str, make: Callable[[ConfigView], list[Change]]) -> lis
     """Plan against the live view, show the plan, publish it and wait until the view has it."""
     found = settings()
     async with LiveConfig(found.kafka_bootstrap, topic) as live:
-        changes = make(live.view)
+        changes = every_problem(lambda: make(live.view))
         show_plan(changes)
         if not changes:
             return changes
@@ -91,6 +98,18 @@ def show_plan(changes: Sequence[Change]) -> None:
                 console.print(f"    {d.name}: {escape(d.old)} [bold]->[/bold] {escape(d.new)}")
 
 
+def every_problem(work: Callable[[], T]) -> T:
+    """Run ``work``; when it refuses with several problems, print each one and exit 2 (a single
+    refusal goes on to the caller's handling, which prints it the same way)."""
+    try:
+        return work()
+    except Problems as problems:
+        console.print(f"[red]refused:[/red] {len(problems.problems)} problems")
+        for problem in problems.problems:
+            console.print(f"  {escape(problem.field)}: {escape(problem.reason)}")
+        raise typer.Exit(2) from None
+
+
 def _password(ask: bool, stdin: bool) -> ClearSecret | None:
     if ask and stdin:
         raise ConfigurationError("password", "give --ask-password or --password-stdin, not both")
@@ -105,7 +124,7 @@ def _password(ask: bool, stdin: bool) -> ClearSecret | None:
 
 
 def _build(cls: type[Any], prefix: str, fields: dict[str, Any]) -> Any:
-    return from_mapping(cls, {k: v for k, v in fields.items() if v is not None}, prefix)
+    return build(cls, prefix, {k: v for k, v in fields.items() if v is not None})
 
 
 def _add(view: ConfigView, entity: Entity, extra: Sequence[Entity] = ()) -> list[Change]:
@@ -153,7 +172,7 @@ def destination_add(
     """Define a new destination."""
     fields: dict[str, Any] = {"name": name, "type": type_, "transfer_group": transfer_group}
     fields |= {"country": country, "comment": comment, **assignments(sets or ())}
-    entity = run_sync(lambda: _build(Destination, "destination", fields))
+    entity = run_sync(lambda: every_problem(lambda: _build(Destination, "destination", fields)))
     run(lambda: _commit(ctx.obj, lambda view: _add(view, entity)))
 
 
@@ -214,7 +233,7 @@ def host_add(
 ) -> None:
     """Define a new host, optionally associated with destinations."""
 
-    def build() -> tuple[Host, list[Any]]:
+    def build_host() -> tuple[Host, list[Any]]:
         fields: dict[str, Any] = {"id": host_id, "nickname": nickname or host_id, "type": type_}
         fields |= {"protocol": protocol, "address": address, "login": login}
         fields |= {"directory": directory, **assignments(sets or ())}
@@ -229,7 +248,7 @@ def host_add(
         ]
         return host, links
 
-    host, links = run_sync(build)
+    host, links = run_sync(lambda: every_problem(build_host))
     password = run_sync(lambda: _password(ask_password, password_stdin))
     if password is not None:
         key = run_sync(lambda: OperatorKey.load(settings().key_file))
@@ -302,7 +321,9 @@ def user_add(
     """Define a new data user (portal account)."""
     fields = {"login": login, "destinations": destination or [], "operations": operation or []}
     user: DataUser = run_sync(
-        lambda: _build(DataUser, "data_user", fields | assignments(sets or ()))
+        lambda: every_problem(
+            lambda: _build(DataUser, "data_user", fields | assignments(sets or ()))
+        )
     )
     password = run_sync(lambda: _password(ask_password, password_stdin))
     if password is not None:
@@ -366,7 +387,7 @@ def config_apply(
     prune: Annotated[bool, typer.Option(help="remove what the file does not define")] = False,
 ) -> None:
     """Make the configuration what FILE says: shows the diff, publishes only the changes."""
-    document = run_sync(lambda: load(file.read_text()))
+    document = run_sync(lambda: every_problem(lambda: load(file.read_text())))
     key = run_sync(lambda: OperatorKey.load(settings().key_file))
 
     def make(view: ConfigView) -> list[Change]:
@@ -374,9 +395,20 @@ def config_apply(
 
     if dry_run:
         view = run(lambda: read_config(ctx.obj))
-        show_plan(run_sync(lambda: make(view)))
+        show_plan(run_sync(lambda: every_problem(lambda: make(view))))
         return
     run(lambda: _commit(ctx.obj, make))
+
+
+@config_app.command("check")
+def config_check(
+    file: Annotated[Path, typer.Option("--file", "-f", exists=True, dir_okay=False)],
+) -> None:
+    """Validate FILE as `apply` would, without a broker: every problem is listed, exit 2."""
+    document = run_sync(lambda: every_problem(lambda: load(file.read_text())))
+    # references are checked against what the file itself defines (no live configuration)
+    changes = run_sync(lambda: every_problem(lambda: plan(ConfigView(), document.entities)))
+    console.print(f"[green]{escape(str(file))}: valid ({len(changes)} definitions)[/green]")
 
 
 @config_app.command("export")

@@ -3,17 +3,28 @@
 ``validate(entity)`` checks one entity on its own; ``validate_against(view, entity)`` checks its
 references against a configuration view (destinations, hosts, transfer groups and users it
 names must exist there). Both raise ``ConfigurationError(field, reason)`` with ``field`` like
-``destination.max_connections``. The rules follow OpenECPDS (ECPDS-REFERENCE.md §2.1, §2.5).
+``destination.max_connections``; ``validate`` reports every problem of the entity at once
+(``Problems``, a ``ConfigurationError`` listing each). The rules follow OpenECPDS
+(ECPDS-REFERENCE.md §2.1, §2.5).
+
+Everything a host or destination will be read for is compiled here, when it is defined, so a
+mistake is refused by ``config apply`` rather than found at the first poll or transfer: the
+Directory field (a dissemination template, acquisition listing lines with ``$date`` and
+``{regex}``, or WIS2 topic filters), every option and property name (``bus.config.options``:
+an unknown one is refused with the closest known name) and every value its reader parses
+(date formats and deltas, size and age filters, name and metadata templates, numbers, flags,
+duplicate rules). A template error names the line and column inside the field.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from enum import StrEnum
 from typing import Protocol
 
 from bus.config import KNOWN_SCHEMES, Entity
+from bus.config import options as known
 from bus.config.secrets import is_argon2_hash
 from bus.errors import ConfigurationError
 from bus.events.base import Compression
@@ -36,6 +47,7 @@ from bus.events.config import (
 )
 from bus.templates import directory
 from bus.templates.lexer import TemplateError
+from bus.templates.listing import parse_directory
 from bus.templates.requeueon import compile_rule
 from bus.topics import DEFAULT_TRANSFER_GROUP
 
@@ -72,6 +84,47 @@ class References(Protocol):
 def refuse(field: str, reason: str) -> ConfigurationError:
     """The error for a refused value (raise it)."""
     return ConfigurationError(field, reason)
+
+
+class Problems(ConfigurationError):
+    """Several refusals at once; ``problems`` holds each (``field`` and ``reason`` are the
+    first's, so a caller that shows one error still shows a true one)."""
+
+    def __init__(self, problems: Iterable[ConfigurationError]) -> None:
+        self.problems: tuple[ConfigurationError, ...] = tuple(flatten(problems))
+        first = self.problems[0]
+        more = len(self.problems) - 1
+        reason = first.reason if not more else f"{first.reason} (and {more} more problem(s))"
+        super().__init__(first.field, reason)
+        self.args = ("\n".join(f"{p.field}: {p.reason}" for p in self.problems),)
+
+
+def flatten(errors: Iterable[ConfigurationError]) -> list[ConfigurationError]:
+    """Each single problem of ``errors`` (a ``Problems`` stands for its own)."""
+    out: list[ConfigurationError] = []
+    for error in errors:
+        out.extend(error.problems if isinstance(error, Problems) else (error,))
+    return out
+
+
+def raise_all(problems: list[ConfigurationError]) -> None:
+    """Raise nothing for no problem, the problem itself for one, ``Problems`` for more."""
+    single = flatten(problems)
+    if len(single) == 1:
+        raise single[0]
+    if single:
+        raise Problems(single)
+
+
+def check_all(*checks: Callable[[], object]) -> None:
+    """Run every check, then refuse with every problem found (not only the first)."""
+    problems: list[ConfigurationError] = []
+    for check in checks:
+        try:
+            check()
+        except ConfigurationError as error:
+            problems.append(error)
+    raise_all(problems)
 
 
 def _name(field: str, value: str, limit: int = NAME_MAX, pattern: re.Pattern[str] = NAME) -> None:
@@ -114,16 +167,18 @@ def _country(field: str, value: str | None) -> None:
 
 
 def _properties(field: str, values: Mapping[str, str], pattern: re.Pattern[str]) -> None:
+    problems: list[ConfigurationError] = []
     for key in values:
         if not pattern.fullmatch(key):
-            raise refuse(f"{field}.{key}", "keys are 'key' or 'module.key' (letters, digits, _)")
+            problems.append(
+                refuse(f"{field}.{key}", "keys are 'key' or 'module.key' (letters, digits, _)")
+            )
+    raise_all(problems)
 
 
 # e-mail notifications (consumers/mailer, ECPDS-REFERENCE §2.5 "Email"): the only mail.* keys
-DESTINATION_MAIL_KEYS = frozenset(
-    {"mail.to", "mail.onStart", "mail.onEnd", "mail.onError", "mail.onUpdate"}
-)
-HOST_MAIL_KEYS = frozenset({"mail.to", "mail.onSuccess", "mail.onError", "mail.notifyOnce"})
+DESTINATION_MAIL_KEYS = frozenset(known.DESTINATION_MAIL)
+HOST_MAIL_KEYS = frozenset(known.HOST_MAIL)
 MAIL_TRUE = frozenset({"yes", "true"})
 MAIL_FLAGS = MAIL_TRUE | {"no", "false"}
 MAIL_ADDRESS = re.compile(
@@ -152,21 +207,32 @@ def _duplicates(properties: Mapping[str, str]) -> None:
 
 
 def _mail(field: str, values: Mapping[str, str], known: frozenset[str]) -> None:
-    for key, value in values.items():
-        if not key.startswith("mail."):
-            continue
-        where = f"{field}.{key}"
-        if key not in known:
-            raise refuse(where, f"unknown mail key: use {', '.join(sorted(known))}")
-        if key == "mail.to":
-            addresses = mail_addresses(value)
-            if not addresses:
-                raise refuse(where, "must list at least one e-mail address")
-            for address in addresses:
-                if not MAIL_ADDRESS.fullmatch(address):
-                    raise refuse(where, f"{address!r} is not an e-mail address (name@domain)")
-        elif value.strip().lower() not in MAIL_FLAGS:
-            raise refuse(where, f"must be yes, no, true or false, got {value!r}")
+    check_all(
+        *(
+            _bound(_mail_key, f"{field}.{key}", key, value, known)
+            for key, value in values.items()
+            if key.startswith("mail.")
+        )
+    )
+
+
+def _bound(check: Callable[..., None], *args: object) -> Callable[[], None]:
+    """``check(*args)`` for later (a loop's lambda would see only its last values)."""
+    return lambda: check(*args)
+
+
+def _mail_key(where: str, key: str, value: str, known: frozenset[str]) -> None:
+    if key not in known:
+        raise refuse(where, f"unknown mail key: use {', '.join(sorted(known))}")
+    if key == "mail.to":
+        addresses = mail_addresses(value)
+        if not addresses:
+            raise refuse(where, "must list at least one e-mail address")
+        for address in addresses:
+            if not MAIL_ADDRESS.fullmatch(address):
+                raise refuse(where, f"{address!r} is not an e-mail address (name@domain)")
+    elif value.strip().lower() not in MAIL_FLAGS:
+        raise refuse(where, f"must be yes, no, true or false, got {value!r}")
 
 
 def _enum(field: str, value: object, kind: type[StrEnum]) -> None:
@@ -204,27 +270,37 @@ def _mqtt(mqtt: MqttSettings) -> None:
 
 
 def validate_destination(d: Destination) -> None:
-    """Refuse a destination with a bad value."""
-    _name("destination.name", d.name)
-    _enum("destination.type", d.type, DestinationType)
-    _name("destination.transfer_group", d.transfer_group)
-    _country("destination.country", d.country)
-    _connections("destination.max_connections", d.max_connections)
-    _retry_count("destination.retry_count", d.retry_count)
-    _positive("destination.retry_frequency_ms", d.retry_frequency_ms)
-    _at_least("destination.max_start", d.max_start, 1)
-    _positive("destination.start_frequency_ms", d.start_frequency_ms)
-    _at_least("destination.max_requeue", d.max_requeue, 0)
-    _at_least("destination.max_pending", d.max_pending, 1)
-    _optional_positive("destination.max_file_size", d.max_file_size)
-    _enum("destination.on_host_failure", d.on_host_failure, OnHostFailure)
-    _positive("destination.reset_frequency_ms", d.reset_frequency_ms)
-    _optional_positive("destination.max_inactivity_ms", d.max_inactivity_ms)
-    _enum("destination.if_target_exists", d.if_target_exists, IfTargetExists)
-    _enum("destination.delete_from_spool", d.delete_from_spool, DeleteFromSpool)
-    _enum("destination.compression", d.compression, Compression)
-    _windows(d.active_windows)
-    _positive("destination.default_lifetime_ms", d.default_lifetime_ms)
+    """Refuse a destination with a bad value (every problem at once)."""
+    check_all(
+        lambda: _name("destination.name", d.name),
+        lambda: _enum("destination.type", d.type, DestinationType),
+        lambda: _name("destination.transfer_group", d.transfer_group),
+        lambda: _country("destination.country", d.country),
+        lambda: _connections("destination.max_connections", d.max_connections),
+        lambda: _retry_count("destination.retry_count", d.retry_count),
+        lambda: _positive("destination.retry_frequency_ms", d.retry_frequency_ms),
+        lambda: _at_least("destination.max_start", d.max_start, 1),
+        lambda: _positive("destination.start_frequency_ms", d.start_frequency_ms),
+        lambda: _at_least("destination.max_requeue", d.max_requeue, 0),
+        lambda: _at_least("destination.max_pending", d.max_pending, 1),
+        lambda: _optional_positive("destination.max_file_size", d.max_file_size),
+        lambda: _enum("destination.on_host_failure", d.on_host_failure, OnHostFailure),
+        lambda: _positive("destination.reset_frequency_ms", d.reset_frequency_ms),
+        lambda: _optional_positive("destination.max_inactivity_ms", d.max_inactivity_ms),
+        lambda: _enum("destination.if_target_exists", d.if_target_exists, IfTargetExists),
+        lambda: _enum("destination.delete_from_spool", d.delete_from_spool, DeleteFromSpool),
+        lambda: _enum("destination.compression", d.compression, Compression),
+        lambda: _windows(d.active_windows),
+        lambda: _positive("destination.default_lifetime_ms", d.default_lifetime_ms),
+        lambda: _aliases(d),
+        lambda: _mqtt(d.mqtt) if d.mqtt is not None else None,
+        lambda: _source_host(d.source_host),
+        lambda: _date_format("destination.date_format", d.date_format),
+        lambda: _destination_properties(d.properties),
+    )
+
+
+def _aliases(d: Destination) -> None:
     seen: set[str] = set()
     for index, alias in enumerate(d.aliases):
         field = f"destination.aliases[{index}]"
@@ -241,59 +317,220 @@ def validate_destination(d: Destination) -> None:
                 raise refuse(
                     f"{field}.pattern", f"not a valid regular expression: {error}"
                 ) from None
-    if d.mqtt is not None:
-        _mqtt(d.mqtt)
-    if d.source_host is not None:
-        _name("destination.source_host", d.source_host, 64, HOST_ID)
-    if not d.date_format:
-        raise refuse("destination.date_format", "must not be empty")
-    _properties("destination.properties", d.properties, PROPERTY_KEY)
-    _mail("destination.properties", d.properties, DESTINATION_MAIL_KEYS)
-    _duplicates(d.properties)
+
+
+def _source_host(name: str | None) -> None:
+    if name is not None:
+        _name("destination.source_host", name, 64, HOST_ID)
+
+
+def _date_format(field: str, value: str) -> None:
+    if not value:
+        raise refuse(field, "must not be empty")
+    known.date_format(value, field)
+
+
+def _destination_properties(properties: Mapping[str, str]) -> None:
+    field = "destination.properties"
+    _properties(field, properties, PROPERTY_KEY)
+    check_all(
+        lambda: _mail(field, properties, DESTINATION_MAIL_KEYS),
+        lambda: _duplicates(properties),
+        *(
+            _bound(_destination_property, key, value)
+            for key, value in properties.items()
+            if not key.startswith("mail.") and PROPERTY_KEY.fullmatch(key)
+        ),
+    )
+
+
+def _destination_property(key: str, value: str) -> None:
+    _prefixed("destination.", lambda: known.destination_property(key)(value, f"properties.{key}"))
+
+
+def _prefixed(prefix: str, check: Callable[[], object]) -> None:
+    """Run ``check``; its error's field (``options.KEY``) gets the entity's ``prefix``."""
+    try:
+        check()
+    except TemplateError as error:
+        raise TemplateError(
+            error.detail, error.line, error.column, field=f"{prefix}{error.field}"
+        ) from None
+    except ConfigurationError as error:
+        raise refuse(f"{prefix}{error.field}", error.reason) from None
 
 
 def validate_host(h: Host) -> None:
-    """Refuse a host with a bad value."""
-    _name("host.id", h.id, 64, HOST_ID)
-    if not h.nickname.strip() or len(h.nickname) > 64 or not h.nickname.isprintable():
+    """Refuse a host with a bad value (every problem at once)."""
+    check_all(
+        lambda: _name("host.id", h.id, 64, HOST_ID),
+        lambda: _nickname(h.nickname),
+        lambda: _enum("host.type", h.type, HostType),
+        lambda: _protocol(h.protocol),
+        lambda: _address(h.address),
+        lambda: _login(h.login),
+        lambda: _options(h),
+        lambda: _connections("host.max_connections", h.max_connections),
+        lambda: _retry_count("host.retry_count", h.retry_count),
+        lambda: _positive("host.retry_frequency_ms", h.retry_frequency_ms),
+        lambda: _polling(h),
+        lambda: (
+            _name("host.transfer_group", h.transfer_group) if h.transfer_group is not None else None
+        ),
+        lambda: _network_code(h.network_code),
+        lambda: _directory(h),
+    )
+
+
+def _nickname(nickname: str) -> None:
+    if not nickname.strip() or len(nickname) > 64 or not nickname.isprintable():
         raise refuse("host.nickname", "1 to 64 printable characters")
-    _enum("host.type", h.type, HostType)
-    if h.protocol not in KNOWN_SCHEMES:
-        raise refuse("host.protocol", f"{h.protocol!r} is not one of {', '.join(KNOWN_SCHEMES)}")
-    if not h.address.strip() or any(c.isspace() for c in h.address):
+
+
+def _protocol(protocol: str) -> None:
+    if protocol not in KNOWN_SCHEMES:
+        raise refuse("host.protocol", f"{protocol!r} is not one of {', '.join(KNOWN_SCHEMES)}")
+
+
+def _address(address: str) -> None:
+    if not address.strip() or any(c.isspace() for c in address):
         raise refuse("host.address", "must be a non-empty host[:port] (or bucket) without spaces")
-    if h.login is not None and (not h.login or any(c.isspace() for c in h.login)):
+
+
+def _login(login: str | None) -> None:
+    if login is not None and (not login or any(c.isspace() for c in login)):
         raise refuse("host.login", "must be non-empty and without spaces (omit it for none)")
-    _options(h)
-    _connections("host.max_connections", h.max_connections)
-    _retry_count("host.retry_count", h.retry_count)
-    _positive("host.retry_frequency_ms", h.retry_frequency_ms)
-    if h.type is HostType.ACQUISITION and h.polling_frequency_ms is None:
+
+
+def _polling(h: Host) -> None:
+    # a WIS2 host is not polled: notifications come as they are published
+    if h.type is HostType.ACQUISITION and h.polling_frequency_ms is None and not _is_wis2(h):
         raise refuse("host.polling_frequency_ms", "required for an acquisition host")
     _optional_positive("host.polling_frequency_ms", h.polling_frequency_ms)
-    if h.transfer_group is not None:
-        _name("host.transfer_group", h.transfer_group)
-    if h.network_code is not None and h.network_code not in NETWORK_CODES:
+
+
+def _network_code(code: str | None) -> None:
+    if code is not None and code not in NETWORK_CODES:
         raise refuse("host.network_code", f"one of {', '.join(sorted(NETWORK_CODES))}")
-    _directory(h)
 
 
 def _options(h: Host) -> None:
     _properties("host.options", h.options, OPTION_KEY)
-    _mail("host.options", h.options, HOST_MAIL_KEYS)
+    acquisition = h.type is HostType.ACQUISITION
+    check_all(
+        lambda: _mail("host.options", h.options, HOST_MAIL_KEYS),
+        lambda: _requeue_rule(h.options) if acquisition else None,
+        *(
+            _bound(_host_option, h.protocol, key, value, acquisition)
+            for key, value in h.options.items()
+            # the mail rules say what is wrong with mail keys, the pattern with malformed ones
+            if not key.startswith("mail.") and OPTION_KEY.fullmatch(key)
+        ),
+    )
+
+
+# the acquisition stage takes the first of these it finds set; two set would be a silent choice
+REQUEUE_RULES = (
+    ("acquisition.uniqueByNameAndTime", True),
+    ("acquisition.requeueonsamesize", True),
+    ("acquisition.requeueonupdate", False),
+)
+
+
+def _requeue_rule(options: Mapping[str, str]) -> None:
+    lowered = {k.lower(): v.strip().lower() for k, v in options.items()}
+    chosen = [
+        f"{key}={'yes' if wanted else 'no'}"
+        for key, wanted in REQUEUE_RULES
+        if key.lower() in lowered and (lowered[key.lower()] in known.TRUE) is wanted
+    ]
+    if len(chosen) > 1:
+        raise refuse(
+            f"host.options.{chosen[1].partition('=')[0]}",
+            f"{' and '.join(chosen)} are two requeue rules: choose one",
+        )
+
+
+def _host_option(protocol: str, key: str, value: str, acquisition: bool) -> None:
+    if protocol not in KNOWN_SCHEMES:
+        return  # refused as host.protocol: which options it takes is unknown
+    check = lambda: known.host_option(protocol, key, acquisition=acquisition)(  # noqa: E731
+        value, f"options.{key}"
+    )
+    _prefixed("host.", check)
 
 
 def _directory(h: Host) -> None:
-    if h.type is not HostType.DISSEMINATION or not h.directory:
-        return
+    if h.type is HostType.DISSEMINATION:
+        if h.directory:
+            _template("host.directory", lambda: directory.parse(h.directory))
+    elif h.type is HostType.ACQUISITION:
+        if _is_wis2(h):
+            _topic_filters(h.directory)
+        else:
+            _template("host.directory", lambda: _listing(h.directory))
+
+
+def _template(field: str, parse: Callable[[], object]) -> None:
+    """Run a template parser; its error is refused on ``field``, with its line and column."""
     try:
-        directory.parse(h.directory)
+        parse()
     except TemplateError as error:
-        # TemplateError is a ConfigurationError whose reason already says line and column
-        reason = getattr(error, "reason", None) or str(error)
-        position = getattr(error, "position", None)
-        where = f" (at position {position})" if position is not None else ""
-        raise refuse("host.directory", f"{reason}{where}") from error
+        raise TemplateError(error.detail, error.line, error.column, field=field) from None
+
+
+def _listing(text: str) -> None:
+    """Compile acquisition listing lines and check each line's ``[key=value]`` options."""
+    problems: list[ConfigurationError] = []
+    lines = text.splitlines()
+    for spec in parse_directory(text):
+        raw = lines[spec.line - 1]
+        for key, value in spec.options.items():
+            column = raw.find(key, raw.find("[")) + 1
+            option = known.line_option(key)
+            if option is None:
+                names = known.line_option_names()
+                detail = f"unknown line option {key!r}{known.suggestion(key, names)}"
+            else:
+                try:
+                    option.check(value, key)
+                    continue
+                except TemplateError as error:
+                    detail = f"option {key}: {error.detail}"
+                except ConfigurationError as error:
+                    detail = f"option {key}: {error.reason}"
+            problems.append(TemplateError(detail, spec.line, column, field="host.directory"))
+    raise_all(problems)
+
+
+def _is_wis2(h: Host) -> bool:
+    return h.options.get("http.mqttMode", "").strip().lower() in {"1", "yes", "true", "on"}
+
+
+def _topic_filters(text: str) -> None:
+    """A WIS2 host's Directory: one MQTT topic filter per line (``#`` comments skipped)."""
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line == "#" or line.startswith("# "):
+            continue
+        levels = line.split("/")
+        for index, level in enumerate(levels):
+            bad = ("#" in level and (level != "#" or index != len(levels) - 1)) or (
+                "+" in level and level != "+"
+            )
+            if bad:
+                column = len(raw) - len(raw.lstrip()) + len("/".join(levels[:index])) + 1
+                raise TemplateError(
+                    "a topic filter takes + as a whole level and # as the last level only",
+                    number,
+                    column + (1 if index else 0),
+                    field="host.directory",
+                )
+    if not any(
+        line.strip() and not line.strip().startswith("# ") and line.strip() != "#"
+        for line in text.splitlines()
+    ):
+        raise refuse("host.directory", "a WIS2 host needs at least one topic filter")
 
 
 def validate_association(a: Association) -> None:

@@ -9,11 +9,18 @@ an alias as a bare destination name. Secrets: a host's ``password:`` and a user'
 hashed before any event carries them (``bus.config.apply``). ``export`` writes only fields that
 differ from their defaults, never a clear secret (host credentials appear as ``encrypted:
 <key_id>``), and loading what it wrote gives back the same entities.
+
+Refusals speak the file's language: every problem of the whole document is reported at once
+(``Problems``), each named by where it is in the file as the operator wrote it
+(``hosts[2].options.acquisition.fileage``, ``destinations[0].retry_frequency``; a ``*_ms``
+field keeps its ``_ms`` only when the file spells it so) and its line in the file, never by a
+Python name or message.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import re
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -27,7 +34,7 @@ import yaml
 from bus.config import Entity, identity, kind_of
 from bus.config.durations import format_duration, format_size, parse_duration, parse_size
 from bus.config.secrets import ClearSecret
-from bus.config.validate import validate
+from bus.config.validate import flatten, raise_all, validate
 from bus.config.view import ConfigView
 from bus.errors import ConfigurationError
 from bus.events.config import (
@@ -40,6 +47,7 @@ from bus.events.config import (
     TimeWindow,
     TransferGroup,
 )
+from bus.templates.lexer import TemplateError
 
 SECTIONS: Mapping[str, tuple[str, type[Any]]] = MappingProxyType(
     {
@@ -70,7 +78,8 @@ class Document:
 
 
 def load(text: str) -> Document:
-    """The entities of a YAML document, each validated on its own."""
+    """The entities of a YAML document, each validated on its own; ``Problems`` lists every
+    problem of the document (a ``ConfigurationError`` alone when there is one)."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
@@ -79,10 +88,13 @@ def load(text: str) -> Document:
         data = {}
     if not isinstance(data, dict):
         raise ConfigurationError("document", "must be a mapping of sections")
-    unknown = set(data) - set(SECTIONS)
-    if unknown:
-        known = ", ".join(SECTIONS)
-        raise ConfigurationError(f"document.{sorted(unknown)[0]}", f"unknown section ({known})")
+    nodes = yaml.compose(text)  # where each field is, for messages (parsed fine just above)
+    problems: list[ConfigurationError] = []
+    for name in sorted(set(data) - set(SECTIONS), key=str):
+        hint = _close(str(name), SECTIONS)
+        problems.append(
+            ConfigurationError(f"document.{name}", f"unknown section ({', '.join(SECTIONS)}){hint}")
+        )
     entities: list[Entity] = []
     host_passwords: dict[str, ClearSecret] = {}
     kept: set[str] = set()
@@ -90,19 +102,34 @@ def load(text: str) -> Document:
     for section, (prefix, cls) in SECTIONS.items():
         items = data.get(section) or []
         if not isinstance(items, list):
-            raise ConfigurationError(section, "must be a list")
+            problems.append(ConfigurationError(section, "must be a list"))
+            continue
         for index, item in enumerate(items):
             where = f"{section}[{index}]"
             if not isinstance(item, dict):
-                raise ConfigurationError(where, "must be a mapping of fields")
+                problems.append(ConfigurationError(where, "must be a mapping of fields"))
+                continue
             item = dict(item)
+            written = set(item)
+            found: list[ConfigurationError] = []
+            entity: Any = None
             try:
                 password = _pop_password(item, prefix)
                 keep = _pop_kept_credentials(item) if cls is Host else False
-                entity = from_mapping(cls, item, prefix)
-                validate(entity)
+                entity, found = _from_mapping(cls, item, prefix)
+                if entity is not None:
+                    validate(entity)
             except ConfigurationError as error:
-                raise ConfigurationError(error.field, f"{error.reason} (in {where})") from None
+                # a field refused while read is not refused again for the default it fell to
+                seen = {p.field for p in found}
+                found += [e for e in flatten([error]) if e.field not in seen]
+            if found or entity is None:
+                label = _label(prefix, item)
+                for e in found:
+                    line = _file_line(nodes, spoken(e, prefix, where, written))
+                    at = f"{label}, file line {line}" if line and label else label
+                    problems.append(spoken(e, prefix, where, written, at))
+                continue
             if isinstance(entity, Host):
                 if password is not None:
                     host_passwords[entity.id] = password
@@ -111,13 +138,99 @@ def load(text: str) -> Document:
             elif isinstance(entity, DataUser) and password is not None:
                 user_passwords[entity.login] = password
             entities.append(entity)
-    _no_duplicates(entities)
+    problems.extend(_duplicates(entities))
+    raise_all(problems)
     return Document(
         tuple(entities),
         MappingProxyType(host_passwords),
         frozenset(kept),
         MappingProxyType(user_passwords),
     )
+
+
+def spoken(
+    error: ConfigurationError,
+    prefix: str,
+    where: str,
+    written: Iterable[str] = (),
+    label: str = "",
+) -> ConfigurationError:
+    """``error`` (field ``host.retry_frequency_ms``) named as the operator wrote it
+    (``hosts[0].retry_frequency``); ``label`` says which entity, ``written`` the field names
+    as given (a ``*_ms`` field keeps ``_ms`` only when written so)."""
+    field = error.field
+    rest = field[len(prefix) :] if field == prefix or field.startswith(f"{prefix}.") else field
+    rest = rest.removeprefix(".")
+    # a duration is named by its short (documented) spelling, unless the file wrote _ms;
+    # option and property names are the operator's own, left as they are
+    written = set(written)
+    if not rest.startswith(("options.", "properties.")):
+        rest = re.sub(
+            r"(^|\.)(\w+)_ms\b",
+            lambda m: (
+                m.group(0)
+                if not m.group(1) and f"{m.group(2)}_ms" in written
+                else f"{m.group(1)}{m.group(2)}"
+            ),
+            rest,
+        )
+    named = f"{where}.{rest}" if rest else where
+    suffix = f" ({label})" if label else ""
+    if isinstance(error, TemplateError):
+        return TemplateError(f"{error.detail}{suffix}", error.line, error.column, field=named)
+    return ConfigurationError(named, f"{error.reason}{suffix}")
+
+
+def _file_line(root: Any, error: ConfigurationError) -> int | None:
+    """The line of the document (``root``: its composed nodes) where the field ``error`` names
+    is (1-based): its key's, or for a template error in a block scalar (``|``) the line the
+    template's own line is on."""
+    node, rest, line = root, error.field, None
+    while node is not None and rest:
+        if isinstance(node, yaml.SequenceNode):
+            match = re.match(r"\[(\d+)\]\.?", rest)
+            if match is None or int(match.group(1)) >= len(node.value):
+                break
+            node, rest = node.value[int(match.group(1))], rest[match.end() :]
+            line = node.start_mark.line + 1
+        elif isinstance(node, yaml.MappingNode):
+            keys = [(k, v) for k, v in node.value if isinstance(k.value, str)]
+            fits = [
+                (k, v)
+                for k, v in keys
+                if rest == k.value or rest.startswith((f"{k.value}.", f"{k.value}["))
+            ]
+            if not fits:
+                break
+            key, node = max(fits, key=lambda kv: len(kv[0].value))
+            line = key.start_mark.line + 1
+            rest = rest[len(key.value) :].removeprefix(".")
+        else:
+            break
+    if (
+        not rest
+        and isinstance(error, TemplateError)
+        and isinstance(node, yaml.ScalarNode)
+        and node.style in ("|", ">")
+    ):
+        return int(node.start_mark.line) + error.line + 1
+    return line
+
+
+def _label(prefix: str, item: Mapping[str, Any]) -> str:
+    """``host demo-ftp``: which entity an item defines, when it says."""
+    kind = prefix.replace("_", " ")
+    if prefix == "association":
+        return f"{kind} {item.get('destination')}/{item.get('host')}"
+    for key in ("id", "name", "login"):
+        if isinstance(item.get(key), str):
+            return f"{kind} {item[key]}"
+    return ""
+
+
+def _close(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.75)
+    return f"; did you mean {close[0]}?" if close else ""
 
 
 def _pop_password(item: dict[str, Any], prefix: str) -> ClearSecret | None:
@@ -144,13 +257,17 @@ def _pop_kept_credentials(item: dict[str, Any]) -> bool:
     return True
 
 
-def _no_duplicates(entities: list[Entity]) -> None:
+def _duplicates(entities: list[Entity]) -> list[ConfigurationError]:
     seen: set[tuple[str, str]] = set()
+    problems: list[ConfigurationError] = []
     for entity in entities:
         key = (kind_of(entity), identity(entity))
         if key in seen:
-            raise ConfigurationError(key[0], f"{key[1]} is defined twice in the document")
+            problems.append(
+                ConfigurationError(key[0], f"{key[1]} is defined twice in the document")
+            )
         seen.add(key)
+    return problems
 
 
 def assignments(items: Iterable[str]) -> dict[str, Any]:
@@ -173,7 +290,7 @@ def assignments(items: Iterable[str]) -> dict[str, Any]:
 
 def with_fields(entity: Entity, values: Mapping[str, Any]) -> Entity:
     """``entity`` with some fields given in document form (``retry_frequency: 2m``) replaced,
-    validated; stored credentials are kept."""
+    validated; stored credentials are kept. Refusals name the fields as ``values`` wrote them."""
     prefix = {"transfer-group": "transfer_group", "data-user": "data_user"}.get(
         kind_of(entity), kind_of(entity)
     )
@@ -184,44 +301,84 @@ def with_fields(entity: Entity, values: Mapping[str, Any]) -> Entity:
         fields.pop(f"{name}_ms", None)
         fields.pop(name.removesuffix("_ms"), None)
         fields[name] = value
-    changed: Entity = from_mapping(type(entity), fields, prefix)
-    if isinstance(entity, Host) and isinstance(changed, Host):
-        changed = dataclasses.replace(changed, credentials=entity.credentials)
-    validate(changed)
+    try:
+        changed: Entity = from_mapping(type(entity), fields, prefix)
+        if isinstance(entity, Host) and isinstance(changed, Host):
+            changed = dataclasses.replace(changed, credentials=entity.credentials)
+        validate(changed)
+    except ConfigurationError as error:
+        raise_all([spoken(e, prefix, prefix, values) for e in flatten([error])])
+        raise
     return changed
+
+
+def build(cls: type[Any], prefix: str, fields: Mapping[str, Any]) -> Any:
+    """A new entity from fields in document form (``ecpds host add --set ...``), validated;
+    refusals name the fields as written."""
+    try:
+        entity = from_mapping(cls, fields, prefix)
+        validate(entity)
+    except ConfigurationError as error:
+        raise_all([spoken(e, prefix, prefix, fields) for e in flatten([error])])
+        raise
+    return entity
 
 
 # --- mapping -> dataclass -------------------------------------------------------------------
 
 
 def from_mapping(cls: type[Any], data: Mapping[str, Any], prefix: str) -> Any:
-    """An instance of ``cls`` (a config dataclass) from its fields by name."""
+    """An instance of ``cls`` (a config dataclass) from its fields by name; every unknown,
+    missing or malformed field is reported (``Problems``)."""
+    entity, problems = _from_mapping(cls, data, prefix)
+    raise_all(problems)
+    return entity
+
+
+def _from_mapping(
+    cls: type[Any], data: Mapping[str, Any], prefix: str
+) -> tuple[Any | None, list[ConfigurationError]]:
+    """The instance and the problems of its fields. With problems, the instance is built from
+    the good fields when no required one is missing (so it can still be validated and the
+    operator hears of every problem at once), else it is None."""
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
     remaining = dict(data)
+    problems: list[ConfigurationError] = []
+    spellings: list[str] = []
+    complete = True
     for f in dataclasses.fields(cls):
         names = (f.name, f.name.removesuffix("_ms")) if f.name.endswith("_ms") else (f.name,)
+        spellings.extend(names)
         given = [n for n in names if n in remaining]
+        field = f"{prefix}.{f.name}"
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         if len(given) > 1:
-            raise ConfigurationError(f"{prefix}.{f.name}", f"given twice ({' and '.join(given)})")
+            problems.append(ConfigurationError(field, f"given twice ({' and '.join(given)})"))
+            for n in given:
+                remaining.pop(n)
+            complete = complete and not required
+            continue
         if not given:
+            if required:
+                problems.append(ConfigurationError(field, "required"))
+                complete = False
             continue
         value = remaining.pop(given[0])
-        field = f"{prefix}.{f.name}"
-        if f.name.endswith("_ms") and value is not None:
-            values[f.name] = parse_duration(value, field)
-        elif f.name in SIZE_FIELDS and value is not None:
-            values[f.name] = parse_size(value, field)
-        else:
-            values[f.name] = _convert(hints[f.name], value, field)
-    if remaining:
-        raise ConfigurationError(f"{prefix}.{sorted(remaining)[0]}", "unknown field")
-    try:
-        return cls(**values)
-    except TypeError as error:
-        missing = [f.name for f in dataclasses.fields(cls) if f.name not in values]
-        name = next(iter(missing), "?")
-        raise ConfigurationError(f"{prefix}.{name}", f"required ({error})") from None
+        try:
+            if f.name.endswith("_ms") and value is not None:
+                values[f.name] = parse_duration(value, field)
+            elif f.name in SIZE_FIELDS and value is not None:
+                values[f.name] = parse_size(value, field)
+            else:
+                values[f.name] = _convert(hints[f.name], value, field)
+        except ConfigurationError as error:
+            problems.extend(flatten([error]))
+            complete = complete and not required
+    for name in sorted(remaining, key=str):
+        hint = _close(str(name), spellings)
+        problems.append(ConfigurationError(f"{prefix}.{name}", f"unknown field{hint}"))
+    return (cls(**values) if complete else None), problems
 
 
 _Shorthand = Callable[[Any, str], Any]

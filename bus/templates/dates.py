@@ -232,18 +232,25 @@ class DateSpec:
 _MAX_WINDOW = 366
 
 
+def _whole_days(part: str, text: str) -> int:
+    try:
+        return int(part.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not a day offset (-1) or a window of days (-2..0)") from None
+
+
 def parse_offsets(text: str) -> tuple[int, ...]:
     """``"-1"`` -> ``(-1,)``; ``"-2..0"`` -> ``(-2, -1, 0)``; ``ValueError`` when malformed."""
     text = text.strip()
     if ".." in text:
         low_text, _, high_text = text.partition("..")
-        low, high = int(low_text), int(high_text)
+        low, high = _whole_days(low_text, text), _whole_days(high_text, text)
         if low > high:
             raise ValueError(f"day window {text!r} runs backwards")
         if high - low >= _MAX_WINDOW:
             raise ValueError(f"day window {text!r} is longer than {_MAX_WINDOW} days")
         return tuple(range(low, high + 1))
-    value = int(text)
+    value = _whole_days(text, text)
     if abs(value) > 100_000:
         raise ValueError(f"day offset {text!r} is out of range")
     return (value,)

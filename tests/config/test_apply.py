@@ -139,35 +139,35 @@ def test_removal_refused_while_referenced(key: OperatorKey) -> None:
         (
             "destinations: [{name: d, type: dissemination, transfer_group: default, "
             "max_connections: 0}]",
-            "destination.max_connections",
+            "destinations[0].max_connections",
         ),
-        ("destinations: [{name: d, type: nope, transfer_group: default}]", "destination.type"),
-        ("destinations: [{name: d, type: dissemination}]", "destination.transfer_group"),
+        ("destinations: [{name: d, type: nope, transfer_group: default}]", "destinations[0].type"),
+        ("destinations: [{name: d, type: dissemination}]", "destinations[0].transfer_group"),
         (
             "destinations: [{name: d, type: dissemination, transfer_group: default, "
             "retry_frequency: soon}]",
-            "destination.retry_frequency_ms",
+            "destinations[0].retry_frequency",
         ),
         (
             "destinations: [{name: d, type: dissemination, transfer_group: default, colour: red}]",
-            "destination.colour",
+            "destinations[0].colour",
         ),
         (
             "destinations: [{name: d, type: dissemination, transfer_group: default, "
             "active_windows: ['25:00-26:00']}]",
-            "destination.active_windows[0]",
+            "destinations[0].active_windows[0]",
         ),
         (
             "hosts: [{id: h, nickname: h, type: dissemination, protocol: ftp, address: x, "
             "credentials: abc}]",
-            "host.credentials",
+            "hosts[0].credentials",
         ),
         (
             "hosts: [{id: h, nickname: h, type: dissemination, protocol: ftp, address: x, "
             "password: ''}]",
-            "host.password",
+            "hosts[0].password",
         ),
-        ("users: [{login: u, password_hash: clear-text}]", "data_user.password_hash"),
+        ("users: [{login: u, password_hash: clear-text}]", "users[0].password_hash"),
         ("users: [{login: u}, {login: u}]", "data-user"),
         ("planets: []", "document.planets"),
         ("- a\n- b", "document"),

@@ -76,9 +76,17 @@ def test_bad_host_mail_options_refused(options: dict[str, str], field: str, word
 
 
 def test_other_keys_are_not_mail_keys() -> None:
-    """Keys outside ``mail.*`` (protocol options, other properties) are left to their checks."""
-    validate(f.host(options={"ftp.passive": "yes", "mailbox": "x"}))
-    validate(f.destination(properties={"mailing.list": "anything"}))
+    """Keys outside ``mail.*`` are not held to the mail rules: a protocol option passes, a
+    name nothing reads is refused as an unknown option, not as a mail key."""
+    validate(f.host(options={"ftp.passive": "yes"}))
+    with pytest.raises(ConfigurationError) as caught:
+        validate(f.host(options={"mailbox": "x"}))
+    assert caught.value.field == "host.options.mailbox"
+    assert "unknown option" in caught.value.reason
+    with pytest.raises(ConfigurationError) as caught:
+        validate(f.destination(properties={"mailing.list": "anything"}))
+    assert caught.value.field == "destination.properties.mailing.list"
+    assert "unknown property" in caught.value.reason
 
 
 def test_yaml_booleans_are_accepted() -> None:

@@ -119,7 +119,12 @@ DESTINATION_CASES: list[tuple[str, Any, str | None]] = [
     ("source_host", "src-1", OK),
     ("source_host", "bad host", "destination.source_host"),
     ("date_format", "", "destination.date_format"),
-    ("properties", {"scheduler.activeTimeRange": "06:00-18:00"}, OK),
+    ("properties", {"scheduler.requeuepattern": "x"}, OK),
+    (
+        "properties",
+        {"scheduler.activeTimeRange": "06:00-18:00"},
+        "destination.properties.scheduler.activeTimeRange",
+    ),
     ("properties", {"bad key": "x"}, "destination.properties.bad key"),
 ]
 
@@ -149,7 +154,7 @@ HOST_CASES: list[tuple[str, Any, str | None]] = [
     ("login", None, OK),
     ("login", "user", OK),
     ("login", "", "host.login"),
-    ("options", {"sftp.mkdirs": "yes", "usetmp": "true", "ectrans.connectTimeOut": "1m"}, OK),
+    ("options", {"ftp.mkdirs": "yes", "usetmp": "true", "ectrans.connectTimeOut": "1m"}, OK),
     ("options", {"sftp.": "x"}, "host.options.sftp."),
     ("options", {"a.b.c": "x"}, "host.options.a.b.c"),
     ("options", {"": "x"}, "host.options."),
