@@ -242,9 +242,24 @@ ACQUISITION: tuple[Option, ...] = (
     ),
     Option(
         "requeueonsamesize",
-        "no",
-        "fetch again a file listed with a newer time, whatever its size",
+        "yes",
+        "fetch again a file listed with a newer time, whatever its size (`no`: only when its"
+        " size changed too)",
         flag,
+    ),
+    Option(
+        "stable",
+        "yes",
+        "take a file only once its size and time are unchanged across listings"
+        " `stableInterval` apart (`no`: as listed)",
+        flag,
+    ),
+    Option("stableInterval", "10s", "how long a file must stay unchanged to be taken", duration),
+    Option(
+        "companion",
+        "none",
+        "take a file once its companion is listed: a suffix (`.done`) or a name (`$name.ok`)",
+        text,
     ),
     Option("uniqueByNameAndTime", "no", "a file listed with any other time is a new file", flag),
     Option("maximumDuration", "10m", "longest listing phase of one poll", duration),

@@ -226,6 +226,8 @@ def test_a_host_using_every_acquisition_option_is_accepted() -> None:
         "lifetime": "2d",
         "maximumDuration": "5m",
         "retrievalMaximumDuration": "PT10M",
+        "stableInterval": "30s",
+        "companion": ".done",
     }
     flags = {o.name: "yes" for o in known.ACQUISITION if o.check is known.flag}
     flags |= {"uniqueByNameAndTime": "no", "requeueonsamesize": "no"}  # one requeue rule
