@@ -114,6 +114,8 @@ class Settings:
     smtp_password_file: Path | None = None  # the password is read from this file, never the env
     mail_from: str = "ecpds@localhost"  # the From: of every mail sent
     janitor_interval: float = 60.0  # seconds between the janitor's sweeps
+    session_idle: float = 3600.0  # seconds a monitor session may stay unused before it ends
+    session_max: float = 12 * 3600.0  # seconds a monitor session lasts at most, used or not
     backup_threads: int = 15  # copies a backup runs at once
     replicate_threads: int = 15  # copies a replicator runs at once
     mover_group: str = "default"  # the transfer group a mover serves
@@ -175,6 +177,8 @@ class Settings:
             ),
             mail_from=env.get("ECPDS_MAIL_FROM") or "ecpds@localhost",
             janitor_interval=_seconds(env, "ECPDS_JANITOR_INTERVAL", 60.0),
+            session_idle=_seconds(env, "ECPDS_SESSION_IDLE", 3600.0),
+            session_max=_seconds(env, "ECPDS_SESSION_MAX", 12 * 3600.0),
             backup_threads=_positive(env, "ECPDS_BACKUP_THREADS", 15),
             replicate_threads=_positive(env, "ECPDS_REPLICATE_THREADS", 15),
             mover_group=env.get("ECPDS_MOVER_GROUP") or "default",

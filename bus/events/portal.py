@@ -1,9 +1,11 @@
-"""Portal events (topic ``ecpds.portal``, key: user): uploads, downloads, denied access."""
+"""Portal events (topic ``ecpds.portal``, key: user): uploads, downloads, denied access, and the
+sign-in defender's failed sign-ins and bans at every door (monitor, API, portal servers)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import ClassVar
 
@@ -73,11 +75,61 @@ class PortalAccessDenied(Event):
     client_address: str | None = None
 
 
+class SignInAttempt(StrEnum):
+    """The kind of a failed sign-in (a wrong password and an unknown login are one kind)."""
+
+    PASSWORD = "PASSWORD"  # noqa: S105 - a kind of attempt, not a password
+    TOKEN = "TOKEN"  # noqa: S105 - a kind of attempt, not a token
+    MALFORMED = "MALFORMED"
+
+
+class BanScope(StrEnum):
+    """What a sign-in ban is on: a client address or an account (login)."""
+
+    ADDRESS = "ADDRESS"
+    ACCOUNT = "ACCOUNT"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SignInFailed(Event):
+    """A sign-in at one door (monitor, api, sftp ...) was refused: wrong or unreadable
+    credentials."""
+
+    AVRO_NAME: ClassVar[str] = "ecpds.portal.SignInFailed"
+
+    door: str
+    attempt: SignInAttempt
+    login: str | None = None
+    client_address: str | None = None
+    score: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SignInBanned(Event):
+    """The defender banned an address or an account from signing in until ``banned_until``."""
+
+    AVRO_NAME: ClassVar[str] = "ecpds.portal.SignInBanned"
+
+    door: str
+    scope: BanScope
+    banned: str
+    banned_until: datetime
+    ban_ms: int
+    offence: int
+    score: int
+    login: str | None = None
+    client_address: str | None = None
+
+
 EVENTS: tuple[type[Event], ...] = (
     PortalUploaded,
     PortalDownloaded,
     PortalAccessDenied,
+    SignInFailed,
+    SignInBanned,
 )
 NAMED_TYPES: Mapping[str, type] = {
     "ecpds.portal.AccessDeniedReason": AccessDeniedReason,
+    "ecpds.portal.SignInAttempt": SignInAttempt,
+    "ecpds.portal.BanScope": BanScope,
 }

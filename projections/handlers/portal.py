@@ -1,4 +1,6 @@
-"""Projection of ``ecpds.portal``: every upload, download and denial in ``portal_access``."""
+"""Projection of ``ecpds.portal``: every upload, download and denial in ``portal_access``, and
+the sign-in defender's failures (kind ``SIGN_IN_FAILED``) and bans (kind ``BANNED``) there too,
+with the door as ``protocol``."""
 
 from __future__ import annotations
 
@@ -83,6 +85,54 @@ def _denied(event: p.PortalAccessDenied) -> Sequence[Write]:
         text(event.reason),
         event.message,
         event.operation,
+        None,
+        None,
+        event.client_address,
+    )
+    return (Write(_ACCESS, row),)
+
+
+@on(p.SignInFailed)
+def _sign_in_failed(event: p.SignInFailed) -> Sequence[Write]:
+    env = event.envelope
+    row = (
+        env.event_id,
+        env.occurred_at,
+        "SIGN_IN_FAILED",
+        event.login,
+        None,
+        None,
+        event.door,
+        None,
+        None,
+        None,
+        text(event.attempt),
+        f"score {event.score}",
+        "SIGN_IN",
+        None,
+        None,
+        event.client_address,
+    )
+    return (Write(_ACCESS, row),)
+
+
+@on(p.SignInBanned)
+def _sign_in_banned(event: p.SignInBanned) -> Sequence[Write]:
+    env = event.envelope
+    row = (
+        env.event_id,
+        env.occurred_at,
+        "BANNED",
+        event.login,
+        None,
+        None,
+        event.door,
+        None,
+        event.ban_ms,
+        None,
+        text(event.scope),
+        f"{event.banned} banned until {event.banned_until.isoformat()} (ban {event.offence})",
+        "SIGN_IN",
         None,
         None,
         event.client_address,
