@@ -44,6 +44,11 @@ class Actions:
         await publisher.publish(self.topic, req.destination, event)
         return event
 
+    async def publish(self, topic: str, key: str, event: Event) -> None:
+        """Publish another monitor event (the sign-in defender's) on ``topic``."""
+        publisher = await self._started()
+        await publisher.publish(topic, key, event)
+
     async def close(self) -> None:
         if self._publisher is not None:
             await self._publisher.stop()

@@ -10,6 +10,7 @@ OpenAPI document without a signed-in user or a script token.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,12 +24,15 @@ from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from bus.defender import Policy
+from bus.events import Event
 from bus.settings import Settings
-from bus.topics import TRANSFERS
+from bus.signin import SignInGate
+from bus.topics import PORTAL, TRANSFERS
 from projections.db import DEFAULT_SCHEMA
 from projections.monitor import view
 from projections.monitor.actions import Actions
-from projections.monitor.auth import Role, TokenBook, User, WebUsers, session_key
+from projections.monitor.auth import Role, Sessions, TokenBook, User, WebUsers, session_key
 from projections.monitor.cache import VersionCache
 from projections.monitor.live import Hub
 from projections.monitor.queries import Queries, pool
@@ -48,6 +52,10 @@ class MonitorConfig:
     transfers_topic: str = TRANSFERS
     poll_seconds: float = 1.0
     https_only: bool = False  # set behind TLS so the cookie is never sent in clear
+    session_idle: float = 3600.0  # seconds unused after which a session ends
+    session_max: float = 12 * 3600.0  # seconds after sign-in at which a session ends
+    portal_topic: str = PORTAL  # where sign-in failures and bans are published
+    defender: Policy = field(default_factory=Policy)  # when failed sign-ins ban
 
     @classmethod
     def from_settings(cls, settings: Settings, schema: str = DEFAULT_SCHEMA) -> MonitorConfig:
@@ -56,6 +64,8 @@ class MonitorConfig:
             bootstrap=settings.kafka_bootstrap,
             secrets_dir=settings.var_dir / "secrets",
             schema=schema,
+            session_idle=settings.session_idle,
+            session_max=settings.session_max,
         )
 
 
@@ -69,6 +79,7 @@ class MonitorState:
     users: WebUsers
     tokens: TokenBook
     hub: Hub
+    gate: SignInGate
     templates: Jinja2Templates = field(init=False)
     pages_cache: VersionCache[Markup] = field(default_factory=VersionCache)
     api_cache: VersionCache[bytes] = field(default_factory=VersionCache)
@@ -81,9 +92,14 @@ class MonitorState:
             destination_badge=view.destination_badge, transfer_badge=view.transfer_badge
         )
 
+    @property
+    def sessions(self) -> Sessions:
+        return Sessions(self.config.session_idle, self.config.session_max)
+
     def user(self, conn: HTTPConnection) -> User | None:
-        """The caller: a bearer token, else the session's user (whose role is re-read, so a
-        removed or changed user takes effect at once)."""
+        """The caller: a bearer token, else the session's user while its session is good
+        (``Sessions.valid``: the user's stamp unchanged, within the idle and absolute limits;
+        a session that is over is emptied)."""
         header = conn.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() == "bearer" and token:
@@ -93,8 +109,15 @@ class MonitorState:
         login = conn.session.get("user")
         if not isinstance(login, str):
             return None
+        now = time.time()
+        if not self.sessions.valid(conn.session, self.users.stamp(login), now):
+            conn.session.clear()
+            return None
         role = self.users.role_of(login)
-        return User(login, role) if role is not None else None
+        if role is None:
+            return None
+        conn.session["seen"] = int(now)
+        return User(login, role)
 
 
 @contextlib.asynccontextmanager
@@ -105,19 +128,26 @@ async def open_state(config: MonitorConfig) -> AsyncIterator[MonitorState]:
     queries = Queries(connections)
     hub = Hub(queries, config.poll_seconds)
     users = WebUsers.open(config.secrets_dir)
+    actions = Actions(config.bootstrap, config.transfers_topic)
+
+    async def publish(key: str, event: Event) -> None:
+        await actions.publish(config.portal_topic, key, event)
+
     state = MonitorState(
         config=config,
         queries=queries,
-        actions=Actions(config.bootstrap, config.transfers_topic),
+        actions=actions,
         users=users,
         tokens=TokenBook(config.secrets_dir / "api-tokens"),
         hub=hub,
+        gate=SignInGate("monitor", publish, policy=config.defender),
     )
     hub.start()
     try:
         yield state
     finally:
         await hub.stop()
+        await state.gate.close()
         await state.actions.close()
         await connections.close()
 
@@ -131,7 +161,7 @@ def middleware(config: MonitorConfig) -> list[Middleware]:
             session_cookie=SESSION_COOKIE,
             same_site="strict",
             https_only=config.https_only,
-            max_age=12 * 3600,
+            max_age=int(config.session_max),
         )
     ]
 

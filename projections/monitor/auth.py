@@ -8,6 +8,13 @@ Rules kept here:
   ``<secrets>/admin.password`` (mode 0600) and nowhere else: never logged, never printed.
 - The session cookie is signed (Starlette's SessionMiddleware, itsdangerous) with a key kept in
   ``<secrets>/monitor-session.key`` (created 0600), so sessions survive a restart.
+- A session is versioned: it carries the user's *session stamp*, a digest of the user's role,
+  password hash and session epoch (``<secrets>/monitor-sessions``, ``login:epoch`` lines). A
+  password change, a role change or a removal changes or ends the stamp, and sign-out bumps the
+  epoch: every session of that user ends at once, whoever edited the files. Sessions also end
+  after ``idle`` seconds unused and ``max_age`` seconds in all (``Sessions.valid``).
+- Passwords are checked by the sign-in defender (``bus.signin``): off the event loop, the same
+  cost for an unknown login, refused unchecked while the address or account is banned.
 - Every state-changing request carries the session's CSRF token (form field ``csrf`` or header
   ``X-CSRF-Token``), compared in constant time; script calls with a bearer token need none (no
   ambient cookie authority).
@@ -25,11 +32,12 @@ from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 
-from bus.config.secrets import hash_password, verify_password
+from bus.config.secrets import hash_password
 
 WEB_USERS = "web-users"
 ADMIN_PASSWORD = "admin.password"  # noqa: S105 (a file name, not a password)
 SESSION_KEY = "monitor-session.key"
+SESSION_EPOCHS = "monitor-sessions"
 API_TOKENS = "api-tokens"
 
 
@@ -84,6 +92,7 @@ class WebUsers:
         self.path = path
         self._stamp: int | None = None
         self._users: dict[str, tuple[Role, str]] = {}
+        self._epoch_cache: tuple[int | None, dict[str, int]] = (None, {})
 
     @classmethod
     def open(cls, secrets_dir: Path) -> WebUsers:
@@ -134,14 +143,70 @@ class WebUsers:
         found = self._users.get(login)
         return found[0] if found else None
 
-    def check(self, login: str, password: str) -> User | None:
-        """The user, when ``password`` is theirs."""
+    def lookup(self, login: str) -> tuple[Role, str] | None:
+        """The role and password hash of ``login`` as the file says now (None: no such user)."""
         self._reload()
-        found = self._users.get(login)
+        return self._users.get(login)
+
+    def _epochs(self) -> dict[str, int]:
+        path = self.path.parent / SESSION_EPOCHS
+        try:
+            stamp = path.stat().st_mtime_ns
+        except FileNotFoundError:
+            self._epoch_cache = (None, {})
+            return {}
+        if self._epoch_cache[0] == stamp:
+            return self._epoch_cache[1]
+        epochs: dict[str, int] = {}
+        for raw in path.read_text().splitlines():
+            login, _, number = raw.strip().rpartition(":")
+            if login and number.isdigit():
+                epochs[login] = int(number)
+        self._epoch_cache = (stamp, epochs)
+        return epochs
+
+    def stamp(self, login: str) -> str | None:
+        """The session stamp of ``login`` now (None: no such user); a session whose stamp
+        differs is over."""
+        found = self.lookup(login)
         if found is None:
             return None
         role, digest = found
-        return User(login, role) if verify_password(digest, password) else None
+        epoch = self._epochs().get(login, 0)
+        text = f"{login}\n{role.name}\n{digest}\n{epoch}"
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    def end_sessions(self, login: str) -> None:
+        """End every session of ``login`` (sign-out): its epoch moves on, atomically on disk."""
+        epochs = dict(self._epochs())
+        epochs[login] = epochs.get(login, 0) + 1
+        path = self.path.parent / SESSION_EPOCHS
+        temporary = path.with_name(f".{SESSION_EPOCHS}.{secrets.token_hex(4)}")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write("".join(f"{name}:{number}\n" for name, number in sorted(epochs.items())))
+        os.replace(temporary, path)
+
+
+@dataclass(frozen=True, slots=True)
+class Sessions:
+    """When a signed session is still good: the user's stamp unchanged, used within ``idle``
+    seconds, begun within ``max_age`` seconds (times in seconds since the epoch)."""
+
+    idle: float = 3600.0
+    max_age: float = 12 * 3600.0
+
+    def valid(self, session: dict[str, object], stamp: str | None, now: float) -> bool:
+        begun, seen, held = session.get("begun"), session.get("seen"), session.get("stamp")
+        return (
+            stamp is not None
+            and isinstance(held, str)
+            and hmac.compare_digest(held, stamp)
+            and isinstance(begun, (int, float))
+            and isinstance(seen, (int, float))
+            and now - begun < self.max_age
+            and now - seen < self.idle
+        )
 
 
 def token_digest(token: str) -> str:

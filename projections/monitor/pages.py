@@ -10,6 +10,7 @@ page's script fetches again when the read models change.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -31,6 +32,7 @@ from bus.requests import (
     lifetime_expiry,
     parse_priority,
 )
+from bus.signin import Banned
 from projections.monitor import live
 from projections.monitor.auth import User, csrf_ok, new_csrf
 from projections.monitor.queries import Filter
@@ -96,14 +98,30 @@ def routes(state: Any) -> list[BaseRoute]:
         target = str(form.get("next", "/"))
         if not target.startswith("/") or target.startswith("//"):
             target = "/"  # never redirect off the monitor
-        user = state.users.check(login_name, password) if login_name and password else None
-        if user is None:
+        if not login_name or not password:
+            return render(request, None, "login.html", next=target, failed=True, status=401)
+        address = request.client.host if request.client else None
+        found = state.users.lookup(login_name)
+        outcome = await state.gate.check(address, login_name, found[1] if found else None, password)
+        if isinstance(outcome, Banned):
+            answer = render(
+                request, None, "login.html", next=target, banned=outcome.retry_after, status=429
+            )
+            answer.headers["Retry-After"] = str(outcome.retry_after)
+            return answer
+        stamp = state.users.stamp(login_name) if outcome else None
+        if stamp is None:
             return render(request, None, "login.html", next=target, failed=True, status=401)
         request.session.clear()  # a fresh session (and CSRF token) at each sign-in
-        request.session.update({"user": user.login, "csrf": new_csrf()})
+        now = int(time.time())
+        request.session.update(
+            {"user": login_name, "csrf": new_csrf(), "stamp": stamp, "begun": now, "seen": now}
+        )
         return RedirectResponse(target, status_code=303)
 
     async def logout(request: Request, user: User) -> Response:
+        if request.session.get("user") == user.login:
+            state.users.end_sessions(user.login)  # every copy of this cookie ends too
         request.session.clear()
         return RedirectResponse("/login", status_code=303)
 

@@ -32,7 +32,8 @@ def test_the_account_threshold_bans_the_account_for_every_address() -> None:
     for i, address in enumerate(("10.0.0.1", "10.0.0.2", "10.0.0.3")):
         defender.failed(address, "alice", PASSWORD, float(i))
     ban = defender.banned("10.9.9.9", "alice", 3.0)
-    assert ban is not None and (ban.scope, ban.key, ban.offence) == (Scope.ACCOUNT, "alice", 1)
+    assert ban is not None
+    assert (ban.scope, ban.key, ban.offence) == (Scope.ACCOUNT, "alice", 1)
     assert ban.retry_after(3.0) == 99
     assert defender.banned("10.0.0.1", "bob", 3.0) is None
 
@@ -55,11 +56,13 @@ def test_a_ban_ends_and_the_next_one_lasts_longer() -> None:
     defender = Defender(POLICY)
     failing(defender, 3)
     first = defender.banned(None, "alice", 2.0)
-    assert first is not None and first.until - first.since == 100
+    assert first is not None
+    assert first.until - first.since == 100
     assert defender.banned(None, "alice", first.until) is None
     failing(defender, 3, at=first.until, address="10.0.0.7")
     second = defender.banned(None, "alice", first.until + 3)
-    assert second is not None and (second.offence, second.until - second.since) == (2, 150)
+    assert second is not None
+    assert (second.offence, second.until - second.since) == (2, 150)
 
 
 def test_attempts_while_banned_neither_score_nor_lengthen_the_ban() -> None:
@@ -72,7 +75,8 @@ def test_attempts_while_banned_neither_score_nor_lengthen_the_ban() -> None:
     for i in range(20):
         defender.failed("10.0.0.2", "alice", PASSWORD, 3.0 + i)
     again = defender.banned(None, "alice", 30.0)
-    assert again is not None and again.until == ban.until
+    assert again is not None
+    assert again.until == ban.until
 
 
 def test_old_failures_leave_the_observation_window() -> None:

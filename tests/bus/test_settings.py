@@ -41,6 +41,8 @@ def test_ports_follow_their_variables() -> None:
         ("ECPDS_MOVER_CAPACITY", "8.5"),
         ("ECPDS_MOVER_SHARE", "0"),
         ("ECPDS_CODEC", "java"),
+        ("ECPDS_SESSION_IDLE", "forever"),
+        ("ECPDS_SESSION_MAX", "0"),
     ],
 )
 def test_bad_value_is_refused_naming_the_variable(name: str, value: str) -> None:
@@ -63,8 +65,11 @@ def test_stage_variables_are_read_by_settings() -> None:
             "ECPDS_MOVER_SHARE": "1",
             "ECPDS_MOVER_ID": "m1",
             "ECPDS_CODEC": "python",
+            "ECPDS_SESSION_IDLE": "600",
+            "ECPDS_SESSION_MAX": "7200",
         }
     )
+    assert (s.session_idle, s.session_max) == (600.0, 7200.0)
     assert (s.janitor_interval, s.backup_threads, s.replicate_threads) == (2.5, 3, 4)
     assert (s.mover_group, s.mover_capacity, s.mover_share, s.mover_id) == ("europe", 16, 1, "m1")
     assert s.codec == "python"

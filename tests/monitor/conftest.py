@@ -5,11 +5,13 @@ role and a script token."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -70,20 +72,9 @@ async def read_models(kafka: str, postgres: str) -> AsyncIterator[ReadModels]:
     await drop(postgres, schema)
 
 
-@pytest.fixture(scope="session")
-async def monitor(
-    read_models: ReadModels, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Monitor]:
-    """The monitor app under uvicorn on 127.0.0.1 (admin, a viewer, an operator, a token)."""
-    secrets_dir = tmp_path_factory.mktemp("monitor-secrets")
-    config = MonitorConfig(
-        dsn=read_models.dsn,
-        bootstrap=read_models.bootstrap,
-        secrets_dir=secrets_dir,
-        schema=read_models.schema,
-        transfers_topic=read_models.transfers_topic,
-        poll_seconds=0.2,
-    )
+@contextlib.asynccontextmanager
+async def serve(config: MonitorConfig) -> AsyncIterator[str]:
+    """A monitor app of ``config`` under uvicorn on a free 127.0.0.1 port; its base URL."""
     app = create_app(config)
     port = free_port()
     server = uvicorn.Server(
@@ -97,13 +88,38 @@ async def monitor(
             break
         await asyncio.sleep(0.05)
     assert server.started, "the monitor did not start"
-    with (secrets_dir / "web-users").open("a") as out:
-        for role, password in PASSWORDS.items():
-            out.write(f"{role}1:{role}:{hash_password(password)}\n")
-    (secrets_dir / "api-tokens").write_text(f"script:{token_digest(TOKEN)}\n")
-    yield Monitor(f"http://127.0.0.1:{port}", secrets_dir, read_models)
-    server.should_exit = True
-    await asyncio.wait_for(task, 15)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 15)
+
+
+def monitor_config(read_models: ReadModels, secrets_dir: Path, **changes: Any) -> MonitorConfig:
+    """The configuration of a test monitor over ``read_models``."""
+    return MonitorConfig(
+        dsn=read_models.dsn,
+        bootstrap=read_models.bootstrap,
+        secrets_dir=secrets_dir,
+        schema=read_models.schema,
+        transfers_topic=read_models.transfers_topic,
+        poll_seconds=0.2,
+        **changes,
+    )
+
+
+@pytest.fixture(scope="session")
+async def monitor(
+    read_models: ReadModels, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Monitor]:
+    """The monitor app under uvicorn on 127.0.0.1 (admin, a viewer, an operator, a token)."""
+    secrets_dir = tmp_path_factory.mktemp("monitor-secrets")
+    async with serve(monitor_config(read_models, secrets_dir)) as url:
+        with (secrets_dir / "web-users").open("a") as out:
+            for role, password in PASSWORDS.items():
+                out.write(f"{role}1:{role}:{hash_password(password)}\n")
+        (secrets_dir / "api-tokens").write_text(f"script:{token_digest(TOKEN)}\n")
+        yield Monitor(url, secrets_dir, read_models)
 
 
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
