@@ -31,11 +31,16 @@ def routes(state: ApiState) -> list[Route]:
     """The ingest routes, to mount in any Starlette app."""
 
     async def put_datafile(request: Request) -> Response:
-        return response(await put(state, request.query_params, request.headers, request.stream()))
+        client = request.client.host if request.client else None
+        return response(
+            await put(state, request.query_params, request.headers, request.stream(), client)
+        )
 
     async def get_datafile(request: Request) -> Response:
         authorization = request.headers.get("authorization")
-        return response(await datafile(state, authorization, request.path_params["data_file_id"]))
+        client = request.client.host if request.client else None
+        data_file_id = request.path_params["data_file_id"]
+        return response(await datafile(state, authorization, data_file_id, client))
 
     async def openapi_json(request: Request) -> Response:
         return JSONResponse(openapi.document())

@@ -12,11 +12,14 @@ Rules kept here:
   ``decide`` then checks its ``put`` permission on the destination.
 - argon2 is slow on purpose: a verified (login, hash, password digest) is remembered in memory
   so a script putting many files pays it once; a changed password hash invalidates it.
+- Every check goes through the sign-in defender (``bus.signin``, door ``api``): a banned client
+  address or account is refused unchecked (``Banned``: 429 with ``Retry-After``), a wrong
+  password, an unknown token or unreadable credentials is scored and evented, and an unknown or
+  inactive login costs the same argon2 check as a known one (off the event loop).
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hashlib
@@ -27,8 +30,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from bus.config.secrets import verify_password
 from bus.config.view import ConfigView
+from bus.defender import Attempt
+from bus.signin import Banned, SignInGate
 
 TOKEN_BYTES = 32
 
@@ -110,38 +114,59 @@ class TokenBook:
 class Authenticator:
     """Turns an ``Authorization`` header into a ``Principal`` (or None: 401)."""
 
-    def __init__(self, tokens: TokenBook) -> None:
+    def __init__(self, tokens: TokenBook, gate: SignInGate | None = None) -> None:
         self._tokens = tokens
+        self.gate = gate or SignInGate("api")
         self._verified: dict[tuple[str, str], str] = {}  # (login, hash) -> password digest
 
-    async def principal(self, header: str | None, view: ConfigView) -> Principal | None:
+    async def principal(
+        self, header: str | None, view: ConfigView, address: str | None = None
+    ) -> Principal | Banned | None:
+        """The caller of ``address`` (the client's IP), ``Banned`` (refused unchecked), or
+        None (no or wrong credentials: 401)."""
         if not header:
             return None
         scheme, _, value = header.partition(" ")
         scheme = scheme.lower()
+        if scheme not in ("bearer", "basic"):
+            return None
+        refused = self.gate.banned(address, None)
+        if refused is not None:
+            return refused
         if scheme == "bearer":
             name = self._tokens.check(value.strip())
-            return Principal(name) if name is not None else None
-        if scheme == "basic":
-            return await self._basic(value.strip(), view)
-        return None
+            if name is None:
+                self.gate.failed(address, None, Attempt.TOKEN)
+                return None
+            return Principal(name)
+        return await self._basic(value.strip(), view, address)
 
-    async def _basic(self, value: str, view: ConfigView) -> Principal | None:
+    async def _basic(
+        self, value: str, view: ConfigView, address: str | None
+    ) -> Principal | Banned | None:
         try:
             login, sep, password = base64.b64decode(value, validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
+            login, sep, password = "", "", ""
+        if not sep or not login:
+            self.gate.failed(address, None, Attempt.MALFORMED)
             return None
         user = view.users.get(login)
-        if not sep or user is None or not user.active or user.password_hash is None:
-            return None
-        key, digest = (login, user.password_hash), token_digest(password)
-        remembered = self._verified.get(key)
-        if remembered is not None and hmac.compare_digest(remembered, digest):
-            return Principal(login, user=login)
-        # argon2 takes tens of milliseconds of CPU: off the event loop
-        if not await asyncio.to_thread(verify_password, user.password_hash, password):
-            return None
-        self._verified[key] = digest
+        known = user is not None and user.active and user.password_hash is not None
+        password_hash = user.password_hash if user is not None and known else None
+        if password_hash is not None:
+            remembered = self._verified.get((login, password_hash))
+            if remembered is not None and hmac.compare_digest(remembered, token_digest(password)):
+                refused = self.gate.banned(address, login)
+                if refused is not None:
+                    return refused
+                self.gate.succeeded(login)
+                return Principal(login, user=login)
+        outcome = await self.gate.check(address, login, password_hash, password)
+        if outcome is not True:
+            return outcome if isinstance(outcome, Banned) else None
+        assert password_hash is not None  # a check against no hash never passes
+        self._verified[(login, password_hash)] = token_digest(password)
         return Principal(login, user=login)
 
 

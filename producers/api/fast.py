@@ -45,7 +45,9 @@ class IngestFront:
         query = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
         # the first value wins for a repeated header, as in Starlette's Headers.get
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(scope["headers"])}
-        answer = await put(self.state, query, headers, _body(receive))
+        peer = scope.get("client")
+        client = peer[0] if peer else None
+        answer = await put(self.state, query, headers, _body(receive), client)
         await send(
             {
                 "type": "http.response.start",

@@ -21,6 +21,7 @@ import orjson
 from bus.config.source import ConfigSource
 from bus.events.datafiles import RefusalReason
 from bus.events.transfers import TransferQueued
+from bus.signin import Banned
 from producers.api import params
 from producers.api.auth import Authenticator
 from producers.ingest.core import Refused
@@ -65,6 +66,17 @@ def answer_error(status: int, field: str, message: str, **extra: Any) -> Answer:
     return Answer(status, orjson.dumps(body), _CHALLENGE if status == 401 else ())
 
 
+def banned(refused: Banned) -> Answer:
+    """429: too many failed sign-ins from this address or for this account."""
+    body = {
+        "status": "error",
+        "field": "authorization",
+        "message": "too many failed sign-ins: try again later",
+        "retry_after": refused.retry_after,
+    }
+    return Answer(429, orjson.dumps(body), (("Retry-After", str(refused.retry_after)),))
+
+
 def refusal(r: Refused, data_file_id: str | None = None) -> Answer:
     extra = {"reason": r.reason.value}
     if data_file_id:
@@ -89,9 +101,13 @@ async def put(
     query: Mapping[str, str],
     headers: Mapping[str, str],
     body: AsyncIterable[bytes],
+    client: str | None = None,
 ) -> Answer:
-    """``POST /api/v1/datafiles``, whatever serves it: ``headers`` by lower-case name."""
-    principal = await state.auth.principal(headers.get("authorization"), state.config.view)
+    """``POST /api/v1/datafiles``, whatever serves it: ``headers`` by lower-case name,
+    ``client`` the caller's address (for the sign-in defender)."""
+    principal = await state.auth.principal(headers.get("authorization"), state.config.view, client)
+    if isinstance(principal, Banned):
+        return banned(principal)
     if principal is None:
         return answer_error(401, "authorization", _NO_CREDENTIALS)
     raw = params.options(query, headers)
@@ -128,10 +144,14 @@ async def put(
     )
 
 
-async def datafile(state: ApiState, authorization: str | None, data_file_id: str) -> Answer:
+async def datafile(
+    state: ApiState, authorization: str | None, data_file_id: str, client: str | None = None
+) -> Answer:
     """``GET /api/v1/datafiles/{id}``: the file and its transfers, to a caller that may see it
     (a data user sees only the files of its destinations; any other id is "not found")."""
-    principal = await state.auth.principal(authorization, state.config.view)
+    principal = await state.auth.principal(authorization, state.config.view, client)
+    if isinstance(principal, Banned):
+        return banned(principal)
     if principal is None:
         return answer_error(401, "authorization", _NO_CREDENTIALS)
     index = state.service.index

@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bus.config.view import LiveConfig, config_spec
+from bus.events import Event
 from bus.logging import get_logger
 from bus.publisher import Publisher
 from bus.settings import Settings
-from bus.topics import CONFIG, TopicSpec, apply_topics, catalogue
+from bus.signin import SignInGate
+from bus.topics import CONFIG, PORTAL, TopicSpec, apply_topics, catalogue
 from producers.api.auth import Authenticator, TokenBook
 from producers.api.ingest import ApiState
 from producers.ingest.core import requested_by_acquisition
@@ -41,6 +43,7 @@ class RuntimeOptions:
     store_root: Path | None = None
     tokens_file: Path | None = None
     durable: bool = True
+    portal_topic: str = PORTAL  # where sign-in failures and bans are published
 
 
 def tokens_path(settings: Settings) -> Path:
@@ -54,6 +57,7 @@ def _specs(settings: Settings, options: RuntimeOptions) -> list[TopicSpec]:
     for name, default in (
         (options.topics.datafiles, declared["ecpds.datafiles"]),
         (options.topics.transfers, declared["ecpds.transfers"]),
+        (options.portal_topic, declared[PORTAL]),
     ):
         specs.append(
             declared.get(name)
@@ -128,4 +132,10 @@ async def running(
                 tokens=str(book.path),
                 admin_token_file=str(token_file),
             )
-        yield ApiState(service=service, config=live, auth=Authenticator(book))
+
+        async def publish(key: str, event: Event) -> None:
+            await publisher.publish(options.portal_topic, key, event)
+
+        gate = SignInGate("api", publish)
+        stack.push_async_callback(gate.close)
+        yield ApiState(service=service, config=live, auth=Authenticator(book, gate))

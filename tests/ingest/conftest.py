@@ -39,6 +39,7 @@ class Names:
     topics: IngestTopics
     store: Path
     tokens: Path
+    portal: str
 
     def options(self) -> RuntimeOptions:
         return RuntimeOptions(
@@ -46,6 +47,7 @@ class Names:
             topics=self.topics,
             store_root=self.store,
             tokens_file=self.tokens,
+            portal_topic=self.portal,
         )
 
 
@@ -60,6 +62,7 @@ def names(tmp_path_factory: pytest.TempPathFactory) -> Names:
         topics=IngestTopics(f"test.{u}.datafiles", f"test.{u}.transfers"),
         store=root / "store",
         tokens=tokens,
+        portal=f"test.{u}.portal",
     )
 
 
