@@ -45,7 +45,7 @@ class Policy:
     max_ban: float = 24 * 3600.0
     memory: float = 24 * 3600.0
     max_entries: int = 10_000
-    scores: Mapping[Attempt, int] = field(default_factory=lambda: _SCORES)
+    scores: Mapping[Attempt, int] = field(default_factory=lambda: _SCORES, hash=False)
 
     def threshold(self, scope: Scope) -> int:
         return self.address_threshold if scope is Scope.ADDRESS else self.account_threshold
