@@ -30,6 +30,7 @@ from bus.events import Event, envelope
 from bus.events.config import Host, HostKey
 from bus.events.config_changes import HostKeyLearned, HostKeyRefused, HostKeyTrusted
 from bus.logging import get_logger
+from bus.requests import Invalid
 
 log = get_logger(__name__)
 
@@ -106,8 +107,8 @@ def refused(
     return HostKeyRefused(envelope=envelope(source, host_id), key=key, expected=expected)
 
 
-class Untrustable(ValueError):
-    """A trust request that names no key to trust."""
+class Untrustable(Invalid):
+    """A trust request that names no key to trust (the CLI refuses it, exit 2)."""
 
 
 def trusted(
@@ -153,6 +154,10 @@ class HostKeyBook:
     def __post_init__(self) -> None:
         self._proposed: set[tuple[str, str]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+
+    def options(self, host: Host) -> dict[str, str]:
+        """The location options that make the module check ``host``'s key (``pin_options``)."""
+        return pin_options(self.view(), host)
 
     def seen(self, host_id: str, key_type: str, fingerprint: str) -> None:
         """The module accepted ``fingerprint`` on an unpinned host: record it."""
