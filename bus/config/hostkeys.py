@@ -40,6 +40,7 @@ OVERRIDES = ("fingerPrint", "knownHosts")  # the operator's own pinning: nothing
 PROTOCOLS = frozenset({"sftp"})  # the modules that check host keys
 
 Publish = Callable[[str, Event], Awaitable[object]]  # (key, event) on the config topic
+Mark = tuple[str, str, str]  # what a proposal was: event type, event key, what it was against
 
 
 def key_address(host: Host) -> str:
@@ -126,9 +127,9 @@ def trusted(
                 f"host {host_id} has no refused key: give the key with --fingerprint SHA256:..."
             )
         fingerprint = offered.fingerprint
+    fingerprint = fingerprint.strip().rstrip("=")
     if not fingerprint.startswith("SHA256:"):
         raise Untrustable(f"{fingerprint!r} is not a SHA256:... fingerprint (ssh-keygen -l)")
-    fingerprint = fingerprint.strip().rstrip("=")
     key_type = ""
     if offered is not None and same_fingerprint(offered.fingerprint, fingerprint):
         key_type = offered.key_type
@@ -152,7 +153,7 @@ class HostKeyBook:
     source: str
 
     def __post_init__(self) -> None:
-        self._proposed: set[tuple[str, str]] = set()
+        self._proposed: set[Mark] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
     def options(self, host: Host) -> dict[str, str]:
@@ -164,29 +165,37 @@ class HostKeyBook:
         self._propose(learned(self.view(), host_id, key_type, fingerprint, self.source))
 
     def refused(self, host_id: str, key_type: str, fingerprint: str, expected: str) -> None:
-        """The module refused ``fingerprint`` (``expected`` is pinned): record the refusal."""
-        log.error(
-            "host key refused: not the pinned key (ecpds host trust-key to accept it)",
-            host=host_id,
-            key_type=key_type,
-            fingerprint=fingerprint,
-            expected=expected,
-        )
-        view = self.view()
-        self._propose(refused(view, host_id, key_type, fingerprint, expected, self.source))
+        """The module refused ``fingerprint`` (``expected`` is pinned): record the refusal
+        (logged once, with the command that accepts the key; each failed connection is
+        reported by the stage as usual)."""
+        event = refused(self.view(), host_id, key_type, fingerprint, expected, self.source)
+        if self._propose(event):
+            log.error(
+                "host key refused: not the pinned key",
+                host=host_id,
+                key_type=key_type,
+                fingerprint=fingerprint,
+                expected=expected,
+                accept=f"ecpds host trust-key {host_id} --fingerprint {fingerprint}",
+            )
 
-    def _propose(self, event: HostKeyLearned | HostKeyRefused | None) -> None:
+    def _propose(self, event: HostKeyLearned | HostKeyRefused | None) -> bool:
+        """Publish ``event`` unless it is None or was proposed already; True if published.
+        A refusal is proposed again once another key is pinned (an operator trusted a key
+        that is still not the one offered), a learnt key again at another address."""
         if event is None:
-            return
-        mark = (type(event).__name__, event_key(event.key))
+            return False
+        against = event.expected if isinstance(event, HostKeyRefused) else event.key.address
+        mark = (type(event).__name__, event_key(event.key), against)
         if mark in self._proposed:
-            return
+            return False
         self._proposed.add(mark)
         task = asyncio.get_running_loop().create_task(self._send(mark, event))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return True
 
-    async def _send(self, mark: tuple[str, str], event: HostKeyLearned | HostKeyRefused) -> None:
+    async def _send(self, mark: Mark, event: HostKeyLearned | HostKeyRefused) -> None:
         try:
             await self.publish(event_key(event.key), event)
         except Exception as error:

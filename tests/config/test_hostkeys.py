@@ -89,6 +89,37 @@ def test_trust_without_a_fingerprint_needs_a_refused_key() -> None:
     assert (event.key, event.actor) == (offered, "ops")
 
 
+async def test_the_book_records_each_sighting_once() -> None:
+    """A key seen by many connections is proposed once; a refusal once per pinned key (again
+    after an operator trusted a key that is still not the one offered)."""
+    host = sftp_host()
+    view = ConfigView().apply(ev.HostDefined(envelope=envelope("t", "h"), host=host))
+    sent: list[Event] = []
+
+    async def record(key: str, event: Event) -> None:
+        sent.append(event)
+
+    book = HostKeyBook(lambda: view, record, "test/stage")
+    book.seen(host.id, "ssh-ed25519", "SHA256:a")
+    book.seen(host.id, "ssh-ed25519", "SHA256:a")
+    await book.drain()
+    assert [type(e).__name__ for e in sent] == ["HostKeyLearned"]
+    view = view.evolve(sent)
+    book.seen(host.id, "ssh-ed25519", "SHA256:a")  # pinned now: nothing to record
+    book.refused(host.id, "ssh-ed25519", "SHA256:b", "SHA256:a")
+    book.refused(host.id, "ssh-ed25519", "SHA256:b", "SHA256:a")
+    await book.drain()
+    assert [type(e).__name__ for e in sent] == ["HostKeyLearned", "HostKeyRefused"]
+    wrong = trusted(view, host.id, "SHA256:c", "t", "ops")
+    view = view.evolve([sent[-1], wrong])
+    book.refused(host.id, "ssh-ed25519", "SHA256:b", "SHA256:c")
+    await book.drain()
+    assert [(type(e).__name__, getattr(e, "expected", "")) for e in sent[1:]] == [
+        ("HostKeyRefused", "SHA256:a"),
+        ("HostKeyRefused", "SHA256:c"),
+    ]
+
+
 # -- the whole round: sshd, Kafka, the book a stage runs, the CLI ----------------------------
 
 
