@@ -203,6 +203,12 @@ async def test_a_key_is_learnt_pinned_refused_when_changed_and_accepted_once_tru
                 assert len(published) == 1  # accepted silently
             assert caplog.text == ""
 
+            early = await asyncio.to_thread(
+                CliRunner().invoke, host_app, ["--topic", topic, "trust-key", host.id]
+            )
+            assert early.exit_code == 2, early.output  # nothing refused yet: nothing to trust
+            assert "no refused key" in early.output
+
             old = server.fingerprint()
             change_host_key(server)
             with pytest.raises(sftp.HostKeyChanged):
