@@ -38,7 +38,6 @@ Rules kept:
 from __future__ import annotations
 
 import asyncio
-import logging
 import posixpath
 import re
 import stat
@@ -73,8 +72,6 @@ from protocols.base import (
     select,
     temporary_name,
 )
-
-log = logging.getLogger(__name__)
 
 PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 DEFAULT_BLOCK = 256 * 1024

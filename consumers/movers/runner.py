@@ -579,7 +579,7 @@ class Mover:
             await self._consumer.stop()  # leaves the group
             await self._pool.close()
             await self._stores.close()
-            if self._host_keys is not None:  # host keys seen last: recorded if the broker is
+            if self._host_keys is not None:  # keys seen last are recorded if the broker answers
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._host_keys.drain(), 5)
             await self._publisher.stop()
@@ -601,7 +601,9 @@ def _arguments(argv: list[str] | None, settings: Settings) -> argparse.Namespace
     parser.add_argument("--transfers-topic", default=TRANSFERS)
     parser.add_argument("--movers-topic", default=MOVERS)
     parser.add_argument(
-        "--config-topic", default=CONFIG, help="configuration (the transfer groups' stores)"
+        "--config-topic",
+        default=CONFIG,
+        help="configuration (the transfer groups' stores, the hosts' SSH keys)",
     )
     parser.add_argument("--session-timeout-ms", type=int, default=10_000)
     parser.add_argument("--heartbeat", type=float, default=3.0)
@@ -634,8 +636,11 @@ async def serve(settings: Settings, args: argparse.Namespace) -> None:
             await stack.enter_async_context(live)
             stores = NamedStores(settings.store_root, config=live, key_file=settings.key_file)
             replicas = GroupReplicas(stores, live)
-        else:  # a mover reads stores by URL without it; only the replica fallback needs it
-            log.warning("no configuration topic: no fallback to replicas", topic=args.config_topic)
+        else:  # a mover reads stores by URL without it; replicas and host key pins need it
+            log.warning(
+                "no configuration topic: no fallback to replicas, no host key pinning",
+                topic=args.config_topic,
+            )
         mover = Mover(config, stores, replicas=replicas, live=live)
         stop_on_signals(mover.stop)
         await mover.run()
