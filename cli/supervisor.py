@@ -274,7 +274,7 @@ def _greet(settings: Settings, chosen: Sequence[Component]) -> None:
             f"{settings.var_dir}/secrets/admin.password)"
         )
         if settings.tls_self_signed:
-            say(f"TLS: self-signed certificate {settings.tls_cert} (curl --cacert it)")
+            say(f"TLS: self-signed certificate; trust it with curl --cacert {settings.tls_cert}")
     if "api" in names_up:
         api = settings.web_url(settings.monitor_port + 1)
         say(f"ingest API: {api}/api/v1/openapi.json")

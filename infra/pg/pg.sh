@@ -129,8 +129,8 @@ start() {
   port_in_use "$ECPDS_PG_PORT" && die "port $ECPDS_PG_PORT is in use by another program: stop it or set ECPDS_PG_PORT"
   prepare_dir
   if [ -f "$DATA/PG_VERSION" ] && [ ! -f "$MARKER" ]; then
-    # trust auth and ecpds its bootstrap superuser (which cannot be demoted): start afresh,
-    # keeping the old files aside once
+    # trust auth, and ecpds its bootstrap superuser (PostgreSQL 16 on refuses to demote that
+    # one); the read models are derived from the log, so start afresh, keeping the old files
     rm -rf "$DATA.pre-scram"
     mv "$DATA" "$DATA.pre-scram"
     note=" (recreated with password authentication; the old cluster is in $DATA.pre-scram)"
