@@ -21,6 +21,7 @@ from bus.consumer import stop_on_signals
 from bus.logging import configure, get_logger
 from bus.settings import Settings
 from bus.topics import CONFIG, DATAFILES, TRANSFERS
+from bus.web import UVICORN_OPTIONS
 from producers.api.app import create_app
 from producers.api.runtime import RuntimeOptions, running
 from producers.ingest.service import IngestTopics
@@ -58,6 +59,7 @@ async def serve(settings: Settings, port: int, options: RuntimeOptions) -> None:
             access_log=False,
             timeout_graceful_shutdown=30,
             lifespan="off",
+            **UVICORN_OPTIONS,  # no ``server`` banner
         )
         server = _Server(config)
         stop_on_signals(server.stop)

@@ -1,6 +1,7 @@
 """``python -m projections.monitor.runner``: the monitor web server that ``ecpds up`` starts.
 
-It serves the monitor on 127.0.0.1:ECPDS_MONITOR_PORT with uvicorn until SIGTERM or SIGINT.
+It serves the monitor on 127.0.0.1:ECPDS_MONITOR_PORT with uvicorn until SIGTERM or SIGINT,
+without uvicorn's ``server`` banner (``bus.web.UVICORN_OPTIONS``).
 On first start it creates the web-users file with an ``admin`` user whose password is written
 to ``var/secrets/admin.password`` only: the log names the file, never the password.
 """
@@ -15,6 +16,7 @@ import uvicorn
 
 from bus.logging import configure, get_logger
 from bus.settings import Settings
+from bus.web import UVICORN_OPTIONS
 from projections.db import DEFAULT_SCHEMA
 from projections.migrate import migrate
 from projections.monitor.app import MonitorConfig, create_app
@@ -50,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         port=port,
         log_level="warning",
         timeout_graceful_shutdown=3,  # live event streams never end by themselves
+        **UVICORN_OPTIONS,
     )
 
 
