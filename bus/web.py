@@ -9,9 +9,10 @@ Rules kept here (the monitor, the ingest API and, later, the portal's web door s
   a ``server`` header set by the application is dropped (uvicorn's own banner is turned off
   by ``UVICORN_OPTIONS``);
 - a request body is capped before it is read: a ``Content-Length`` over the cap is answered
-  413 at once, and a body streamed without one is counted as it arrives and refused as soon
-  as it passes the cap (``read_body`` for one route, ``BodyLimit`` around a whole app), so a
-  body is never buffered past its cap.
+  413 when the app first reads (so a route's own 401/403 comes first), and a body streamed
+  without one is counted as it arrives and refused as soon as it passes the cap
+  (``read_body`` for one route, ``BodyLimit`` around a whole app), so a body is never
+  buffered past its cap.
 """
 
 from __future__ import annotations
@@ -81,7 +82,10 @@ def too_large_answer(cap: int) -> tuple[int, bytes]:
 
 
 class BodyLimit:
-    """Caps every request body of ``app`` at ``cap`` bytes (413 before or while it streams)."""
+    """Caps every request body of ``app`` at ``cap`` bytes (413 before or while it streams).
+
+    It must sit inside the framework's error handling (in Starlette: a ``Middleware`` of the
+    app), or the framework answers the refusal 500 before this can answer 413."""
 
     def __init__(self, app: ASGIApp, cap: int) -> None:
         self.app = app
@@ -91,15 +95,16 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        # checked at the app's first read, not before: a route refuses a caller who may not
+        # send a body (401/403) before any size question arises
         length = declared_length(scope)
-        if length is not None and length > self.cap:
-            await _send_too_large(send, self.cap)
-            return
         received = 0
         started = False
 
         async def counted() -> Message:
             nonlocal received
+            if length is not None and length > self.cap:
+                raise BodyTooLarge(self.cap)
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))

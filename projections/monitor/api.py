@@ -218,7 +218,7 @@ def routes(state: Any) -> list[BaseRoute]:
     def verb_of(request: Request, allowed: tuple[Verb, ...], what: str) -> Verb:
         text = request.path_params["verb"]
         if text not in {v.value for v in allowed}:
-            raise Invalid(f"{text!r} is not a {what} action", "verb")
+            raise Invalid(f"verb {text!r} is not a {what} action", "verb")
         return Verb(text)
 
     async def transfer_action(request: Request, user: User) -> Response:

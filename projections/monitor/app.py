@@ -166,10 +166,10 @@ def create_app(config: MonitorConfig) -> ASGIApp:
 
     app = Starlette(
         routes=routes(proxy),  # type: ignore[arg-type]
-        middleware=middleware(config),
+        middleware=[Middleware(BodyLimit, cap=BODY_CAP), *middleware(config)],
         lifespan=lifespan,
     )
-    return SecureHeaders(BodyLimit(app, BODY_CAP))
+    return SecureHeaders(app)  # outside Starlette: its own 500 answers get the headers too
 
 
 class _LazyState:
