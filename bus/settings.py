@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from bus.config.durations import parse_size
 from bus.errors import ConfigurationError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,6 +61,19 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigurationError(name, f"must be a number of seconds, got {raw!r}") from None
     if not value > 0:
         raise ConfigurationError(name, f"must be more than 0 seconds, got {raw!r}")
+    return value
+
+
+def _size(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = parse_size(raw, name)
+    except ConfigurationError as error:
+        raise ConfigurationError(name, error.reason) from None
+    if value < 1:
+        raise ConfigurationError(name, f"must be at least 1 byte, got {raw!r}")
     return value
 
 
@@ -192,6 +206,8 @@ class Settings:
     mover_share: int = 4  # transfers one SFTP connection carries at once (1: a connection each)
     mover_id: str | None = None  # a mover's stable id (default: its instance)
     codec: Literal["auto", "native", "python"] = "auto"  # the Avro codec (read at import too)
+    # the largest upload the ingest API takes for a destination without its own max_file_size
+    max_upload: int = 10 * 1024**3
     instance: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
 
     @classmethod
@@ -257,6 +273,7 @@ class Settings:
             mover_share=_positive(env, "ECPDS_MOVER_SHARE", 4),
             mover_id=env.get("ECPDS_MOVER_ID") or None,
             codec=_choice(env, "ECPDS_CODEC", "auto", ("auto", "native", "python")),  # type: ignore[arg-type]
+            max_upload=_size(env, "ECPDS_MAX_UPLOAD", 10 * 1024**3),
         )
         if env.get("ECPDS_INSTANCE"):
             settings = cls(**{**settings.__dict__, "instance": env["ECPDS_INSTANCE"]})

@@ -23,6 +23,7 @@ from bus.logging import configure, get_logger
 from bus.settings import Settings
 from bus.tls import serving_options
 from bus.topics import CONFIG, DATAFILES, TRANSFERS
+from bus.web import UVICORN_OPTIONS
 from producers.api.app import create_app
 from producers.api.runtime import RuntimeOptions, running
 from producers.ingest.service import IngestTopics
@@ -60,6 +61,7 @@ async def serve(settings: Settings, port: int, options: RuntimeOptions) -> None:
             access_log=False,
             timeout_graceful_shutdown=30,
             lifespan="off",
+            **UVICORN_OPTIONS,  # no ``server`` banner
         )
         server = _Server(config)
         stop_on_signals(server.stop)

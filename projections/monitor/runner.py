@@ -2,7 +2,8 @@
 
 It serves the monitor on ECPDS_MONITOR_ADDRESS:ECPDS_MONITOR_PORT (127.0.0.1:8080 by default)
 with uvicorn until SIGTERM or SIGINT, over HTTPS when a certificate is configured (ECPDS_TLS_CERT
-and _KEY, or ECPDS_TLS=self-signed; see ``bus.tls``), and then its session cookie is ``Secure``.
+and _KEY, or ECPDS_TLS=self-signed; see ``bus.tls``), and then its session cookie is ``Secure``;
+without uvicorn's ``server`` banner (``bus.web.UVICORN_OPTIONS``).
 On first start it creates the web-users file with an ``admin`` user whose password is written
 to ``var/secrets/admin.password`` only: the log names the file, never the password.
 """
@@ -19,6 +20,7 @@ import uvicorn
 from bus.logging import configure, get_logger
 from bus.settings import Settings
 from bus.tls import serving_options
+from bus.web import UVICORN_OPTIONS
 from projections.db import DEFAULT_SCHEMA
 from projections.migrate import migrate
 from projections.monitor.app import MonitorConfig, create_app
@@ -57,6 +59,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         port=port,
         log_level="warning",
         timeout_graceful_shutdown=3,  # live event streams never end by themselves
+        **UVICORN_OPTIONS,
     )
 
 
