@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import os
 import socket
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from bus.config.durations import parse_size
 from bus.errors import ConfigurationError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,6 +64,19 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _size(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = parse_size(raw, name)
+    except ConfigurationError as error:
+        raise ConfigurationError(name, error.reason) from None
+    if value < 1:
+        raise ConfigurationError(name, f"must be at least 1 byte, got {raw!r}")
+    return value
+
+
 def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
     value = env.get(name) or default
     if value not in allowed:
@@ -90,6 +105,66 @@ def _smtp_url(env: Mapping[str, str]) -> str | None:
     return raw
 
 
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+def _pg_dsn(env: Mapping[str, str], pg_port: int, passfile: Path) -> str:
+    """ECPDS_PG_DSN checked (a postgresql:// URL, a known ``sslmode``), or the local cluster's.
+
+    The local cluster's DSN names the password file (libpq's ``passfile``), never the password,
+    so the DSN may be logged or passed to child processes as it is.
+    """
+    raw = env.get("ECPDS_PG_DSN")
+    if not raw:
+        path = urllib.parse.quote(str(passfile), safe="/")
+        return f"postgresql://ecpds@127.0.0.1:{pg_port}/ecpds?passfile={path}"
+    if not raw.startswith(("postgresql://", "postgres://")):
+        raise ConfigurationError("ECPDS_PG_DSN", "must be a postgresql:// URL")
+    params = urllib.parse.parse_qs(urllib.parse.urlsplit(raw).query)
+    for mode in params.get("sslmode", []):
+        if mode not in SSL_MODES:
+            raise ConfigurationError(
+                "ECPDS_PG_DSN", f"sslmode must be one of {', '.join(SSL_MODES)}, got {mode!r}"
+            )
+    return raw
+
+
+TlsMode = Literal["off", "self-signed"]
+
+
+def _tls(env: Mapping[str, str], secrets: Path) -> tuple[Path | None, Path | None, bool]:
+    """The monitor's and API's certificate and key: given files, a generated pair, or none.
+
+    ECPDS_TLS_CERT and ECPDS_TLS_KEY come together (one without the other is refused, naming
+    the missing one) and must exist; ECPDS_TLS=self-signed instead names the pair ``ecpds up``
+    generates under ``<secrets>/tls``. Returns (cert, key, self_signed).
+    """
+    mode = _choice(env, "ECPDS_TLS", "off", ("off", "self-signed"))
+    cert, key = env.get("ECPDS_TLS_CERT") or None, env.get("ECPDS_TLS_KEY") or None
+    if (cert is None) != (key is None):
+        missing = "ECPDS_TLS_KEY" if key is None else "ECPDS_TLS_CERT"
+        other = "ECPDS_TLS_CERT" if key is None else "ECPDS_TLS_KEY"
+        raise ConfigurationError(missing, f"must be set together with {other}")
+    if cert is not None and key is not None:
+        if mode == "self-signed":
+            raise ConfigurationError("ECPDS_TLS", "self-signed conflicts with ECPDS_TLS_CERT/_KEY")
+        for name, value in (("ECPDS_TLS_CERT", cert), ("ECPDS_TLS_KEY", key)):
+            if not Path(value).is_file():
+                raise ConfigurationError(name, f"no such file: {value}")
+        return Path(cert), Path(key), False
+    if mode == "self-signed":
+        return secrets / "tls" / "server.crt", secrets / "tls" / "server.key", True
+    return None, None, False
+
+
+def _address(env: Mapping[str, str], name: str, default: str) -> str:
+    """A bind address: an IP address or a host name, nothing with a port or a scheme in it."""
+    value = env.get(name) or default
+    if not value or any(c in value for c in "/ @") or value.count(":") == 1:
+        raise ConfigurationError(name, f"must be an IP address or a host name, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where the services are and how this process behaves."""
@@ -98,11 +173,21 @@ class Settings:
     kafka_bootstrap: str = "127.0.0.1:9092"
     kafka_port: int = 9092
     pg_port: int = 5433
-    pg_dsn: str = "postgresql://ecpds@127.0.0.1:5433/ecpds"
+    # the local cluster's DSN names the password file (see _pg_dsn), never the password
+    pg_dsn: str = (
+        f"postgresql://ecpds@127.0.0.1:5433/ecpds?passfile={ROOT / 'var' / 'secrets' / 'pgpass'}"
+    )
     mqtt_broker: MqttBroker = "embedded"
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = 1883
     monitor_port: int = 8080
+    monitor_address: str = "127.0.0.1"  # where the monitor and the ingest API listen
+    # HTTPS for the monitor and the ingest API: PEM certificate (chain) and key, or None for HTTP
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_self_signed: bool = False  # the pair is generated under var/secrets/tls by `ecpds up`
+    # addresses of reverse proxies whose X-Forwarded-For/-Proto are believed; None: nobody's
+    forwarded_allow_ips: str | None = None
     topic_partitions: int = 4
     store_root: Path = ROOT / "var" / "store"
     key_file: Path = ROOT / "var" / "secrets" / "ecpds.key"
@@ -123,6 +208,8 @@ class Settings:
     mover_share: int = 4  # transfers one SFTP connection carries at once (1: a connection each)
     mover_id: str | None = None  # a mover's stable id (default: its instance)
     codec: Literal["auto", "native", "python"] = "auto"  # the Avro codec (read at import too)
+    # the largest upload the ingest API takes for a destination without its own max_file_size
+    max_upload: int = 10 * 1024**3
     instance: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
 
     @classmethod
@@ -141,9 +228,8 @@ class Settings:
                 raise ConfigurationError(
                     "ECPDS_KAFKA_BOOTSTRAP", f"expected host:port[,host:port], got {bootstrap!r}"
                 )
-        dsn = env.get("ECPDS_PG_DSN") or f"postgresql://ecpds@127.0.0.1:{pg_port}/ecpds"
-        if not dsn.startswith(("postgresql://", "postgres://")):
-            raise ConfigurationError("ECPDS_PG_DSN", "must be a postgresql:// URL")
+        dsn = _pg_dsn(env, pg_port, var_dir / "secrets" / "pgpass")
+        tls_cert, tls_key, self_signed = _tls(env, var_dir / "secrets")
         store_root = Path(env.get("ECPDS_STORE_ROOT") or var_dir / "store")
         key_file = Path(env.get("ECPDS_KEY_FILE") or var_dir / "secrets" / "ecpds.key")
         level = (env.get("ECPDS_LOG_LEVEL") or "INFO").upper()
@@ -163,6 +249,11 @@ class Settings:
             mqtt_host=env.get("ECPDS_MQTT_HOST") or "127.0.0.1",
             mqtt_port=_port(env, "ECPDS_MQTT_PORT", 1883),
             monitor_port=_port(env, "ECPDS_MONITOR_PORT", 8080),
+            monitor_address=_address(env, "ECPDS_MONITOR_ADDRESS", "127.0.0.1"),
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            tls_self_signed=self_signed,
+            forwarded_allow_ips=env.get("ECPDS_FORWARDED_ALLOW_IPS") or None,
             topic_partitions=_positive(env, "ECPDS_TOPIC_PARTITIONS", 4),
             store_root=store_root,
             key_file=key_file,
@@ -186,6 +277,7 @@ class Settings:
             mover_share=_positive(env, "ECPDS_MOVER_SHARE", 4),
             mover_id=env.get("ECPDS_MOVER_ID") or None,
             codec=_choice(env, "ECPDS_CODEC", "auto", ("auto", "native", "python")),  # type: ignore[arg-type]
+            max_upload=_size(env, "ECPDS_MAX_UPLOAD", 10 * 1024**3),
         )
         if env.get("ECPDS_INSTANCE"):
             settings = cls(**{**settings.__dict__, "instance": env["ECPDS_INSTANCE"]})
@@ -194,6 +286,20 @@ class Settings:
     @property
     def log_dir(self) -> Path:
         return self.var_dir / "log"
+
+    @property
+    def web_scheme(self) -> str:
+        """``https`` when the monitor and the API are served over TLS, else ``http``."""
+        return "https" if self.tls_cert is not None else "http"
+
+    def web_url(self, port: int) -> str:
+        """The base URL of a web server of ours on ``port`` (the monitor's, the API's)."""
+        host = self.monitor_address
+        if host in ("0.0.0.0", "::"):  # listening everywhere: this machine reaches it locally
+            host = "127.0.0.1"
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"{self.web_scheme}://{host}:{port}"
 
     def infra_env(self) -> dict[str, str]:
         """The variables the infra scripts read, matching these settings."""

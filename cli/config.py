@@ -1,4 +1,5 @@
-"""``ecpds destination|host|user add|edit|show|list|remove``, ``ecpds config apply|check|export``.
+"""``ecpds destination|host|user add|edit|show|list|remove``, ``ecpds host trust-key`` and
+``ecpds config apply|check|export``.
 
 Every change goes the same way: read the live configuration from ``ecpds.config``, plan the
 change against it (``bus.config.apply``: validated, references checked), show it, publish the
@@ -26,6 +27,7 @@ from rich.table import Table
 
 from bus.config import Entity, Kind, identity, kind_of
 from bus.config.apply import Change, current_entity, events_for, plan, removal, resolve
+from bus.config.hostkeys import event_key, trusted
 from bus.config.secrets import ClearSecret, OperatorKey, hash_password
 from bus.config.validate import Problems
 from bus.config.view import ConfigView, LiveConfig
@@ -153,6 +155,10 @@ def _show(view: ConfigView, kind: Kind, ident: str) -> None:
         data["aliases_resolved"] = list(view.aliases_of(entity.name))
     if isinstance(entity, Host):
         data["destinations"] = list(view.destinations_of(entity.id))
+        for label, keys in (("host_key", view.host_keys), ("refused_host_key", view.refused_keys)):
+            key = keys.get(entity.id)
+            if key is not None:
+                data[label] = f"{key.fingerprint} {key.key_type} at {key.address}".strip()
     console.print(escape(yaml.safe_dump(data, sort_keys=False).rstrip()))
 
 
@@ -301,6 +307,30 @@ def host_list(ctx: typer.Context) -> None:
 def host_remove(ctx: typer.Context, host_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
     """Remove a host and its associations."""
     run(lambda: _commit(ctx.obj, lambda view: removal(view, "host", host_id)))
+
+
+@host_app.command("trust-key")
+def host_trust_key(
+    ctx: typer.Context,
+    host_id: Annotated[str, typer.Argument(metavar="ID")],
+    fingerprint: Annotated[
+        str | None,
+        typer.Option("--fingerprint", help="SHA256:... (default: the key last refused)"),
+    ] = None,
+) -> None:
+    """Accept a host's SSH host key: the one its last refused connection offered, or the given
+    fingerprint. Connections offering it are accepted from now on; any other is refused."""
+    run(lambda: _trust_key(ctx.obj, host_id, fingerprint))
+
+
+async def _trust_key(topic: str, host_id: str, fingerprint: str | None) -> None:
+    found = settings()
+    async with LiveConfig(found.kafka_bootstrap, topic) as live:
+        event = trusted(live.view, host_id, fingerprint, f"cli/{found.instance}", actor())
+        async with Publisher(found.kafka_bootstrap, client_id="ecpds-cli") as publisher:
+            published = await publisher.publish(topic, event_key(event.key), event)
+        await live.reached([published])
+    console.print(f"[green]trusted host key {event.key.fingerprint} for host {host_id}[/green]")
 
 
 # --- user -------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from bus.errors import EcpdsError, InfrastructureError
 from bus.logging import get_logger
 from bus.mqtt import embedded_broker
 from bus.settings import ROOT, Settings
+from bus.tls import ensure_self_signed
 from bus.topics import DEFAULT_TRANSFER_GROUP, apply_topics, catalogue, orders_topic
 
 log = get_logger("ecpds.up")
@@ -225,6 +226,9 @@ async def _start_and_supervise(
         await _unless_stopped(apply_topics(settings.kafka_bootstrap, specs), stopping)
         for check in await _unless_stopped(health.check_all(settings), stopping):
             say(f"{check.service:9} {'healthy' if check.healthy else 'DOWN':8} {check.detail}")
+        if settings.tls_self_signed and settings.tls_cert and settings.tls_key:
+            # before the children start, so the monitor and the API serve one pair
+            ensure_self_signed(settings.tls_cert, settings.tls_key)
         chosen = [c for c in components() if not selected or c.name in selected]
         children = [Child(c, settings.log_dir) for c in chosen]
         tasks = [asyncio.create_task(child.run(stopping)) for child in children]
@@ -266,11 +270,13 @@ def _greet(settings: Settings, chosen: Sequence[Component]) -> None:
     names_up = {c.name for c in chosen}
     if "monitor" in names_up:
         say(
-            f"monitor: http://127.0.0.1:{settings.monitor_port}/  (user admin, password in "
+            f"monitor: {settings.web_url(settings.monitor_port)}/  (user admin, password in "
             f"{settings.var_dir}/secrets/admin.password)"
         )
+        if settings.tls_self_signed:
+            say(f"TLS: self-signed certificate; trust it with curl --cacert {settings.tls_cert}")
     if "api" in names_up:
-        api = f"http://127.0.0.1:{settings.monitor_port + 1}"
+        api = settings.web_url(settings.monitor_port + 1)
         say(f"ingest API: {api}/api/v1/openapi.json")
         token = settings.var_dir / "secrets" / "admin.token"
         say(f"API admin token (for this machine's operator only): {token}")

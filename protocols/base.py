@@ -105,6 +105,8 @@ FAULTS: Mapping[str, Whose] = MappingProxyType(
     {
         # -- the host's: fixed at the host or in its configuration, never by resending --------
         "AuthenticationFailed": Whose(HOST, False),  # wrong password or key, host key not trusted
+        # the host offered another SSH host key than the one learnt or trusted (``sftp``)
+        "HostKeyChanged": Whose(HOST, False),
         "PermissionDenied": Whose(HOST, False),  # the login may not write there
         "NotFound": Whose(HOST, False),  # the Host Directory (or a parent) is missing
         "ProtocolFailure": Whose(HOST, False),  # the peer speaks something the module cannot

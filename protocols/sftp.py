@@ -11,9 +11,14 @@ send), ``connectTimeOut`` (30s), ``serverAliveInterval`` (30s) and ``serverAlive
 
 Rules kept:
 
-- Host keys: with ``fingerPrint`` or ``knownHosts`` an unknown key aborts the handshake before
-  any credential is sent. With neither, the key is accepted and its fingerprint logged at
-  WARNING, so an operator can copy it into ``fingerPrint``.
+- Host keys: with ``fingerPrint`` or ``knownHosts`` (the operator's pin) an unknown key aborts
+  the handshake before any credential is sent. With neither, the stage's options say what was
+  learnt (``bus.config.hostkeys``): ``hostKeyPinned`` (the learnt or trusted fingerprint) makes
+  another key abort the handshake as ``HostKeyChanged``, reported to the watchers' ``refused``;
+  without it the key is accepted and, once the connection is up, reported to the watchers'
+  ``seen`` for ``hostKeyFor`` (the host id), which records it. No pin and no host id (a
+  location made by hand) accepts the key silently. The module never publishes: a stage
+  registers a ``HostKeyWatcher`` (``watch_host_keys``) and publishes itself.
 - AES-GCM is preferred because asyncssh's chacha20 default costs ~20% throughput; the client's
   order wins the negotiation, so GCM is used whenever the server offers it.
 - Reads and writes are pipelined: up to ``maxRequests`` requests of ``blockSize`` in flight, with
@@ -33,7 +38,6 @@ Rules kept:
 from __future__ import annotations
 
 import asyncio
-import logging
 import posixpath
 import re
 import stat
@@ -42,16 +46,18 @@ from collections import deque
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
+    Callable,
     Coroutine,
     Iterator,
     Sequence,
 )
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import asyncssh
 
+from bus.config import hostkeys
 from protocols.base import (
     AuthenticationFailed,
     ByteStream,
@@ -67,8 +73,6 @@ from protocols.base import (
     select,
     temporary_name,
 )
-
-log = logging.getLogger(__name__)
 
 PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 DEFAULT_BLOCK = 256 * 1024
@@ -91,6 +95,42 @@ Entries = list[Entry]
 Names = list[tuple[bytes, int | None, int | None, int | None]]  # name, size, mode, mtime
 _FXP_READDIR, _FXP_NAME = 12, 104  # SFTP packet types (draft-ietf-secsh-filexfer-02)
 _U32, _U64 = struct.Struct(">I").unpack_from, struct.Struct(">Q").unpack_from
+
+
+# set by a stage (bus.config.hostkeys): the learnt or trusted fingerprint, and the host id
+# the keys seen are reported for
+PINNED_OPTION, HOST_ID_OPTION = hostkeys.PIN_OPTION, hostkeys.HOST_OPTION
+
+
+class HostKeyChanged(TransferError):
+    """The host offered another key than the one learnt or trusted for it: the connection is
+    refused before any credential is sent, until an operator trusts the new key (``ecpds host
+    trust-key``). The host's problem, not retriable."""
+
+    retriable = False
+
+    def __init__(self, message: str, *, key_type: str, fingerprint: str, expected: str) -> None:
+        super().__init__(message)
+        self.key_type = key_type
+        self.fingerprint = fingerprint
+        self.expected = expected
+
+
+class HostKeyWatcher(Protocol):
+    """Told of the keys the module sees for a location carrying ``hostKeyFor``."""
+
+    def seen(self, host_id: str, key_type: str, fingerprint: str) -> None: ...
+
+    def refused(self, host_id: str, key_type: str, fingerprint: str, expected: str) -> None: ...
+
+
+_watchers: list[HostKeyWatcher] = []
+
+
+def watch_host_keys(watcher: HostKeyWatcher) -> Callable[[], None]:
+    """Report host keys to ``watcher`` from now on; returns the call that stops it."""
+    _watchers.append(watcher)
+    return lambda: _watchers.remove(watcher) if watcher in _watchers else None
 
 
 def _seconds(value: str | None, default: float) -> float:
@@ -161,27 +201,50 @@ def _errors(what: str) -> Iterator[None]:
 
 
 class _Client(asyncssh.SSHClient):
-    """Checks the server host key against a pinned fingerprint, or logs it when none is set."""
+    """Checks the server host key against the operator's pin, else the learnt one, and keeps
+    what it saw (key type and SHA256 fingerprint) for ``connect`` to report."""
 
     def __init__(self, location: Location, fingerprint: str | None, pinned: bool) -> None:
-        self._location = location
-        self._fingerprint = fingerprint
-        self._pinned = pinned  # a knownHosts file was given: keys outside it are refused
+        self.fingerprint = fingerprint  # the operator's pin (fingerPrint)
+        self.pinned = pinned  # a knownHosts file was given: keys outside it are refused
+        self.learnt = location.option(PINNED_OPTION) if not (fingerprint or pinned) else None
+        self.seen: tuple[str, str] | None = None  # (key type, SHA256 fingerprint)
+        self.changed = False  # refused: not the learnt key
 
     def validate_host_public_key(
         self, host: str, addr: str, port: int, key: asyncssh.SSHKey
     ) -> bool:
         seen = key.get_fingerprint("sha256")
-        if self._fingerprint is None:
-            if self._pinned:
+        self.seen = (key.get_algorithm(), seen)
+        if self.fingerprint is None:
+            if self.pinned:
                 return False
-            log.warning("sftp %s: accepting unpinned host key %s", self._location.url, seen)
-            return True
-        wanted = self._fingerprint.strip()
+            if self.learnt:
+                self.changed = not _same(seen, self.learnt)
+                return not self.changed
+            return True  # nothing pinned yet: ``connect`` reports it to be learnt
+        wanted = self.fingerprint.strip()
         if wanted.upper().startswith("MD5:"):  # hex: case does not matter
             return key.get_fingerprint("md5").lower() == wanted.lower()
-        # SHA256 is base64 (case matters); pasted values may carry "=" padding.
-        return seen.split(":", 1)[1] == wanted.split(":", 1)[-1].rstrip("=")
+        return _same(seen, wanted)
+
+
+def _same(seen: str, wanted: str) -> bool:
+    # SHA256 is base64 (case matters); pasted values may carry "=" padding or no prefix.
+    return seen.split(":", 1)[1] == wanted.strip().split(":", 1)[-1].rstrip("=")
+
+
+def _report(client: _Client, location: Location) -> None:
+    """Tell the watchers what ``client`` saw for a location a stage labelled with its host."""
+    host_id = location.option(HOST_ID_OPTION)
+    if not host_id or client.seen is None:
+        return
+    key_type, fingerprint = client.seen
+    for watcher in list(_watchers):
+        if client.changed:
+            watcher.refused(host_id, key_type, fingerprint, client.learnt or "")
+        elif not client.learnt and not client.fingerprint and not client.pinned:
+            watcher.seen(host_id, key_type, fingerprint)
 
 
 def _client_keys(location: Location) -> list[asyncssh.SSHKey]:
@@ -210,11 +273,33 @@ class SftpModule:
         known_hosts = location.option("knownHosts") or None
         fingerprint = location.option("fingerPrint") or None
         timeout = _seconds(location.option("connectTimeOut"), 30.0)
+        client = _Client(location, fingerprint, known_hosts is not None)
+        try:
+            connection = await self._connect(location, client, known_hosts, timeout)
+        except TransferError as error:
+            if not client.changed or client.seen is None:
+                raise
+            key_type, seen = client.seen
+            _report(client, location)
+            raise HostKeyChanged(
+                f"connect {location.url}: the host offered key {seen} ({key_type}), not the"
+                f" pinned {client.learnt}; accept it with: ecpds host trust-key"
+                f" {location.option(HOST_ID_OPTION) or '<host>'} --fingerprint {seen}",
+                key_type=key_type,
+                fingerprint=seen,
+                expected=client.learnt or "",
+            ) from error
+        _report(client, location)
+        return connection
+
+    async def _connect(
+        self, location: Location, client: _Client, known_hosts: str | None, timeout: float
+    ) -> SftpConnection:
         with _errors(f"connect {location.url}"):
             keys = _client_keys(location)
             conn, _ = await asyncio.wait_for(
                 asyncssh.create_connection(
-                    lambda: _Client(location, fingerprint, known_hosts is not None),
+                    lambda: client,
                     location.host or "127.0.0.1",
                     port=location.port or 22,
                     username=location.user or "anonymous",

@@ -5,6 +5,13 @@ was, and applying the same event twice gives the same view (a Defined or Changed
 the full entity, a Removed event removes whatever is there), so a replay after a restart, or a
 redelivered event, can never skew it.
 
+Host keys (``host_keys``: pinned, ``refused_keys``: offered instead and refused) fold by these
+rules: a ``HostKeyLearned`` pins a key only when the host has none pinned for that address
+(two movers learning at once: the first in the log wins, the same key twice is one); a
+``HostKeyTrusted`` always pins and clears the refusal; a ``HostKeyRefused`` is kept while its
+key is not the pinned one. Each is keyed by host and fingerprint (``bus.config.hostkeys``), so
+compaction keeps the first learnt key of a race, never only the last.
+
 ``LiveConfig`` is a ``bus.feeds.Feed`` of the compacted topic folded by ``evolve``: it rebuilds
 the view from the beginning up to the end offsets seen at start (no consumer group: nothing is
 committed, nobody else is disturbed), is ``ready()`` then, and keeps following new events in a
@@ -28,6 +35,7 @@ from bus.events.config import (
     DataUser,
     Destination,
     Host,
+    HostKey,
     HostType,
     Policy,
     TransferGroup,
@@ -51,6 +59,8 @@ class ConfigView:
     transfer_groups: Mapping[str, TransferGroup] = field(default_factory=_empty)
     users: Mapping[str, DataUser] = field(default_factory=_empty)
     policies: Mapping[str, Policy] = field(default_factory=_empty)
+    host_keys: Mapping[str, HostKey] = field(default_factory=_empty)  # pinned, by host id
+    refused_keys: Mapping[str, HostKey] = field(default_factory=_empty)  # last refused, by host
 
     def apply(self, event: Event) -> ConfigView:
         """The view after one configuration event (other events leave it as it is)."""
@@ -125,6 +135,8 @@ class _Tables:
         self.transfer_groups = dict(view.transfer_groups)
         self.users = dict(view.users)
         self.policies = dict(view.policies)
+        self.host_keys = dict(view.host_keys)
+        self.refused_keys = dict(view.refused_keys)
 
     def apply(self, event: Event) -> None:
         match event:
@@ -155,6 +167,17 @@ class _Tables:
                 self.policies[p.id] = p
             case ev.PolicyRemoved(id=policy_id):
                 self.policies.pop(policy_id, None)
+            case ev.HostKeyLearned(key=k):
+                pinned = self.host_keys.get(k.host_id)
+                if pinned is None or pinned.address != k.address:
+                    self.host_keys[k.host_id] = k
+            case ev.HostKeyTrusted(key=k):
+                self.host_keys[k.host_id] = k
+                self.refused_keys.pop(k.host_id, None)
+            case ev.HostKeyRefused(key=k):
+                pinned = self.host_keys.get(k.host_id)
+                if pinned is not None and pinned.fingerprint != k.fingerprint:
+                    self.refused_keys[k.host_id] = k
             case _:
                 pass
 
@@ -166,6 +189,8 @@ class _Tables:
             transfer_groups=MappingProxyType(self.transfer_groups),
             users=MappingProxyType(self.users),
             policies=MappingProxyType(self.policies),
+            host_keys=MappingProxyType(self.host_keys),
+            refused_keys=MappingProxyType(self.refused_keys),
         )
 
 

@@ -249,6 +249,18 @@ class Policy:
     properties: Mapping[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostKey:
+    """A host's SSH host key, by its public fingerprint only (never key material)."""
+
+    AVRO_NAME: ClassVar[str] = "ecpds.config.HostKey"
+
+    host_id: str
+    address: str  # host[:port] of the host's address the key was seen at (base path cut off)
+    key_type: str  # e.g. ssh-ed25519; empty when an operator trusted a fingerprint alone
+    fingerprint: str  # SHA256:base64, as ssh-keygen -l prints it
+
+
 NAMED_TYPES: Mapping[str, type] = {
     "ecpds.config.DestinationType": DestinationType,
     "ecpds.config.HostType": HostType,
@@ -267,4 +279,5 @@ NAMED_TYPES: Mapping[str, type] = {
     "ecpds.config.TransferGroup": TransferGroup,
     "ecpds.config.DataUser": DataUser,
     "ecpds.config.Policy": Policy,
+    "ecpds.config.HostKey": HostKey,
 }

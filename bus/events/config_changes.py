@@ -12,7 +12,15 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from bus.events.base import Event
-from bus.events.config import Association, DataUser, Destination, Host, Policy, TransferGroup
+from bus.events.config import (
+    Association,
+    DataUser,
+    Destination,
+    Host,
+    HostKey,
+    Policy,
+    TransferGroup,
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -208,6 +216,38 @@ class PolicyRemoved(Event):
     actor: str | None = None  # operator who made the change; null = the system
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostKeyLearned(Event):
+    """A host's SSH host key was seen on the first connection to its address and is pinned
+    from now on (a key learnt later for the same address changes nothing: the first wins)."""
+
+    AVRO_NAME: ClassVar[str] = "ecpds.config.HostKeyLearned"
+
+    key: HostKey
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostKeyTrusted(Event):
+    """An operator accepted a host key for a host (``ecpds host trust-key``); it is pinned
+    from now on, replacing the one learnt or trusted before."""
+
+    AVRO_NAME: ClassVar[str] = "ecpds.config.HostKeyTrusted"
+
+    key: HostKey
+    actor: str | None = None  # operator who made the change; null = the system
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostKeyRefused(Event):
+    """A connection was refused because the host offered another key than the pinned one;
+    it stays refused until an operator trusts the new key."""
+
+    AVRO_NAME: ClassVar[str] = "ecpds.config.HostKeyRefused"
+
+    key: HostKey  # the key the host offered
+    expected: str  # fingerprint of the pinned key
+
+
 EVENTS: tuple[type[Event], ...] = (
     DestinationDefined,
     DestinationChanged,
@@ -227,5 +267,8 @@ EVENTS: tuple[type[Event], ...] = (
     PolicyDefined,
     PolicyChanged,
     PolicyRemoved,
+    HostKeyLearned,
+    HostKeyTrusted,
+    HostKeyRefused,
 )
 NAMED_TYPES: Mapping[str, type] = {}

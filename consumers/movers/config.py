@@ -7,7 +7,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bus.topics import DEADLETTER, MOVERS, TRANSFERS, orders_topic
+from bus.topics import CONFIG, DEADLETTER, MOVERS, TRANSFERS, orders_topic
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,7 @@ class MoverConfig:
     transfers_topic: str = TRANSFERS
     movers_topic: str = MOVERS
     deadletter_topic: str = DEADLETTER
+    config_topic: str = CONFIG  # where host keys learnt on connecting are recorded
 
     @property
     def topic(self) -> str:

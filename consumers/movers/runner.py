@@ -27,6 +27,10 @@ Rules kept (DESIGN.md §4 and §8, STYLE.md habits 5, 6 and 9):
 - **Graceful shutdown** (SIGTERM, SIGINT or SIGHUP: ``bus.consumer.stop_on_signals``): stop
   taking orders, cancel running deliveries and publish ``TransferInterrupted`` for each,
   commit, publish ``MoverStopped``, leave the group.
+- **Host keys pinned.** With a configuration (``live``), each SFTP location carries the host's
+  learnt key (``bus.config.hostkeys``); a key seen on a host with none is recorded
+  (``HostKeyLearned``), another key than the pinned one fails the attempt as
+  ``HostKeyChanged`` (the host's fault) and is recorded once (``HostKeyRefused``).
 - **Abort on request.** Every mover follows ``TransferAbortRequested`` on the movers topic
   (the scheduler's answer to an immediate hold or restart, or a stop, of a running attempt;
   read from ``ABORT_MEMORY_S`` ago at start): a running attempt it names is cancelled (the
@@ -68,7 +72,9 @@ from aiokafka.errors import KafkaError
 from asyncssh.logging import SSHLogger
 
 from bus import codec
+from bus.config.hostkeys import HostKeyBook
 from bus.config.secrets import decrypt
+from bus.config.source import ConfigSource
 from bus.config.view import LiveConfig
 from bus.consumer import is_retriable, stop_on_signals
 from bus.deadletter import Poison, dead_letter, decode_record
@@ -88,6 +94,7 @@ from consumers.movers.delivery import Meter, deliver
 from consumers.movers.ports import GroupReplicas, Replicas, Stores
 from protocols.location import location_for
 from protocols.pool import ConnectionPool
+from protocols.sftp import watch_host_keys
 from store.named import NamedStores
 from store.ports import ObjectStore
 from store.replicated import Fallback, ReplicatedStore
@@ -138,6 +145,7 @@ class Mover:
         publisher: Publisher | None = None,
         pool: ConnectionPool | None = None,
         replicas: Replicas | None = None,
+        live: ConfigSource | None = None,
     ) -> None:
         self.config = config
         self.tracker: core.OffsetTracker[TopicPartition] = core.OffsetTracker()
@@ -145,6 +153,9 @@ class Mover:
         self._replicas = replicas
         self._publisher = publisher or Publisher(config.bootstrap, client_id=config.source)
         self._pool = pool or ConnectionPool(per_key=config.capacity, share=config.share)
+        self._host_keys = (
+            HostKeyBook(lambda: live.view, self._publish_config, config.source) if live else None
+        )
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=config.bootstrap,
             group_id=config.group,
@@ -203,11 +214,14 @@ class Mover:
         await aborts.start()
         beats = asyncio.create_task(self._heartbeats())
         commits = asyncio.create_task(self._commits())
+        unwatch = watch_host_keys(self._host_keys) if self._host_keys else None
         log.info("mover started", mover=self.config.mover_id, topic=self.config.topic)
         try:
             while not self._stopping.is_set():
                 await self._poll_once()
         finally:
+            if unwatch is not None:
+                unwatch()
             for task in (beats, commits):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -406,6 +420,9 @@ class Mover:
                 else None
             )
             location = location_for(order.host, password)
+            if self._host_keys is not None:
+                pins = self._host_keys.options(order.host)
+                location = dataclasses.replace(location, options={**location.options, **pins})
             meter = Meter(core.parse_rate(order.host.options.get(core.RATE_OPTION)), self._count)
             store = self._store_of(order)
             redelivered = running.redelivered
@@ -455,6 +472,10 @@ class Mover:
         order, joining the batch other orders are filling."""
         items = [(self.config.transfers_topic, e.destination, e) for e in events]
         await self._durably(lambda: self._publisher.publish_few(items))
+
+    async def _publish_config(self, key: str, event: Event) -> None:
+        """Record a host key event on the configuration topic (``bus.config.hostkeys``)."""
+        await self._durably(lambda: self._publisher.publish(self.config.config_topic, key, event))
 
     async def _durably(self, send: Callable[[], Awaitable[object]]) -> None:
         """Publish, retrying retriable failures until the broker acknowledges it."""
@@ -558,6 +579,9 @@ class Mover:
             await self._consumer.stop()  # leaves the group
             await self._pool.close()
             await self._stores.close()
+            if self._host_keys is not None:  # keys seen last are recorded if the broker answers
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._host_keys.drain(), 5)
             await self._publisher.stop()
             log.info("mover stopped", mover=self.config.mover_id)
 
@@ -577,7 +601,9 @@ def _arguments(argv: list[str] | None, settings: Settings) -> argparse.Namespace
     parser.add_argument("--transfers-topic", default=TRANSFERS)
     parser.add_argument("--movers-topic", default=MOVERS)
     parser.add_argument(
-        "--config-topic", default=CONFIG, help="configuration (the transfer groups' stores)"
+        "--config-topic",
+        default=CONFIG,
+        help="configuration (the transfer groups' stores, the hosts' SSH keys)",
     )
     parser.add_argument("--session-timeout-ms", type=int, default=10_000)
     parser.add_argument("--heartbeat", type=float, default=3.0)
@@ -598,10 +624,11 @@ async def serve(settings: Settings, args: argparse.Namespace) -> None:
         orders_topic=args.orders_topic,
         transfers_topic=args.transfers_topic,
         movers_topic=args.movers_topic,
+        config_topic=args.config_topic,
     )
     async with contextlib.AsyncExitStack() as stack:
         stores = NamedStores(settings.store_root, key_file=settings.key_file)
-        replicas = None
+        replicas = live = None
         if (await partition_counts(settings.kafka_bootstrap, [args.config_topic])).get(
             args.config_topic
         ):
@@ -609,9 +636,12 @@ async def serve(settings: Settings, args: argparse.Namespace) -> None:
             await stack.enter_async_context(live)
             stores = NamedStores(settings.store_root, config=live, key_file=settings.key_file)
             replicas = GroupReplicas(stores, live)
-        else:  # a mover reads stores by URL without it; only the replica fallback needs it
-            log.warning("no configuration topic: no fallback to replicas", topic=args.config_topic)
-        mover = Mover(config, stores, replicas=replicas)
+        else:  # a mover reads stores by URL without it; replicas and host key pins need it
+            log.warning(
+                "no configuration topic: no fallback to replicas, no host key pinning",
+                topic=args.config_topic,
+            )
+        mover = Mover(config, stores, replicas=replicas, live=live)
         stop_on_signals(mover.stop)
         await mover.run()
 

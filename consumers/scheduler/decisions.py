@@ -5,9 +5,10 @@ state, the settings and ``now``.
 How it stays cheap with thousands of destinations: ``evolve`` marks the destinations an event
 touched (``state.dirty``) and each visited destination leaves a timer for the next moment it
 needs attention (a delayed transfer's queue time, an expiry, a host retry, the end of a sleep,
-a reset to the primary host, a window opening). ``decide`` visits only dirty destinations and
-due timers, so its cost does not grow with the number of destinations. This is equivalent to
-visiting every destination: a clean destination with no due timer would decide nothing.
+a reset to the primary host, a window opening, the end of an idle hold). ``decide`` visits
+only dirty destinations and due timers, so its cost does not grow with the number of
+destinations. This is equivalent to visiting every destination: a clean destination with no
+due timer would decide nothing.
 What ``decide`` changes in the state is index housekeeping only (stale heap nodes dropped,
 dirty marks cleared for destinations that decided nothing, timers set, moot requests
 dropped, finished transfers forgotten once their lifetime has passed: nothing can change them
@@ -24,6 +25,8 @@ the primary, sleep between cycles, wait for a host retry, wait for a window); th
 delayed by max start before the destination recovered are rescheduled; then orders,
 best first (priority, queue time, id) within the destination's and the host's free
 connections, delaying transfers that reached max start (or failing them at max requeue).
+A destination with nothing running nor waiting turns WAIT, but an EXEC one only once
+``idle_hold`` has passed since its last delivery (a burst of short transfers stays EXEC).
 """
 
 from __future__ import annotations
@@ -60,6 +63,10 @@ class SchedulerSettings:
     # a finished transfer is forgotten this long after its expiry (OpenECPDS purges expired
     # transfers hourly); the read models keep its history
     purge_after: timedelta = timedelta(hours=1)
+    # a destination stays EXEC this long after its last delivery when nothing runs or waits:
+    # a burst of short transfers (an acquisition batch arriving file by file) is one EXEC,
+    # not an EXEC/WAIT flip per file; a real idle period still shows WAIT once it has lasted
+    idle_hold: timedelta = timedelta(seconds=10)
 
 
 _DEFAULT = SchedulerSettings()
@@ -276,12 +283,27 @@ def _visit(
             elif len(out) > before or rt.followups:
                 target = None  # requeued or delayed just now: the next visit says
             else:
-                target = (D.WAIT, "Idle", None)
+                target = _idle(rt, settings, now)
         if target is not None and target[0] in _WAITING and not rt.orderable and not rt.running:
             target = (D.WAIT, "Idle", None)
     if target is not None and target[0] is not s.status:
         new, reason, until = target
         out.append(outputs.destination_status(src, now, s, new, reason, until))
+
+
+def _idle(
+    rt: DestinationRuntime, settings: SchedulerSettings, now: datetime
+) -> tuple[DestinationStatus, str, datetime | None] | None:
+    """WAIT "Idle", unless the destination is EXEC and delivered within ``idle_hold``: it then
+    stays EXEC (None: no change) and is visited again when the hold ends (``idle_due``)."""
+    delivered = rt.summary.last_delivered
+    if rt.summary.status is D.EXEC and delivered is not None:
+        until = delivered + settings.idle_hold
+        if now < until:
+            rt.idle_due = until
+            return None
+    rt.idle_due = None
+    return (D.WAIT, "Idle", None)
 
 
 def _last(s: DestinationSummary) -> str:
@@ -473,6 +495,8 @@ def _due(state: SchedulerState, rt: DestinationRuntime, now: datetime) -> dateti
         times.append(s.sleep_until)
     if s.reset_time is not None:
         times.append(s.reset_time)
+    if rt.idle_due is not None:
+        times.append(rt.idle_due)
     if s.failures:  # only the current host's retry matters
         order = failover.host_order(rt.associations, state.hosts, s)
         current = failover.current_host(s, order)

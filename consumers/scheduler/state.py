@@ -125,6 +125,9 @@ class DestinationSummary:
     # through: transfers delayed before then are rescheduled ("reschedule after recovery")
     recovered_at: datetime | None = None
     restarted: bool = False  # restarted by an operator, no delivery since
+    # when an attempt last succeeded here (its event's time): EXEC is kept a short hold past
+    # it, so a burst of short transfers does not flap EXEC/WAIT (``decide``)
+    last_delivered: datetime | None = None
     last_ko: str | None = None
     deactivated: frozenset[str] = frozenset()  # hosts an operator took out of use
     # operator overrides of association priority
@@ -146,6 +149,7 @@ class DestinationRuntime:
         "failed",
         "followups",
         "held",
+        "idle_due",
         "name",
         "orderable",
         "purgeable",
@@ -183,6 +187,7 @@ class DestinationRuntime:
         self.due: datetime | None = None  # when this destination must be visited again
         # the summary's recovered_at once no delayed transfer predates it (housekeeping)
         self.rescheduled: datetime | None = None
+        self.idle_due: datetime | None = None  # when a held EXEC may turn WAIT (a timer)
 
 
 class SchedulerState:

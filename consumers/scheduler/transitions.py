@@ -155,6 +155,10 @@ def _succeeded(state: SchedulerState, ev: TransferSucceeded) -> None:
         return
     _touch(state, e, ev, status=S.DONE, reason="", unsettled_since=None)
     rt = state.runtime(e.destination)
+    at = ev.envelope.occurred_at
+    delivered = max(rt.summary.last_delivered or at, at)
+    if delivered != rt.summary.last_delivered:
+        state.put_summary(rt, replace(rt.summary, last_delivered=delivered))
     if rt.config is not None:
         # a retried transfer got through, or the first one since an operator restarted the
         # destination (a password put right): the destination has recovered

@@ -9,6 +9,9 @@ every ``polling_frequency_ms`` (default 10 minutes). Rules kept:
 - a job's next poll is scheduled when its poll ends, so polls of one host never overlap;
 - at most ``limit`` polls run at once; a hung provider holds one slot only until its listing's
   maximum duration cuts it off (``producers.acquisition.poll``);
+- an SFTP host's key is learnt on the first connection and pinned afterwards
+  (``bus.config.hostkeys``: a changed key fails the poll as ``HostKeyChanged`` until an
+  operator trusts it), as in the movers;
 - start order: topics exist -> live configuration read to its end -> publisher -> the ingest
   index and the acquisition dedup state read from ``ecpds.acquisition``, ``ecpds.datafiles``
   and ``ecpds.transfers`` to their end (no local state: a restart or a failover rebuilds the
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import heapq
 import itertools
 import time
@@ -30,6 +34,7 @@ from pathlib import Path
 
 import uvloop
 
+from bus.config.hostkeys import HostKeyBook
 from bus.config.secrets import OperatorKey
 from bus.config.view import ConfigView, LiveConfig, config_spec
 from bus.consumer import stop_on_signals
@@ -49,6 +54,7 @@ from producers.ingest.index import IngestIndex
 from producers.ingest.service import IngestService, IngestTopics
 from protocols.base import Location
 from protocols.location import location_for
+from protocols.sftp import watch_host_keys
 from store.local import LocalStore
 
 log = get_logger(__name__)
@@ -65,6 +71,7 @@ class Scheduler:
     reports: list[PollReport] = field(default_factory=list)  # the latest few, for tests
     polls: int = 0
     grace_s: float = 30.0
+    host_keys: HostKeyBook | None = None  # pins SFTP host keys (learnt, trusted)
     _heap: list[tuple[float, int, Job]] = field(default_factory=list)
     _due: dict[Job, float] = field(default_factory=dict)
     _running: dict[Job, asyncio.Task[None]] = field(default_factory=dict)
@@ -198,6 +205,13 @@ class Scheduler:
             self._wake.set()
 
     def _locate(self, host: Host) -> Location:
+        location = self._location(host)
+        if self.host_keys is None:
+            return location
+        pins = self.host_keys.options(host)
+        return dataclasses.replace(location, options={**location.options, **pins})
+
+    def _location(self, host: Host) -> Location:
         if host.credentials is None:
             return location_for(host, None)
         if self.key_file is None:
@@ -287,8 +301,15 @@ async def running(
         # the retry); the ingest API recovers its own. One acquisition runner per set of topics.
         await service.recover(owned=requested_by_acquisition)
         poller = Poller(service, state, publisher, options.acquisition_topic, source=source)
+
+        async def record(key: str, event: Event) -> None:
+            await publisher.publish(options.config_topic, key, event)
+
+        host_keys = HostKeyBook(lambda: live.view, record, source)
+        stack.callback(watch_host_keys(host_keys))
+        stack.push_async_callback(host_keys.drain)  # before the publisher stops
         log.info("acquisition state ready", keys=len(state.known), files=len(index.files))
-        yield Scheduler(poller, live, settings.key_file, options.limit)
+        yield Scheduler(poller, live, settings.key_file, options.limit, host_keys=host_keys)
 
 
 async def serve(settings: Settings, options: RuntimeOptions) -> None:

@@ -4,6 +4,7 @@
 server; ``create_app(state)`` is a standalone app around them, with ``POST /api/v1/datafiles``
 served by a lean ASGI front (``producers.api.fast``) that answers exactly as the route does.
 Both fronts are wiring only: what an endpoint answers is decided in ``producers.api.ingest``.
+Every answer, the put's included, carries ``bus.web.SecureHeaders``' headers.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from bus.web import SecureHeaders
 from producers.api import openapi
 from producers.api.fast import IngestFront
 from producers.api.ingest import DATAFILES_PATH, Answer, ApiState, datafile, put
@@ -54,8 +56,9 @@ def routes(state: ApiState) -> list[Route]:
 
 def create_app(state: ApiState, **kwargs: Any) -> ASGIApp:
     """The ingest routes as an ASGI app: ``POST /api/v1/datafiles`` by the lean front, the
-    rest by a Starlette app around ``routes`` (``kwargs`` go to ``Starlette``)."""
-    return IngestFront(state, Starlette(routes=routes(state), **kwargs))
+    rest by a Starlette app around ``routes`` (``kwargs`` go to ``Starlette``), every answer
+    with the security headers."""
+    return SecureHeaders(IngestFront(state, Starlette(routes=routes(state), **kwargs)))
 
 
 __all__ = ["ApiState", "create_app", "response", "routes"]

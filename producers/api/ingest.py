@@ -8,23 +8,31 @@ Rules kept here: every refusal answers 4xx with ``{"status": "error", "field": .
 ..., "message": ...}`` and is an event (``DataFileRegistrationRefused``); a request without
 valid credentials is answered 401 and is not an event (it is not a submission). The body is
 streamed straight into the store: it is never held whole in memory.
+
+Upload size: a destination's ``max_file_size`` is enforced by the ingest service; a
+destination without one is capped at ``ApiState.max_upload`` (``ECPDS_MAX_UPLOAD``), and a data
+user whose ``properties.max_file_size`` is set is capped at it too. Over the cap the put is
+refused 413 (``TOO_LARGE``) from its ``Content-Length`` before a byte is read, or as soon as
+the streamed count passes it (the partial object removed, the registration closed failed).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from bus.config.durations import parse_size
 from bus.config.source import ConfigSource
+from bus.errors import ConfigurationError
 from bus.events.datafiles import RefusalReason
 from bus.events.transfers import TransferQueued
 from bus.signin import Banned
 from producers.api import params
 from producers.api.auth import Authenticator
-from producers.ingest.core import Refused
+from producers.ingest.core import Refused, Submission
 from producers.ingest.index import TransferEntry
 from producers.ingest.service import Failure, IngestService, Receipt
 
@@ -50,6 +58,7 @@ class ApiState:
     service: IngestService
     config: ConfigSource
     auth: Authenticator
+    max_upload: int | None = 10 * 1024**3  # for a destination without its own max_file_size
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,9 +126,21 @@ async def put(
     if isinstance(parsed, Refused):
         await state.service.refuse(raw.get("destination", ""), raw.get("target", ""), parsed)
         return refusal(parsed)
-    outcome = await state.service.submit(parsed, body)
+    cap = _upload_cap(state, parsed)
+    if cap is not None and parsed.size is not None and parsed.size > cap[0]:
+        over = _too_large(parsed.size, cap)
+        await state.service.refuse(parsed.destination, parsed.target, over, parsed)
+        return refusal(over)
+    counted = _Capped(body, cap[0] if cap is not None else None)
+    outcome = await state.service.submit(parsed, counted)
     if isinstance(outcome, Refused):
         return refusal(outcome)
+    if isinstance(outcome, Failure) and cap is not None and counted.passed:
+        over = _too_large(counted.size, cap)
+        await state.service.refuse(
+            parsed.destination, parsed.target, over, parsed, data_file_id=outcome.data_file_id
+        )
+        return refusal(over, outcome.data_file_id)
     if isinstance(outcome, Failure):
         return answer_error(
             503 if outcome.retriable else 500,
@@ -142,6 +163,48 @@ async def put(
             }
         ),
     )
+
+
+def _upload_cap(state: ApiState, s: Submission) -> tuple[int, str] | None:
+    """The cap this API adds for ``s`` and whose it is (the destination's own max_file_size is
+    the service's to enforce), or None when there is none."""
+    view = state.config.view
+    dest = view.destinations.get(s.destination)
+    caps: list[tuple[int, str]] = []
+    if dest is not None and dest.max_file_size is None and state.max_upload is not None:
+        caps.append((state.max_upload, "the default max upload (ECPDS_MAX_UPLOAD)"))
+    user = view.users.get(s.user) if s.user is not None else None
+    own = user.properties.get("max_file_size") if user is not None else None
+    if own is not None:
+        try:
+            caps.append((parse_size(own), f"the max file size of data user {s.user!r}"))
+        except ConfigurationError:
+            caps.append((0, f"the max file size of data user {s.user!r} (unreadable: 0)"))
+    return min(caps) if caps else None
+
+
+def _too_large(size: int, cap: tuple[int, str]) -> Refused:
+    limit, whose = cap
+    return Refused(RefusalReason.TOO_LARGE, "size", f"{size} bytes exceeds {whose} ({limit} bytes)")
+
+
+class _Capped:
+    """The body, counted as it streams and ended with an error once it passes ``cap`` (the
+    service then removes the partial object and closes the registration failed)."""
+
+    def __init__(self, body: AsyncIterable[bytes], cap: int | None) -> None:
+        self._body = body
+        self._cap = cap
+        self.size = 0
+        self.passed = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._body:
+            self.size += len(chunk)
+            if self._cap is not None and self.size > self._cap:
+                self.passed = True
+                raise ValueError(f"the body passed {self._cap} bytes")
+            yield chunk
 
 
 async def datafile(

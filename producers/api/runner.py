@@ -1,7 +1,8 @@
 """Runs the ingest API: ``python -m producers.api.runner [--port N] ...``.
 
-Listens on 127.0.0.1, port ``ECPDS_MONITOR_PORT + 1`` (8081 by default) until the monitor
-serves these routes itself. Requests are served only once the stack is ready (see
+Listens on ECPDS_MONITOR_ADDRESS (127.0.0.1 by default), port ``ECPDS_MONITOR_PORT + 1`` (8081
+by default) until the monitor serves these routes itself; over HTTPS when the monitor is (see
+``bus.tls``). Requests are served only once the stack is ready (see
 ``producers.api.runtime``). SIGINT, SIGTERM and SIGHUP stop it gracefully: uvicorn stops
 accepting, finishes the requests in flight (each ends stored-and-queued, refused or failed),
 then the index follower, the publisher (flushed) and the store are closed.
@@ -20,7 +21,9 @@ import uvloop
 from bus.consumer import stop_on_signals
 from bus.logging import configure, get_logger
 from bus.settings import Settings
+from bus.tls import serving_options
 from bus.topics import CONFIG, DATAFILES, TRANSFERS
+from bus.web import UVICORN_OPTIONS
 from producers.api.app import create_app
 from producers.api.runtime import RuntimeOptions, running
 from producers.ingest.service import IngestTopics
@@ -52,16 +55,17 @@ async def serve(settings: Settings, port: int, options: RuntimeOptions) -> None:
     async with running(settings, options) as state:
         config = uvicorn.Config(
             create_app(state),
-            host="127.0.0.1",
+            **serving_options(settings),
             port=port,
             log_level="warning",
             access_log=False,
             timeout_graceful_shutdown=30,
             lifespan="off",
+            **UVICORN_OPTIONS,  # no ``server`` banner
         )
         server = _Server(config)
         stop_on_signals(server.stop)
-        log.info("ingest API listening", url=f"http://127.0.0.1:{port}/api/v1/datafiles")
+        log.info("ingest API listening", url=f"{settings.web_url(port)}/api/v1/datafiles")
         await server.serve()
     log.info("ingest API stopped")
 

@@ -138,4 +138,9 @@ async def running(
 
         gate = SignInGate("api", publish)
         stack.push_async_callback(gate.close)
-        yield ApiState(service=service, config=live, auth=Authenticator(book, gate))
+        yield ApiState(
+            service=service,
+            config=live,
+            auth=Authenticator(book, gate),
+            max_upload=settings.max_upload,
+        )

@@ -1,5 +1,7 @@
 """Projection of ``ecpds.config``: destinations, hosts, associations, transfer groups, data
-users and policies, plus ``config_changes`` (who changed what, when).
+users and policies, plus ``config_changes`` (who changed what, when). A host's SSH keys
+learnt, trusted and refused are audit rows of the host (a refused key also reaches the host
+page as the failure of the connection it refused: ``HostKeyChanged`` in ``last_error``).
 
 Rule kept here: configuration columns only. Status columns of the same rows come from
 ``ecpds.transfers`` and are never touched here, so the two topics commute. Hosts keep
@@ -186,6 +188,16 @@ on(c.HostChanged)(_define_host)
 @on(c.HostRemoved)
 def _remove_host(event: c.HostRemoved) -> Sequence[Write]:
     return _removal("hosts", "id", event.id, "host", event)
+
+
+def _host_key(event: c.HostKeyLearned | c.HostKeyTrusted | c.HostKeyRefused) -> Sequence[Write]:
+    actor = event.actor if isinstance(event, c.HostKeyTrusted) else None
+    return (_audit(event, "host", event.key.host_id, actor),)
+
+
+on(c.HostKeyLearned)(_host_key)
+on(c.HostKeyTrusted)(_host_key)
+on(c.HostKeyRefused)(_host_key)
 
 
 # --- associations -------------------------------------------------------------------------------

@@ -4,13 +4,18 @@ document, and ``/metrics`` in the Prometheus text format.
 Rules kept here: a caller is a script token (``Authorization: Bearer``) or a signed-in web
 user; a web user's POST also needs the session's CSRF token in ``X-CSRF-Token`` (a token caller
 needs none: nothing ambient authorises it). Answers are ``{"status": "ok", ...}`` or
-``{"status": "error", "message": ...}`` with 400/401/403/404/503. Paths do not overlap the
-ingest API's (``/api/v1/datafiles`` there; ``/api/v1/data-files`` here).
+``{"status": "error", "message": ..., "field": ...}`` with 400/401/403/404/413/503. Paths do
+not overlap the ingest API's (``/api/v1/datafiles`` there; ``/api/v1/data-files`` here).
+
+An action is checked in this order, so that no body is read for a caller who may not act:
+credentials (401), CSRF for a session (403), role (403), then the body, capped at
+``ACTION_BODY_CAP`` (413 from its ``Content-Length`` or as it streams), parsed (a JSON object,
+fields of the right type and range, else 400 naming the field), then the target: an unknown
+destination, host of that destination or transfer is 404 and nothing is published.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -24,6 +29,7 @@ from starlette.routing import BaseRoute, Route
 from bus.errors import EcpdsError
 from bus.requests import (
     DESTINATION_VERBS,
+    MAX_HOST_PRIORITY,
     TRANSFER_VERBS,
     Action,
     Invalid,
@@ -31,10 +37,12 @@ from bus.requests import (
     lifetime_expiry,
     parse_priority,
 )
+from bus.web import BodyTooLarge, read_body
 from projections.monitor.auth import User, csrf_ok
 from projections.monitor.queries import Filter
 
 Handler = Callable[[Request, User], Awaitable[Response]]
+ACTION_BODY_CAP = 16 * 1024  # an action's JSON is a few small fields
 
 
 def _default(value: object) -> object:
@@ -52,34 +60,50 @@ def ok(**body: Any) -> Response:
     return Response(dumps({"status": "ok", **body}), media_type="application/json")
 
 
-def error(status: int, message: str) -> JSONResponse:
+def error(status: int, message: str, field: str | None = None) -> JSONResponse:
     headers = {"WWW-Authenticate": 'Bearer realm="ecpds"'} if status == 401 else None
-    return JSONResponse(
-        {"status": "error", "message": message}, status_code=status, headers=headers
-    )
+    body = {"status": "error", "message": message}
+    if field is not None:
+        body["field"] = field
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def invalid(e: Invalid) -> JSONResponse:
+    return error(400, str(e), e.field)
 
 
 async def _body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
+    """The action's JSON object (orjson refuses nesting deeper than 1024 as malformed)."""
+    raw = await read_body(request, ACTION_BODY_CAP)
     if not raw:
         return {}
-    found = json.loads(raw)
+    try:
+        found = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise Invalid(f"the body is not JSON: {e}", "body") from None
     if not isinstance(found, dict):
-        raise Invalid("the body must be a JSON object")
+        raise Invalid("the body must be a JSON object", "body")
     return found
 
 
 def _immediate(body: Mapping[str, Any]) -> bool:
     value = body.get("immediate", False)
     if not isinstance(value, bool):
-        raise Invalid("immediate must be true or false")
+        raise Invalid("immediate must be true or false", "immediate")
+    return value
+
+
+def _reason(body: Mapping[str, Any]) -> str | None:
+    value = body.get("reason")
+    if value is not None and not isinstance(value, str):
+        raise Invalid("reason must be a text", "reason")
     return value
 
 
 def routes(state: Any) -> list[BaseRoute]:
     """The API routes over ``state`` (a ``MonitorState``)."""
 
-    def authed(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    def authed(handler: Handler, *, acts: bool = False) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             user = state.user(request)
             if user is None:
@@ -89,9 +113,20 @@ def routes(state: Any) -> list[BaseRoute]:
                 session_csrf = request.session.get("csrf")
                 if not csrf_ok(session_csrf, request.headers.get("x-csrf-token")):
                     return error(403, "CSRF token missing or wrong")
-            return await handler(request, user)
+            if acts and not user.can_act:
+                return error(403, "your role cannot act")  # before a byte of the body is read
+            try:
+                return await handler(request, user)
+            except BodyTooLarge as e:
+                return error(413, str(e), "body")
+            except Invalid as e:
+                return invalid(e)
 
         return endpoint
+
+    async def known_destination(name: str) -> bool:
+        row = await state.queries.destination(name)
+        return row is not None and not row.get("removed")
 
     async def destinations(request: Request, user: User) -> Response:
         q = request.query_params
@@ -168,7 +203,7 @@ def routes(state: Any) -> list[BaseRoute]:
         try:
             event = await state.actions.request(req)
         except Invalid as e:
-            return error(400, str(e))
+            return invalid(e)
         except EcpdsError as e:
             return error(503, f"could not publish: {e}")
         return JSONResponse(
@@ -180,65 +215,65 @@ def routes(state: Any) -> list[BaseRoute]:
             status_code=202,
         )
 
+    def verb_of(request: Request, allowed: tuple[Verb, ...], what: str) -> Verb:
+        text = request.path_params["verb"]
+        if text not in {v.value for v in allowed}:
+            raise Invalid(f"verb {text!r} is not a {what} action", "verb")
+        return Verb(text)
+
     async def transfer_action(request: Request, user: User) -> Response:
         tid = request.path_params["transfer_id"]
-        try:
-            verb = Verb(request.path_params["verb"])
-            if verb not in TRANSFER_VERBS:
-                raise Invalid(f"{verb} is not a transfer action")
-            body = await _body(request)
-            priority = parse_priority(body.get("priority"))
-            immediate = _immediate(body)
-            expiry = lifetime_expiry(body.get("lifetime"), datetime.now(UTC))
-        except (ValueError, Invalid) as e:
-            return error(400, str(e))
-        if not user.can_act:
-            return error(403, "your role cannot act")
+        verb = verb_of(request, TRANSFER_VERBS, "transfer")
+        body = await _body(request)
+        priority = parse_priority(body.get("priority"))
+        immediate = _immediate(body)
+        expiry = lifetime_expiry(body.get("lifetime"), datetime.now(UTC))
         row = await state.queries.transfer(tid)
         if row is None:
-            return error(404, f"no transfer {tid}")
+            return error(404, f"no transfer {tid}", "transfer_id")
         req = Action(
             verb,
             row["destination"],
             user.login,
             transfer_id=tid,
             priority=priority,
-            reason=body.get("reason"),
+            reason=_reason(body),
             immediate=immediate,
             expiry_time=expiry,
         )
         return await act(user, req)
 
     async def destination_action(request: Request, user: User) -> Response:
-        try:
-            verb = Verb(request.path_params["verb"])
-            if verb not in DESTINATION_VERBS:
-                raise Invalid(f"{verb} is not a destination action")
-            body = await _body(request)
-            immediate = _immediate(body)
-        except (ValueError, Invalid) as e:
-            return error(400, str(e))
+        verb = verb_of(request, DESTINATION_VERBS, "destination")
+        body = await _body(request)
+        immediate = _immediate(body)
         name = request.path_params["name"]
-        req = Action(verb, name, user.login, reason=body.get("reason"), immediate=immediate)
+        reason = _reason(body)
+        if not await known_destination(name):
+            return error(404, f"no destination {name}", "destination")
+        req = Action(verb, name, user.login, reason=reason, immediate=immediate)
         return await act(user, req)
 
     async def host_action(request: Request, user: User) -> Response:
         switch = request.path_params["switch"]
         verbs = {"on": Verb.HOST_ON, "off": Verb.HOST_OFF, "priority": Verb.HOST_PRIORITY}
         if switch not in verbs:
-            return error(400, "a host is switched on or off, or given a priority")
-        try:
-            body = await _body(request)
-            priority = parse_priority(body.get("priority"))
-        except (ValueError, Invalid) as e:
-            return error(400, str(e))
+            return error(400, "a host is switched on or off, or given a priority", "switch")
+        body = await _body(request)
+        priority = parse_priority(body.get("priority"), MAX_HOST_PRIORITY)
+        reason = _reason(body)
+        name, host = request.path_params["name"], request.path_params["host"]
+        if not await known_destination(name):
+            return error(404, f"no destination {name}", "destination")
+        if host not in {h["host"] for h in await state.queries.destination_hosts(name)}:
+            return error(404, f"no host {host} on destination {name}", "host")
         req = Action(
             verbs[switch],
-            request.path_params["name"],
+            name,
             user.login,
-            host_id=request.path_params["host"],
+            host_id=host,
             priority=priority,
-            reason=body.get("reason"),
+            reason=reason,
         )
         return await act(user, req)
 
@@ -260,14 +295,20 @@ def routes(state: Any) -> list[BaseRoute]:
         Route(f"{v1}/destinations/{{name}}/minutes", authed(destination_minutes)),
         Route(
             f"{v1}/destinations/{{name}}/hosts/{{host}}/{{switch}}",
-            authed(host_action),
+            authed(host_action, acts=True),
             methods=["POST"],
         ),
-        Route(f"{v1}/destinations/{{name}}/{{verb}}", authed(destination_action), methods=["POST"]),
+        Route(
+            f"{v1}/destinations/{{name}}/{{verb}}",
+            authed(destination_action, acts=True),
+            methods=["POST"],
+        ),
         Route(f"{v1}/transfers", authed(transfers)),
         Route(f"{v1}/transfers/{{transfer_id}}", authed(transfer)),
         Route(
-            f"{v1}/transfers/{{transfer_id}}/{{verb}}", authed(transfer_action), methods=["POST"]
+            f"{v1}/transfers/{{transfer_id}}/{{verb}}",
+            authed(transfer_action, acts=True),
+            methods=["POST"],
         ),
         Route(f"{v1}/data-files", authed(data_files)),
         Route(f"{v1}/data-files/{{data_file_id}}", authed(data_file)),

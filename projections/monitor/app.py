@@ -4,7 +4,11 @@ and the middleware, composable into one web server with the ingest API.
 ``routes(state)`` and ``middleware(state)`` let the lead mount the monitor beside
 ``producers.api.app.routes``; ``create_app(config)`` is a standalone app whose lifespan opens
 and closes the state. No route answers anything but the sign-in page, static assets and the
-OpenAPI document without a signed-in user or a script token.
+OpenAPI document without a signed-in user or a script token. The standalone app is wrapped in
+``bus.web.SecureHeaders`` (CSP, no framing, nosniff, no-store: on every answer, errors
+included) and ``bus.web.BodyLimit`` (no monitor body is larger than ``BODY_CAP``; routes that
+read one cap it lower, after checking the caller); a server mounting ``routes`` wraps itself
+the same way.
 """
 
 from __future__ import annotations
@@ -23,12 +27,14 @@ from starlette.requests import HTTPConnection
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp
 
 from bus.defender import Policy
 from bus.events import Event
 from bus.settings import Settings
 from bus.signin import SignInGate
 from bus.topics import PORTAL, TRANSFERS
+from bus.web import BodyLimit, SecureHeaders
 from projections.db import DEFAULT_SCHEMA
 from projections.monitor import view
 from projections.monitor.actions import Actions
@@ -39,6 +45,7 @@ from projections.monitor.queries import Queries, pool
 
 HERE = Path(__file__).resolve().parent
 SESSION_COOKIE = "ecpds_monitor"
+BODY_CAP = 64 * 1024  # the monitor takes forms and small JSON actions, never files
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,8 +183,9 @@ def routes(state: MonitorState) -> list[BaseRoute]:
     return [*pages.routes(state), *api.routes(state), *static]
 
 
-def create_app(config: MonitorConfig) -> Starlette:
-    """A standalone monitor app; its lifespan opens and closes the state."""
+def create_app(config: MonitorConfig) -> ASGIApp:
+    """A standalone monitor app (headers set, bodies capped); its lifespan opens and closes
+    the state."""
     proxy = _LazyState(config)
 
     @contextlib.asynccontextmanager
@@ -186,11 +194,12 @@ def create_app(config: MonitorConfig) -> Starlette:
             proxy.set(state)
             yield
 
-    return Starlette(
+    app = Starlette(
         routes=routes(proxy),  # type: ignore[arg-type]
-        middleware=middleware(config),
+        middleware=[Middleware(BodyLimit, cap=BODY_CAP), *middleware(config)],
         lifespan=lifespan,
     )
+    return SecureHeaders(app)  # outside Starlette: its own 500 answers get the headers too
 
 
 class _LazyState:

@@ -4,7 +4,10 @@ movers, acquisition console, charts, the live event stream, and the action forms
 Rules kept here: every page but sign-in needs a signed-in user (else a redirect to
 ``/login``); every POST needs the session's CSRF token; actions need the operator role and only
 publish a request event (``actions``), then redirect back to the page, which shows the result
-once the projection has it. ``?partial=1`` renders only a page's live region, which the
+once the projection has it. A form is read only after the caller is known to be allowed (an
+action route refuses a viewer 403 before reading a byte), and capped at ``FORM_CAP`` (413);
+an action on a destination, host or transfer the read models do not have is 404 and publishes
+nothing. ``?partial=1`` renders only a page's live region, which the
 page's script fetches again when the read models change.
 """
 
@@ -25,6 +28,8 @@ from bus.errors import EcpdsError
 from bus.requests import (
     DESTINATION_VERBS,
     HOST_VERBS,
+    MAX_HOST_PRIORITY,
+    MAX_PRIORITY,
     TRANSFER_VERBS,
     Action,
     Invalid,
@@ -33,6 +38,7 @@ from bus.requests import (
     parse_priority,
 )
 from bus.signin import Banned
+from bus.web import BodyTooLarge, read_body
 from projections.monitor import live
 from projections.monitor.auth import User, csrf_ok, new_csrf
 from projections.monitor.queries import Filter
@@ -40,6 +46,15 @@ from projections.monitor.tables import overview_table
 from projections.monitor.view import DESTINATION, TRANSFER, minute_charts
 
 Page = Callable[[Request, User], Awaitable[Response]]
+FORM_CAP = 16 * 1024  # sign-in and action forms are a few short fields
+
+
+async def _form_csrf_ok(request: Request) -> bool:
+    """Whether the (capped) form carries the session's CSRF token."""
+    await read_body(request, FORM_CAP)
+    form = await request.form()
+    given = form.get("csrf")
+    return csrf_ok(request.session.get("csrf"), given if isinstance(given, str) else None)
 
 
 def _csrf(request: Request) -> str:
@@ -48,6 +63,10 @@ def _csrf(request: Request) -> str:
         token = new_csrf()
         request.session["csrf"] = token
     return token
+
+
+def _named(error: Invalid) -> str:
+    return f"{error} (field {error.field})" if error.field else str(error)
 
 
 def routes(state: Any) -> list[BaseRoute]:
@@ -69,19 +88,20 @@ def routes(state: Any) -> list[BaseRoute]:
             status_code=status,
         )
 
-    def signed_in(page: Page) -> Callable[[Request], Awaitable[Response]]:
+    def signed_in(page: Page, *, acts: bool = False) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             user = state.user(request)
             if user is None:
                 target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
                 return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
+            if acts and not user.can_act:
+                return PlainTextResponse("your role cannot act", status_code=403)
             if request.method == "POST":
-                form = await request.form()
-                given = form.get("csrf")
-                if not csrf_ok(
-                    request.session.get("csrf"), given if isinstance(given, str) else None
-                ):
-                    return PlainTextResponse("CSRF token missing or wrong", status_code=403)
+                try:
+                    if not await _form_csrf_ok(request):
+                        return PlainTextResponse("CSRF token missing or wrong", status_code=403)
+                except BodyTooLarge as error:
+                    return PlainTextResponse(str(error), status_code=413)
             return await page(request, user)
 
         return endpoint
@@ -90,10 +110,12 @@ def routes(state: Any) -> list[BaseRoute]:
         return render(request, None, "login.html", next=request.query_params.get("next", "/"))
 
     async def login(request: Request) -> Response:
+        try:
+            if not await _form_csrf_ok(request):
+                return PlainTextResponse("CSRF token missing or wrong", status_code=403)
+        except BodyTooLarge as error:
+            return PlainTextResponse(str(error), status_code=413)
         form = await request.form()
-        given = form.get("csrf")
-        if not csrf_ok(request.session.get("csrf"), given if isinstance(given, str) else None):
-            return PlainTextResponse("CSRF token missing or wrong", status_code=403)
         login_name, password = str(form.get("login", "")), str(form.get("password", ""))
         target = str(form.get("next", "/"))
         if not target.startswith("/") or target.startswith("//"):
@@ -235,7 +257,7 @@ def routes(state: Any) -> list[BaseRoute]:
         try:
             await state.actions.request(req)
         except Invalid as error:
-            return PlainTextResponse(str(error), status_code=400)
+            return PlainTextResponse(_named(error), status_code=400)
         except EcpdsError as error:
             return PlainTextResponse(f"could not publish: {error}", status_code=503)
         return RedirectResponse(f"{back}?requested={quote(req.verb.value)}", status_code=303)
@@ -249,11 +271,13 @@ def routes(state: Any) -> list[BaseRoute]:
         try:
             verb = Verb(str(form.get("verb", "")))
             if verb not in TRANSFER_VERBS:
-                raise ValueError(verb)
+                raise Invalid(f"{verb} is not a transfer action", "verb")
             priority = parse_priority(form.get("priority"))
             expiry = lifetime_expiry(form.get("lifetime"), datetime.now(UTC))
-        except (ValueError, Invalid) as error:
-            return PlainTextResponse(f"unknown action or bad value: {error}", status_code=400)
+        except Invalid as error:
+            return PlainTextResponse(_named(error), status_code=400)
+        except ValueError:
+            return PlainTextResponse("unknown action (field verb)", status_code=400)
         req = Action(
             verb,
             row["destination"],
@@ -277,9 +301,19 @@ def routes(state: Any) -> list[BaseRoute]:
         if verb not in DESTINATION_VERBS and verb not in HOST_VERBS:
             return PlainTextResponse("unknown action", status_code=400)
         try:
-            priority = parse_priority(form.get("priority"))
+            top = MAX_HOST_PRIORITY if verb in HOST_VERBS else MAX_PRIORITY
+            priority = parse_priority(form.get("priority"), top)
         except Invalid as error:
-            return PlainTextResponse(str(error), status_code=400)
+            return PlainTextResponse(_named(error), status_code=400)
+        row = await state.queries.destination(name)
+        if row is None or row.get("removed"):
+            return PlainTextResponse("no such destination", status_code=404)
+        if (
+            verb in HOST_VERBS
+            and host is not None
+            and host not in {h["host"] for h in await state.queries.destination_hosts(name)}
+        ):
+            return PlainTextResponse("no such host on this destination", status_code=404)
         req = Action(
             verb,
             name,
@@ -296,10 +330,18 @@ def routes(state: Any) -> list[BaseRoute]:
         Route("/logout", signed_in(logout), methods=["POST"]),
         Route("/", signed_in(overview)),
         Route("/destinations/{name}", signed_in(destination)),
-        Route("/destinations/{name}/action", signed_in(destination_action), methods=["POST"]),
+        Route(
+            "/destinations/{name}/action",
+            signed_in(destination_action, acts=True),
+            methods=["POST"],
+        ),
         Route("/transfers", signed_in(transfers)),
         Route("/transfers/{transfer_id}", signed_in(transfer)),
-        Route("/transfers/{transfer_id}/action", signed_in(transfer_action), methods=["POST"]),
+        Route(
+            "/transfers/{transfer_id}/action",
+            signed_in(transfer_action, acts=True),
+            methods=["POST"],
+        ),
         Route("/datafiles", signed_in(data_files)),
         Route("/datafiles/{data_file_id}", signed_in(data_file)),
         Route("/hosts", signed_in(hosts)),

@@ -1,6 +1,9 @@
 """``python -m projections.monitor.runner``: the monitor web server that ``ecpds up`` starts.
 
-It serves the monitor on 127.0.0.1:ECPDS_MONITOR_PORT with uvicorn until SIGTERM or SIGINT.
+It serves the monitor on ECPDS_MONITOR_ADDRESS:ECPDS_MONITOR_PORT (127.0.0.1:8080 by default)
+with uvicorn until SIGTERM or SIGINT, over HTTPS when a certificate is configured (ECPDS_TLS_CERT
+and _KEY, or ECPDS_TLS=self-signed; see ``bus.tls``), and then its session cookie is ``Secure``;
+without uvicorn's ``server`` banner (``bus.web.UVICORN_OPTIONS``).
 On first start it creates the web-users file with an ``admin`` user whose password is written
 to ``var/secrets/admin.password`` only: the log names the file, never the password.
 """
@@ -9,12 +12,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 from collections.abc import Sequence
 
 import uvicorn
 
 from bus.logging import configure, get_logger
 from bus.settings import Settings
+from bus.tls import serving_options
+from bus.web import UVICORN_OPTIONS
 from projections.db import DEFAULT_SCHEMA
 from projections.migrate import migrate
 from projections.monitor.app import MonitorConfig, create_app
@@ -35,6 +41,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings = Settings.from_env()
     configure(settings)
     config = MonitorConfig.from_settings(settings, args.schema)
+    # served over TLS, the session cookie is never sent in clear
+    config = dataclasses.replace(config, https_only=settings.tls_cert is not None)
     first = not (config.secrets_dir / "web-users").exists()
     WebUsers.open(config.secrets_dir)
     if first:
@@ -43,13 +51,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     # migrations are idempotent and serialised by an advisory lock, so apply them here too
     asyncio.run(migrate(settings.pg_dsn, args.schema))
     port = args.port or settings.monitor_port
-    log.info("monitor listening", url=f"http://127.0.0.1:{port}/")
+    options = serving_options(settings)
+    log.info("monitor listening", url=f"{settings.web_url(port)}/")
     uvicorn.run(
         create_app(config),
-        host="127.0.0.1",
+        **options,
         port=port,
         log_level="warning",
         timeout_graceful_shutdown=3,  # live event streams never end by themselves
+        **UVICORN_OPTIONS,
     )
 
 

@@ -8,8 +8,11 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 
-from bus.events.acquisition import FileDiscovered, RetrievalSucceeded
-from bus.events.config import Association
+from bus.config import hostkeys
+from bus.events import Event, envelope
+from bus.events import config_changes as ev
+from bus.events.acquisition import FileDiscovered, ListingCompleted, RetrievalSucceeded
+from bus.events.config import Association, HostKey
 from bus.events.transfers import TransferQueued
 from tests.acquisition.conftest import Env
 from tests.acquisition.test_runner import GROUP, destination, host, kinds, write
@@ -119,3 +122,61 @@ async def test_s3_prefix_provider(env: Env, moto: Moto) -> None:
     events = await env.acquisition("s3-p")
     assert [e.name for e in kinds(events, FileDiscovered)] == ["a.nc"]
     assert [e.size for e in kinds(events, RetrievalSucceeded)] == [7000]
+
+
+async def test_sftp_host_keys_learnt_refused_when_changed_and_trusted(
+    env: Env, sftp: AsyncsshServer
+) -> None:
+    """A provider met first: its key is recorded (HostKeyLearned) and files are acquired. A
+    provider whose pinned key is not the one it offers (its key changed): every poll fails as
+    HostKeyChanged, the refusal is recorded once, nothing is acquired; once the offered key
+    is trusted (what ``ecpds host trust-key`` publishes) the next poll acquires the file."""
+    write(sftp.root / "kdir" / "k1.bin", b"k" * 1500)
+    write(sftp.root / "kdir2" / "k2.bin", b"k" * 1600)
+    fingerprint = sftp.host_key.get_fingerprint("sha256")
+    address = f"127.0.0.1:{sftp.port}"
+    login = {"login": SFTP_USER, "credentials": env.key.encrypt(SFTP_PASSWORD)}
+    await env.define(
+        GROUP,
+        destination("acq-keys"),
+        host("sftp-new", "sftp", address, "/kdir/{.*\\.bin}", **login),
+        host("sftp-changed", "sftp", address, "/kdir2/{.*\\.bin}", **login),
+        *(Association(destination="acq-keys", host=h) for h in ("sftp-new", "sftp-changed")),
+    )
+    stale = HostKey(
+        host_id="sftp-changed", address=address, key_type="ssh-ed25519", fingerprint="SHA256:old"
+    )
+    pinned = ev.HostKeyTrusted(envelope=envelope("test", stale.host_id), key=stale)
+    await env.live.reached(
+        [await env.publisher.publish(env.names.config, hostkeys.event_key(stale), pinned)]
+    )
+
+    def failed_on_key(es: list[Event]) -> bool:
+        return any(
+            isinstance(e, ListingCompleted)
+            and e.host_id == "sftp-changed"
+            and any("HostKeyChanged" in error for error in e.errors)
+            for e in es
+        )
+
+    def acquired(host_id: str) -> Callable[[list[Event]], bool]:
+        return lambda es: any(
+            isinstance(e, RetrievalSucceeded) and e.host_id == host_id for e in es
+        )
+
+    async with env.runner():
+        await env.until(env.names.acquisition, acquired("sftp-new"))
+        await env.until(env.names.acquisition, failed_on_key)
+        config = await env.events(env.names.config)
+        (learnt,) = [e for e in config if isinstance(e, ev.HostKeyLearned)]
+        assert (learnt.key.host_id, learnt.key.fingerprint) == ("sftp-new", fingerprint)
+        assert not acquired("sftp-changed")(await env.events(env.names.acquisition))
+        await env.until(
+            env.names.config, lambda es: any(isinstance(e, ev.HostKeyRefused) for e in es)
+        )
+        trust = hostkeys.trusted(env.live.view, "sftp-changed", None, "test", "ops")
+        assert trust.key.fingerprint == fingerprint
+        await env.publisher.publish(env.names.config, hostkeys.event_key(trust.key), trust)
+        await env.until(env.names.acquisition, acquired("sftp-changed"))
+    refused = [e for e in await env.events(env.names.config) if isinstance(e, ev.HostKeyRefused)]
+    assert [(r.key.fingerprint, r.expected) for r in refused] == [(fingerprint, "SHA256:old")]

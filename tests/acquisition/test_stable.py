@@ -11,13 +11,10 @@ import asyncio
 import hashlib
 import itertools
 import os
-import shutil
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
@@ -37,43 +34,14 @@ from protocols.location import location_for
 from protocols.registry import connect
 from tests.acquisition.conftest import Env
 from tests.acquisition.test_runner import GROUP, destination, kinds
-from tests.protocols.test_sftp import SSHD, Sshd
-from tests.protocols.vsftpd import VSFTPD, LocalAccount, Vsftpd, usable
+from tests.protocols.test_sftp import Sshd
+from tests.protocols.thirdparty import account, servers, sshd, vsftpd
+from tests.protocols.vsftpd import LocalAccount, Vsftpd
 
-pytestmark = pytest.mark.skipif(
-    usable() is not None or not (Path(SSHD).exists() and Path(VSFTPD).exists()),
-    reason=usable() or "openssh-server or vsftpd not installed",
-)
+__all__ = ["account", "sshd", "vsftpd"]  # the servers, as fixtures
+pytestmark = servers
 
 _names = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def account() -> Iterator[LocalAccount]:
-    made = LocalAccount.create("ecpdsacqs")
-    yield made
-    made.remove()
-
-
-@pytest.fixture(scope="module")
-def sshd() -> Iterator[Sshd]:
-    # Not under pytest's 0700 temp dir: sshd reads authorized_keys as the logging-in user.
-    root = Path(tempfile.mkdtemp(prefix="ecpds-acq-sshd-", dir="/tmp"))
-    root.chmod(0o755)
-    server = Sshd(root)
-    server.prepare()
-    server.start()
-    yield server
-    server.kill()
-    shutil.rmtree(root, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def vsftpd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vsftpd]:
-    server = Vsftpd(tmp_path_factory.mktemp("acq-vsftpd"))
-    server.start()
-    yield server
-    server.stop()
 
 
 Provider = Callable[..., Host]

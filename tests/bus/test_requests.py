@@ -92,3 +92,42 @@ def test_lifetimes_and_priorities_are_parsed_from_text() -> None:
     assert parse_priority(None) is None
     with pytest.raises(Invalid, match="whole number"):
         parse_priority("high")
+
+
+@pytest.mark.parametrize(
+    ("action", "named"),
+    [
+        (Action(Verb.PRIORITY, transfer_id="t", priority=10**21, **BASE), "priority"),
+        (Action(Verb.PRIORITY, transfer_id="t", priority=True, **BASE), "priority"),
+        (Action(Verb.HOST_PRIORITY, host_id="h", priority=2**31, **BASE), "priority"),
+        (Action(Verb.HOLD, reason={"a": 1}, **BASE), "reason"),  # type: ignore[arg-type]
+        (Action(Verb.HOLD, reason="x" * 5000, **BASE), "reason"),
+        (Action(Verb.HOLD, immediate="yes", **BASE), "immediate"),  # type: ignore[arg-type]
+        (Action(Verb.HOLD, destination={"d": 1}, actor="op"), "destination"),  # type: ignore[arg-type]
+        (Action(Verb.STOP, transfer_id=["t"], **BASE), "transfer_id"),  # type: ignore[arg-type]
+        (Action(Verb.HOST_OFF, host_id=7, **BASE), "host_id"),  # type: ignore[arg-type]
+    ],
+)
+def test_fields_of_the_wrong_type_or_range_are_refused_by_name(action: Action, named: str) -> None:
+    """Whatever front built it, a field of the wrong type, too long or out of range is refused
+    naming that field, before any event exists (no TypeError or OverflowError later)."""
+    with pytest.raises(Invalid) as refused:
+        build(action, "monitor")
+    assert refused.value.field == named
+
+
+def test_priorities_from_json_or_forms_are_range_checked() -> None:
+    """A priority is an int or its digits within 0-99 (a host's: up to an Avro int); a bool,
+    a float, an object or 22 digits is refused naming the priority, and a long lifetime does
+    not overflow."""
+    assert parse_priority(7) == 7
+    assert parse_priority(" 42 ") == 42
+    assert parse_priority(2**31 - 1, 2**31 - 1) == 2**31 - 1
+    for bad in (100, -1, True, 5.0, {"p": 1}, "1" * 22, "-3", 10**21):
+        with pytest.raises(Invalid) as refused:
+            parse_priority(bad)
+        assert refused.value.field == "priority"
+    for lifetime in ("99999999999d", ["2d"], {"d": 2}, True):
+        with pytest.raises(Invalid) as refused:
+            lifetime_expiry(lifetime, NOW)
+        assert refused.value.field == "lifetime"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bus.errors import ConfigurationError
@@ -12,7 +14,8 @@ def test_defaults_are_the_embedded_local_setup() -> None:
     """With no variables set, everything points at 127.0.0.1 and var/."""
     s = Settings.from_env({})
     assert s.kafka_bootstrap == "127.0.0.1:9092"
-    assert s.pg_dsn == "postgresql://ecpds@127.0.0.1:5433/ecpds"
+    assert s.pg_dsn.startswith("postgresql://ecpds@127.0.0.1:5433/ecpds?passfile=/")
+    assert s.pg_dsn.endswith("/var/secrets/pgpass")
     assert s.mqtt_broker == "embedded"
     assert s.var_dir.name == "var"
 
@@ -21,7 +24,7 @@ def test_ports_follow_their_variables() -> None:
     """Changing the Kafka and PostgreSQL ports changes the derived addresses."""
     s = Settings.from_env({"ECPDS_KAFKA_PORT": "29092", "ECPDS_PG_PORT": "25433"})
     assert s.kafka_bootstrap == "127.0.0.1:29092"
-    assert s.pg_dsn.endswith(":25433/ecpds")
+    assert ":25433/ecpds?" in s.pg_dsn
 
 
 @pytest.mark.parametrize(
@@ -73,3 +76,56 @@ def test_stage_variables_are_read_by_settings() -> None:
     assert (s.janitor_interval, s.backup_threads, s.replicate_threads) == (2.5, 3, 4)
     assert (s.mover_group, s.mover_capacity, s.mover_share, s.mover_id) == ("europe", 16, 1, "m1")
     assert s.codec == "python"
+
+
+def test_tls_cert_and_key_come_together(tmp_path: Path) -> None:
+    """ECPDS_TLS_CERT without ECPDS_TLS_KEY (or the reverse) is refused, naming the missing one."""
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    cert.write_text("x")
+    key.write_text("x")
+    with pytest.raises(ConfigurationError) as caught:
+        Settings.from_env({"ECPDS_TLS_CERT": str(cert)})
+    assert caught.value.field == "ECPDS_TLS_KEY"
+    with pytest.raises(ConfigurationError) as caught:
+        Settings.from_env({"ECPDS_TLS_KEY": str(key)})
+    assert caught.value.field == "ECPDS_TLS_CERT"
+    with pytest.raises(ConfigurationError) as caught:
+        Settings.from_env({"ECPDS_TLS_CERT": str(tmp_path / "gone"), "ECPDS_TLS_KEY": str(key)})
+    assert caught.value.field == "ECPDS_TLS_CERT"
+    both = Settings.from_env({"ECPDS_TLS_CERT": str(cert), "ECPDS_TLS_KEY": str(key)})
+    assert (both.tls_cert, both.tls_key, both.web_scheme) == (cert, key, "https")
+
+
+def test_tls_defaults_to_http_and_self_signed_names_the_generated_pair() -> None:
+    """No TLS variable: plain HTTP on 127.0.0.1; ECPDS_TLS=self-signed: the pair in var/secrets."""
+    plain = Settings.from_env({})
+    assert (plain.tls_cert, plain.web_scheme) == (None, "http")
+    assert plain.web_url(8080) == "http://127.0.0.1:8080"
+    assert (plain.monitor_address, plain.forwarded_allow_ips) == ("127.0.0.1", None)
+    signed = Settings.from_env({"ECPDS_TLS": "self-signed", "ECPDS_MONITOR_ADDRESS": "0.0.0.0"})
+    assert signed.tls_self_signed
+    assert signed.tls_cert is not None
+    assert signed.tls_cert.parent == signed.var_dir / "secrets" / "tls"
+    assert signed.web_url(8443) == "https://127.0.0.1:8443"
+
+
+@pytest.mark.parametrize(
+    ("env", "name"),
+    [
+        ({"ECPDS_TLS": "yes"}, "ECPDS_TLS"),
+        ({"ECPDS_MONITOR_ADDRESS": "127.0.0.1:80"}, "ECPDS_MONITOR_ADDRESS"),
+        ({"ECPDS_MONITOR_ADDRESS": "http://x"}, "ECPDS_MONITOR_ADDRESS"),
+        ({"ECPDS_PG_DSN": "postgresql://h/db?sslmode=maybe"}, "ECPDS_PG_DSN"),
+    ],
+)
+def test_bad_web_and_database_security_values_are_refused(env: dict[str, str], name: str) -> None:
+    """A TLS mode, bind address or sslmode that means nothing is refused by its variable."""
+    with pytest.raises(ConfigurationError) as caught:
+        Settings.from_env(env)
+    assert caught.value.field == name
+
+
+def test_given_dsn_keeps_its_sslmode() -> None:
+    """ECPDS_PG_DSN is used as given, its sslmode included (psycopg then obeys it)."""
+    dsn = "postgresql://ecpds@db.example:5432/ecpds?sslmode=verify-full"
+    assert Settings.from_env({"ECPDS_PG_DSN": dsn}).pg_dsn == dsn

@@ -7,7 +7,7 @@ from typing import Any
 from bus.config.view import ConfigView
 from bus.events import Event, envelope
 from bus.events import config_changes as ev
-from bus.events.config import Alias, HostType
+from bus.events.config import Alias, HostKey, HostType
 from tests.config import factories as f
 
 
@@ -157,3 +157,65 @@ def test_users_for_combines_direct_access_and_policies() -> None:
         ]
     )
     assert view.users_for("site-a") == ("alice", "bob")
+
+
+def _key(fingerprint: str, address: str = "sftp.example:22", host: str = "ftp-1") -> HostKey:
+    return HostKey(host_id=host, address=address, key_type="ssh-ed25519", fingerprint=fingerprint)
+
+
+def test_the_first_learnt_host_key_is_pinned() -> None:
+    """Given two stages learning different keys at once, the first event in the log wins;
+    the same key learnt twice is one pin."""
+    view = ConfigView().evolve(
+        [
+            ev.HostKeyLearned(envelope=env(), key=_key("SHA256:first")),
+            ev.HostKeyLearned(envelope=env(), key=_key("SHA256:second")),
+            ev.HostKeyLearned(envelope=env(), key=_key("SHA256:first")),
+        ]
+    )
+    assert view.host_keys["ftp-1"].fingerprint == "SHA256:first"
+
+
+def test_a_key_learnt_at_a_new_address_replaces_the_pin() -> None:
+    """Given a host moved to another address, the key learnt there is pinned (a key belongs
+    to the address it was seen at)."""
+    view = ConfigView().evolve(
+        [
+            ev.HostKeyLearned(envelope=env(), key=_key("SHA256:old")),
+            ev.HostKeyLearned(envelope=env(), key=_key("SHA256:new", address="other:2222")),
+        ]
+    )
+    assert view.host_keys["ftp-1"].fingerprint == "SHA256:new"
+
+
+def test_a_refused_key_is_kept_until_trusted() -> None:
+    """Given a pinned key, a refused key is shown until an operator trusts it; it is then the
+    pin, and a key learnt afterwards changes nothing."""
+    view = ConfigView().evolve(
+        [
+            ev.HostKeyLearned(envelope=env(), key=_key("SHA256:old")),
+            ev.HostKeyRefused(envelope=env(), key=_key("SHA256:new"), expected="SHA256:old"),
+        ]
+    )
+    assert view.refused_keys["ftp-1"].fingerprint == "SHA256:new"
+    assert view.host_keys["ftp-1"].fingerprint == "SHA256:old"
+    view = view.evolve(
+        [
+            ev.HostKeyTrusted(envelope=env(), key=_key("SHA256:new"), actor="ops"),
+            ev.HostKeyLearned(envelope=env(), key=_key("SHA256:old")),
+        ]
+    )
+    assert view.host_keys["ftp-1"].fingerprint == "SHA256:new"
+    assert "ftp-1" not in view.refused_keys
+
+
+def test_a_refusal_of_the_pinned_key_is_ignored() -> None:
+    """A refusal read after the operator trusted that same key (a late duplicate) records
+    nothing: the key is the pinned one."""
+    view = ConfigView().evolve(
+        [
+            ev.HostKeyTrusted(envelope=env(), key=_key("SHA256:new")),
+            ev.HostKeyRefused(envelope=env(), key=_key("SHA256:new"), expected="SHA256:old"),
+        ]
+    )
+    assert view.refused_keys == {}

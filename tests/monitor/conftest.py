@@ -18,6 +18,7 @@ import pytest
 import uvicorn
 
 from bus.config.secrets import hash_password
+from bus.web import UVICORN_OPTIONS
 from projections.migrate import migrate
 from projections.monitor.app import MonitorConfig, create_app
 from projections.monitor.auth import token_digest
@@ -79,7 +80,12 @@ async def serve(config: MonitorConfig) -> AsyncIterator[str]:
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=2
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            timeout_graceful_shutdown=2,
+            **UVICORN_OPTIONS,  # as the runner serves it
         )
     )
     task = asyncio.create_task(server.serve())

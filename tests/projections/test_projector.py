@@ -115,7 +115,7 @@ async def test_every_event_type_is_projected(
         if (rows := await query(postgres, schema, f"SELECT count(*) FROM {table}"))  # noqa: S608
     }
     assert counts == {
-        "config_changes": 18,
+        "config_changes": 21,  # 18 entity events and 3 host key events
         "operator_requests": 11,
         "portal_access": 3,
         "notifications": 2,

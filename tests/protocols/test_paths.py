@@ -10,9 +10,7 @@ whose home is a fresh directory, so "under the login directory" is a path the te
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,13 +26,11 @@ from protocols.pool import ConnectionPool
 from protocols.registry import connect
 from store.local import LocalStore
 from tests.movers.support import host, order, stored
-from tests.protocols.test_sftp import SSHD, Sshd
-from tests.protocols.vsftpd import VSFTPD, LocalAccount, Vsftpd, usable
+from tests.protocols.test_sftp import Sshd
+from tests.protocols.thirdparty import account, servers, sshd, vsftpd
+from tests.protocols.vsftpd import LocalAccount, Vsftpd
 
-servers = pytest.mark.skipif(
-    usable() is not None or not (Path(SSHD).exists() and Path(VSFTPD).exists()),
-    reason=usable() or "openssh-server or vsftpd not installed",
-)
+__all__ = ["account", "sshd", "vsftpd"]  # the servers, as fixtures
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
 
@@ -62,34 +58,6 @@ def test_the_url_of_a_login_relative_location_is_under_home() -> None:
     assert Location(scheme="sftp", host="h", user="u", path=".").url == "sftp://u@h/~"
     assert Location(scheme="ftp", host="h", path="inbox").url == "ftp://h/~/inbox"
     assert Location(scheme="ftp", host="h", path="/abs").url == "ftp://h/abs"
-
-
-@pytest.fixture(scope="module")
-def account() -> Iterator[LocalAccount]:
-    made = LocalAccount.create("ecpdspaths")
-    yield made
-    made.remove()
-
-
-@pytest.fixture(scope="module")
-def sshd() -> Iterator[Sshd]:
-    # Not under pytest's 0700 temp dir: sshd reads authorized_keys as the logging-in user.
-    root = Path(tempfile.mkdtemp(prefix="ecpds-paths-sshd-", dir="/tmp"))
-    root.chmod(0o755)
-    server = Sshd(root)
-    server.prepare()
-    server.start()
-    yield server
-    server.kill()
-    shutil.rmtree(root, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def vsftpd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vsftpd]:
-    server = Vsftpd(tmp_path_factory.mktemp("vsftpd"))
-    server.start()
-    yield server
-    server.stop()
 
 
 HostOf = Callable[..., tuple[Host, str | None]]

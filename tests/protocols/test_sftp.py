@@ -27,18 +27,19 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from bus.events.transfers import Verification
+from bus.events.transfers import Fault, Verification
 from consumers.movers.delivery import verify
 from protocols.base import (
     AuthenticationFailed,
     ChecksumMismatch,
     LandedSize,
     Location,
+    fault_of,
     from_bytes,
     read_all,
 )
 from protocols.registry import connect
-from protocols.sftp import LANDED_KEPT
+from protocols.sftp import LANDED_KEPT, HostKeyChanged, watch_host_keys
 from tests.protocols.contract import TransferContract
 
 SSHD = "/usr/sbin/sshd"
@@ -358,14 +359,95 @@ async def test_known_hosts_file_pins_the_host_key(sshd: Sshd, tmp_path: Path) ->
         await connect(sshd.location(str(sshd.data), knownHosts=str(bad), fingerPrint=""))
 
 
-async def test_unpinned_host_key_is_accepted_and_logged(
-    sshd: Sshd, caplog: pytest.LogCaptureFixture
+class Watcher:
+    """Records what the module reports (the port a stage implements by publishing)."""
+
+    def __init__(self) -> None:
+        self.seen_keys: list[tuple[str, str, str]] = []
+        self.refused_keys: list[tuple[str, str, str, str]] = []
+
+    def seen(self, host_id: str, key_type: str, fingerprint: str) -> None:
+        self.seen_keys.append((host_id, key_type, fingerprint))
+
+    def refused(self, host_id: str, key_type: str, fingerprint: str, expected: str) -> None:
+        self.refused_keys.append((host_id, key_type, fingerprint, expected))
+
+
+@pytest.fixture
+def watcher() -> Iterator[Watcher]:
+    found = Watcher()
+    stop = watch_host_keys(found)
+    yield found
+    stop()
+
+
+async def test_unpinned_host_key_is_reported_once_connected_without_a_warning(
+    sshd: Sshd, watcher: Watcher, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Without fingerPrint or knownHosts the key is accepted and its fingerprint logged."""
+    """Without any pin the key is accepted and reported to the watchers for the location's
+    host id (the stage records it); nothing is logged at WARNING any more."""
     with caplog.at_level("WARNING", logger="protocols.sftp"):
-        connection = await connect(sshd.location(str(sshd.data), fingerPrint=""))
+        location = sshd.location(str(sshd.data), fingerPrint="", hostKeyFor="h1")
+        connection = await connect(location)
         await connection.close()
-    assert sshd.fingerprint() in caplog.text
+    assert watcher.seen_keys == [("h1", "ssh-ed25519", sshd.fingerprint())]
+    assert watcher.refused_keys == []
+    assert caplog.text == ""
+
+
+async def test_learnt_key_is_accepted_silently(sshd: Sshd, watcher: Watcher) -> None:
+    """A location carrying the learnt fingerprint connects and reports nothing more."""
+    location = sshd.location(
+        str(sshd.data), fingerPrint="", hostKeyFor="h1", hostKeyPinned=sshd.fingerprint()
+    )
+    connection = await connect(location)
+    await connection.close()
+    assert (watcher.seen_keys, watcher.refused_keys) == ([], [])
+
+
+async def test_changed_key_is_refused_as_host_key_changed(
+    sshd: Sshd, watcher: Watcher, tmp_path: Path
+) -> None:
+    """A server whose key is not the learnt one is refused before any credential is sent, as
+    a non-retriable HostKeyChanged (the host's fault) naming both fingerprints, and the
+    refusal is reported to the watchers."""
+    changed = Sshd(tmp_path / "changed")
+    changed.prepare()  # a fresh host key: the same server after a key change
+    changed.authorize(Path(f"{sshd.client_key}.pub").read_text())
+    changed.start()
+    try:
+        location = sshd.location(
+            str(sshd.data), fingerPrint="", hostKeyFor="h1", hostKeyPinned=sshd.fingerprint()
+        )
+        location = Location(
+            scheme="sftp",
+            host="127.0.0.1",
+            port=changed.port,
+            user=LOGIN,
+            path=str(changed.data),
+            options=location.options,
+        )
+        with pytest.raises(HostKeyChanged) as info:
+            await connect(location)
+    finally:
+        changed.kill()
+    error = info.value
+    assert (error.fingerprint, error.expected) == (changed.fingerprint(), sshd.fingerprint())
+    assert error.retriable is False
+    assert fault_of(error) is Fault.HOST
+    assert "ecpds host trust-key h1" in str(error)
+    refusal = ("h1", "ssh-ed25519", changed.fingerprint(), sshd.fingerprint())
+    assert watcher.refused_keys == [refusal]
+    assert watcher.seen_keys == []
+
+
+async def test_operator_fingerprint_wins_over_the_learnt_key(sshd: Sshd, watcher: Watcher) -> None:
+    """With fingerPrint set, the learnt pin is not consulted and nothing is reported: the
+    operator's option decides (here: right fingerprint, stale learnt one)."""
+    location = sshd.location(str(sshd.data), hostKeyFor="h1", hostKeyPinned="SHA256:" + "A" * 43)
+    connection = await connect(location)
+    await connection.close()
+    assert (watcher.seen_keys, watcher.refused_keys) == ([], [])
 
 
 async def test_private_key_text_with_passphrase(sshd: Sshd) -> None:

@@ -16,6 +16,7 @@ from bus.events.transfers import (
 )
 from consumers.scheduler.core import next_due
 from tests.scheduler.factories import (
+    SETTINGS,
     T0,
     Scheduler,
     at,
@@ -151,7 +152,8 @@ def test_reset_to_the_primary_after_the_reset_frequency() -> None:
     to_backup(s)  # left h1 at 62 s
     s.given(succeeded_entry(s, "t1", at(seconds=63)))
     s.settle(at(seconds=63))
-    assert next_due(s.state, at(seconds=63)) == at(seconds=662)
+    s.settle(at(seconds=63) + SETTINGS.idle_hold)  # idle: WAIT
+    assert next_due(s.state, at(seconds=80)) == at(seconds=662)
     out = s.settle(at(seconds=662))
     assert [(e.from_host, e.to_host, e.reason) for e in of(out, HostSwitched)] == [
         ("h2", "h1", "Reset to the primary host after the reset frequency")

@@ -9,6 +9,7 @@ from bus.events.config import TimeWindow
 from bus.events.transfers import DestinationStatusChanged
 from consumers.scheduler.core import next_due
 from tests.scheduler.factories import (
+    SETTINGS,
     T0,
     Scheduler,
     at,
@@ -93,11 +94,13 @@ def test_delayed_transfer_does_not_block_ready_ones() -> None:
 
 
 def test_destination_status_running_then_idle() -> None:
-    """The destination is announced running (EXEC) while it transfers and idle (WAIT) after."""
+    """The destination is announced running (EXEC) while it transfers and idle (WAIT) once
+    the idle hold has passed after its last delivery."""
     s = Scheduler(configured(), queued("t1"))
     out = s.settle(T0)
     assert [e.new_status for e in of(out, DestinationStatusChanged)] == [DestinationStatus.EXEC]
-    out = s.given(succeeded(ordered(out)[0], at(1))).settle(at(1))
+    assert s.given(succeeded(ordered(out)[0], at(1))).settle(at(1)) == []
+    out = s.settle(at(1) + SETTINGS.idle_hold)
     assert [e.new_status for e in of(out, DestinationStatusChanged)] == [DestinationStatus.WAIT]
 
 

@@ -105,7 +105,7 @@ def test_a_destination_status_consumed_back_later_is_ignored() -> None:
     s = Scheduler(configured(), queued("t1"))
     first = of(s.settle(T0), DestinationStatusChanged)
     s.given(succeeded(s_order(s), at(1)))
-    assert s.settle(at(1))
+    assert s.settle(at(1) + SETTINGS.idle_hold)  # WAIT once idle
     s.given(queued("t2", when=at(2), queue_time=at(2)))
     s.settle(at(2))
     assert s.summary().status is DestinationStatus.EXEC
