@@ -2,12 +2,13 @@
 
 Rules kept here:
 
-- Tokens live in a file (default ``var/secrets/api-tokens``), one ``name:sha256hex`` line each;
+- Tokens live in a file (default ``var/secrets/api-tokens``, format and roles in ``bus.tokens``);
   only the SHA-256 of a token is kept, never the token. When the file does not exist it is
-  created (mode 0600, in a 0700 directory) with one ``admin`` token, which is returned once so
-  the runner can print it once to the log; lost, it can only be replaced (add a line made with
-  ``python -m producers.api.auth NAME``). The file is re-read when it changes, no restart.
-- A token caller is an operator (may put on any destination); a Basic caller is a data user,
+  created (mode 0600, in a 0700 directory) with one ``admin`` operator token, which is returned
+  once so the runner can print it once to the log; lost, it can only be replaced (``ecpds token
+  create NAME --role operator``). The file is re-read when it changes, no restart.
+- An operator token may put on any destination; a viewer (read-only) token may only read and is
+  answered 403 where it would publish; a Basic caller is a data user,
   checked with argon2 against the hash in the live configuration (``bus.config.secrets``), and
   ``decide`` then checks its ``put`` permission on the destination.
 - argon2 is slow on purpose: a verified (login, hash, password digest) is remembered in memory
@@ -19,18 +20,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import hashlib
 import hmac
-import os
-import secrets
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from bus.config.secrets import verify_password
 from bus.config.view import ConfigView
-
-TOKEN_BYTES = 32
+from bus.tokens import Token, TokenFile, create_file, token_digest
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,73 +34,31 @@ class Principal:
     """An authenticated caller: an operator token by name, or a data user by login."""
 
     name: str
-    user: str | None = None  # the data user login; None for a token (operator)
+    user: str | None = None  # the data user login; None for a token
+    can_act: bool = True  # False for a read-only (viewer) token: nothing it sends is published
 
     @property
     def label(self) -> str:
         return f"user:{self.user}" if self.user else f"token:{self.name}"
 
 
-def token_digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def new_token() -> str:
-    return secrets.token_urlsafe(TOKEN_BYTES)
-
-
 class TokenBook:
-    """The token file, re-read whenever its modification time changes."""
+    """The token file (``bus.tokens``), created with one admin operator token when missing."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._stamp: int | None = None
-        self._by_digest: dict[str, str] = {}
+        self._file = TokenFile(path)
 
     @classmethod
     def open(cls, path: Path) -> tuple[TokenBook, str | None]:
         """The book of ``path``; a missing file is created with one admin token, returned
         (the only time it is ever seen in clear)."""
-        created: str | None = None
-        if not path.exists():
-            created = new_token()
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                created = None  # another process created it first
-            else:
-                with os.fdopen(fd, "w") as out:
-                    out.write("# API tokens: name:sha256hex of the token, one per line\n")
-                    out.write(f"admin:{token_digest(created)}\n")
+        created = create_file(path) if not path.exists() else None
         return cls(path), created
 
-    def _reload(self) -> None:
-        try:
-            stamp = self.path.stat().st_mtime_ns
-        except FileNotFoundError:
-            self._by_digest, self._stamp = {}, None
-            return
-        if stamp == self._stamp:
-            return
-        found: dict[str, str] = {}
-        for line in self.path.read_text().splitlines():
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            name, _, digest = line.partition(":")
-            if name and len(digest) == 64:
-                found[digest.lower()] = name
-        self._by_digest, self._stamp = found, stamp
-
-    def check(self, token: str) -> str | None:
-        """The name of ``token``, or None when it is not in the file."""
-        self._reload()
-        digest = token_digest(token)
-        for known, name in self._by_digest.items():
-            if hmac.compare_digest(known, digest):
-                return name
-        return None
+    def check(self, token: str) -> Token | None:
+        """The token's name and role, or None when it is not in the file."""
+        return self._file.check(token)
 
 
 class Authenticator:
@@ -120,8 +74,8 @@ class Authenticator:
         scheme, _, value = header.partition(" ")
         scheme = scheme.lower()
         if scheme == "bearer":
-            name = self._tokens.check(value.strip())
-            return Principal(name) if name is not None else None
+            found = self._tokens.check(value.strip())
+            return Principal(found.name, can_act=found.can_act) if found is not None else None
         if scheme == "basic":
             return await self._basic(value.strip(), view)
         return None
@@ -143,14 +97,3 @@ class Authenticator:
             return None
         self._verified[key] = digest
         return Principal(login, user=login)
-
-
-def main(argv: list[str]) -> None:
-    """Print a new token and the line to append to the token file."""
-    name = argv[1] if len(argv) > 1 else "script"
-    token = new_token()
-    sys.stdout.write(f"token: {token}\nline:  {name}:{token_digest(token)}\n")
-
-
-if __name__ == "__main__":
-    main(sys.argv)

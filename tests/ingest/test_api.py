@@ -25,6 +25,7 @@ from bus.events.datafiles import (
 from bus.events.transfers import TransferQueued
 from bus.publisher import Publisher
 from bus.settings import Settings
+from bus.tokens import TokenFile, TokenRole
 from producers.api.app import create_app
 from producers.api.ingest import ApiState
 from producers.api.runtime import running
@@ -270,6 +271,24 @@ async def test_data_user_basic_auth(client: httpx.AsyncClient, names: Names) -> 
         "/api/v1/datafiles", params=params, content=b"x", headers={"Authorization": "Bearer x"}
     )
     assert bad_token.status_code == 401
+
+
+async def test_a_viewer_token_cannot_put(
+    client: httpx.AsyncClient, names: Names, kafka: str
+) -> None:
+    """A read-only (viewer) token's put is answered 403 and publishes nothing, while it may
+    still read a data file back."""
+    reader = TokenFile(names.tokens).create("reader", TokenRole.VIEWER)
+    bearer = {"Authorization": f"Bearer {reader}"}
+    params = {"destination": "site-a", "target": "viewer.bin"}
+    refused = await client.post("/api/v1/datafiles", params=params, content=b"x", headers=bearer)
+    assert (refused.status_code, refused.json()["field"]) == (403, "authorization")
+    published = await read_topic(kafka, names.topics.datafiles)
+    assert not [e for _, _, e in published if getattr(e, "target", None) == "viewer.bin"]
+    stored = await client.post("/api/v1/datafiles", params=params, content=b"x")
+    assert stored.status_code == 201, stored.text
+    read = await client.get(f"/api/v1/datafiles/{stored.json()['data_file_id']}", headers=bearer)
+    assert read.status_code == 200
 
 
 async def test_options_may_come_as_headers(client: httpx.AsyncClient) -> None:
