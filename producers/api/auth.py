@@ -9,7 +9,8 @@ Rules kept here:
   create NAME --role operator``). The file is re-read when it changes, no restart.
 - An operator token may put on any destination; a viewer (read-only) token may only read and is
   answered 403 where it would publish; a Basic caller is a data user,
-  checked with argon2 against the hash in the live configuration (``bus.config.secrets``), and
+  checked with argon2 against the hash in the live configuration (decrypted with the operator
+  key file, ``bus.config.secrets``), and
   ``decide`` then checks its ``put`` permission on the destination.
 - argon2 is slow on purpose: a verified (login, hash, password digest) is remembered in memory
   so a script putting many files pays it once; a changed password hash invalidates it.
@@ -24,8 +25,9 @@ import hmac
 from dataclasses import dataclass
 from pathlib import Path
 
-from bus.config.secrets import verify_password
+from bus.config.secrets import OperatorKey, stored_hash, verify_password
 from bus.config.view import ConfigView
+from bus.errors import ConfigurationError
 from bus.tokens import Token, TokenFile, create_file, token_digest
 
 
@@ -64,9 +66,10 @@ class TokenBook:
 class Authenticator:
     """Turns an ``Authorization`` header into a ``Principal`` (or None: 401)."""
 
-    def __init__(self, tokens: TokenBook) -> None:
+    def __init__(self, tokens: TokenBook, key_file: Path | None = None) -> None:
         self._tokens = tokens
-        self._verified: dict[tuple[str, str], str] = {}  # (login, hash) -> password digest
+        self._key_file = key_file  # decrypts data users' hashes (``bus.config.secrets``)
+        self._verified: dict[tuple[str, str], str] = {}  # (login, stored form) -> digest
 
     async def principal(self, header: str | None, view: ConfigView) -> Principal | None:
         if not header:
@@ -86,14 +89,27 @@ class Authenticator:
         except (binascii.Error, UnicodeDecodeError):
             return None
         user = view.users.get(login)
-        if not sep or user is None or not user.active or user.password_hash is None:
+        if not sep or user is None or not user.active:
             return None
-        key, digest = (login, user.password_hash), token_digest(password)
+        sealed = user.password_secret
+        stored = sealed.ciphertext.decode() if sealed is not None else user.password_hash
+        if stored is None:
+            return None
+        key, digest = (login, stored), token_digest(password)
         remembered = self._verified.get(key)
         if remembered is not None and hmac.compare_digest(remembered, digest):
             return Principal(login, user=login)
+        try:
+            operator_key = (
+                OperatorKey.load(self._key_file, create=False) if self._key_file else None
+            )
+            password_hash = stored_hash(user, operator_key)
+        except ConfigurationError:
+            return None  # under a key this machine does not have: no one can sign in as them
+        if password_hash is None:
+            return None
         # argon2 takes tens of milliseconds of CPU: off the event loop
-        if not await asyncio.to_thread(verify_password, user.password_hash, password):
+        if not await asyncio.to_thread(verify_password, password_hash, password):
             return None
         self._verified[key] = digest
         return Principal(login, user=login)

@@ -128,4 +128,4 @@ async def running(
                 tokens=str(book.path),
                 admin_token_file=str(token_file),
             )
-        yield ApiState(service=service, config=live, auth=Authenticator(book))
+        yield ApiState(service=service, config=live, auth=Authenticator(book, settings.key_file))
