@@ -122,6 +122,7 @@ class Settings:
     mover_id: str | None = None  # a mover's stable id (default: its instance)
     codec: Literal["auto", "native", "python"] = "auto"  # the Avro codec (read at import too)
     instance: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    token: str | None = field(default=None, repr=False)  # the CLI's operator token (ECPDS_TOKEN)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -182,6 +183,7 @@ class Settings:
             mover_share=_positive(env, "ECPDS_MOVER_SHARE", 4),
             mover_id=env.get("ECPDS_MOVER_ID") or None,
             codec=_choice(env, "ECPDS_CODEC", "auto", ("auto", "native", "python")),  # type: ignore[arg-type]
+            token=env.get("ECPDS_TOKEN") or None,
         )
         if env.get("ECPDS_INSTANCE"):
             settings = cls(**{**settings.__dict__, "instance": env["ECPDS_INSTANCE"]})

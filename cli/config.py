@@ -53,6 +53,7 @@ from bus.errors import ConfigurationError
 from bus.events.config import Association, DataUser, Destination, Host
 from bus.publisher import Publisher
 from bus.topics import CONFIG
+from cli.credentials import operator
 from cli.terminal import actor, console, read_config, refuse, run, run_sync, settings
 
 T = TypeVar("T")
@@ -84,6 +85,7 @@ for _app in (destination_app, host_app, user_app, config_app):
 async def _commit(topic: str, make: Callable[[ConfigView], list[Change]]) -> list[Change]:
     """Plan against the live view, show the plan, publish it and wait until the view has it."""
     found = settings()
+    operator(found)  # refused (exit 2) before anything is read or published
     async with LiveConfig(found.kafka_bootstrap, topic) as live:
         changes = every_problem(lambda: make(live.view))
         show_plan(changes)
@@ -457,6 +459,7 @@ def config_export(
 def config_rotate_key(ctx: typer.Context) -> None:
     """Make a new operator key and re-encrypt every secret with it (host passwords and data
     users' hashes) through new events; the old key is kept beside it, as `.retired`."""
+    run_sync(lambda: operator(settings()))  # before a new key is even made
     key_file = settings().key_file
     if not key_file.exists():
         refuse(f"credentials: no operator key file at {key_file}: nothing to rotate")
