@@ -4,6 +4,7 @@
 #   make check      the fast tier for the inner loop: no service started, under a minute
 #   make bench      install what is missing, run the benchmarks (JSON under var/bench/results)
 #   make lint       ruff + mypy
+#   make audit      pinned dependencies against vulnerability lists (infra/audit, offline)
 #   make stop       stop what `make up` left running (Kafka, PostgreSQL, mosquitto)
 #   make test-stop  stop the suite's own Kafka and PostgreSQL (under var/test)
 SHELL := /bin/bash
@@ -11,7 +12,7 @@ VENV := .venv/bin
 # the suite runs its own Kafka/PostgreSQL under var/test on ports apart from `make up`'s
 TEST_ENV := ECPDS_VAR=var/test ECPDS_KAFKA_PORT=29092 ECPDS_PG_PORT=25433 ECPDS_MQTT_PORT=21883 ECPDS_MONITOR_PORT=28080
 
-.PHONY: install up test check bench lint stop test-stop clean
+.PHONY: install up test check bench lint audit stop test-stop clean
 
 install:
 	@bash infra/install.sh
@@ -36,6 +37,9 @@ lint: install
 	$(VENV)/ruff check .
 	$(VENV)/ruff format --check .
 	$(VENV)/mypy
+
+audit: install
+	$(VENV)/python infra/audit/audit.py
 
 # each script is stopped even if the one before failed
 stop:

@@ -211,6 +211,7 @@ class Settings:
     # the largest upload the ingest API takes for a destination without its own max_file_size
     max_upload: int = 10 * 1024**3
     instance: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    token: str | None = field(default=None, repr=False)  # the CLI's operator token (ECPDS_TOKEN)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -278,6 +279,7 @@ class Settings:
             mover_id=env.get("ECPDS_MOVER_ID") or None,
             codec=_choice(env, "ECPDS_CODEC", "auto", ("auto", "native", "python")),  # type: ignore[arg-type]
             max_upload=_size(env, "ECPDS_MAX_UPLOAD", 10 * 1024**3),
+            token=env.get("ECPDS_TOKEN") or None,
         )
         if env.get("ECPDS_INSTANCE"):
             settings = cls(**{**settings.__dict__, "instance": env["ECPDS_INSTANCE"]})

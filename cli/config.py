@@ -1,5 +1,5 @@
 """``ecpds destination|host|user add|edit|show|list|remove``, ``ecpds host trust-key`` and
-``ecpds config apply|check|export``.
+``ecpds config apply|check|export|rotate-key``.
 
 Every change goes the same way: read the live configuration from ``ecpds.config``, plan the
 change against it (``bus.config.apply``: validated, references checked), show it, publish the
@@ -8,7 +8,9 @@ exits 2; when a file or a command has several problems, every one is printed, ea
 operator wrote it (``hosts[0].options.acquisition.fileage``), never by a Python name. ``config
 check`` validates a file offline (no broker), as ``apply`` would before planning.
 
-Passwords are never command-line arguments (they would sit in shell history and in ``ps``):
+Secrets never travel in clear: a host password is encrypted with the operator key, a data user's
+password hashed with argon2 and the hash encrypted with the operator key. Passwords are never
+command-line arguments (they would sit in shell history and in ``ps``):
 ``--ask-password`` prompts, ``--password-stdin`` reads the first line of stdin.
 """
 
@@ -26,9 +28,25 @@ from rich.markup import escape
 from rich.table import Table
 
 from bus.config import Entity, Kind, identity, kind_of
-from bus.config.apply import Change, current_entity, events_for, plan, removal, resolve
+from bus.config.apply import (
+    Change,
+    current_entity,
+    events_for,
+    plan,
+    reencrypt,
+    removal,
+    resolve,
+)
 from bus.config.hostkeys import event_key, trusted
-from bus.config.secrets import ClearSecret, OperatorKey, hash_password
+from bus.config.secrets import (
+    ClearSecret,
+    OperatorKey,
+    begin_rotation,
+    finish_rotation,
+    next_key_file,
+    retired_key_file,
+    seal_password,
+)
 from bus.config.validate import Problems
 from bus.config.view import ConfigView, LiveConfig
 from bus.config.yamlio import assignments, build, export, load, to_mapping, with_fields
@@ -36,7 +54,8 @@ from bus.errors import ConfigurationError
 from bus.events.config import Association, DataUser, Destination, Host
 from bus.publisher import Publisher
 from bus.topics import CONFIG
-from cli.terminal import actor, console, read_config, run, run_sync, settings
+from cli.credentials import operator
+from cli.terminal import actor, console, read_config, refuse, run, run_sync, settings
 
 T = TypeVar("T")
 
@@ -67,6 +86,7 @@ for _app in (destination_app, host_app, user_app, config_app):
 async def _commit(topic: str, make: Callable[[ConfigView], list[Change]]) -> list[Change]:
     """Plan against the live view, show the plan, publish it and wait until the view has it."""
     found = settings()
+    operator(found)  # refused (exit 2) before anything is read or published
     async with LiveConfig(found.kafka_bootstrap, topic) as live:
         changes = every_problem(lambda: make(live.view))
         show_plan(changes)
@@ -325,6 +345,7 @@ def host_trust_key(
 
 async def _trust_key(topic: str, host_id: str, fingerprint: str | None) -> None:
     found = settings()
+    operator(found)  # refused (exit 2) before anything is read or published
     async with LiveConfig(found.kafka_bootstrap, topic) as live:
         event = trusted(live.view, host_id, fingerprint, f"cli/{found.instance}", actor())
         async with Publisher(found.kafka_bootstrap, client_id="ecpds-cli") as publisher:
@@ -357,7 +378,8 @@ def user_add(
     )
     password = run_sync(lambda: _password(ask_password, password_stdin))
     if password is not None:
-        user = dataclasses.replace(user, password_hash=hash_password(password))
+        key = run_sync(lambda: OperatorKey.load(settings().key_file))
+        user = dataclasses.replace(user, password_secret=seal_password(password, key))
     run(lambda: _commit(ctx.obj, lambda view: _add(view, user)))
 
 
@@ -372,12 +394,17 @@ def user_edit(
     """Change fields of a data user (--set FIELD=VALUE), or its password."""
     values = run_sync(lambda: assignments(sets or ()))
     password = run_sync(lambda: _password(ask_password, password_stdin))
-    hashed = hash_password(password) if password is not None else None
+    sealed = None
+    if password is not None:
+        key = run_sync(lambda: OperatorKey.load(settings().key_file))
+        sealed = seal_password(password, key)
 
     def make(u: Entity) -> Entity:
         user = with_fields(u, values)
         assert isinstance(user, DataUser)
-        return dataclasses.replace(user, password_hash=hashed) if hashed else user
+        if sealed is None:
+            return user
+        return dataclasses.replace(user, password_hash=None, password_secret=sealed)
 
     run(lambda: _commit(ctx.obj, lambda view: _edit(view, "data-user", login, make)))
 
@@ -456,6 +483,28 @@ def config_export(
     else:
         output.write_text(text)
         console.print(f"exported to {escape(str(output))}")
+
+
+@config_app.command("rotate-key")
+def config_rotate_key(ctx: typer.Context) -> None:
+    """Make a new operator key and re-encrypt every secret with it (host passwords and data
+    users' hashes) through new events; the old key is kept beside it, as `.retired`."""
+    run_sync(lambda: operator(settings()))  # before a new key is even made
+    key_file = settings().key_file
+    if not key_file.exists():
+        refuse(f"credentials: no operator key file at {key_file}: nothing to rotate")
+    new = run_sync(lambda: begin_rotation(key_file))
+    console.print(f"new key {new.key_id} in {escape(str(next_key_file(key_file)))} until done")
+    # the loaded key decrypts with the current key, the new one and a retired one
+    reader = run_sync(lambda: OperatorKey.load(key_file, create=False))
+    changes = run(lambda: _commit(ctx.obj, lambda view: plan(view, reencrypt(view, reader, new))))
+    run_sync(lambda: finish_rotation(key_file))
+    console.print(
+        f"[green]rotated: {len(changes)} secret(s) re-encrypted with key {new.key_id}[/green]\n"
+        f"key:          {escape(str(key_file))} ({new.key_id})\n"
+        f"previous key: {escape(str(retired_key_file(key_file)))} ({reader.key_id}), kept so "
+        "messages already sent still decrypt; delete it once none is in flight"
+    )
 
 
 def _yes(flag: bool) -> str:

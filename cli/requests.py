@@ -26,6 +26,7 @@ from bus.publisher import Publisher
 from bus.requests import Action, Verb, build, lifetime_expiry
 from bus.topics import CONFIG, TRANSFERS
 from cli.config import destination_app, host_app
+from cli.credentials import operator
 from cli.terminal import actor, console, read_config, refuse, run, run_sync, settings
 
 transfer_app = typer.Typer(
@@ -60,7 +61,9 @@ def ask(action: Action, topic: str, wait: float) -> None:
 
 
 async def _request(event: Event, destination: str, topic: str, wait: float) -> None:
-    bootstrap = settings().kafka_bootstrap
+    found = settings()
+    operator(found)  # refused (exit 2) before anything is published
+    bootstrap = found.kafka_bootstrap
     async with Publisher(bootstrap, client_id="ecpds-cli") as publisher:
         published = await publisher.publish(topic, destination, event)
     name = type(event).__name__

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 import pytest
 
 from bus.settings import ROOT, Settings
+from bus.tokens import TokenFile, TokenRole
 
 os.environ.setdefault("ECPDS_VAR", "var/test")
 os.environ.setdefault("ECPDS_KAFKA_PORT", "29092")
@@ -53,6 +54,19 @@ def _script(settings: Settings, script: str, action: str) -> subprocess.Complete
 @pytest.fixture(scope="session")
 def settings() -> Settings:
     return Settings.from_env()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cli_token(settings: Settings) -> Iterator[str]:
+    """An operator token (``ECPDS_TOKEN``) for the CLI verbs the suite runs: they publish only
+    with one (``cli.credentials``)."""
+    book = TokenFile(settings.var_dir / "secrets" / "api-tokens")
+    book.revoke("tests-cli")
+    token = book.create("tests-cli", TokenRole.OPERATOR)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ECPDS_TOKEN", token)
+        yield token
+    book.revoke("tests-cli")
 
 
 OWNED: dict[str, bool] = {}  # script -> whether this session started the service

@@ -4,8 +4,9 @@ Rules kept here:
 
 - ``plan`` is pure and idempotent: planning the view that results from applying a plan's events
   plans nothing. Secrets take part in that: ``resolve`` reuses the stored ciphertext of a host
-  whose clear password in the document decrypts-equal to it, and the stored hash of a user whose
-  password verifies against it, so re-applying a file never re-encrypts unchanged secrets.
+  whose clear password in the document decrypts-equal to it, and the stored encrypted hash of a
+  user whose password verifies against it, so re-applying a file never re-encrypts unchanged
+  secrets. A user's argon2 hash is only ever planned encrypted (``password_secret``).
 - Nothing is removed unless asked (``prune``); removals go out after definitions, most
   dependent kind first, and a removal that would leave a dangling reference is refused.
 - Every resulting entity is checked against the configuration it would produce
@@ -21,7 +22,13 @@ from typing import Any, Literal
 
 from bus.config import KINDS, Entity, Kind, config_key, identity, key_of, kind_of
 from bus.config.durations import format_duration
-from bus.config.secrets import ClearSecret, OperatorKey, hash_password, verify_password
+from bus.config.secrets import (
+    ClearSecret,
+    OperatorKey,
+    hash_password,
+    stored_hash,
+    verify_password,
+)
 from bus.config.validate import validate, validate_against
 from bus.config.view import ConfigView
 from bus.config.yamlio import Document
@@ -85,15 +92,59 @@ def resolve(document: Document, view: ConfigView, key: OperatorKey) -> tuple[Ent
                     )
                 entity = dataclasses.replace(entity, credentials=stored)
         elif isinstance(entity, DataUser):
-            password = document.user_passwords.get(entity.login)
-            if password is not None:
-                user = view.users.get(entity.login)
-                old = user.password_hash if user is not None else None
-                same = old is not None and verify_password(old, password)
-                entity = dataclasses.replace(
-                    entity, password_hash=old if same else hash_password(password)
-                )
+            entity = _seal_user(entity, document, view.users.get(entity.login), key)
         out.append(entity)
+    return tuple(out)
+
+
+def _seal_user(
+    entity: DataUser, document: Document, current: DataUser | None, key: OperatorKey
+) -> DataUser:
+    """``entity`` with its argon2 hash encrypted in ``password_secret`` (never in clear): the
+    stored one when the document's password verifies against it, or it keeps it (``password:
+    {encrypted: ...}``), or gives the very same hash (an old export); else a new one."""
+    old: str | None = None
+    if current is not None:
+        try:
+            old = stored_hash(current, key)
+        except ConfigurationError:
+            old = None  # under a key this machine no longer has: a new password replaces it
+    password = document.user_passwords.get(entity.login)
+    if password is not None:
+        wanted = old if old is not None and verify_password(old, password) else None
+        wanted = wanted or hash_password(password)
+    elif entity.login in document.kept_user_secrets:
+        if old is None:
+            raise ConfigurationError(
+                "data_user.password",
+                f"user {entity.login} has no stored password to keep: give password:",
+            )
+        wanted = old
+    else:
+        wanted = entity.password_hash
+    if wanted is None:
+        return dataclasses.replace(entity, password_hash=None, password_secret=None)
+    same = current is not None and current.password_secret is not None and old == wanted
+    secret = current.password_secret if same and current is not None else key.encrypt(wanted)
+    return dataclasses.replace(entity, password_hash=None, password_secret=secret)
+
+
+def reencrypt(view: ConfigView, reader: OperatorKey, writer: OperatorKey) -> tuple[Entity, ...]:
+    """Every host and data user whose secret is not under ``writer``'s key yet (or is a clear
+    hash from an old event), with it decrypted by ``reader`` and encrypted by ``writer``: the
+    entities a key rotation redefines."""
+    out: list[Entity] = []
+    for host in view.hosts.values():
+        c = host.credentials
+        if c is not None and c.key_id != writer.key_id:
+            out.append(dataclasses.replace(host, credentials=writer.encrypt(reader.decrypt(c))))
+    for user in view.users.values():
+        s = user.password_secret
+        if (s is not None and s.key_id != writer.key_id) or user.password_hash is not None:
+            digest = stored_hash(user, reader)
+            assert digest is not None  # one of the two forms is set
+            sealed = writer.encrypt(digest)
+            out.append(dataclasses.replace(user, password_hash=None, password_secret=sealed))
     return tuple(out)
 
 

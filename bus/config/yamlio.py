@@ -7,8 +7,9 @@ forms are accepted: durations for ``*_ms`` fields under their short name (``retr
 an alias as a bare destination name. Secrets: a host's ``password:`` and a user's
 ``password:`` are clear in the FILE only — they are held as ``ClearSecret`` and encrypted or
 hashed before any event carries them (``bus.config.apply``). ``export`` writes only fields that
-differ from their defaults, never a clear secret (host credentials appear as ``encrypted:
-<key_id>``), and loading what it wrote gives back the same entities.
+differ from their defaults, never a clear secret nor a password hash (host credentials appear
+as ``credentials: {encrypted: <key_id>}``, a user's hash as ``password_secret: {encrypted:
+<key_id>}``), and applying what it wrote keeps the stored secrets (``bus.config.apply``).
 
 Refusals speak the file's language: every problem of the whole document is reported at once
 (``Problems``), each named by where it is in the file as the operator wrote it
@@ -75,6 +76,8 @@ class Document:
     host_passwords: Mapping[str, ClearSecret]
     kept_credentials: frozenset[str]  # hosts written as "credentials: {encrypted: ...}"
     user_passwords: Mapping[str, ClearSecret]
+    # users written as "password_secret: {encrypted: ...}" (as exported): keep the stored one
+    kept_user_secrets: frozenset[str] = frozenset()
 
 
 def load(text: str) -> Document:
@@ -99,6 +102,7 @@ def load(text: str) -> Document:
     host_passwords: dict[str, ClearSecret] = {}
     kept: set[str] = set()
     user_passwords: dict[str, ClearSecret] = {}
+    kept_users: set[str] = set()
     for section, (prefix, cls) in SECTIONS.items():
         items = data.get(section) or []
         if not isinstance(items, list):
@@ -116,6 +120,7 @@ def load(text: str) -> Document:
             try:
                 password = _pop_password(item, prefix)
                 keep = _pop_kept_credentials(item) if cls is Host else False
+                keep = _pop_kept_user_secret(item) if cls is DataUser else keep
                 entity, found = _from_mapping(cls, item, prefix)
                 if entity is not None:
                     validate(entity)
@@ -135,8 +140,11 @@ def load(text: str) -> Document:
                     host_passwords[entity.id] = password
                 if keep:
                     kept.add(entity.id)
-            elif isinstance(entity, DataUser) and password is not None:
-                user_passwords[entity.login] = password
+            elif isinstance(entity, DataUser):
+                if password is not None:
+                    user_passwords[entity.login] = password
+                if keep:
+                    kept_users.add(entity.login)
             entities.append(entity)
     problems.extend(_duplicates(entities))
     raise_all(problems)
@@ -145,6 +153,7 @@ def load(text: str) -> Document:
         MappingProxyType(host_passwords),
         frozenset(kept),
         MappingProxyType(user_passwords),
+        frozenset(kept_users),
     )
 
 
@@ -241,7 +250,7 @@ def _pop_password(item: dict[str, Any], prefix: str) -> ClearSecret | None:
     value = item.pop("password")
     if not isinstance(value, str) or not value:
         raise ConfigurationError(f"{prefix}.password", "must be a non-empty string")
-    if "credentials" in item or "password_hash" in item:
+    if "credentials" in item or "password_hash" in item or "password_secret" in item:
         raise ConfigurationError(f"{prefix}.password", "give either password or stored secret")
     return ClearSecret(value)
 
@@ -253,6 +262,18 @@ def _pop_kept_credentials(item: dict[str, Any]) -> bool:
     if not isinstance(value, dict) or set(value) != {"encrypted"}:
         raise ConfigurationError(
             "host.credentials", "only 'encrypted: <key_id>' (as exported); use password: instead"
+        )
+    return True
+
+
+def _pop_kept_user_secret(item: dict[str, Any]) -> bool:
+    if "password_secret" not in item:
+        return False
+    value = item.pop("password_secret")
+    if not isinstance(value, dict) or set(value) != {"encrypted"}:
+        raise ConfigurationError(
+            "data_user.password_secret",
+            "only 'encrypted: <key_id>' (as exported); use password: instead",
         )
     return True
 
@@ -279,7 +300,7 @@ def assignments(items: Iterable[str]) -> dict[str, Any]:
         name = name.strip()
         if not sep or not name:
             raise ConfigurationError("--set", f"expected FIELD=VALUE, got {item!r}")
-        if name in ("password", "password_hash", "credentials"):
+        if name in ("password", "password_hash", "password_secret", "credentials"):
             raise ConfigurationError(name, "secrets are not set this way: use a prompt or stdin")
         try:
             out[name] = yaml.safe_load(raw) if raw else ""
@@ -295,7 +316,8 @@ def with_fields(entity: Entity, values: Mapping[str, Any]) -> Entity:
         kind_of(entity), kind_of(entity)
     )
     fields = to_mapping(entity)
-    fields.pop("credentials", None)
+    for secret in ("credentials", "password_secret"):
+        fields.pop(secret, None)
     for name, value in values.items():
         # a duration may be given by either spelling: drop the one already there
         fields.pop(f"{name}_ms", None)
@@ -305,6 +327,10 @@ def with_fields(entity: Entity, values: Mapping[str, Any]) -> Entity:
         changed: Entity = from_mapping(type(entity), fields, prefix)
         if isinstance(entity, Host) and isinstance(changed, Host):
             changed = dataclasses.replace(changed, credentials=entity.credentials)
+        if isinstance(entity, DataUser) and isinstance(changed, DataUser):
+            changed = dataclasses.replace(
+                changed, password_hash=entity.password_hash, password_secret=entity.password_secret
+            )
         validate(changed)
     except ConfigurationError as error:
         raise_all([spoken(e, prefix, prefix, values) for e in flatten([error])])
@@ -499,6 +525,13 @@ def to_mapping(entity: Any) -> dict[str, Any]:
         if f.name == "credentials":
             if value is not None:
                 out["credentials"] = {"encrypted": value.key_id}
+            continue
+        if f.name in ("password_secret", "password_hash"):
+            # a user's hash only by the id of its key (a clear one from an old event as
+            # "unencrypted": applying the export, or rotate-key, encrypts it)
+            if value is not None:
+                key_id = value.key_id if f.name == "password_secret" else "unencrypted"
+                out["password_secret"] = {"encrypted": key_id}
             continue
         if f.name.endswith("_ms") and isinstance(value, int):
             out[f.name.removesuffix("_ms")] = format_duration(value)

@@ -224,7 +224,8 @@ class DataUser:
     AVRO_NAME: ClassVar[str] = "ecpds.config.DataUser"
 
     login: str
-    password_hash: str | None = None  # argon2 hash; never the password
+    # argon2 hash in clear: read from events written before hashes were encrypted, never written
+    password_hash: str | None = None
     ssh_authorized_keys: tuple[str, ...] = ()
     destinations: tuple[str, ...] = ()
     operations: tuple[PortalOperation, ...] = ()
@@ -233,6 +234,7 @@ class DataUser:
     country: str | None = None
     comment: str = ""
     properties: Mapping[str, str] = field(default_factory=dict)  # portal.* options
+    password_secret: EncryptedSecret | None = None  # the argon2 hash, encrypted (operator key)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -2,13 +2,15 @@
 
 Rules kept here:
 
-- Tokens live in a file (default ``var/secrets/api-tokens``), one ``name:sha256hex`` line each;
+- Tokens live in a file (default ``var/secrets/api-tokens``, format and roles in ``bus.tokens``);
   only the SHA-256 of a token is kept, never the token. When the file does not exist it is
-  created (mode 0600, in a 0700 directory) with one ``admin`` token, which is returned once so
-  the runner can print it once to the log; lost, it can only be replaced (add a line made with
-  ``python -m producers.api.auth NAME``). The file is re-read when it changes, no restart.
-- A token caller is an operator (may put on any destination); a Basic caller is a data user,
-  checked with argon2 against the hash in the live configuration (``bus.config.secrets``), and
+  created (mode 0600, in a 0700 directory) with one ``admin`` operator token, which is returned
+  once so the runner can print it once to the log; lost, it can only be replaced (``ecpds token
+  create NAME --role operator``). The file is re-read when it changes, no restart.
+- An operator token may put on any destination; a viewer (read-only) token may only read and is
+  answered 403 where it would publish; a Basic caller is a data user,
+  checked with argon2 against the hash in the live configuration (decrypted with the operator
+  key file, ``bus.config.secrets``), and
   ``decide`` then checks its ``put`` permission on the destination.
 - argon2 is slow on purpose: a verified (login, hash, password digest) is remembered in memory
   so a script putting many files pays it once; a changed password hash invalidates it.
@@ -22,19 +24,16 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
-import os
-import secrets
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from bus.config.secrets import OperatorKey, stored_hash
 from bus.config.view import ConfigView
 from bus.defender import Attempt
+from bus.errors import ConfigurationError
 from bus.signin import Banned, SignInGate
-
-TOKEN_BYTES = 32
+from bus.tokens import Token, TokenFile, create_file, token_digest
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,82 +41,43 @@ class Principal:
     """An authenticated caller: an operator token by name, or a data user by login."""
 
     name: str
-    user: str | None = None  # the data user login; None for a token (operator)
+    user: str | None = None  # the data user login; None for a token
+    can_act: bool = True  # False for a read-only (viewer) token: nothing it sends is published
 
     @property
     def label(self) -> str:
         return f"user:{self.user}" if self.user else f"token:{self.name}"
 
 
-def token_digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def new_token() -> str:
-    return secrets.token_urlsafe(TOKEN_BYTES)
-
-
 class TokenBook:
-    """The token file, re-read whenever its modification time changes."""
+    """The token file (``bus.tokens``), created with one admin operator token when missing."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._stamp: int | None = None
-        self._by_digest: dict[str, str] = {}
+        self._file = TokenFile(path)
 
     @classmethod
     def open(cls, path: Path) -> tuple[TokenBook, str | None]:
         """The book of ``path``; a missing file is created with one admin token, returned
         (the only time it is ever seen in clear)."""
-        created: str | None = None
-        if not path.exists():
-            created = new_token()
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                created = None  # another process created it first
-            else:
-                with os.fdopen(fd, "w") as out:
-                    out.write("# API tokens: name:sha256hex of the token, one per line\n")
-                    out.write(f"admin:{token_digest(created)}\n")
+        created = create_file(path) if not path.exists() else None
         return cls(path), created
 
-    def _reload(self) -> None:
-        try:
-            stamp = self.path.stat().st_mtime_ns
-        except FileNotFoundError:
-            self._by_digest, self._stamp = {}, None
-            return
-        if stamp == self._stamp:
-            return
-        found: dict[str, str] = {}
-        for line in self.path.read_text().splitlines():
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            name, _, digest = line.partition(":")
-            if name and len(digest) == 64:
-                found[digest.lower()] = name
-        self._by_digest, self._stamp = found, stamp
-
-    def check(self, token: str) -> str | None:
-        """The name of ``token``, or None when it is not in the file."""
-        self._reload()
-        digest = token_digest(token)
-        for known, name in self._by_digest.items():
-            if hmac.compare_digest(known, digest):
-                return name
-        return None
+    def check(self, token: str) -> Token | None:
+        """The token's name and role, or None when it is not in the file."""
+        return self._file.check(token)
 
 
 class Authenticator:
     """Turns an ``Authorization`` header into a ``Principal`` (or None: 401)."""
 
-    def __init__(self, tokens: TokenBook, gate: SignInGate | None = None) -> None:
+    def __init__(
+        self, tokens: TokenBook, gate: SignInGate | None = None, key_file: Path | None = None
+    ) -> None:
         self._tokens = tokens
         self.gate = gate or SignInGate("api")
-        self._verified: dict[tuple[str, str], str] = {}  # (login, hash) -> password digest
+        self._key_file = key_file  # decrypts data users' hashes (``bus.config.secrets``)
+        self._verified: dict[tuple[str, str], str] = {}  # (login, stored form) -> digest
 
     async def principal(
         self, header: str | None, view: ConfigView, address: str | None = None
@@ -134,12 +94,29 @@ class Authenticator:
         if refused is not None:
             return refused
         if scheme == "bearer":
-            name = self._tokens.check(value.strip())
-            if name is None:
+            found = self._tokens.check(value.strip())
+            if found is None:
                 self.gate.failed(address, None, Attempt.TOKEN)
                 return None
-            return Principal(name)
+            return Principal(found.name, can_act=found.can_act)
         return await self._basic(value.strip(), view, address)
+
+    def _hash_of(self, login: str, view: ConfigView) -> tuple[str, str] | None:
+        """(stored form, argon2 hash) of an active data user, or None: no such user, or one
+        whose hash is under a key this machine does not have (no one can sign in as them)."""
+        user = view.users.get(login)
+        if user is None or not user.active:
+            return None
+        sealed = user.password_secret
+        stored = sealed.ciphertext.decode() if sealed is not None else user.password_hash
+        if stored is None:
+            return None
+        try:
+            key = OperatorKey.load(self._key_file, create=False) if self._key_file else None
+            password_hash = stored_hash(user, key)
+        except ConfigurationError:
+            return None
+        return (stored, password_hash) if password_hash is not None else None
 
     async def _basic(
         self, value: str, view: ConfigView, address: str | None
@@ -151,31 +128,19 @@ class Authenticator:
         if not sep or not login:
             self.gate.failed(address, None, Attempt.MALFORMED)
             return None
-        user = view.users.get(login)
-        known = user is not None and user.active and user.password_hash is not None
-        password_hash = user.password_hash if user is not None and known else None
-        if password_hash is not None:
-            remembered = self._verified.get((login, password_hash))
+        known = self._hash_of(login, view)
+        if known is not None:
+            remembered = self._verified.get((login, known[0]))
             if remembered is not None and hmac.compare_digest(remembered, token_digest(password)):
                 refused = self.gate.banned(address, login)
                 if refused is not None:
                     return refused
                 self.gate.succeeded(login)
                 return Principal(login, user=login)
-        outcome = await self.gate.check(address, login, password_hash, password)
+        # an unknown login is checked against a dummy hash: the same cost as a known one
+        outcome = await self.gate.check(address, login, known[1] if known else None, password)
         if outcome is not True:
             return outcome if isinstance(outcome, Banned) else None
-        assert password_hash is not None  # a check against no hash never passes
-        self._verified[(login, password_hash)] = token_digest(password)
+        assert known is not None  # a check against no hash never passes
+        self._verified[(login, known[0])] = token_digest(password)
         return Principal(login, user=login)
-
-
-def main(argv: list[str]) -> None:
-    """Print a new token and the line to append to the token file."""
-    name = argv[1] if len(argv) > 1 else "script"
-    token = new_token()
-    sys.stdout.write(f"token: {token}\nline:  {name}:{token_digest(token)}\n")
-
-
-if __name__ == "__main__":
-    main(sys.argv)

@@ -6,7 +6,8 @@ Both fronts call these: the Starlette routes (``producers.api.app``) and the lea
 of the hot endpoint (``producers.api.fast``), so they answer the same, byte for byte.
 Rules kept here: every refusal answers 4xx with ``{"status": "error", "field": ..., "reason":
 ..., "message": ...}`` and is an event (``DataFileRegistrationRefused``); a request without
-valid credentials is answered 401 and is not an event (it is not a submission). The body is
+valid credentials is answered 401, and a read-only (viewer) token's put 403, neither an event
+(it is not a submission). The body is
 streamed straight into the store: it is never held whole in memory.
 
 Upload size: a destination's ``max_file_size`` is enforced by the ingest service; a
@@ -119,6 +120,9 @@ async def put(
         return banned(principal)
     if principal is None:
         return answer_error(401, "authorization", _NO_CREDENTIALS)
+    if not principal.can_act:
+        # before the body is read: a read-only token never publishes
+        return answer_error(403, "authorization", "a read-only (viewer) token cannot put")
     raw = params.options(query, headers)
     length = headers.get("content-length")
     size = int(length) if length and length.isdigit() else None

@@ -141,6 +141,6 @@ async def running(
         yield ApiState(
             service=service,
             config=live,
-            auth=Authenticator(book, gate),
+            auth=Authenticator(book, gate, settings.key_file),
             max_upload=settings.max_upload,
         )

@@ -298,7 +298,7 @@ def _define_user(event: c.DataUserDefined | c.DataUserChanged) -> Sequence[Write
     u: DataUser = event.data_user
     row = (
         u.login,
-        u.password_hash is not None,  # whether one is set: never the hash
+        u.password_secret is not None or u.password_hash is not None,  # set? never the hash
         len(u.ssh_authorized_keys),
         list(u.destinations),
         texts(u.operations),

@@ -18,8 +18,8 @@ Rules kept here:
 - Every state-changing request carries the session's CSRF token (form field ``csrf`` or header
   ``X-CSRF-Token``), compared in constant time; script calls with a bearer token need none (no
   ambient cookie authority).
-- Script tokens use the API token file format (``<secrets>/api-tokens``, ``name:sha256hex``
-  lines, re-read when it changes); a token caller acts as an operator.
+- Script tokens use the API token file (``<secrets>/api-tokens``, ``bus.tokens``); a token
+  caller acts with its role: a viewer token reads only, an operator token may act.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from enum import IntEnum
 from pathlib import Path
 
 from bus.config.secrets import hash_password
+from bus.tokens import TokenFile
 
 WEB_USERS = "web-users"
 ADMIN_PASSWORD = "admin.password"  # noqa: S105 (a file name, not a password)
@@ -214,37 +215,16 @@ def token_digest(token: str) -> str:
 
 
 class TokenBook:
-    """Script tokens (``name:sha256hex`` lines), re-read whenever the file changes."""
+    """Script tokens (``bus.tokens``: name, role, digest), re-read whenever the file changes."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._stamp: int | None = None
-        self._by_digest: dict[str, str] = {}
-
-    def _reload(self) -> None:
-        try:
-            stamp = self.path.stat().st_mtime_ns
-        except FileNotFoundError:
-            self._by_digest, self._stamp = {}, None
-            return
-        if stamp == self._stamp:
-            return
-        found: dict[str, str] = {}
-        for raw in self.path.read_text().splitlines():
-            line = raw.strip()
-            name, _, digest = line.partition(":")
-            if line and not line.startswith("#") and name and len(digest) == 64:
-                found[digest.lower()] = name
-        self._by_digest, self._stamp = found, stamp
+        self._file = TokenFile(path)
 
     def check(self, token: str) -> User | None:
-        """The operator acting with ``token``, or None."""
-        self._reload()
-        digest = token_digest(token)
-        for known, name in self._by_digest.items():
-            if hmac.compare_digest(known, digest):
-                return User(f"token:{name}", Role.OPERATOR)
-        return None
+        """The caller acting with ``token`` (a viewer or an operator), or None."""
+        found = self._file.check(token)
+        return User(f"token:{found.name}", Role.parse(found.role)) if found else None
 
 
 def new_csrf() -> str:

@@ -171,12 +171,15 @@ def _walk_fields(schema: Any, path: str) -> typing.Iterator[tuple[str, Any]]:
 
 
 def test_no_secret_in_clear() -> None:
-    """Passwords only appear as hashes and credentials only as encrypted secrets."""
+    """Passwords only appear as encrypted hashes (or the clear hash field old events carry),
+    credentials only as encrypted secrets."""
     for name, schema in RECORDS.items():
         for path, avro in _walk_fields(schema, name):
             leaf = path.rsplit(".", 1)[1]
             if "password" in leaf:
-                assert leaf == "password_hash", path
+                assert leaf in ("password_hash", "password_secret"), path
+            if leaf == "password_secret":
+                assert avro == ["null", "ecpds.config.EncryptedSecret"], path
             if leaf in ("credentials", "secret", "passwd", "private_key"):
                 assert avro == ["null", "ecpds.config.EncryptedSecret"], path
     secret = {f["name"]: f["type"] for f in RECORDS["ecpds.config.EncryptedSecret"]["fields"]}

@@ -42,8 +42,9 @@ def test_example_file_defines_the_quick_tour(key: OperatorKey) -> None:
     assert ftp.credentials is not None
     assert key.decrypt(ftp.credentials).value == "change-me"
     user = view.users["demo-user"]
-    assert user.password_hash is not None
-    assert verify_password(user.password_hash, "portal-secret")
+    assert user.password_hash is None  # never in clear: encrypted with the operator key
+    assert user.password_secret is not None
+    assert verify_password(key.decrypt(user.password_secret).value, "portal-secret")
     site = view.destinations["demo-site"]
     assert site.type is DestinationType.DISSEMINATION
     assert site.retry_frequency_ms == 30_000
@@ -232,21 +233,23 @@ def test_events_carry_keys_and_changed_fields(key: OperatorKey) -> None:
 
 
 def test_user_password_change_rehashes_only_when_it_differs(key: OperatorKey) -> None:
-    """The same clear password keeps the stored hash; a new one plans a new hash."""
+    """The same clear password keeps the stored (encrypted) hash; a new one plans a new hash,
+    encrypted too."""
     text = EXAMPLE.read_text()
     view = applied(ConfigView(), apply_text(ConfigView(), text, key))
-    stored = view.users["demo-user"].password_hash
+    stored = view.users["demo-user"].password_secret
+    assert stored is not None
     assert apply_text(view, text, key) == []
     (change,) = apply_text(view, text.replace("portal-secret", "new-secret"), key)
     assert change.key == "data-user/demo-user"
     assert [(d.name, d.old, d.new) for d in change.diffs] == [
-        ("password_hash", "(argon2 hash)", "(argon2 hash)")
+        ("password_secret", f"encrypted:{key.key_id}", f"encrypted:{key.key_id}")
     ]
     assert isinstance(change.entity, DataUser)
-    new_hash = change.entity.password_hash
-    assert new_hash is not None
-    assert new_hash != stored
-    assert verify_password(new_hash, "new-secret")
+    new = change.entity.password_secret
+    assert new is not None
+    assert new != stored
+    assert verify_password(key.decrypt(new).value, "new-secret")
 
 
 def test_assignments_read_values_as_yaml_and_refuse_secrets() -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
+from bus.config.secrets import OperatorKey
 from bus.settings import ROOT
 from cli.config import config_app, destination_app, host_app, user_app
 
@@ -58,10 +59,34 @@ def test_apply_is_idempotent_and_export_round_trips(
     text = exported.read_text()
     assert "change-me" not in text
     assert "portal-secret" not in text
+    assert "$argon2" not in text  # a user's hash only by the id of the key encrypting it
     assert "encrypted:" in text
     back = run(config_app, topic, env, "apply", "-f", str(exported), "--prune")
     assert back.exit_code == 0
     assert "no changes" in back.output
+
+
+def test_rotate_key_reencrypts_through_new_events(
+    topic: str, env: dict[str, str], tmp_path: Path
+) -> None:
+    """`config rotate-key` re-encrypts the example's host passwords and user hash under a new
+    key, says where both keys are, keeps the old one as .retired; the file then applies as no
+    change (its clear passwords decrypt-equal under the new key)."""
+    assert run(config_app, topic, env, "apply", "-f", str(EXAMPLE)).exit_code == 0
+    old = OperatorKey.load(tmp_path / "ecpds.key", create=False).key_id
+    rotated = run(config_app, topic, env, "rotate-key")
+    assert rotated.exit_code == 0, rotated.output
+    new = OperatorKey.load(tmp_path / "ecpds.key", create=False).key_id
+    assert new != old
+    assert "ecpds.key.retired" in rotated.output
+    assert old in rotated.output
+    assert "re-encrypted" in rotated.output
+    text = run(config_app, topic, env, "export").output
+    assert f"encrypted: {new}" in text
+    assert f"encrypted: {old}" not in text
+    assert (tmp_path / "ecpds.key.retired").exists()
+    again = run(config_app, topic, env, "apply", "-f", str(EXAMPLE))
+    assert "no changes" in again.output, again.output
 
 
 def test_refusals_name_the_field_and_exit_2(topic: str, env: dict[str, str]) -> None:

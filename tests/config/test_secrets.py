@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bus import codec
+from bus.config.apply import events_for, plan, resolve
 from bus.config.secrets import (
     ClearSecret,
     OperatorKey,
@@ -16,14 +17,21 @@ from bus.config.secrets import (
     encrypt,
     hash_password,
     is_argon2_hash,
+    seal_password,
+    stored_hash,
     verify_password,
 )
+from bus.config.view import ConfigView
+from bus.config.yamlio import export, load
 from bus.errors import ConfigurationError
 from bus.events import envelope
+from bus.events.config import DataUser
 from bus.events.config_changes import DataUserDefined, HostDefined
+from bus.settings import ROOT
 from tests.config import factories as f
 
 CLEAR = "s3cr3t-Pa55w0rd"
+HASHED = hash_password(CLEAR)
 
 
 def test_round_trip_through_the_key_file(tmp_path: Path) -> None:
@@ -112,3 +120,46 @@ def test_empty_password_is_refused() -> None:
     """An empty password cannot be hashed (it would let anyone in)."""
     with pytest.raises(ConfigurationError):
         hash_password("")
+
+
+def test_no_argon2_hash_in_config_events_or_export(tmp_path: Path) -> None:
+    """Applying the example file (a data user with a password) publishes no argon2 hash in
+    any event's bytes or JSON, nor does exporting the result; a hash in clear from an old event
+    is not exported either, and applying the export keeps every stored secret unchanged."""
+    key = OperatorKey.load(tmp_path / "k")
+    text = (ROOT / "infra" / "examples" / "config.yaml").read_text()
+    changes = plan(ConfigView(), resolve(load(text), ConfigView(), key))
+    events = [e for _, e in events_for(changes, source="test")]
+    assert any(isinstance(e, DataUserDefined) for e in events)
+    for event in events:
+        assert b"$argon2" not in codec.encode(event)
+        assert "$argon2" not in str(codec.to_json(event))
+    view = ConfigView().evolve(events)
+    assert "$argon2" not in export(view)
+    old = DataUserDefined(
+        envelope=envelope("test", "data-user/old"), data_user=f.user("old", password_hash=HASHED)
+    )
+    legacy = view.evolve([old])
+    exported = export(legacy)
+    assert "$argon2" not in exported
+    assert "password_secret" in exported
+    # applying the export changes only the old user, whose clear hash gets encrypted
+    (change,) = plan(legacy, resolve(load(exported), legacy, key))
+    assert isinstance(change.entity, DataUser)
+    assert change.entity.password_hash is None
+    assert change.entity.password_secret is not None
+    assert key.decrypt(change.entity.password_secret).value == HASHED
+
+
+def test_a_sealed_password_is_an_encrypted_argon2_hash(tmp_path: Path) -> None:
+    """``seal_password`` gives what DataUser events carry: the hash, encrypted; it verifies
+    once decrypted with the operator key, and ``stored_hash`` reads both forms."""
+    key = OperatorKey.load(tmp_path / "k")
+    sealed = seal_password(CLEAR, key)
+    assert b"$argon2" not in sealed.ciphertext
+    user = f.user(password_hash=None, password_secret=sealed)
+    digest = stored_hash(user, key)
+    assert digest is not None
+    assert verify_password(digest, CLEAR)
+    assert stored_hash(user, None) is None
+    assert stored_hash(f.user(password_hash=HASHED), None) == HASHED

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from bus.config.secrets import OperatorKey, seal_password
 from bus.events.base import Envelope, TransferStatus
 from bus.events.config import Alias, MqttSettings, PortalOperation
 from bus.events.datafiles import (
@@ -25,6 +26,7 @@ from bus.events.datafiles import (
 from bus.events.transfers import TransferQueued
 from bus.publisher import Publisher
 from bus.settings import Settings
+from bus.tokens import TokenFile, TokenRole
 from producers.api.app import create_app
 from producers.api.ingest import ApiState
 from producers.api.runtime import running
@@ -40,7 +42,10 @@ MD5 = hashlib.md5(PAYLOAD, usedforsecurity=False).hexdigest()
 
 
 @pytest.fixture(scope="module", autouse=True)
-async def configured(stack: ApiState, publisher: Publisher, names: Names) -> None:
+async def configured(
+    stack: ApiState, publisher: Publisher, names: Names, settings: Settings
+) -> None:
+    sealed = seal_password("portal-secret", OperatorKey.load(settings.key_file))
     await define(
         stack,
         publisher,
@@ -54,6 +59,13 @@ async def configured(stack: ApiState, publisher: Publisher, names: Names) -> Non
         f.destination("wis2", mqtt=MqttSettings(publish=True)),
         f.user("alice", destinations=("site-a",), operations=(PortalOperation.PUT,)),
         f.user("bob", destinations=("site-a",), operations=(PortalOperation.GET,)),
+        f.user(
+            "dave",
+            password_hash=None,
+            password_secret=sealed,
+            destinations=("site-a",),
+            operations=(PortalOperation.PUT,),
+        ),
     )
 
 
@@ -244,7 +256,8 @@ async def test_stream_passing_max_file_size_is_refused_midway(
 
 
 async def test_data_user_basic_auth(client: httpx.AsyncClient, names: Names) -> None:
-    """A data user with put on the destination may put; one without put is refused (403);
+    """A data user with put on the destination may put (its hash in clear from an old event, or
+    encrypted with the operator key); one without put is refused (403);
     a wrong password or no credentials at all is 401."""
     params = {"destination": "site-a", "target": "user/file.bin"}
     ok = await client.post(
@@ -252,6 +265,11 @@ async def test_data_user_basic_auth(client: httpx.AsyncClient, names: Names) -> 
         headers={"Authorization": ""},
     )  # fmt: skip
     assert ok.status_code == 201, ok.text
+    sealed = await client.post(
+        "/api/v1/datafiles", params={**params, "target": "dave.bin"}, content=b"x",
+        auth=("dave", "portal-secret"), headers={"Authorization": ""},
+    )  # fmt: skip
+    assert sealed.status_code == 201, sealed.text  # the hash decrypted with the operator key
     bob = await client.post(
         "/api/v1/datafiles", params={**params, "target": "bob.bin"}, content=b"x",
         auth=("bob", "portal-secret"), headers={"Authorization": ""},
@@ -270,6 +288,24 @@ async def test_data_user_basic_auth(client: httpx.AsyncClient, names: Names) -> 
         "/api/v1/datafiles", params=params, content=b"x", headers={"Authorization": "Bearer x"}
     )
     assert bad_token.status_code == 401
+
+
+async def test_a_viewer_token_cannot_put(
+    client: httpx.AsyncClient, names: Names, kafka: str
+) -> None:
+    """A read-only (viewer) token's put is answered 403 and publishes nothing, while it may
+    still read a data file back."""
+    reader = TokenFile(names.tokens).create("reader", TokenRole.VIEWER)
+    bearer = {"Authorization": f"Bearer {reader}"}
+    params = {"destination": "site-a", "target": "viewer.bin"}
+    refused = await client.post("/api/v1/datafiles", params=params, content=b"x", headers=bearer)
+    assert (refused.status_code, refused.json()["field"]) == (403, "authorization")
+    published = await read_topic(kafka, names.topics.datafiles)
+    assert not [e for _, _, e in published if getattr(e, "target", None) == "viewer.bin"]
+    stored = await client.post("/api/v1/datafiles", params=params, content=b"x")
+    assert stored.status_code == 201, stored.text
+    read = await client.get(f"/api/v1/datafiles/{stored.json()['data_file_id']}", headers=bearer)
+    assert read.status_code == 200
 
 
 async def test_options_may_come_as_headers(client: httpx.AsyncClient) -> None:

@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bus import codec
 from bus.events import requests as r
+from bus.tokens import TokenFile, TokenRole
 from bus.topics import partition_counts
 from tests.monitor.conftest import TOKEN, Monitor, ReadModels, csrf_of
 
@@ -228,3 +229,22 @@ async def test_metrics_and_openapi(monitor: Monitor) -> None:
         assert doc["openapi"].startswith("3.")
         assert "/api/v1/transfers/{transfer_id}/{verb}" in doc["paths"]
         assert "/metrics" in doc["paths"]
+
+
+async def test_a_viewer_token_reads_but_every_action_is_refused(monitor: Monitor) -> None:
+    """A read-only (viewer) token reads the API but is answered 403 on every route that
+    publishes, and nothing it sent reaches the log."""
+    reader = TokenFile(monitor.secrets_dir / "api-tokens").create("reader", TokenRole.VIEWER)
+    async with httpx.AsyncClient(
+        base_url=monitor.url, headers={"Authorization": f"Bearer {reader}"}
+    ) as script:
+        assert (await script.get("/api/v1/destinations")).status_code == 200
+        refused = [
+            await script.post("/api/v1/transfers/transfer-7/priority", json={"priority": 5}),
+            await script.post("/api/v1/transfers/transfer-7/requeue", json={}),
+            await script.post("/api/v1/destinations/dest-1/hosts/host-1/off", json={}),
+            await script.post("/api/v1/destinations/dest-1/hold", json={}),
+        ]
+    assert [answer.status_code for answer in refused] == [403] * 4
+    events, _ = await requests_on(monitor.models)
+    assert not [e for e in events if getattr(e, "requested_by", "") == "token:reader"]

@@ -150,7 +150,9 @@ async def test_operator_restarts_a_held_destination_and_sees_its_transfer_done(
         # the cause goes away; the operator restarts the destination; the transfer turns Done
         blocker.unlink()
         await page.goto(destination_url)
-        await page.click("form.actions button[value=restart]")
+        # the live page re-renders in place as events arrive: a click event, not a pointer
+        # click that waits for the button to hold still
+        await page.locator("form.actions button[value=restart]").first.dispatch_event("click")
         await expect(page.locator(".flash")).to_contain_text("restart")
         assert await status.inner_text() != "Done", "delivered before the page could see it"
         await expect(status).to_have_text("Done", timeout=LIVE_MS)
