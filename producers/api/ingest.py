@@ -7,7 +7,10 @@ of the hot endpoint (``producers.api.fast``), so they answer the same, byte for 
 Rules kept here: every refusal answers 4xx with ``{"status": "error", "field": ..., "reason":
 ..., "message": ...}`` and is an event (``DataFileRegistrationRefused``); a request without
 valid credentials is answered 401 and is not an event (it is not a submission). The body is
-streamed straight into the store: it is never held whole in memory.
+streamed straight into the store: it is never held whole in memory. A registration that could
+not be made durable in time (the broker away) is answered 503 with ``Retry-After``; putting the
+same bytes again is safe: it is answered 200 with the registration the first put made (201 is
+a new one), see ``producers.ingest.service``.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ STATUS: Mapping[RefusalReason, int] = {
 DATAFILES_PATH = "/api/v1/datafiles"
 _CHALLENGE = (("WWW-Authenticate", 'Bearer, Basic realm="ecpds"'),)
 _NO_CREDENTIALS = "a Bearer token or data user credentials needed"
+RETRY_AFTER_S = 2  # seconds a 503 asks the client to wait before putting the same file again
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +66,10 @@ class Answer:
 
 def answer_error(status: int, field: str, message: str, **extra: Any) -> Answer:
     body = {"status": "error", "field": field, "message": message, **extra}
-    return Answer(status, orjson.dumps(body), _CHALLENGE if status == 401 else ())
+    headers = _CHALLENGE if status == 401 else ()
+    if status == 503:
+        headers = (("Retry-After", str(RETRY_AFTER_S)),)
+    return Answer(status, orjson.dumps(body), headers)
 
 
 def refusal(r: Refused, data_file_id: str | None = None) -> Answer:
@@ -114,7 +121,7 @@ async def put(
     assert isinstance(outcome, Receipt)
     sums = outcome.checksums
     return Answer(
-        201,
+        200 if outcome.repeated else 201,
         orjson.dumps(
             {
                 "status": "ok",

@@ -191,11 +191,12 @@ async def test_refusals_are_events_and_store_nothing(
 
 
 async def test_duplicate_is_refused_unless_requeue_or_force(client: httpx.AsyncClient) -> None:
-    """A second identical put is refused (409); --requeue and --force make instances 2 and 3."""
+    """A second put of the same name with other bytes is refused (409); --requeue and --force
+    make instances 2 and 3."""
     params = {"destination": "site-b", "target": "dup.bin"}
     first = await client.post("/api/v1/datafiles", params=params, content=b"1")
     assert first.json()["file_instance"] == 1
-    again = await client.post("/api/v1/datafiles", params=params, content=b"1")
+    again = await client.post("/api/v1/datafiles", params=params, content=b"other")
     assert (again.status_code, again.json()["reason"]) == (409, "DUPLICATE")
     requeued = await client.post(
         "/api/v1/datafiles", params={**params, "requeue": ""}, content=b"2"
@@ -349,7 +350,7 @@ async def test_restart_recovers_and_still_refuses_duplicates(
             again = await second.post(
                 "/api/v1/datafiles",
                 params={"destination": "site-b", "target": "kept.bin"},
-                content=b"k",
+                content=b"other",
             )
             assert (again.status_code, again.json()["reason"]) == (409, "DUPLICATE")
             retry = await second.post(
