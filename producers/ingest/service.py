@@ -282,6 +282,7 @@ class IngestService:
                 done = self._later(self._complete(stored, queued, retry=True))
                 await asyncio.wait_for(asyncio.shield(done), self._timeout)
         except TimeoutError:
+            _abandoned(done)
             return Failure(
                 dfid,
                 "publish",
@@ -332,24 +333,19 @@ class IngestService:
         try:
             return await asyncio.wait_for(asyncio.shield(task), self._timeout)
         except TimeoutError:
+            _abandoned(task)
             raise NotDurable(f"Kafka did not acknowledge within {self._timeout:.1f} s") from None
 
     def _later(self, work: Awaitable[T]) -> asyncio.Task[T]:
-        """Run ``work`` as a task this service keeps (``close`` cancels what is left); its
-        failure, if nobody awaits it, is logged once."""
+        """Run ``work`` as a task this service keeps (``close`` cancels what is left)."""
 
         async def run() -> T:
             return await work
 
         task = asyncio.ensure_future(run())
         self._background.add(task)
-        task.add_done_callback(self._forget)
+        task.add_done_callback(self._background.discard)
         return task
-
-    def _forget(self, task: asyncio.Task[Any]) -> None:
-        self._background.discard(task)
-        if not task.cancelled() and (error := task.exception()) is not None:
-            log.warning("a background publish failed", error=str(error) or type(error).__name__)
 
     async def close(self) -> None:
         """Cancel what still waits for the broker (``recover`` closes it at the next start)."""
@@ -495,7 +491,7 @@ class IngestService:
             if isinstance(error, NotDurable):
                 # the broker is not answering: the answer goes now, the event when it can
                 # (after the Registered it closes, which the producer still holds)
-                self._later(publish)
+                _abandoned(self._later(publish))
             else:
                 await self._acked(publish)
         except EcpdsError as publish_error:
@@ -556,6 +552,16 @@ class IngestService:
         await self._publish_queued(queued)
         for event in queued:
             self.index.apply(event)
+
+
+def _abandoned(task: asyncio.Task[Any]) -> None:
+    """Nobody awaits ``task`` any more: its failure, if it fails, is logged once."""
+
+    def done(task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.warning("a background publish failed", error=str(error) or type(error).__name__)
+
+    task.add_done_callback(done)
 
 
 async def _digest(body: AsyncIterable[bytes]) -> tuple[int, str]:
