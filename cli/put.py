@@ -181,7 +181,7 @@ def _report(response: httpx.Response) -> None:
         body = response.json()
     except ValueError:
         body = {"message": response.text}
-    if response.status_code == 201:
+    if response.status_code in (200, 201):  # 200: these bytes were registered by an earlier put
         typer.echo(body["data_file_id"])
         return
     field = body.get("field", "")

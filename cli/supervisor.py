@@ -3,7 +3,8 @@
 Order on the way up: Kafka and PostgreSQL (infra scripts, idempotent), the MQTT broker
 (embedded amqtt in this process, or mosquitto), health checks, topics, then the components as
 child processes with their logs under ``var/log``. A component that dies is restarted with a
-backoff.
+backoff, and so is a service this run started (Kafka, PostgreSQL, mosquitto): each is watched
+by its pid file, and its death and its return are one line each on the operator's output.
 
 Rules kept here: SIGINT (Ctrl-C), SIGTERM and SIGHUP (the terminal closed) stop everything
 this run started, at any point of the way up: the components first (they flush and commit),
@@ -134,6 +135,102 @@ async def mqtt_broker(settings: Settings) -> AsyncIterator[None]:
         yield
 
 
+@dataclass(frozen=True)
+class Service:
+    """A local service ``ecpds up`` starts with an infra script: its name, script and the
+    file holding the pid of its server process (first line)."""
+
+    name: str
+    script: str
+    pid_file: Path
+
+
+def services(settings: Settings) -> list[Service]:
+    """The services this run starts and watches (the embedded MQTT broker lives in this
+    process: it cannot die without the supervisor)."""
+    var = settings.var_dir
+    found = [
+        Service("kafka", "kafka/kafka.sh", var / "kafka" / "kafka.pid"),
+        Service("postgres", "pg/pg.sh", var / "pg" / "data" / "postmaster.pid"),
+    ]
+    if settings.mqtt_broker == "mosquitto":
+        found.append(Service("mosquitto", "mqtt/mosquitto.sh", var / "mosquitto" / "mosquitto.pid"))
+    return found
+
+
+def _server_pid(pid_file: Path) -> int | None:
+    """The pid in ``pid_file`` if that process runs (a zombie does not: a server killed by a
+    signal stays one until init reaps it), else None."""
+    try:
+        pid = int(pid_file.read_text().split()[0])
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, ValueError, IndexError):
+        return None
+    return None if state == "Z" else pid
+
+
+class Watch:
+    """Restarts one service when its server process is gone, with a capped doubling backoff
+    (reset once it has stayed up for ``STABLE`` seconds); says "died" and "back" once each."""
+
+    CHECK = 1.0  # seconds between two looks at the pid file
+    FIRST_DELAY = 1.0
+    MAX_DELAY = 60.0
+    STABLE = 120.0
+
+    def __init__(self, service: Service, settings: Settings) -> None:
+        self.service = service
+        self.settings = settings
+        self.restarts = 0
+
+    async def _script(self, action: str) -> str:
+        # in a thread: the script blocks until the server answers (Kafka: up to a minute)
+        return await asyncio.to_thread(infra_script, self.settings, self.service.script, action)
+
+    async def _down(self) -> bool:
+        if _server_pid(self.service.pid_file) is not None:
+            return False
+        try:  # the script may know better (a pid file rewritten, a server adopted)
+            await self._script("status")
+        except InfrastructureError:
+            return True
+        return False
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Watch until ``stopping``; a restart under way is finished, never abandoned (the stop
+        that follows must not race a start)."""
+        loop = asyncio.get_running_loop()
+        name, delay, up_since = self.service.name, self.FIRST_DELAY, loop.time()
+        while not await _stopped_within(stopping, self.CHECK):
+            if not await self._down():
+                continue
+            died = loop.time()
+            if died - up_since >= self.STABLE:
+                delay = self.FIRST_DELAY
+            say(f"{name}: died (its server process is gone); restarting in {delay:.0f} s")
+            while True:
+                if await _stopped_within(stopping, delay):
+                    return
+                delay = min(delay * 2, self.MAX_DELAY)
+                try:
+                    await self._script("start")
+                except InfrastructureError as error:
+                    reason = str(error).splitlines()[0] if str(error) else "no message"
+                    say(f"{name}: restart failed ({reason}); next try in {delay:.0f} s")
+                    continue
+                break
+            self.restarts += 1
+            up_since = loop.time()
+            say(f"{name}: back after {up_since - died:.1f} s (restart {self.restarts})")
+
+
+async def _stopped_within(stopping: asyncio.Event, seconds: float) -> bool:
+    """Wait up to ``seconds``; whether a stop came meanwhile."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.wait(), seconds)
+    return stopping.is_set()
+
+
 class Child:
     """One supervised component process, restarted with a backoff when it dies."""
 
@@ -232,6 +329,9 @@ async def _start_and_supervise(
         chosen = [c for c in components() if not selected or c.name in selected]
         children = [Child(c, settings.log_dir) for c in chosen]
         tasks = [asyncio.create_task(child.run(stopping)) for child in children]
+        watches = [
+            asyncio.create_task(Watch(s, settings).run(stopping)) for s in services(settings)
+        ]
         try:
             _greet(settings, chosen)
             await stopping.wait()
@@ -240,6 +340,8 @@ async def _start_and_supervise(
             stopping.set()  # no restart from here on, whatever ended the wait
             await asyncio.gather(*(child.stop() for child in children))
             await asyncio.gather(*tasks, return_exceptions=True)
+            # a restart under way ends first, so the infra stop that follows cannot race it
+            await asyncio.gather(*watches, return_exceptions=True)
 
 
 def _raise_if_set(stopping: asyncio.Event) -> None:

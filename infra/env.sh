@@ -15,8 +15,13 @@ die() { echo "ecpds infra: $*" >&2; exit 1; }
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# pid_alive FILE -> true when FILE names a running process
-pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# pid_alive FILE -> true when FILE names a running process (a zombie is not: a server killed
+# by a signal stays one until init reaps it, and must read as down so it can be started again)
+pid_alive() {
+  local pid
+  [ -f "$1" ] && pid=$(cat "$1") && kill -0 "$pid" 2>/dev/null \
+    && [ "$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1)" != Z ]
+}
 
 wait_port() { # PORT SECONDS NAME LOG
   local i

@@ -8,7 +8,10 @@ Rules kept here: every refusal answers 4xx with ``{"status": "error", "field": .
 ..., "message": ...}`` and is an event (``DataFileRegistrationRefused``); a request without
 valid credentials is answered 401, and a read-only (viewer) token's put 403, neither an event
 (it is not a submission). The body is
-streamed straight into the store: it is never held whole in memory.
+streamed straight into the store: it is never held whole in memory. A registration that could
+not be made durable in time (the broker away) is answered 503 with ``Retry-After``; putting the
+same bytes again is safe: it is answered 200 with the registration the first put made (201 is
+a new one), see ``producers.ingest.service``.
 
 Upload size: a destination's ``max_file_size`` is enforced by the ingest service; a
 destination without one is capped at ``ApiState.max_upload`` (``ECPDS_MAX_UPLOAD``), and a data
@@ -49,6 +52,7 @@ STATUS: Mapping[RefusalReason, int] = {
 DATAFILES_PATH = "/api/v1/datafiles"
 _CHALLENGE = (("WWW-Authenticate", 'Bearer, Basic realm="ecpds"'),)
 _NO_CREDENTIALS = "a Bearer token or data user credentials needed"
+RETRY_AFTER_S = 2  # seconds a 503 asks the client to wait before putting the same file again
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +77,10 @@ class Answer:
 
 def answer_error(status: int, field: str, message: str, **extra: Any) -> Answer:
     body = {"status": "error", "field": field, "message": message, **extra}
-    return Answer(status, orjson.dumps(body), _CHALLENGE if status == 401 else ())
+    headers = _CHALLENGE if status == 401 else ()
+    if status == 503:
+        headers = (("Retry-After", str(RETRY_AFTER_S)),)
+    return Answer(status, orjson.dumps(body), headers)
 
 
 def banned(refused: Banned) -> Answer:
@@ -155,7 +162,7 @@ async def put(
     assert isinstance(outcome, Receipt)
     sums = outcome.checksums
     return Answer(
-        201,
+        200 if outcome.repeated else 201,
         orjson.dumps(
             {
                 "status": "ok",

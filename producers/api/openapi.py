@@ -112,6 +112,15 @@ def document() -> dict[str, Any]:
                         "content": {"application/octet-stream": {"schema": {"format": "binary"}}},
                     },
                     "responses": {
+                        "200": {
+                            "description": "the same bytes were registered by an earlier put "
+                            "of this name: that registration (a safe retry)",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Receipt"}
+                                }
+                            },
+                        },
                         "201": {
                             "description": "registered, stored and queued",
                             "content": {
@@ -124,10 +133,16 @@ def document() -> dict[str, Any]:
                         "401": _error("no or bad credentials"),
                         "403": _error("not permitted (data user, inactive destination)"),
                         "404": _error("unknown destination"),
-                        "409": _error("duplicate (destination, target, version)"),
+                        "409": _error("duplicate (destination, target, version), other bytes"),
                         "413": _error("larger than the destination's max file size"),
                         "429": _error("more pending transfers than the destination allows"),
-                        "503": _error("the bytes could not be stored or recorded; retry"),
+                        "503": {
+                            **_error(
+                                "the bytes could not be stored or recorded in time; put the "
+                                "same file again after Retry-After seconds"
+                            ),
+                            "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                        },
                     },
                 }
             },

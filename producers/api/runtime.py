@@ -44,6 +44,7 @@ class RuntimeOptions:
     tokens_file: Path | None = None
     durable: bool = True
     portal_topic: str = PORTAL  # where sign-in failures and bans are published
+    publish_timeout: float = 1.0  # seconds a put waits for the broker before answering 503
 
 
 def tokens_path(settings: Settings) -> Path:
@@ -111,7 +112,9 @@ async def running(
             topics=options.topics,
             source=source,
             applied=follower.applied,
+            publish_timeout=options.publish_timeout,
         )
+        stack.push_async_callback(service.close)
         recovery = await service.recover(owned=lambda r: not requested_by_acquisition(r))
         log.info(
             "ingest index ready",

@@ -141,6 +141,11 @@ class IngestIndex:
     def file(self, data_file_id: str) -> FileEntry | None:
         return self.files.get(data_file_id)
 
+    def latest_file(self, key: UniqueKey) -> FileEntry | None:
+        """The latest data file registered under ``key``, live or not."""
+        dfid = self._latest.get(key)
+        return self.files[dfid] if dfid is not None else None
+
     def transfers_of(self, data_file_id: str) -> list[TransferEntry]:
         entry = self.files.get(data_file_id)
         if entry is None:

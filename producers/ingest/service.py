@@ -17,19 +17,31 @@ registration without its ``Stored`` (a crash in between) is marked failed ("inte
 storage") and any object under its id is deleted; a stored file whose transfers were never
 queued (a crash after ``Stored``) gets them queued. It assumes one ingest service per set of
 topics (another live instance's uploads in flight would be marked failed).
+
+With a ``publish_timeout`` (the ingest API's), no submission waits longer than that for the
+broker (rule "answer, never hang"): a ``Registered`` not acknowledged in time fails the
+registration at once (``NotDurable``, retriable; its ``Failed`` follows it to the log whenever
+the broker takes them); once the bytes are durable, ``Stored`` and the transfers are published
+in the background until the broker acknowledges them, while the caller is told "not durable
+yet". The same put again is then safe (rule "same bytes, same registration"): a duplicate of
+a live registration whose bytes are the same (size and MD5) is answered with that registration
+(``Receipt.repeated``), not refused, and a second file is never made; if the first is still
+open, the repeat waits for it up to the timeout, then is told to retry.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from bus.config.source import ConfigSource
-from bus.errors import EcpdsError
+from bus.errors import EcpdsError, TransientError
 from bus.events.base import Envelope
 from bus.events.datafiles import (
     Checksums,
@@ -37,6 +49,8 @@ from bus.events.datafiles import (
     DataFileRegistrationFailed,
     DataFileRegistrationRefused,
     DataFileStored,
+    RefusalReason,
+    SubmissionMode,
 )
 from bus.events.transfers import TransferQueued
 from bus.logging import get_logger
@@ -52,11 +66,12 @@ from producers.ingest.core import (
     plan_transfers,
     too_large,
 )
-from producers.ingest.index import FileEntry, IngestIndex
+from producers.ingest.index import FileEntry, FileState, IngestIndex, TransferEntry
 from store.objects import ObjectId, ObjectSpec, new_object_id
 from store.ports import ObjectStore
 
 log = get_logger(__name__)
+T = TypeVar("T")
 
 
 def _anyone(_registered: DataFileRegistered) -> bool:
@@ -80,13 +95,15 @@ class IngestTopics:
 
 @dataclass(frozen=True, slots=True)
 class Receipt:
-    """A registered and stored data file, and the transfers queued for it."""
+    """A registered and stored data file, and the transfers queued for it; ``repeated`` when
+    it was registered before, by an earlier put of the same bytes."""
 
     data_file_id: str
     file_instance: int
     size: int
     checksums: Checksums
-    transfers: tuple[TransferQueued, ...]
+    transfers: tuple[TransferQueued | TransferEntry, ...]
+    repeated: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +125,10 @@ class Recovery:
 
     failed: tuple[str, ...]
     requeued: tuple[str, ...]
+
+
+class NotDurable(TransientError):
+    """The broker did not acknowledge an event within the publish timeout."""
 
 
 class StreamTooLarge(Exception):
@@ -138,9 +159,11 @@ class IngestService:
         source: str = "ingest",
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         applied: Applied = _nobody,
+        publish_timeout: float | None = None,
     ) -> None:
         """``applied`` hears where each event the service applied itself landed (the runtime
-        passes ``LogFollower.applied``, so the index does not decode them again)."""
+        passes ``LogFollower.applied``, so the index does not decode them again);
+        ``publish_timeout`` bounds each wait for the broker (None: the producer's own)."""
         self._publisher = publisher
         self._store = store
         self._config = config
@@ -149,6 +172,8 @@ class IngestService:
         self._source = source
         self._clock = clock
         self._applied = applied
+        self._timeout = publish_timeout
+        self._background: set[asyncio.Task[Any]] = set()
 
     def _envelope(self, correlation: str, causation: str | None = None) -> Envelope:
         return Envelope(
@@ -174,6 +199,11 @@ class IngestService:
         """Register, store and queue one data file, or refuse it (see the module docstring)."""
         decision = decide(submission, self._config.view, self.index, self._clock())
         if isinstance(decision, Refused):
+            if (
+                decision.reason is RefusalReason.DUPLICATE
+                and submission.mode is SubmissionMode.NORMAL
+            ):
+                return await self._again(submission, body, decision)
             await self.refuse(submission.destination, submission.target, decision, submission)
             return decision
         assert isinstance(decision, Accepted)
@@ -202,7 +232,9 @@ class IngestService:
         )
         self.index.apply(registered)  # at once: a concurrent duplicate is refused from here on
         try:
-            self._note(await self._publisher.publish(self.topics.datafiles, dfid, registered))
+            self._note(
+                await self._acked(self._publisher.publish(self.topics.datafiles, dfid, registered))
+            )
         except EcpdsError as error:
             return await self._fail(registered, "register", error, delete=False)
         started = time.monotonic()
@@ -244,18 +276,111 @@ class IngestService:
         )
         queued = self._queued(registered, stored, plan.transfers, plan.identity, plan.queue_time)
         try:
-            # Stored is acknowledged before any transfer is queued: a transfer never names
-            # bytes the log has not recorded as durable
-            landed = [await self._publisher.publish(self.topics.datafiles, dfid, stored)]
-            landed += await self._publish_queued(queued)
+            if self._timeout is None:
+                await self._complete(stored, queued, retry=False)
+            else:  # the bytes are durable: finish in the background if the broker is slow
+                done = self._later(self._complete(stored, queued, retry=True))
+                await asyncio.wait_for(asyncio.shield(done), self._timeout)
+        except TimeoutError:
+            _abandoned(done)
+            return Failure(
+                dfid,
+                "publish",
+                f"stored, but Kafka did not acknowledge it within {self._timeout:.1f} s; "
+                "it completes once Kafka answers: put the same file again to know",
+                True,
+            )
         except EcpdsError as error:
             return await self._fail(registered, "publish", error, delete=True)
+        log.debug("data file registered", data_file_id=dfid, size=meta.size, transfers=len(queued))
+        return Receipt(dfid, plan.file_instance, meta.size, stored.checksums, queued)
+
+    async def _complete(
+        self, stored: DataFileStored, queued: tuple[TransferQueued, ...], *, retry: bool
+    ) -> None:
+        """Publish ``Stored``, then the transfers, and apply them; with ``retry``, each is
+        sent again after a retriable failure until the broker acknowledges it."""
+        # Stored is acknowledged before any transfer is queued: a transfer never names
+        # bytes the log has not recorded as durable
+        landed = [await self._until_acked(lambda: self._publish_stored(stored), retry)]
+        landed += await self._until_acked(lambda: self._publish_queued(queued), retry)
         for event in (stored, *queued):
             self.index.apply(event)
         for published in landed:  # only once applied: a failure above leaves them to the log
             self._note(published)
-        log.debug("data file registered", data_file_id=dfid, size=meta.size, transfers=len(queued))
-        return Receipt(dfid, plan.file_instance, meta.size, stored.checksums, queued)
+
+    async def _publish_stored(self, stored: DataFileStored) -> Published:
+        return await self._publisher.publish(self.topics.datafiles, stored.data_file_id, stored)
+
+    @staticmethod
+    async def _until_acked(send: Callable[[], Awaitable[T]], retry: bool) -> T:
+        delay = 0.5
+        while True:
+            try:
+                return await send()
+            except EcpdsError as error:
+                if not (retry and error.retriable):
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+    async def _acked(self, publish: Awaitable[T]) -> T:
+        """``publish``'s result, or ``NotDurable`` once the publish timeout has passed (the
+        event stays with the producer, which sends it whenever the broker takes it)."""
+        if self._timeout is None:
+            return await publish
+        task = self._later(publish)
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), self._timeout)
+        except TimeoutError:
+            _abandoned(task)
+            raise NotDurable(f"Kafka did not acknowledge within {self._timeout:.1f} s") from None
+
+    def _later(self, work: Awaitable[T]) -> asyncio.Task[T]:
+        """Run ``work`` as a task this service keeps (``close`` cancels what is left)."""
+
+        async def run() -> T:
+            return await work
+
+        task = asyncio.ensure_future(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    async def close(self) -> None:
+        """Cancel what still waits for the broker (``recover`` closes it at the next start)."""
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+
+    async def _again(
+        self, submission: Submission, body: AsyncIterable[bytes], refusal: Refused
+    ) -> Outcome:
+        """A put of a name already registered: the same registration when its bytes are the
+        same (see the module docstring), else the duplicate refusal."""
+        s = submission
+        entry = self.index.latest_file(s.key)
+        assert entry is not None  # decide found it live
+        dfid = entry.registered.data_file_id
+        try:
+            size, md5 = await _digest(body)
+        except Exception as error:
+            return Failure(dfid, "receive", str(error) or type(error).__name__, True)
+        deadline = time.monotonic() + (self._timeout or 0.0)
+        # polled: the entry moves on under this service's own puts and under the log follower
+        while entry.state is FileState.REGISTERED and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        stored = entry.stored
+        if entry.state is FileState.STORED and stored is not None:
+            if stored.size == size and stored.checksums.md5 in (md5, None):
+                r = entry.registered
+                transfers = tuple(self.index.transfers_of(dfid))
+                return Receipt(dfid, r.file_instance, size, stored.checksums, transfers, True)
+            await self.refuse(s.destination, s.target, refusal, s)
+            return refusal
+        return Failure(
+            dfid, "register", f"an earlier put of this name is {entry.state.value}; retry", True
+        )
 
     async def _publish_queued(self, queued: tuple[TransferQueued, ...]) -> list[Published]:
         # one acknowledged send each, concurrently: ``publish_many`` is built for bulk
@@ -327,8 +452,10 @@ class IngestService:
         )
         try:
             # a refusal before registration has no data file id: keyed by what was asked for
-            await self._publisher.publish(
-                self.topics.datafiles, data_file_id or f"{destination}/{target}", event
+            await self._acked(
+                self._publisher.publish(
+                    self.topics.datafiles, data_file_id or f"{destination}/{target}", event
+                )
             )
         except EcpdsError as error:
             # the producer still gets its answer; nothing was stored, so nothing is left open
@@ -360,7 +487,13 @@ class IngestService:
         if delete:
             await self._delete(dfid)
         try:
-            await self._publisher.publish(self.topics.datafiles, dfid, event)
+            publish = self._publisher.publish(self.topics.datafiles, dfid, event)
+            if isinstance(error, NotDurable):
+                # the broker is not answering: the answer goes now, the event when it can
+                # (after the Registered it closes, which the producer still holds)
+                _abandoned(self._later(publish))
+            else:
+                await self._acked(publish)
         except EcpdsError as publish_error:
             # the registration stays open in the log; ``recover`` closes it at the next start
             log.error("cannot record a failed registration", error=str(publish_error))
@@ -419,6 +552,25 @@ class IngestService:
         await self._publish_queued(queued)
         for event in queued:
             self.index.apply(event)
+
+
+def _abandoned(task: asyncio.Task[Any]) -> None:
+    """Nobody awaits ``task`` any more: its failure, if it fails, is logged once."""
+
+    def done(task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.warning("a background publish failed", error=str(error) or type(error).__name__)
+
+    task.add_done_callback(done)
+
+
+async def _digest(body: AsyncIterable[bytes]) -> tuple[int, str]:
+    """The size and MD5 (hex) of a body, read to its end and not kept."""
+    md5, size = hashlib.md5(usedforsecurity=False), 0
+    async for chunk in body:
+        md5.update(chunk)
+        size += len(chunk)
+    return size, md5.hexdigest()
 
 
 @dataclass

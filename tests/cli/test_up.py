@@ -1,8 +1,9 @@
 """``ecpds up`` stops everything it started (Kafka, PostgreSQL, the components) when the terminal
-hangs up, and when Ctrl-C comes after the reader of its output pipe died (``ecpds up | tee``).
+hangs up, and when Ctrl-C comes after the reader of its output pipe died (``ecpds up | tee``);
+and it restarts a Kafka or PostgreSQL of its own that was killed, saying so once each way.
 
 Each case runs a real ``ecpds up`` with its own var dir and ports (its own Kafka and PostgreSQL,
-not the suite's), so it is slow: two runs, each bounded by ``DEADLINE``.
+not the suite's), so it is slow: three runs, each bounded by ``DEADLINE``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from bus.settings import ROOT, Settings
+from cli.supervisor import Watch
 from tests.conftest import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.services]
@@ -97,6 +99,23 @@ def _start(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
     return proc, seen.decode(errors="replace")
 
 
+def _read_until(proc: subprocess.Popen[bytes], text: str, seconds: float) -> str:
+    """What ``proc`` prints until a line holding ``text`` (with that line), within ``seconds``."""
+    assert proc.stdout is not None
+    seen = b""
+    deadline = time.monotonic() + seconds
+    while text.encode() not in seen or not seen.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        ready, _, _ = select.select([proc.stdout], [], [], max(left, 0))
+        chunk = os.read(proc.stdout.fileno(), 65536) if ready else b""
+        if not chunk:
+            raise AssertionError(
+                f"no {text!r} in {seconds:.0f} s:\n{seen.decode(errors='replace')}"
+            )
+        seen += chunk
+    return seen.decode(errors="replace")
+
+
 def _children(pid: int) -> list[int]:
     """The child processes of ``pid`` (the components), once it has started some."""
     deadline = time.monotonic() + 30
@@ -161,3 +180,40 @@ def test_up_stops_everything_it_started(
         assert "kafka: stopped" in rest
     assert [p for p in components if _alive(p)] == []
     assert _left_behind(var) == []
+
+
+@pytest.mark.parametrize(
+    ("service", "pid_file"),
+    [("kafka", "kafka/kafka.pid"), ("postgres", "pg/data/postmaster.pid")],
+)
+def test_up_restarts_a_killed_service_and_says_so_once_each_way(
+    up_env: dict[str, str], service: str, pid_file: str
+) -> None:
+    """Once the Kafka (or PostgreSQL) server of an `ecpds up` is SIGKILLed, it runs again
+    within ``DEADLINE`` (its script's status says so), and the output holds exactly one
+    "died" line and one "back" line for it."""
+    proc, _ = _start(up_env)
+    var = Path(up_env["ECPDS_VAR"])
+    try:
+        pid = int((var / pid_file).read_text().split()[0])
+        os.kill(pid, signal.SIGKILL)
+        said = _read_until(proc, f"{service}: back", DEADLINE)
+        script = {"kafka": "kafka/kafka.sh", "postgres": "pg/pg.sh"}[service]
+        status = subprocess.run(
+            ["bash", str(ROOT / "infra" / script), "status"],
+            env=up_env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert status.returncode == 0, status.stdout + status.stderr
+        time.sleep(3 * Watch.CHECK)  # three more looks of the watch: it must not see a death again
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=DEADLINE)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    lines = (said + rest.decode(errors="replace")).splitlines()
+    assert len([line for line in lines if line.startswith(f"{service}: died")]) == 1, lines
+    assert len([line for line in lines if line.startswith(f"{service}: back")]) == 1, lines
+    assert proc.returncode == 0

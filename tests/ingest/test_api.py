@@ -4,6 +4,7 @@ nothing stored, data-user permissions, recovery and the index rebuilt after a re
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import zlib
 from collections.abc import AsyncIterator
@@ -203,11 +204,12 @@ async def test_refusals_are_events_and_store_nothing(
 
 
 async def test_duplicate_is_refused_unless_requeue_or_force(client: httpx.AsyncClient) -> None:
-    """A second identical put is refused (409); --requeue and --force make instances 2 and 3."""
+    """A second put of the same name with other bytes is refused (409); --requeue and --force
+    make instances 2 and 3."""
     params = {"destination": "site-b", "target": "dup.bin"}
     first = await client.post("/api/v1/datafiles", params=params, content=b"1")
     assert first.json()["file_instance"] == 1
-    again = await client.post("/api/v1/datafiles", params=params, content=b"1")
+    again = await client.post("/api/v1/datafiles", params=params, content=b"other")
     assert (again.status_code, again.json()["reason"]) == (409, "DUPLICATE")
     requeued = await client.post(
         "/api/v1/datafiles", params={**params, "requeue": ""}, content=b"2"
@@ -385,7 +387,7 @@ async def test_restart_recovers_and_still_refuses_duplicates(
             again = await second.post(
                 "/api/v1/datafiles",
                 params={"destination": "site-b", "target": "kept.bin"},
-                content=b"k",
+                content=b"other",
             )
             assert (again.status_code, again.json()["reason"]) == (409, "DUPLICATE")
             retry = await second.post(
@@ -412,3 +414,25 @@ async def test_restart_recovers_and_still_refuses_duplicates(
         "TransferQueued",
     ]
     await store.close()
+
+
+async def test_a_put_repeated_while_the_first_is_open_is_the_same_registration(
+    client: httpx.AsyncClient,
+) -> None:
+    """A put of the same bytes under the same name, sent while the first put is still
+    streaming (a client that gave up and retried), is answered 200 with the first's data file
+    id once the first is stored: one registration, not a 409 nor a second file."""
+    params = {"destination": "site-b", "target": "retried.bin"}
+
+    async def slow() -> AsyncIterator[bytes]:
+        for part in (PAYLOAD[:1000], PAYLOAD[1000:]):
+            yield part
+            await asyncio.sleep(0.3)
+
+    first = asyncio.create_task(client.post("/api/v1/datafiles", params=params, content=slow()))
+    await asyncio.sleep(0.1)  # the first is registered and streaming
+    again = await client.post("/api/v1/datafiles", params=params, content=PAYLOAD)
+    done = await first
+    assert done.status_code == 201, done.text
+    assert (again.status_code, again.json()["data_file_id"]) == (200, done.json()["data_file_id"])
+    assert again.json()["checksums"]["md5"] == MD5

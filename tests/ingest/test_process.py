@@ -220,9 +220,12 @@ def sample(tmp_path: Path) -> Path:
     return path
 
 
-def test_cli_put_prints_the_id_and_refuses_a_duplicate(server: Server, sample: Path) -> None:
-    """`ecpds put FILE` prints the data file id; the same put again is refused with the option
-    and the reason, exit code 2; --force makes a new instance."""
+def test_cli_put_prints_the_id_and_refuses_a_duplicate(
+    server: Server, sample: Path, tmp_path: Path
+) -> None:
+    """`ecpds put FILE` prints the data file id; the same put again prints the same id (a safe
+    retry); other bytes under the same name are refused with the option and the reason, exit
+    code 2; --force makes a new instance."""
     first = put(server, str(sample), "--destination", "site-a", "--priority", "5")
     assert first.returncode == 0, first.stderr.decode()
     dfid = first.stdout.decode().strip()
@@ -231,7 +234,12 @@ def test_cli_put_prints_the_id_and_refuses_a_duplicate(server: Server, sample: P
         f"{server.url}/api/v1/datafiles/{dfid}", headers={"Authorization": f"Bearer {TOKEN}"}
     ).json()
     assert (got["target"], got["size"], got["priority"]) == ("sample.grib", 5 * 1024 * 1024, 5)
-    again = put(server, str(sample), "--destination", "site-a")
+    same = put(server, str(sample), "--destination", "site-a")
+    assert (same.returncode, same.stdout.decode().strip()) == (0, dfid), same.stderr.decode()
+    other = tmp_path / "other" / sample.name
+    other.parent.mkdir()
+    other.write_bytes(b"other bytes")
+    again = put(server, str(other), "--destination", "site-a")
     assert again.returncode == 2
     assert "target" in again.stderr.decode()
     assert "Duplicate" in again.stderr.decode()

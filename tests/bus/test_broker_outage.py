@@ -1,0 +1,84 @@
+"""A lost broker is logged once, then once a minute, then its return: a consumer in a group and
+a producer, connected to a broker of their own, are left running while that broker is stopped
+and started again, and aiokafka's lines are counted."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from bus.logging import OUTAGE
+from bus.settings import Settings
+from bus.topics import TopicSpec, apply_topics
+from tests.broker import kafka_script, private_broker
+
+pytestmark = [pytest.mark.slow, pytest.mark.services]
+OUTAGE_S = 5.0  # how long the broker stays away
+
+
+@pytest.fixture
+def private(settings: Settings, unique: str) -> Iterator[Settings]:
+    with private_broker(settings, unique, 44) as mine:
+        yield mine
+
+
+@pytest.fixture
+async def clients(private: Settings, unique: str) -> AsyncIterator[None]:
+    """A consumer in a group reading a topic and a producer, both connected to ``private``."""
+    topic = f"test.{unique}.outage"
+    await apply_topics(
+        private.kafka_bootstrap,
+        [TopicSpec(topic, "key", 1, "delete", 3_600_000, (), "outage test")],
+    )
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=private.kafka_bootstrap,
+        group_id=f"test.{unique}",
+        auto_offset_reset="earliest",
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=private.kafka_bootstrap)
+    await consumer.start()
+    await producer.start()
+    await producer.send_and_wait(topic, b"x")
+    await consumer.getone()  # joined, assigned, fetching
+    reading = asyncio.create_task(consumer.getone())
+    try:
+        yield
+    finally:
+        reading.cancel()
+        kafka_script(private, "start")  # a test that failed with the broker stopped
+        await producer.stop()
+        await consumer.stop()
+
+
+def _kafka_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name.startswith("aiokafka")]
+
+
+async def test_a_lost_broker_is_one_line_then_its_return_one_line(
+    clients: None, private: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While the broker is away for a few seconds a connected consumer and producer log one
+    "Kafka broker unreachable" line (not one per attempt), and one "Kafka broker back" line
+    once it answers again."""
+    OUTAGE.install()
+    caplog.set_level(logging.WARNING)
+    caplog.clear()
+    kafka_script(private, "stop")
+    await asyncio.sleep(OUTAGE_S)
+    during = _kafka_lines(caplog)
+    assert 1 <= len(during) <= 2, during
+    assert "Kafka broker unreachable" in during[0]
+    kafka_script(private, "start")
+    for _ in range(600):
+        if any("Kafka broker back" in line for line in _kafka_lines(caplog)):
+            break
+        await asyncio.sleep(0.1)
+    lines = _kafka_lines(caplog)
+    assert [line for line in lines if "Kafka broker back" in line], lines
+    assert len([line for line in lines if "unreachable" in line]) == 1, lines
+    assert OUTAGE.since is None
