@@ -1,0 +1,416 @@
+"""Delivery safety under faults (issue 13, ``make chaos``): a steady load while one fault at a
+time is injected, then every file is accounted for.
+
+Each case: files are POSTed at ``RATE`` per second round robin to ten destinations (SFTP,
+FTP, S3); ``PRE`` seconds in, the fault begins; it lasts its ``seconds`` and ends (the process
+restarted, the server back, the proxy clean); the load goes on ``POST`` more seconds. Then,
+within ``RECOVERY`` seconds, every registered transfer of the case must succeed, and:
+
+- every file is at its destination under its target name with the sha256 of the bytes put;
+- nothing twice: no transfer with two ``TransferSucceeded``, no target registered twice;
+- no temporary file left at any destination (any name that is not a target of the load);
+- the read models equal a rebuild from the log (``projections.rebuild``; the movers'
+  heartbeat table is left out: heartbeats never stop, so it cannot be compared at rest);
+- the recovery time (fault end -> last file of the case delivered) is measured.
+
+A JSON summary per fault is printed and written to ``var/chaos/results.json``. A check that
+fails because of a defect issue 13 describes (duplicates after crashes, temporary files left)
+is reported as an expected failure naming the issue; anything else fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from bus.events import envelope
+from bus.events.base import DestinationStatus
+from bus.events.requests import RestartRequested
+from bus.events.transfers import DestinationStatusChanged, TransferQueued, TransferSucceeded
+from bus.publisher import Publisher
+from bus.settings import Settings
+from projections.db import DEFAULT_SCHEMA
+from projections.projector import DEFAULT_NAME
+from projections.rebuild import ecpds_topics, rebuild
+from tests.chaos.conftest import CHAOS_VAR, COMPONENTS, World, succeeded
+from tests.chaos.load import Load
+from tests.projections.support import snapshot, wait_caught_up
+
+pytestmark = [pytest.mark.chaos, pytest.mark.kafka, pytest.mark.postgres]
+
+RATE = 20.0  # files per second, over the ten destinations
+PRE, POST = 3.0, 4.0  # seconds of load before the fault begins and after it ends
+RECOVERY = 150.0  # bound on the time from the fault's end to the last file delivered
+GIVE_UP = 90.0  # a client stops retrying one file after this long
+RESULTS = CHAOS_VAR / "results.json"
+HEARTBEATS = "ecpds.movers"  # a topic written without pause (see the module docstring)
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One fault: what starts it, how long it lasts, what ends it."""
+
+    name: str
+    begin: Callable[[World], Awaitable[None]]
+    end: Callable[[World], Awaitable[None]]
+    seconds: float
+    needs: str = ""  # "proxy" or "tmpfs": skipped without it
+
+
+# -- the faults ----------------------------------------------------------------------------------
+
+
+def kill(component: str) -> Fault:
+    async def begin(world: World) -> None:
+        world.stack.kill(component)
+
+    async def end(world: World) -> None:
+        await asyncio.to_thread(world.stack.start, component)
+
+    return Fault(f"kill-{component}", begin, end, 2.0)
+
+
+async def kill_kafka(world: World) -> None:
+    await asyncio.to_thread(world.infra.kill_kafka)
+
+
+async def start_kafka(world: World) -> None:
+    await asyncio.to_thread(world.infra.start_kafka)
+
+
+async def stop_pg(world: World) -> None:
+    await asyncio.to_thread(world.infra.stop_pg)
+
+
+async def start_pg(world: World) -> None:
+    await asyncio.to_thread(world.infra.start_pg)
+
+
+async def hosts_down(world: World) -> None:
+    """Every destination server unreachable: sshd and the FTP server killed (connections
+    reset), the S3 endpoint's proxy disabled (refused)."""
+    await asyncio.to_thread(world.servers.sftp_down)
+    await asyncio.to_thread(world.servers.ftp_down)
+    if world.proxy is not None:
+        world.proxy.enable("s3", False)
+
+
+async def hosts_up(world: World) -> None:
+    await asyncio.to_thread(world.servers.sftp_up)
+    await asyncio.to_thread(world.servers.ftp_up)
+    if world.proxy is not None:
+        world.proxy.enable("s3", True)
+
+
+async def credentials_changed(world: World) -> None:
+    """The SFTP key and the FTP password rotated on the servers' side."""
+    world.servers.sftp_refuse_key(True)
+    await asyncio.to_thread(world.servers.ftp_password, "rotated-elsewhere")
+
+
+async def credentials_back(world: World) -> None:
+    world.servers.sftp_refuse_key(False)
+    await asyncio.to_thread(world.servers.ftp_password, "secret")
+
+
+FILLER = "filler.bin"
+
+
+async def fill_store(world: World) -> None:
+    """The store's filesystem filled to its last byte (by a file beside the store's data)."""
+    with (world.store / FILLER).open("wb") as out:
+        chunk = bytes(1 << 20)
+        try:
+            while True:
+                out.write(chunk)
+        except OSError:
+            pass
+        try:
+            while True:
+                out.write(b"\0" * 4096)
+                out.flush()
+        except OSError:
+            pass
+
+
+async def free_store(world: World) -> None:
+    (world.store / FILLER).unlink(missing_ok=True)
+
+
+def toxic(name: str, kind: str, attributes: dict[str, int], toxicity: float = 1.0) -> Fault:
+    """A Toxiproxy toxic on both directions of both proxies (SFTP and S3) for 15 s."""
+
+    async def begin(world: World) -> None:
+        assert world.proxy is not None
+        for proxy in ("sftp", "s3"):
+            for stream in ("upstream", "downstream"):
+                world.proxy.add_toxic(proxy, kind, attributes, stream=stream, toxicity=toxicity)
+
+    async def end(world: World) -> None:
+        assert world.proxy is not None
+        for proxy in ("sftp", "s3"):
+            world.proxy.clear(proxy)
+
+    return Fault(name, begin, end, 15.0, needs="proxy")
+
+
+CUTTING: dict[int, asyncio.Task[None]] = {}
+
+
+async def cut_connections(world: World) -> None:
+    """Every 3 s, every connection through both proxies is cut (and refused for 0.5 s)."""
+    proxy = world.proxy
+    assert proxy is not None
+
+    async def cycle() -> None:
+        while True:
+            await asyncio.sleep(2.5)
+            for name in ("sftp", "s3"):
+                proxy.enable(name, False)
+            await asyncio.sleep(0.5)
+            for name in ("sftp", "s3"):
+                proxy.enable(name, True)
+
+    CUTTING[id(world)] = asyncio.create_task(cycle())
+
+
+async def stop_cutting(world: World) -> None:
+    task = CUTTING.pop(id(world))
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert world.proxy is not None
+    for name in ("sftp", "s3"):
+        world.proxy.clear(name)
+
+
+FAULTS = [
+    kill("scheduler"),
+    kill("mover-a"),
+    kill("projector"),
+    kill("notifier"),
+    kill("api"),
+    Fault("kill-kafka", kill_kafka, start_kafka, 8.0),
+    Fault("restart-postgres", stop_pg, start_pg, 5.0),
+    Fault("hosts-down", hosts_down, hosts_up, 25.0),
+    Fault("credentials-changed", credentials_changed, credentials_back, 20.0),
+    Fault("store-full", fill_store, free_store, 15.0, needs="tmpfs"),
+    toxic("net-latency", "latency", {"latency": 300, "jitter": 100}),
+    toxic("net-bandwidth", "bandwidth", {"rate": 16}),  # KB/s each way
+    # "loss": a third of the connections stall (nothing passes) and are closed after 3 s
+    toxic("net-loss", "timeout", {"timeout": 3000}, toxicity=0.33),
+    Fault("net-cut", cut_connections, stop_cutting, 15.0, needs="proxy"),
+]
+
+
+# -- what is checked -----------------------------------------------------------------------------
+
+
+async def log_ends(bootstrap: str, topics: list[str]) -> dict[str, int]:
+    """The last offset of every non-empty partition of ``topics`` ("topic/partition")."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [
+            TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()
+        ]
+        if not partitions:
+            await consumer.topics()
+            partitions = [
+                TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()
+            ]
+        ends = await consumer.end_offsets(partitions)
+        return {f"{tp.topic}/{tp.partition}": end - 1 for tp, end in ends.items() if end > 0}
+    finally:
+        await consumer.stop()
+
+
+def comparable(tables: dict[str, list[str]]) -> dict[str, list[str]]:
+    """A snapshot without what the movers' heartbeats keep changing."""
+    kept = {name: rows for name, rows in tables.items() if name != "movers"}
+    kept["projection_position"] = [
+        row for row in kept.get("projection_position", []) if HEARTBEATS not in row
+    ]
+    return kept
+
+
+async def rebuild_equals_live(world: World) -> bool:
+    """Once the live projector has caught up with the log, a rebuild gives the same rows."""
+    settings = replace(
+        Settings.from_env(), kafka_bootstrap=world.infra.bootstrap, pg_dsn=world.infra.dsn
+    )
+    topics = [t for t in await ecpds_topics(world.infra.bootstrap) if t != HEARTBEATS]
+    for _ in range(3):  # a late event between the two snapshots: compare again
+        ends = await log_ends(world.infra.bootstrap, topics)
+        await wait_caught_up(world.infra.dsn, DEFAULT_SCHEMA, DEFAULT_NAME, ends, 90)
+        before = comparable(await snapshot(world.infra.dsn, DEFAULT_SCHEMA))
+        await rebuild(settings)
+        after = comparable(await snapshot(world.infra.dsn, DEFAULT_SCHEMA))
+        if before == after:
+            return True
+    differing = sorted(t for t in before if before[t] != after.get(t))
+    print(f"read models differ from a rebuild in {differing}")
+    return False
+
+
+def queued_of(world: World, prefix: str) -> list[TransferQueued]:
+    names = {d.name for d in world.destinations}
+    return [
+        e
+        for e in world.tail.events
+        if isinstance(e, TransferQueued)
+        and e.destination in names
+        and e.target.startswith(f"{prefix}-")
+    ]
+
+
+async def restart_held(world: World, since: float, restarted: set[str]) -> None:
+    """What an operator does for a destination put on hold: restart it (once per case)."""
+    for d in world.destinations:
+        if d.name in restarted:
+            continue
+        changes = world.tail.of(DestinationStatusChanged, d.name)
+        last = changes[-1] if changes else None
+        if last is None or last.new_status is not DestinationStatus.HOLD:
+            continue
+        if last.envelope.occurred_at.timestamp() < since:
+            continue
+        restarted.add(d.name)
+        request = RestartRequested(
+            envelope=envelope("chaos-operator", d.name), destination=d.name, requested_by="chaos"
+        )
+        async with Publisher(world.infra.bootstrap) as publisher:
+            await publisher.publish(world.stack.topic("transfers"), d.name, request)
+
+
+async def delivered_by(
+    world: World, load: Load, prefix: str, since: float
+) -> tuple[float, set[str]]:
+    """Wait until every transfer of the case succeeded; when it was (monotonic) and the
+    transfers still not delivered at the deadline, with held destinations restarted."""
+    deadline = time.monotonic() + RECOVERY
+    restarted: set[str] = set()
+    while True:
+        done = {e.transfer_id for e in world.tail.events if isinstance(e, TransferSucceeded)}
+        wanted = {e.transfer_id for e in queued_of(world, prefix)}
+        wanted |= {i for s in load.sent for i in s.transfer_ids}
+        missing = wanted - done
+        if not missing:
+            return time.monotonic(), set()
+        if time.monotonic() > deadline:
+            return time.monotonic(), missing
+        await restart_held(world, since, restarted)
+        await asyncio.sleep(0.25)
+
+
+def at_servers(world: World, load: Load, known: set[str]) -> dict[str, int]:
+    """Compare the servers' contents with what was sent: missing, corrupt, and litter (any
+    name that no file of the load has)."""
+    by_dest: dict[str, dict[str, str]] = {}
+    for s in load.sent:
+        by_dest.setdefault(s.destination, {})[s.target] = s.sha256
+    counts = Counter[str]()
+    for d in world.destinations:
+        arrived = d.arrived(world.servers)
+        for target, digest in by_dest.get(d.name, {}).items():
+            if target not in arrived:
+                counts["missing"] += 1
+            elif hashlib.sha256(arrived[target]).hexdigest() != digest:
+                counts["corrupt"] += 1
+        litter = [name for name in arrived if name not in known]
+        counts["litter"] += len(litter)
+        if litter:
+            print(f"{d.name}: left behind {sorted(litter)[:5]}")
+    return {k: counts[k] for k in ("missing", "corrupt", "litter")}
+
+
+def record(result: dict[str, Any], world: World) -> None:
+    world.results.append(result)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(world.results, indent=2) + "\n")
+    print(json.dumps(result))
+
+
+KNOWN: set[str] = {"warm-up.bin"}  # every target name the load has used, across the cases
+
+
+@pytest.mark.parametrize("fault", FAULTS, ids=[f.name for f in FAULTS])
+async def test_every_file_delivered_once_and_nothing_left_behind(
+    fault: Fault, world: World
+) -> None:
+    """Under this fault and the steady load, every file reaches its destination whole and
+    once, nothing temporary is left, the read models equal a rebuild, and the time to
+    recover is measured."""
+    if fault.needs == "proxy" and world.proxy is None:
+        pytest.skip("Toxiproxy is not built: run infra/install.sh (needs Go)")
+    if fault.needs == "tmpfs" and not world.store_capped:
+        pytest.skip("no size-capped tmpfs for the store (needs root)")
+    prefix = fault.name
+    load = world.load(RATE)
+    loading = asyncio.create_task(load.run(prefix, PRE + fault.seconds + POST, GIVE_UP))
+    await asyncio.sleep(PRE)
+    began = time.time()
+    await fault.begin(world)
+    await asyncio.sleep(fault.seconds)
+    await fault.end(world)
+    ended = time.monotonic()
+    await loading
+    finished, undelivered = await delivered_by(world, load, prefix, began)
+    KNOWN.update(s.target for s in load.sent)
+
+    # a component that died on its own is restarted, as the supervisor does, and reported
+    exited = {n: code for n, code in world.stack.alive().items() if code is not None}
+    for name in COMPONENTS:
+        if name not in world.stack.processes or name in exited:
+            world.stack.processes.pop(name, None)
+            await asyncio.to_thread(world.stack.start, name)
+
+    counts = succeeded(world.tail)
+    queued = queued_of(world, prefix)
+    twice = [e.transfer_id for e in queued if counts.get(e.transfer_id, 0) > 1]
+    registrations = Counter((e.destination, e.target) for e in queued)
+    servers = await asyncio.to_thread(at_servers, world, load, KNOWN)
+    result: dict[str, Any] = {
+        "fault": fault.name,
+        "fault_seconds": fault.seconds,
+        "files": len(load.sent),
+        "accepted": sum(1 for s in load.sent if s.transfer_ids),
+        "answers": dict(load.answers),
+        "recovery_seconds": None if undelivered else round(finished - ended, 1),
+        "undelivered": len(undelivered),
+        "duplicate_deliveries": len(twice),
+        "duplicate_registrations": sum(n - 1 for n in registrations.values() if n > 1),
+        **servers,
+        "operator_restarts": [
+            d.name
+            for d in world.destinations
+            if any(
+                e.new_status is DestinationStatus.HOLD
+                and e.envelope.occurred_at.timestamp() >= began
+                for e in world.tail.of(DestinationStatusChanged, d.name)
+            )
+        ],
+        "exited": exited,
+    }
+    result["rebuild_equal"] = await rebuild_equals_live(world)
+    record(result, world)
+
+    assert result["accepted"] == result["files"], "files the API never accepted"
+    assert not undelivered, f"{len(undelivered)} transfers not delivered: {sorted(undelivered)[:5]}"
+    assert result["missing"] == 0, result
+    assert result["corrupt"] == 0, result
+    assert result["rebuild_equal"], "read models differ from a rebuild"
+    if twice or result["duplicate_registrations"] or result["litter"]:
+        pytest.xfail(
+            "issue 13 (effectively once, no litter): "
+            f"{len(twice)} delivered twice, {result['duplicate_registrations']} registered twice,"
+            f" {result['litter']} temporary files left"
+        )
