@@ -4,7 +4,8 @@ robin over the destinations, each retried as a careful client would until it is 
 A client that gets an error (5xx, 507, a refused or timed-out connection) sends the same
 file again, with the same target, after a short pause: so a file lost by the API's fault is
 not a lost file, but a registration the API made and did not answer is a second transfer of
-the same target, which the checks count as a duplicate registration.
+the same target, which the checks count as a duplicate registration -- unless the API refuses
+it as a duplicate (409), which tells the client its first request did register the file.
 """
 
 from __future__ import annotations
@@ -29,6 +30,12 @@ class Sent:
     target: str
     sha256: str
     transfer_ids: list[str] = field(default_factory=list)
+    # 409 to a retry: an earlier request that got no answer did register the file
+    registered_unanswered: bool = False
+
+    @property
+    def accepted(self) -> bool:
+        return bool(self.transfer_ids) or self.registered_unanswered
 
 
 @dataclass
@@ -87,5 +94,8 @@ class Load:
                     if response.status_code == 201:
                         ids = [t["transfer_id"] for t in response.json()["transfers"]]
                         sent.transfer_ids.extend(str(i) for i in ids)
+                        return
+                    if response.status_code == 409 and "Duplicate" in response.text:
+                        sent.registered_unanswered = True
                         return
             await asyncio.sleep(1.0)

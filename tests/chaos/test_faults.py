@@ -14,8 +14,10 @@ within ``RECOVERY`` seconds, every registered transfer of the case must succeed,
 - the recovery time (fault end -> last file of the case delivered) is measured.
 
 A JSON summary per fault is printed and written to ``var/chaos/results.json``. A check that
-fails because of a defect issue 13 describes (duplicates after crashes, temporary files left)
-is reported as an expected failure naming the issue; anything else fails.
+fails because of a defect issue 13 describes (duplicates after crashes, temporary files left,
+a host's error that ended transfers instead of holding the destination) is reported as an
+expected failure naming the issue; anything else (a file lost in another way, corrupt, a read
+model that differs) fails.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ pytestmark = [pytest.mark.chaos, pytest.mark.kafka, pytest.mark.postgres]
 
 RATE = 20.0  # files per second, over the ten destinations
 PRE, POST = 3.0, 4.0  # seconds of load before the fault begins and after it ends
-RECOVERY = 150.0  # bound on the time from the fault's end to the last file delivered
+RECOVERY = 90.0  # bound on the time from the fault's end to the last file delivered
 GIVE_UP = 90.0  # a client stops retrying one file after this long
 RESULTS = CHAOS_VAR / "results.json"
 HEARTBEATS = "ecpds.movers"  # a topic written without pause (see the module docstring)
@@ -312,8 +314,9 @@ async def delivered_by(
 
 
 def at_servers(world: World, load: Load, known: set[str]) -> dict[str, int]:
-    """Compare the servers' contents with what was sent: missing, corrupt, and litter (any
-    name that no file of the load has)."""
+    """Compare the servers' contents with what was sent: missing, corrupt, litter (any name
+    that no file of the load has) new in this case, and litter in all (older litter stays
+    counted there until something removes it)."""
     by_dest: dict[str, dict[str, str]] = {}
     for s in load.sent:
         by_dest.setdefault(s.destination, {})[s.target] = s.sha256
@@ -325,11 +328,34 @@ def at_servers(world: World, load: Load, known: set[str]) -> dict[str, int]:
                 counts["missing"] += 1
             elif hashlib.sha256(arrived[target]).hexdigest() != digest:
                 counts["corrupt"] += 1
-        litter = [name for name in arrived if name not in known]
-        counts["litter"] += len(litter)
-        if litter:
-            print(f"{d.name}: left behind {sorted(litter)[:5]}")
-    return {k: counts[k] for k in ("missing", "corrupt", "litter")}
+        litter = {f"{d.name}/{name}" for name in arrived if name not in known}
+        new = litter - LITTER
+        LITTER.update(new)
+        counts["litter"] += len(new)
+        counts["litter_total"] += len(litter)
+        if new:
+            print(f"{d.name}: left behind {sorted(new)[:5]}")
+    return {k: counts[k] for k in ("missing", "corrupt", "litter", "litter_total")}
+
+
+ENDED = ("TransferStopped", "TransferAbandoned", "TransferExpired")  # no retry will follow
+
+
+def stuck(world: World, missing: set[str]) -> dict[str, int]:
+    """Where the undelivered transfers are: their last event (and its reason or error class),
+    counted; the first few stories are printed as evidence."""
+    last: dict[str, str] = {}
+    stories: dict[str, list[str]] = {}
+    for event in world.tail.events:
+        tid = getattr(event, "transfer_id", None)
+        if tid in missing:
+            why = getattr(event, "reason", None) or getattr(event, "error_class", None)
+            line = type(event).__name__ + (f" ({why})" if why else "")
+            last[tid] = line
+            stories.setdefault(tid, []).append(line)
+    for tid in sorted(stories)[:3]:
+        print(f"undelivered {tid}: {' -> '.join(stories[tid])}")
+    return dict(Counter(last.get(t, "never queued") for t in missing))
 
 
 def record(result: dict[str, Any], world: World) -> None:
@@ -340,6 +366,7 @@ def record(result: dict[str, Any], world: World) -> None:
 
 
 KNOWN: set[str] = {"warm-up.bin"}  # every target name the load has used, across the cases
+LITTER: set[str] = set()  # every leftover seen so far ("destination/name")
 
 
 @pytest.mark.parametrize("fault", FAULTS, ids=[f.name for f in FAULTS])
@@ -382,10 +409,12 @@ async def test_every_file_delivered_once_and_nothing_left_behind(
         "fault": fault.name,
         "fault_seconds": fault.seconds,
         "files": len(load.sent),
-        "accepted": sum(1 for s in load.sent if s.transfer_ids),
+        "accepted": sum(1 for s in load.sent if s.accepted),
+        "registered_unanswered": sum(1 for s in load.sent if s.registered_unanswered),
         "answers": dict(load.answers),
         "recovery_seconds": None if undelivered else round(finished - ended, 1),
         "undelivered": len(undelivered),
+        "undelivered_last_event": stuck(world, undelivered),
         "duplicate_deliveries": len(twice),
         "duplicate_registrations": sum(n - 1 for n in registrations.values() if n > 1),
         **servers,
@@ -404,13 +433,20 @@ async def test_every_file_delivered_once_and_nothing_left_behind(
     record(result, world)
 
     assert result["accepted"] == result["files"], "files the API never accepted"
-    assert not undelivered, f"{len(undelivered)} transfers not delivered: {sorted(undelivered)[:5]}"
-    assert result["missing"] == 0, result
     assert result["corrupt"] == 0, result
     assert result["rebuild_equal"], "read models differ from a rebuild"
-    if twice or result["duplicate_registrations"] or result["litter"]:
-        pytest.xfail(
-            "issue 13 (effectively once, no litter): "
-            f"{len(twice)} delivered twice, {result['duplicate_registrations']} registered twice,"
-            f" {result['litter']} temporary files left"
+    ended = {k: n for k, n in result["undelivered_last_event"].items() if k.startswith(ENDED)}
+    assert sum(ended.values()) == len(undelivered), f"transfers lost: {result}"
+    assert result["missing"] <= len(undelivered), f"files missing at the servers: {result}"
+    known_defects = []
+    if ended:  # a host's error ended transfers instead of holding the destination
+        known_defects.append(f"errors classed by whose problem they are: ended {ended}")
+    if twice or result["duplicate_registrations"]:
+        known_defects.append(
+            f"effectively once: {len(twice)} delivered twice,"
+            f" {result['duplicate_registrations']} registered twice"
         )
+    if result["litter"]:
+        known_defects.append(f"no litter: {result['litter']} temporary files left")
+    if known_defects:
+        pytest.xfail(f"issue 13 ({'; '.join(known_defects)})")
