@@ -23,8 +23,10 @@ model that differs) fails.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
+import os
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -50,7 +52,7 @@ from tests.projections.support import snapshot, wait_caught_up
 pytestmark = [pytest.mark.chaos, pytest.mark.kafka, pytest.mark.postgres]
 
 RATE = 20.0  # files per second, over the ten destinations
-PRE, POST = 3.0, 4.0  # seconds of load before the fault begins and after it ends
+PRE, POST = 3.0, 3.0  # seconds of load before the fault begins and after it ends
 RECOVERY = 90.0  # bound on the time from the fault's end to the last file delivered
 GIVE_UP = 90.0  # a client stops retrying one file after this long
 RESULTS = CHAOS_VAR / "results.json"
@@ -129,19 +131,16 @@ FILLER = "filler.bin"
 
 async def fill_store(world: World) -> None:
     """The store's filesystem filled to its last byte (by a file beside the store's data)."""
-    with (world.store / FILLER).open("wb") as out:
-        chunk = bytes(1 << 20)
-        try:
-            while True:
-                out.write(chunk)
-        except OSError:
-            pass
-        try:
-            while True:
-                out.write(b"\0" * 4096)
-                out.flush()
-        except OSError:
-            pass
+    # unbuffered: a buffered file's close would raise ENOSPC once more, out of the fault
+    descriptor = os.open(world.store / FILLER, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for size in (1 << 20, 4096, 1):
+            chunk = bytes(size)
+            with contextlib.suppress(OSError):
+                while True:
+                    os.write(descriptor, chunk)
+    finally:
+        os.close(descriptor)
 
 
 async def free_store(world: World) -> None:
@@ -149,7 +148,7 @@ async def free_store(world: World) -> None:
 
 
 def toxic(name: str, kind: str, attributes: dict[str, int], toxicity: float = 1.0) -> Fault:
-    """A Toxiproxy toxic on both directions of both proxies (SFTP and S3) for 15 s."""
+    """A Toxiproxy toxic on both directions of both proxies (SFTP and S3) for 10 s."""
 
     async def begin(world: World) -> None:
         assert world.proxy is not None
@@ -162,7 +161,7 @@ def toxic(name: str, kind: str, attributes: dict[str, int], toxicity: float = 1.
         for proxy in ("sftp", "s3"):
             world.proxy.clear(proxy)
 
-    return Fault(name, begin, end, 15.0, needs="proxy")
+    return Fault(name, begin, end, 10.0, needs="proxy")
 
 
 CUTTING: dict[int, asyncio.Task[None]] = {}
@@ -202,14 +201,14 @@ FAULTS = [
     kill("api"),
     Fault("kill-kafka", kill_kafka, start_kafka, 8.0),
     Fault("restart-postgres", stop_pg, start_pg, 5.0),
-    Fault("hosts-down", hosts_down, hosts_up, 25.0),
-    Fault("credentials-changed", credentials_changed, credentials_back, 20.0),
-    Fault("store-full", fill_store, free_store, 15.0, needs="tmpfs"),
+    Fault("hosts-down", hosts_down, hosts_up, 20.0),
+    Fault("credentials-changed", credentials_changed, credentials_back, 15.0),
+    Fault("store-full", fill_store, free_store, 10.0, needs="tmpfs"),
     toxic("net-latency", "latency", {"latency": 300, "jitter": 100}),
     toxic("net-bandwidth", "bandwidth", {"rate": 16}),  # KB/s each way
     # "loss": a third of the connections stall (nothing passes) and are closed after 3 s
     toxic("net-loss", "timeout", {"timeout": 3000}, toxicity=0.33),
-    Fault("net-cut", cut_connections, stop_cutting, 15.0, needs="proxy"),
+    Fault("net-cut", cut_connections, stop_cutting, 12.0, needs="proxy"),
 ]
 
 
@@ -365,7 +364,7 @@ def record(result: dict[str, Any], world: World) -> None:
     print(json.dumps(result))
 
 
-KNOWN: set[str] = {"warm-up.bin"}  # every target name the load has used, across the cases
+LOADS: list[Load] = []  # every case's load, so a case that failed still names its files
 LITTER: set[str] = set()  # every leftover seen so far ("destination/name")
 
 
@@ -382,16 +381,18 @@ async def test_every_file_delivered_once_and_nothing_left_behind(
         pytest.skip("no size-capped tmpfs for the store (needs root)")
     prefix = fault.name
     load = world.load(RATE)
+    LOADS.append(load)
     loading = asyncio.create_task(load.run(prefix, PRE + fault.seconds + POST, GIVE_UP))
     await asyncio.sleep(PRE)
     began = time.time()
-    await fault.begin(world)
-    await asyncio.sleep(fault.seconds)
-    await fault.end(world)
+    try:
+        await fault.begin(world)
+        await asyncio.sleep(fault.seconds)
+    finally:
+        await fault.end(world)  # the next case starts from a healthy world, whatever happened
     ended = time.monotonic()
     await loading
     finished, undelivered = await delivered_by(world, load, prefix, began)
-    KNOWN.update(s.target for s in load.sent)
 
     # a component that died on its own is restarted, as the supervisor does, and reported
     exited = {n: code for n, code in world.stack.alive().items() if code is not None}
@@ -404,7 +405,8 @@ async def test_every_file_delivered_once_and_nothing_left_behind(
     queued = queued_of(world, prefix)
     twice = [e.transfer_id for e in queued if counts.get(e.transfer_id, 0) > 1]
     registrations = Counter((e.destination, e.target) for e in queued)
-    servers = await asyncio.to_thread(at_servers, world, load, KNOWN)
+    known = {"warm-up.bin"} | {s.target for each in LOADS for s in each.sent}
+    servers = await asyncio.to_thread(at_servers, world, load, known)
     result: dict[str, Any] = {
         "fault": fault.name,
         "fault_seconds": fault.seconds,
@@ -448,5 +450,8 @@ async def test_every_file_delivered_once_and_nothing_left_behind(
         )
     if result["litter"]:
         known_defects.append(f"no litter: {result['litter']} temporary files left")
+    if result["answers"].get("500"):
+        # a registration it cannot make durable: 503 with Retry-After is what a client can use
+        known_defects.append(f"ingest API answered 500 {result['answers']['500']} times")
     if known_defects:
         pytest.xfail(f"issue 13 ({'; '.join(known_defects)})")
