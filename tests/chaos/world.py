@@ -280,6 +280,9 @@ class Destination:
         return (
             f"  - name: {self.name}\n    type: dissemination\n    transfer_group: {GROUP}\n"
             "    retry_count: 20\n    retry_frequency: 3s\n    max_connections: 4\n"
+            # the default policy delays a transfer started twice by ten minutes (OpenECPDS's
+            # "maximum start"); a fault suite restarts transfers far more, and waits seconds
+            "    max_start: 5\n    start_frequency: 5s\n"
         )
 
     def arrived(self, servers: Servers) -> dict[str, bytes]:
