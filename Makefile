@@ -2,7 +2,7 @@
 #   make up         install what is missing, run everything (Ctrl-C stops it)
 #   make test       install what is missing, run the whole suite (the CI entry)
 #   make check      the fast tier for the inner loop: no service started, under a minute
-#   make chaos      install what is missing, run the fault suite (tests/chaos, ~8 min, as root)
+#   make chaos      install what is missing, run the fault suite (tests/chaos, ~7 min, as root)
 #   make bench      install what is missing, run the benchmarks (JSON under var/bench/results)
 #   make lint       ruff + mypy
 #   make stop       stop what `make up` left running (Kafka, PostgreSQL, mosquitto)

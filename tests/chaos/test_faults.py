@@ -16,8 +16,9 @@ within ``RECOVERY`` seconds, every registered transfer of the case must succeed,
 A JSON summary per fault is printed and written to ``var/chaos/results.json``. A check that
 fails because of a defect issue 13 describes (duplicates after crashes, temporary files left,
 a host's error that ended transfers instead of holding the destination) is reported as an
-expected failure naming the issue; anything else (a file lost in another way, corrupt, a read
-model that differs) fails.
+expected failure naming the issue, and so is a transfer neither delivered nor ended within
+``RECOVERY`` (issue 13: "nothing lost"), with its last event as evidence; a corrupt file, a
+file the API never accepted, or a read model that differs from a rebuild fails.
 """
 
 from __future__ import annotations
@@ -443,11 +444,13 @@ async def test_every_file_delivered_once_and_nothing_left_behind(
     assert result["corrupt"] == 0, result
     assert result["rebuild_equal"], "read models differ from a rebuild"
     ended = {k: n for k, n in result["undelivered_last_event"].items() if k.startswith(ENDED)}
-    assert sum(ended.values()) == len(undelivered), f"transfers lost: {result}"
+    lost = {k: n for k, n in result["undelivered_last_event"].items() if k not in ended}
     assert result["missing"] <= len(undelivered), f"files missing at the servers: {result}"
     known_defects = []
     if ended:  # a host's error ended transfers instead of holding the destination
         known_defects.append(f"errors classed by whose problem they are: ended {ended}")
+    if lost:  # neither delivered nor ended RECOVERY s after the fault: stuck where it says
+        known_defects.append(f"nothing lost: not delivered in {RECOVERY:.0f} s, last {lost}")
     if twice or result["duplicate_registrations"]:
         known_defects.append(
             f"effectively once: {len(twice)} delivered twice,"
