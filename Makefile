@@ -2,6 +2,7 @@
 #   make up         install what is missing, run everything (Ctrl-C stops it)
 #   make test       install what is missing, run the whole suite (the CI entry)
 #   make check      the fast tier for the inner loop: no service started, under a minute
+#   make chaos      install what is missing, run the fault suite (tests/chaos, ~7 min, as root)
 #   make bench      install what is missing, run the benchmarks (JSON under var/bench/results)
 #   make lint       ruff + mypy
 #   make audit      pinned dependencies against vulnerability lists (infra/audit, offline)
@@ -12,7 +13,7 @@ VENV := .venv/bin
 # the suite runs its own Kafka/PostgreSQL under var/test on ports apart from `make up`'s
 TEST_ENV := ECPDS_VAR=var/test ECPDS_KAFKA_PORT=29092 ECPDS_PG_PORT=25433 ECPDS_MQTT_PORT=21883 ECPDS_MONITOR_PORT=28080
 
-.PHONY: install up test check bench lint audit stop test-stop clean
+.PHONY: install up test check chaos bench lint audit stop test-stop clean
 
 install:
 	@bash infra/install.sh
@@ -26,6 +27,11 @@ test: install
 # tests that need a service are marked "services" by tests/conftest.py; the rest need none
 check: $(VENV)/pytest
 	$(TEST_ENV) $(VENV)/pytest -q -p no:cacheprovider -m "not services" $(PYTEST_ARGS)
+
+# the fault suite: its own Kafka and PostgreSQL under var/chaos (free ports), results in
+# var/chaos/results.json; `make test` skips it (it runs only when -m selects "chaos")
+chaos: install
+	$(TEST_ENV) $(VENV)/pytest -q -p no:cacheprovider -s -m chaos tests/chaos $(PYTEST_ARGS)
 
 $(VENV)/pytest:
 	@bash infra/install.sh

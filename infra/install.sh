@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs whatever is missing for ecpds on a fresh Debian machine, and nothing twice:
 # Debian packages (infra/apt-packages.txt), the Python venv (.venv, from pyproject.toml),
-# the compiled Avro codec (native/avro, Rust), Kafka jars (Maven, infra/kafka/pom.xml) and the
-# Node test servers (infra/npm).
+# the compiled Avro codec (native/avro, Rust), Kafka jars (Maven, infra/kafka/pom.xml), the
+# Node test servers (infra/npm) and Shopify's Toxiproxy (a Go module, for `make chaos`).
 # Each step is skipped when its stamp says it is done for the current inputs.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -69,8 +69,27 @@ npm_step() {
   echo "$d" >"$STAMPS/npm"
 }
 
+toxiproxy_step() {
+  # Optional: the TCP fault proxy of the chaos suite (tests/chaos), built from the Go module
+  # proxy into var/cache/bin; without Go the network faults of that suite are skipped.
+  local version=v2.5.0 bin=var/cache/bin/toxiproxy-server
+  if [ -x "$bin" ] && [ "$(cat "$STAMPS/toxiproxy" 2>/dev/null)" = "$version" ]; then return 0; fi
+  local go; go=$(command -v go || echo /usr/local/go/bin/go)
+  if [ ! -x "$go" ]; then
+    echo "install: no Go toolchain: skipping Toxiproxy (the chaos suite's network faults skip)"
+    return 0
+  fi
+  echo "install: Toxiproxy $version (Go module, into var/cache/bin)"
+  mkdir -p var/cache/bin
+  # the module's server command is cmd/server; it is installed under its usual name
+  GOBIN="$ROOT/var/cache/bin" "$go" install "github.com/Shopify/toxiproxy/v2/cmd/server@$version"
+  mv -f var/cache/bin/server "$bin"
+  echo "$version" >"$STAMPS/toxiproxy"
+}
+
 apt_step
 venv_step
 native_step
 kafka_step
 npm_step
+toxiproxy_step
