@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from bus.settings import ROOT
+from bus.settings import ROOT, Settings
 from tests.conftest import free_port
 from tests.e2e.conftest import Stack
 from tests.protocols.ftpserver import FtpServer
@@ -63,7 +63,8 @@ class Infra:
 
     @property
     def dsn(self) -> str:
-        return f"postgresql://ecpds@127.0.0.1:{self.pg_port}/ecpds"
+        """The components' DSN: the application role, its password in this var's passfile."""
+        return Settings.from_env(self.env()).pg_dsn
 
     def script(self, script: str, action: str) -> None:
         done = subprocess.run(
