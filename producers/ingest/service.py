@@ -32,6 +32,7 @@ open, the repeat waits for it up to the timeout, then is told to retry.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import time
 import uuid
@@ -83,6 +84,24 @@ def _nobody(_topic: str, _partition: int, _offset: int) -> None:
 
 
 Applied = Callable[[str, int, int], None]
+
+
+# a full store or quota is space the janitor frees: the client is told to come back (503)
+_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def failure_is_retriable(error: BaseException, stage: str) -> bool:
+    """Whether a failed registration may succeed if the client tries again: the error's own
+    ``retriable``, a full disk or quota anywhere in its chain of causes, else by stage (the
+    body not received, the registration not acknowledged)."""
+    cause: BaseException | None = error
+    for _ in range(8):  # a chain is short; a bound keeps a cyclic one from looping
+        if cause is None:
+            break
+        if isinstance(cause, OSError) and cause.errno in _SPACE_ERRNOS:
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return bool(getattr(error, "retriable", stage in ("receive", "register")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -474,7 +493,7 @@ class IngestService:
         message: str | None = None,
     ) -> Failure:
         dfid = registered.data_file_id
-        retriable = bool(getattr(error, "retriable", stage in ("receive", "register")))
+        retriable = failure_is_retriable(error, stage)
         event = DataFileRegistrationFailed(
             envelope=self._envelope(dfid, registered.envelope.event_id),
             data_file_id=dfid,
