@@ -77,6 +77,9 @@ class BrokerOutage(logging.Filter):
     reaches a broker is seen; its other DEBUG records are dropped here."""
 
     EVERY = 60.0  # seconds between two lines of one outage
+    # a request answered this soon after a failure is a straggler of a broker going down, not
+    # its return: the outage ends at the first answer after this long without a failure
+    SETTLE = 1.0
 
     def __init__(self, clock: Any = time.monotonic) -> None:
         super().__init__()
@@ -84,6 +87,7 @@ class BrokerOutage(logging.Filter):
         self.since: float | None = None  # when the outage began; None: no outage
         self._said = 0.0  # when its last line was let through
         self._held = 0  # lines held back since then
+        self._failed_at = 0.0  # when the outage's last failure was logged (or held)
         self._level = logging.WARNING  # aiokafka's level outside an outage
 
     def install(self) -> None:
@@ -97,18 +101,21 @@ class BrokerOutage(logging.Filter):
         if record.levelno < logging.WARNING:
             # the format, not the message: formatting a response costs as much as its size
             if self.since is not None and str(record.msg).startswith(_REACHED):
+                if now - self._failed_at < self.SETTLE:
+                    return False
                 self._back(record, now)
                 return True
             return self.since is None  # the DEBUG records let in to see the return
         if self.since is None:
             if not any(text in record.getMessage() for text in _UNREACHABLE):
                 return True
-            self.since, self._said, self._held = now, now, 0
+            self.since, self._said, self._held, self._failed_at = now, now, 0, now
             aiokafka_logger = logging.getLogger("aiokafka")  # the client's own logger
             self._level = aiokafka_logger.level
             aiokafka_logger.setLevel(logging.DEBUG)
             _rewrite(record, "Kafka broker unreachable (said again once a minute): %s")
             return True
+        self._failed_at = now
         if now - self._said < self.EVERY:
             self._held += 1
             return False

