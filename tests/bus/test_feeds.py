@@ -11,23 +11,13 @@ from aiokafka import TopicPartition
 
 from bus.errors import TransientError
 from bus.events import Event, envelope
-from bus.events.movers import MoverHeartbeat, TransferAbortRequested
+from bus.events.movers import TransferAbortRequested
 from bus.feeds import Feed
 from bus.publisher import Published, Publisher
 from bus.topics import TopicSpec, apply_topics
+from tests.bus.test_kafka import heartbeat as beat
 
 pytestmark = pytest.mark.kafka
-
-
-def beat(n: int) -> MoverHeartbeat:
-    return MoverHeartbeat(
-        envelope=envelope("test", f"mover-{n}"),
-        mover_id=f"mover-{n}",
-        transfer_group="default",
-        capacity=8,
-        running=n % 8,
-        started_at=datetime(2026, 1, 1, tzinfo=UTC),
-    )
 
 
 def abort(n: int) -> TransferAbortRequested:
