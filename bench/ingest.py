@@ -56,8 +56,8 @@ from bus.events.datafiles import Checksums, DataFileRegistered, DataFileStored
 from bus.events.transfers import TransferQueued
 from bus.publisher import Publisher
 from bus.settings import ROOT, Settings
+from bus.tokens import token_digest
 from bus.topics import apply_topics
-from producers.api.auth import token_digest
 from producers.ingest.core import Accepted, Submission, decide
 from producers.ingest.index import IngestIndex
 from store.local import LocalStore

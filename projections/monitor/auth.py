@@ -210,10 +210,6 @@ class Sessions:
         )
 
 
-def token_digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 class TokenBook:
     """Script tokens (``bus.tokens``: name, role, digest), re-read whenever the file changes."""
 

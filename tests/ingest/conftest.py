@@ -21,9 +21,9 @@ from bus.errors import DecodeError
 from bus.events import Event
 from bus.publisher import Publisher
 from bus.settings import Settings
+from bus.tokens import token_digest
 from bus.topics import partition_counts
 from producers.api.app import create_app
-from producers.api.auth import token_digest
 from producers.api.ingest import ApiState
 from producers.api.runtime import RuntimeOptions, running
 from producers.ingest.service import IngestTopics

@@ -18,10 +18,10 @@ import pytest
 import uvicorn
 
 from bus.config.secrets import hash_password
+from bus.tokens import token_digest
 from bus.web import UVICORN_OPTIONS
 from projections.migrate import migrate
 from projections.monitor.app import MonitorConfig, create_app
-from projections.monitor.auth import token_digest
 from tests.conftest import free_port
 from tests.projections import stream
 from tests.projections.support import create_topics, drop, project, publish

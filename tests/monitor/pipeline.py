@@ -20,9 +20,9 @@ import pytest
 import uvicorn
 
 from bus.config.secrets import hash_password
+from bus.tokens import token_digest
 from projections.migrate import migrate
 from projections.monitor.app import MonitorConfig, create_app
-from projections.monitor.auth import token_digest
 from projections.projector import Projector
 from tests.conftest import free_port
 from tests.e2e.conftest import Stack, stack

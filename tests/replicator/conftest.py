@@ -16,8 +16,8 @@ import pytest
 
 from bus.publisher import Publisher
 from bus.settings import Settings
+from bus.tokens import token_digest
 from bus.topics import DAY_MS, TopicSpec, apply_topics
-from producers.api.auth import token_digest
 from producers.api.ingest import ApiState
 from producers.api.runtime import RuntimeOptions, running
 from producers.ingest.service import IngestTopics
