@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+
+from bus.private import create_private, replace_private
 
 TOKEN_BYTES = 32
 _HEADER = "# API tokens: name:role:sha256hex of the token, one per line (roles viewer operator)\n"
@@ -133,25 +134,13 @@ class TokenFile:
         return True
 
     def _write(self, tokens: dict[str, Token]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(_HEADER)
-            out.writelines(_line(t, d) for d, t in tokens.items())
-        os.replace(temporary, self.path)
+        replace_private(self.path, _HEADER + "".join(_line(t, d) for d, t in tokens.items()))
         self._stamp = None
 
 
 def create_file(path: Path, name: str = "admin") -> str | None:
     """Create a missing token file with one operator token ``name``, returned (the only time it
     is seen in clear); None when the file exists already (another process may have won)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     token = new_token()
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return None
-    with os.fdopen(fd, "w") as out:
-        out.write(_HEADER + _line(Token(name, TokenRole.OPERATOR), token_digest(token)))
-    return token
+    text = _HEADER + _line(Token(name, TokenRole.OPERATOR), token_digest(token))
+    return token if create_private(path, text) else None

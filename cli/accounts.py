@@ -11,7 +11,6 @@ created; only its SHA-256 is kept.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -20,10 +19,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from bus.config.secrets import hash_password
 from bus.tokens import TokenFile, TokenRole
-from cli.terminal import console, refuse, run_sync, settings
-from projections.monitor.auth import WEB_USERS, Role, WebUsers
+from cli.terminal import console, refuse, settings
+from projections.monitor.auth import Role, WebUsers
 
 web_app = typer.Typer(no_args_is_help=True, help="Monitor (web) users and their roles.")
 token_app = typer.Typer(no_args_is_help=True, help="API and monitor script tokens.")
@@ -56,34 +54,9 @@ def _read_password(stdin: bool) -> str:
     return str(typer.prompt("Password", hide_input=True, confirmation_prompt=True))
 
 
-class WebUserFile:
-    """The ``web-users`` lines, edited in place (comments and order kept)."""
-
-    def __init__(self, directory: Path) -> None:
-        WebUsers.open(directory)  # the monitor's first-use file (with its admin) if missing
-        self.path = directory / WEB_USERS
-        self.lines = self.path.read_text().splitlines()
-
-    def users(self) -> list[tuple[str, str]]:
-        found = []
-        for line in self.lines:
-            if line.strip() and not line.startswith("#"):
-                login, _, rest = line.partition(":")
-                found.append((login, rest.partition(":")[0]))
-        return found
-
-    def index(self, login: str) -> int | None:
-        for i, line in enumerate(self.lines):
-            if not line.startswith("#") and line.partition(":")[0] == login:
-                return i
-        return None
-
-    def save(self) -> None:
-        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write("".join(f"{line}\n" for line in self.lines))
-        os.replace(temporary, self.path)
+def web_users() -> WebUsers:
+    """The monitor's user file (created with its admin on first use, as the monitor does)."""
+    return WebUsers.open(secrets_dir())
 
 
 @web_app.command("add")
@@ -98,12 +71,10 @@ def web_add(
     if not login or ":" in login or any(c.isspace() for c in login):
         refuse(f"login: {login!r} is not a login (no ':' and no spaces)")
     granted = _role(role)
-    users = WebUserFile(secrets_dir())
-    if users.index(login) is not None:
+    users = web_users()
+    if users.lookup(login) is not None:
         refuse(f"login: {login} exists already: use `ecpds user web role`")
-    digest = run_sync(lambda: hash_password(_read_password(password_stdin)))
-    users.lines.append(f"{login}:{granted.name.lower()}:{digest}")
-    users.save()
+    users.add(login, granted, _read_password(password_stdin))
     console.print(f"[green]added {escape(login)} ({granted.name.lower()})[/green]")
 
 
@@ -111,25 +82,16 @@ def web_add(
 def web_role(login: str, role: RoleArgument) -> None:
     """Change a monitor user's role (effective at the user's next request)."""
     granted = _role(role)
-    users = WebUserFile(secrets_dir())
-    i = users.index(login)
-    if i is None:
+    if not web_users().set_role(login, granted):
         refuse(f"login: no monitor user {login!r}")
-    _, _, rest = users.lines[i].partition(":")
-    users.lines[i] = f"{login}:{granted.name.lower()}:{rest.partition(':')[2]}"
-    users.save()
     console.print(f"[green]{escape(login)} is now {granted.name.lower()}[/green]")
 
 
 @web_app.command("remove")
 def web_remove(login: str) -> None:
     """Remove a monitor user (its sessions are refused from the next request)."""
-    users = WebUserFile(secrets_dir())
-    i = users.index(login)
-    if i is None:
+    if not web_users().remove(login):
         refuse(f"login: no monitor user {login!r}")
-    del users.lines[i]
-    users.save()
     console.print(f"[green]removed {escape(login)}[/green]")
 
 
@@ -137,8 +99,8 @@ def web_remove(login: str) -> None:
 def web_list() -> None:
     """List monitor users and their roles (never their hashes)."""
     table = Table("login", "role")
-    for login, role in WebUserFile(secrets_dir()).users():
-        table.add_row(escape(login), role)
+    for login, granted in web_users().logins():
+        table.add_row(escape(login), granted.name.lower())
     console.print(table)
 
 

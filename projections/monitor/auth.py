@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 
 from bus.config.secrets import hash_password
+from bus.private import create_private, replace_private
 from bus.tokens import TokenFile
 
 WEB_USERS = "web-users"
@@ -66,23 +67,11 @@ class User:
         return self.role >= Role.OPERATOR
 
 
-def _write_private(path: Path, text: str) -> bool:
-    """Create ``path`` with mode 0600 holding ``text``; False when it already exists."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return False
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    return True
-
-
 def session_key(secrets_dir: Path) -> str:
     """The session signing key, created on first use."""
     path = secrets_dir / SESSION_KEY
     if not path.exists():
-        _write_private(path, secrets.token_urlsafe(48) + "\n")
+        create_private(path, secrets.token_urlsafe(48) + "\n")
     return path.read_text().strip()
 
 
@@ -106,9 +95,9 @@ class WebUsers:
                 "# monitor web users: login:role:argon2hash (roles viewer operator administrator)\n"
             )
             line = f"admin:administrator:{hash_password(password)}\n"
-            if _write_private(path, header + line):
+            if create_private(path, header + line):
                 (secrets_dir / ADMIN_PASSWORD).unlink(missing_ok=True)
-                _write_private(secrets_dir / ADMIN_PASSWORD, password + "\n")
+                create_private(secrets_dir / ADMIN_PASSWORD, password + "\n")
         return cls(path)
 
     def _reload(self) -> None:
@@ -143,6 +132,36 @@ class WebUsers:
         self._reload()
         found = self._users.get(login)
         return found[0] if found else None
+
+    def logins(self) -> list[tuple[str, Role]]:
+        """Every user and role, in file order (never the hashes)."""
+        self._reload()
+        return [(login, role) for login, (role, _) in self._users.items()]
+
+    def set_role(self, login: str, role: Role) -> bool:
+        """Give ``login`` ``role`` (its sessions end at its next request); False: no such user."""
+        return self._edit(login, lambda rest: f"{login}:{role.name.lower()}:{rest}")
+
+    def remove(self, login: str) -> bool:
+        """Remove ``login`` (its sessions end at its next request); False: no such user."""
+        return self._edit(login, lambda _: None)
+
+    def _edit(self, login: str, change: Callable[[str], str | None]) -> bool:
+        """Rewrite the file with ``login``'s line changed (``change`` gets the hash, returns the
+        new line or None to drop it); comments and order kept."""
+        lines, found = [], False
+        for raw in self.path.read_text().splitlines():
+            if not raw.startswith("#") and raw.partition(":")[0] == login:
+                found = True
+                new = change(raw.split(":", 2)[2] if raw.count(":") >= 2 else "")
+                if new is not None:
+                    lines.append(new)
+            else:
+                lines.append(raw)
+        if found:
+            replace_private(self.path, "".join(f"{line}\n" for line in lines))
+            self._stamp = None
+        return found
 
     def lookup(self, login: str) -> tuple[Role, str] | None:
         """The role and password hash of ``login`` as the file says now (None: no such user)."""
@@ -181,12 +200,8 @@ class WebUsers:
         """End every session of ``login`` (sign-out): its epoch moves on, atomically on disk."""
         epochs = dict(self._epochs())
         epochs[login] = epochs.get(login, 0) + 1
-        path = self.path.parent / SESSION_EPOCHS
-        temporary = path.with_name(f".{SESSION_EPOCHS}.{secrets.token_hex(4)}")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write("".join(f"{name}:{number}\n" for name, number in sorted(epochs.items())))
-        os.replace(temporary, path)
+        text = "".join(f"{name}:{number}\n" for name, number in sorted(epochs.items()))
+        replace_private(self.path.parent / SESSION_EPOCHS, text)
 
 
 @dataclass(frozen=True, slots=True)
