@@ -97,11 +97,6 @@ _FXP_READDIR, _FXP_NAME = 12, 104  # SFTP packet types (draft-ietf-secsh-filexfe
 _U32, _U64 = struct.Struct(">I").unpack_from, struct.Struct(">Q").unpack_from
 
 
-# set by a stage (bus.config.hostkeys): the learnt or trusted fingerprint, and the host id
-# the keys seen are reported for
-PINNED_OPTION, HOST_ID_OPTION = hostkeys.PIN_OPTION, hostkeys.HOST_OPTION
-
-
 class HostKeyChanged(TransferError):
     """The host offered another key than the one learnt or trusted for it: the connection is
     refused before any credential is sent, until an operator trusts the new key (``ecpds host
@@ -207,7 +202,7 @@ class _Client(asyncssh.SSHClient):
     def __init__(self, location: Location, fingerprint: str | None, pinned: bool) -> None:
         self.fingerprint = fingerprint  # the operator's pin (fingerPrint)
         self.pinned = pinned  # a knownHosts file was given: keys outside it are refused
-        self.learnt = location.option(PINNED_OPTION) if not (fingerprint or pinned) else None
+        self.learnt = location.option(hostkeys.PIN_OPTION) if not (fingerprint or pinned) else None
         self.seen: tuple[str, str] | None = None  # (key type, SHA256 fingerprint)
         self.changed = False  # refused: not the learnt key
 
@@ -220,23 +215,18 @@ class _Client(asyncssh.SSHClient):
             if self.pinned:
                 return False
             if self.learnt:
-                self.changed = not _same(seen, self.learnt)
+                self.changed = not hostkeys.same_fingerprint(seen, self.learnt)
                 return not self.changed
             return True  # nothing pinned yet: ``connect`` reports it to be learnt
         wanted = self.fingerprint.strip()
         if wanted.upper().startswith("MD5:"):  # hex: case does not matter
             return key.get_fingerprint("md5").lower() == wanted.lower()
-        return _same(seen, wanted)
-
-
-def _same(seen: str, wanted: str) -> bool:
-    # SHA256 is base64 (case matters); pasted values may carry "=" padding or no prefix.
-    return seen.split(":", 1)[1] == wanted.strip().split(":", 1)[-1].rstrip("=")
+        return hostkeys.same_fingerprint(seen, wanted)
 
 
 def _report(client: _Client, location: Location) -> None:
     """Tell the watchers what ``client`` saw for a location a stage labelled with its host."""
-    host_id = location.option(HOST_ID_OPTION)
+    host_id = location.option(hostkeys.HOST_OPTION)
     if not host_id or client.seen is None:
         return
     key_type, fingerprint = client.seen
@@ -284,7 +274,7 @@ class SftpModule:
             raise HostKeyChanged(
                 f"connect {location.url}: the host offered key {seen} ({key_type}), not the"
                 f" pinned {client.learnt}; accept it with: ecpds host trust-key"
-                f" {location.option(HOST_ID_OPTION) or '<host>'} --fingerprint {seen}",
+                f" {location.option(hostkeys.HOST_OPTION) or '<host>'} --fingerprint {seen}",
                 key_type=key_type,
                 fingerprint=seen,
                 expected=client.learnt or "",

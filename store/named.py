@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
-from bus.config.secrets import decrypt
+from bus.config.secrets import host_password
 from bus.config.source import ConfigSource
 from bus.errors import ConfigurationError
 from bus.events.config import Host
@@ -207,11 +207,7 @@ class NamedStores:
         host = identity
         if host.protocol == "file":
             return self._local_store(file_root(host))
-        password = None
-        if host.credentials is not None:
-            if self._key_file is None:
-                raise ConfigurationError("credentials", f"{host.id}: no operator key file")
-            password = decrypt(host.credentials, self._key_file)
+        password = host_password(host, self._key_file)
         return RemoteStore(host_location(host, password), connect=self._connect)
 
     def _local_store(self, root: Path) -> LocalStore:

@@ -29,7 +29,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from cryptography.fernet import Fernet, InvalidToken
 
 from bus.errors import ConfigurationError
-from bus.events.config import DataUser, EncryptedSecret
+from bus.events.config import DataUser, EncryptedSecret, Host
 
 _HASHER = argon2.PasswordHasher()
 MASK = "***"
@@ -141,6 +141,16 @@ def encrypt(plain: str | ClearSecret, key_file: Path) -> EncryptedSecret:
 def decrypt(secret: EncryptedSecret, key_file: Path) -> str:
     """The clear credential; a wrong key raises ``ConfigurationError`` naming ``credentials``."""
     return OperatorKey.load(key_file, create=False).decrypt(secret).value
+
+
+def host_password(host: Host, key_file: Path | None) -> str | None:
+    """The clear password of ``host`` (None: it has none), decrypted with the operator key; a
+    host with credentials and no key file is refused naming ``credentials``."""
+    if host.credentials is None:
+        return None
+    if key_file is None:
+        raise ConfigurationError("credentials", f"{host.id}: no operator key file")
+    return decrypt(host.credentials, key_file)
 
 
 def begin_rotation(key_file: Path) -> OperatorKey:

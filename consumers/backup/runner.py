@@ -27,11 +27,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bus.config.secrets import decrypt
+from bus.config.secrets import host_password
 from bus.config.source import ConfigSource
 from bus.config.view import LiveConfig
 from bus.consumer import is_retriable
-from bus.errors import ConfigurationError, TransientError
+from bus.errors import TransientError
 from bus.events.datafiles import DataFileBackedUp, DataFileBackupFailed
 from bus.events.transfers import TransferQueued
 from bus.logging import get_logger
@@ -112,11 +112,7 @@ class Backup:
         self.peak_active = max(self.peak_active, self.active)
         try:
             host = job.host
-            password = None
-            if host.credentials is not None:
-                if self._key_file is None:
-                    raise ConfigurationError("credentials", f"{host.id}: no operator key file")
-                password = decrypt(host.credentials, self._key_file)
+            password = host_password(host, self._key_file)
             connection = await connect(core.location_for(host, job.base, password))
             try:
                 return await connection.put(job.remote_path, self._store.get(object_id(job.guid)))

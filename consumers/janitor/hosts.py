@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bus.config.secrets import decrypt
+from bus.config.secrets import host_password
 from bus.events.config import Host
 from protocols.base import NotFound
 from protocols.location import location_for
@@ -26,9 +26,7 @@ class HostFiles:
         self._pool = ConnectionPool(per_key=1, idle_timeout=30.0)
 
     async def remove(self, host: Host, path: str) -> None:
-        password = (
-            decrypt(host.credentials, self._key_file) if host.credentials is not None else None
-        )
+        password = host_password(host, self._key_file)
         async with self._pool.connection(location_for(host, password)) as conn:
             try:
                 await conn.delete(path)

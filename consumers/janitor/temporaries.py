@@ -43,8 +43,8 @@ from bus.events.transfers import (
     TransferStopped,
     TransferSucceeded,
 )
+from consumers.janitor.core import SETTLE
 
-SETTLE = timedelta(seconds=30)
 GIVE_UP = timedelta(days=1)
 _FINISHING = (TransferSucceeded, TransferDownloaded, TransferStopped, TransferExpired,
               TransferAbandoned)  # fmt: skip

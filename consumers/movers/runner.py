@@ -73,7 +73,7 @@ from asyncssh.logging import SSHLogger
 
 from bus import codec
 from bus.config.hostkeys import HostKeyBook
-from bus.config.secrets import decrypt
+from bus.config.secrets import host_password
 from bus.config.source import ConfigSource
 from bus.config.view import LiveConfig
 from bus.consumer import is_retriable, stop_on_signals
@@ -414,12 +414,7 @@ class Mover:
         try:
             now = datetime.now(UTC)
             path = core.target_path(order, self.config.mover_id, now)
-            password = (
-                decrypt(order.host.credentials, self.config.key_file)
-                if order.host.credentials is not None
-                else None
-            )
-            location = location_for(order.host, password)
+            location = location_for(order.host, host_password(order.host, self.config.key_file))
             if self._host_keys is not None:
                 pins = self._host_keys.options(order.host)
                 location = dataclasses.replace(location, options={**location.options, **pins})

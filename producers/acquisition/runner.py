@@ -35,7 +35,7 @@ from pathlib import Path
 import uvloop
 
 from bus.config.hostkeys import HostKeyBook
-from bus.config.secrets import OperatorKey
+from bus.config.secrets import host_password
 from bus.config.view import ConfigView, LiveConfig, config_spec
 from bus.consumer import stop_on_signals
 from bus.events import Event
@@ -212,12 +212,7 @@ class Scheduler:
         return dataclasses.replace(location, options={**location.options, **pins})
 
     def _location(self, host: Host) -> Location:
-        if host.credentials is None:
-            return location_for(host, None)
-        if self.key_file is None:
-            raise ValueError(f"host {host.id} has credentials but no operator key file")
-        clear = OperatorKey.load(self.key_file, create=False).decrypt(host.credentials)
-        return location_for(host, clear.value)
+        return location_for(host, host_password(host, self.key_file))
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bus.config import hostkeys, key_of
+from bus.config import key_of
 from bus.config.hostkeys import HostKeyBook, Untrustable, pin_options, trusted
 from bus.config.view import ConfigView, LiveConfig, config_spec
 from bus.events import Event, envelope
@@ -32,12 +32,6 @@ from tests.protocols.test_sftp import LOGIN, SSHD, Sshd
 
 def sftp_host(**kw: object) -> Host:
     return f.host("sftp-1", protocol="sftp", address="127.0.0.1:2222/data", **kw)
-
-
-def test_option_names_are_the_sftp_modules() -> None:
-    """The options the stages set are the ones the SFTP module reads (``bus`` may not import
-    ``protocols``, so this keeps the two in step)."""
-    assert (hostkeys.HOST_OPTION, hostkeys.PIN_OPTION) == (sftp.HOST_ID_OPTION, sftp.PINNED_OPTION)
 
 
 def test_pin_options_name_the_host_and_its_learnt_key() -> None:
