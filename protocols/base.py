@@ -34,7 +34,7 @@ import fnmatch
 import posixpath
 import re
 import secrets
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
@@ -293,6 +293,15 @@ class Module(Protocol):
     """A protocol implementation: opens connections for locations of its schemes."""
 
     async def connect(self, location: Location) -> Connection: ...
+
+
+def put_target(
+    final: str, location: Location, temporary: str | None, anchor: Callable[[str], str]
+) -> str:
+    """Where a put writes before its rename to ``final``: the caller's ``temporary`` read the
+    way the module reads ``final`` (``anchor``: ``Location.resolve``, ``rooted``, its own), else
+    a ``temporary_name`` beside it."""
+    return anchor(temporary) if temporary else temporary_name(final, location)
 
 
 def temporary_name(path: str, location: Location | None = None, token: str | None = None) -> str:

@@ -30,8 +30,8 @@ from protocols.base import (
     ProtocolFailure,
     ServerFailure,
     TransferError,
+    put_target,
     select,
-    temporary_name,
 )
 
 T = TypeVar("T")
@@ -172,8 +172,11 @@ class FileConnection:
             await _io(what, os.makedirs, directory, 0o777, True)
         tmp = self.location.flag("usetmp", True) if use_tmp is None else use_tmp
         # A resumed put appends to the final file: there is nothing to rename.
-        named = self.location.resolve(temporary) if temporary else None
-        target = (named or temporary_name(final, self.location)) if tmp and not offset else final
+        target = (
+            put_target(final, self.location, temporary, self.location.rooted)
+            if tmp and not offset
+            else final
+        )
         handle = await _open_for_put(what, target, offset)
         written = 0
         done = False

@@ -48,8 +48,8 @@ from protocols.base import (
     ServerFailure,
     TransferError,
     TransferTimeout,
+    put_target,
     select,
-    temporary_name,
 )
 
 # A get hands a waiting reader what has arrived once this much is there, not only whole
@@ -479,8 +479,11 @@ class FtpConnection:
     ) -> int:
         final = self.location.resolve(path)
         tmp = self.settings.use_tmp if use_tmp is None else use_tmp
-        named = self.location.resolve(temporary) if temporary else None
-        target = (named or temporary_name(final, self.location)) if tmp and not offset else final
+        target = (
+            put_target(final, self.location, temporary, self.location.resolve)
+            if tmp and not offset
+            else final
+        )
         written = 0
         async with self._session(f"put {final}"):
             if self.settings.mkdirs if mkdirs is None else mkdirs:

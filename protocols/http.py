@@ -55,8 +55,8 @@ from protocols.base import (
     ServerFailure,
     TransferError,
     TransferTimeout,
+    put_target,
     select,
-    temporary_name,
 )
 
 _INDEX_META = re.compile(
@@ -393,8 +393,9 @@ class HttpConnection:
         tmp = self._webdav and (
             use_tmp if use_tmp is not None else self.location.flag("usetmp", True)
         )
-        named = self.location.resolve(temporary) if temporary else None
-        write_to = (named or temporary_name(target, self.location)) if tmp else target
+        write_to = (
+            put_target(target, self.location, temporary, self.location.rooted) if tmp else target
+        )
         counted = _Counter(data)
         try:
             with _errors(f"put {target}"):

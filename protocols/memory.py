@@ -23,8 +23,8 @@ from protocols.base import (
     NotFound,
     PermissionDenied,
     ProtocolFailure,
+    put_target,
     select,
-    temporary_name,
 )
 
 
@@ -136,8 +136,7 @@ class MemoryConnection:
         if final in self.tree.dirs:
             raise PermissionDenied(f"{final} is a directory")
         tmp = use_tmp if use_tmp is not None else self.location.flag("usetmp", True)
-        named = self._path(temporary) if temporary else None
-        name = (named or temporary_name(final, self.location)) if tmp else final
+        name = put_target(final, self.location, temporary, self._path) if tmp else final
         head: bytes | bytearray = b""
         if offset:
             existing = self.tree.files.get(final)

@@ -70,8 +70,8 @@ from protocols.base import (
     ServerFailure,
     TransferError,
     TransferTimeout,
+    put_target,
     select,
-    temporary_name,
 )
 
 PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
@@ -517,9 +517,10 @@ class SftpConnection:
         target = self.location.resolve(path)
         tmp = use_tmp if use_tmp is not None else self.location.flag("usetmp", True)
         # Resuming continues the bytes already at the final name: no temporary file.
-        named = self.location.resolve(temporary) if temporary else None
         write_to = (
-            (named or temporary_name(target, self.location)) if tmp and offset == 0 else target
+            put_target(target, self.location, temporary, self.location.resolve)
+            if tmp and offset == 0
+            else target
         )
         parents = mkdirs if mkdirs is not None else self.location.flag("mkdirs", True)
         written = 0

@@ -63,6 +63,26 @@ async def test_put_streams_to_a_temporary_file_in_the_same_directory(tmp_path: P
     assert os.listdir(tmp_path) == ["final.bin"]
 
 
+async def test_a_named_temporary_is_anchored_like_the_final_name(tmp_path: Path) -> None:
+    """On a host without a base path (the login directory), a relative temporary name given by
+    the mover is written beside the final file, at ``/``, not under the process's directory."""
+    connection = await connect(Location(scheme="file", path="."))
+    relative = str(tmp_path / "out").lstrip("/")
+    seen: list[list[str]] = []
+
+    async def look(index: int) -> None:
+        if index == 2:
+            seen.append(sorted(os.listdir(tmp_path / "out")))
+
+    await connection.put(
+        f"{relative}/final.bin",
+        chunks(payload(MIB), hook=look),
+        temporary=f"{relative}/.final.bin.abc.1.tmp",
+    )
+    assert seen == [[".final.bin.abc.1.tmp"]]
+    assert os.listdir(tmp_path / "out") == ["final.bin"]
+
+
 async def test_event_loop_keeps_running_during_large_transfers(tmp_path: Path) -> None:
     """File I/O runs off the event loop: a ticker keeps ticking during a 32 MiB put and get."""
     connection = await connect(Location(scheme="file", path=str(tmp_path)))
