@@ -40,6 +40,20 @@ class Poison:
     error_class: str | None = None
 
 
+@dataclass(frozen=True)
+class Origin:
+    """What a dead letter keeps of a record that did not come as aiokafka's ``ConsumerRecord``
+    (a faust message): where it was, its bytes and headers, its time in milliseconds."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    timestamp: int | None
+
+
 def decode_record(record: Any, specs: Sequence[TopicSpec] | None = None) -> Event | Poison:
     """The event of a consumed record, or the ``Poison`` that says why there is none."""
     header_type = codec.type_header(record.headers)

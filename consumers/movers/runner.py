@@ -86,6 +86,7 @@ from bus.events.orders import TransferOrdered
 from bus.feeds import Feed
 from bus.logging import configure, get_logger
 from bus.publisher import Publisher
+from bus.retry import until_acknowledged
 from bus.settings import Settings
 from bus.topics import CONFIG, MOVERS, TRANSFERS, partition_counts
 from consumers.movers import core, outcomes
@@ -474,17 +475,7 @@ class Mover:
 
     async def _durably(self, send: Callable[[], Awaitable[object]]) -> None:
         """Publish, retrying retriable failures until the broker acknowledges it."""
-        delay = 0.2
-        while True:
-            try:
-                await send()
-                return
-            except (EcpdsError, KafkaError) as error:
-                if not is_retriable(error):
-                    raise
-                log.warning("publishing an outcome failed, retrying", error=str(error))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        await until_acknowledged(send, "publishing an outcome")
 
     async def _dead_letter(self, record: ConsumerRecord[Any, Any], poison: Poison) -> None:
         """Dead-letter an order that cannot be read, retrying until the broker acknowledges."""

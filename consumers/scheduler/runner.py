@@ -61,10 +61,10 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka import TopicPartition
 
-from bus.consumer import is_retriable, stop_on_signals
-from bus.deadletter import Poison, dead_letter, decode_record
+from bus.consumer import stop_on_signals
+from bus.deadletter import Origin, Poison, dead_letter, decode_record
 from bus.errors import TransientError
 from bus.events.base import Event
 from bus.events.movers import MoverHeartbeat, MoverStopped, TransferAbortRequested
@@ -73,6 +73,7 @@ from bus.faust_app import make_app, run
 from bus.feeds import Feed, replay
 from bus.logging import configure, get_logger
 from bus.publisher import Publisher
+from bus.retry import until_acknowledged
 from bus.settings import Settings
 from bus.topics import CONFIG, MOVERS, ORDERS_PREFIX, TRANSFERS, apply_topics
 from consumers.scheduler.adapters import OrdersTopics, Topics, stored_file
@@ -178,37 +179,26 @@ class SchedulerRunner:
         """Dead-letter a consumed faust message, retrying until the broker acknowledges it
         (the message is acknowledged to faust only after: a crash meanwhile redelivers it)."""
         stamp = message.timestamp  # faust's are seconds; the dead letter keeps milliseconds
-        record: ConsumerRecord[bytes, bytes] = ConsumerRecord(
+        origin = Origin(
             topic=message.topic,
             partition=message.partition,
             offset=message.offset,
-            timestamp=round(stamp * 1000) if stamp is not None else None,
-            timestamp_type=message.timestamp_type,
             key=message.key,
             value=message.value,
-            checksum=None,
-            serialized_key_size=message.serialized_key_size,
-            serialized_value_size=message.serialized_value_size,
             headers=list(message.headers or ()),
+            timestamp=round(stamp * 1000) if stamp is not None else None,
         )
-        delay = 0.1
-        while True:
-            try:
-                await dead_letter(
-                    self._publisher,
-                    record,
-                    poison,
-                    source=self._scheduler.source,
-                    group=self._app_id,
-                )
-                self.dead_lettered += 1
-                return
-            except Exception as error:
-                if not is_retriable(error):
-                    raise
-                log.warning("dead-lettering failed, retrying", error=str(error))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        await until_acknowledged(
+            lambda: dead_letter(
+                self._publisher,
+                origin,
+                poison,
+                source=self._scheduler.source,
+                group=self._app_id,
+            ),
+            "dead-lettering",
+        )
+        self.dead_lettered += 1
 
     # -- lifecycle --------------------------------------------------------------------------
 
