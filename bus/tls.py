@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime
 import fcntl
 import ipaddress
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from bus.private import replace_private
 from bus.settings import Settings
 
 SELF_SIGNED_NAMES = ("127.0.0.1", "localhost")
@@ -38,15 +38,14 @@ def ensure_self_signed(cert: Path, key: Path, names: Sequence[str] = SELF_SIGNED
         if cert.is_file() and key.is_file():
             return False
         private = ec.generate_private_key(ec.SECP256R1())
-        _write(
-            key,
-            private.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            ),
+        pem = private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
         )
-        _write(cert, _certificate(private, names).public_bytes(serialization.Encoding.PEM))
+        replace_private(key, pem.decode())  # PEM is ASCII
+        certificate = _certificate(private, names).public_bytes(serialization.Encoding.PEM)
+        replace_private(cert, certificate.decode())
         return True
 
 
@@ -89,15 +88,6 @@ def _certificate(private: ec.EllipticCurvePrivateKey, names: Sequence[str]) -> x
         )
         .sign(private, hashes.SHA256())
     )
-
-
-def _write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a 0600 temporary file renamed into place."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-    os.replace(tmp, path)
 
 
 def serving_options(settings: Settings) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from cryptography.fernet import Fernet, InvalidToken
 
 from bus.errors import ConfigurationError
 from bus.events.config import DataUser, EncryptedSecret, Host
+from bus.private import create_private
 
 _HASHER = argon2.PasswordHasher()
 MASK = "***"
@@ -121,15 +122,10 @@ def _read_key(path: Path) -> bytes | None:
 def _create(path: Path, key: bytes | None = None) -> bytes:
     """Write ``key`` (a new one by default) to a new file ``path`` (0600); when the file
     exists already, its key."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = key or Fernet.generate_key()
-    # O_EXCL: two processes creating the key at once must not end up with different keys
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
+    # created once: two processes creating the key at once must not end up with different keys
+    if not create_private(path, key.decode() + "\n"):
         return path.read_bytes().strip()
-    with os.fdopen(fd, "wb") as out:
-        out.write(key + b"\n")
     return key
 
 
