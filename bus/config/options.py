@@ -38,6 +38,14 @@ Check = Callable[[str, str], None]
 """Refuses ``value`` of the option shown as ``field`` (raises ``ConfigurationError``)."""
 
 TRUE = frozenset({"yes", "true", "on", "1"})
+MQTT_MODE = "http.mqttMode"  # an acquisition host that listens to WIS2 notifications
+
+
+def is_wis2(options: Mapping[str, str]) -> bool:
+    """Whether a host with these options acquires from WIS2 notifications (MQTT)."""
+    return options.get(MQTT_MODE, "").strip().lower() in TRUE
+
+
 FLAG_VALUES = TRUE | {"no", "false", "off", "0"}
 
 

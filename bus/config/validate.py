@@ -404,7 +404,11 @@ def _login(login: str | None) -> None:
 
 def _polling(h: Host) -> None:
     # a WIS2 host is not polled: notifications come as they are published
-    if h.type is HostType.ACQUISITION and h.polling_frequency_ms is None and not _is_wis2(h):
+    if (
+        h.type is HostType.ACQUISITION
+        and h.polling_frequency_ms is None
+        and not known.is_wis2(h.options)
+    ):
         raise refuse("host.polling_frequency_ms", "required for an acquisition host")
     _optional_positive("host.polling_frequency_ms", h.polling_frequency_ms)
 
@@ -465,7 +469,7 @@ def _directory(h: Host) -> None:
         if h.directory:
             _template("host.directory", lambda: directory.parse(h.directory))
     elif h.type is HostType.ACQUISITION:
-        if _is_wis2(h):
+        if known.is_wis2(h.options):
             _topic_filters(h.directory)
         else:
             _template("host.directory", lambda: _listing(h.directory))
@@ -501,10 +505,6 @@ def _listing(text: str) -> None:
                     detail = f"option {key}: {error.reason}"
             problems.append(TemplateError(detail, spec.line, column, field="host.directory"))
     raise_all(problems)
-
-
-def _is_wis2(h: Host) -> bool:
-    return h.options.get("http.mqttMode", "").strip().lower() in {"1", "yes", "true", "on"}
 
 
 def _topic_filters(text: str) -> None:

@@ -21,7 +21,6 @@ Python name or message.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -34,6 +33,7 @@ import yaml
 
 from bus.config import Entity, identity, kind_of
 from bus.config.durations import format_duration, format_size, parse_duration, parse_size
+from bus.config.options import suggestion
 from bus.config.secrets import ClearSecret
 from bus.config.validate import flatten, raise_all, validate
 from bus.config.view import ConfigView
@@ -94,7 +94,7 @@ def load(text: str) -> Document:
     nodes = yaml.compose(text)  # where each field is, for messages (parsed fine just above)
     problems: list[ConfigurationError] = []
     for name in sorted(set(data) - set(SECTIONS), key=str):
-        hint = _close(str(name), SECTIONS)
+        hint = suggestion(str(name), SECTIONS)
         problems.append(
             ConfigurationError(f"document.{name}", f"unknown section ({', '.join(SECTIONS)}){hint}")
         )
@@ -235,11 +235,6 @@ def _label(prefix: str, item: Mapping[str, Any]) -> str:
         if isinstance(item.get(key), str):
             return f"{kind} {item[key]}"
     return ""
-
-
-def _close(name: str, known: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.75)
-    return f"; did you mean {close[0]}?" if close else ""
 
 
 def _pop_password(item: dict[str, Any], prefix: str) -> ClearSecret | None:
@@ -402,7 +397,7 @@ def _from_mapping(
             problems.extend(flatten([error]))
             complete = complete and not required
     for name in sorted(remaining, key=str):
-        hint = _close(str(name), spellings)
+        hint = suggestion(str(name), spellings)
         problems.append(ConfigurationError(f"{prefix}.{name}", f"unknown field{hint}"))
     return (cls(**values) if complete else None), problems
 

@@ -35,6 +35,7 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bus.config.options import is_wis2
 from bus.events.acquisition import Completeness, DiscoveryReason, RetrievalFailed
 from bus.events.config import Host
 from bus.logging import get_logger
@@ -46,7 +47,6 @@ from protocols.registry import connect
 
 log = get_logger(__name__)
 
-MQTT_MODE = "http.mqttMode"
 HASHES: Mapping[str, str] = {
     "sha256": "sha256",
     "sha384": "sha384",
@@ -81,7 +81,7 @@ class Notification:
 
 
 def is_mqtt_host(host: Host) -> bool:
-    return host.options.get(MQTT_MODE, "").strip().lower() in {"1", "yes", "true", "on"}
+    return is_wis2(host.options)
 
 
 def topic_filters(host: Host) -> list[str]:
