@@ -32,6 +32,7 @@ from bus.config.secrets import OperatorKey, stored_hash
 from bus.config.view import ConfigView
 from bus.defender import Attempt
 from bus.errors import ConfigurationError
+from bus.events.config import DataUser
 from bus.signin import Banned, SignInGate
 from bus.tokens import Token, TokenFile, create_file, token_digest
 
@@ -101,22 +102,25 @@ class Authenticator:
             return Principal(found.name, can_act=found.can_act)
         return await self._basic(value.strip(), view, address)
 
-    def _hash_of(self, login: str, view: ConfigView) -> tuple[str, str] | None:
-        """(stored form, argon2 hash) of an active data user, or None: no such user, or one
-        whose hash is under a key this machine does not have (no one can sign in as them)."""
+    @staticmethod
+    def _stored(login: str, view: ConfigView) -> tuple[DataUser, str] | None:
+        """An active data user and its stored hash as it travels (encrypted, or clear in old
+        events): what a remembered check is keyed on, read without decrypting anything."""
         user = view.users.get(login)
         if user is None or not user.active:
             return None
         sealed = user.password_secret
         stored = sealed.ciphertext.decode() if sealed is not None else user.password_hash
-        if stored is None:
-            return None
+        return (user, stored) if stored is not None else None
+
+    def _hash(self, user: DataUser) -> str | None:
+        """The argon2 hash of ``user``, decrypted; None under a key this machine does not
+        have (no one can sign in as them)."""
         try:
             key = OperatorKey.load(self._key_file, create=False) if self._key_file else None
-            password_hash = stored_hash(user, key)
+            return stored_hash(user, key)
         except ConfigurationError:
             return None
-        return (stored, password_hash) if password_hash is not None else None
 
     async def _basic(
         self, value: str, view: ConfigView, address: str | None
@@ -128,19 +132,21 @@ class Authenticator:
         if not sep or not login:
             self.gate.failed(address, None, Attempt.MALFORMED)
             return None
-        known = self._hash_of(login, view)
-        if known is not None:
-            remembered = self._verified.get((login, known[0]))
+        found = self._stored(login, view)
+        if found is not None:
+            # a script putting many files pays the key file and argon2 once
+            remembered = self._verified.get((login, found[1]))
             if remembered is not None and hmac.compare_digest(remembered, token_digest(password)):
                 refused = self.gate.banned(address, login)
                 if refused is not None:
                     return refused
                 self.gate.succeeded(login)
                 return Principal(login, user=login)
+        password_hash = self._hash(found[0]) if found is not None else None
         # an unknown login is checked against a dummy hash: the same cost as a known one
-        outcome = await self.gate.check(address, login, known[1] if known else None, password)
+        outcome = await self.gate.check(address, login, password_hash, password)
         if outcome is not True:
             return outcome if isinstance(outcome, Banned) else None
-        assert known is not None  # a check against no hash never passes
-        self._verified[(login, known[0])] = token_digest(password)
+        assert found is not None  # a check against no hash never passes
+        self._verified[(login, found[1])] = token_digest(password)
         return Principal(login, user=login)
