@@ -76,22 +76,23 @@ class Answer:
 
 
 def answer_error(status: int, field: str, message: str, **extra: Any) -> Answer:
+    """An error answer; a 401 carries the challenge, a 503 or an answer given a
+    ``retry_after`` says ``Retry-After``."""
     body = {"status": "error", "field": field, "message": message, **extra}
     headers = _CHALLENGE if status == 401 else ()
-    if status == 503:
-        headers = (("Retry-After", str(RETRY_AFTER_S)),)
+    if status == 503 or "retry_after" in extra:
+        headers = (("Retry-After", str(extra.get("retry_after", RETRY_AFTER_S))),)
     return Answer(status, orjson.dumps(body), headers)
 
 
 def banned(refused: Banned) -> Answer:
     """429: too many failed sign-ins from this address or for this account."""
-    body = {
-        "status": "error",
-        "field": "authorization",
-        "message": "too many failed sign-ins: try again later",
-        "retry_after": refused.retry_after,
-    }
-    return Answer(429, orjson.dumps(body), (("Retry-After", str(refused.retry_after)),))
+    return answer_error(
+        429,
+        "authorization",
+        "too many failed sign-ins: try again later",
+        retry_after=refused.retry_after,
+    )
 
 
 def refusal(r: Refused, data_file_id: str | None = None) -> Answer:
