@@ -44,6 +44,14 @@ class Token:
         return self.role is TokenRole.OPERATOR
 
 
+API_TOKENS = "api-tokens"  # the token file, under the secrets directory
+
+
+def tokens_path(secrets_dir: Path) -> Path:
+    """Where the API, the monitor and the CLI read tokens (``$ECPDS_VAR/secrets``)."""
+    return secrets_dir / API_TOKENS
+
+
 def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 

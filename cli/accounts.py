@@ -19,7 +19,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from bus.tokens import TokenFile, TokenRole
+from bus.tokens import TokenFile, TokenRole, tokens_path
 from cli.terminal import console, refuse, settings
 from projections.monitor.auth import Role, WebUsers
 
@@ -35,7 +35,7 @@ def secrets_dir() -> Path:
 
 
 def tokens_file() -> TokenFile:
-    return TokenFile(secrets_dir() / "api-tokens")
+    return TokenFile(tokens_path(secrets_dir()))
 
 
 def _role(text: str) -> Role:

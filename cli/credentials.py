@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bus.errors import ConfigurationError
 from bus.settings import Settings
-from bus.tokens import Token, TokenFile
+from bus.tokens import Token, TokenFile, tokens_path
 
 USER_TOKEN = Path("~/.config/ecpds/token")
 _WHERE = (
@@ -48,7 +48,7 @@ def operator(settings: Settings) -> Token:
         raise ConfigurationError(
             "token", f"this verb publishes and needs an operator token: {_WHERE}"
         )
-    found = TokenFile(settings.var_dir / "secrets" / "api-tokens").check(token)
+    found = TokenFile(tokens_path(settings.var_dir / "secrets")).check(token)
     if found is None:
         raise ConfigurationError("token", f"the token is not known (revoked?): {_WHERE}")
     if not found.can_act:

@@ -21,6 +21,7 @@ from bus.logging import get_logger
 from bus.publisher import Publisher
 from bus.settings import Settings
 from bus.signin import SignInGate
+from bus.tokens import tokens_path as bus_tokens_path
 from bus.topics import CONFIG, PORTAL, TopicSpec, apply_topics, catalogue
 from producers.api.auth import Authenticator, TokenBook
 from producers.api.ingest import ApiState
@@ -49,7 +50,7 @@ class RuntimeOptions:
 
 def tokens_path(settings: Settings) -> Path:
     """The default token file: ``var/secrets/api-tokens``."""
-    return settings.var_dir / "secrets" / "api-tokens"
+    return bus_tokens_path(settings.var_dir / "secrets")
 
 
 def _specs(settings: Settings, options: RuntimeOptions) -> list[TopicSpec]:

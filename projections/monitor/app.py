@@ -33,6 +33,7 @@ from bus.defender import Policy
 from bus.events import Event
 from bus.settings import Settings
 from bus.signin import SignInGate
+from bus.tokens import tokens_path
 from bus.topics import PORTAL, TRANSFERS
 from bus.web import BodyLimit, SecureHeaders
 from projections.db import DEFAULT_SCHEMA
@@ -145,7 +146,7 @@ async def open_state(config: MonitorConfig) -> AsyncIterator[MonitorState]:
         queries=queries,
         actions=actions,
         users=users,
-        tokens=TokenBook(config.secrets_dir / "api-tokens"),
+        tokens=TokenBook(tokens_path(config.secrets_dir)),
         hub=hub,
         gate=SignInGate("monitor", publish, policy=config.defender),
     )

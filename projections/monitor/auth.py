@@ -40,7 +40,6 @@ WEB_USERS = "web-users"
 ADMIN_PASSWORD = "admin.password"  # noqa: S105 (a file name, not a password)
 SESSION_KEY = "monitor-session.key"
 SESSION_EPOCHS = "monitor-sessions"
-API_TOKENS = "api-tokens"
 
 
 class Role(IntEnum):
