@@ -79,7 +79,7 @@ async def test_brute_force_on_basic_auth_bans_the_account(
             "/api/v1/datafiles", params=PARAMS, content=b"x", auth=("carol", "portal-secret")
         )
         assert right.status_code == 429
-    events = await _events(kafka, names, "carol", 9)
+    events = await _events(kafka, names, "carol", 10)  # 8 failures and 2 bans
     failed = [e for e in events if isinstance(e, SignInFailed)]
     bans = [e for e in events if isinstance(e, SignInBanned)]
     assert {(e.door, e.attempt, e.client_address) for e in failed} == {
