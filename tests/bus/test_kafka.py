@@ -22,10 +22,11 @@ from bus.topics import TopicSpec, apply_topics, catalogue, partition_counts
 pytestmark = pytest.mark.kafka
 
 
-def heartbeat(n: int) -> MoverHeartbeat:
+def heartbeat(n: int, mover: str | None = None) -> MoverHeartbeat:
+    mover_id = mover or f"mover-{n}"
     return MoverHeartbeat(
-        envelope=envelope("test", f"mover-{n}"),
-        mover_id=f"mover-{n}",
+        envelope=envelope("test", mover_id),
+        mover_id=mover_id,
         transfer_group="default",
         capacity=8,
         running=n % 8,

@@ -10,7 +10,6 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import pytest
 
@@ -25,24 +24,13 @@ from bus.settings import ROOT
 from bus.stage import Publish, Received, Rejected, Stage, until_signalled
 from bus.topics import DAY_MS, TopicSpec, apply_topics
 from tests.bus.deadletters import GARBAGE, dead_letters, publish_poison
+from tests.bus.test_kafka import heartbeat
 from tests.conftest import eventually
 from tests.ingest.conftest import read_topic
 
 pytestmark = pytest.mark.kafka
 
 FAST = RetryPolicy(initial=0.05, maximum=0.2)
-
-
-def heartbeat(n: int, mover: str | None = None) -> MoverHeartbeat:
-    mover_id = mover or f"mover-{n}"
-    return MoverHeartbeat(
-        envelope=envelope("test", mover_id),
-        mover_id=mover_id,
-        transfer_group="default",
-        capacity=8,
-        running=n % 8,
-        started_at=datetime(2026, 1, 1, tzinfo=UTC),
-    )
 
 
 @dataclass(frozen=True)
@@ -299,10 +287,12 @@ async def test_a_signal_stops_the_stage_and_its_handlers_are_removed(
     again = Recorder()
     rerun = stage(kafka, topics, group, again)
     rerun_task = asyncio.create_task(rerun.run())
-    await asyncio.sleep(3.0)
+    # a record sent after the stop proves the rerun reads: then it saw only that one
+    await publisher.publish(topics.input, "k", heartbeat(2))
+    await eventually(lambda: _true(len(again.seen) >= 1), 30)
     rerun.stop()
     await asyncio.wait_for(rerun_task, 20)
-    assert again.seen == []  # committed before stopping
+    assert [r.event.mover_id for r in again.seen] == ["mover-2"]  # committed before stopping
 
 
 async def test_records_run_concurrently_and_one_ended_behind_a_retry_is_not_handled_again(
