@@ -4,8 +4,9 @@ robin over the destinations, each retried as a careful client would until it is 
 A client that gets an error (5xx, 507, a refused or timed-out connection) sends the same
 file again, with the same target, after a short pause: so a file lost by the API's fault is
 not a lost file, but a registration the API made and did not answer is a second transfer of
-the same target, which the checks count as a duplicate registration -- unless the API refuses
-it as a duplicate (409), which tells the client its first request did register the file.
+the same target, which the checks count as a duplicate registration -- unless the API answers
+the same bytes with the registration it already made (200) or refuses them as a duplicate
+(409), either of which tells the client its first request did register the file.
 """
 
 from __future__ import annotations
@@ -91,7 +92,9 @@ class Load:
                     self.answers[type(error).__name__] += 1
                 else:
                     self.answers[str(response.status_code)] += 1
-                    if response.status_code == 201:
+                    # 200: the same bytes put again are the registration an earlier put made
+                    # (answered 503 once its bytes were stored); 201: a new one
+                    if response.status_code in (200, 201):
                         ids = [t["transfer_id"] for t in response.json()["transfers"]]
                         sent.transfer_ids.extend(str(i) for i in ids)
                         return

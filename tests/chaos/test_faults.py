@@ -13,12 +13,14 @@ within ``RECOVERY`` seconds, every registered transfer of the case must succeed,
   heartbeat table is left out: heartbeats never stop, so it cannot be compared at rest);
 - the recovery time (fault end -> last file of the case delivered) is measured.
 
-A JSON summary per fault is printed and written to ``var/chaos/results.json``. A check that
-fails because of a defect issue 13 describes (duplicates after crashes, temporary files left,
-a host's error that ended transfers instead of holding the destination) is reported as an
-expected failure naming the issue, and so is a transfer neither delivered nor ended within
-``RECOVERY`` (issue 13: "nothing lost"), with its last event as evidence; a corrupt file, a
-file the API never accepted, or a read model that differs from a rebuild fails.
+A JSON summary per fault is printed and written to ``var/chaos/results.json``. A duplicate
+registration, a temporary file left, a host's error that ended transfers instead of holding the
+destination, a 500 or an unanswered put, a corrupt file, a file the API never accepted, or a
+read model that differs from a rebuild fails the case. Two defects still open are reported as
+expected failures naming their issue, with the evidence: a transfer with two
+``TransferSucceeded`` (issue 13: seen after a broker SIGKILL) and a transfer neither delivered
+nor ended within ``RECOVERY`` (issue 20: a scheduler killed between its decision and its order
+strands the transfer).
 """
 
 from __future__ import annotations
@@ -286,25 +288,18 @@ async def test_every_file_delivered_once_and_nothing_left_behind(
     ended = {k: n for k, n in result["undelivered_last_event"].items() if k.startswith(ENDED)}
     lost = {k: n for k, n in result["undelivered_last_event"].items() if k not in ended}
     assert result["missing"] <= len(undelivered), f"files missing at the servers: {result}"
-    known_defects = []
-    if ended:  # a host's error ended transfers instead of holding the destination
-        known_defects.append(f"errors classed by whose problem they are: ended {ended}")
+    # issue 13's rules, each a failure: a host's error holds the destination, never ends a file
+    assert not ended, f"errors classed by whose problem they are: ended {ended}"
+    assert not result["duplicate_registrations"], "effectively once: registered twice"
+    assert not result["litter"], f"no litter: {result['litter']} temporary files left"
+    # a registration it cannot make durable is a quick 503 with Retry-After, never a 500/silence
+    assert not result["answers"].get("500"), result["answers"]
+    assert not result["answers"].get("ReadTimeout"), result["answers"]
+    known = []
+    if twice:  # open: a broker SIGKILL can still give a transfer a second TransferSucceeded
+        known.append(f"issue 13, effectively once: {len(twice)} delivered twice")
     if lost:  # neither delivered nor ended RECOVERY s after the fault: stuck where it says
-        known_defects.append(f"nothing lost: not delivered in {RECOVERY:.0f} s, last {lost}")
-    if twice or result["duplicate_registrations"]:
-        known_defects.append(
-            f"effectively once: {len(twice)} delivered twice,"
-            f" {result['duplicate_registrations']} registered twice"
-        )
-    if result["litter"]:
-        known_defects.append(f"no litter: {result['litter']} temporary files left")
-    if result["answers"].get("500"):
-        # a registration it cannot make durable: 503 with Retry-After is what a client can use
-        known_defects.append(f"ingest API answered 500 {result['answers']['500']} times")
-    if result["answers"].get("ReadTimeout"):
-        # the client waits 10 s; a registration that cannot be made durable is a quick 503
-        known_defects.append(
-            f"ingest API gave no answer in 10 s {result['answers']['ReadTimeout']} times"
-        )
-    if known_defects:
-        pytest.xfail(f"issue 13 ({'; '.join(known_defects)})")
+        # a scheduler killed between TransferScheduled and its order strands the transfer
+        known.append(f"issue 20: not delivered in {RECOVERY:.0f} s, last {lost}")
+    if known:
+        pytest.xfail("; ".join(known))
