@@ -16,6 +16,12 @@ Rules kept:
   whole new one, never a prefix) and an aborted multipart upload leaves no object, so writing
   under a temporary key then copying would only double the bytes moved. When asked, the
   temporary key is renamed by server-side copy + delete.
+- Every write of a visible name lands once, though its answer may be lost (issue 13): the
+  SDK's own retries are off for PutObject, CopyObject and CompleteMultipartUpload (a retry
+  of a write whose answer was lost writes the object again: a second "created" for every
+  watcher of the bucket). Each such write carries a token in its metadata
+  (``x-amz-meta-ecpds-write``); after a failure the key is asked (HEAD) and the write is
+  sent again only if the token is not there (``S3Connection._once``).
 - A multipart upload holds at most ``numUploadThreads + queueCapacity`` part buffers at once
   (``protocols.objectstore.send_parts``: a slot per buffer, taken before a part is filled and
   given back after it is sent), so part buffers never exceed ``(threads + queue) x partSize``
@@ -28,12 +34,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
 import aioboto3
 import aiohttp
+from aiobotocore.config import AioConfig
+from aiobotocore.httpsession import AIOHTTPSession
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -83,6 +92,7 @@ AUTH_CODES = {
 }
 DENIED_CODES = {"AccessDenied", "AllAccessDisabled", "Forbidden", "403"}
 MISSING_CODES = {"NoSuchKey", "NoSuchBucket", "NotFound", "404", "NoSuchUpload"}
+WRITE_MARK = "ecpds-write"  # the metadata key of a write's token (``S3Connection._once``)
 RETRY_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError"}
 
 
@@ -120,6 +130,22 @@ def int_option(location: Location, name: str, default: int) -> int:
     return max(1, int(raw)) if raw else default
 
 
+class NoResend(AIOHTTPSession):  # type: ignore[misc]  # aiobotocore is untyped
+    """aiobotocore's HTTP session, except that aiohttp never sends a request again by itself.
+
+    aiohttp resends an idempotent request (a PUT is one) once when a kept-alive connection
+    drops before the answer (RFC 9112 9.3.1 allows it); for a write that must land once
+    (``S3Connection._once``) that is the resend to avoid. aiohttp has no public switch for
+    it: its session's ``_retry_connection`` flag is set off here (aiohttp is pinned, and
+    ``tests/protocols/test_s3.py`` shows a lost answer leads to one write only).
+    """
+
+    async def _get_session(self, proxy_url: str | None) -> aiohttp.ClientSession:
+        session: aiohttp.ClientSession = await super()._get_session(proxy_url)
+        session._retry_connection = False
+        return session
+
+
 class S3Connection(ObjectStoreConnection):
     """A session to one S3 endpoint; paths resolve against the location's bucket/prefix."""
 
@@ -138,39 +164,46 @@ class S3Connection(ObjectStoreConnection):
         self.queue = int(location.option("queueCapacity") or 4)
         self._stack = AsyncExitStack()
         self._client: Any = None
+        self._single: Any = None  # the same endpoint with the SDK's retries off (writes)
+        self.attempts = int_option(location, "retryCount", 3)
 
     async def open(self) -> None:
         loc = self.location
         scheme = loc.option("scheme", "https") or "https"
         aws = not loc.host or loc.host.endswith("amazonaws.com")
         endpoint = host_url(loc, scheme) if loc.host else None
-        config = Config(
-            region_name=loc.option("region", "us-east-1"),
-            s3={
+        options: dict[str, Any] = {
+            "region_name": loc.option("region", "us-east-1"),
+            "s3": {
                 "addressing_style": "path" if loc.flag("enablePathStyleAccess", not aws) else "auto"
             },
-            connect_timeout=float(loc.option("connectTimeOut") or 60),
-            read_timeout=float(loc.option("readTimeOut") or 300),
-            retries={"max_attempts": int_option(loc, "retryCount", 3), "mode": "standard"},
+            "connect_timeout": float(loc.option("connectTimeOut") or 60),
+            "read_timeout": float(loc.option("readTimeOut") or 300),
             # Checksums on every request cost CPU for nothing on loopback and some
             # S3-compatible servers reject them; send them only where the API requires.
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-            max_pool_connections=max(10, self.threads * 2),
+            "request_checksum_calculation": "when_required",
+            "response_checksum_validation": "when_required",
+            "max_pool_connections": max(10, self.threads * 2),
+        }
+        config = Config(**options, retries={"max_attempts": self.attempts, "mode": "standard"})
+        # the writes' client: no resend by botocore nor by aiohttp (``_once`` decides)
+        single = AioConfig(
+            http_session_cls=NoResend,
+            **options,
+            retries={"total_max_attempts": 1, "mode": "standard"},
         )
         session = aioboto3.Session(
             aws_access_key_id=loc.user,
             aws_secret_access_key=loc.password,
             region_name=config.region_name,
         )
+        verify = loc.flag("sslValidation", True)
         try:
             self._client = await self._stack.enter_async_context(
-                session.client(
-                    "s3",
-                    endpoint_url=endpoint,
-                    config=config,
-                    verify=loc.flag("sslValidation", True),
-                )
+                session.client("s3", endpoint_url=endpoint, config=config, verify=verify)
+            )
+            self._single = await self._stack.enter_async_context(
+                session.client("s3", endpoint_url=endpoint, config=single, verify=verify)
             )
             if loc.flag("mkBucket", False):
                 bucket, _ = self.split(loc.resolve("."))
@@ -224,12 +257,50 @@ class S3Connection(ObjectStoreConnection):
         except Exception as exc:
             self.fail(exc, f"get {path}")
 
+    async def _once(
+        self, bucket: str, key: str, token: str, write: Callable[[], Awaitable[object]]
+    ) -> None:
+        """Run ``write`` (made with ``self._single``, marked with ``token``) until it is known
+        to have landed: after a failure the key is asked, and the write is sent again only if
+        it does not carry ``token`` and the failure was the kind a retry can cure."""
+        for attempt in range(self.attempts):
+            try:
+                await write()
+                return
+            except Exception as exc:
+                if await self._carries(bucket, key, token):
+                    return  # it landed; its answer was lost
+                error = translate(exc, "")
+                curable = isinstance(error, (ConnectionLost, TransferTimeout, ServerFailure))
+                if not curable or attempt + 1 == self.attempts:
+                    raise
+            await asyncio.sleep(min(0.2 * 2**attempt, 2.0))
+
+    async def _carries(self, bucket: str, key: str, token: str) -> bool:
+        """Whether ``key`` now holds the write marked ``token`` (False when it cannot tell)."""
+        try:
+            head = await self._client.head_object(Bucket=bucket, Key=key)
+        except Exception:
+            return False
+        return bool(head.get("Metadata", {}).get(WRITE_MARK) == token)
+
     async def _put_whole(self, bucket: str, key: str, body: io.BytesIO, length: int) -> None:
-        await self._client.put_object(Bucket=bucket, Key=key, Body=body)
+        token = uuid.uuid4().hex
+
+        async def put() -> None:
+            body.seek(0)
+            await self._single.put_object(
+                Bucket=bucket, Key=key, Body=body, Metadata={WRITE_MARK: token}
+            )
+
+        await self._once(bucket, key, token, put)
 
     async def _put_parts(self, bucket: str, key: str, chunker: Chunker) -> None:
         """A multipart upload, aborted on any failure or cancellation so nothing appears."""
-        created = await self._client.create_multipart_upload(Bucket=bucket, Key=key)
+        token = uuid.uuid4().hex
+        created = await self._client.create_multipart_upload(
+            Bucket=bucket, Key=key, Metadata={WRITE_MARK: token}
+        )
         upload_id = created["UploadId"]
         parts: dict[int, str] = {}
         # numUploadThreads parts on the wire, queueCapacity more filled and waiting, as in
@@ -246,13 +317,14 @@ class S3Connection(ObjectStoreConnection):
 
         try:
             await send_parts(chunker, self.part_size, self.threads + self.queue, send)
-            await self._client.complete_multipart_upload(
-                Bucket=bucket,
-                Key=key,
-                UploadId=upload_id,
-                MultipartUpload={
-                    "Parts": [{"PartNumber": n, "ETag": parts[n]} for n in sorted(parts)]
-                },
+            listed = {"Parts": [{"PartNumber": n, "ETag": parts[n]} for n in sorted(parts)]}
+            await self._once(
+                bucket,
+                key,
+                token,
+                lambda: self._single.complete_multipart_upload(
+                    Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload=listed
+                ),
             )
         except BaseException:
             with contextlib.suppress(Exception):
@@ -276,8 +348,18 @@ class S3Connection(ObjectStoreConnection):
             if size > COPY_LIMIT:
                 await self._client.copy(copy_source, dst_bucket, dst_key)
             else:
-                await self._client.copy_object(
-                    CopySource=copy_source, Bucket=dst_bucket, Key=dst_key
+                token = uuid.uuid4().hex
+                await self._once(
+                    dst_bucket,
+                    dst_key,
+                    token,
+                    lambda: self._single.copy_object(
+                        CopySource=copy_source,
+                        Bucket=dst_bucket,
+                        Key=dst_key,
+                        MetadataDirective="REPLACE",
+                        Metadata={WRITE_MARK: token},
+                    ),
                 )
             await self._client.delete_object(Bucket=src_bucket, Key=src_key)
         except Exception as exc:

@@ -11,6 +11,7 @@ process and source helpers are ``tests.protocols.faultproxy``'s, shared with the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -122,7 +123,7 @@ async def s3_proxy(moto: Moto) -> AsyncIterator[KillableProxy]:
         yield proxy
 
 
-def _location(moto: Moto, proxy: KillableProxy, **options: str) -> Location:
+def _location(moto: Moto, proxy: KillableProxy | AnswerLosingRelay, **options: str) -> Location:
     return Location(
         scheme="s3",
         host="127.0.0.1",
@@ -283,3 +284,96 @@ async def test_use_tmp_renames_by_server_side_copy(moto: Moto, s3_proxy: Killabl
         assert await read_all(connection.get("tmp.bin")) == data
     finally:
         await connection.close()
+
+
+class AnswerLosingRelay:
+    """A relay to moto that forwards every request but, ``lose`` times, drops the answer to
+    a write of ``key`` (PUT or a multipart completion) and cuts the connection: the write
+    landed, the client never hears so. It counts the writes of ``key`` that reached moto."""
+
+    def __init__(self, target_port: int, key: str, lose: int) -> None:
+        self.target_port = target_port
+        self.key = key.encode()
+        self.lose = lose
+        self.writes = 0
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> AnswerLosingRelay:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    def _is_write(self, head: bytes) -> bool:
+        line = head.split(b"\r\n", 1)[0]
+        method, _, rest = line.partition(b" ")
+        target = rest.split(b" ", 1)[0]
+        path, _, query = target.partition(b"?")
+        if not path.endswith(b"/" + self.key):
+            return False
+        return (method == b"PUT" and b"partNumber" not in query) or (
+            method == b"POST" and b"uploadId" in query
+        )
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        drop = asyncio.Event()
+
+        async def requests() -> None:
+            # aiohttp sends one request at a time on a connection: the next answer is its own
+            while chunk := await reader.read(256 * 1024):
+                if chunk[:8].split(b" ", 1)[0] in {b"PUT", b"POST"} and self._is_write(chunk):
+                    self.writes += 1
+                    if self.lose > 0:
+                        self.lose -= 1
+                        drop.set()
+                up_writer.write(chunk)
+                await up_writer.drain()
+
+        async def answers() -> None:
+            while chunk := await up_reader.read(256 * 1024):
+                # "100 Continue" (botocore's PUTs ask for it) is not the answer: the body
+                # has not been sent yet
+                if drop.is_set() and not chunk.startswith(b"HTTP/1.1 100 "):
+                    writer.transport.abort()  # the answer is lost with the connection
+                    return
+                writer.write(chunk)
+                await writer.drain()
+
+        with contextlib.suppress(OSError, RuntimeError):
+            await asyncio.gather(requests(), answers())
+        for end in (writer, up_writer):
+            end.transport.abort()
+
+
+@pytest.mark.parametrize(
+    ("usetmp", "part"), [("no", "1"), ("yes", "1"), ("no", "0")], ids=["put", "copy", "parts"]
+)
+async def test_a_write_whose_answer_is_lost_lands_once(moto: Moto, usetmp: str, part: str) -> None:
+    """A write that landed but whose answer was lost is not sent again (the key is asked for
+    the write's token first): the server sees one write of the final key, the file is whole."""
+    data = payload(6 * MIB)
+    size = "5" if part == "0" else "10"  # parts: a 6 MiB object in 5 MiB parts
+    async with AnswerLosingRelay(moto.port, "once.bin", lose=1) as relay:
+        location = replace(
+            _location(moto, relay, usetmp=usetmp, partSize=size, retryCount="3"),
+        )
+        connection = await connect(location)
+        try:
+            await connection.put("once.bin", from_bytes(data))
+        finally:
+            await connection.close()
+        assert relay.lose == 0, "the relay never lost an answer: the case was not exercised"
+        assert relay.writes == 1, f"the final key was written {relay.writes} times"
+    body = await asyncio.to_thread(
+        lambda: (
+            moto.client()
+            .get_object(Bucket=BUCKET, Key=location.path.split("/", 2)[2] + "/once.bin")["Body"]
+            .read()
+        )
+    )
+    assert body == data
