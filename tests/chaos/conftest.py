@@ -171,10 +171,11 @@ async def _world(
             await stack.tail.stop()
 
 
-def succeeded(tail: Tail) -> dict[str, int]:
-    """How many TransferSucceeded each transfer has in the log."""
-    counts: dict[str, int] = {}
+def succeeded(tail: Tail) -> dict[str, list[tuple[str, str]]]:
+    """Each transfer's TransferSucceeded records in log order: (event id, verification)."""
+    found: dict[str, list[tuple[str, str]]] = {}
     for event in tail.events:
         if isinstance(event, TransferSucceeded):
-            counts[event.transfer_id] = counts.get(event.transfer_id, 0) + 1
-    return counts
+            record = (event.envelope.event_id, event.verification.value)
+            found.setdefault(event.transfer_id, []).append(record)
+    return found

@@ -31,6 +31,7 @@ from pathlib import Path
 import pytest
 
 from bus.settings import ROOT, Settings
+from tests.chaos.writes import FolderWatch, s3_writes
 from tests.conftest import free_port
 from tests.e2e.conftest import Stack
 from tests.protocols.ftpserver import FtpServer
@@ -160,6 +161,7 @@ class Servers:
     sshd: Sshd
     ftp: FtpServer
     moto: Moto
+    watch: FolderWatch  # the versions of every file at the SFTP and FTP servers
 
     @classmethod
     @contextlib.contextmanager
@@ -171,7 +173,8 @@ class Servers:
         ftp = FtpServer(root / "ftp", free_port())
         ftp.start()
         try:
-            yield cls(sshd, ftp, moto)
+            with FolderWatch([sshd.data, ftp.root]) as watch:
+                yield cls(sshd, ftp, moto, watch)
         finally:
             sshd.kill()
             ftp.stop()
@@ -211,6 +214,25 @@ class Servers:
 
     def ftp_folder(self, base: str) -> Path:
         return self.ftp.root / base
+
+    def written(self, files: list[tuple[Destination, str, int]]) -> list[int]:
+        """How many times each (destination, target, size in bytes) was written at its
+        server (moto's log is read once)."""
+        s3 = s3_writes(self.moto.log) if self.moto.log is not None else None
+        self.watch.look()  # the last versions too
+        counts = []
+        for destination, target, size in files:
+            if destination.protocol == "s3":
+                assert s3 is not None, "moto's request log is needed to count S3 writes"
+                counts.append(s3[f"{BUCKET}/{destination.base}/{target}"])
+                continue
+            folder = (
+                self.sftp_folder(destination.base)
+                if destination.protocol == "sftp"
+                else self.ftp_folder(destination.base)
+            )
+            counts.append(self.watch.writes(folder / target, size))
+        return counts
 
     def s3_objects(self, base: str) -> dict[str, bytes]:
         """Every object under ``base/`` by key relative to it (temporary keys included)."""

@@ -58,6 +58,7 @@ class Moto(LocalServer):
     secret: str
     reader_key: str
     reader_secret: str
+    log: Path | None = None  # its request log (one line per request)
 
     @property
     def endpoint(self) -> str:
@@ -112,6 +113,7 @@ def moto(free_port: Callable[[], int], tmp_path_factory: pytest.TempPathFactory)
             secret=keys["ecpds"]["SecretAccessKey"],
             reader_key=keys["reader"]["AccessKeyId"],
             reader_secret=keys["reader"]["SecretAccessKey"],
+            log=log,
         )
         server.client().create_bucket(Bucket=BUCKET)
         yield server
