@@ -103,19 +103,31 @@ async def replay(
     partitions: Sequence[TopicPartition],
     on_event: Callable[[Event], None],
     specs: Sequence[TopicSpec] | None = None,
+    since: datetime | None = None,
 ) -> dict[TopicPartition, int]:
-    """Hand every event of ``partitions`` (from the beginning to their current end) to
-    ``on_event``, in partition order, poison skipped (``specs`` say what each topic allows, as
-    for ``decode_record``); returns the end offsets read up to."""
+    """Hand every event of ``partitions`` (from the beginning, or from the first record
+    stamped at or after ``since``, to their current end) to ``on_event``, in partition order,
+    poison skipped (``specs`` say what each topic allows, as for ``decode_record``); returns
+    the end offsets read up to."""
     if not partitions:
         return {}
     consumer = _consumer(bootstrap)
     try:
         await consumer.start()
         consumer.assign(list(partitions))
-        await consumer.seek_to_beginning(*partitions)
         ends: dict[TopicPartition, int] = await consumer.end_offsets(list(partitions))
-        left = {tp for tp, end in ends.items() if end > 0}
+        if since is None:
+            await consumer.seek_to_beginning(*partitions)
+            left = {tp for tp, end in ends.items() if end > 0}
+        else:
+            stamp = int(since.timestamp() * 1000)
+            found = await consumer.offsets_for_times(dict.fromkeys(partitions, stamp))
+            left = set()
+            for tp in partitions:
+                at = found.get(tp)
+                consumer.seek(tp, ends[tp] if at is None else at.offset)
+                if at is not None and at.offset < ends[tp]:
+                    left.add(tp)
         poison = 0
         while left:
             batches = await consumer.getmany(*left, timeout_ms=200, max_records=2000)

@@ -163,6 +163,34 @@ def _lost_movers(
             out.append(outputs.interrupted(settings.source, now, e, reason))
 
 
+def unstarted(state: SchedulerState, before: datetime) -> list[TransferEntry]:
+    """The attempts ordered before ``before`` that hold a slot but no mover has started: the
+    ones whose order may never have been sent (see ``never_ordered``)."""
+    return [
+        e
+        for e in state.transfers.values()
+        if e.running and e.mover_id is None and e.ordered_at is not None and e.ordered_at < before
+    ]
+
+
+NEVER_ORDERED = "Its order was never sent (the scheduler stopped between deciding and ordering)"
+
+
+def never_ordered(
+    state: SchedulerState, settings: SchedulerSettings, now: datetime, lost: set[tuple[str, int]]
+) -> list[Event]:
+    """Interrupt each (transfer, attempt) of ``lost`` still running unstarted: its slot was
+    taken by a ``TransferScheduled`` whose order is not in the orders topic (the worker died
+    between the two). The interruption frees the slot and requeues it; being unsettled, the
+    next attempt asks the destination first (check_since)."""
+    out: list[Event] = []
+    for tid, attempt in sorted(lost):
+        e = state.transfers.get(tid)
+        if e is not None and e.attempt == attempt and e.running and e.mover_id is None:
+            out.append(outputs.interrupted(settings.source, now, e, NEVER_ORDERED))
+    return out
+
+
 NO_TRANSFER_SERVER = "No Transfer Server available"
 
 

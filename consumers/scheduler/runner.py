@@ -58,7 +58,7 @@ import contextlib
 import functools
 import gc
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -68,6 +68,7 @@ from bus.deadletter import Origin, Poison, dead_letter, decode_record
 from bus.errors import TransientError
 from bus.events.base import Event
 from bus.events.movers import MoverHeartbeat, MoverStopped, TransferAbortRequested
+from bus.events.orders import TransferOrdered
 from bus.events.transfers import TransferQueued, TransferScheduled
 from bus.faust_app import make_app, run
 from bus.feeds import Feed, replay
@@ -75,9 +76,10 @@ from bus.logging import configure, get_logger
 from bus.publisher import Publisher
 from bus.retry import until_acknowledged
 from bus.settings import Settings
-from bus.topics import CONFIG, MOVERS, ORDERS_PREFIX, TRANSFERS, apply_topics
+from bus.topics import CONFIG, MOVERS, ORDERS_PREFIX, TRANSFERS, apply_topics, partition_counts
 from consumers.scheduler.adapters import OrdersTopics, Topics, stored_file
 from consumers.scheduler.core import SchedulerSettings, SchedulerState, decide, evolve, next_due
+from consumers.scheduler.decisions import never_ordered, unstarted
 
 log = get_logger(__name__)
 
@@ -88,6 +90,10 @@ QUIESCE_SECONDS = 5.0  # how long a revocation waits for a publish in flight (< 
 # decide passes (and the scheduler's two produce requests each) for 5-10 ms of order latency;
 # a due time (retry, delay, window) is acted on at once.
 COALESCE_SECONDS = 0.005
+# After a rebuild, an attempt recorded as scheduled but not started is looked for in its
+# orders topic once this long has passed: a previous owner's publish in flight has landed
+# (or been abandoned) by then, since a revocation waits QUIESCE_SECONDS for it.
+ORDER_SETTLE = QUIESCE_SECONDS + 2.0
 
 
 def utcnow() -> datetime:
@@ -124,6 +130,9 @@ class SchedulerRunner:
         self._wake = asyncio.Event()
         self._generation = 0  # bumped by every rebalance; a decision belongs to one
         self._rebuild_task: asyncio.Task[None] | None = None
+        self._orders_check: asyncio.Task[None] | None = None
+        # attempts found never ordered, for the decider to interrupt (with their generation)
+        self._never_ordered: tuple[int, set[tuple[str, int]]] = (0, set())
         self._decider: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()  # no publish in flight
         self._idle.set()
@@ -215,7 +224,7 @@ class SchedulerRunner:
         self._ready.clear()
         self._generation += 1
         await self._quiesce()
-        for task in (self._decider, self._rebuild_task):
+        for task in (self._decider, self._rebuild_task, self._orders_check):
             if task is not None:
                 task.cancel()
                 # a decider that died has said so through ``wait``: stopping goes on
@@ -314,6 +323,56 @@ class SchedulerRunner:
         )
         self._ready.set()
         self._wake.set()
+        if self._orders_check is not None:
+            self._orders_check.cancel()
+        check = self._check_orders(self._generation, self._clock())
+        self._orders_check = asyncio.create_task(check, name="scheduler-orders-check")
+
+    async def _check_orders(self, generation: int, rebuilt: datetime) -> None:
+        """Find the attempts of the rebuilt state recorded as scheduled whose order is not in
+        their orders topic (a worker died between publishing the two, issue 20): the decider
+        interrupts them, which frees their slots and orders them again. Looked for once,
+        ``ORDER_SETTLE`` after the rebuild; later attempts are this worker's own."""
+        await asyncio.sleep(ORDER_SETTLE)
+        delay = 0.5
+        while generation == self._generation:
+            pending = {(e.transfer_id, e.attempt): e for e in unstarted(self.state, rebuilt)}
+            groups = {
+                rt.config.transfer_group
+                for e in pending.values()
+                if (rt := self.state.destinations.get(e.destination)) and rt.config
+            }
+            if not pending or not groups:
+                return
+            oldest = min(e.ordered_at or rebuilt for e in pending.values())
+            names = [self._topics.orders(g) for g in sorted(groups)]
+            try:
+                # a second of slack: the order is stamped by the broker, the fact by the clock
+                seen = await self._orders_in(names, oldest - timedelta(seconds=1))
+            except Exception as error:  # the check is retried: nothing is decided on a guess
+                log.warning("looking for unsent orders failed, retrying", error=str(error))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            lost = set(pending) - seen
+            if lost and generation == self._generation:
+                log.warning("attempts whose order was never sent", count=len(lost))
+                self._never_ordered = (generation, lost)
+                self._wake.set()
+            return
+
+    async def _orders_in(self, names: list[str], since: datetime) -> set[tuple[str, int]]:
+        """The (transfer, attempt) of every order in the topics ``names`` since ``since``."""
+        seen: set[tuple[str, int]] = set()
+
+        def note(event: Event) -> None:
+            if isinstance(event, TransferOrdered):
+                seen.add((event.transfer_id, event.attempt))
+
+        counts = await partition_counts(self._bootstrap, names)
+        partitions = [TopicPartition(t, p) for t in names for p in range(counts.get(t, 0))]
+        await replay(self._bootstrap, partitions, note, since=since)
+        return seen
 
     # -- deciding ---------------------------------------------------------------------------
 
@@ -322,7 +381,10 @@ class SchedulerRunner:
             await self._ready.wait()
             now = self._clock()
             due = next_due(self.state, now, self._scheduler)
-            if due is None or due > now:
+            lost_generation, lost = self._never_ordered
+            if lost and lost_generation != self._generation:
+                self._never_ordered, lost = (0, set()), set()  # found for another state
+            if (due is None or due > now) and not lost:
                 timeout = None if due is None else (due - now).total_seconds()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout)
@@ -330,7 +392,9 @@ class SchedulerRunner:
                 self._wake.clear()
                 continue  # look again: the wake-up may have been a rebalance
             state, generation = self.state, self._generation
-            decisions = decide(state, self._scheduler, now)
+            decisions = never_ordered(state, self._scheduler, now, lost) if lost else []
+            self._never_ordered = (0, set())
+            decisions += decide(state, self._scheduler, now)
             for decision in decisions:  # evolved before published: the state leads the log
                 evolve(state, decision)
             state.drain_changes()

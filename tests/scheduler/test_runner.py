@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaConsumer
 
 from bus import codec
 from bus.events.base import DestinationStatus, Event, TransferStatus
+from bus.events.datafiles import Checksums
 from bus.events.deadletter import DeadLettered, DeadLetterReason
 from bus.events.movers import MoverHeartbeat
 from bus.events.orders import TransferOrdered
@@ -32,7 +33,7 @@ from bus.publisher import Publisher
 from bus.settings import Settings
 from bus.topics import DEADLETTER, TopicSpec, apply_topics, catalogue
 from consumers.scheduler.adapters import Topics
-from consumers.scheduler.decisions import SchedulerSettings
+from consumers.scheduler.decisions import NEVER_ORDERED, SchedulerSettings
 from consumers.scheduler.runner import SchedulerRunner
 from tests.scheduler.factories import configured, destination, env, failed, host, started
 
@@ -442,3 +443,67 @@ async def _poison_then_takeover(
     assert second.dead_lettered == 0
     assert "m-lost" not in second.state.movers  # the stray heartbeat was not replayed either
     assert len(w.orders_for("t-poison-1")) == 1
+
+
+async def test_an_attempt_whose_order_was_never_sent_is_ordered_again(
+    kafka: str, settings: Settings
+) -> None:
+    """The log a worker killed between its two publications leaves (a TransferScheduled, no
+    order) no longer strands the transfer: after a rebuild the attempt is looked for in the
+    orders topic, interrupted when missing, and ordered again; its slot (the host's only one)
+    is freed, while an attempt whose order was sent is left alone."""
+    async with new_world(kafka) as w:
+        for name in ("d-stranded", "d-sent"):
+            dest = destination(name, transfer_group=GROUP, retry_count=5)
+            for event in configured(dest, host(f"{name}-h1", max_connections=1)):
+                await w.send(w.topics.config, "config", [event])
+            await w.queue(name, f"t-{name}")
+        # what a worker dying between the fact and the order leaves, and what one that got
+        # both out leaves
+        t = now()
+        for name, sent in (("d-stranded", False), ("d-sent", True)):
+            fact = TransferScheduled(
+                envelope=env(t, f"sched-{name}"),
+                transfer_id=f"t-{name}",
+                destination=name,
+                attempt=1,
+                host_id=f"{name}-h1",
+                transfer_group=GROUP,
+            )
+            await w.send(w.topics.transfers, name, [fact])
+            if sent:
+                order = TransferOrdered(
+                    envelope=env(t, f"order-{name}"),
+                    transfer_id=f"t-{name}",
+                    destination=name,
+                    data_file_id=f"df-t-{name}",
+                    attempt=1,
+                    transfer_group=GROUP,
+                    host=host(f"{name}-h1", max_connections=1),
+                    target=f"t-{name}.bin",
+                    guid=f"guid-t-{name}",
+                    store="local",
+                    location=f"objects/t-{name}",
+                    size=10,
+                    checksums=Checksums(adler32=""),
+                    priority=50,
+                    expiry_time=t + timedelta(days=1),
+                )
+                await w.send(w.topics.orders(GROUP), name, [order])
+        await w.queue("d-stranded", "t-next")  # waits for the slot the stranded one holds
+        runner = w.runner(settings)
+        await runner.start()
+        try:
+            await runner.ready()
+            assert runner.state.transfers["t-d-stranded"].running, "the slot is taken at first"
+            await w.orders.until(lambda _: bool(w.orders_for("t-d-stranded", 2)), timeout=30)
+            (interrupted,) = w.transfers.of(TransferInterrupted, "d-stranded")
+            assert interrupted.transfer_id == "t-d-stranded"
+            assert interrupted.attempt == 1
+            assert interrupted.reason == NEVER_ORDERED
+            (again,) = w.orders_for("t-d-stranded", 2)
+            assert again.check_since is not None, "the new attempt asks the destination first"
+            assert not w.transfers.of(TransferInterrupted, "d-sent"), "its order was sent"
+            assert runner.state.transfers["t-d-sent"].running
+        finally:
+            await runner.stop()
