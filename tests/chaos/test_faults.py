@@ -19,10 +19,8 @@ within ``RECOVERY`` seconds, every registered transfer of the case must succeed,
 A JSON summary per fault is printed and written to ``var/chaos/results.json``. A file written
 twice, a duplicate registration, a temporary file left, a host's error that ended transfers
 instead of holding the destination, a 500 or an unanswered put, a corrupt file, a file the
-API never accepted, or a read model that differs from a rebuild fails the case. One defect
-still open is reported as an expected failure naming its issue, with the evidence: a transfer
-neither delivered nor ended within ``RECOVERY`` (issue 20: a scheduler killed between its
-decision and its order strands the transfer).
+API never accepted, a file neither delivered nor ended within ``RECOVERY`` (stuck: its last
+event is reported), or a read model that differs from a rebuild fails the case.
 """
 
 from __future__ import annotations
@@ -315,9 +313,6 @@ async def test_every_file_delivered_once_and_nothing_left_behind(
     assert not result["answers"].get("ReadTimeout"), result["answers"]
     assert not result["written_twice"], "effectively once: written twice at the servers"
     assert not result["unseen_writes"], "the servers' write count missed a delivered file"
-    known = []
-    if lost:  # neither delivered nor ended RECOVERY s after the fault: stuck where it says
-        # a scheduler killed between TransferScheduled and its order strands the transfer
-        known.append(f"issue 20: not delivered in {RECOVERY:.0f} s, last {lost}")
-    if known:
-        pytest.xfail("; ".join(known))
+    # neither delivered nor ended RECOVERY s after the fault: stuck where it says (a scheduler
+    # killed between a TransferScheduled and its order stranded one until issue 20's check)
+    assert not lost, f"not delivered in {RECOVERY:.0f} s, last event {lost}"
