@@ -4,13 +4,18 @@ carries.
 
 Rule kept here: ``TransferOrdered`` goes to the orders topic of its transfer group, every other
 decision to the transfers topic, all keyed by destination (one destination, one partition, in
-order).
+order). The consumer group's assignment places whole groups of partitions (``placement``)
+through ``place_whole_groups``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, replace
+
+from faust.assignor import partition_assignor
+from faust.assignor.client_assignment import CopartitionedAssignment
+from faust.assignor.copartitioned_assignor import CopartitionedAssignor
 
 from bus.errors import TransientError
 from bus.events.base import Event
@@ -29,6 +34,7 @@ from bus.topics import (
     orders_topic,
     partition_counts,
 )
+from consumers.scheduler.placement import spread
 from consumers.scheduler.state import StoredFile
 
 
@@ -105,3 +111,41 @@ def stored_file(ev: TransferQueued) -> StoredFile | None:
         original=ev.original,
         metadata=dict(ev.metadata),
     )
+
+
+# -- placement: whole groups of partitions per worker (``placement``) ---------------------------
+
+Grouping = Callable[[int], Sequence[frozenset[int]]]  # partition count -> groups
+_PLACED: dict[str, Grouping] = {}  # topic -> its current groups (the runner keeps them)
+_installed = False
+
+
+def place_whole_groups(topic: str, grouping: Grouping) -> None:
+    """Make faust's assignor hand out ``topic``'s partitions in the whole groups ``grouping``
+    returns for the topic's partition count (``placement.spread``), in every rebalance this
+    process leads.
+
+    faust's ``PartitionAssignor`` gives each set of co-partitioned topics to a
+    ``CopartitionedAssignor`` (balanced and sticky); for a placed topic, the one its module
+    uses is swapped (once per process) for one that places whole groups. ``grouping`` runs in
+    the consumer's thread: it must read a snapshot, never the live state. faust is pinned
+    (``tests/scheduler/test_placement.py`` runs two workers through it).
+    """
+    global _installed
+    _PLACED[topic] = grouping
+    if _installed:
+        return
+
+    class WholeGroups(CopartitionedAssignor):
+        def get_assignment(self) -> MutableMapping[str, CopartitionedAssignment]:
+            placed = [_PLACED[t] for t in self.topics if t in _PLACED]
+            if len(self.topics) != 1 or not placed:
+                return super().get_assignment()
+            owned = spread(placed[0](self.num_partitions), list(self._client_assignments))
+            for member, assignment in self._client_assignments.items():
+                assignment.actives = set(owned[member])
+                assignment.standbys = set()
+            return self._client_assignments
+
+    partition_assignor.CopartitionedAssignor = WholeGroups  # type: ignore[attr-defined]
+    _installed = True

@@ -77,9 +77,10 @@ from bus.publisher import Publisher
 from bus.retry import until_acknowledged
 from bus.settings import Settings
 from bus.topics import CONFIG, MOVERS, ORDERS_PREFIX, TRANSFERS, apply_topics, partition_counts
-from consumers.scheduler.adapters import OrdersTopics, Topics, stored_file
+from consumers.scheduler.adapters import OrdersTopics, Topics, place_whole_groups, stored_file
 from consumers.scheduler.core import SchedulerSettings, SchedulerState, decide, evolve, next_due
 from consumers.scheduler.decisions import never_ordered, unstarted
+from consumers.scheduler.placement import groups, whole
 
 log = get_logger(__name__)
 
@@ -147,7 +148,15 @@ class SchedulerRunner:
             self._bootstrap, [topics.config, topics.movers], self._on_feed, since=since
         )
         self._publisher = Publisher(self._bootstrap, client_id=f"{app_id}-decisions")
+        # the groups of partitions linked by shared hosts (``placement``); the assignor runs in
+        # the consumer's thread, so it reads ``_links``, a snapshot replaced whole, never the
+        # live state
+        self._partitions = settings.topic_partitions  # of the transfers topic, once known
+        self._links: dict[str, frozenset[str]] = {}  # host -> its destinations
+        self._groups: list[frozenset[int]] = groups(self._links, self._partitions)
+        self._owned: list[TopicPartition] = []
         self.app = make_app(app_id, settings)
+        place_whole_groups(topics.transfers, lambda count: groups(self._links, count))
         self._wire()
 
     def _wire(self) -> None:
@@ -214,8 +223,11 @@ class SchedulerRunner:
     async def start(self) -> None:
         """Start publishing, following the feeds, consuming, and deciding."""
         await self._publisher.start()
+        counts = await partition_counts(self._bootstrap, [self._topics.transfers])
+        self._partitions = counts.get(self._topics.transfers, self._partitions)
         await self._feed.start()
         await self._feed.ready()
+        self._regroup()
         self._decider = asyncio.create_task(self._decide_loop(), name="scheduler-decider")
         await self.app.start()
 
@@ -253,6 +265,7 @@ class SchedulerRunner:
         evolve(state, event)
 
     def _on_feed(self, events: Sequence[Event]) -> None:
+        configured = False
         for event in events:
             if isinstance(event, (MoverHeartbeat, MoverStopped)):
                 self._movers[event.mover_id] = event
@@ -260,10 +273,39 @@ class SchedulerRunner:
                 continue  # the scheduler's own requests to the movers
             else:
                 self._config_log.append(event)
+                configured = True
             for state in (self.state, self._building):
                 if state is not None:
                     evolve(state, event)
+        if configured:
+            self._regroup()
         self._wake.set()
+
+    def _regroup(self) -> None:
+        """Recompute the groups from the configuration; a worker left owning part of a group
+        (a new association joined two) stops deciding and asks for a rebalance."""
+        links = self.state.host_destinations
+        self._links = {host: frozenset(names) for host, names in links.items()}
+        self._groups = groups(self._links, self._partitions)
+        if self._ready.is_set() and not self._owns_whole_groups():
+            log.warning("a host now links destinations of another worker: rebalancing")
+            self._ready.clear()
+            self._generation += 1
+            self._request_rebalance()
+
+    def _owns_whole_groups(self) -> bool:
+        return whole(self._groups, (tp.partition for tp in self._owned))
+
+    def _request_rebalance(self) -> None:
+        """Ask the group coordinator for a new assignment (the consumer lives in faust's
+        thread: the request is handed to its loop). aiokafka has no public call for it; its
+        coordinator's ``request_rejoin`` is what a subscription change uses."""
+        thread = self.app.consumer._thread  # type: ignore[attr-defined]
+
+        def rejoin() -> None:
+            thread._ensure_consumer()._coordinator.request_rejoin()
+
+        thread.thread_loop.call_soon_threadsafe(rejoin)
 
     async def _on_revoked(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         # stop deciding at once; the next owner replays the log once this returns (an eager
@@ -281,6 +323,7 @@ class SchedulerRunner:
             key=lambda tp: tp.partition,
         )
         owned = [tp for tp in owned if tp.topic == self._topics.transfers]
+        self._owned = owned
         if self._rebuild_task is not None:
             self._rebuild_task.cancel()
         self._rebuild_task = asyncio.create_task(self._rebuild(owned), name="scheduler-rebuild")
@@ -315,6 +358,13 @@ class SchedulerRunner:
         gc.collect()
         gc.freeze()  # the entries live long: keep the cyclic collector off them
         self.rebuilds += 1
+        if not self._owns_whole_groups():
+            # assigned with an older configuration than this worker's: decide nothing until
+            # the leader, a moment later, regroups with the one that joined the groups
+            log.warning("assigned part of a group of partitions: rebalancing")
+            await asyncio.sleep(1.0)
+            self._request_rebalance()
+            return
         log.info(
             "scheduler state rebuilt",
             partitions=[tp.partition for tp in owned],
