@@ -65,8 +65,11 @@ start() { # [N]: all nodes are launched before any is waited for (the quorum nee
 stop() { # [N]: all nodes are signalled at once, so the quorum lasts while they shut down
   local n chosen=("${NODES[@]}")
   if [ -n "${1:-}" ]; then node_arg "$1"; chosen=("$1"); fi
-  for n in "${chosen[@]}"; do kafka_signal "$(dir "$n")" || true; done
-  for n in "${chosen[@]}"; do kafka_reap "$(dir "$n")"; echo "cluster: node $n stopped"; done
+  local signalled=()
+  for n in "${chosen[@]}"; do
+    if kafka_signal "$(dir "$n")"; then signalled+=("$n"); else echo "cluster: node $n not running"; fi
+  done
+  for n in "${signalled[@]}"; do kafka_reap "$(dir "$n")"; echo "cluster: node $n stopped"; done
 }
 
 kill_node() { # N: SIGKILL, as a crash would; waits until the process is gone
