@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -165,6 +165,23 @@ def _address(env: Mapping[str, str], name: str, default: str) -> str:
     return value
 
 
+class _Recording(Mapping[str, str]):
+    """An empty environment that notes every name looked up in it."""
+
+    def __init__(self) -> None:
+        self.asked: set[str] = set()
+
+    def __getitem__(self, name: str) -> str:
+        self.asked.add(name)
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where the services are and how this process behaves."""
@@ -189,6 +206,8 @@ class Settings:
     # addresses of reverse proxies whose X-Forwarded-For/-Proto are believed; None: nobody's
     forwarded_allow_ips: str | None = None
     topic_partitions: int = 4
+    # copies of each ecpds topic ``apply_topics`` creates (3 on a cluster: see infra/kafka)
+    kafka_replication: int = 1
     store_root: Path = ROOT / "var" / "store"
     key_file: Path = ROOT / "var" / "secrets" / "ecpds.key"
     log_format: LogFormat = "console"
@@ -256,6 +275,7 @@ class Settings:
             tls_self_signed=self_signed,
             forwarded_allow_ips=env.get("ECPDS_FORWARDED_ALLOW_IPS") or None,
             topic_partitions=_positive(env, "ECPDS_TOPIC_PARTITIONS", 4),
+            kafka_replication=_positive(env, "ECPDS_KAFKA_REPLICATION", 1),
             store_root=store_root,
             key_file=key_file,
             log_format=_choice(env, "ECPDS_LOG_FORMAT", "console", ("console", "json")),  # type: ignore[arg-type]
@@ -302,6 +322,13 @@ class Settings:
         elif ":" in host:
             host = f"[{host}]"
         return f"{self.web_scheme}://{host}:{port}"
+
+    @staticmethod
+    def variables() -> frozenset[str]:
+        """Every ``ECPDS_*`` variable ``from_env`` reads (for checks of files that set them)."""
+        env = _Recording()
+        Settings.from_env(env)
+        return frozenset(env.asked)
 
     def infra_env(self) -> dict[str, str]:
         """The variables the infra scripts read, matching these settings."""

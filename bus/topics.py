@@ -4,7 +4,11 @@ A ``TopicSpec`` names the topic, what its key is, how many partitions it has, ho
 up (delete after a retention, or compacted) and which event types may travel on it. The
 consumer runner dead-letters a message whose type is not allowed on its topic, and the
 publisher refuses to send one. ``apply_topics`` creates what is missing and aligns the
-configuration of what exists; running it twice changes nothing.
+configuration of what exists; running it twice changes nothing. On a cluster it creates each
+topic with ``replication`` copies (``ECPDS_KAFKA_REPLICATION``) and requires a majority of them
+for a write acknowledged to ``acks=all`` (``min.insync.replicas``: 2 of 3), so one broker may
+die without losing an acknowledged event or stopping writes. An existing topic keeps the
+replication it was created with (changing it is a partition reassignment, an operator's act).
 """
 
 from __future__ import annotations
@@ -189,12 +193,15 @@ class TopicChange:
     detail: str = ""
 
 
-async def apply_topics(bootstrap: str, specs: Iterable[TopicSpec]) -> list[TopicChange]:
-    """Create missing topics and align configuration and partition counts; idempotent."""
+async def apply_topics(
+    bootstrap: str, specs: Iterable[TopicSpec], *, replication: int = 1
+) -> list[TopicChange]:
+    """Create missing topics (with ``replication`` copies) and align configuration and
+    partition counts; idempotent."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="ecpds-topics")
     await admin.start()
     try:
-        return await _apply(admin, list(specs))
+        return await _apply(admin, list(specs), replication)
     finally:
         await admin.close()
 
@@ -211,15 +218,25 @@ async def partition_counts(bootstrap: str, topics: Iterable[str] | None = None) 
     return {t["topic"]: len(t["partitions"]) for t in described if t.get("error_code", 0) == 0}
 
 
-async def _apply(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> list[TopicChange]:
+def _durability(replication: int) -> dict[str, str]:
+    """A replicated topic's own ``min.insync.replicas`` (a majority of its copies). A single
+    copy sets none: the broker's default stays, so a caller left at the default never lowers
+    what a replicated apply set."""
+    return {"min.insync.replicas": str(replication // 2 + 1)} if replication > 1 else {}
+
+
+async def _apply(
+    admin: AIOKafkaAdminClient, specs: list[TopicSpec], replication: int
+) -> list[TopicChange]:
     existing = await admin.describe_topics([s.name for s in specs])
     partitions = {t["topic"]: len(t["partitions"]) for t in existing if t.get("error_code", 0) == 0}
     changes: list[TopicChange] = []
     for spec in specs:
         if spec.name not in partitions:
             try:
+                config = {**spec.kafka_config(), **_durability(replication)}
                 response = await admin.create_topics(
-                    [NewTopic(spec.name, spec.partitions, 1, topic_configs=spec.kafka_config())]
+                    [NewTopic(spec.name, spec.partitions, replication, topic_configs=config)]
                 )
             except TopicAlreadyExistsError:
                 response = None
@@ -230,11 +247,13 @@ async def _apply(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> list[Top
             if codes != [36]:  # 36 = TOPIC_ALREADY_EXISTS (raced with another apply)
                 raise InfrastructureError(f"creating topic {spec.name} failed: {response}")
             partitions[spec.name] = spec.partitions
-        changes.append(await _align(admin, spec, partitions[spec.name]))
+        changes.append(await _align(admin, spec, partitions[spec.name], replication))
     return changes
 
 
-async def _align(admin: AIOKafkaAdminClient, spec: TopicSpec, current: int) -> TopicChange:
+async def _align(
+    admin: AIOKafkaAdminClient, spec: TopicSpec, current: int, replication: int
+) -> TopicChange:
     resource = ConfigResource(ConfigResourceType.TOPIC, spec.name)
     described = await admin.describe_configs([resource])
     actual: dict[str, str] = {}
@@ -242,7 +261,7 @@ async def _align(admin: AIOKafkaAdminClient, spec: TopicSpec, current: int) -> T
         for resource_row in response.resources:
             for entry in resource_row[4]:
                 actual[entry[0]] = entry[1]
-    wanted = spec.kafka_config()
+    wanted = {**spec.kafka_config(), **_durability(replication)}
     drift = {k: v for k, v in wanted.items() if actual.get(k) != v}
     if drift:
         await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, spec.name, wanted)])

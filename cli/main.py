@@ -88,7 +88,9 @@ def topics_apply() -> None:
         *catalogue(s.topic_partitions),
         orders_topic(DEFAULT_TRANSFER_GROUP, s.topic_partitions),
     ]
-    for change in asyncio.run(apply_topics(s.kafka_bootstrap, specs)):
+    for change in asyncio.run(
+        apply_topics(s.kafka_bootstrap, specs, replication=s.kafka_replication)
+    ):
         console.print(f"{change.topic:28} {change.action:10} {change.detail}")
 
 

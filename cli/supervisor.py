@@ -320,7 +320,10 @@ async def _start_and_supervise(
             *catalogue(settings.topic_partitions),
             orders_topic(DEFAULT_TRANSFER_GROUP, settings.topic_partitions),
         ]
-        await _unless_stopped(apply_topics(settings.kafka_bootstrap, specs), stopping)
+        await _unless_stopped(
+            apply_topics(settings.kafka_bootstrap, specs, replication=settings.kafka_replication),
+            stopping,
+        )
         for check in await _unless_stopped(health.check_all(settings), stopping):
             say(f"{check.service:9} {'healthy' if check.healthy else 'DOWN':8} {check.detail}")
         if settings.tls_self_signed and settings.tls_cert and settings.tls_key:

@@ -256,7 +256,9 @@ async def running(
 ) -> AsyncIterator[Scheduler]:
     """The started acquisition stack (call ``run`` on it); everything stopped on exit."""
     options = options or RuntimeOptions()
-    await apply_topics(settings.kafka_bootstrap, _specs(settings, options))
+    await apply_topics(
+        settings.kafka_bootstrap, _specs(settings, options), replication=settings.kafka_replication
+    )
     source = f"acquisition/{settings.instance}"
     async with contextlib.AsyncExitStack() as stack:
         live = LiveConfig(settings.kafka_bootstrap, options.config_topic, create_topic=False)

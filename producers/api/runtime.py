@@ -82,7 +82,9 @@ async def running(
 ) -> AsyncIterator[ApiState]:
     """The started ingest stack as an ``ApiState``; everything is stopped on exit."""
     options = options or RuntimeOptions()
-    await apply_topics(settings.kafka_bootstrap, _specs(settings, options))
+    await apply_topics(
+        settings.kafka_bootstrap, _specs(settings, options), replication=settings.kafka_replication
+    )
     source = f"ingest/{settings.instance}"
     async with contextlib.AsyncExitStack() as stack:
         live = LiveConfig(settings.kafka_bootstrap, options.config_topic, create_topic=False)

@@ -37,6 +37,7 @@ def test_ports_follow_their_variables() -> None:
         ("ECPDS_PG_DSN", "mysql://x"),
         ("ECPDS_LOG_LEVEL", "LOUD"),
         ("ECPDS_TOPIC_PARTITIONS", "0"),
+        ("ECPDS_KAFKA_REPLICATION", "three"),
         ("ECPDS_JANITOR_INTERVAL", "soon"),
         ("ECPDS_JANITOR_INTERVAL", "-1"),
         ("ECPDS_BACKUP_THREADS", "many"),
@@ -54,6 +55,19 @@ def test_bad_value_is_refused_naming_the_variable(name: str, value: str) -> None
         Settings.from_env({name: value})
     assert caught.value.field == name
     assert name in str(caught.value)
+
+
+def test_a_cluster_is_named_by_its_bootstrap_list_and_replication() -> None:
+    """A 3-broker cluster is reached through its list and gets topics of 3 copies (1 unless
+    told), and ``variables`` names the variable among those ``from_env`` reads."""
+    servers = "127.0.0.1:9192,127.0.0.1:9194,127.0.0.1:9196"
+    s = Settings.from_env({"ECPDS_KAFKA_BOOTSTRAP": servers, "ECPDS_KAFKA_REPLICATION": "3"})
+    assert (s.kafka_bootstrap, s.kafka_replication) == (servers, 3)
+    assert Settings.from_env({}).kafka_replication == 1
+    assert {"ECPDS_KAFKA_REPLICATION", "ECPDS_KAFKA_BOOTSTRAP", "ECPDS_INSTANCE"} <= (
+        Settings.variables()
+    )
+    assert all(name.startswith("ECPDS_") for name in Settings.variables())
 
 
 def test_stage_variables_are_read_by_settings() -> None:
