@@ -9,7 +9,10 @@ from __future__ import annotations
 import ast
 import asyncio
 import dataclasses
+import os
 import ssl
+import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -22,6 +25,7 @@ from bus.kafka_access import kafka_options
 from bus.private import create_private
 from bus.settings import ROOT, Settings
 from bus.tls import ensure_self_signed
+from tests.conftest import free_port
 
 
 def sasl_settings(tmp_path: Path) -> Settings:
@@ -183,3 +187,37 @@ def _forwards_options(call: ast.Call, tree: ast.Module) -> bool:
         for key, value in zip(d.keys, d.values, strict=True)
     )
     return forwarded and spread_in_a_dict
+
+
+@pytest.mark.kafka  # kafka.sh fetches the broker's jars first when they are missing
+def test_the_local_broker_refuses_to_start_with_another_security_than_formatted(
+    tmp_path: Path,
+) -> None:
+    """kafka.sh keeps the security a data dir was formatted with: a plaintext one started
+    with sasl_ssl (it has no SCRAM user) is refused with a message saying what to do."""
+    data = tmp_path / "kafka" / "data"
+    data.mkdir(parents=True)
+    (data / "meta.properties").write_text("node.id=1\n")  # formatted, by a broker before
+    port = free_port()
+    env = {
+        **os.environ,
+        "ECPDS_VAR": str(tmp_path),
+        "ECPDS_KAFKA_PORT": str(port),
+        "ECPDS_KAFKA_CONTROLLER_PORT": str(free_port()),
+        "ECPDS_KAFKA_SECURITY": "sasl_ssl",
+    }
+    env.pop("ECPDS_KAFKA_PASSWORD_FILE", None)
+    env.pop("ECPDS_KAFKA_USER", None)
+    done = subprocess.run(
+        ["bash", str(ROOT / "infra" / "kafka" / "kafka.sh"), "start"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "was formatted for plaintext, not sasl_ssl" in done.stderr
+    assert not (tmp_path / "kafka" / "kafka.pid").exists()  # nothing was started
+    password = tmp_path / "secrets" / "kafka" / "password"
+    assert stat.S_IMODE(password.stat().st_mode) == 0o600
