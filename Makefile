@@ -1,19 +1,25 @@
 # One entry point per task, for people and CI alike.
 #   make up         install what is missing, run everything (Ctrl-C stops it)
-#   make test       install what is missing, run the whole suite (the CI entry)
+#   make test       install what is missing, run the whole suite (the CI entry), then its SASL leg
+#   make test-sasl  the SASL leg alone: a subset over TLS + SASL/SCRAM against a broker of its own
 #   make check      the fast tier for the inner loop: no service started, under a minute
 #   make chaos      install what is missing, run the fault suite (tests/chaos, ~7 min, as root)
 #   make bench      install what is missing, run the benchmarks (JSON under var/bench/results)
 #   make lint       ruff + mypy
 #   make audit      pinned dependencies against vulnerability lists (infra/audit, offline)
 #   make stop       stop what `make up` left running (Kafka, PostgreSQL, mosquitto)
-#   make test-stop  stop the suite's own Kafka and PostgreSQL (under var/test)
+#   make test-stop  stop the suite's own Kafka and PostgreSQL (under var/test, var/test-sasl)
 SHELL := /bin/bash
 VENV := .venv/bin
 # the suite runs its own Kafka/PostgreSQL under var/test on ports apart from `make up`'s
 TEST_ENV := ECPDS_VAR=var/test ECPDS_KAFKA_PORT=29092 ECPDS_PG_PORT=25433 ECPDS_MQTT_PORT=21883 ECPDS_MONITOR_PORT=28080
+# the SASL leg: the tests of every kind of Kafka client (publisher, feeds, stage consumers, faust,
+# admin) and the end-to-end chain (not its protocol matrix: the same clients once per protocol),
+# over SASL_SSL against its own broker under var/test-sasl
+SASL_ENV := ECPDS_VAR=var/test-sasl ECPDS_KAFKA_PORT=29192 ECPDS_PG_PORT=25533 ECPDS_MQTT_PORT=21983 ECPDS_MONITOR_PORT=28180 ECPDS_KAFKA_SECURITY=sasl_ssl
+SASL_TESTS := tests/bus/test_kafka_access.py tests/bus/test_kafka.py tests/bus/test_feeds.py tests/bus/test_stage.py tests/bus/test_faust.py tests/e2e/test_dissemination.py tests/e2e/test_host_errors.py
 
-.PHONY: install up test check chaos bench lint audit stop test-stop clean
+.PHONY: install up test test-sasl check chaos bench lint audit stop test-stop clean
 
 install:
 	@bash infra/install.sh
@@ -21,8 +27,16 @@ install:
 up: install
 	$(VENV)/ecpds up
 
+# both legs run even when the first fails; the target fails if either did
 test: install
-	$(TEST_ENV) $(VENV)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	@status=0; \
+	$(TEST_ENV) $(VENV)/pytest -q -p no:cacheprovider $(PYTEST_ARGS) || status=1; \
+	echo "make test: the SASL leg ($(SASL_TESTS))"; \
+	$(SASL_ENV) $(VENV)/pytest -q -p no:cacheprovider $(SASL_TESTS) || status=1; \
+	exit $$status
+
+test-sasl: install
+	$(SASL_ENV) $(VENV)/pytest -q -p no:cacheprovider $(SASL_TESTS) $(PYTEST_ARGS)
 
 # tests that need a service are marked "services" by tests/conftest.py; the rest need none
 check: $(VENV)/pytest
@@ -56,6 +70,7 @@ stop:
 test-stop:
 	-@$(TEST_ENV) bash infra/kafka/kafka.sh stop
 	-@$(TEST_ENV) bash infra/pg/pg.sh stop
+	-@$(SASL_ENV) bash infra/kafka/kafka.sh stop
 
 clean: stop test-stop
-	rm -rf var/test var/kafka var/pg var/store var/log
+	rm -rf var/test var/test-sasl var/kafka var/pg var/store var/log

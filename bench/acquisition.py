@@ -50,6 +50,7 @@ from bus.config.view import ConfigView
 from bus.events.acquisition import FileDiscovered, RetrievalSucceeded
 from bus.events.base import Envelope
 from bus.events.config import Association, Destination, DestinationType, Host, HostType
+from bus.kafka_access import kafka_options
 from bus.logging import configure
 from bus.publisher import Publisher
 from bus.topics import TopicSpec, apply_topics, catalogue, partition_counts
@@ -164,7 +165,9 @@ def _sftp_ls(sshd: Sshd, folder: Path) -> float:
 async def _log_size(bootstrap: str, topic: str) -> int:
     """How many records ``topic`` holds (the sum of its partitions' end offsets)."""
     counts = await partition_counts(bootstrap, [topic])
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, **kafka_options()
+    )
     await consumer.start()
     try:
         ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(counts[topic])])

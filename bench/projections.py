@@ -39,6 +39,7 @@ from aiokafka.partitioner import murmur2
 from psycopg import sql
 
 from bus import codec
+from bus.kafka_access import kafka_options
 from bus.settings import ROOT, Settings
 
 # this file's name shadows the projections package while bench/ leads sys.path
@@ -250,7 +251,11 @@ async def publish_stream(bootstrap: str, prefix: str, count: int) -> float:
         )
         following = iter(range(WORKERS * CHUNK, chunks * CHUNK, CHUNK))
         producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=20
+            bootstrap_servers=bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=20,
+            **kafka_options(),
         )
         await producer.start()
         try:
@@ -299,7 +304,7 @@ async def rebuild_time(
 
 
 async def delete_topics(bootstrap: str, topics: list[str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="bench")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="bench", **kafka_options())
     await admin.start()
     try:
         await admin.delete_topics(topics)

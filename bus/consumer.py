@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from bus.errors import EcpdsError
+from bus.kafka_access import kafka_options
 
 
 def is_retriable(error: BaseException) -> bool:
@@ -44,6 +45,7 @@ def stage_consumer(
     return AIOKafkaConsumer(
         *topics,
         bootstrap_servers=bootstrap,
+        **kafka_options(),
         group_id=group_id,
         enable_auto_commit=False,
         auto_offset_reset=auto_offset_reset,

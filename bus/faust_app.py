@@ -18,6 +18,7 @@ from faust.serializers import codecs
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
 from bus import codec
+from bus.kafka_access import SASL_MECHANISM, kafka_options
 from bus.settings import Settings
 
 CODEC_NAME = "ecpds-avro"
@@ -84,6 +85,20 @@ def run(main: Coroutine[Any, Any, None]) -> None:
     asyncio.run(main)
 
 
+def credentials(settings: Settings) -> faust.SASLCredentials | None:
+    """faust's ``broker_credentials``: ``bus.kafka_access``'s options in faust's form (None
+    over plaintext), so faust's consumers and producers reach the broker as every client does."""
+    options = kafka_options(settings)
+    if not options:
+        return None
+    return faust.SASLCredentials(
+        username=options["sasl_plain_username"],
+        password=options["sasl_plain_password"],
+        mechanism=SASL_MECHANISM,
+        ssl_context=options["ssl_context"],
+    )
+
+
 def make_app(app_id: str, settings: Settings, **overrides: Any) -> faust.App:
     """A faust app bound to the configured Kafka, with the Avro codec and quick-start settings."""
     register_codec()
@@ -91,7 +106,8 @@ def make_app(app_id: str, settings: Settings, **overrides: Any) -> faust.App:
     datadir = settings.var_dir / "faust" / app_id
     datadir.mkdir(parents=True, exist_ok=True)
     options: dict[str, Any] = {
-        "broker": f"kafka://{settings.kafka_bootstrap.split(',')[0]}",
+        # every broker of the list: a cluster whose first node is down still bootstraps
+        "broker": [f"kafka://{h}" for h in settings.kafka_bootstrap.split(",")],
         "value_serializer": CODEC_NAME,
         "key_serializer": "raw",
         "store": "memory://",
@@ -111,5 +127,8 @@ def make_app(app_id: str, settings: Settings, **overrides: Any) -> faust.App:
         "autodiscover": False,
         "table_cleanup_interval": 60.0,
     }
+    broker_credentials = credentials(settings)
+    if broker_credentials is not None:  # TLS and SCRAM, as every other client of ours
+        options["broker_credentials"] = broker_credentials
     options.update(overrides)
     return faust.App(app_id, **options)

@@ -41,6 +41,7 @@ from bus import codec
 from bus.deadletter import Poison, decode_record
 from bus.errors import DecodeError, TransientError
 from bus.events.base import Event
+from bus.kafka_access import kafka_options
 from bus.logging import get_logger
 from bus.topics import TopicSpec, partition_counts
 
@@ -89,6 +90,7 @@ class Fetch:
 def _consumer(bootstrap: str, fetch: Fetch = Fetch()) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
+        **kafka_options(),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         isolation_level="read_committed",

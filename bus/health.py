@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import psycopg
 from aiokafka.admin import AIOKafkaAdminClient
 
+from bus.kafka_access import kafka_options
 from bus.mqtt import aprobe
 from bus.settings import Settings
 
@@ -23,7 +24,9 @@ class Health:
 
 async def kafka(settings: Settings, timeout: float = 5.0) -> Health:
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=int(timeout * 1000)
+        bootstrap_servers=settings.kafka_bootstrap,
+        request_timeout_ms=int(timeout * 1000),
+        **kafka_options(settings),
     )
     try:
         await asyncio.wait_for(admin.start(), timeout)

@@ -18,6 +18,7 @@ from aiokafka.errors import KafkaError, OutOfOrderSequenceNumber, UnknownProduce
 
 from bus import codec
 from bus.errors import PermanentError, TransientError
+from bus.kafka_access import kafka_options
 from bus.topics import TopicSpec, spec_for
 
 try:  # Kafka's key hash compiled (native/avro); aiokafka's pure-Python one costs ~7 us a key
@@ -51,6 +52,7 @@ class Publisher:
         self._allowed: set[tuple[str, type]] = set()  # (topic, event class) already checked
         self._options = {
             "bootstrap_servers": bootstrap,
+            **kafka_options(),
             "client_id": client_id,
             "acks": "all",
             "enable_idempotence": True,

@@ -157,6 +157,40 @@ def _tls(env: Mapping[str, str], secrets: Path) -> tuple[Path | None, Path | Non
     return None, None, False
 
 
+KafkaSecurity = Literal["plaintext", "sasl_ssl"]
+
+
+def _kafka_access(
+    env: Mapping[str, str], secrets: Path
+) -> tuple[KafkaSecurity, Path | None, str | None, Path | None]:
+    """How clients reach Kafka: (security, CA file, SCRAM user, password file).
+
+    ``plaintext`` needs nothing. ``sasl_ssl`` (TLS, SCRAM-SHA-512) needs a CA certificate to
+    verify the broker, a user and a password file: for the local broker (no
+    ECPDS_KAFKA_BOOTSTRAP) they default to what ``infra/kafka/kafka.sh`` generates under
+    ``<secrets>/kafka``; for a broker elsewhere each must be given, and a missing one is refused
+    by name. The password stays in its file (never in the environment, logs or events).
+    """
+    security = _choice(env, "ECPDS_KAFKA_SECURITY", "plaintext", ("plaintext", "sasl_ssl"))
+    given = {
+        name: env.get(name) or None
+        for name in ("ECPDS_KAFKA_CA", "ECPDS_KAFKA_USER", "ECPDS_KAFKA_PASSWORD_FILE")
+    }
+    if security == "plaintext":
+        for name, value in given.items():
+            if value is not None:
+                raise ConfigurationError(name, "needs ECPDS_KAFKA_SECURITY=sasl_ssl")
+        return "plaintext", None, None, None
+    if env.get("ECPDS_KAFKA_BOOTSTRAP"):  # a broker elsewhere: nothing is guessed
+        for name, value in given.items():
+            if value is None:
+                raise ConfigurationError(name, "must be set when ECPDS_KAFKA_SECURITY=sasl_ssl")
+    local = secrets / "kafka"
+    ca = given["ECPDS_KAFKA_CA"] or local / "server.crt"
+    password = given["ECPDS_KAFKA_PASSWORD_FILE"] or local / "password"
+    return "sasl_ssl", Path(ca), given["ECPDS_KAFKA_USER"] or "ecpds", Path(password)
+
+
 def _address(env: Mapping[str, str], name: str, default: str) -> str:
     """A bind address: an IP address or a host name, nothing with a port or a scheme in it."""
     value = env.get(name) or default
@@ -189,6 +223,13 @@ class Settings:
     var_dir: Path = ROOT / "var"
     kafka_bootstrap: str = "127.0.0.1:9092"
     kafka_port: int = 9092
+    # how clients reach Kafka (bus.kafka_access turns these into client options): plaintext,
+    # or TLS verified against ``kafka_ca`` with SCRAM-SHA-512 as ``kafka_user``, whose password
+    # is read from ``kafka_password_file`` (never the environment)
+    kafka_security: KafkaSecurity = "plaintext"
+    kafka_ca: Path | None = None
+    kafka_user: str | None = None
+    kafka_password_file: Path | None = None
     pg_port: int = 5433
     # the local cluster's DSN names the password file (see _pg_dsn), never the password
     pg_dsn: str = (
@@ -249,6 +290,9 @@ class Settings:
                     "ECPDS_KAFKA_BOOTSTRAP", f"expected host:port[,host:port], got {bootstrap!r}"
                 )
         dsn = _pg_dsn(env, pg_port, var_dir / "secrets" / "pgpass")
+        security, kafka_ca, kafka_user, kafka_password_file = _kafka_access(
+            env, var_dir / "secrets"
+        )
         tls_cert, tls_key, self_signed = _tls(env, var_dir / "secrets")
         store_root = Path(env.get("ECPDS_STORE_ROOT") or var_dir / "store")
         key_file = Path(env.get("ECPDS_KEY_FILE") or var_dir / "secrets" / "ecpds.key")
@@ -261,6 +305,10 @@ class Settings:
             var_dir=var_dir,
             kafka_bootstrap=bootstrap,
             kafka_port=kafka_port,
+            kafka_security=security,
+            kafka_ca=kafka_ca,
+            kafka_user=kafka_user,
+            kafka_password_file=kafka_password_file,
             pg_port=pg_port,
             pg_dsn=dsn,
             mqtt_broker=_choice(
@@ -332,9 +380,14 @@ class Settings:
 
     def infra_env(self) -> dict[str, str]:
         """The variables the infra scripts read, matching these settings."""
-        return {
+        env = {
             "ECPDS_VAR": str(self.var_dir),
             "ECPDS_KAFKA_PORT": str(self.kafka_port),
+            "ECPDS_KAFKA_SECURITY": self.kafka_security,
             "ECPDS_PG_PORT": str(self.pg_port),
             "ECPDS_MQTT_PORT": str(self.mqtt_port),
         }
+        if self.kafka_security == "sasl_ssl":  # the local broker's SCRAM user and its files
+            env["ECPDS_KAFKA_USER"] = str(self.kafka_user)
+            env["ECPDS_KAFKA_PASSWORD_FILE"] = str(self.kafka_password_file)
+        return env

@@ -23,6 +23,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 
 from bus.errors import InfrastructureError
+from bus.kafka_access import kafka_options
 
 DAY_MS = 24 * 3600 * 1000
 
@@ -198,7 +199,9 @@ async def apply_topics(
 ) -> list[TopicChange]:
     """Create missing topics (with ``replication`` copies) and align configuration and
     partition counts; idempotent."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="ecpds-topics")
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, client_id="ecpds-topics", **kafka_options()
+    )
     await admin.start()
     try:
         return await _apply(admin, list(specs), replication)
@@ -208,7 +211,9 @@ async def apply_topics(
 
 async def partition_counts(bootstrap: str, topics: Iterable[str] | None = None) -> dict[str, int]:
     """Partition count of each existing topic (all topics when ``topics`` is None)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="ecpds-topics")
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, client_id="ecpds-topics", **kafka_options()
+    )
     await admin.start()
     try:
         names = list(topics) if topics is not None else await admin.list_topics()

@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bus import codec
 from bus.errors import DecodeError
+from bus.kafka_access import kafka_options
 from bus.settings import Settings
 from bus.topics import (
     ACQUISITION,
@@ -62,6 +63,7 @@ async def read_log(settings: Settings, topics: Sequence[str]) -> list[Entry]:
     partitions = [TopicPartition(t, p) for t in chosen for p in range(counts[t])]
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
+        **kafka_options(settings),
         enable_auto_commit=False,
         group_id=None,
         auto_offset_reset="earliest",  # agrees with the seek below (aiokafka reset race)

@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bus import codec
 from bus.errors import DecodeError, PermanentError
+from bus.kafka_access import kafka_options
 from bus.settings import Settings
 from bus.topics import ORDERS_PREFIX, catalogue, partition_counts
 
@@ -63,6 +64,7 @@ async def tail(
     """Print events until interrupted (or ``limit`` events, or ``idle_exit`` quiet seconds)."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
+        **kafka_options(settings),
         enable_auto_commit=False,
         group_id=None,
         # the reset assign() starts must agree with the seek below: aiokafka lets a reset in

@@ -22,6 +22,7 @@ from rich.markup import escape
 from bus import codec
 from bus.errors import DecodeError
 from bus.events import Event
+from bus.kafka_access import kafka_options
 from bus.publisher import Publisher
 from bus.requests import Action, Verb, build, lifetime_expiry
 from bus.topics import CONFIG, TRANSFERS
@@ -92,7 +93,10 @@ async def _answers(
     """The events caused by the request, read from its partition (answers are keyed by the
     same destination) until the first ones arrive and a short quiet spell follows."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+        bootstrap_servers=bootstrap,
+        **kafka_options(),
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
     )
     await consumer.start()
     found: list[Event] = []

@@ -49,6 +49,7 @@ import psycopg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
+from bus.kafka_access import kafka_options
 from bus.logging import get_logger
 from bus.publisher import Publisher
 from bus.topics import ORDERS_PREFIX, TopicSpec, catalogue
@@ -116,6 +117,7 @@ class Projector:
         self.batches = 0
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
+            **kafka_options(),
             group_id=group_id or name,  # the group only balances partitions; name keys positions
             enable_auto_commit=False,
             auto_offset_reset="earliest",

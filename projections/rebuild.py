@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from psycopg import sql
 
+from bus.kafka_access import kafka_options
 from bus.settings import Settings
 from bus.topics import partition_counts
 from projections.db import DEFAULT_SCHEMA, checked_schema, connect
@@ -48,7 +49,9 @@ class RebuildReport:
 
 async def ecpds_topics(bootstrap: str) -> list[str]:
     """The existing topics the projector reads (fixed catalogue and every orders topic)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="ecpds-rebuild")
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, client_id="ecpds-rebuild", **kafka_options()
+    )
     await admin.start()
     try:
         names = await admin.list_topics()
@@ -95,6 +98,7 @@ async def _replay(
         return 0, 0
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
+        **kafka_options(settings),
         enable_auto_commit=False,
         auto_offset_reset="earliest",  # agrees with the seek below (aiokafka reset race)
         isolation_level="read_committed",

@@ -84,6 +84,7 @@ from bus.events.deadletter import DeadLetterReason
 from bus.events.movers import TransferAbortRequested
 from bus.events.orders import TransferOrdered
 from bus.feeds import Feed
+from bus.kafka_access import kafka_options
 from bus.logging import configure, get_logger
 from bus.publisher import Publisher
 from bus.retry import until_acknowledged
@@ -159,6 +160,7 @@ class Mover:
         )
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=config.bootstrap,
+            **kafka_options(),
             group_id=config.group,
             client_id=config.source,
             enable_auto_commit=False,

@@ -71,10 +71,13 @@ class OrdersTopics:
     """Creates a transfer group's orders topic the first time it gets an order. An existing
     topic is left as it is: aligning it is ``ecpds up``'s job, and workers would race."""
 
-    def __init__(self, bootstrap: str, topics: Topics, partitions: int) -> None:
+    def __init__(
+        self, bootstrap: str, topics: Topics, partitions: int, replication: int = 1
+    ) -> None:
         self._bootstrap = bootstrap
         self._topics = topics
         self._partitions = partitions
+        self._replication = replication  # copies of a topic made here (a cluster's factor)
         self._ensured: set[str] = {topics.transfers, topics.movers}  # declared inputs
 
     async def ensure(self, names: Iterable[str]) -> None:
@@ -91,7 +94,7 @@ class OrdersTopics:
                 if not existing.get(t)
             ]
             if specs:
-                await apply_topics(self._bootstrap, specs)
+                await apply_topics(self._bootstrap, specs, replication=self._replication)
         except Exception as error:
             raise TransientError(f"creating {sorted(missing)}: {error}") from error
         self._ensured |= missing

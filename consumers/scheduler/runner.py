@@ -137,7 +137,9 @@ class SchedulerRunner:
         self._decider: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()  # no publish in flight
         self._idle.set()
-        self._orders_topics = OrdersTopics(self._bootstrap, topics, settings.topic_partitions)
+        self._orders_topics = OrdersTopics(
+            self._bootstrap, topics, settings.topic_partitions, settings.kafka_replication
+        )
         self.published = 0
         self.rebuilds = 0
         self.dead_lettered = 0
@@ -485,7 +487,11 @@ class SchedulerRunner:
 async def serve(settings: Settings, app_id: str, topics: Topics) -> None:
     """Run one scheduler worker until SIGTERM, SIGINT or SIGHUP (its input topics are created
     if missing)."""
-    await apply_topics(settings.kafka_bootstrap, topics.inputs(settings.topic_partitions))
+    await apply_topics(
+        settings.kafka_bootstrap,
+        topics.inputs(settings.topic_partitions),
+        replication=settings.kafka_replication,
+    )
     runner = SchedulerRunner(settings, app_id=app_id, topics=topics)
     stop = asyncio.Event()
     stop_on_signals(stop.set)

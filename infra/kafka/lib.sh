@@ -70,10 +70,11 @@ kafka_tool() {
 
 kafka_new_cluster_id() { kafka_tool "$1" kafka.tools.StorageTool random-uuid | tail -n 1; }
 
-# kafka_format DIR CLUSTER_ID LOG: formats the node's storage once (a formatted one is kept)
+# kafka_format DIR CLUSTER_ID LOG [ARGS...]: formats the node's storage once (a formatted one
+# is kept); ARGS go to the storage tool (kafka.sh's SCRAM user)
 kafka_format() {
   [ -f "$1/data/meta.properties" ] && return 0
-  kafka_tool "$1" kafka.tools.StorageTool format -t "$2" -c "$1/server.properties" >>"$3" 2>&1 \
+  kafka_tool "$1" kafka.tools.StorageTool format -t "$2" -c "$1/server.properties" "${@:4}" >>"$3" 2>&1 \
     || die "formatting Kafka storage in $1 failed; see $3"
 }
 

@@ -47,6 +47,8 @@ def test_ports_follow_their_variables() -> None:
         ("ECPDS_CODEC", "java"),
         ("ECPDS_SESSION_IDLE", "forever"),
         ("ECPDS_SESSION_MAX", "0"),
+        ("ECPDS_KAFKA_SECURITY", "ssl"),
+        ("ECPDS_KAFKA_USER", "ecpds"),  # meaningless without ECPDS_KAFKA_SECURITY=sasl_ssl
     ],
 )
 def test_bad_value_is_refused_naming_the_variable(name: str, value: str) -> None:
@@ -143,3 +145,38 @@ def test_given_dsn_keeps_its_sslmode() -> None:
     """ECPDS_PG_DSN is used as given, its sslmode included (psycopg then obeys it)."""
     dsn = "postgresql://ecpds@db.example:5432/ecpds?sslmode=verify-full"
     assert Settings.from_env({"ECPDS_PG_DSN": dsn}).pg_dsn == dsn
+
+
+def test_kafka_sasl_ssl_defaults_to_the_local_brokers_files() -> None:
+    """sasl_ssl towards the local broker uses the user, certificate and password file that
+    infra/kafka/kafka.sh makes under the secrets directory; plaintext needs none of them."""
+    plain = Settings.from_env({"ECPDS_VAR": "/srv/ecpds"})
+    assert (plain.kafka_security, plain.kafka_ca, plain.kafka_password_file) == (
+        "plaintext", None, None,
+    )  # fmt: skip
+    s = Settings.from_env({"ECPDS_VAR": "/srv/ecpds", "ECPDS_KAFKA_SECURITY": "sasl_ssl"})
+    assert s.kafka_security == "sasl_ssl"
+    assert s.kafka_user == "ecpds"
+    assert s.kafka_ca == Path("/srv/ecpds/secrets/kafka/server.crt")
+    assert s.kafka_password_file == Path("/srv/ecpds/secrets/kafka/password")
+    assert s.infra_env()["ECPDS_KAFKA_PASSWORD_FILE"] == "/srv/ecpds/secrets/kafka/password"
+
+
+@pytest.mark.parametrize(
+    "missing", ["ECPDS_KAFKA_CA", "ECPDS_KAFKA_USER", "ECPDS_KAFKA_PASSWORD_FILE"]
+)
+def test_kafka_sasl_ssl_elsewhere_needs_each_credential(missing: str) -> None:
+    """Towards a broker elsewhere (ECPDS_KAFKA_BOOTSTRAP) nothing is guessed: a missing CA,
+    user or password file is refused by name."""
+    env = {
+        "ECPDS_KAFKA_BOOTSTRAP": "kafka.example:9093",
+        "ECPDS_KAFKA_SECURITY": "sasl_ssl",
+        "ECPDS_KAFKA_CA": "/etc/ecpds/kafka-ca.pem",
+        "ECPDS_KAFKA_USER": "ecpds",
+        "ECPDS_KAFKA_PASSWORD_FILE": "/etc/ecpds/kafka-password",
+    }
+    Settings.from_env(env)  # complete: accepted
+    del env[missing]
+    with pytest.raises(ConfigurationError) as caught:
+        Settings.from_env(env)
+    assert caught.value.field == missing

@@ -36,6 +36,7 @@ from bus.config.yamlio import load
 from bus.events import Event
 from bus.events.transfers import TransferQueued, TransferSucceeded
 from bus.feeds import decode, partitions_of
+from bus.kafka_access import kafka_options
 from bus.publisher import Publisher
 from bus.settings import ROOT
 from bus.topics import DAY_MS, TopicSpec, apply_topics
@@ -59,7 +60,10 @@ class Tail:
 
     async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+            bootstrap_servers=self.bootstrap,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            **kafka_options(),  # as every client of ours: over SASL_SSL in the SASL leg
         )
         await self._consumer.start()
         partitions = await partitions_of(self.bootstrap, self.topics)

@@ -19,6 +19,7 @@ from bus.config.apply import events_for, plan
 from bus.config.view import LiveConfig
 from bus.errors import DecodeError
 from bus.events import Event
+from bus.kafka_access import kafka_options
 from bus.publisher import Publisher
 from bus.settings import Settings
 from bus.tokens import token_digest
@@ -106,7 +107,10 @@ async def read_topic(kafka: str, topic: str) -> list[tuple[int, int, Event]]:
     """Every event of ``topic`` as (partition, offset, event), read up to its current end
     (records no schema can read are left out)."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=kafka, enable_auto_commit=False, auto_offset_reset="earliest"
+        bootstrap_servers=kafka,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        **kafka_options(),  # as every client of ours: over SASL_SSL in the SASL leg
     )
     await consumer.start()
     try:
