@@ -16,7 +16,7 @@ TEST_ENV := ECPDS_VAR=var/test ECPDS_KAFKA_PORT=29092 ECPDS_PG_PORT=25433 ECPDS_
 # the SASL leg: the tests of every kind of Kafka client (publisher, feeds, stage consumers, faust,
 # admin) and the end-to-end chain (not its protocol matrix: the same clients once per protocol),
 # over SASL_SSL against its own broker under var/test-sasl
-SASL_ENV := ECPDS_VAR=var/test-sasl ECPDS_KAFKA_PORT=29192 ECPDS_PG_PORT=25533 ECPDS_MQTT_PORT=21983 ECPDS_MONITOR_PORT=28180 ECPDS_KAFKA_SECURITY=sasl_ssl
+SASL_ENV := ECPDS_VAR=var/test-sasl ECPDS_KAFKA_PORT=29292 ECPDS_PG_PORT=25533 ECPDS_MQTT_PORT=21983 ECPDS_MONITOR_PORT=28180 ECPDS_KAFKA_SECURITY=sasl_ssl
 SASL_TESTS := tests/bus/test_kafka_access.py tests/bus/test_kafka.py tests/bus/test_feeds.py tests/bus/test_stage.py tests/bus/test_faust.py tests/e2e/test_dissemination.py tests/e2e/test_host_errors.py
 
 .PHONY: install up test test-sasl check chaos bench lint audit stop test-stop clean
