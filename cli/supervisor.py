@@ -83,6 +83,7 @@ def components() -> list[Component]:
         ("mailer", "consumers.mailer.runner"),
         ("acquisition", "producers.acquisition.runner"),
         ("api", "producers.api.runner"),
+        ("portal", "producers.portal.runner"),
     ]
     for name, module in candidates:
         if (ROOT / (module.replace(".", "/") + ".py")).exists():

@@ -46,6 +46,14 @@ def requested_by_acquisition(registered: DataFileRegistered) -> bool:
     return (registered.requested_by or "").startswith(ACQUISITION_REQUESTER)
 
 
+PORTAL_REQUESTER = "portal/"  # + login: the requester of files pushed through the Data Portal
+
+
+def requested_by_portal(registered: DataFileRegistered) -> bool:
+    """Whether a data user pushed this data file through the portal."""
+    return (registered.requested_by or "").startswith(PORTAL_REQUESTER)
+
+
 def unique_key(destination: str, target: str, version: str | None) -> UniqueKey:
     """The uniqueness key of a data file: (destination, target, version)."""
     return (destination, target, version or "")
