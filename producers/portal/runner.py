@@ -1,7 +1,9 @@
 """Runs the Data Portal: ``python -m producers.portal.runner [--sftp-port N] ...``.
 
 Its doors listen on ECPDS_PORTAL_ADDRESS (127.0.0.1 by default): SFTP/SCP on
-ECPDS_PORTAL_SFTP_PORT (2222). Start order (each step waits for the previous one): topics exist
+ECPDS_PORTAL_SFTP_PORT (2222), HTTPS on ECPDS_PORTAL_HTTPS_PORT (8443; the certificate of
+ECPDS_TLS_CERT/_KEY, else one created on first run under ``<var>/secrets/portal/tls``).
+Start order (each step waits for the previous one): topics exist
 -> live configuration read to its end -> publisher -> ingest index read from
 ``ecpds.datafiles`` + ``ecpds.transfers`` to its end -> ``recover`` (close the portal's own
 registrations a crash left open: uploads cut by the crash) -> read-model pool -> doors. Only
@@ -15,10 +17,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import uvicorn
 import uvloop
 
 from bus.config.view import LiveConfig, config_spec
@@ -28,11 +32,16 @@ from bus.logging import configure, get_logger
 from bus.publisher import Publisher
 from bus.settings import Settings
 from bus.signin import SignInGate
+from bus.tls import ensure_self_signed
+from bus.tokens import TokenFile
 from bus.topics import CONFIG, DATAFILES, PORTAL, TRANSFERS, TopicSpec, apply_topics, catalogue
+from bus.web import UVICORN_OPTIONS
 from producers.ingest.core import requested_by_portal
 from producers.ingest.follower import LogFollower
 from producers.ingest.index import IngestIndex
 from producers.ingest.service import IngestService, IngestTopics
+from producers.portal.https import PROTOCOL as HTTPS
+from producers.portal.https import HttpsDoor
 from producers.portal.service import Portal, PortalTopics
 from producers.portal.sftp import PROTOCOL as SFTP
 from producers.portal.sftp import SftpDoor, ensure_host_key
@@ -52,7 +61,8 @@ class PortalOptions:
     topics: PortalTopics = field(default_factory=PortalTopics)
     store_root: Path | None = None
     schema: str = DEFAULT_SCHEMA
-    sftp_port: int | None = None  # None: the settings' port; 0: any free port
+    sftp_port: int | None = None  # None: the settings' port
+    https_port: int | None = None  # None: the settings' port
     publish_timeout: float = 10.0  # seconds an upload waits for the broker before failing
 
 
@@ -86,6 +96,7 @@ class Running:
 
     portal: Portal
     sftp_port: int
+    https_port: int
 
 
 @contextlib.asynccontextmanager
@@ -150,17 +161,74 @@ async def running(
             spool=settings.var_dir / "portal" / "spool",
             topics=options.topics,
             source=source,
+            key_file=settings.key_file,
         )
         stack.push_async_callback(portal.drain)
         gate = SignInGate(SFTP, _to(publisher, options.topics.portal))
         stack.push_async_callback(gate.close)
-        door = SftpDoor(portal, gate, settings.key_file)
+        door = SftpDoor(portal, gate)
         host_key = ensure_host_key(settings.var_dir / "secrets" / "portal" / "ssh_host_ed25519_key")
         wanted = settings.portal_sftp_port if options.sftp_port is None else options.sftp_port
         port = await door.start(settings.portal_address, wanted, host_key)
         stack.push_async_callback(door.close)
         log.info("portal SFTP/SCP listening", address=settings.portal_address, port=port)
-        yield Running(portal, port)
+        web_gate = SignInGate(HTTPS, _to(publisher, options.topics.portal))
+        stack.push_async_callback(web_gate.close)
+        tokens = TokenFile(settings.var_dir / "secrets" / "portal-tokens")
+        web = HttpsDoor(portal, web_gate, tokens)
+        https_port = (
+            settings.portal_https_port if options.https_port is None else options.https_port
+        )
+        server = _Server(
+            uvicorn.Config(
+                web.app,
+                host=settings.portal_address,
+                port=https_port,
+                log_level="warning",
+                access_log=False,
+                lifespan="off",
+                timeout_graceful_shutdown=10,
+                **_tls(settings),
+                **UVICORN_OPTIONS,
+            )
+        )
+        serving = asyncio.create_task(server.serve())
+        while not server.started:
+            if serving.done():
+                serving.result()  # its error (a port in use ...)
+                raise RuntimeError("the portal's HTTPS server ended at start")
+            await asyncio.sleep(0.05)
+
+        async def stop_web() -> None:
+            server.should_exit = True
+            await serving
+
+        stack.push_async_callback(stop_web)
+        log.info("portal HTTPS listening", address=settings.portal_address, port=https_port)
+        yield Running(portal, port, https_port)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, stopped by the portal's own signal handlers (not its own)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _tls(settings: Settings) -> dict[str, Any]:
+    """The portal's certificate and key: the configured pair (ECPDS_TLS_CERT/_KEY), else one
+    generated on first run under ``<var>/secrets/portal/tls`` (always HTTPS)."""
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        cert, key = settings.tls_cert, settings.tls_key
+        if settings.tls_self_signed:
+            ensure_self_signed(cert, key)
+    else:
+        cert = settings.var_dir / "secrets" / "portal" / "tls" / "server.crt"
+        key = settings.var_dir / "secrets" / "portal" / "tls" / "server.key"
+        if ensure_self_signed(cert, key):
+            log.warning("created the portal's TLS certificate", cert=str(cert))
+    return {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
 
 
 def _to(publisher: Publisher, topic: str) -> Callable[[str, Event], Awaitable[object]]:
@@ -183,6 +251,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings.from_env()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sftp-port", type=int, default=None)
+    parser.add_argument("--https-port", type=int, default=None)
     parser.add_argument("--config-topic", default=CONFIG)
     parser.add_argument("--datafiles-topic", default=DATAFILES)
     parser.add_argument("--transfers-topic", default=TRANSFERS)
@@ -198,6 +267,7 @@ def main(argv: list[str] | None = None) -> None:
         store_root=args.store_root,
         schema=args.schema,
         sftp_port=args.sftp_port,
+        https_port=args.https_port,
     )
     uvloop.run(serve(settings, options))
 

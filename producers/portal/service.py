@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
+from bus.config.secrets import OperatorKey, stored_hash
 from bus.config.source import ConfigSource
 from bus.errors import ConfigurationError, EcpdsError
 from bus.events import Event, envelope
@@ -159,9 +160,11 @@ class Portal:
         spool: Path,
         topics: PortalTopics | None = None,
         source: str = "portal",
+        key_file: Path | None = None,
         clock: Callable[[], datetime] = _now,
     ) -> None:
         self.config = config
+        self._key_file = key_file  # decrypts data users' hashes (``bus.config.secrets``)
         self.reads = reads
         self.stores = stores
         self.ingest = ingest
@@ -180,6 +183,18 @@ class Portal:
 
     def user(self, login: str) -> DataUser | None:
         return self.config.view.users.get(login)
+
+    def password_hash(self, login: str) -> str | None:
+        """``login``'s argon2 hash, decrypted; None for no such user, or one whose hash is
+        under a key this machine lacks (nobody signs in as them)."""
+        user = self.user(login)
+        if user is None:
+            return None
+        try:
+            key = OperatorKey.load(self._key_file, create=False) if self._key_file else None
+            return stored_hash(user, key)
+        except ConfigurationError:
+            return None
 
     def account(self, login: str) -> Account | Denied:
         """``login``'s account now, or why it has none."""

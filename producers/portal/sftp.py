@@ -30,8 +30,6 @@ from typing import TypeVar
 
 import asyncssh
 
-from bus.config.secrets import OperatorKey, stored_hash
-from bus.errors import ConfigurationError
 from bus.logging import get_logger
 from bus.private import create_private
 from bus.signin import Banned, SignInGate
@@ -69,10 +67,9 @@ def ensure_host_key(path: Path) -> asyncssh.SSHKey:
 class SftpDoor:
     """The SSH server of one portal: sign-in, sessions, and an SFTP server per channel."""
 
-    def __init__(self, portal: Portal, gate: SignInGate, key_file: Path | None) -> None:
+    def __init__(self, portal: Portal, gate: SignInGate) -> None:
         self.portal = portal
         self.gate = gate
-        self._key_file = key_file
         self._server: asyncssh.SSHAcceptor | None = None
 
     async def start(self, host: str, port: int, host_key: asyncssh.SSHKey) -> int:
@@ -98,16 +95,6 @@ class SftpDoor:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
-
-    def password_hash(self, login: str) -> str | None:
-        user = self.portal.user(login)
-        if user is None:
-            return None
-        try:
-            key = OperatorKey.load(self._key_file, create=False) if self._key_file else None
-            return stored_hash(user, key)
-        except ConfigurationError:
-            return None  # a hash under a key this machine lacks: nobody signs in as them
 
     def knows_key(self, login: str, offered: asyncssh.SSHKey) -> bool:
         user = self.portal.user(login)
@@ -149,7 +136,7 @@ class _Connection(asyncssh.SSHServer):
 
     async def validate_password(self, username: str, password: str) -> bool:
         outcome = await self.door.gate.check(
-            self.address, username, self.door.password_hash(username), password
+            self.address, username, self.door.portal.password_hash(username), password
         )
         if isinstance(outcome, Banned):
             log.info("sftp sign-in banned", login=username, retry_after=outcome.retry_after)

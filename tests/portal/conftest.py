@@ -71,6 +71,7 @@ class PortalStack:
     root: Path
     tag: str
     sftp_port: int = 0
+    https_port: int = 0
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     tail: Tail | None = None
 
@@ -119,11 +120,12 @@ class PortalStack:
         )  # fmt: skip
 
     def start_portal(self) -> None:
-        self.sftp_port = free_port()
+        self.sftp_port, self.https_port = free_port(), free_port()
         process = self._spawn(
             "portal",
             [
                 "-m", "producers.portal.runner", "--sftp-port", str(self.sftp_port),
+                "--https-port", str(self.https_port),
                 "--config-topic", self.topic("config"),
                 "--datafiles-topic", self.topic("datafiles"),
                 "--transfers-topic", self.topic("transfers"),
@@ -135,7 +137,7 @@ class PortalStack:
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 pytest.fail(f"the portal exited with {process.returncode}: {self.log('portal')}")
-            if "portal SFTP/SCP listening" in self.log("portal"):
+            if "portal HTTPS listening" in self.log("portal"):
                 return
             time.sleep(0.2)
         pytest.fail(f"the portal did not start within 60 s: {self.log('portal')}")
@@ -229,6 +231,21 @@ class PortalStack:
         return subprocess.run(
             argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False
         )
+
+    def curl(
+        self, path: str, *args: str, login: Site | None = None, password: str | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
+        """``curl`` against the HTTPS door, trusting its certificate; ``-w`` appends the status
+        as a last line ``HTTP <code>``."""
+        cert = self.root / "secrets" / "portal" / "tls" / "server.crt"
+        argv = [
+            "curl", "-sS", "--path-as-is", "--cacert", str(cert), "-D", "-",
+            "-w", "\\nHTTP %{http_code}", *args,
+        ]  # fmt: skip
+        if login is not None:
+            argv += ["-u", f"{login.login}:{password or login.password}"]
+        argv.append(f"https://127.0.0.1:{self.https_port}{path}")
+        return subprocess.run(argv, capture_output=True, timeout=120, check=False)
 
     # -- reading back -------------------------------------------------------------------------
 

@@ -1,0 +1,209 @@
+"""The portal's HTTPS door against ``curl``: Basic and token sign-in, HTML and JSON listings,
+``Range``/``ETag``/``If-None-Match``/``Last-Modified``, ``PUT`` uploads and refusals, with real
+Kafka, PostgreSQL, projector and object store."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import pytest
+
+from bus.events.portal import AccessDeniedReason, PortalAccessDenied, PortalDownloaded
+from bus.events.transfers import TransferDownloaded, TransferQueued
+from bus.tokens import TokenFile, TokenRole
+from tests.portal.conftest import PortalStack, Site
+
+pytestmark = pytest.mark.kafka
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+def answer(done: subprocess.CompletedProcess[bytes]) -> Answer:
+    """curl's ``-D - -w '\\nHTTP <code>'`` output, parsed (a ``100 Continue`` skipped)."""
+    assert done.returncode == 0, done.stderr
+    out, _, code = done.stdout.rpartition(b"\nHTTP ")
+    while True:
+        head, _, out = out.partition(b"\r\n\r\n")
+        if head.split(b" ", 2)[1:2] != [b"100"]:
+            break
+    headers = {}
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.decode().partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return Answer(int(code), headers, out)
+
+
+USERS = """
+users:
+  - login: web-{tag}
+    password: web-secret
+    destinations: [pickup-{tag}]
+    operations: [dir, get, put, size, mtime]
+  - login: look-{tag}
+    password: look-secret
+    destinations: [pickup-{tag}]
+    operations: [dir, size]
+"""
+
+
+@pytest.fixture(scope="module")
+async def users(portal: PortalStack) -> dict[str, Site]:
+    """web (dir get put size mtime) and look (dir size only)."""
+    await portal.apply(USERS.format(tag=portal.tag))
+    return {
+        "web": Site(f"web-{portal.tag}", "web-secret", Path("/nonexistent")),
+        "look": Site(f"look-{portal.tag}", "look-secret", Path("/nonexistent")),
+    }
+
+
+@pytest.fixture(scope="module")
+async def uploaded(
+    portal: PortalStack, users: dict[str, Site], tmp_path_factory: pytest.TempPathFactory
+) -> bytes:
+    """``web.bin`` PUT into pickup-<tag> by web, and projected."""
+    data = os.urandom(1_000_000)
+    source = tmp_path_factory.mktemp("https") / "web.bin"
+    source.write_bytes(data)
+    put = answer(
+        await asyncio.to_thread(
+            portal.curl, f"/pickup-{portal.tag}/web.bin", "-T", str(source), login=users["web"]
+        )
+    )
+    assert put.status == 201, put.body + portal.log("portal").encode()
+    assert orjson.loads(put.body)["size"] == len(data)
+    await portal.listed(f"pickup-{portal.tag}", "web.bin")
+    return data
+
+
+async def test_listings_are_json_for_scripts_and_html_for_people(
+    portal: PortalStack, users: dict[str, Site], uploaded: bytes
+) -> None:
+    """A folder answers a JSON listing (name, type, size, status) with ``Accept:
+    application/json`` and an HTML index with a link per file otherwise; ``/`` lists the
+    destinations."""
+    dest = f"pickup-{portal.tag}"
+    listed = answer(portal.curl(f"/{dest}/", "-H", "Accept: application/json", login=users["web"]))
+    assert listed.status == 200
+    entries = {e["name"]: e for e in orjson.loads(listed.body)["entries"]}
+    assert entries["web.bin"]["size"] == len(uploaded)
+    assert entries["web.bin"]["status"] == "HOLD"
+    page = answer(portal.curl(f"/{dest}/?sort=size&order=desc", login=users["web"]))
+    assert page.status == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert f'href="/{dest}/web.bin"'.encode() in page.body
+    root = answer(portal.curl("/?format=json", login=users["web"]))
+    assert [e["name"] for e in orjson.loads(root.body)["entries"]] == [dest]
+
+
+async def test_ranges_etags_and_a_complete_get_that_marks_the_transfer_done(
+    portal: PortalStack, users: dict[str, Site], uploaded: bytes
+) -> None:
+    """``Range`` answers 206 with its bytes, an unsatisfiable one 416; ``If-None-Match`` with
+    the ETag 304; neither marks anything; the whole GET (ETag, Last-Modified, Content-Length)
+    returns the bytes and marks the held transfer DONE."""
+    dest, web = f"pickup-{portal.tag}", users["web"]
+    part = answer(portal.curl(f"/{dest}/web.bin", "-r", "10-19", login=web))
+    assert part.status == 206
+    assert part.body == uploaded[10:20]
+    assert part.headers["content-range"] == f"bytes 10-19/{len(uploaded)}"
+    tail = answer(portal.curl(f"/{dest}/web.bin", "-r", "-5", login=web))
+    assert tail.body == uploaded[-5:]
+    beyond = answer(portal.curl(f"/{dest}/web.bin", "-r", f"{len(uploaded)}-", login=web))
+    assert beyond.status == 416
+    whole = answer(portal.curl(f"/{dest}/web.bin", login=web))
+    assert whole.status == 200
+    assert whole.body == uploaded
+    assert whole.headers["content-length"] == str(len(uploaded))
+    assert whole.headers["accept-ranges"] == "bytes"
+    assert "last-modified" in whole.headers
+    tag = whole.headers["etag"]
+    same = answer(portal.curl(f"/{dest}/web.bin", "-H", f"If-None-Match: {tag}", login=web))
+    assert same.status == 304
+    assert same.body == b""
+    transfer = next(e.transfer_id for e in portal.events(TransferQueued) if e.target == "web.bin")
+    await portal.until(
+        lambda: any(e.transfer_id == transfer for e in portal.events(TransferDownloaded))
+    )
+    downloads = [e for e in portal.events(PortalDownloaded) if e.transfer_id == transfer]
+    assert [d.complete for d in downloads].count(True) == 1
+    assert len([e for e in portal.events(TransferDownloaded) if e.transfer_id == transfer]) == 1
+
+
+async def test_a_portal_token_signs_in_and_a_viewer_token_only_reads(
+    portal: PortalStack, users: dict[str, Site], uploaded: bytes, tmp_path: Path
+) -> None:
+    """``Authorization: Bearer`` with a token of the portal's token file named by the login
+    lists; a viewer token may not PUT (403); an unknown token is 401."""
+    book = TokenFile(portal.root / "secrets" / "portal-tokens")
+    writer = book.create(users["web"].login, TokenRole.OPERATOR)
+    dest = f"pickup-{portal.tag}"
+    listed = answer(portal.curl(f"/{dest}/?format=json", "-H", f"Authorization: Bearer {writer}"))
+    assert listed.status == 200
+    assert "web.bin" in {e["name"] for e in orjson.loads(listed.body)["entries"]}
+    book.revoke(users["web"].login)
+    viewer = book.create(users["web"].login, TokenRole.VIEWER)
+    (tmp_path / "v.bin").write_bytes(b"v")
+    put = answer(
+        portal.curl(
+            f"/{dest}/v.bin", "-T", str(tmp_path / "v.bin"), "-H", f"Authorization: Bearer {viewer}"
+        )
+    )
+    assert put.status == 403
+    unknown = answer(portal.curl(f"/{dest}/", "-H", "Authorization: Bearer nope"))
+    assert unknown.status == 401
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/pickup-{tag}/../../etc/passwd", 404),
+        ("/pickup-{tag}/%2e%2e/%2e%2e/etc/passwd", 404),
+        ("/pickup-{tag}/%252e%252e/etc/passwd", 404),
+        ("/etc/passwd", 404),
+        ("/other-{tag}/", 404),
+        ("/pickup-{tag}/a%00b", 404),
+    ],
+)
+async def test_paths_outside_the_view_are_not_found(
+    portal: PortalStack, users: dict[str, Site], path: str, status: int
+) -> None:
+    """Traversal of every kind (plain, encoded, double-encoded, NUL) and destinations not
+    reached answer 404, never a file."""
+    done = answer(portal.curl(path.format(tag=portal.tag), login=users["web"]))
+    assert done.status == status
+    assert b"root:" not in done.body
+
+
+async def test_refusals_answer_their_status_and_are_events(
+    portal: PortalStack, users: dict[str, Site], uploaded: bytes
+) -> None:
+    """No credentials 401 with a Basic challenge; a wrong password 401; an operation not
+    granted 403 and a NO_PERMISSION denial."""
+    dest = f"pickup-{portal.tag}"
+    anonymous = answer(portal.curl(f"/{dest}/"))
+    assert anonymous.status == 401
+    assert anonymous.headers["www-authenticate"].startswith("Basic")
+    wrong = answer(portal.curl(f"/{dest}/", login=users["web"], password="nope"))
+    assert wrong.status == 401
+    look = users["look"]
+    refused = answer(portal.curl(f"/{dest}/web.bin", login=look))
+    assert refused.status == 403
+    await portal.until(
+        lambda: any(
+            e.user == look.login
+            and e.reason is AccessDeniedReason.NO_PERMISSION
+            and e.operation == "get"
+            and e.protocol == "https"
+            for e in portal.events(PortalAccessDenied)
+        )
+    )
