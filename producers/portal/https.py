@@ -231,13 +231,12 @@ class HttpsDoor:
             start, end, status = span[0], span[1], 206
             headers["Content-Range"] = f"bytes {start}-{end}/{size}"
         headers["Content-Length"] = str(end - start + 1 if size else 0)
-        download = await session.open_read(path)
-        if request.method == "HEAD":
-            await download.close()
-            session.close()
+        if request.method == "HEAD":  # what a GET would answer, no bytes read or counted
+            await session.check(Operation.GET, path)
             return Response(
                 status_code=status, headers=headers, media_type="application/octet-stream"
             )
+        download = await session.open_read(path)
         return StreamingResponse(
             _stream(download, session, start, end + 1),
             status_code=status,

@@ -127,6 +127,10 @@ async def test_ranges_etags_and_a_complete_get_that_marks_the_transfer_done(
     assert whole.headers["accept-ranges"] == "bytes"
     assert "last-modified" in whole.headers
     tag = whole.headers["etag"]
+    head = answer(portal.curl(f"/{dest}/web.bin", "-I", login=web))
+    assert head.status == 200
+    assert head.headers["etag"] == tag
+    assert head.headers["content-length"] == str(len(uploaded))
     same = answer(portal.curl(f"/{dest}/web.bin", "-H", f"If-None-Match: {tag}", login=web))
     assert same.status == 304
     assert same.body == b""
