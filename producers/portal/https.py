@@ -19,7 +19,8 @@ Rules kept here:
   (``a-b``, ``a-``, ``-n``): 206 with ``Content-Range``, 416 when it cannot be satisfied; several
   ranges are answered whole (200). Only a whole answer from the first byte can mark a held
   transfer DONE, and only once its last byte is sent.
-- ``PUT`` uploads (201 with the registration; a temporary name is spooled until renamed). The
+- ``PUT`` uploads (201 with the registration; a temporary name is spooled until renamed); the
+  WebDAV verbs stock clients use are ``producers.portal.webdav``'s. The
   status codes: 404 for what is not in the view (refused paths included), 403 for an operation
   not granted, 405 for what the view cannot do, 409 for a registration refused or failed.
 - Security headers and ``no-store`` on every answer (``bus.web.SecureHeaders``).
@@ -49,6 +50,7 @@ from bus.events.portal import AccessDeniedReason as Reason
 from bus.signin import Banned, SignInGate
 from bus.tokens import TokenFile, TokenRole
 from bus.web import SecureHeaders
+from producers.portal import webdav
 from producers.portal.access import Denied, Operation, PortalPath
 from producers.portal.service import (
     Download,
@@ -104,7 +106,7 @@ class HttpsDoor:
         self.portal = portal
         self.gate = gate
         self.tokens = tokens
-        methods = ["GET", "HEAD", "PUT"]
+        methods = ["GET", "HEAD", "PUT", "OPTIONS", "PROPFIND", "MKCOL", "MOVE", "DELETE"]
         self.app = SecureHeaders(
             Starlette(routes=[Route("/{path:path}", self._serve, methods=methods)])
         )
@@ -151,6 +153,8 @@ class HttpsDoor:
     # -- requests ---------------------------------------------------------------------------
 
     async def _serve(self, request: Request) -> Response:
+        if request.method == "OPTIONS":
+            return webdav.options()
         try:
             login, writer = await self._login(request)
         except _Answer as answer:
@@ -163,10 +167,19 @@ class HttpsDoor:
         handed_over = False
         try:
             path = await session.resolve(str(request.scope["path"]))
-            if request.method == "PUT":
-                if not writer:
-                    return _text(403, "a viewer token only reads")
+            method = request.method
+            if method in ("PUT", "MKCOL", "MOVE", "DELETE") and not writer:
+                return _text(403, "a viewer token only reads")
+            if method == "PUT":
                 return await self._put(session, path, request)
+            if method == "PROPFIND":
+                return await webdav.propfind(session, path, request)
+            if method == "MKCOL":
+                return await webdav.mkcol(session, path)
+            if method == "MOVE":
+                return await webdav.move(session, path, request)
+            if method == "DELETE":
+                return await webdav.delete(session, path)
             entry = await session.stat(path)
             if entry.folder:
                 return await self._listing(session, path, request)

@@ -211,3 +211,87 @@ async def test_refusals_answer_their_status_and_are_events(
             for e in portal.events(PortalAccessDenied)
         )
     )
+
+
+def rclone(portal: PortalStack, site: Site, *args: str) -> subprocess.CompletedProcess[str]:
+    """Stock ``rclone`` with a webdav remote ``dav:`` on the portal's HTTPS door."""
+    obscured = subprocess.run(
+        ["rclone", "obscure", site.password], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    env = {
+        **os.environ,
+        "RCLONE_CONFIG_DAV_TYPE": "webdav",
+        "RCLONE_CONFIG_DAV_URL": f"https://127.0.0.1:{portal.https_port}/",
+        "RCLONE_CONFIG_DAV_VENDOR": "other",
+        "RCLONE_CONFIG_DAV_USER": site.login,
+        "RCLONE_CONFIG_DAV_PASS": obscured,
+    }
+    cert = portal.root / "secrets" / "portal" / "tls" / "server.crt"
+    argv = ["rclone", "--config", "/dev/null", "--ca-cert", str(cert), "--retries", "1", *args]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+async def test_rclone_webdav_lists_copies_both_ways_and_checks(
+    portal: PortalStack, users: dict[str, Site], uploaded: bytes, tmp_path: Path
+) -> None:
+    """rclone's webdav remote: ``lsl`` lists what waits (PROPFIND), ``copy`` pulls it (GET)
+    and pushes a new file (PUT), ``check`` finds both sides the same."""
+    dest, web = f"pickup-{portal.tag}", users["web"]
+    listed = await asyncio.to_thread(rclone, portal, web, "lsl", f"dav:{dest}")
+    assert listed.returncode == 0, listed.stderr + portal.log("portal")
+    assert "web.bin" in listed.stdout
+    assert str(len(uploaded)) in listed.stdout
+    down = tmp_path / "down"
+    pulled = await asyncio.to_thread(rclone, portal, web, "copy", f"dav:{dest}/web.bin", str(down))
+    assert pulled.returncode == 0, pulled.stderr
+    assert (down / "web.bin").read_bytes() == uploaded
+    up = tmp_path / "up"
+    up.mkdir()
+    (up / "rclone.bin").write_bytes(os.urandom(300_000))
+    pushed = await asyncio.to_thread(rclone, portal, web, "copy", str(up), f"dav:{dest}")
+    assert pushed.returncode == 0, pushed.stderr + portal.log("portal")
+    await portal.listed(dest, "rclone.bin")
+    checked = await asyncio.to_thread(
+        rclone, portal, web, "check", str(up), f"dav:{dest}", "--one-way", "--size-only"
+    )
+    assert checked.returncode == 0, checked.stderr
+
+
+async def test_webdav_verbs_answer_as_rfc_4918_says(
+    portal: PortalStack, users: dict[str, Site], uploaded: bytes, tmp_path: Path
+) -> None:
+    """PROPFIND Depth 0 answers 207 for the folder alone; MKCOL without the grant is 403; a
+    PUT to a temporary name then MOVE to a final name registers it; DELETE of a registered
+    file is 405."""
+    dest, web = f"pickup-{portal.tag}", users["web"]
+    found = answer(portal.curl(f"/{dest}/", "-X", "PROPFIND", "-H", "Depth: 0", login=web))
+    assert found.status == 207
+    assert b"<D:collection" in found.body
+    assert b"web.bin" not in found.body
+    made = answer(portal.curl(f"/{dest}/sub/", "-X", "MKCOL", login=web))
+    assert made.status == 403
+    (tmp_path / "t.bin").write_bytes(b"t" * 1000)
+    staged = answer(portal.curl(f"/{dest}/moved.bin.tmp", "-T", str(tmp_path / "t.bin"), login=web))
+    assert staged.status == 201
+    mover = Site(web.login, web.password, web.key)
+    await portal.apply(
+        f"""
+users:
+  - login: {web.login}
+    password: {web.password}
+    destinations: [{dest}]
+    operations: [dir, get, put, size, mtime, rename, delete]
+"""
+    )
+    await asyncio.sleep(1.0)  # the portal follows the configuration topic
+    moved = answer(
+        portal.curl(
+            f"/{dest}/moved.bin.tmp",
+            "-X", "MOVE", "-H", f"Destination: https://127.0.0.1:{portal.https_port}/{dest}/moved.bin",
+            login=mover,
+        )
+    )  # fmt: skip
+    assert moved.status == 201, moved.body
+    await portal.listed(dest, "moved.bin")
+    gone = answer(portal.curl(f"/{dest}/web.bin", "-X", "DELETE", login=mover))
+    assert gone.status == 405
