@@ -343,3 +343,75 @@ users:
             e.reason is AccessDeniedReason.MAX_CONNECTIONS for e in _denials(portal, full.login)
         )
     )
+
+
+async def test_folder_rename_and_delete_operations_follow_their_grants(
+    portal: PortalStack, sites: dict[str, Site], tmp_path: Path
+) -> None:
+    """With the grants, ``mkdir``/``rmdir`` make and drop a folder of the view, ``rm`` drops
+    an upload in progress; without them (``reader``: dir size mtime) each is refused with a
+    NO_PERMISSION denial naming its operation; a registered file is never deleted."""
+    alice, reader, dest = sites["alice"], sites["reader"], f"pickup-{portal.tag}"
+    (tmp_path / "t").write_bytes(b"t" * 10)
+    allowed = portal.sftp(
+        alice,
+        [
+            f"mkdir /{dest}/made",
+            f"ls /{dest}/made",
+            f"rmdir /{dest}/made",
+            f"put t /{dest}/gone.tmp",
+            f"rm /{dest}/gone.tmp",
+        ],
+        cwd=tmp_path,
+    )
+    assert allowed.returncode == 0, allowed.stderr + portal.log("portal")
+    listing = portal.sftp(alice, [f"ls /{dest}"], cwd=tmp_path)
+    assert "gone.tmp" not in listing.stdout
+    assert "made" not in listing.stdout
+    registered = portal.sftp(alice, [f"rm /{dest}/data.bin"], cwd=tmp_path)
+    assert registered.returncode != 0
+    for command in (f"mkdir /{dest}/no", f"rmdir /{dest}/no", f"rename /{dest}/a /{dest}/b"):
+        refused = portal.sftp(reader, [command], cwd=tmp_path)
+        assert refused.returncode != 0, command
+    await portal.until(
+        lambda: (
+            {e.operation for e in _denials(portal, reader.login)} >= {"mkdir", "rmdir", "rename"}
+        )
+    )
+
+
+async def test_a_spent_download_quota_turns_new_sessions_away(
+    portal: PortalStack, sites: dict[str, Site], tmp_path: Path
+) -> None:
+    """``portal.maxDownloadBytes`` 100 KB a day: a 200 KB download finishes (the session was
+    open), the next session is refused with a QUOTA_EXCEEDED denial."""
+    alice, dest = sites["alice"], f"pickup-{portal.tag}"
+    (tmp_path / "q.bin").write_bytes(os.urandom(200_000))
+    put = portal.sftp(alice, [f"put q.bin /{dest}/quota.bin"], cwd=tmp_path)
+    assert put.returncode == 0, put.stderr
+    await portal.listed(dest, "quota.bin")
+    thrifty = portal.site(f"thrifty-{portal.tag}", "thrifty-secret")
+    await portal.apply(
+        f"""
+users:
+  - login: thrifty-{portal.tag}
+    destinations: [{dest}]
+    operations: [dir, get, size]
+    properties:
+      portal.maxDownloadBytes: 100KB
+      portal.downloadPeriod: 1d
+    ssh_authorized_keys: ["{thrifty.public}"]
+"""
+    )
+    await asyncio.sleep(1.0)  # the portal follows the configuration topic
+    first = portal.sftp(thrifty, [f"get /{dest}/quota.bin one.bin"], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert (tmp_path / "one.bin").stat().st_size == 200_000
+    second = portal.sftp(thrifty, [f"get /{dest}/quota.bin two.bin"], cwd=tmp_path)
+    assert second.returncode != 0
+    assert not (tmp_path / "two.bin").exists()
+    await portal.until(
+        lambda: any(
+            e.reason is AccessDeniedReason.QUOTA_EXCEEDED for e in _denials(portal, thrifty.login)
+        )
+    )
