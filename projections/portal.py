@@ -51,6 +51,18 @@ class Available:
     priority: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a folder: how many entries in all, its sub-folders shown, its files shown."""
+
+    total: int
+    folders: tuple[str, ...]
+    files: tuple[Available, ...]
+
+
+_ORDERS: dict[str, LiteralString] = {"name": "target", "size": "size", "mtime": "stored_at"}
+
+
 def _available(row: dict[str, Any]) -> Available:
     return Available(
         transfer_id=row["transfer_id"],
@@ -111,6 +123,61 @@ class PortalReads:
             row = await cur.fetchone()
         return _available(row) if row is not None else None
 
+    async def page(
+        self,
+        destination: str,
+        now: datetime,
+        *,
+        under: str = "",
+        order: str = "name",
+        descending: bool = False,
+        limit: int = 1000,
+        offset: int = 0,
+    ) -> Page:
+        """One page of the folder ``under`` of ``destination``: its sub-folders first (by
+        name), then its files by ``order`` (``name``, ``size`` or ``mtime``), paged in SQL so
+        a destination of 100,000 files answers its first page without reading them all."""
+        lead = under.rstrip("/") + "/" if under else ""
+        base: LiteralString = _AVAILABLE
+        params: dict[str, Any] = {"destination": destination, "now": now, "cut": len(lead) + 1}
+        if lead:
+            base += " AND t.target LIKE %(prefix)s"
+            params["prefix"] = _like_prefix(lead)
+        base += " ORDER BY t.target, t.file_instance DESC"
+        rel: LiteralString = (
+            "WITH avail AS (" + base + "),"  # noqa: S608 (constant SQL: values are parameters)
+            " rel AS (SELECT a.*, substr(a.target, %(cut)s) AS rest FROM avail a) "
+        )
+        folders_sql = (
+            rel + "SELECT DISTINCT split_part(rest, '/', 1) AS name FROM rel"  # noqa: S608
+            " WHERE strpos(rest, '/') > 0 ORDER BY 1"
+        )
+        key = _ORDERS.get(order, "target")
+        files_sql = (
+            rel + "SELECT *, count(*) OVER () AS total FROM rel WHERE strpos(rest, '/') = 0"  # noqa: S608
+            " ORDER BY " + key + (" DESC" if descending else "") + ", target"
+            " LIMIT %(limit)s OFFSET %(offset)s"
+        )
+        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(folders_sql, params)
+            folders = [str(row["name"]) for row in await cur.fetchall()]
+            skip = max(0, offset - len(folders))
+            await cur.execute(files_sql, {**params, "limit": limit, "offset": skip})
+            rows = await cur.fetchall()
+        total_files = int(rows[0]["total"]) if rows else 0
+        if not rows and skip > 0:  # past the end: count the files alone
+            total_files = await self._count_files(rel, params)
+        shown = folders[offset : offset + limit]
+        files = [_available(row) for row in rows][: max(0, limit - len(shown))]
+        return Page(len(folders) + total_files, tuple(shown), tuple(files))
+
+    async def _count_files(self, rel: LiteralString, params: dict[str, Any]) -> int:
+        sql = rel + "SELECT count(*) AS n FROM rel WHERE strpos(rest, '/') = 0"  # noqa: S608
+        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(sql, params)
+            row = await cur.fetchone()
+        return int(row["n"]) if row is not None else 0
+
     async def has_folder(self, destination: str, folder: str, now: datetime) -> bool:
         """Whether some available target of ``destination`` lies below ``folder``."""
         return bool(await self.available(destination, now, under=folder, limit=1))
@@ -122,4 +189,4 @@ def _like_prefix(text: str) -> str:
     return escaped + "%"
 
 
-__all__ = ["DEFAULT_SCHEMA", "Available", "PortalReads", "pool"]
+__all__ = ["DEFAULT_SCHEMA", "Available", "Page", "PortalReads", "pool"]

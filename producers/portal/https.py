@@ -34,7 +34,7 @@ import binascii
 import html
 import re
 import urllib.parse
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC
 from email.utils import format_datetime
 from typing import Any
@@ -193,27 +193,28 @@ class HttpsDoor:
                 session.close()
 
     async def _listing(self, session: Session, path: PortalPath, request: Request) -> Response:
-        entries = await session.list(path)
         params = request.query_params
         key = params.get("sort", "name")
+        key = "mtime" if key == "date" else key if key in ("name", "size", "mtime") else "name"
         reverse = params.get("order", "asc") == "desc"
-        entries.sort(key=_sorter(key), reverse=reverse)
         try:
             limit = max(1, min(int(params.get("limit", PAGE)), 100_000))
             offset = max(0, int(params.get("offset", 0)))
         except ValueError:
             return _text(400, "limit and offset are whole numbers")
-        page = entries[offset : offset + limit]
+        total, page = await session.page(
+            path, order=key, descending=reverse, limit=limit, offset=offset
+        )
         accept = request.headers.get("accept", "")
         if params.get("format") == "json" or "application/json" in accept:
             body = {
                 "path": str(path),
-                "total": len(entries),
+                "total": total,
                 "offset": offset,
                 "entries": [_json(e) for e in page],
             }
             return Response(orjson.dumps(body), media_type="application/json")
-        return HTMLResponse(_html(str(path), page, len(entries), offset, limit, key, reverse))
+        return HTMLResponse(_html(str(path), page, total, offset, limit, key, reverse))
 
     async def _get(
         self, session: Session, path: PortalPath, entry: Entry, request: Request
@@ -320,14 +321,6 @@ def _span(found: re.Match[str], size: int) -> tuple[int, int] | None:
     return start, end
 
 
-def _sorter(key: str) -> Callable[[Entry], Any]:
-    if key == "size":
-        return lambda e: (not e.folder, e.size or 0, e.name)
-    if key in ("mtime", "date"):
-        return lambda e: (not e.folder, e.mtime.timestamp() if e.mtime else 0.0, e.name)
-    return lambda e: (not e.folder, e.name)
-
-
 def _json(entry: Entry) -> dict[str, Any]:
     found: dict[str, Any] = {"name": entry.name, "type": "folder" if entry.folder else "file"}
     if not entry.folder:
@@ -349,7 +342,7 @@ def _size(size: int | None) -> str:
 
 
 def _html(
-    path: str, page: list[Entry], total: int, offset: int, limit: int, key: str, reverse: bool
+    path: str, page: Sequence[Entry], total: int, offset: int, limit: int, key: str, reverse: bool
 ) -> str:
     base = path.rstrip("/") + "/"
 

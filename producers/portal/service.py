@@ -6,8 +6,10 @@ Rules kept here:
 - Every operation is checked by ``access.authorise`` first; a refusal raises ``Refused`` and
   is published as ``PortalAccessDenied`` (user, protocol, operation, path, reason, address).
 - The view: ``/`` lists the user's destinations; a destination lists what it has available
-  for pickup (``projections.portal``: read models only, never Kafka), folders made from the
-  ``/`` parts of targets, and the user's own uploads in progress (temporary names).
+  for pickup (``projections.portal``: read models only), folders made from the ``/`` parts of
+  targets, and the user's own uploads in progress (temporary names). One file asked for by
+  name and not yet in the read models (just uploaded: they lag the log by a moment) is looked
+  up in the ingest index the portal follows anyway, by the same rule of what is available.
 - Pull: bytes stream from the object store, whose reader verifies size and ADLER32 before it
   hands out the last chunk. A download is complete when every byte was served in order from
   offset 0 (so the verified end was reached): then a held transfer (``HOLD``) is marked
@@ -33,19 +35,21 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from bus.config.secrets import OperatorKey, stored_hash
 from bus.config.source import ConfigSource
 from bus.errors import ConfigurationError, EcpdsError
 from bus.events import Event, envelope
+from bus.events.base import TransferStatus
 from bus.events.config import DataUser
 from bus.events.portal import PortalAccessDenied, PortalDownloaded, PortalUploaded
 from bus.events.transfers import TransferDownloaded
 from bus.logging import get_logger
 from bus.topics import PORTAL, TRANSFERS
-from producers.ingest.core import PORTAL_REQUESTER, Submission
+from producers.ingest.core import PORTAL_REQUESTER, Submission, unique_key
 from producers.ingest.core import Refused as IngestRefused
+from producers.ingest.index import FileState
 from producers.ingest.service import Failure, IngestService, Receipt
 from producers.portal.access import (
     Account,
@@ -60,7 +64,7 @@ from producers.portal.access import (
     confine,
     is_temporary,
 )
-from projections.portal import Available
+from projections.portal import Available, Page
 from store.errors import ObjectCorrupt
 from store.objects import ObjectId
 from store.ports import ObjectStore
@@ -103,6 +107,18 @@ class Reads(Protocol):
     ) -> list[Available]: ...
 
     async def find(self, destination: str, target: str, now: datetime) -> Available | None: ...
+
+    async def page(
+        self,
+        destination: str,
+        now: datetime,
+        *,
+        under: str = "",
+        order: str = "name",
+        descending: bool = False,
+        limit: int = 1000,
+        offset: int = 0,
+    ) -> Page: ...
 
 
 class Stores(Protocol):
@@ -379,6 +395,44 @@ class Session:
             raise NotFound(f"{path}: no such folder")
         return [entries[name] for name in sorted(entries)]
 
+    async def page(
+        self, path: PortalPath, *, order: str, descending: bool, limit: int, offset: int
+    ) -> tuple[int, tuple[Entry, ...]]:
+        """One page of folder ``path`` (``dir``): (entries in all, the page), folders first.
+        Paged by the read models' query unless the user has uploads in progress or folders of
+        its own there (then the whole folder is listed and paged here)."""
+        await self.check(Operation.DIR, path)
+        destination, prefix = path.destination, path.name
+        lead = prefix + "/" if prefix else ""
+        own = (
+            destination is None
+            or any(n.startswith(lead) for n in self.portal.staged(self.login, destination))
+            or any(f.startswith(lead) for f in self.portal.folders(self.login, destination))
+        )
+        if own:
+            entries = await self.list(path)
+            entries.sort(key=_order(order), reverse=descending)
+            entries.sort(key=lambda e: not e.folder)  # stable: folders first, order kept
+            return len(entries), tuple(entries[offset : offset + limit])
+        assert destination is not None
+        found = await self.portal.reads.page(
+            destination,
+            self.portal.clock(),
+            under=prefix,
+            order=order,
+            descending=descending,
+            limit=limit,
+            offset=offset,
+        )
+        if found.total == 0 and prefix and not await self._folder(destination, prefix):
+            raise NotFound(f"{path}: no such folder")
+        page = [Entry(name, True) for name in found.folders]
+        page += [
+            Entry(item.target[len(lead) :], False, item.size, item.stored_at, item)
+            for item in found.files
+        ]
+        return found.total, tuple(page)
+
     async def _folder(self, destination: str, prefix: str) -> bool:
         if prefix in self.portal.folders(self.login, destination):
             return True
@@ -404,12 +458,19 @@ class Session:
         staged = self.portal.staged(self.login, destination).get(name)
         if staged is not None:
             return self._shown(path, _staged_entry(leaf, staged))
-        item = await self.portal.reads.find(destination, name, self.portal.clock())
+        item = await self._find(destination, name)
         if item is not None:
             return self._shown(path, Entry(leaf, False, item.size, item.stored_at, item))
         if await self._folder(destination, name):
             return Entry(leaf, True)
         raise NotFound(f"{path}: no such file")
+
+    async def _find(self, destination: str, name: str) -> Available | None:
+        """The file available as ``name`` now: from the read models, or, while they have not
+        caught up yet (a file just uploaded), from the ingest index this portal follows."""
+        now = self.portal.clock()
+        found = await self.portal.reads.find(destination, name, now)
+        return found if found is not None else _fresh(self.portal.ingest, destination, name, now)
 
     def _shown(self, path: PortalPath, entry: Entry) -> Entry:
         size = entry.size if self.may(Operation.SIZE, path) else None
@@ -423,7 +484,7 @@ class Session:
         await self.check(Operation.GET, path)
         if path.destination is None or not path.name:
             raise Unsupported(f"{path} is a folder")
-        item = await self.portal.reads.find(path.destination, path.name, self.portal.clock())
+        item = await self._find(path.destination, path.name)
         if item is None:
             raise NotFound(f"{path}: no such file")
         try:
@@ -512,6 +573,47 @@ class Session:
     async def touch(self, path: PortalPath) -> None:
         """``mtime`` set by a client (``put -p``): allowed with the grant, otherwise ignored."""
         await self.check(Operation.MTIME, path)
+
+
+_NOT_YET = frozenset({TransferStatus.INIT, TransferStatus.SCHE, TransferStatus.FETC})
+
+
+def _fresh(ingest: IngestService, destination: str, name: str, now: datetime) -> Available | None:
+    """``name`` of ``destination`` as the ingest index knows it, if stored and available now
+    (the rule of ``projections.portal``, applied to the index's own entries)."""
+    entry = ingest.index.latest_file(unique_key(destination, name, None))
+    if entry is None or entry.state is not FileState.STORED or entry.stored is None:
+        return None
+    stored = entry.stored
+    for transfer in ingest.index.transfers_of(stored.data_file_id):
+        if transfer.destination != destination or transfer.status in _NOT_YET:
+            continue
+        if transfer.queue_time > now or transfer.expiry_time <= now:
+            continue
+        return Available(
+            transfer_id=transfer.transfer_id,
+            target=name,
+            status=transfer.status.value,
+            data_file_id=stored.data_file_id,
+            size=stored.size,
+            guid=stored.guid,
+            store=stored.store,
+            adler32=stored.checksums.adler32,
+            md5=stored.checksums.md5,
+            stored_at=stored.envelope.occurred_at,
+            queue_time=transfer.queue_time,
+            priority=transfer.priority,
+        )
+    return None
+
+
+def _order(key: str) -> Callable[[Entry], Any]:
+    """How entries sort by ``name``, ``size`` or ``mtime`` (name within equals)."""
+    if key == "size":
+        return lambda e: (e.size or 0, e.name)
+    if key == "mtime":
+        return lambda e: (e.mtime.timestamp() if e.mtime else 0.0, e.name)
+    return lambda e: e.name
 
 
 def _staged_entry(name: str, staged: _Staged) -> Entry:

@@ -295,3 +295,34 @@ users:
     await portal.listed(dest, "moved.bin")
     gone = answer(portal.curl(f"/{dest}/web.bin", "-X", "DELETE", login=mover))
     assert gone.status == 405
+
+
+async def test_listings_page_with_folders_first_and_sort_by_size(
+    portal: PortalStack, users: dict[str, Site], uploaded: bytes, tmp_path: Path
+) -> None:
+    """Targets with a ``/`` make folders, listed before files; ``limit``/``offset`` page the
+    folder (``total`` counts all of it) and ``sort=size&order=desc`` orders its files."""
+    dest, web = f"pickup-{portal.tag}", users["web"]
+    for name, size in (("small.bin", 10), ("large.bin", 5000)):
+        (tmp_path / name).write_bytes(os.urandom(size))
+        put = answer(portal.curl(f"/{dest}/deep/{name}", "-T", str(tmp_path / name), login=web))
+        assert put.status == 201, put.body
+    await portal.listed(dest, "deep/small.bin")
+    await portal.listed(dest, "deep/large.bin")
+
+    def listing(path: str) -> dict[str, object]:
+        found = answer(portal.curl(path, login=web))
+        assert found.status == 200, found.body
+        return dict(orjson.loads(found.body))
+
+    first = listing(f"/{dest}/?format=json&limit=1")
+    assert first["entries"] == [{"name": "deep", "type": "folder"}]
+    total = first["total"]
+    assert isinstance(total, int)
+    assert total >= 2
+    second = listing(f"/{dest}/?format=json&limit=1&offset=1")
+    entries = second["entries"]
+    assert isinstance(entries, list)
+    assert entries[0]["type"] == "file"
+    deep = listing(f"/{dest}/deep/?format=json&sort=size&order=desc")
+    assert [e["name"] for e in deep["entries"]] == ["large.bin", "small.bin"]  # type: ignore[attr-defined]
