@@ -14,10 +14,12 @@ sign-in defender (``bus.signin``). Rules kept here (ECPDS-REFERENCE.md "Data Por
 - An inactive account is ``DISABLED``; so is one whose ``portal.expiry`` (ISO 8601 date or
   time, UTC when no zone) has passed. An account without destinations is ``NO_DESTINATIONS``.
 - ``portal.maxConnections`` (default 10; negative: unlimited) sessions at once per user; the
-  next one is refused (``MAX_CONNECTIONS``). Rolling quotas ``portal.maxUploadBytes`` over
-  ``portal.uploadPeriod`` and ``portal.maxDownloadBytes`` over ``portal.downloadPeriod``
-  (default one day): once spent, new sessions are refused (``QUOTA_EXCEEDED``); a session
-  already open finishes what it does.
+  next one is refused (``MAX_CONNECTIONS``). ``portal.maxConnectionsSchedule`` changes it by
+  time of day (UTC): ``HH:MM-HH:MM=N`` windows, comma-separated, the first that holds wins; a
+  window whose end is before its start crosses midnight.
+- Rolling quotas ``portal.maxUploadBytes`` over ``portal.uploadPeriod`` and
+  ``portal.maxDownloadBytes`` over ``portal.downloadPeriod`` (default one day): once spent, new
+  sessions are refused (``QUOTA_EXCEEDED``); a session already open finishes what it does.
 - Paths are confined to the user's view, rooted at ``/`` (its destinations): a ``..`` part,
   an empty part inside the path, a backslash, a NUL, a control character, a part longer than
   255 bytes or a path longer than 1024, and anything that percent-decodes (once or twice) to
@@ -89,11 +91,22 @@ class Account:
     regexes: Mapping[Operation, re.Pattern[str]] = field(default_factory=dict)
     expires_at: datetime | None = None
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    schedule: tuple[tuple[int, int, int], ...] = ()  # (start minute, end minute, max) UTC
     quotas: Mapping[Direction, Quota] = field(default_factory=dict)
     temporary: re.Pattern[str] | None = re.compile(DEFAULT_TMP_PATTERN)
 
     def may_see(self, destination: str) -> bool:
         return destination in self.destinations
+
+    def connections_at(self, now: datetime) -> int:
+        """Sessions allowed at once at ``now``: the first schedule window holding it, else
+        ``max_connections``."""
+        minute = now.astimezone(UTC).hour * 60 + now.astimezone(UTC).minute
+        for start, end, most in self.schedule:
+            inside = start <= minute < end if start <= end else minute >= start or minute < end
+            if inside:
+                return most
+        return self.max_connections
 
 
 def destinations_of(login: str, view: ConfigView) -> tuple[str, ...]:
@@ -143,6 +156,7 @@ def account_of(user: DataUser, view: ConfigView) -> Account:
         regexes=regexes,
         expires_at=_expiry(props.get("portal.expiry")),
         max_connections=_whole(props.get("portal.maxConnections"), "portal.maxConnections"),
+        schedule=_schedule(props.get("portal.maxConnectionsSchedule")),
         quotas=quotas,
         temporary=temporary,
     )
@@ -156,6 +170,27 @@ def _expiry(raw: str | None) -> datetime | None:
     except ValueError:
         raise ConfigurationError("portal.expiry", f"not an ISO 8601 date: {raw!r}") from None
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+_WINDOW = re.compile(r"\s*(\d\d):(\d\d)-(\d\d):(\d\d)=(-?\d+)\s*")
+
+
+def _schedule(raw: str | None) -> tuple[tuple[int, int, int], ...]:
+    """``HH:MM-HH:MM=N[,...]`` as (start minute, end minute, N) windows."""
+    if raw is None or not raw.strip():
+        return ()
+    windows = []
+    for part in raw.split(","):
+        found = _WINDOW.fullmatch(part)
+        hours = (int(found[1]), int(found[3])) if found else (99, 99)
+        minutes = (int(found[2]), int(found[4])) if found else (99, 99)
+        if found is None or max(hours) > 24 or max(minutes) > 59:
+            raise ConfigurationError(
+                "portal.maxConnectionsSchedule", f"expected HH:MM-HH:MM=N[,...], got {part!r}"
+            )
+        start, end = hours[0] * 60 + minutes[0], hours[1] * 60 + minutes[1]
+        windows.append((start, end, int(found[5])))
+    return tuple(windows)
 
 
 def _whole(raw: str | None, name: str) -> int:
@@ -332,10 +367,10 @@ class Usage:
         if refused is not None:
             return refused
         use = self._users.setdefault(account.login, _Use())
-        if 0 <= account.max_connections <= use.sessions:
+        most = account.connections_at(now)
+        if 0 <= most <= use.sessions:
             return Denied(
-                Reason.MAX_CONNECTIONS,
-                f"at most {account.max_connections} sessions at once for {account.login}",
+                Reason.MAX_CONNECTIONS, f"at most {most} sessions at once for {account.login}"
             )
         for direction, quota in account.quotas.items():
             spent = self.spent(account.login, direction, quota.period, now)

@@ -158,6 +158,33 @@ def test_the_session_past_max_connections_is_refused_until_one_closes() -> None:
     assert usage.open(acct, NOW) is None
 
 
+def test_max_connections_follow_the_schedule_by_time_of_day() -> None:
+    """``portal.maxConnectionsSchedule`` windows (UTC, one crossing midnight) set the limit
+    while they hold; outside them ``portal.maxConnections`` does."""
+    acct = account(
+        properties={
+            "portal.maxConnections": "5",
+            "portal.maxConnectionsSchedule": "08:00-18:00=1, 22:00-02:00=0",
+        }
+    )
+    assert acct.connections_at(NOW) == 1  # 12:00
+    assert acct.connections_at(NOW.replace(hour=23)) == 0
+    assert acct.connections_at(NOW.replace(hour=1, minute=59)) == 0
+    assert acct.connections_at(NOW.replace(hour=19)) == 5
+    usage = Usage()
+    assert usage.open(acct, NOW) is None
+    refused = usage.open(acct, NOW)
+    assert isinstance(refused, Denied)
+    assert refused.reason is Reason.MAX_CONNECTIONS
+    assert usage.open(acct, NOW.replace(hour=19)) is None
+
+
+def test_a_bad_schedule_is_a_configuration_error_naming_the_property() -> None:
+    """A window that is not ``HH:MM-HH:MM=N`` is refused by name."""
+    with pytest.raises(ConfigurationError, match=r"portal\.maxConnectionsSchedule"):
+        account(properties={"portal.maxConnectionsSchedule": "8-18=1"})
+
+
 def test_a_negative_max_connections_is_unlimited() -> None:
     """``portal.maxConnections=-1``: no limit on sessions."""
     acct, usage = account(properties={"portal.maxConnections": "-1"}), Usage()
