@@ -432,8 +432,9 @@ async def test_rclone_sftp_lists_copies_both_ways_and_checks(
         "RCLONE_CONFIG_P_KEY_FILE": str(alice.key),
         "RCLONE_CONFIG_P_SHELL_TYPE": "none",
         "RCLONE_CONFIG_P_DISABLE_HASHCHECK": "true",
-        # uploads must arrive in order (no resume yet); rclone's concurrent writes end with
-        # SSH_FX_BAD_MESSAGE from asyncssh's packet parser (issue 14, left open)
+        # uploads stream into the store, so they must arrive in order (as with rclone's own
+        # ``serve sftp`` without a cache); rclone's concurrent writes end, after three writes,
+        # with SSH_FX_BAD_MESSAGE from asyncssh's packet parser (issue 14, left open)
         "RCLONE_CONFIG_P_DISABLE_CONCURRENT_WRITES": "true",
     }
 
