@@ -164,6 +164,8 @@ async def running(
             key_file=settings.key_file,
         )
         stack.push_async_callback(portal.drain)
+        if cleared := portal.clear_spool():
+            log.warning("dropped uploads in progress a previous run left spooled", files=cleared)
         gate = SignInGate(SFTP, _to(publisher, options.topics.portal))
         stack.push_async_callback(gate.close)
         door = SftpDoor(portal, gate)

@@ -300,6 +300,21 @@ class Portal:
         self._staged[(login, destination, name)] = staged
         return staged
 
+    def restage(self, login: str, destination: str, old: str, new: str) -> None:
+        """An upload in progress renamed to another temporary name (replacing one there)."""
+        self.unstage(login, destination, new)
+        self._staged[(login, destination, new)] = self._staged.pop((login, destination, old))
+
+    def clear_spool(self) -> int:
+        """Delete what a previous run left spooled (its uploads in progress died with it);
+        how many files."""
+        if not self._spool.is_dir():
+            return 0
+        leftovers = [p for p in self._spool.iterdir() if p.is_file()]
+        for path in leftovers:
+            path.unlink(missing_ok=True)
+        return len(leftovers)
+
     def unstage(self, login: str, destination: str, name: str) -> _Staged | None:
         staged = self._staged.pop((login, destination, name), None)
         if staged is not None:
@@ -514,11 +529,8 @@ class Session:
         staged = self.portal.staged(self.login, old.destination).get(old.name)
         if staged is None:
             raise Unsupported(f"{old}: only uploads in progress (temporary names) can be renamed")
-        key = (self.login, old.destination, old.name)
         if is_temporary(account, new.name):
-            self.portal.unstage(self.login, new.destination, new.name)
-            self.portal._staged[(self.login, new.destination, new.name)] = staged
-            del self.portal._staged[key]
+            self.portal.restage(self.login, old.destination, old.name, new.name)
             return
         await self.check(Operation.PUT, new)
         upload = Upload(self, new, staged.size)
