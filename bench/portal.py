@@ -6,10 +6,11 @@ ingest into the store, checksums computed) against that download baseline.
 Size: ``ECPDS_BENCH_PORTAL_SIZE`` or argv[1] (bytes, default 1 GiB). Rounds:
 ``ECPDS_BENCH_PORTAL_ROUNDS`` (3), the two downloads back to back in each; medians and best
 rounds are reported, ratios are the median of each round's ratio (targets: download >= 0.8x
-of sftp-server, upload >= 0.7x of the download baseline). The portal and a projector run as
-subprocesses on private topics and a private schema of the bench Kafka/PostgreSQL (started as
-``make up`` does, under ECPDS_VAR, default var/bench). Binds 127.0.0.1 only, cleans its temp
-dir, prints one JSON object.
+of sftp-server, upload >= 0.7x of the download baseline). Then ``ECPDS_BENCH_PORTAL_CLIENTS``
+(50; 0 skips) OpenSSH ``sftp`` clients download a 10 MiB file at once: errors, p50/p99. The
+portal and a projector run as subprocesses on private topics and a private schema of the bench
+Kafka/PostgreSQL (started as ``make up`` does, under ECPDS_VAR, default var/bench). Binds
+127.0.0.1 only, cleans its temp dir, prints one JSON object.
 """
 
 from __future__ import annotations
@@ -40,12 +41,16 @@ from tests.portal.conftest import CONFIG, SSH_OPTIONS, PortalStack, Site  # noqa
 from tests.projections.support import drop  # noqa: E402
 
 ROUNDS = int(os.environ.get("ECPDS_BENCH_PORTAL_ROUNDS", "3"))
+CLIENTS = int(os.environ.get("ECPDS_BENCH_PORTAL_CLIENTS", "50"))
+SMALL = 10 * 1024 * 1024
 USER = """
 users:
   - login: bench-{tag}
     destinations: [pickup-{tag}]
     operations: [dir, get, put, size, mtime]
     ssh_authorized_keys: ["{key}"]
+    properties:
+      portal.maxConnections: "-1"
 """
 
 
@@ -61,6 +66,48 @@ def _sftp(stack: PortalStack, site: Site, batch: str, cwd: Path) -> float:
     start = time.perf_counter()
     subprocess.run(argv, cwd=cwd, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start
+
+
+async def _concurrent(stack: PortalStack, site: Site, dest: str, work: Path) -> dict[str, object]:
+    """``CLIENTS`` OpenSSH ``sftp`` processes each downloading the same 10 MiB file at once:
+    errors, and the p50/p99/max of their wall times."""
+    small = work / "small.bin"
+    _make_file(small, SMALL)
+    await asyncio.to_thread(_sftp, stack, site, f"put {small} /{dest}/small.bin\n", work)
+    await stack.listed(dest, "small.bin", timeout=120)
+
+    async def one(index: int) -> tuple[float, bool]:
+        target = work / f"c{index}.bin"
+        script = work / f"c{index}.txt"
+        script.write_text(f"get /{dest}/small.bin {target}\n")
+        argv = [
+            "sftp", "-q", "-b", str(script), "-i", str(site.key), "-c", CIPHER,
+            "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", *SSH_OPTIONS,
+            "-P", str(stack.sftp_port), f"{site.login}@127.0.0.1",
+        ]  # fmt: skip
+        start = time.perf_counter()
+        process = await asyncio.create_subprocess_exec(
+            *argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        code = await process.wait()
+        seconds = time.perf_counter() - start
+        ok = code == 0 and target.is_file() and target.stat().st_size == SMALL
+        target.unlink(missing_ok=True)
+        return seconds, ok
+
+    started = time.perf_counter()
+    results = await asyncio.gather(*(one(i) for i in range(CLIENTS)))
+    wall = time.perf_counter() - started
+    times = sorted(seconds for seconds, _ in results)
+    return {
+        "clients": CLIENTS,
+        "file_bytes": SMALL,
+        "errors": sum(1 for _, ok in results if not ok),
+        "p50_seconds": round(times[len(times) // 2], 2),
+        "p99_seconds": round(times[min(len(times) - 1, int(len(times) * 0.99))], 2),
+        "max_seconds": round(times[-1], 2),
+        "aggregate_MBps": round(CLIENTS * SMALL / 1e6 / wall, 1),
+    }
 
 
 async def main() -> None:
@@ -107,6 +154,9 @@ async def main() -> None:
                 sshd.sftp_batch(f"get {sshd.root / 'served.bin'} {work / 'native.bin'}\n")
             )
         assert (work / "got.bin").stat().st_size == size
+        (work / "got.bin").unlink()
+        (work / "native.bin").unlink(missing_ok=True)
+        concurrent = await _concurrent(stack, site, dest, work) if CLIENTS > 0 else None
         mb = size / 1e6
         ratios = [n / o for o, n in zip(ours, native, strict=True)]
         emit(
@@ -124,6 +174,7 @@ async def main() -> None:
                 "upload_portal_MBps": round(mb / upload, 1),
                 "upload_ratio_to_download_baseline": round(min(native) / upload, 3),
                 "upload_target": 0.7,
+                "concurrent_sftp_downloads": concurrent,
             }
         )
     finally:
