@@ -162,6 +162,7 @@ async def running(
             topics=options.topics,
             source=source,
             key_file=settings.key_file,
+            max_upload=settings.max_upload,
         )
         stack.push_async_callback(portal.drain)
         if cleared := portal.clear_spool():

@@ -47,7 +47,7 @@ from bus.events.portal import PortalAccessDenied, PortalDownloaded, PortalUpload
 from bus.events.transfers import TransferDownloaded
 from bus.logging import get_logger
 from bus.topics import PORTAL, TRANSFERS
-from producers.ingest.core import PORTAL_REQUESTER, Submission, unique_key
+from producers.ingest.core import PORTAL_REQUESTER, Submission, unique_key, upload_cap
 from producers.ingest.core import Refused as IngestRefused
 from producers.ingest.index import FileState
 from producers.ingest.service import Failure, IngestService, Receipt
@@ -177,9 +177,11 @@ class Portal:
         topics: PortalTopics | None = None,
         source: str = "portal",
         key_file: Path | None = None,
+        max_upload: int | None = None,
         clock: Callable[[], datetime] = _now,
     ) -> None:
         self.config = config
+        self.max_upload = max_upload  # ECPDS_MAX_UPLOAD, as the ingest API caps a put
         self._key_file = key_file  # decrypts data users' hashes (``bus.config.secrets``)
         self.reads = reads
         self.stores = stores
@@ -517,8 +519,13 @@ class Session:
             raise Unsupported(f"{path} is a folder")
         if is_temporary(account, path.name):
             staged = self.portal.stage(self.login, path.destination, path.name)
-            return SpoolWriter(self, path, staged)
-        return Upload(self, path, None)
+            return SpoolWriter(self, path, staged, self._cap(path))
+        return Upload(self, path, None, self._cap(path))
+
+    def _cap(self, path: PortalPath) -> tuple[int, str] | None:
+        assert path.destination is not None
+        view, default = self.portal.config.view, self.portal.max_upload
+        return upload_cap(view, path.destination, self.login, default)
 
     async def rename(self, old: PortalPath, new: PortalPath) -> None:
         """``rename``: an upload in progress to another name; to a final name registers it."""
@@ -533,7 +540,7 @@ class Session:
             self.portal.restage(self.login, old.destination, old.name, new.name)
             return
         await self.check(Operation.PUT, new)
-        upload = Upload(self, new, staged.size)
+        upload = Upload(self, new, staged.size, self._cap(new))
         try:
             async for chunk in _read_file(staged.path):
                 await upload.write(upload.received, chunk)
@@ -617,6 +624,13 @@ def _fresh(ingest: IngestService, destination: str, name: str, now: datetime) ->
             priority=transfer.priority,
         )
     return None
+
+
+def _over(cap: tuple[int, str] | None, size: int) -> str | None:
+    """Why ``size`` bytes pass ``cap``, or None."""
+    if cap is None or size <= cap[0]:
+        return None
+    return f"more than {cap[0]} bytes: {cap[1]}"
 
 
 def _order(key: str) -> Callable[[Entry], Any]:
@@ -751,10 +765,17 @@ class Download:
 class Upload:
     """One file streaming into the ingest service as the client writes it."""
 
-    def __init__(self, session: Session, path: PortalPath, size: int | None) -> None:
+    def __init__(
+        self,
+        session: Session,
+        path: PortalPath,
+        size: int | None,
+        cap: tuple[int, str] | None = None,
+    ) -> None:
         self.session = session
         self.path = path
         self.received = 0
+        self._cap = cap
         self._queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(UPLOAD_QUEUE)
         self._started = time.monotonic()
         assert path.destination is not None
@@ -791,6 +812,9 @@ class Upload:
             raise Unsupported(f"{self.path}: writes must be sequential (resume is not supported)")
         if self._task.done():
             await self._answer()  # refused or failed early: say why
+        if (over := _over(self._cap, self.received + len(data))) is not None:
+            await self.abort(over)
+            raise Failed(f"{self.path}: {over}")
         await self._put(data)
         self.received += len(data)
 
@@ -833,13 +857,14 @@ class Upload:
         assert isinstance(outcome, Failure)
         raise Failed(f"{self.path}: {outcome.message}")
 
-    async def abort(self) -> None:
-        """The client went away midway: the ingest service fails the registration and keeps
-        no object."""
+    async def abort(self, why: str | None = None) -> None:
+        """The client went away midway (or the upload passed its cap): the ingest service
+        fails the registration and keeps no object."""
         if self._ended:
             return
         self._ended = True
-        await self._put(ConnectionAbortedError(f"upload of {self.path} cut after {self.received}"))
+        why = why or f"upload of {self.path} cut after {self.received} bytes"
+        await self._put(ConnectionAbortedError(why))
         with contextlib.suppress(Exception):
             await self._task
         log.info("portal upload cut", user=self.session.login, path=str(self.path))
@@ -848,11 +873,18 @@ class Upload:
 class SpoolWriter:
     """An upload under a temporary name: spooled locally until renamed to a final name."""
 
-    def __init__(self, session: Session, path: PortalPath, staged: _Staged) -> None:
+    def __init__(
+        self,
+        session: Session,
+        path: PortalPath,
+        staged: _Staged,
+        cap: tuple[int, str] | None = None,
+    ) -> None:
         self.session = session
         self.path = path
         self.staged = staged
         self.received = 0
+        self._cap = cap
         self._handle = staged.path.open("wb")
         os.chmod(staged.path, 0o600)
 
@@ -860,6 +892,9 @@ class SpoolWriter:
         if offset != self.received:
             await self.abort()
             raise Unsupported(f"{self.path}: writes must be sequential (resume is not supported)")
+        if (over := _over(self._cap, self.received + len(data))) is not None:
+            await self.abort(over)
+            raise Failed(f"{self.path}: {over}")
         await asyncio.to_thread(self._handle.write, data)
         self.received += len(data)
         self.staged.size = self.received
@@ -868,7 +903,7 @@ class SpoolWriter:
     async def finish(self) -> None:
         await asyncio.to_thread(self._handle.close)
 
-    async def abort(self) -> None:
+    async def abort(self, why: str | None = None) -> None:
         self._handle.close()
         assert self.path.destination is not None
         self.session.portal.unstage(self.session.login, self.path.destination, self.path.name)

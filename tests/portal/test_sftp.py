@@ -460,3 +460,43 @@ async def test_rclone_sftp_lists_copies_both_ways_and_checks(
         rclone, "check", str(up), f"p:{dest}", "--one-way", "--size-only"
     )
     assert checked.returncode == 0, checked.stderr
+
+
+async def test_an_upload_past_the_users_max_file_size_is_refused_midway(
+    portal: PortalStack, tmp_path: Path
+) -> None:
+    """A data user's ``max_file_size`` caps its uploads as the ingest API's: a larger ``put``
+    fails, its registration is closed failed with the cap's reason and nothing is queued; a
+    temporary name is capped too."""
+    small = portal.site(f"small-{portal.tag}", "small-secret")
+    dest = f"pickup-{portal.tag}"
+    await portal.apply(
+        f"""
+users:
+  - login: small-{portal.tag}
+    destinations: [{dest}]
+    operations: [dir, put]
+    properties:
+      max_file_size: "100000"
+    ssh_authorized_keys: ["{small.public}"]
+"""
+    )
+    await asyncio.sleep(1.0)  # the portal follows the configuration topic
+    (tmp_path / "big.bin").write_bytes(os.urandom(300_000))
+    put = portal.sftp(small, [f"put big.bin /{dest}/capped.bin"], cwd=tmp_path)
+    assert put.returncode != 0
+    staged = portal.sftp(small, [f"put big.bin /{dest}/capped.tmp"], cwd=tmp_path)
+    assert staged.returncode != 0
+    await portal.until(
+        lambda: any(e.target == "capped.bin" for e in portal.events(DataFileRegistered))
+    )
+    dfid = next(e for e in portal.events(DataFileRegistered) if e.target == "capped.bin")
+    await portal.until(
+        lambda: any(
+            e.data_file_id == dfid.data_file_id and "max file size" in e.message
+            for e in portal.events(DataFileRegistrationFailed)
+        )
+    )
+    assert not any(e.target == "capped.bin" for e in portal.events(TransferQueued))
+    listing = portal.sftp(small, [f"ls /{dest}"], cwd=tmp_path)
+    assert "capped.tmp" not in listing.stdout
