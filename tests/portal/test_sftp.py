@@ -500,3 +500,34 @@ users:
     assert not any(e.target == "capped.bin" for e in portal.events(TransferQueued))
     listing = portal.sftp(small, [f"ls /{dest}"], cwd=tmp_path)
     assert "capped.tmp" not in listing.stdout
+
+
+async def test_a_resumed_download_completes_the_file_but_does_not_mark_it_done(
+    portal: PortalStack, sites: dict[str, Site], tmp_path: Path
+) -> None:
+    """``reget`` resumes from the bytes a client already has: the file ends whole and equal,
+    served from the store at that offset; not being read from its first byte, it is a
+    ``PortalDownloaded`` that is not complete and the held transfer stays held."""
+    alice, dest = sites["alice"], f"pickup-{portal.tag}"
+    data = os.urandom(400_000)
+    (tmp_path / "r.bin").write_bytes(data)
+    put = portal.sftp(alice, [f"put r.bin /{dest}/resumed.bin"], cwd=tmp_path)
+    assert put.returncode == 0, put.stderr
+    await portal.listed(dest, "resumed.bin")
+    (tmp_path / "local.bin").write_bytes(data[:150_000])
+    resumed = portal.sftp(alice, [f"reget /{dest}/resumed.bin local.bin"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr + portal.log("portal")
+    assert (tmp_path / "local.bin").read_bytes() == data
+    transfer = next(
+        e.transfer_id
+        for e in portal.events(TransferQueued)
+        if e.destination == dest and e.target == "resumed.bin"
+    )
+    await portal.until(
+        lambda: any(e.transfer_id == transfer for e in portal.events(PortalDownloaded))
+    )
+    download = next(e for e in portal.events(PortalDownloaded) if e.transfer_id == transfer)
+    assert not download.complete
+    assert download.bytes_sent == len(data) - 150_000
+    rows = await portal.rows("SELECT status FROM transfers WHERE transfer_id = %s", transfer)
+    assert rows == [("HOLD",)]
