@@ -12,7 +12,7 @@ instances under one target, the newest is the one listed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, LiteralString
 
 from psycopg.rows import dict_row
@@ -99,12 +99,19 @@ class PortalReads:
         self._pool = connections
 
     async def available(
-        self, destination: str, now: datetime, *, under: str = "", limit: int = 200_000
+        self,
+        destination: str,
+        now: datetime,
+        *,
+        under: str = "",
+        limit: int = 200_000,
+        day: date | None = None,
     ) -> list[Available]:
         """The files ``destination`` has available now, by target; with ``under``, only
         targets below that folder (``a/b`` lists ``a/b/...``)."""
         sql: LiteralString = _AVAILABLE
         params: dict[str, Any] = {"destination": destination, "now": now, "limit": limit}
+        sql += _on_day(day, params)
         if under:
             sql += " AND t.target LIKE %(prefix)s"
             params["prefix"] = _like_prefix(under.rstrip("/") + "/")
@@ -113,11 +120,14 @@ class PortalReads:
             await cur.execute(sql, params)
             return [_available(row) for row in await cur.fetchall()]
 
-    async def find(self, destination: str, target: str, now: datetime) -> Available | None:
-        """The file available as ``target`` in ``destination`` now, or None."""
-        sql: LiteralString = _AVAILABLE + " AND t.target = %(target)s"
+    async def find(
+        self, destination: str, target: str, now: datetime, *, day: date | None = None
+    ) -> Available | None:
+        """The file available as ``target`` in ``destination`` now (queued on ``day``, when
+        given), or None."""
+        params: dict[str, Any] = {"destination": destination, "now": now, "target": target}
+        sql: LiteralString = _AVAILABLE + " AND t.target = %(target)s" + _on_day(day, params)
         sql += " ORDER BY t.target, t.file_instance DESC LIMIT 1"
-        params = {"destination": destination, "now": now, "target": target}
         async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(sql, params)
             row = await cur.fetchone()
@@ -133,6 +143,7 @@ class PortalReads:
         descending: bool = False,
         limit: int = 1000,
         offset: int = 0,
+        day: date | None = None,
     ) -> Page:
         """One page of the folder ``under`` of ``destination``: its sub-folders first (by
         name), then its files by ``order`` (``name``, ``size`` or ``mtime``), paged in SQL so
@@ -140,6 +151,7 @@ class PortalReads:
         lead = under.rstrip("/") + "/" if under else ""
         base: LiteralString = _AVAILABLE
         params: dict[str, Any] = {"destination": destination, "now": now, "cut": len(lead) + 1}
+        base += _on_day(day, params)
         if lead:
             base += " AND t.target LIKE %(prefix)s"
             params["prefix"] = _like_prefix(lead)
@@ -178,9 +190,31 @@ class PortalReads:
             row = await cur.fetchone()
         return int(row["n"]) if row is not None else 0
 
+    async def days(self, destination: str, now: datetime) -> list[date]:
+        """The days (UTC) on which what ``destination`` has available now was queued: its
+        date folders, when it groups by date."""
+        sql: LiteralString = (
+            "SELECT DISTINCT (queue_time AT TIME ZONE 'UTC')::date AS day"  # noqa: S608
+            " FROM (" + _AVAILABLE + ") a ORDER BY 1"
+        )
+        params = {"destination": destination, "now": now}
+        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(sql, params)
+            return [row["day"] for row in await cur.fetchall()]
+
     async def has_folder(self, destination: str, folder: str, now: datetime) -> bool:
         """Whether some available target of ``destination`` lies below ``folder``."""
         return bool(await self.available(destination, now, under=folder, limit=1))
+
+
+def _on_day(day: date | None, params: dict[str, Any]) -> LiteralString:
+    """The condition that keeps transfers queued on ``day`` (UTC), its bounds put in
+    ``params``; nothing without a day."""
+    if day is None:
+        return ""
+    start = datetime.combine(day, time.min, tzinfo=UTC)
+    params["day_start"], params["day_end"] = start, start + timedelta(days=1)
+    return " AND t.queue_time >= %(day_start)s AND t.queue_time < %(day_end)s"
 
 
 def _like_prefix(text: str) -> str:

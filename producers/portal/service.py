@@ -9,7 +9,10 @@ Rules kept here:
   for pickup (``projections.portal``: read models only), folders made from the ``/`` parts of
   targets, and the user's own uploads in progress (temporary names). One file asked for by
   name and not yet in the read models (just uploaded: they lag the log by a moment) is looked
-  up in the ingest index the portal follows anyway, by the same rule of what is available.
+  up in the ingest index the portal follows anyway, by the same rule of what is available. A
+  destination with ``group_by_date`` shows one folder per day its transfers were queued (UTC,
+  named with its ``date_format``), each holding that day's files; an upload into a date
+  folder registers the name that follows it.
 - Pull: bytes stream from the object store, whose reader verifies size and ADLER32 before it
   hands out the last chunk. A download is complete when every byte was served in order from
   offset 0 (so the verified end was reached): then a held transfer (``HOLD``) is marked
@@ -33,7 +36,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -46,6 +49,7 @@ from bus.events.config import DataUser
 from bus.events.portal import PortalAccessDenied, PortalDownloaded, PortalUploaded
 from bus.events.transfers import TransferDownloaded
 from bus.logging import get_logger
+from bus.templates.dates import DateFormat, DateFormatError, compile_format
 from bus.topics import PORTAL, TRANSFERS
 from producers.ingest.core import PORTAL_REQUESTER, Submission, unique_key, upload_cap
 from producers.ingest.core import Refused as IngestRefused
@@ -103,10 +107,20 @@ class Reads(Protocol):
     """The read models the portal lists from (``projections.portal.PortalReads``)."""
 
     async def available(
-        self, destination: str, now: datetime, *, under: str = "", limit: int = 200_000
+        self,
+        destination: str,
+        now: datetime,
+        *,
+        under: str = "",
+        limit: int = 200_000,
+        day: date | None = None,
     ) -> list[Available]: ...
 
-    async def find(self, destination: str, target: str, now: datetime) -> Available | None: ...
+    async def find(
+        self, destination: str, target: str, now: datetime, *, day: date | None = None
+    ) -> Available | None: ...
+
+    async def days(self, destination: str, now: datetime) -> list[date]: ...
 
     async def page(
         self,
@@ -118,6 +132,7 @@ class Reads(Protocol):
         descending: bool = False,
         limit: int = 1000,
         offset: int = 0,
+        day: date | None = None,
     ) -> Page: ...
 
 
@@ -149,6 +164,26 @@ class Entry:
     mtime: datetime | None = None
     available: Available | None = None
     staged: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Place:
+    """A path of the view as a place in its destination: ``target`` (a file or folder name),
+    and for a destination grouped by date the ``day`` of its date folder, or every date folder
+    (``folders``, at the destination itself); ``known`` is False for a date folder not there."""
+
+    target: str
+    day: date | None = None
+    folders: tuple[str, ...] | None = None
+    known: bool = True
+    dated: bool = False
+
+
+def _day_format(pattern: str) -> DateFormat:
+    try:
+        return compile_format(pattern)
+    except DateFormatError:  # refused when configured; a safe name rather than a crash
+        return compile_format("yyyyMMdd")
 
 
 @dataclass(slots=True)
@@ -385,20 +420,26 @@ class Session:
     async def list(self, path: PortalPath) -> list[Entry]:
         """The names in folder ``path`` (``dir``)."""
         account = await self.check(Operation.DIR, path)
-        now = self.portal.clock()
         if path.destination is None:
             return [Entry(d, True) for d in account.destinations]
         destination, prefix = path.destination, path.name
         lead = prefix + "/" if prefix else ""
-        found = await self.portal.reads.available(destination, now, under=prefix)
+        place = await self._place(path)
         entries: dict[str, Entry] = {}
-        for item in found:
-            rest = item.target[len(lead) :]
-            head, sep, _ = rest.partition("/")
-            if sep:
-                entries.setdefault(head, Entry(head, True))
-            else:
-                entries[head] = Entry(head, False, item.size, item.stored_at, item)
+        if place.folders is not None:
+            entries = {name: Entry(name, True) for name in place.folders}
+        elif place.known:
+            inner = place.target + "/" if place.target else ""
+            now = self.portal.clock()
+            found = await self.portal.reads.available(
+                destination, now, under=place.target, day=place.day
+            )
+            for item in found:
+                head, sep, _ = item.target[len(inner) :].partition("/")
+                if sep:
+                    entries.setdefault(head, Entry(head, True))
+                else:
+                    entries[head] = Entry(head, False, item.size, item.stored_at, item)
         for name, staged in self.portal.staged(self.login, destination).items():
             if name.startswith(lead):
                 head, sep, _ = name[len(lead) :].partition("/")
@@ -408,9 +449,25 @@ class Session:
                 head = folder[len(lead) :].split("/", 1)[0]
                 if head:
                     entries.setdefault(head, Entry(head, True))
-        if not entries and prefix and not await self._folder(destination, prefix):
+        if not entries and prefix and not await self._folder(path, place):
             raise NotFound(f"{path}: no such folder")
         return [entries[name] for name in sorted(entries)]
+
+    async def _place(self, path: PortalPath) -> _Place:
+        """Where ``path`` is in its destination: for one that groups by date
+        (``group_by_date``), its first part is a date folder (the day its transfers were
+        queued, UTC, written with ``date_format``) taken off the target."""
+        view = self.portal.config.view
+        dest = view.destinations.get(path.destination) if path.destination else None
+        if dest is None or not dest.group_by_date:
+            return _Place(path.name)
+        days = await self.portal.reads.days(dest.name, self.portal.clock())
+        written = _day_format(dest.date_format)
+        named = {written.format(datetime(d.year, d.month, d.day, tzinfo=UTC)): d for d in days}
+        if len(path.parts) == 1:
+            return _Place("", folders=tuple(sorted(named)))
+        day = named.get(path.parts[1])
+        return _Place("/".join(path.parts[2:]), day, known=day is not None, dated=True)
 
     async def page(
         self, path: PortalPath, *, order: str, descending: bool, limit: int, offset: int
@@ -426,7 +483,8 @@ class Session:
             or any(n.startswith(lead) for n in self.portal.staged(self.login, destination))
             or any(f.startswith(lead) for f in self.portal.folders(self.login, destination))
         )
-        if own:
+        place = await self._place(path) if destination is not None else _Place("")
+        if own or place.dated or place.folders is not None:
             entries = await self.list(path)
             entries.sort(key=_order(order), reverse=descending)
             entries.sort(key=lambda e: not e.folder)  # stable: folders first, order kept
@@ -441,7 +499,7 @@ class Session:
             limit=limit,
             offset=offset,
         )
-        if found.total == 0 and prefix and not await self._folder(destination, prefix):
+        if found.total == 0 and prefix and not await self._folder(path, place):
             raise NotFound(f"{path}: no such folder")
         page = [Entry(name, True) for name in found.folders]
         page += [
@@ -450,14 +508,24 @@ class Session:
         ]
         return found.total, tuple(page)
 
-    async def _folder(self, destination: str, prefix: str) -> bool:
+    async def _folder(self, path: PortalPath, place: _Place) -> bool:
+        """Whether ``path`` (inside a destination) is a folder of the user's view."""
+        assert path.destination is not None
+        destination, prefix = path.destination, path.name
         if prefix in self.portal.folders(self.login, destination):
             return True
         lead = prefix + "/"
         if any(n.startswith(lead) for n in self.portal.staged(self.login, destination)):
             return True
+        if not place.known:
+            return False
+        if place.dated and not place.target:
+            return True  # a date folder that holds something
         now = self.portal.clock()
-        return bool(await self.portal.reads.available(destination, now, under=prefix, limit=1))
+        found = await self.portal.reads.available(
+            destination, now, under=place.target, day=place.day, limit=1
+        )
+        return bool(found)
 
     async def stat(self, path: PortalPath) -> Entry:
         """What ``path`` is; ``size``/``mtime`` only with the ``size``/``mtime`` grant."""
@@ -475,19 +543,24 @@ class Session:
         staged = self.portal.staged(self.login, destination).get(name)
         if staged is not None:
             return self._shown(path, _staged_entry(leaf, staged))
-        item = await self._find(destination, name)
+        place = await self._place(path)
+        item = await self._find(destination, place)
         if item is not None:
             return self._shown(path, Entry(leaf, False, item.size, item.stored_at, item))
-        if await self._folder(destination, name):
+        if await self._folder(path, place):
             return Entry(leaf, True)
         raise NotFound(f"{path}: no such file")
 
-    async def _find(self, destination: str, name: str) -> Available | None:
-        """The file available as ``name`` now: from the read models, or, while they have not
+    async def _find(self, destination: str, place: _Place) -> Available | None:
+        """The file available at ``place`` now: from the read models, or, while they have not
         caught up yet (a file just uploaded), from the ingest index this portal follows."""
+        if not place.known or not place.target:
+            return None
         now = self.portal.clock()
-        found = await self.portal.reads.find(destination, name, now)
-        return found if found is not None else _fresh(self.portal.ingest, destination, name, now)
+        found = await self.portal.reads.find(destination, place.target, now, day=place.day)
+        if found is not None or place.dated:
+            return found
+        return _fresh(self.portal.ingest, destination, place.target, now)
 
     def _shown(self, path: PortalPath, entry: Entry) -> Entry:
         size = entry.size if self.may(Operation.SIZE, path) else None
@@ -501,7 +574,7 @@ class Session:
         await self.check(Operation.GET, path)
         if path.destination is None or not path.name:
             raise Unsupported(f"{path} is a folder")
-        item = await self._find(path.destination, path.name)
+        item = await self._find(path.destination, await self._place(path))
         if item is None:
             raise NotFound(f"{path}: no such file")
         try:
@@ -520,7 +593,15 @@ class Session:
         if is_temporary(account, path.name):
             staged = self.portal.stage(self.login, path.destination, path.name)
             return SpoolWriter(self, path, staged, self._cap(path))
-        return Upload(self, path, None, self._cap(path))
+        return Upload(self, path, None, self._cap(path), self._target(path))
+
+    def _target(self, path: PortalPath) -> str:
+        """The target an upload to ``path`` registers: in a destination that groups by date,
+        what follows the date folder (a name put at its top is its own target)."""
+        dest = self.portal.config.view.destinations.get(path.destination or "")
+        if dest is not None and dest.group_by_date and len(path.parts) > 2:
+            return "/".join(path.parts[2:])
+        return path.name
 
     def _cap(self, path: PortalPath) -> tuple[int, str] | None:
         assert path.destination is not None
@@ -540,7 +621,7 @@ class Session:
             self.portal.restage(self.login, old.destination, old.name, new.name)
             return
         await self.check(Operation.PUT, new)
-        upload = Upload(self, new, staged.size, self._cap(new))
+        upload = Upload(self, new, staged.size, self._cap(new), self._target(new))
         try:
             async for chunk in _read_file(staged.path):
                 await upload.write(upload.received, chunk)
@@ -771,6 +852,7 @@ class Upload:
         path: PortalPath,
         size: int | None,
         cap: tuple[int, str] | None = None,
+        target: str | None = None,
     ) -> None:
         self.session = session
         self.path = path
@@ -781,7 +863,7 @@ class Upload:
         assert path.destination is not None
         submission = Submission(
             destination=path.destination,
-            target=path.name,
+            target=target if target is not None else path.name,
             user=session.login,
             requested_by=f"{PORTAL_REQUESTER}{session.login}",
             original=path.parts[-1],

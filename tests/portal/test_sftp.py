@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -531,3 +532,49 @@ async def test_a_resumed_download_completes_the_file_but_does_not_mark_it_done(
     assert download.bytes_sent == len(data) - 150_000
     rows = await portal.rows("SELECT status FROM transfers WHERE transfer_id = %s", transfer)
     assert rows == [("HOLD",)]
+
+
+async def test_a_destination_grouped_by_date_shows_date_folders(
+    portal: PortalStack, tmp_path: Path
+) -> None:
+    """``group_by_date`` with ``date_format: yyyy-MM-dd``: the destination lists one folder
+    per day transfers were queued (UTC), the file is listed and read inside it, a name put at
+    the top is its own target, and a date folder that is not there holds nothing."""
+    dest = f"dated-{portal.tag}"
+    dater = portal.site(f"dater-{portal.tag}", "dater-secret")
+    await portal.apply(
+        f"""
+destinations:
+  - name: {dest}
+    type: dissemination
+    transfer_group: portal-{portal.tag}
+    standby: true
+    group_by_date: true
+    date_format: yyyy-MM-dd
+users:
+  - login: dater-{portal.tag}
+    destinations: [{dest}]
+    operations: [dir, get, put, size]
+    ssh_authorized_keys: ["{dater.public}"]
+"""
+    )
+    await asyncio.sleep(1.0)  # the portal follows the configuration topic
+    data = os.urandom(50_000)
+    (tmp_path / "d.bin").write_bytes(data)
+    put = portal.sftp(dater, [f"put d.bin /{dest}/d.bin"], cwd=tmp_path)
+    assert put.returncode == 0, put.stderr + portal.log("portal")
+    await portal.listed(dest, "d.bin")
+    queued = next(e for e in portal.events(TransferQueued) if e.destination == dest)
+    folder = queued.queue_time.astimezone(UTC).strftime("%Y-%m-%d")
+    top = portal.sftp(dater, [f"ls /{dest}"], cwd=tmp_path)
+    assert top.returncode == 0, top.stderr
+    assert folder in top.stdout
+    assert "d.bin" not in top.stdout
+    inside = portal.sftp(dater, [f"ls -l /{dest}/{folder}"], cwd=tmp_path)
+    assert "d.bin" in inside.stdout
+    got = portal.sftp(dater, [f"get /{dest}/{folder}/d.bin back.bin"], cwd=tmp_path)
+    assert got.returncode == 0, got.stderr + portal.log("portal")
+    assert (tmp_path / "back.bin").read_bytes() == data
+    missing = portal.sftp(dater, [f"get /{dest}/2000-01-01/d.bin old.bin"], cwd=tmp_path)
+    assert missing.returncode != 0
+    assert not (tmp_path / "old.bin").exists()
