@@ -7,10 +7,11 @@ Size: ``ECPDS_BENCH_PORTAL_SIZE`` or argv[1] (bytes, default 1 GiB). Rounds:
 ``ECPDS_BENCH_PORTAL_ROUNDS`` (3), the two downloads back to back in each; medians and best
 rounds are reported, ratios are the median of each round's ratio (targets: download >= 0.8x
 of sftp-server, upload >= 0.7x of the download baseline). Then ``ECPDS_BENCH_PORTAL_CLIENTS``
-(50; 0 skips) OpenSSH ``sftp`` clients download a 10 MiB file at once: errors, p50/p99. The
-portal and a projector run as subprocesses on private topics and a private schema of the bench
-Kafka/PostgreSQL (started as ``make up`` does, under ECPDS_VAR, default var/bench). Binds
-127.0.0.1 only, cleans its temp dir, prints one JSON object.
+(50; 0 skips) OpenSSH ``sftp`` clients download a 10 MiB file at once: errors, p50/p99.
+The same file is also read and put over HTTPS with ``curl`` (no baseline: nginx is not
+installed here). The portal and a projector run as subprocesses on private topics and a
+private schema of the bench Kafka/PostgreSQL (started as ``make up`` does, under ECPDS_VAR,
+default var/bench). Binds 127.0.0.1 only, cleans its temp dir, prints one JSON object.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ SMALL = 10 * 1024 * 1024
 USER = """
 users:
   - login: bench-{tag}
+    password: bench-secret
     destinations: [pickup-{tag}]
     operations: [dir, get, put, size, mtime]
     ssh_authorized_keys: ["{key}"]
@@ -110,6 +112,18 @@ async def _concurrent(stack: PortalStack, site: Site, dest: str, work: Path) -> 
     }
 
 
+def _curl(stack: PortalStack, site: Site, path: str, *args: str) -> float:
+    """Seconds ``curl`` takes against the portal's HTTPS door (HTTP Basic, its certificate)."""
+    cert = stack.root / "secrets" / "portal" / "tls" / "server.crt"
+    argv = [
+        "curl", "-sS", "--fail", "--cacert", str(cert), "-u", f"{site.login}:bench-secret",
+        *args, f"https://127.0.0.1:{stack.https_port}{path}",
+    ]  # fmt: skip
+    start = time.perf_counter()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
 async def main() -> None:
     size = (
         int(sys.argv[1])
@@ -155,6 +169,14 @@ async def main() -> None:
             )
         assert (work / "got.bin").stat().st_size == size
         (work / "got.bin").unlink()
+        https_get = await asyncio.to_thread(
+            _curl, stack, site, f"/{dest}/big.bin", "-o", str(work / "got.bin")
+        )
+        assert (work / "got.bin").stat().st_size == size
+        (work / "got.bin").unlink()
+        https_put = await asyncio.to_thread(
+            _curl, stack, site, f"/{dest}/big-https.bin", "-T", str(source)
+        )
         (work / "native.bin").unlink(missing_ok=True)
         concurrent = await _concurrent(stack, site, dest, work) if CLIENTS > 0 else None
         mb = size / 1e6
@@ -174,6 +196,9 @@ async def main() -> None:
                 "upload_portal_MBps": round(mb / upload, 1),
                 "upload_ratio_to_download_baseline": round(min(native) / upload, 3),
                 "upload_target": 0.7,
+                "https_get_portal_MBps": round(mb / https_get, 1),
+                "https_put_portal_MBps": round(mb / https_put, 1),
+                "https_baseline": None,  # nginx is not on this machine (target: >= 0.7x of it)
                 "concurrent_sftp_downloads": concurrent,
             }
         )
