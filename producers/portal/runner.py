@@ -165,6 +165,7 @@ async def running(
             max_upload=settings.max_upload,
         )
         stack.push_async_callback(portal.drain)
+        stack.push_async_callback(portal.cut_uploads)  # runs once the doors are closed
         if cleared := portal.clear_spool():
             log.warning("dropped uploads in progress a previous run left spooled", files=cleared)
         gate = SignInGate(SFTP, _to(publisher, options.topics.portal))

@@ -230,6 +230,7 @@ class Portal:
         self._staged: dict[tuple[str, str, str], _Staged] = {}
         self._folders: dict[tuple[str, str], set[str]] = {}
         self.sessions: set[Session] = set()
+        self.uploads: set[Upload] = set()  # streaming into the ingest service right now
         self._pending: set[asyncio.Future[None]] = set()
 
     # -- accounts ---------------------------------------------------------------------------
@@ -280,6 +281,12 @@ class Portal:
         task = asyncio.ensure_future(run())
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+
+    async def cut_uploads(self) -> None:
+        """Abort every upload still streaming (shutdown, once the doors are closed): each
+        registration is closed failed and keeps no object, before the publisher stops."""
+        for upload in list(self.uploads):
+            await upload.abort("the portal stopped during the upload")
 
     async def drain(self) -> None:
         """Wait for the events still being published in the background (shutdown)."""
@@ -871,6 +878,7 @@ class Upload:
         )
         self._task = asyncio.ensure_future(session.portal.ingest.submit(submission, self._body()))
         self._ended = False
+        session.portal.uploads.add(self)
 
     async def _body(self) -> AsyncIterator[bytes]:
         while True:
@@ -903,6 +911,7 @@ class Upload:
     async def finish(self) -> Receipt:
         """The client closed the file: the registration's outcome."""
         self._ended = True
+        self.session.portal.uploads.discard(self)
         await self._put(None)
         receipt = await self._answer()
         session, portal = self.session, self.session.portal
@@ -945,6 +954,7 @@ class Upload:
         if self._ended:
             return
         self._ended = True
+        self.session.portal.uploads.discard(self)
         why = why or f"upload of {self.path} cut after {self.received} bytes"
         await self._put(ConnectionAbortedError(why))
         with contextlib.suppress(Exception):

@@ -21,6 +21,7 @@ Rules kept here:
 
 from __future__ import annotations
 
+import asyncio
 import stat as stat_mode
 import sys
 from collections.abc import AsyncIterator, Awaitable
@@ -71,6 +72,7 @@ class SftpDoor:
         self.portal = portal
         self.gate = gate
         self._server: asyncssh.SSHAcceptor | None = None
+        self.connections: set[_Connection] = set()
 
     async def start(self, host: str, port: int, host_key: asyncssh.SSHKey) -> int:
         """Listen on ``host``:``port`` (0: any free port); the port listened on."""
@@ -91,10 +93,19 @@ class SftpDoor:
         sockets = self._server.sockets
         return int(sockets[0].getsockname()[1]) if sockets else port
 
-    async def close(self) -> None:
+    async def close(self, grace: float = 10.0) -> None:
+        """Stop listening, then drop the connections still open (an upload in flight is cut,
+        never registered) and wait up to ``grace`` seconds for them to end."""
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+        open_now = [c.conn for c in self.connections if c.conn is not None]
+        for conn in open_now:
+            conn.close()
+        if open_now:
+            await asyncio.wait(
+                [asyncio.ensure_future(c.wait_closed()) for c in open_now], timeout=grace
+            )
 
     def knows_key(self, login: str, offered: asyncssh.SSHKey) -> bool:
         user = self.portal.user(login)
@@ -117,14 +128,16 @@ class _Connection(asyncssh.SSHServer):
         self.door = door
         self.address: str | None = None
         self.session: Session | None = None
-        self._conn: asyncssh.SSHServerConnection | None = None
+        self.conn: asyncssh.SSHServerConnection | None = None
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
-        self._conn = conn
+        self.conn = conn
+        self.door.connections.add(self)
         peer = conn.get_extra_info("peername")
         self.address = str(peer[0]) if peer else None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.door.connections.discard(self)
         if self.session is not None:
             self.session.close()
 
@@ -152,8 +165,8 @@ class _Connection(asyncssh.SSHServer):
         return self.door.knows_key(username, key)
 
     def auth_completed(self) -> None:
-        assert self._conn is not None
-        username = str(self._conn.get_extra_info("username"))
+        assert self.conn is not None
+        username = str(self.conn.get_extra_info("username"))
         # admitted at once, before the client can open a channel: the session is there for it
         found = self.door.portal.start_session(username, PROTOCOL, self.address)
         if isinstance(found, Session):
@@ -164,7 +177,7 @@ class _Connection(asyncssh.SSHServer):
             if found.reason is Reason.MAX_CONNECTIONS
             else asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE
         )
-        self._conn.disconnect(code, found.message)
+        self.conn.disconnect(code, found.message)
 
 
 def _attrs(entry: Entry) -> asyncssh.SFTPAttrs:

@@ -121,6 +121,8 @@ class PortalStack:
 
     def start_portal(self) -> None:
         self.sftp_port, self.https_port = free_port(), free_port()
+        log = self.root / "log" / "portal.log"
+        seen = log.stat().st_size if log.exists() else 0  # a restart appends to the same log
         process = self._spawn(
             "portal",
             [
@@ -137,7 +139,7 @@ class PortalStack:
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 pytest.fail(f"the portal exited with {process.returncode}: {self.log('portal')}")
-            if "portal HTTPS listening" in self.log("portal"):
+            if b"portal HTTPS listening" in log.read_bytes()[seen:]:
                 return
             time.sleep(0.2)
         pytest.fail(f"the portal did not start within 60 s: {self.log('portal')}")
