@@ -4,10 +4,11 @@ scripts (``curl``, ``wget``, rclone's http remote).
 Rules kept here:
 
 - Every request signs in: HTTP Basic (a data user's login and password, through the sign-in
-  defender ``bus.signin``: a banned caller gets 429 with ``Retry-After``) or a portal API
-  token (``Authorization: Bearer``; the token file ``<var>/secrets/portal-tokens``, one token
-  per data user, named by its login; a ``viewer`` token only reads). No or wrong credentials:
-  401 with ``WWW-Authenticate: Basic``.
+  defender ``bus.signin``: a banned caller gets 429 with ``Retry-After``; a password checked
+  once is remembered, as the ingest API does) or a portal API token (``Authorization:
+  Bearer``; the token file ``<var>/secrets/portal-tokens``, one token per data user, named by
+  its login; a ``viewer`` token only reads). Both are read by the ingest API's
+  ``Authenticator``. No or wrong credentials: 401 with ``WWW-Authenticate: Basic``.
 - A request is a portal session while it runs (a download until its last byte): past the
   user's max connections it is answered 429; a disabled or expired account, or a spent quota,
   403.
@@ -29,14 +30,13 @@ Rules kept here:
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import html
 import re
 import urllib.parse
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC
 from email.utils import format_datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -45,11 +45,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from bus.defender import Attempt
 from bus.events.portal import AccessDeniedReason as Reason
 from bus.signin import Banned, SignInGate
-from bus.tokens import TokenFile, TokenRole
 from bus.web import SecureHeaders
+from producers.api.auth import Authenticator, TokenBook
 from producers.portal import webdav
 from producers.portal.access import Denied, Operation, PortalPath
 from producers.portal.service import (
@@ -65,6 +64,7 @@ from producers.portal.service import (
 )
 
 PROTOCOL = "https"
+CHALLENGE = {"WWW-Authenticate": 'Basic realm="ecpds portal", charset="UTF-8"'}
 CHUNK = 256 * 1024
 PAGE = 1000
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
@@ -102,10 +102,12 @@ def _answer(error: PortalError) -> Response:
 class HttpsDoor:
     """The Starlette app of one portal."""
 
-    def __init__(self, portal: Portal, gate: SignInGate, tokens: TokenFile) -> None:
+    def __init__(
+        self, portal: Portal, gate: SignInGate, tokens: Path, key_file: Path | None
+    ) -> None:
         self.portal = portal
         self.gate = gate
-        self.tokens = tokens
+        self.auth = Authenticator(TokenBook(tokens), gate, key_file)
         methods = ["GET", "HEAD", "PUT", "OPTIONS", "PROPFIND", "MKCOL", "MOVE", "DELETE"]
         self.app = SecureHeaders(
             Starlette(routes=[Route("/{path:path}", self._serve, methods=methods)])
@@ -114,37 +116,18 @@ class HttpsDoor:
     # -- sign-in ----------------------------------------------------------------------------
 
     async def _login(self, request: Request) -> tuple[str, bool]:
-        """The data user of this request and whether it may write, or ``_Answer``."""
+        """The data user of this request and whether it may write, or ``_Answer``. Basic and
+        Bearer are read by the ingest API's authenticator (one home: the defender, the
+        remembered passwords), on the portal's own token file."""
         address = request.client.host if request.client else None
-        header = request.headers.get("authorization", "")
-        scheme, _, value = header.partition(" ")
-        challenge = {"WWW-Authenticate": 'Basic realm="ecpds portal", charset="UTF-8"'}
-        if scheme.lower() == "bearer":
-            refused = self.gate.banned(address, None)
-            if refused is not None:
-                raise _Answer(self._banned(refused))
-            token = self.tokens.check(value.strip())
-            if token is None or self.portal.user(token.name) is None:
-                self.gate.failed(address, None, Attempt.TOKEN)
-                raise _Answer(_text(401, "unknown token", challenge))
-            return token.name, token.role is TokenRole.OPERATOR
-        if scheme.lower() != "basic":
-            raise _Answer(_text(401, "sign in (HTTP Basic or a portal token)", challenge))
-        try:
-            login, sep, password = (
-                base64.b64decode(value.strip(), validate=True).decode().partition(":")
-            )
-        except (binascii.Error, UnicodeDecodeError):
-            login, sep, password = "", "", ""
-        if not sep or not login:
-            self.gate.failed(address, None, Attempt.MALFORMED)
-            raise _Answer(_text(401, "malformed credentials", challenge))
-        outcome = await self.gate.check(address, login, self.portal.password_hash(login), password)
-        if isinstance(outcome, Banned):
-            raise _Answer(self._banned(outcome))
-        if outcome is not True:
-            raise _Answer(_text(401, "wrong login or password", challenge))
-        return login, True
+        header = request.headers.get("authorization")
+        principal = await self.auth.principal(header, self.portal.config.view, address)
+        if isinstance(principal, Banned):
+            raise _Answer(self._banned(principal))
+        login = (principal.user or principal.name) if principal is not None else None
+        if principal is None or login is None or self.portal.user(login) is None:
+            raise _Answer(_text(401, "sign in (HTTP Basic or a portal token)", CHALLENGE))
+        return login, principal.can_act
 
     @staticmethod
     def _banned(banned: Banned) -> Response:

@@ -33,7 +33,6 @@ from bus.publisher import Publisher
 from bus.settings import Settings
 from bus.signin import SignInGate
 from bus.tls import ensure_self_signed
-from bus.tokens import TokenFile
 from bus.topics import CONFIG, DATAFILES, PORTAL, TRANSFERS, TopicSpec, apply_topics, catalogue
 from bus.web import UVICORN_OPTIONS
 from producers.ingest.core import requested_by_portal
@@ -178,8 +177,8 @@ async def running(
         log.info("portal SFTP/SCP listening", address=settings.portal_address, port=port)
         web_gate = SignInGate(HTTPS, _to(publisher, options.topics.portal))
         stack.push_async_callback(web_gate.close)
-        tokens = TokenFile(settings.var_dir / "secrets" / "portal-tokens")
-        web = HttpsDoor(portal, web_gate, tokens)
+        tokens = settings.var_dir / "secrets" / "portal-tokens"
+        web = HttpsDoor(portal, web_gate, tokens, settings.key_file)
         https_port = (
             settings.portal_https_port if options.https_port is None else options.https_port
         )
