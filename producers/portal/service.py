@@ -25,40 +25,35 @@ Rules kept here:
   upload cut midway fails its registration in the ingest service, which leaves no object;
   a spooled one is deleted. Each registered upload is a ``PortalUploaded``.
 - Writes must come in order (offset = bytes received); resumed or sparse uploads are refused.
+
+The pieces: ``access`` (the pure rules), ``ports`` (what it reads and publishes through),
+``places`` (date folders, files just uploaded), ``streams`` (the bytes of one download or
+upload), ``errors`` (what the doors answer); the doors are ``sftp``, ``https`` and ``webdav``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from bus.config.secrets import OperatorKey, stored_hash
 from bus.config.source import ConfigSource
 from bus.errors import ConfigurationError, EcpdsError
 from bus.events import Event, envelope
-from bus.events.base import TransferStatus
 from bus.events.config import DataUser
-from bus.events.portal import PortalAccessDenied, PortalDownloaded, PortalUploaded
-from bus.events.transfers import TransferDownloaded
+from bus.events.portal import PortalAccessDenied
 from bus.logging import get_logger
-from bus.templates.dates import DateFormat, DateFormatError, compile_format
 from bus.topics import PORTAL, TRANSFERS
-from producers.ingest.core import PORTAL_REQUESTER, Submission, unique_key, upload_cap
-from producers.ingest.core import Refused as IngestRefused
-from producers.ingest.index import FileState
-from producers.ingest.service import Failure, IngestService, Receipt
+from producers.ingest.core import upload_cap
+from producers.ingest.service import IngestService
 from producers.portal.access import (
     Account,
     Denied,
-    Direction,
     Operation,
     PortalPath,
     Reason,
@@ -68,82 +63,13 @@ from producers.portal.access import (
     confine,
     is_temporary,
 )
-from projections.portal import Available, Page
-from store.errors import ObjectCorrupt
-from store.objects import ObjectId
-from store.ports import ObjectStore
+from producers.portal.errors import Failed, NotFound, PortalError, Refused, Unsupported
+from producers.portal.places import Place, day_format, fresh
+from producers.portal.ports import Publish, Reads, Stores
+from producers.portal.streams import Download, SpoolWriter, Staged, Upload, read_file
+from projections.portal import Available
 
 log = get_logger(__name__)
-
-CHUNK = 256 * 1024  # bytes read from a spooled upload at a time
-UPLOAD_QUEUE = 16  # chunks in flight between a door and the ingest service
-
-
-class PortalError(Exception):
-    """Why an operation did not happen; each door answers it with its own code."""
-
-
-class Refused(PortalError):
-    """The access model refused it (published as ``PortalAccessDenied``)."""
-
-    def __init__(self, denied: Denied) -> None:
-        super().__init__(denied.message)
-        self.denied = denied
-
-
-class NotFound(PortalError):
-    """No such file or folder in the user's view."""
-
-
-class Unsupported(PortalError):
-    """The view cannot do that (e.g. rename a registered file)."""
-
-
-class Failed(PortalError):
-    """The operation was tried and failed (a store error, a refused registration ...)."""
-
-
-class Reads(Protocol):
-    """The read models the portal lists from (``projections.portal.PortalReads``)."""
-
-    async def available(
-        self,
-        destination: str,
-        now: datetime,
-        *,
-        under: str = "",
-        limit: int = 200_000,
-        day: date | None = None,
-    ) -> list[Available]: ...
-
-    async def find(
-        self, destination: str, target: str, now: datetime, *, day: date | None = None
-    ) -> Available | None: ...
-
-    async def days(self, destination: str, now: datetime) -> list[date]: ...
-
-    async def page(
-        self,
-        destination: str,
-        now: datetime,
-        *,
-        under: str = "",
-        order: str = "name",
-        descending: bool = False,
-        limit: int = 1000,
-        offset: int = 0,
-        day: date | None = None,
-    ) -> Page: ...
-
-
-class Stores(Protocol):
-    """Object stores by the name a data file records (``store.named.NamedStores``)."""
-
-    def store_for(self, name: str) -> ObjectStore: ...
-
-
-Publish = Callable[[str, str, Event], Awaitable[object]]
-"""Publishes one event on a topic under a key, waiting for the broker."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,33 +90,6 @@ class Entry:
     mtime: datetime | None = None
     available: Available | None = None
     staged: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class _Place:
-    """A path of the view as a place in its destination: ``target`` (a file or folder name),
-    and for a destination grouped by date the ``day`` of its date folder, or every date folder
-    (``folders``, at the destination itself); ``known`` is False for a date folder not there."""
-
-    target: str
-    day: date | None = None
-    folders: tuple[str, ...] | None = None
-    known: bool = True
-    dated: bool = False
-
-
-def _day_format(pattern: str) -> DateFormat:
-    try:
-        return compile_format(pattern)
-    except DateFormatError:  # refused when configured; a safe name rather than a crash
-        return compile_format("yyyyMMdd")
-
-
-@dataclass(slots=True)
-class _Staged:
-    path: Path
-    size: int = 0
-    mtime: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 def _now() -> datetime:
@@ -227,7 +126,7 @@ class Portal:
         self.clock = clock
         self._publish = publish
         self._spool = spool
-        self._staged: dict[tuple[str, str, str], _Staged] = {}
+        self._staged: dict[tuple[str, str, str], Staged] = {}
         self._folders: dict[tuple[str, str], set[str]] = {}
         self.sessions: set[Session] = set()
         self.uploads: set[Upload] = set()  # streaming into the ingest service right now
@@ -328,16 +227,16 @@ class Portal:
 
     # -- temporary uploads and folders, per user ---------------------------------------------
 
-    def staged(self, login: str, destination: str) -> dict[str, _Staged]:
+    def staged(self, login: str, destination: str) -> dict[str, Staged]:
         return {
             name: staged
             for (who, dest, name), staged in self._staged.items()
             if who == login and dest == destination
         }
 
-    def stage(self, login: str, destination: str, name: str) -> _Staged:
+    def stage(self, login: str, destination: str, name: str) -> Staged:
         self._spool.mkdir(parents=True, exist_ok=True, mode=0o700)
-        staged = _Staged(self._spool / uuid.uuid4().hex)
+        staged = Staged(self._spool / uuid.uuid4().hex)
         old = self._staged.pop((login, destination, name), None)
         if old is not None:
             old.path.unlink(missing_ok=True)
@@ -359,7 +258,7 @@ class Portal:
             path.unlink(missing_ok=True)
         return len(leftovers)
 
-    def unstage(self, login: str, destination: str, name: str) -> _Staged | None:
+    def unstage(self, login: str, destination: str, name: str) -> Staged | None:
         staged = self._staged.pop((login, destination, name), None)
         if staged is not None:
             staged.path.unlink(missing_ok=True)
@@ -460,21 +359,21 @@ class Session:
             raise NotFound(f"{path}: no such folder")
         return [entries[name] for name in sorted(entries)]
 
-    async def _place(self, path: PortalPath) -> _Place:
+    async def _place(self, path: PortalPath) -> Place:
         """Where ``path`` is in its destination: for one that groups by date
         (``group_by_date``), its first part is a date folder (the day its transfers were
         queued, UTC, written with ``date_format``) taken off the target."""
         view = self.portal.config.view
         dest = view.destinations.get(path.destination) if path.destination else None
         if dest is None or not dest.group_by_date:
-            return _Place(path.name)
+            return Place(path.name)
         days = await self.portal.reads.days(dest.name, self.portal.clock())
-        written = _day_format(dest.date_format)
+        written = day_format(dest.date_format)
         named = {written.format(datetime(d.year, d.month, d.day, tzinfo=UTC)): d for d in days}
         if len(path.parts) == 1:
-            return _Place("", folders=tuple(sorted(named)))
+            return Place("", folders=tuple(sorted(named)))
         day = named.get(path.parts[1])
-        return _Place("/".join(path.parts[2:]), day, known=day is not None, dated=True)
+        return Place("/".join(path.parts[2:]), day, known=day is not None, dated=True)
 
     async def page(
         self, path: PortalPath, *, order: str, descending: bool, limit: int, offset: int
@@ -490,7 +389,7 @@ class Session:
             or any(n.startswith(lead) for n in self.portal.staged(self.login, destination))
             or any(f.startswith(lead) for f in self.portal.folders(self.login, destination))
         )
-        place = await self._place(path) if destination is not None else _Place("")
+        place = await self._place(path) if destination is not None else Place("")
         if own or place.dated or place.folders is not None:
             entries = await self.list(path)
             entries.sort(key=_order(order), reverse=descending)
@@ -515,7 +414,7 @@ class Session:
         ]
         return found.total, tuple(page)
 
-    async def _folder(self, path: PortalPath, place: _Place) -> bool:
+    async def _folder(self, path: PortalPath, place: Place) -> bool:
         """Whether ``path`` (inside a destination) is a folder of the user's view."""
         assert path.destination is not None
         destination, prefix = path.destination, path.name
@@ -558,7 +457,7 @@ class Session:
             return Entry(leaf, True)
         raise NotFound(f"{path}: no such file")
 
-    async def _find(self, destination: str, place: _Place) -> Available | None:
+    async def _find(self, destination: str, place: Place) -> Available | None:
         """The file available at ``place`` now: from the read models, or, while they have not
         caught up yet (a file just uploaded), from the ingest index this portal follows."""
         if not place.known or not place.target:
@@ -567,7 +466,7 @@ class Session:
         found = await self.portal.reads.find(destination, place.target, now, day=place.day)
         if found is not None or place.dated:
             return found
-        return _fresh(self.portal.ingest, destination, place.target, now)
+        return fresh(self.portal.ingest, destination, place.target, now)
 
     def _shown(self, path: PortalPath, entry: Entry) -> Entry:
         size = entry.size if self.may(Operation.SIZE, path) else None
@@ -630,7 +529,7 @@ class Session:
         await self.check(Operation.PUT, new)
         upload = Upload(self, new, staged.size, self._cap(new), self._target(new))
         try:
-            async for chunk in _read_file(staged.path):
+            async for chunk in read_file(staged.path):
                 await upload.write(upload.received, chunk)
             await upload.finish()
         except BaseException:
@@ -682,45 +581,6 @@ class Session:
         await self.check(Operation.MTIME, path)
 
 
-_NOT_YET = frozenset({TransferStatus.INIT, TransferStatus.SCHE, TransferStatus.FETC})
-
-
-def _fresh(ingest: IngestService, destination: str, name: str, now: datetime) -> Available | None:
-    """``name`` of ``destination`` as the ingest index knows it, if stored and available now
-    (the rule of ``projections.portal``, applied to the index's own entries)."""
-    entry = ingest.index.latest_file(unique_key(destination, name, None))
-    if entry is None or entry.state is not FileState.STORED or entry.stored is None:
-        return None
-    stored = entry.stored
-    for transfer in ingest.index.transfers_of(stored.data_file_id):
-        if transfer.destination != destination or transfer.status in _NOT_YET:
-            continue
-        if transfer.queue_time > now or transfer.expiry_time <= now:
-            continue
-        return Available(
-            transfer_id=transfer.transfer_id,
-            target=name,
-            status=transfer.status.value,
-            data_file_id=stored.data_file_id,
-            size=stored.size,
-            guid=stored.guid,
-            store=stored.store,
-            adler32=stored.checksums.adler32,
-            md5=stored.checksums.md5,
-            stored_at=stored.envelope.occurred_at,
-            queue_time=transfer.queue_time,
-            priority=transfer.priority,
-        )
-    return None
-
-
-def _over(cap: tuple[int, str] | None, size: int) -> str | None:
-    """Why ``size`` bytes pass ``cap``, or None."""
-    if cap is None or size <= cap[0]:
-        return None
-    return f"more than {cap[0]} bytes: {cap[1]}"
-
-
 def _order(key: str) -> Callable[[Entry], Any]:
     """How entries sort by ``name``, ``size`` or ``mtime`` (name within equals)."""
     if key == "size":
@@ -730,275 +590,8 @@ def _order(key: str) -> Callable[[Entry], Any]:
     return lambda e: e.name
 
 
-def _staged_entry(name: str, staged: _Staged) -> Entry:
+def _staged_entry(name: str, staged: Staged) -> Entry:
     return Entry(name, False, staged.size, staged.mtime, staged=True)
-
-
-async def _read_file(path: Path) -> AsyncIterator[bytes]:
-    handle = await asyncio.to_thread(path.open, "rb")
-    try:
-        while chunk := await asyncio.to_thread(handle.read, CHUNK):
-            yield chunk
-    finally:
-        handle.close()
-
-
-class Download:
-    """One file being read by a client, at any offsets (see the module rules)."""
-
-    def __init__(self, session: Session, path: PortalPath, item: Available, store: ObjectStore):
-        self.session = session
-        self.path = path
-        self.item = item
-        self._store = store
-        self._stream: AsyncIterator[bytes] | None = None
-        self._buffer = bytearray()
-        self._next = 0  # offset of the buffer's first byte in the file
-        self._whole = True  # every read so far continued the previous one, from offset 0
-        self.sent = 0
-        self._started = time.monotonic()
-        self._closed = False
-
-    async def read(self, offset: int, size: int) -> bytes:
-        """Up to ``size`` bytes at ``offset`` (b"" at or past the end)."""
-        if offset >= self.item.size:
-            return b""
-        if offset != self._next:
-            self._whole = False  # a seek: this read cannot vouch for the whole file
-        if self._stream is None or offset != self._next:
-            await self._reopen(offset)
-        assert self._stream is not None
-        try:
-            while len(self._buffer) < size:
-                chunk = await anext(self._stream, None)
-                if chunk is None:
-                    break
-                self._buffer += chunk
-        except ObjectCorrupt as error:
-            self._whole = False
-            log.error("portal download corrupt", path=str(self.path), error=str(error))
-            raise Failed(f"{self.path}: stored bytes do not match their checksum") from error
-        except EcpdsError as error:
-            self._whole = False
-            raise Failed(f"{self.path}: the store failed ({error})") from error
-        data = bytes(self._buffer[:size])
-        del self._buffer[:size]
-        self._next = offset + len(data)
-        self.sent += len(data)
-        return data
-
-    async def _reopen(self, offset: int) -> None:
-        await self._drop()
-        self._buffer.clear()
-        self._next = offset
-        self._stream = self._store.get(ObjectId(self.item.guid), offset=offset)
-
-    async def _drop(self) -> None:
-        stream, self._stream = self._stream, None
-        if stream is not None:
-            with contextlib.suppress(Exception):
-                await stream.aclose()  # type: ignore[attr-defined]
-
-    @property
-    def complete(self) -> bool:
-        """Every byte served in order from offset 0: the verified end was reached."""
-        return self._whole and self._next == self.item.size and self.sent == self.item.size
-
-    async def close(self) -> None:
-        """End the download: count it, and publish it (and ``DONE`` when it was complete)."""
-        if self._closed:
-            return
-        self._closed = True
-        await self._drop()
-        session, item, portal = self.session, self.item, self.session.portal
-        complete = self.complete
-        duration = int((time.monotonic() - self._started) * 1000)
-        portal.usage.moved(session.login, Direction.DOWNLOAD, self.sent, portal.clock())
-        log.info(
-            "portal download",
-            user=session.login,
-            path=str(self.path),
-            bytes=self.sent,
-            complete=complete,
-            duration_ms=duration,
-            protocol=session.protocol,
-        )
-        destination = self.path.destination or ""
-        downloaded = PortalDownloaded(
-            envelope=envelope(portal.source, item.transfer_id),
-            user=session.login,
-            destination=destination,
-            path=self.path.name,
-            protocol=session.protocol,
-            bytes_sent=self.sent,
-            duration_ms=duration,
-            complete=complete,
-            data_file_id=item.data_file_id,
-            transfer_id=item.transfer_id,
-            client_address=session.address,
-        )
-        await portal.publish(portal.topics.portal, session.login, downloaded)
-        if complete and item.status == "HOLD":
-            done = TransferDownloaded(
-                envelope=envelope(portal.source, item.transfer_id, downloaded.envelope.event_id),
-                transfer_id=item.transfer_id,
-                destination=destination,
-                user=session.login,
-                protocol=session.protocol,
-                bytes_sent=self.sent,
-            )
-            await portal.publish(portal.topics.transfers, destination, done)
-
-
-class Upload:
-    """One file streaming into the ingest service as the client writes it."""
-
-    def __init__(
-        self,
-        session: Session,
-        path: PortalPath,
-        size: int | None,
-        cap: tuple[int, str] | None = None,
-        target: str | None = None,
-    ) -> None:
-        self.session = session
-        self.path = path
-        self.received = 0
-        self._cap = cap
-        self._queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(UPLOAD_QUEUE)
-        self._started = time.monotonic()
-        assert path.destination is not None
-        submission = Submission(
-            destination=path.destination,
-            target=target if target is not None else path.name,
-            user=session.login,
-            requested_by=f"{PORTAL_REQUESTER}{session.login}",
-            original=path.parts[-1],
-            size=size,
-        )
-        self._task = asyncio.ensure_future(session.portal.ingest.submit(submission, self._body()))
-        self._ended = False
-        session.portal.uploads.add(self)
-
-    async def _body(self) -> AsyncIterator[bytes]:
-        while True:
-            item = await self._queue.get()
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-    async def _put(self, item: bytes | BaseException | None) -> None:
-        """Hand ``item`` to the ingest service unless it has already answered."""
-        putting = asyncio.ensure_future(self._queue.put(item))
-        await asyncio.wait({putting, self._task}, return_when=asyncio.FIRST_COMPLETED)
-        if not putting.done():
-            putting.cancel()
-
-    async def write(self, offset: int, data: bytes) -> None:
-        if offset != self.received:
-            await self.abort()
-            raise Unsupported(f"{self.path}: writes must be sequential (resume is not supported)")
-        if self._task.done():
-            await self._answer()  # refused or failed early: say why
-        if (over := _over(self._cap, self.received + len(data))) is not None:
-            await self.abort(over)
-            raise Failed(f"{self.path}: {over}")
-        await self._put(data)
-        self.received += len(data)
-
-    async def finish(self) -> Receipt:
-        """The client closed the file: the registration's outcome."""
-        self._ended = True
-        self.session.portal.uploads.discard(self)
-        await self._put(None)
-        receipt = await self._answer()
-        session, portal = self.session, self.session.portal
-        duration = int((time.monotonic() - self._started) * 1000)
-        portal.usage.moved(session.login, Direction.UPLOAD, receipt.size, portal.clock())
-        uploaded = PortalUploaded(
-            envelope=envelope(portal.source, receipt.data_file_id),
-            user=session.login,
-            destination=self.path.destination or "",
-            path=self.path.name,
-            protocol=session.protocol,
-            size=receipt.size,
-            duration_ms=duration,
-            data_file_id=receipt.data_file_id,
-            client_address=session.address,
-        )
-        await portal.publish(portal.topics.portal, session.login, uploaded)
-        log.info(
-            "portal upload",
-            user=session.login,
-            path=str(self.path),
-            bytes=receipt.size,
-            data_file_id=receipt.data_file_id,
-            protocol=session.protocol,
-        )
-        return receipt
-
-    async def _answer(self) -> Receipt:
-        outcome = await self._task
-        if isinstance(outcome, Receipt):
-            return outcome
-        if isinstance(outcome, IngestRefused):
-            raise Failed(f"{self.path}: {outcome.message}")
-        assert isinstance(outcome, Failure)
-        raise Failed(f"{self.path}: {outcome.message}")
-
-    async def abort(self, why: str | None = None) -> None:
-        """The client went away midway (or the upload passed its cap): the ingest service
-        fails the registration and keeps no object."""
-        if self._ended:
-            return
-        self._ended = True
-        self.session.portal.uploads.discard(self)
-        why = why or f"upload of {self.path} cut after {self.received} bytes"
-        await self._put(ConnectionAbortedError(why))
-        with contextlib.suppress(Exception):
-            await self._task
-        log.info("portal upload cut", user=self.session.login, path=str(self.path))
-
-
-class SpoolWriter:
-    """An upload under a temporary name: spooled locally until renamed to a final name."""
-
-    def __init__(
-        self,
-        session: Session,
-        path: PortalPath,
-        staged: _Staged,
-        cap: tuple[int, str] | None = None,
-    ) -> None:
-        self.session = session
-        self.path = path
-        self.staged = staged
-        self.received = 0
-        self._cap = cap
-        self._handle = staged.path.open("wb")
-        os.chmod(staged.path, 0o600)
-
-    async def write(self, offset: int, data: bytes) -> None:
-        if offset != self.received:
-            await self.abort()
-            raise Unsupported(f"{self.path}: writes must be sequential (resume is not supported)")
-        if (over := _over(self._cap, self.received + len(data))) is not None:
-            await self.abort(over)
-            raise Failed(f"{self.path}: {over}")
-        await asyncio.to_thread(self._handle.write, data)
-        self.received += len(data)
-        self.staged.size = self.received
-        self.staged.mtime = datetime.now(UTC)
-
-    async def finish(self) -> None:
-        await asyncio.to_thread(self._handle.close)
-
-    async def abort(self, why: str | None = None) -> None:
-        self._handle.close()
-        assert self.path.destination is not None
-        self.session.portal.unstage(self.session.login, self.path.destination, self.path.name)
 
 
 __all__ = [
