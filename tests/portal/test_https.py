@@ -5,6 +5,7 @@ Kafka, PostgreSQL, projector and object store."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import subprocess
 from dataclasses import dataclass
@@ -326,3 +327,29 @@ async def test_listings_page_with_folders_first_and_sort_by_size(
     assert entries[0]["type"] == "file"
     deep = listing(f"/{dest}/deep/?format=json&sort=size&order=desc")
     assert [e["name"] for e in deep["entries"]] == ["large.bin", "small.bin"]  # type: ignore[attr-defined]
+
+
+async def test_rclone_http_reads_the_html_index_and_copies_a_file(
+    portal: PortalStack, users: dict[str, Site], uploaded: bytes, tmp_path: Path
+) -> None:
+    """rclone's http remote (read-only, Basic in a header) lists a destination from its HTML
+    index and copies a file from it."""
+    dest, web = f"pickup-{portal.tag}", users["web"]
+    basic = base64.b64encode(f"{web.login}:{web.password}".encode()).decode()
+    cert = portal.root / "secrets" / "portal" / "tls" / "server.crt"
+    common = [
+        "rclone", "--config", "/dev/null", "--ca-cert", str(cert), "--retries", "1",
+        "--header", f"Authorization: Basic {basic}",
+        "--http-url", f"https://127.0.0.1:{portal.https_port}/{dest}/",
+    ]  # fmt: skip
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*common, *args], capture_output=True, text=True, timeout=120)
+
+    listed = await asyncio.to_thread(run, "lsl", ":http:")
+    assert listed.returncode == 0, listed.stderr + portal.log("portal")
+    assert "web.bin" in listed.stdout
+    assert str(len(uploaded)) in listed.stdout
+    copied = await asyncio.to_thread(run, "copy", ":http:web.bin", str(tmp_path))
+    assert copied.returncode == 0, copied.stderr
+    assert (tmp_path / "web.bin").read_bytes() == uploaded
