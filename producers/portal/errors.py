@@ -30,4 +30,8 @@ class Failed(PortalError):
     """The operation was tried and failed (a store error, a refused registration ...)."""
 
 
-__all__ = ["Failed", "NotFound", "PortalError", "Refused", "Unsupported"]
+class TooLarge(Failed):
+    """An upload passed its cap (the destination's, ECPDS_MAX_UPLOAD or the user's)."""
+
+
+__all__ = ["Failed", "NotFound", "PortalError", "Refused", "TooLarge", "Unsupported"]

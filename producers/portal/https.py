@@ -60,6 +60,7 @@ from producers.portal.service import (
     PortalError,
     Refused,
     Session,
+    TooLarge,
     Unsupported,
 )
 
@@ -94,6 +95,8 @@ def _answer(error: PortalError) -> Response:
         return _text(404, str(error))
     if isinstance(error, Unsupported):
         return _text(405, str(error))
+    if isinstance(error, TooLarge):
+        return _text(413, str(error))
     if isinstance(error, Failed):
         return _text(409, str(error))
     return _text(500, str(error))

@@ -63,7 +63,14 @@ from producers.portal.access import (
     confine,
     is_temporary,
 )
-from producers.portal.errors import Failed, NotFound, PortalError, Refused, Unsupported
+from producers.portal.errors import (
+    Failed,
+    NotFound,
+    PortalError,
+    Refused,
+    TooLarge,
+    Unsupported,
+)
 from producers.portal.places import Place, day_format, fresh
 from producers.portal.ports import Publish, Reads, Stores
 from producers.portal.streams import Download, SpoolWriter, Staged, Upload, read_file
@@ -605,6 +612,7 @@ __all__ = [
     "Refused",
     "Session",
     "SpoolWriter",
+    "TooLarge",
     "Unsupported",
     "Upload",
 ]

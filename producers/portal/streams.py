@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from bus.errors import EcpdsError
 from bus.events import envelope
+from bus.events.datafiles import RefusalReason
 from bus.events.portal import PortalDownloaded, PortalUploaded
 from bus.events.transfers import TransferDownloaded
 from bus.logging import get_logger
@@ -32,7 +33,7 @@ from producers.ingest.core import PORTAL_REQUESTER, Submission
 from producers.ingest.core import Refused as IngestRefused
 from producers.ingest.service import Failure, Receipt
 from producers.portal.access import Direction, PortalPath
-from producers.portal.errors import Failed, Unsupported
+from producers.portal.errors import Failed, TooLarge, Unsupported
 from projections.portal import Available
 from store.errors import ObjectCorrupt
 from store.objects import ObjectId
@@ -234,7 +235,7 @@ class Upload:
             await self._answer()  # refused or failed early: say why
         if (over := _over(self._cap, self.received + len(data))) is not None:
             await self.abort(over)
-            raise Failed(f"{self.path}: {over}")
+            raise TooLarge(f"{self.path}: {over}")
         await self._put(data)
         self.received += len(data)
 
@@ -274,6 +275,8 @@ class Upload:
         if isinstance(outcome, Receipt):
             return outcome
         if isinstance(outcome, IngestRefused):
+            if outcome.reason is RefusalReason.TOO_LARGE:
+                raise TooLarge(f"{self.path}: {outcome.message}")
             raise Failed(f"{self.path}: {outcome.message}")
         assert isinstance(outcome, Failure)
         raise Failed(f"{self.path}: {outcome.message}")
@@ -316,7 +319,7 @@ class SpoolWriter:
             raise Unsupported(f"{self.path}: writes must be sequential (resume is not supported)")
         if (over := _over(self._cap, self.received + len(data))) is not None:
             await self.abort(over)
-            raise Failed(f"{self.path}: {over}")
+            raise TooLarge(f"{self.path}: {over}")
         await asyncio.to_thread(self._handle.write, data)
         self.received += len(data)
         self.staged.size = self.received

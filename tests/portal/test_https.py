@@ -353,3 +353,28 @@ async def test_rclone_http_reads_the_html_index_and_copies_a_file(
     copied = await asyncio.to_thread(run, "copy", ":http:web.bin", str(tmp_path))
     assert copied.returncode == 0, copied.stderr
     assert (tmp_path / "web.bin").read_bytes() == uploaded
+
+
+async def test_a_put_past_the_users_max_file_size_is_413(
+    portal: PortalStack, tmp_path: Path
+) -> None:
+    """A data user's ``max_file_size`` caps a PUT: 413, nothing registered under that name."""
+    dest = f"pickup-{portal.tag}"
+    tight = Site(f"tight-{portal.tag}", "tight-secret", Path("/nonexistent"))
+    await portal.apply(
+        f"""
+users:
+  - login: {tight.login}
+    password: {tight.password}
+    destinations: [{dest}]
+    operations: [dir, put]
+    properties:
+      max_file_size: "1000"
+"""
+    )
+    await asyncio.sleep(1.0)  # the portal follows the configuration topic
+    (tmp_path / "t.bin").write_bytes(os.urandom(500_000))
+    put = answer(portal.curl(f"/{dest}/tight.bin", "-T", str(tmp_path / "t.bin"), login=tight))
+    assert put.status == 413, put.body
+    assert b"max file size" in put.body
+    assert not any(e.target == "tight.bin" for e in portal.events(TransferQueued))
