@@ -270,6 +270,10 @@ class Settings:
     codec: Literal["auto", "native", "python"] = "auto"  # the Avro codec (read at import too)
     # the largest upload the ingest API takes for a destination without its own max_file_size
     max_upload: int = 10 * 1024**3
+    # the Data Portal's doors: SFTP/SCP and HTTPS, on their own address (127.0.0.1 by default)
+    portal_address: str = "127.0.0.1"
+    portal_sftp_port: int = 2222
+    portal_https_port: int = 8443
     instance: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     token: str | None = field(default=None, repr=False)  # the CLI's operator token (ECPDS_TOKEN)
 
@@ -347,6 +351,9 @@ class Settings:
             mover_id=env.get("ECPDS_MOVER_ID") or None,
             codec=_choice(env, "ECPDS_CODEC", "auto", ("auto", "native", "python")),  # type: ignore[arg-type]
             max_upload=_size(env, "ECPDS_MAX_UPLOAD", 10 * 1024**3),
+            portal_address=_address(env, "ECPDS_PORTAL_ADDRESS", "127.0.0.1"),
+            portal_sftp_port=_port(env, "ECPDS_PORTAL_SFTP_PORT", 2222),
+            portal_https_port=_port(env, "ECPDS_PORTAL_HTTPS_PORT", 8443),
             token=env.get("ECPDS_TOKEN") or None,
         )
         if env.get("ECPDS_INSTANCE"):

@@ -83,6 +83,7 @@ def components() -> list[Component]:
         ("mailer", "consumers.mailer.runner"),
         ("acquisition", "producers.acquisition.runner"),
         ("api", "producers.api.runner"),
+        ("portal", "producers.portal.runner"),
     ]
     for name, module in candidates:
         if (ROOT / (module.replace(".", "/") + ".py")).exists():
@@ -385,6 +386,14 @@ def _greet(settings: Settings, chosen: Sequence[Component]) -> None:
         say(f"ingest API: {api}/api/v1/openapi.json")
         token = settings.var_dir / "secrets" / "admin.token"
         say(f"API admin token (for this machine's operator only): {token}")
+    if "portal" in names_up:
+        host = settings.portal_address
+        host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        cert = settings.tls_cert or settings.var_dir / "secrets" / "portal" / "tls" / "server.crt"
+        say(
+            f"Data Portal: sftp -P {settings.portal_sftp_port} <data user>@{host}, "
+            f"https://{host}:{settings.portal_https_port}/ (curl --cacert {cert})"
+        )
     say("Ctrl-C stops everything")
 
 

@@ -28,15 +28,13 @@ from typing import Any
 
 import orjson
 
-from bus.config.durations import parse_size
 from bus.config.source import ConfigSource
-from bus.errors import ConfigurationError
 from bus.events.datafiles import RefusalReason
 from bus.events.transfers import TransferQueued
 from bus.signin import Banned
 from producers.api import params
 from producers.api.auth import Authenticator
-from producers.ingest.core import Refused, Submission
+from producers.ingest.core import Refused, Submission, upload_cap
 from producers.ingest.index import TransferEntry
 from producers.ingest.service import Failure, IngestService, Receipt
 
@@ -178,21 +176,8 @@ async def put(
 
 
 def _upload_cap(state: ApiState, s: Submission) -> tuple[int, str] | None:
-    """The cap this API adds for ``s`` and whose it is (the destination's own max_file_size is
-    the service's to enforce), or None when there is none."""
-    view = state.config.view
-    dest = view.destinations.get(s.destination)
-    caps: list[tuple[int, str]] = []
-    if dest is not None and dest.max_file_size is None and state.max_upload is not None:
-        caps.append((state.max_upload, "the default max upload (ECPDS_MAX_UPLOAD)"))
-    user = view.users.get(s.user) if s.user is not None else None
-    own = user.properties.get("max_file_size") if user is not None else None
-    if own is not None:
-        try:
-            caps.append((parse_size(own), f"the max file size of data user {s.user!r}"))
-        except ConfigurationError:
-            caps.append((0, f"the max file size of data user {s.user!r} (unreadable: 0)"))
-    return min(caps) if caps else None
+    """The cap this API adds for ``s`` (``producers.ingest.core.upload_cap``)."""
+    return upload_cap(state.config.view, s.destination, s.user, state.max_upload)
 
 
 def _too_large(size: int, cap: tuple[int, str]) -> Refused:

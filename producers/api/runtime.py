@@ -25,7 +25,7 @@ from bus.tokens import tokens_path as bus_tokens_path
 from bus.topics import CONFIG, PORTAL, TopicSpec, apply_topics, catalogue
 from producers.api.auth import Authenticator, TokenBook
 from producers.api.ingest import ApiState
-from producers.ingest.core import requested_by_acquisition
+from producers.ingest.core import requested_by_acquisition, requested_by_portal
 from producers.ingest.follower import LogFollower
 from producers.ingest.index import IngestIndex
 from producers.ingest.service import IngestService, IngestTopics
@@ -118,7 +118,10 @@ async def running(
             publish_timeout=options.publish_timeout,
         )
         stack.push_async_callback(service.close)
-        recovery = await service.recover(owned=lambda r: not requested_by_acquisition(r))
+        # the portal and acquisition recover their own registrations (see IngestService.recover)
+        recovery = await service.recover(
+            owned=lambda r: not (requested_by_acquisition(r) or requested_by_portal(r))
+        )
         log.info(
             "ingest index ready",
             files=len(index.files),

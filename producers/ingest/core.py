@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from bus.config.durations import parse_size
 from bus.config.view import ConfigView
+from bus.errors import ConfigurationError
 from bus.events.base import TransferStatus
 from bus.events.config import PortalOperation
 from bus.events.datafiles import DataFileRegistered, RefusalReason, SubmissionMode
@@ -44,6 +46,14 @@ ACQUISITION_REQUESTER = "acquisition/"  # + host id: the requester of acquired d
 def requested_by_acquisition(registered: DataFileRegistered) -> bool:
     """Whether acquisition registered this data file (its requester names an acquisition host)."""
     return (registered.requested_by or "").startswith(ACQUISITION_REQUESTER)
+
+
+PORTAL_REQUESTER = "portal/"  # + login: the requester of files pushed through the Data Portal
+
+
+def requested_by_portal(registered: DataFileRegistered) -> bool:
+    """Whether a data user pushed this data file through the portal."""
+    return (registered.requested_by or "").startswith(PORTAL_REQUESTER)
 
 
 def unique_key(destination: str, target: str, version: str | None) -> UniqueKey:
@@ -272,6 +282,27 @@ def plan_transfers(
         if dest is not None and dest.active:
             planned.append(PlannedTransfer(alias, status(alias), alias_of=destination))
     return tuple(planned)
+
+
+def upload_cap(
+    view: ConfigView, destination: str, user: str | None, default: int | None
+) -> tuple[int, str] | None:
+    """The cap a front door (the ingest API, the portal) adds to a put and whose it is: its
+    ``default`` (ECPDS_MAX_UPLOAD) for a destination without its own ``max_file_size`` (that
+    one is the service's to enforce), and a data user's ``max_file_size`` property; the lower
+    of the two, or None when there is none. An unreadable property caps at 0."""
+    dest = view.destinations.get(destination)
+    caps: list[tuple[int, str]] = []
+    if dest is not None and dest.max_file_size is None and default is not None:
+        caps.append((default, "the default max upload (ECPDS_MAX_UPLOAD)"))
+    found = view.users.get(user) if user is not None else None
+    own = found.properties.get("max_file_size") if found is not None else None
+    if own is not None:
+        try:
+            caps.append((parse_size(own), f"the max file size of data user {user!r}"))
+        except ConfigurationError:
+            caps.append((0, f"the max file size of data user {user!r} (unreadable: 0)"))
+    return min(caps) if caps else None
 
 
 def too_large(destination: str, size: int, limit: int) -> Refused:

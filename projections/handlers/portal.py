@@ -1,6 +1,7 @@
 """Projection of ``ecpds.portal``: every upload, download and denial in ``portal_access``, and
 the sign-in defender's failures (kind ``SIGN_IN_FAILED``) and bans (kind ``BANNED``) there too,
-with the door as ``protocol``."""
+with the door as ``protocol``. A denial's destination is the first part of its path (the
+portal's paths are ``/<destination>/...``), so the monitor counts denials per destination."""
 
 from __future__ import annotations
 
@@ -68,6 +69,13 @@ def _downloaded(event: p.PortalDownloaded) -> Sequence[Write]:
     return (Write(_ACCESS, row),)
 
 
+def _destination_of(path: str | None) -> str | None:
+    """The destination a denied portal path names (its first part), if any."""
+    if not path or not path.startswith("/"):
+        return None
+    return path[1:].split("/", 1)[0] or None
+
+
 @on(p.PortalAccessDenied)
 def _denied(event: p.PortalAccessDenied) -> Sequence[Write]:
     env = event.envelope
@@ -76,7 +84,7 @@ def _denied(event: p.PortalAccessDenied) -> Sequence[Write]:
         env.occurred_at,
         "DENIED",
         event.user,
-        None,
+        _destination_of(event.path),
         event.path,
         event.protocol,
         None,

@@ -226,6 +226,15 @@ def routes(state: Any) -> list[BaseRoute]:
     async def movers(request: Request, user: User) -> Response:
         return render(request, user, "movers.html", rows=await state.queries.movers())
 
+    async def portal(request: Request, user: User) -> Response:
+        return render(
+            request,
+            user,
+            "portal.html",
+            rows=await state.queries.portal_traffic(),
+            recent=await state.queries.portal_recent(),
+        )
+
     async def acquisition(request: Request, user: User) -> Response:
         return render(
             request,
@@ -347,6 +356,7 @@ def routes(state: Any) -> list[BaseRoute]:
         Route("/hosts", signed_in(hosts)),
         Route("/movers", signed_in(movers)),
         Route("/acquisition", signed_in(acquisition)),
+        Route("/portal", signed_in(portal)),
         Route("/charts", signed_in(charts)),
         Route("/live", signed_in(events)),
     ]

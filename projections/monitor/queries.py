@@ -208,6 +208,34 @@ class Queries:
             " ORDER BY mover_id LIMIT 1000"
         )
 
+    # portal traffic ------------------------------------------------------------------------
+
+    async def portal_traffic(self) -> list[Row]:
+        """Uploads, downloads, denials and failed sign-ins per data user and destination over
+        the day before the newest portal row (the read models hold no wall clock)."""
+        return await self.rows(
+            "SELECT coalesce(data_user, '') AS data_user, coalesce(destination, '') AS destination,"
+            " count(*) FILTER (WHERE kind = 'UPLOAD') AS uploads,"
+            " coalesce(sum(bytes) FILTER (WHERE kind = 'UPLOAD'), 0) AS upload_bytes,"
+            " count(*) FILTER (WHERE kind = 'DOWNLOAD') AS downloads,"
+            " count(*) FILTER (WHERE kind = 'DOWNLOAD' AND complete) AS complete_downloads,"
+            " coalesce(sum(bytes) FILTER (WHERE kind = 'DOWNLOAD'), 0) AS download_bytes,"
+            " count(*) FILTER (WHERE kind = 'DENIED') AS denied,"
+            " count(*) FILTER (WHERE kind IN ('SIGN_IN_FAILED', 'BANNED')) AS sign_in_failures,"
+            " max(occurred_at) AS last_seen FROM portal_access"
+            " WHERE occurred_at > (SELECT max(occurred_at) FROM portal_access) - interval '1 day'"
+            " GROUP BY 1, 2 ORDER BY last_seen DESC LIMIT 500"
+        )
+
+    async def portal_recent(self, limit: int = 200) -> list[Row]:
+        """The newest portal rows: uploads, downloads, denials, sign-in failures and bans."""
+        return await self.rows(
+            "SELECT occurred_at, kind, data_user, destination, path, protocol, bytes,"
+            " duration_ms, complete, reason, message, operation, client_address"
+            " FROM portal_access ORDER BY occurred_at DESC LIMIT %s",
+            (limit,),
+        )
+
     async def acquisition(self) -> list[Row]:
         return await self.rows(
             "SELECT host_id, destination, last_listing_at, last_duration_ms,"

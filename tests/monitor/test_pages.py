@@ -10,6 +10,12 @@ import pytest
 
 from bus.events import envelope
 from bus.events.notifications import MailFailed, NotificationFailed
+from bus.events.portal import (
+    AccessDeniedReason,
+    PortalAccessDenied,
+    PortalDownloaded,
+    PortalUploaded,
+)
 from projections.monitor.view import destination_badge
 from tests.bus.samples import sample
 from tests.monitor.conftest import Monitor, csrf_of, sign_in
@@ -28,6 +34,7 @@ PAGES = (
     "/hosts",
     "/movers",
     "/acquisition",
+    "/portal",
     "/charts",
     "/live",
 )
@@ -206,3 +213,38 @@ async def test_posts_without_the_csrf_token_are_rejected(operator: httpx.AsyncCl
     async with httpx.AsyncClient(base_url=str(operator.base_url)) as other:
         login = await other.post("/login", data={"login": "operator1", "password": "x"})
         assert login.status_code == 403  # the sign-in form is protected too
+
+
+async def test_the_portal_page_shows_traffic_per_user_and_destination(
+    operator: httpx.AsyncClient, monitor: Monitor
+) -> None:
+    """Uploads, downloads (complete or not) and denials of a data user are counted per
+    destination, and each is a row of the latest events with its reason."""
+    env = envelope("tests/monitor", "portal-page")
+    events = [
+        PortalUploaded(
+            envelope=env, user="site-x", destination="dest-p", path="a.grib",
+            protocol="sftp", size=2048, duration_ms=5,
+        ),
+        PortalDownloaded(
+            envelope=envelope("tests/monitor", "portal-page"), user="site-x",
+            destination="dest-p", path="b.grib", protocol="https", bytes_sent=4096,
+            duration_ms=7, complete=False,
+        ),
+        PortalAccessDenied(
+            envelope=envelope("tests/monitor", "portal-page"), user="site-x", protocol="sftp",
+            reason=AccessDeniedReason.NO_PERMISSION, message="delete is not permitted",
+            operation="delete", path="/dest-p/b.grib",
+        ),
+    ]  # fmt: skip
+    models = monitor.models
+    items = [Item("portal", "site-x", event) for event in events]
+    await models.catch_up(await publish(models.bootstrap, models.prefix, items))
+    page = await operator.get("/portal")
+    assert page.status_code == 200
+    row = re.search(r"<tr><td>site-x</td><td>dest-p</td>(.*?)</tr>", page.text)
+    assert row is not None, page.text
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", row[1])
+    assert cells[0] == "1"  # one upload
+    assert cells[2] == "1 (0)"  # one download, not complete
+    assert "NO_PERMISSION: delete is not permitted" in page.text

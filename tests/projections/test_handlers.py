@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from bus.events import EVENT_TYPES
+from bus.events import EVENT_TYPES, envelope
+from bus.events.portal import AccessDeniedReason, PortalAccessDenied
 from projections.handlers import HANDLERS
 from projections.handlers.base import FREE, REDACTED, Write, redacted
 from projections.handlers.plan import plan
@@ -92,3 +93,24 @@ def test_plan_keeps_each_key_in_order_and_groups_the_rest() -> None:
         (barrier, [(0,)]),
         (a, [(4,)]),
     ]
+
+
+def test_a_portal_denial_is_counted_under_the_destination_its_path_names() -> None:
+    """A denied ``/dest-p/a/b.grib`` is a portal_access row of destination ``dest-p``; a
+    path outside any destination (or none) has no destination."""
+
+    def row(path: str | None) -> tuple[object, ...]:
+        event = PortalAccessDenied(
+            envelope=envelope("tests", "u"),
+            user="u",
+            protocol="sftp",
+            reason=AccessDeniedReason.NO_PERMISSION,
+            message="no",
+            path=path,
+        )
+        (write,) = HANDLERS[PortalAccessDenied.AVRO_NAME](event)
+        return tuple(write.params)
+
+    assert row("/dest-p/a/b.grib")[4] == "dest-p"
+    assert row("/")[4] is None
+    assert row(None)[4] is None

@@ -1,0 +1,1 @@
+"""The Data Portal: remote sites pull and push data over SFTP/SCP and HTTPS."""

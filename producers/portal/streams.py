@@ -1,0 +1,337 @@
+"""The bytes of one portal file on their way: a download from the object store, an upload
+into the ingest service, an upload under a temporary name spooled on local disk.
+
+Rules kept here (the module rules of ``producers.portal.service`` apply):
+
+- A download is complete only when every byte was served in order from offset 0, so the
+  store's verified end was reached; then a held transfer is marked ``DONE``
+  (``TransferDownloaded``). Every download ends as one ``PortalDownloaded`` with the bytes sent.
+- An upload streams into the ingest service as it arrives, in order (offset = bytes received);
+  it ends registered (``PortalUploaded``), or aborted: the ingest service then fails the
+  registration and keeps no object. An upload passing its cap is aborted with the cap's reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bus.errors import EcpdsError
+from bus.events import envelope
+from bus.events.datafiles import RefusalReason
+from bus.events.portal import PortalDownloaded, PortalUploaded
+from bus.events.transfers import TransferDownloaded
+from bus.logging import get_logger
+from producers.ingest.core import PORTAL_REQUESTER, Submission
+from producers.ingest.core import Refused as IngestRefused
+from producers.ingest.service import Failure, Receipt
+from producers.portal.access import Direction, PortalPath
+from producers.portal.errors import Failed, TooLarge, Unsupported
+from projections.portal import Available
+from store.errors import ObjectCorrupt
+from store.objects import ObjectId
+from store.ports import ObjectStore
+
+if TYPE_CHECKING:
+    from producers.portal.service import Session
+
+log = get_logger(__name__)
+
+CHUNK = 256 * 1024  # bytes read from a spooled upload at a time
+UPLOAD_QUEUE = 16  # chunks in flight between a door and the ingest service
+
+
+@dataclass(slots=True)
+class Staged:
+    """An upload under a temporary name, spooled at ``path``."""
+
+    path: Path
+    size: int = 0
+    mtime: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+def _over(cap: tuple[int, str] | None, size: int) -> str | None:
+    """Why ``size`` bytes pass ``cap``, or None."""
+    if cap is None or size <= cap[0]:
+        return None
+    return f"more than {cap[0]} bytes: {cap[1]}"
+
+
+async def read_file(path: Path) -> AsyncIterator[bytes]:
+    """The bytes of a local file, read off the event loop."""
+    handle = await asyncio.to_thread(path.open, "rb")
+    try:
+        while chunk := await asyncio.to_thread(handle.read, CHUNK):
+            yield chunk
+    finally:
+        handle.close()
+
+
+class Download:
+    """One file being read by a client, at any offsets (see the module rules)."""
+
+    def __init__(self, session: Session, path: PortalPath, item: Available, store: ObjectStore):
+        self.session = session
+        self.path = path
+        self.item = item
+        self._store = store
+        self._stream: AsyncIterator[bytes] | None = None
+        self._buffer = bytearray()
+        self._next = 0  # offset of the buffer's first byte in the file
+        self._whole = True  # every read so far continued the previous one, from offset 0
+        self.sent = 0
+        self._started = time.monotonic()
+        self._closed = False
+
+    async def read(self, offset: int, size: int) -> bytes:
+        """Up to ``size`` bytes at ``offset`` (b"" at or past the end)."""
+        if offset >= self.item.size:
+            return b""
+        if offset != self._next:
+            self._whole = False  # a seek: this read cannot vouch for the whole file
+        if self._stream is None or offset != self._next:
+            await self._reopen(offset)
+        assert self._stream is not None
+        try:
+            while len(self._buffer) < size:
+                chunk = await anext(self._stream, None)
+                if chunk is None:
+                    break
+                self._buffer += chunk
+        except ObjectCorrupt as error:
+            self._whole = False
+            log.error("portal download corrupt", path=str(self.path), error=str(error))
+            raise Failed(f"{self.path}: stored bytes do not match their checksum") from error
+        except EcpdsError as error:
+            self._whole = False
+            raise Failed(f"{self.path}: the store failed ({error})") from error
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        self._next = offset + len(data)
+        self.sent += len(data)
+        return data
+
+    async def _reopen(self, offset: int) -> None:
+        await self._drop()
+        self._buffer.clear()
+        self._next = offset
+        self._stream = self._store.get(ObjectId(self.item.guid), offset=offset)
+
+    async def _drop(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            with contextlib.suppress(Exception):
+                await stream.aclose()  # type: ignore[attr-defined]
+
+    @property
+    def complete(self) -> bool:
+        """Every byte served in order from offset 0: the verified end was reached."""
+        return self._whole and self._next == self.item.size and self.sent == self.item.size
+
+    async def close(self) -> None:
+        """End the download: count it, and publish it (and ``DONE`` when it was complete)."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._drop()
+        session, item, portal = self.session, self.item, self.session.portal
+        complete = self.complete
+        duration = int((time.monotonic() - self._started) * 1000)
+        portal.usage.moved(session.login, Direction.DOWNLOAD, self.sent, portal.clock())
+        log.info(
+            "portal download",
+            user=session.login,
+            path=str(self.path),
+            bytes=self.sent,
+            complete=complete,
+            duration_ms=duration,
+            protocol=session.protocol,
+        )
+        destination = self.path.destination or ""
+        downloaded = PortalDownloaded(
+            envelope=envelope(portal.source, item.transfer_id),
+            user=session.login,
+            destination=destination,
+            path=self.path.name,
+            protocol=session.protocol,
+            bytes_sent=self.sent,
+            duration_ms=duration,
+            complete=complete,
+            data_file_id=item.data_file_id,
+            transfer_id=item.transfer_id,
+            client_address=session.address,
+        )
+        await portal.publish(portal.topics.portal, session.login, downloaded)
+        if complete and item.status == "HOLD":
+            done = TransferDownloaded(
+                envelope=envelope(portal.source, item.transfer_id, downloaded.envelope.event_id),
+                transfer_id=item.transfer_id,
+                destination=destination,
+                user=session.login,
+                protocol=session.protocol,
+                bytes_sent=self.sent,
+            )
+            await portal.publish(portal.topics.transfers, destination, done)
+
+
+class Upload:
+    """One file streaming into the ingest service as the client writes it."""
+
+    def __init__(
+        self,
+        session: Session,
+        path: PortalPath,
+        size: int | None,
+        cap: tuple[int, str] | None = None,
+        target: str | None = None,
+    ) -> None:
+        self.session = session
+        self.path = path
+        self.received = 0
+        self._cap = cap
+        self._queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(UPLOAD_QUEUE)
+        self._started = time.monotonic()
+        assert path.destination is not None
+        submission = Submission(
+            destination=path.destination,
+            target=target if target is not None else path.name,
+            user=session.login,
+            requested_by=f"{PORTAL_REQUESTER}{session.login}",
+            original=path.parts[-1],
+            size=size,
+        )
+        self._task = asyncio.ensure_future(session.portal.ingest.submit(submission, self._body()))
+        self._ended = False
+        session.portal.uploads.add(self)
+
+    async def _body(self) -> AsyncIterator[bytes]:
+        while True:
+            item = await self._queue.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    async def _put(self, item: bytes | BaseException | None) -> None:
+        """Hand ``item`` to the ingest service unless it has already answered."""
+        putting = asyncio.ensure_future(self._queue.put(item))
+        await asyncio.wait({putting, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        if not putting.done():
+            putting.cancel()
+
+    async def write(self, offset: int, data: bytes) -> None:
+        if offset != self.received:
+            await self.abort()
+            raise Unsupported(f"{self.path}: writes must be sequential (resume is not supported)")
+        if self._task.done():
+            await self._answer()  # refused or failed early: say why
+        if (over := _over(self._cap, self.received + len(data))) is not None:
+            await self.abort(over)
+            raise TooLarge(f"{self.path}: {over}")
+        await self._put(data)
+        self.received += len(data)
+
+    async def finish(self) -> Receipt:
+        """The client closed the file: the registration's outcome."""
+        self._ended = True
+        self.session.portal.uploads.discard(self)
+        await self._put(None)
+        receipt = await self._answer()
+        session, portal = self.session, self.session.portal
+        duration = int((time.monotonic() - self._started) * 1000)
+        portal.usage.moved(session.login, Direction.UPLOAD, receipt.size, portal.clock())
+        uploaded = PortalUploaded(
+            envelope=envelope(portal.source, receipt.data_file_id),
+            user=session.login,
+            destination=self.path.destination or "",
+            path=self.path.name,
+            protocol=session.protocol,
+            size=receipt.size,
+            duration_ms=duration,
+            data_file_id=receipt.data_file_id,
+            client_address=session.address,
+        )
+        await portal.publish(portal.topics.portal, session.login, uploaded)
+        log.info(
+            "portal upload",
+            user=session.login,
+            path=str(self.path),
+            bytes=receipt.size,
+            data_file_id=receipt.data_file_id,
+            protocol=session.protocol,
+        )
+        return receipt
+
+    async def _answer(self) -> Receipt:
+        outcome = await self._task
+        if isinstance(outcome, Receipt):
+            return outcome
+        if isinstance(outcome, IngestRefused):
+            if outcome.reason is RefusalReason.TOO_LARGE:
+                raise TooLarge(f"{self.path}: {outcome.message}")
+            raise Failed(f"{self.path}: {outcome.message}")
+        assert isinstance(outcome, Failure)
+        raise Failed(f"{self.path}: {outcome.message}")
+
+    async def abort(self, why: str | None = None) -> None:
+        """The client went away midway (or the upload passed its cap): the ingest service
+        fails the registration and keeps no object."""
+        if self._ended:
+            return
+        self._ended = True
+        self.session.portal.uploads.discard(self)
+        why = why or f"upload of {self.path} cut after {self.received} bytes"
+        await self._put(ConnectionAbortedError(why))
+        with contextlib.suppress(Exception):
+            await self._task
+        log.info("portal upload cut", user=self.session.login, path=str(self.path))
+
+
+class SpoolWriter:
+    """An upload under a temporary name: spooled locally until renamed to a final name."""
+
+    def __init__(
+        self,
+        session: Session,
+        path: PortalPath,
+        staged: Staged,
+        cap: tuple[int, str] | None = None,
+    ) -> None:
+        self.session = session
+        self.path = path
+        self.staged = staged
+        self.received = 0
+        self._cap = cap
+        self._handle = staged.path.open("wb")
+        os.chmod(staged.path, 0o600)
+
+    async def write(self, offset: int, data: bytes) -> None:
+        if offset != self.received:
+            await self.abort()
+            raise Unsupported(f"{self.path}: writes must be sequential (resume is not supported)")
+        if (over := _over(self._cap, self.received + len(data))) is not None:
+            await self.abort(over)
+            raise TooLarge(f"{self.path}: {over}")
+        await asyncio.to_thread(self._handle.write, data)
+        self.received += len(data)
+        self.staged.size = self.received
+        self.staged.mtime = datetime.now(UTC)
+
+    async def finish(self) -> None:
+        await asyncio.to_thread(self._handle.close)
+
+    async def abort(self, why: str | None = None) -> None:
+        self._handle.close()
+        assert self.path.destination is not None
+        self.session.portal.unstage(self.session.login, self.path.destination, self.path.name)
+
+
+__all__ = ["CHUNK", "Download", "SpoolWriter", "Staged", "Upload", "read_file"]

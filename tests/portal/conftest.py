@@ -1,0 +1,331 @@
+"""Fixtures of the portal's integration tests: the portal and the projector as real
+subprocesses (as ``ecpds up`` runs them) on private topics of the test broker and a private
+read-model schema, driven by Debian's stock OpenSSH clients (``sftp``, ``scp``) and ``curl``.
+
+Isolation: every module gets its own topic names (``portal.<tag>.*``), schema, store, operator
+key, host key and spool, so nothing it does is seen by another test or by ``ecpds up``.
+Configuration goes in through the same code ``ecpds config apply -f`` runs. Events are read back
+from the topics (``Tail``); the read models are read with SQL. Passwords reach ``ssh`` through
+``SSH_ASKPASS`` (no ``sshpass`` on the machine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psycopg
+import pytest
+
+from bus.config.apply import events_for, plan, resolve
+from bus.config.secrets import OperatorKey
+from bus.config.view import LiveConfig
+from bus.config.yamlio import load
+from bus.events import Event
+from bus.publisher import Publisher
+from bus.settings import ROOT, Settings
+from projections.migrate import migrate
+from tests.conftest import free_port
+from tests.e2e.conftest import Tail
+from tests.projections.support import drop
+
+PYTHON = sys.executable
+WAIT = 60.0
+E = TypeVar("E", bound=Event)
+SSH_OPTIONS = (
+    "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+    "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=20",
+)  # fmt: skip
+
+
+@dataclass
+class Site:
+    """One remote site's credentials: a login, its password and its key pair."""
+
+    login: str
+    password: str
+    key: Path
+
+    @property
+    def public(self) -> str:
+        return (self.key.parent / (self.key.name + ".pub")).read_text().strip()
+
+
+@dataclass
+class PortalStack:
+    """The portal and the projector of one test module, and the means to drive them."""
+
+    kafka: str
+    settings: Settings
+    root: Path
+    tag: str
+    sftp_port: int = 0
+    https_port: int = 0
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    tail: Tail | None = None
+
+    def topic(self, name: str) -> str:
+        return f"portal.{self.tag}.{name}"
+
+    @property
+    def schema(self) -> str:
+        return f"portal_{self.tag}"
+
+    @property
+    def key_file(self) -> Path:
+        return self.root / "secrets" / "ecpds.key"
+
+    @property
+    def store(self) -> Path:
+        return self.root / "store"
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "ECPDS_VAR": str(self.root),
+            "ECPDS_PG_DSN": self.settings.pg_dsn,
+            "ECPDS_KEY_FILE": str(self.key_file),
+            "ECPDS_STORE_ROOT": str(self.store),
+        }
+
+    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        logs = self.root / "log"
+        logs.mkdir(parents=True, exist_ok=True)
+        with (logs / f"{name}.log").open("ab") as out:
+            process = subprocess.Popen(
+                [PYTHON, *argv], cwd=ROOT, env=self.env(), stdout=out, stderr=subprocess.STDOUT
+            )
+        self.processes[name] = process
+        return process
+
+    def start_projector(self) -> None:
+        pattern = rf"portal\.{self.tag}\..*"
+        self._spawn(
+            "projector",
+            [
+                "-m", "projections.runner", "--schema", self.schema,
+                "--name", f"portal-{self.tag}", "--pattern", pattern,
+            ],
+        )  # fmt: skip
+
+    def start_portal(self) -> None:
+        self.sftp_port, self.https_port = free_port(), free_port()
+        log = self.root / "log" / "portal.log"
+        seen = log.stat().st_size if log.exists() else 0  # a restart appends to the same log
+        process = self._spawn(
+            "portal",
+            [
+                "-m", "producers.portal.runner", "--sftp-port", str(self.sftp_port),
+                "--https-port", str(self.https_port),
+                "--config-topic", self.topic("config"),
+                "--datafiles-topic", self.topic("datafiles"),
+                "--transfers-topic", self.topic("transfers"),
+                "--portal-topic", self.topic("portal"),
+                "--store-root", str(self.store), "--schema", self.schema,
+            ],
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                pytest.fail(f"the portal exited with {process.returncode}: {self.log('portal')}")
+            if b"portal HTTPS listening" in log.read_bytes()[seen:]:
+                return
+            time.sleep(0.2)
+        pytest.fail(f"the portal did not start within 60 s: {self.log('portal')}")
+
+    def stop(self, name: str, grace: float = 30.0) -> None:
+        process = self.processes.pop(name, None)
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+    def log(self, name: str) -> str:
+        path = self.root / "log" / f"{name}.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+    # -- configuration ------------------------------------------------------------------------
+
+    async def apply(self, document: str) -> None:
+        """What ``ecpds config apply -f`` does with ``document``, on this module's topic."""
+        parsed = load(document)
+        key = OperatorKey.load(self.key_file)
+        async with LiveConfig(self.kafka, self.topic("config")) as live:
+            changes = plan(live.view, resolve(parsed, live.view, key))
+            items = [
+                (self.topic("config"), k, ev) for k, ev in events_for(changes, source="portal-test")
+            ]
+            if items:
+                async with Publisher(self.kafka, client_id="portal-test") as publisher:
+                    published = await publisher.publish_many(items)
+                await live.reached(published)
+
+    def site(self, login: str, password: str) -> Site:
+        """A key pair for ``login`` (ed25519, no passphrase) under this module's root."""
+        keys = self.root / "keys"
+        keys.mkdir(exist_ok=True)
+        key = keys / login
+        if not key.exists():
+            subprocess.run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", login, "-f", str(key)],
+                check=True,
+            )
+        return Site(login, password, key)
+
+    # -- clients ------------------------------------------------------------------------------
+
+    def _askpass(self, password: str) -> dict[str, str]:
+        script = self.root / f"askpass-{uuid.uuid4().hex[:8]}"
+        script.write_text(f"#!/bin/sh\nprintf '%s\\n' '{password}'\n")
+        script.chmod(0o700)
+        return {**os.environ, "SSH_ASKPASS": str(script), "SSH_ASKPASS_REQUIRE": "force"}
+
+    def _auth(self, site: Site, password: str | None) -> tuple[list[str], dict[str, str]]:
+        if password is None:
+            options = ["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-i", str(site.key)]
+            return options, dict(os.environ)
+        options = [
+            "-o", "BatchMode=no", "-o", "PubkeyAuthentication=no",
+            "-o", "PreferredAuthentications=password", "-o", "NumberOfPasswordPrompts=1",
+        ]  # fmt: skip
+        return options, self._askpass(password)
+
+    def sftp(
+        self, site: Site, commands: Sequence[str], *, password: str | None = None, cwd: Path
+    ) -> subprocess.CompletedProcess[str]:
+        """OpenSSH ``sftp -b`` running ``commands`` as ``site`` (its key, or ``password``)."""
+        batch = cwd / f"batch-{uuid.uuid4().hex[:8]}"
+        batch.write_text("\n".join(commands) + "\n")
+        options, env = self._auth(site, password)
+        argv = [
+            "sftp", *options, *SSH_OPTIONS, "-P", str(self.sftp_port), "-b", str(batch),
+            f"{site.login}@127.0.0.1",
+        ]  # fmt: skip
+        return subprocess.run(
+            argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False
+        )
+
+    def scp(
+        self, site: Site, source: str, target: str, *, password: str | None = None, cwd: Path
+    ) -> subprocess.CompletedProcess[str]:
+        """OpenSSH ``scp -O`` (the SCP protocol, not SFTP) from ``source`` to ``target``
+        (``:path`` names the portal)."""
+        options, env = self._auth(site, password)
+        here = f"{site.login}@127.0.0.1"
+        source = here + source if source.startswith(":") else source
+        target = here + target if target.startswith(":") else target
+        argv = ["scp", "-O", *options, *SSH_OPTIONS, "-P", str(self.sftp_port), source, target]
+        return subprocess.run(
+            argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False
+        )
+
+    def curl(
+        self, path: str, *args: str, login: Site | None = None, password: str | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
+        """``curl`` against the HTTPS door, trusting its certificate; ``-w`` appends the status
+        as a last line ``HTTP <code>``."""
+        cert = self.root / "secrets" / "portal" / "tls" / "server.crt"
+        argv = [
+            "curl", "-sS", "--path-as-is", "--cacert", str(cert), "-D", "-",
+            "-w", "\\nHTTP %{http_code}", *args,
+        ]  # fmt: skip
+        if login is not None:
+            argv += ["-u", f"{login.login}:{password or login.password}"]
+        argv.append(f"https://127.0.0.1:{self.https_port}{path}")
+        return subprocess.run(argv, capture_output=True, timeout=120, check=False)
+
+    # -- reading back -------------------------------------------------------------------------
+
+    def events(self, cls: type[E]) -> list[E]:
+        assert self.tail is not None
+        return [e for e in self.tail.events if isinstance(e, cls)]
+
+    async def until(self, found: Callable[[], bool], timeout: float = WAIT) -> None:
+        assert self.tail is not None
+        await self.tail.until(lambda _: found(), timeout)
+
+    async def rows(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
+        options = f"-c search_path={self.schema}"
+        async with await psycopg.AsyncConnection.connect(
+            self.settings.pg_dsn, options=options, autocommit=True
+        ) as conn:
+            cursor = await conn.execute(query.encode(), params)  # type: ignore[arg-type]
+            return list(await cursor.fetchall())
+
+    async def listed(self, destination: str, target: str, timeout: float = WAIT) -> None:
+        """Wait until the read models hold ``target`` of ``destination`` as available."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            rows = await self.rows(
+                "SELECT status FROM transfers WHERE destination = %s AND target = %s",
+                destination,
+                target,
+            )
+            if rows and rows[0][0] not in (None, "INIT"):
+                return
+            await asyncio.sleep(0.2)
+        pytest.fail(f"{destination}/{target} not projected in {timeout} s")
+
+
+def port_open(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+        return True
+    return False
+
+
+CONFIG = """
+transfer_groups:
+  - name: portal-{tag}
+destinations:
+  - name: pickup-{tag}
+    type: dissemination
+    transfer_group: portal-{tag}
+    standby: true
+  - name: other-{tag}
+    type: dissemination
+    transfer_group: portal-{tag}
+    standby: true
+"""
+
+
+@pytest.fixture(scope="module")
+async def portal(
+    kafka: str, postgres: str, settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[PortalStack]:
+    """The portal and a projector running on this module's topics and schema, with two
+    destinations on standby (what arrives waits for pickup): ``pickup-<tag>`` and
+    ``other-<tag>``."""
+    tag = uuid.uuid4().hex[:8]
+    made = PortalStack(kafka, settings, tmp_path_factory.mktemp(f"portal-{tag}"), tag)
+    (made.root / "secrets").mkdir(mode=0o700)
+    await migrate(postgres, made.schema)
+    made.tail = Tail(
+        kafka,
+        [made.topic(n) for n in ("datafiles", "transfers", "portal")],
+    )
+    try:
+        await made.apply(CONFIG.format(tag=tag))
+        await asyncio.to_thread(made.start_portal)
+        made.start_projector()
+        await made.tail.start()
+        yield made
+    finally:
+        await asyncio.gather(*(asyncio.to_thread(made.stop, n) for n in list(made.processes)))
+        if made.tail is not None:
+            await made.tail.stop()
+        await drop(postgres, made.schema)
