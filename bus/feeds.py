@@ -117,9 +117,12 @@ async def replay(
     try:
         await consumer.start()
         consumer.assign(list(partitions))
+        if since is None:
+            # before end_offsets: after it, aiokafka can leave the position at the end (a
+            # seek_to_beginning then has no effect and nothing would be replayed)
+            await consumer.seek_to_beginning(*partitions)
         ends: dict[TopicPartition, int] = await consumer.end_offsets(list(partitions))
         if since is None:
-            await consumer.seek_to_beginning(*partitions)
             left = {tp for tp, end in ends.items() if end > 0}
         else:
             stamp = int(since.timestamp() * 1000)
