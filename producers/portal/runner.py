@@ -107,7 +107,7 @@ async def running(
     specs = _specs(settings, options)
     if options.ingest.transfers != options.topics.transfers:
         raise ValueError("the portal's transfers topic is the ingest service's")
-    await apply_topics(settings.kafka_bootstrap, specs)
+    await apply_topics(settings.kafka_bootstrap, specs, replication=settings.kafka_replication)
     source = f"portal/{settings.instance}"
     async with contextlib.AsyncExitStack() as stack:
         live = LiveConfig(settings.kafka_bootstrap, options.config_topic, create_topic=False)

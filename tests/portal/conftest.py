@@ -14,10 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -28,19 +26,13 @@ from typing import Any, TypeVar
 import psycopg
 import pytest
 
-from bus.config.apply import events_for, plan, resolve
-from bus.config.secrets import OperatorKey
-from bus.config.view import LiveConfig
-from bus.config.yamlio import load
 from bus.events import Event
-from bus.publisher import Publisher
-from bus.settings import ROOT, Settings
+from bus.settings import Settings
 from projections.migrate import migrate
 from tests.conftest import free_port
-from tests.e2e.conftest import Tail
+from tests.e2e.conftest import Stack, Tail
 from tests.projections.support import drop
 
-PYTHON = sys.executable
 WAIT = 60.0
 E = TypeVar("E", bound=Event)
 SSH_OPTIONS = (
@@ -63,17 +55,13 @@ class Site:
 
 
 @dataclass
-class PortalStack:
-    """The portal and the projector of one test module, and the means to drive them."""
+class PortalStack(Stack):
+    """The portal and the projector of one test module, and the means to drive them (the e2e
+    ``Stack``'s processes, logs and configuration, on this module's own topics)."""
 
-    kafka: str
-    settings: Settings
-    root: Path
-    tag: str
+    settings: Settings = field(default_factory=Settings.from_env)
     sftp_port: int = 0
     https_port: int = 0
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    tail: Tail | None = None
 
     def topic(self, name: str) -> str:
         return f"portal.{self.tag}.{name}"
@@ -83,31 +71,15 @@ class PortalStack:
         return f"portal_{self.tag}"
 
     @property
-    def key_file(self) -> Path:
-        return self.root / "secrets" / "ecpds.key"
-
-    @property
     def store(self) -> Path:
         return self.root / "store"
 
     def env(self) -> dict[str, str]:
         return {
-            **os.environ,
+            **super().env(),
             "ECPDS_VAR": str(self.root),
             "ECPDS_PG_DSN": self.settings.pg_dsn,
-            "ECPDS_KEY_FILE": str(self.key_file),
-            "ECPDS_STORE_ROOT": str(self.store),
         }
-
-    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
-        logs = self.root / "log"
-        logs.mkdir(parents=True, exist_ok=True)
-        with (logs / f"{name}.log").open("ab") as out:
-            process = subprocess.Popen(
-                [PYTHON, *argv], cwd=ROOT, env=self.env(), stdout=out, stderr=subprocess.STDOUT
-            )
-        self.processes[name] = process
-        return process
 
     def start_projector(self) -> None:
         pattern = rf"portal\.{self.tag}\..*"
@@ -143,37 +115,6 @@ class PortalStack:
                 return
             time.sleep(0.2)
         pytest.fail(f"the portal did not start within 60 s: {self.log('portal')}")
-
-    def stop(self, name: str, grace: float = 30.0) -> None:
-        process = self.processes.pop(name, None)
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(grace)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-
-    def log(self, name: str) -> str:
-        path = self.root / "log" / f"{name}.log"
-        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
-
-    # -- configuration ------------------------------------------------------------------------
-
-    async def apply(self, document: str) -> None:
-        """What ``ecpds config apply -f`` does with ``document``, on this module's topic."""
-        parsed = load(document)
-        key = OperatorKey.load(self.key_file)
-        async with LiveConfig(self.kafka, self.topic("config")) as live:
-            changes = plan(live.view, resolve(parsed, live.view, key))
-            items = [
-                (self.topic("config"), k, ev) for k, ev in events_for(changes, source="portal-test")
-            ]
-            if items:
-                async with Publisher(self.kafka, client_id="portal-test") as publisher:
-                    published = await publisher.publish_many(items)
-                await live.reached(published)
 
     def site(self, login: str, password: str) -> Site:
         """A key pair for ``login`` (ed25519, no passphrase) under this module's root."""
@@ -311,7 +252,7 @@ async def portal(
     destinations on standby (what arrives waits for pickup): ``pickup-<tag>`` and
     ``other-<tag>``."""
     tag = uuid.uuid4().hex[:8]
-    made = PortalStack(kafka, settings, tmp_path_factory.mktemp(f"portal-{tag}"), tag)
+    made = PortalStack(kafka, tmp_path_factory.mktemp(f"portal-{tag}"), tag, settings=settings)
     (made.root / "secrets").mkdir(mode=0o700)
     await migrate(postgres, made.schema)
     made.tail = Tail(
