@@ -66,15 +66,23 @@ def decode(record: Any) -> Event | None:
         return None
 
 
+# counted in time, not tries: under load each metadata request alone can take a second
+TOPICS_WAIT = 30.0
+
+
 async def partitions_of(bootstrap: str, topics: Iterable[str]) -> list[TopicPartition]:
-    """Every partition of ``topics`` (waits a little for topics created a moment ago)."""
+    """Every partition of ``topics`` (waits up to ``TOPICS_WAIT`` s for topics created a
+    moment ago: a loaded broker can take seconds to show a new topic in its metadata)."""
     names = list(topics)
-    for _ in range(50):
+    deadline = asyncio.get_running_loop().time() + TOPICS_WAIT
+    while True:
         counts = await partition_counts(bootstrap, names)
         if all(counts.get(t) for t in names):
             return [TopicPartition(t, p) for t in names for p in range(counts[t])]
+        if asyncio.get_running_loop().time() > deadline:
+            missing = [t for t in names if not counts.get(t)]
+            raise TransientError(f"topics not found: {', '.join(missing)}")
         await asyncio.sleep(0.1)
-    raise TransientError(f"topics not found: {', '.join(names)}")
 
 
 @dataclass(frozen=True, slots=True)

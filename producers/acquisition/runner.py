@@ -28,7 +28,7 @@ import dataclasses
 import heapq
 import itertools
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,7 +41,6 @@ from bus.consumer import stop_on_signals
 from bus.events import Event
 from bus.events.config import Host
 from bus.logging import configure, get_logger
-from bus.publisher import Publisher
 from bus.settings import Settings
 from bus.topics import ACQUISITION, CONFIG, DATAFILES, TRANSFERS, TopicSpec, apply_topics, catalogue
 from producers.acquisition.hosts import Job, jobs_of
@@ -49,13 +48,11 @@ from producers.acquisition.poll import Poller, PollReport
 from producers.acquisition.state import AcquisitionState
 from producers.acquisition.wis2 import Subscriber
 from producers.ingest.core import requested_by_acquisition
-from producers.ingest.follower import LogFollower
-from producers.ingest.index import IngestIndex
-from producers.ingest.service import IngestService, IngestTopics
+from producers.ingest.service import IngestTopics
+from producers.ingest.stack import start_ingest
 from protocols.base import Location
 from protocols.location import location_for
 from protocols.sftp import watch_host_keys
-from store.local import LocalStore
 
 log = get_logger(__name__)
 
@@ -261,39 +258,20 @@ async def running(
     )
     source = f"acquisition/{settings.instance}"
     async with contextlib.AsyncExitStack() as stack:
-        live = LiveConfig(settings.kafka_bootstrap, options.config_topic, create_topic=False)
-        await live.start()
-        stack.push_async_callback(live.stop)
-        await live.ready()
-        publisher = Publisher(settings.kafka_bootstrap, client_id=source, linger_ms=0)
-        await publisher.start()
-        stack.push_async_callback(publisher.stop)
-        store = LocalStore(options.store_root or settings.store_root, durable=options.durable)
-        stack.push_async_callback(store.close)
-        index = IngestIndex()
         state = AcquisitionState()
-
-        def apply(event: Event) -> None:
-            index.apply(event)
-            state.apply(event)
-
-        topics: Sequence[str] = (
-            options.acquisition_topic,
-            options.topics.datafiles,
-            options.topics.transfers,
-        )
-        follower = LogFollower(settings.kafka_bootstrap, topics, apply)
-        await follower.start()
-        stack.push_async_callback(follower.stop)
-        await follower.ready()
-        service = IngestService(
-            publisher=publisher,
-            store=store,
-            config=live,
-            index=index,
-            topics=options.topics,
+        ingest = await start_ingest(
+            stack,
+            settings,
             source=source,
+            config_topic=options.config_topic,
+            topics=options.topics,
+            store_root=options.store_root,
+            durable=options.durable,
+            max_puts=8,
+            also=state.apply,
+            also_topics=(options.acquisition_topic,),
         )
+        live, publisher, service = ingest.config, ingest.publisher, ingest.service
         # registrations of acquisition a crash left open are failed (their keys are free for
         # the retry); the ingest API recovers its own. One acquisition runner per set of topics.
         await service.recover(owned=requested_by_acquisition)
@@ -305,7 +283,7 @@ async def running(
         host_keys = HostKeyBook(lambda: live.view, record, source)
         stack.callback(watch_host_keys(host_keys))
         stack.push_async_callback(host_keys.drain)  # before the publisher stops
-        log.info("acquisition state ready", keys=len(state.known), files=len(index.files))
+        log.info("acquisition state ready", keys=len(state.known), files=len(ingest.index.files))
         yield Scheduler(poller, live, settings.key_file, options.limit, host_keys=host_keys)
 
 

@@ -15,10 +15,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bus.config.view import LiveConfig, config_spec
+from bus.config.view import config_spec
 from bus.events import Event
 from bus.logging import get_logger
-from bus.publisher import Publisher
 from bus.settings import Settings
 from bus.signin import SignInGate
 from bus.tokens import tokens_path as bus_tokens_path
@@ -26,11 +25,8 @@ from bus.topics import CONFIG, PORTAL, TopicSpec, apply_topics, catalogue
 from producers.api.auth import Authenticator, TokenBook
 from producers.api.ingest import ApiState
 from producers.ingest.core import requested_by_acquisition, requested_by_portal
-from producers.ingest.follower import LogFollower
-from producers.ingest.index import IngestIndex
-from producers.ingest.service import IngestService, IngestTopics
-from store.local import LocalStore
-from store.ports import ObjectStore
+from producers.ingest.service import IngestTopics
+from producers.ingest.stack import start_ingest
 
 log = get_logger(__name__)
 
@@ -87,45 +83,25 @@ async def running(
     )
     source = f"ingest/{settings.instance}"
     async with contextlib.AsyncExitStack() as stack:
-        live = LiveConfig(settings.kafka_bootstrap, options.config_topic, create_topic=False)
-        await live.start()
-        stack.push_async_callback(live.stop)
-        await live.ready()
-        publisher = Publisher(settings.kafka_bootstrap, client_id=source, linger_ms=0)
-        await publisher.start()
-        stack.push_async_callback(publisher.stop)
-        store: ObjectStore = LocalStore(
-            options.store_root or settings.store_root, durable=options.durable, max_puts=16
-        )
-        stack.push_async_callback(store.close)
-        index = IngestIndex()
-        follower = LogFollower(
-            settings.kafka_bootstrap,
-            (options.topics.datafiles, options.topics.transfers),
-            index.apply,
-        )
-        await follower.start()
-        stack.push_async_callback(follower.stop)
-        await follower.ready()
-        service = IngestService(
-            publisher=publisher,
-            store=store,
-            config=live,
-            index=index,
-            topics=options.topics,
+        ingest = await start_ingest(
+            stack,
+            settings,
             source=source,
-            applied=follower.applied,
+            config_topic=options.config_topic,
+            topics=options.topics,
+            store_root=options.store_root,
+            durable=options.durable,
             publish_timeout=options.publish_timeout,
         )
-        stack.push_async_callback(service.close)
+        live, publisher, service = ingest.config, ingest.publisher, ingest.service
         # the portal and acquisition recover their own registrations (see IngestService.recover)
         recovery = await service.recover(
             owned=lambda r: not (requested_by_acquisition(r) or requested_by_portal(r))
         )
         log.info(
             "ingest index ready",
-            files=len(index.files),
-            transfers=len(index.transfers),
+            files=len(ingest.index.files),
+            transfers=len(ingest.index.transfers),
             recovered_failed=len(recovery.failed),
             recovered_queued=len(recovery.requeued),
         )

@@ -177,7 +177,7 @@ class IngestService:
         topics: IngestTopics | None = None,
         source: str = "ingest",
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        applied: Applied = _nobody,
+        applied: Applied | None = None,
         publish_timeout: float | None = None,
     ) -> None:
         """``applied`` hears where each event the service applied itself landed (the runtime
@@ -190,7 +190,7 @@ class IngestService:
         self.topics = topics or IngestTopics()
         self._source = source
         self._clock = clock
-        self._applied = applied
+        self._applied = applied or _nobody
         self._timeout = publish_timeout
         self._background: set[asyncio.Task[Any]] = set()
 

@@ -25,7 +25,7 @@ from typing import Any
 import uvicorn
 import uvloop
 
-from bus.config.view import LiveConfig, config_spec
+from bus.config.view import config_spec
 from bus.consumer import stop_on_signals
 from bus.events import Event
 from bus.logging import configure, get_logger
@@ -36,16 +36,14 @@ from bus.tls import ensure_self_signed
 from bus.topics import CONFIG, DATAFILES, PORTAL, TRANSFERS, TopicSpec, apply_topics, catalogue
 from bus.web import UVICORN_OPTIONS
 from producers.ingest.core import requested_by_portal
-from producers.ingest.follower import LogFollower
-from producers.ingest.index import IngestIndex
-from producers.ingest.service import IngestService, IngestTopics
+from producers.ingest.service import IngestTopics
+from producers.ingest.stack import start_ingest
 from producers.portal.https import PROTOCOL as HTTPS
 from producers.portal.https import HttpsDoor
 from producers.portal.service import Portal, PortalTopics
 from producers.portal.sftp import PROTOCOL as SFTP
 from producers.portal.sftp import SftpDoor, ensure_host_key
 from projections.portal import DEFAULT_SCHEMA, PortalReads, pool
-from store.local import LocalStore
 from store.named import NamedStores
 
 log = get_logger(__name__)
@@ -110,36 +108,18 @@ async def running(
     await apply_topics(settings.kafka_bootstrap, specs, replication=settings.kafka_replication)
     source = f"portal/{settings.instance}"
     async with contextlib.AsyncExitStack() as stack:
-        live = LiveConfig(settings.kafka_bootstrap, options.config_topic, create_topic=False)
-        await live.start()
-        stack.push_async_callback(live.stop)
-        await live.ready()
-        publisher = Publisher(settings.kafka_bootstrap, client_id=source, linger_ms=0, specs=specs)
-        await publisher.start()
-        stack.push_async_callback(publisher.stop)
         store_root = options.store_root or settings.store_root
-        store = LocalStore(store_root, max_puts=16)
-        stack.push_async_callback(store.close)
-        index = IngestIndex()
-        follower = LogFollower(
-            settings.kafka_bootstrap,
-            (options.ingest.datafiles, options.ingest.transfers),
-            index.apply,
-        )
-        await follower.start()
-        stack.push_async_callback(follower.stop)
-        await follower.ready()
-        ingest = IngestService(
-            publisher=publisher,
-            store=store,
-            config=live,
-            index=index,
-            topics=options.ingest,
+        started = await start_ingest(
+            stack,
+            settings,
             source=source,
-            applied=follower.applied,
+            config_topic=options.config_topic,
+            topics=options.ingest,
+            store_root=store_root,
+            specs=specs,
             publish_timeout=options.publish_timeout,
         )
-        stack.push_async_callback(ingest.close)
+        live, publisher, ingest = started.config, started.publisher, started.service
         recovery = await ingest.recover(owned=requested_by_portal)
         log.info("portal ingest ready", recovered_failed=len(recovery.failed))
         connections = pool(settings.pg_dsn, options.schema)
