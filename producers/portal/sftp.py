@@ -248,6 +248,14 @@ class PortalSftp(asyncssh.SFTPServer):
         assert isinstance(owner, _Connection)
         self._owner = owner
 
+    def exit(self) -> None:
+        """The SFTP session ended: report exit status 0 before the channel closes, as OpenSSH's
+        sftp-server does. OpenSSH's ``scp`` (SFTP mode, its default since 9.0) exits 1 on a
+        channel closed without a status. SCP sessions (``scp -O``) report their own status."""
+        chan = self.channel
+        if chan.get_subsystem() == "sftp":
+            chan.exit(0)  # a no-op on a channel already closing
+
     @property
     def _session(self) -> Session:
         session = self._owner.session

@@ -162,15 +162,23 @@ class PortalStack(Stack):
         )
 
     def scp(
-        self, site: Site, source: str, target: str, *, password: str | None = None, cwd: Path
+        self,
+        site: Site,
+        source: str,
+        target: str,
+        *,
+        password: str | None = None,
+        cwd: Path,
+        legacy: bool = True,
     ) -> subprocess.CompletedProcess[str]:
-        """OpenSSH ``scp -O`` (the SCP protocol, not SFTP) from ``source`` to ``target``
-        (``:path`` names the portal)."""
+        """OpenSSH ``scp`` from ``source`` to ``target`` (``:path`` names the portal): ``-O``,
+        the SCP protocol, when ``legacy``; else its default since OpenSSH 9.0, SFTP."""
         options, env = self._auth(site, password)
         here = f"{site.login}@127.0.0.1"
         source = here + source if source.startswith(":") else source
         target = here + target if target.startswith(":") else target
-        argv = ["scp", "-O", *options, *SSH_OPTIONS, "-P", str(self.sftp_port), source, target]
+        mode = ["-O"] if legacy else []
+        argv = ["scp", *mode, *options, *SSH_OPTIONS, "-P", str(self.sftp_port), source, target]
         return subprocess.run(
             argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False
         )

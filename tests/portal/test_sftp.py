@@ -268,17 +268,22 @@ async def test_an_upload_cut_midway_registers_nothing_and_leaves_no_object(
     assert not any(e.path == "big.bin" for e in portal.events(PortalUploaded))
 
 
+@pytest.mark.parametrize("legacy", [True, False], ids=["scp-O", "scp-sftp-mode"])
 async def test_scp_pushes_and_pulls(
-    portal: PortalStack, sites: dict[str, Site], tmp_path: Path
+    portal: PortalStack, sites: dict[str, Site], tmp_path: Path, legacy: bool
 ) -> None:
-    """``scp -O`` (the SCP protocol) puts a file with a key and gets it back with a password."""
+    """``scp -O`` (the SCP protocol) and plain ``scp`` (SFTP mode, exit status 0 expected at
+    the end of the session) put a file with a key and get it back with a password."""
     alice, dest = sites["alice"], f"pickup-{portal.tag}"
+    name = f"scp-{int(legacy)}.bin"
     data = os.urandom(500_000)
     (tmp_path / "s.bin").write_bytes(data)
-    put = portal.scp(alice, "s.bin", f":/{dest}/scp.bin", cwd=tmp_path)
+    put = portal.scp(alice, "s.bin", f":/{dest}/{name}", cwd=tmp_path, legacy=legacy)
     assert put.returncode == 0, put.stderr + portal.log("portal")
-    await portal.listed(dest, "scp.bin")
-    got = portal.scp(alice, f":/{dest}/scp.bin", "back.bin", password=alice.password, cwd=tmp_path)
+    await portal.listed(dest, name)
+    got = portal.scp(
+        alice, f":/{dest}/{name}", "back.bin", password=alice.password, cwd=tmp_path, legacy=legacy
+    )
     assert got.returncode == 0, got.stderr + portal.log("portal")
     assert (tmp_path / "back.bin").read_bytes() == data
 
