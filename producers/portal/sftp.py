@@ -17,6 +17,10 @@ Rules kept here:
   an SCP upload that ends short of its announced size, was cut midway: it is aborted, never
   registered (see ``_cut_short``).
 - The host key (ed25519) is created on first run, 0600, and kept.
+- A WRITE request with bytes past its data is served as OpenSSH's sftp-server serves it: the
+  extra bytes are ignored. The pkg/sftp library (rclone, Debian's 1.60) sends its first writes
+  of a file (4, 8 and 16 KiB) in packets framed for 32 KiB; asyncssh refused them with
+  ``BAD_MESSAGE`` and every rclone upload failed (``_lenient_writes``).
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from types import FrameType
 from typing import TypeVar
 
 import asyncssh
+from asyncssh.constants import FXP_WRITE
+from asyncssh.packet import SSHPacket
 
 from bus.logging import get_logger
 from bus.private import create_private
@@ -52,6 +58,32 @@ from producers.portal.service import (
 log = get_logger(__name__)
 PROTOCOL = "sftp"
 T = TypeVar("T")
+
+
+def _lenient_writes() -> None:
+    """Make asyncssh's SFTP server ignore bytes past a WRITE's data, as OpenSSH does.
+
+    asyncssh's server has no hook for this: its WRITE handler (a class table entry) is wrapped
+    once, to hand it the packet cut where the data string ends. Every other check stays."""
+    handlers = asyncssh.sftp.SFTPServerHandler._packet_handlers
+    strict = handlers[FXP_WRITE]
+    if strict is None or getattr(strict, "lenient", False):
+        return
+
+    async def lenient(handler: asyncssh.sftp.SFTPServerHandler, packet: SSHPacket) -> object:
+        body = packet.get_remaining_payload()
+        handle_end = 4 + int.from_bytes(body[:4], "big")
+        data_at = handle_end + 8  # the offset, a uint64
+        end = data_at + 4 + int.from_bytes(body[data_at : data_at + 4], "big")
+        if len(body) > end >= data_at + 4:
+            packet = SSHPacket(body[:end])
+        return await strict(handler, packet)
+
+    lenient.lenient = True  # type: ignore[attr-defined]
+    handlers[FXP_WRITE] = lenient
+
+
+_lenient_writes()
 
 
 def ensure_host_key(path: Path) -> asyncssh.SSHKey:

@@ -183,6 +183,24 @@ class PortalStack(Stack):
             argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False
         )
 
+    def rclone(self, site: Site, kind: str, *args: str) -> subprocess.CompletedProcess[str]:
+        """Stock ``rclone`` with a remote ``p:`` of type ``kind`` (``sftp`` or ``webdav``) on
+        the portal's door for it, signed in as ``site`` with its password."""
+        obscured = subprocess.run(
+            ["rclone", "obscure", site.password], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        remote = {"TYPE": kind, "USER": site.login, "PASS": obscured}
+        if kind == "sftp":
+            remote |= {"HOST": "127.0.0.1", "PORT": str(self.sftp_port)}
+        else:
+            remote |= {"URL": f"https://127.0.0.1:{self.https_port}/", "VENDOR": "other"}
+        env = {**os.environ, **{f"RCLONE_CONFIG_P_{k}": v for k, v in remote.items()}}
+        cert = self.root / "secrets" / "portal" / "tls" / "server.crt"
+        argv = ["rclone", "--config", "/dev/null", "--ca-cert", str(cert), "--retries", "1"]
+        return subprocess.run(
+            [*argv, *args], env=env, capture_output=True, text=True, timeout=120, check=False
+        )
+
     def curl(
         self, path: str, *args: str, login: Site | None = None, password: str | None = None
     ) -> subprocess.CompletedProcess[bytes]:

@@ -214,46 +214,30 @@ async def test_refusals_answer_their_status_and_are_events(
     )
 
 
-def rclone(portal: PortalStack, site: Site, *args: str) -> subprocess.CompletedProcess[str]:
-    """Stock ``rclone`` with a webdav remote ``dav:`` on the portal's HTTPS door."""
-    obscured = subprocess.run(
-        ["rclone", "obscure", site.password], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    env = {
-        **os.environ,
-        "RCLONE_CONFIG_DAV_TYPE": "webdav",
-        "RCLONE_CONFIG_DAV_URL": f"https://127.0.0.1:{portal.https_port}/",
-        "RCLONE_CONFIG_DAV_VENDOR": "other",
-        "RCLONE_CONFIG_DAV_USER": site.login,
-        "RCLONE_CONFIG_DAV_PASS": obscured,
-    }
-    cert = portal.root / "secrets" / "portal" / "tls" / "server.crt"
-    argv = ["rclone", "--config", "/dev/null", "--ca-cert", str(cert), "--retries", "1", *args]
-    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, check=False)
-
-
 async def test_rclone_webdav_lists_copies_both_ways_and_checks(
     portal: PortalStack, users: dict[str, Site], uploaded: bytes, tmp_path: Path
 ) -> None:
     """rclone's webdav remote: ``lsl`` lists what waits (PROPFIND), ``copy`` pulls it (GET)
     and pushes a new file (PUT), ``check`` finds both sides the same."""
     dest, web = f"pickup-{portal.tag}", users["web"]
-    listed = await asyncio.to_thread(rclone, portal, web, "lsl", f"dav:{dest}")
+    listed = await asyncio.to_thread(portal.rclone, web, "webdav", "lsl", f"p:{dest}")
     assert listed.returncode == 0, listed.stderr + portal.log("portal")
     assert "web.bin" in listed.stdout
     assert str(len(uploaded)) in listed.stdout
     down = tmp_path / "down"
-    pulled = await asyncio.to_thread(rclone, portal, web, "copy", f"dav:{dest}/web.bin", str(down))
+    pulled = await asyncio.to_thread(
+        portal.rclone, web, "webdav", "copy", f"p:{dest}/web.bin", str(down)
+    )
     assert pulled.returncode == 0, pulled.stderr
     assert (down / "web.bin").read_bytes() == uploaded
     up = tmp_path / "up"
     up.mkdir()
     (up / "rclone.bin").write_bytes(os.urandom(300_000))
-    pushed = await asyncio.to_thread(rclone, portal, web, "copy", str(up), f"dav:{dest}")
+    pushed = await asyncio.to_thread(portal.rclone, web, "webdav", "copy", str(up), f"p:{dest}")
     assert pushed.returncode == 0, pushed.stderr + portal.log("portal")
     await portal.listed(dest, "rclone.bin")
     checked = await asyncio.to_thread(
-        rclone, portal, web, "check", str(up), f"dav:{dest}", "--one-way", "--size-only"
+        portal.rclone, web, "webdav", "check", str(up), f"p:{dest}", "--one-way", "--size-only"
     )
     assert checked.returncode == 0, checked.stderr
 

@@ -583,3 +583,36 @@ users:
     missing = portal.sftp(dater, [f"get /{dest}/2000-01-01/d.bin old.bin"], cwd=tmp_path)
     assert missing.returncode != 0
     assert not (tmp_path / "old.bin").exists()
+
+
+async def test_rclone_sftp_pushes_several_files_at_once_lists_pulls_and_checks(
+    portal: PortalStack, sites: dict[str, Site], tmp_path: Path
+) -> None:
+    """rclone's sftp remote (Go's pkg/sftp, concurrent writes, first writes in oversized
+    packets) pushes six files four at a time, lists them, pulls them back and ``check`` finds
+    both sides the same."""
+    alice, dest = sites["alice"], f"pickup-{portal.tag}"
+    up, down = tmp_path / "up", tmp_path / "down"
+    up.mkdir()
+    files = {f"rc-{n}.bin": os.urandom(700_000 + n * 4099) for n in range(6)}
+    for name, data in files.items():
+        (up / name).write_bytes(data)
+    pushed = await asyncio.to_thread(
+        portal.rclone, alice, "sftp", "copy", "--transfers", "4", str(up), f"p:{dest}"
+    )
+    assert pushed.returncode == 0, pushed.stderr + portal.log("portal")
+    for name in files:
+        await portal.listed(dest, name)
+    listed = await asyncio.to_thread(portal.rclone, alice, "sftp", "lsl", f"p:{dest}")
+    assert listed.returncode == 0, listed.stderr
+    sizes = {line.split()[-1]: int(line.split()[0]) for line in listed.stdout.splitlines()}
+    assert {name: sizes.get(name) for name in files} == {n: len(d) for n, d in files.items()}
+    pulled = await asyncio.to_thread(
+        portal.rclone, alice, "sftp", "copy", "--include", "rc-*.bin", f"p:{dest}", str(down)
+    )
+    assert pulled.returncode == 0, pulled.stderr
+    assert {p.name: p.read_bytes() for p in down.iterdir()} == files
+    checked = await asyncio.to_thread(
+        portal.rclone, alice, "sftp", "check", str(up), f"p:{dest}", "--one-way", "--size-only"
+    )
+    assert checked.returncode == 0, checked.stderr
