@@ -1,5 +1,6 @@
-"""Portal events (topic ``ecpds.portal``, key: user): uploads, downloads, denied access, and the
-sign-in defender's failed sign-ins and bans at every door (monitor, API, portal servers)."""
+"""Portal events (topic ``ecpds.portal``, key: user): uploads, downloads, denied access, the
+sign-in defender's failed sign-ins and bans at every door (monitor, API, portal servers), and
+each portal instance's report of the sessions it has in progress (key: the instance)."""
 
 from __future__ import annotations
 
@@ -121,14 +122,41 @@ class SignInBanned(Event):
     client_address: str | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PortalSession:
+    """One signed-in session in progress at a portal instance."""
+
+    AVRO_NAME: ClassVar[str] = "ecpds.portal.PortalSession"
+
+    user: str
+    protocol: str
+    opened_at: datetime
+    client_address: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PortalSessionsReported(Event):
+    """The sessions a portal instance has in progress, reported every ``period_ms`` while it
+    has any and once when the last one ends; a report older than two periods is stale (the
+    instance stopped or died)."""
+
+    AVRO_NAME: ClassVar[str] = "ecpds.portal.PortalSessionsReported"
+
+    portal_id: str
+    period_ms: int
+    sessions: tuple[PortalSession, ...] = ()
+
+
 EVENTS: tuple[type[Event], ...] = (
     PortalUploaded,
     PortalDownloaded,
     PortalAccessDenied,
     SignInFailed,
     SignInBanned,
+    PortalSessionsReported,
 )
 NAMED_TYPES: Mapping[str, type] = {
+    "ecpds.portal.PortalSession": PortalSession,
     "ecpds.portal.AccessDeniedReason": AccessDeniedReason,
     "ecpds.portal.SignInAttempt": SignInAttempt,
     "ecpds.portal.BanScope": BanScope,

@@ -145,6 +145,16 @@ async def running(
         )
         stack.push_async_callback(portal.drain)
         stack.push_async_callback(portal.cut_uploads)  # runs once the doors are closed
+        reporting = asyncio.create_task(portal.report_sessions(), name="portal-sessions")
+
+        async def stop_reporting() -> None:
+            reporting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reporting
+            if portal.sessions or portal.reported:  # runs once the doors are closed
+                await portal.sessions_reported()
+
+        stack.push_async_callback(stop_reporting)
         if cleared := portal.clear_spool():
             log.warning("dropped uploads in progress a previous run left spooled", files=cleared)
         gate = SignInGate(SFTP, _to(publisher, options.topics.portal))

@@ -46,7 +46,7 @@ from bus.config.source import ConfigSource
 from bus.errors import ConfigurationError, EcpdsError
 from bus.events import Event, envelope
 from bus.events.config import DataUser
-from bus.events.portal import PortalAccessDenied
+from bus.events.portal import PortalAccessDenied, PortalSession, PortalSessionsReported
 from bus.logging import get_logger
 from bus.topics import PORTAL, TRANSFERS
 from producers.ingest.core import upload_cap
@@ -77,6 +77,9 @@ from producers.portal.streams import Download, SpoolWriter, Staged, Upload, read
 from projections.portal import Available
 
 log = get_logger(__name__)
+# how often an instance reports its sessions in progress; the monitor drops a report older than
+# two periods (its instance stopped or died), so a dead portal's sessions vanish within 10 s
+REPORT_PERIOD = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,8 +123,11 @@ class Portal:
         key_file: Path | None = None,
         max_upload: int | None = None,
         clock: Callable[[], datetime] = _now,
+        report_period: float = REPORT_PERIOD,
     ) -> None:
         self.config = config
+        self.report_period = report_period  # of the sessions in progress (``report_sessions``)
+        self.reported = False  # the last report named sessions
         self.max_upload = max_upload  # ECPDS_MAX_UPLOAD, as the ingest API caps a put
         self._key_file = key_file  # decrypts data users' hashes (``bus.config.secrets``)
         self.reads = reads
@@ -179,6 +185,34 @@ class Portal:
         self.sessions.add(session)
         log.info("portal session opened", user=login, protocol=protocol, client_address=address)
         return session
+
+    async def report_sessions(self) -> None:
+        """Publish the sessions in progress every ``report_period`` s while there are any, and
+        once when the last one ends (the monitor's "sessions in progress"); until cancelled."""
+        while True:
+            await asyncio.sleep(self.report_period)
+            if self.sessions or self.reported:
+                await self.sessions_reported()
+
+    async def sessions_reported(self) -> None:
+        """Publish one report of the sessions open now (at shutdown: none, once they are cut)."""
+        open_now = sorted((s for s in self.sessions if not s.closed), key=lambda s: s.opened_at)
+        event = PortalSessionsReported(
+            envelope=envelope(self.source, self.source),
+            portal_id=self.source,
+            period_ms=int(self.report_period * 1000),
+            sessions=tuple(
+                PortalSession(
+                    user=s.login,
+                    protocol=s.protocol,
+                    opened_at=s.opened_at,
+                    client_address=s.address,
+                )
+                for s in open_now
+            ),
+        )
+        await self.publish(self.topics.portal, self.source, event)
+        self.reported = bool(open_now)
 
     def _later(self, work: Awaitable[None]) -> None:
         async def run() -> None:

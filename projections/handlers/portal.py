@@ -1,17 +1,21 @@
 """Projection of ``ecpds.portal``: every upload, download and denial in ``portal_access``, and
 the sign-in defender's failures (kind ``SIGN_IN_FAILED``) and bans (kind ``BANNED``) there too,
 with the door as ``protocol``. A denial's destination is the first part of its path (the
-portal's paths are ``/<destination>/...``), so the monitor counts denials per destination."""
+portal's paths are ``/<destination>/...``), so the monitor counts denials per destination.
+Each portal instance's latest report of its sessions in progress is one row of
+``portal_session_reports`` (an older report never replaces a newer one)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from psycopg.types.json import Jsonb
+
 from bus.events import portal as p
 from projections.handlers.base import FREE, Handler, Write, registrar, text
 
 HANDLERS: dict[str, Handler] = {}
-on = registrar(HANDLERS, {"portal_access": FREE})
+on = registrar(HANDLERS, {"portal_access": FREE, "portal_session_reports": ("portal", 1)})
 
 _ACCESS = (
     "INSERT INTO portal_access (event_id, occurred_at, kind, data_user, destination, path,"
@@ -146,3 +150,25 @@ def _sign_in_banned(event: p.SignInBanned) -> Sequence[Write]:
         event.client_address,
     )
     return (Write(_ACCESS, row),)
+
+
+@on(p.PortalSessionsReported)
+def _sessions(event: p.PortalSessionsReported) -> Sequence[Write]:
+    sessions = [
+        {
+            "user": s.user,
+            "protocol": s.protocol,
+            "client_address": s.client_address,
+            "opened_at": s.opened_at.isoformat(),
+        }
+        for s in event.sessions
+    ]
+    return (
+        Write(
+            "INSERT INTO portal_session_reports AS r (portal_id, reported_at, period_ms, sessions)"
+            " VALUES (%s, %s, %s, %s) ON CONFLICT (portal_id) DO UPDATE SET"
+            " reported_at = EXCLUDED.reported_at, period_ms = EXCLUDED.period_ms,"
+            " sessions = EXCLUDED.sessions WHERE r.reported_at <= EXCLUDED.reported_at",
+            (event.portal_id, event.envelope.occurred_at, event.period_ms, Jsonb(sessions)),
+        ),
+    )

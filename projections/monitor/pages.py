@@ -231,6 +231,7 @@ def routes(state: Any) -> list[BaseRoute]:
             request,
             user,
             "portal.html",
+            sessions=await state.queries.portal_sessions(),
             rows=await state.queries.portal_traffic(),
             recent=await state.queries.portal_recent(),
         )

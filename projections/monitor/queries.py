@@ -227,6 +227,18 @@ class Queries:
             " GROUP BY 1, 2 ORDER BY last_seen DESC LIMIT 500"
         )
 
+    async def portal_sessions(self) -> list[Row]:
+        """The sessions in progress, from each portal instance's latest report younger than two
+        of its periods (an older one is from an instance that stopped or died)."""
+        return await self.rows(
+            "SELECT r.portal_id, r.reported_at, s->>'user' AS data_user,"
+            " s->>'protocol' AS protocol, s->>'client_address' AS client_address,"
+            " (s->>'opened_at')::timestamptz AS opened_at"
+            " FROM portal_session_reports r CROSS JOIN jsonb_array_elements(r.sessions) s"
+            " WHERE r.reported_at > now() - r.period_ms * 2 * interval '1 millisecond'"
+            " ORDER BY opened_at LIMIT 1000"
+        )
+
     async def portal_recent(self, limit: int = 200) -> list[Row]:
         """The newest portal rows: uploads, downloads, denials, sign-in failures and bans."""
         return await self.rows(

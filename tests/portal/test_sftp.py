@@ -6,9 +6,12 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import time
+from collections.abc import Callable
 from datetime import UTC
 from pathlib import Path
 
+import asyncssh
 import pytest
 
 from bus.events.datafiles import DataFileRegistered, DataFileRegistrationFailed, DataFileStored
@@ -16,10 +19,13 @@ from bus.events.portal import (
     AccessDeniedReason,
     PortalAccessDenied,
     PortalDownloaded,
+    PortalSessionsReported,
     PortalUploaded,
 )
 from bus.events.transfers import TransferDownloaded, TransferQueued
-from tests.portal.conftest import SSH_OPTIONS, PortalStack, Site
+from projections.monitor.queries import Queries, Row
+from projections.portal import pool
+from tests.portal.conftest import SSH_OPTIONS, WAIT, PortalStack, Site
 
 pytestmark = pytest.mark.kafka
 
@@ -616,3 +622,57 @@ async def test_rclone_sftp_pushes_several_files_at_once_lists_pulls_and_checks(
         portal.rclone, alice, "sftp", "check", str(up), f"p:{dest}", "--one-way", "--size-only"
     )
     assert checked.returncode == 0, checked.stderr
+
+
+async def test_a_session_in_progress_is_reported_and_shown_until_it_ends(
+    portal: PortalStack, sites: dict[str, Site]
+) -> None:
+    """An SFTP session held open is in the portal's next ``PortalSessionsReported`` and in
+    the monitor's sessions in progress (user, protocol, client); once it ends, a report
+    names it no more and the monitor lists it no more."""
+    alice = sites["alice"]
+
+    def reported(present: bool) -> Callable[[], bool]:
+        def check() -> bool:
+            reports = portal.events(PortalSessionsReported)
+            return bool(reports) and present == any(
+                s.user == alice.login for s in reports[-1].sessions
+            )
+
+        return check
+
+    connections = pool(portal.settings.pg_dsn, portal.schema, size=1)
+    await connections.open()
+    try:
+        queries = Queries(connections)
+
+        async def shown(empty: bool) -> list[Row]:
+            """Alice's sessions the monitor lists, once they are (or are not) ``empty``."""
+            deadline = time.monotonic() + WAIT
+            while True:
+                rows = await queries.portal_sessions()
+                mine = [r for r in rows if r["data_user"] == alice.login]
+                if bool(mine) != empty or time.monotonic() > deadline:
+                    return mine
+                await asyncio.sleep(0.2)
+
+        async with asyncssh.connect(
+            "127.0.0.1",
+            portal.sftp_port,
+            username=alice.login,
+            password=alice.password,
+            known_hosts=None,
+            client_keys=None,
+        ) as conn:
+            await portal.until(reported(True))
+            report = portal.events(PortalSessionsReported)[-1]
+            assert report.period_ms > 0
+            mine = [s for s in report.sessions if s.user == alice.login]
+            assert [(s.protocol, s.client_address) for s in mine] == [("sftp", "127.0.0.1")]
+            rows = await shown(empty=False)
+            assert [(r["protocol"], r["client_address"]) for r in rows] == [("sftp", "127.0.0.1")]
+            conn.close()
+        await portal.until(reported(False))
+        assert await shown(empty=True) == []
+    finally:
+        await connections.close()
