@@ -305,6 +305,9 @@ class ArchiveReplica:
     def replicas(self, order: TransferOrdered) -> list[ObjectStore]:
         return [self.archive]
 
+    def staged(self, order: TransferOrdered) -> ObjectStore | None:
+        return None
+
 
 async def test_an_object_missing_from_its_store_is_delivered_from_a_replica(
     kafka: str, store: LocalStore, key_file: Path, tmp_path: Path
