@@ -59,7 +59,7 @@ from bus.publisher import Publisher
 from bus.retry import RetryPolicy
 from bus.settings import Settings
 from bus.stage import Publish, Received, Rejected, Stage, main, until_signalled
-from bus.topics import DATAFILES, DEADLETTER, TRANSFERS, TopicSpec
+from bus.topics import CONFIG, DATAFILES, DEADLETTER, TRANSFERS, TopicSpec
 from consumers.replicator import adapters, core
 from consumers.replicator.ports import Stores
 from store.named import NamedStores
@@ -296,13 +296,18 @@ def replicator_stage(
 
 async def serve(settings: Settings, args: argparse.Namespace) -> None:
     """Run the replicator with the live configuration until a signal."""
-    async with LiveConfig(settings.kafka_bootstrap, create_topic=False) as live:
+    config = LiveConfig(settings.kafka_bootstrap, args.config_topic, create_topic=False)
+    async with config as live:
         stores = NamedStores(settings.store_root, config=live, key_file=settings.key_file)
         try:
             stage = replicator_stage(
                 settings.kafka_bootstrap,
                 stores,
                 live,
+                datafiles_topic=args.datafiles_topic,
+                transfers_topic=args.transfers_topic,
+                deadletter_topic=args.deadletter_topic,
+                group_id=args.group_id,
                 max_concurrent=args.max_concurrent,
                 source=f"replicator/{settings.instance}",
             )
@@ -319,6 +324,12 @@ def options(parser: argparse.ArgumentParser, settings: Settings) -> None:
         default=settings.replicate_threads,
         help="copies at once (ECPDS_REPLICATE_THREADS, default 15)",
     )
+    # other topics than the defaults: a private stack (tests, benchmarks) beside ``ecpds up``
+    parser.add_argument("--config-topic", default=CONFIG)
+    parser.add_argument("--datafiles-topic", default=DATAFILES)
+    parser.add_argument("--transfers-topic", default=TRANSFERS, help="where pre-staging is told")
+    parser.add_argument("--deadletter-topic", default=DEADLETTER)
+    parser.add_argument("--group-id", default="ecpds-replicator")
 
 
 if __name__ == "__main__":
