@@ -125,6 +125,8 @@ FAULTS: Mapping[str, Whose] = MappingProxyType(
         # -- transient: neither the host's nor the file's for good ---------------------------------
         # a copy failed its checksum: a replica, or a repaired copy, may serve the next read
         "ObjectCorrupt": Whose(TRANSIENT, True),
+        # a regional replica has no copy yet: pre-staging may bring it (``store.staged``)
+        "NotStaged": Whose(TRANSIENT, True),
         "StoreError": Whose(TRANSIENT, False),  # the store could not be read just now
         "TransientError": Whose(TRANSIENT, True),
     }

@@ -31,3 +31,12 @@ class CodecError(StoreError):
     """A compressed stream could not be decoded (corrupt, truncated or not of this codec)."""
 
     retriable = False
+
+
+class NotStaged(StoreError):
+    """A regional (continental) store replica has no copy of the object yet: it is being
+    pre-staged, or its staging failed. Retriable: the next attempt may find it, and the
+    scheduler sends the transfer to the central group after the regional group's
+    ``fallback_after`` failures."""
+
+    retriable = True

@@ -556,6 +556,13 @@ def validate_transfer_group(g: TransferGroup) -> None:
     _at_least("transfer_group.min_replication_count", g.min_replication_count, 0)
     if g.replicate and len(g.stores) < 2:
         raise refuse("transfer_group.stores", "replication needs at least two stores")
+    if g.replica_store is not None:  # a store host id, like the ``stores`` entries
+        _name("transfer_group.replica_store", g.replica_store, 64, HOST_ID)
+    if g.fallback_group is not None:
+        _name("transfer_group.fallback_group", g.fallback_group)
+        if g.fallback_group == g.name:
+            raise refuse("transfer_group.fallback_group", "a group cannot fall back to itself")
+    _at_least("transfer_group.fallback_after", g.fallback_after, 1)
 
 
 def validate_data_user(u: DataUser) -> None:
@@ -639,6 +646,19 @@ def validate_against(view: References, entity: Entity) -> None:
     elif isinstance(entity, TransferGroup):
         if entity.backup_host is not None:
             _exists("transfer_group.backup_host", entity.backup_host, view.hosts, "host")
+        if entity.replica_store is not None:
+            _exists("transfer_group.replica_store", entity.replica_store, view.hosts, "host")
+        fallback = entity.fallback_group
+        if fallback is not None:
+            _group("transfer_group.fallback_group", fallback, view)
+            central = view.transfer_groups.get(fallback)
+            if central is not None and central.fallback_group is not None:
+                # one hop only: a chain (or a loop) of fallbacks would hide where a file went
+                raise refuse(
+                    "transfer_group.fallback_group",
+                    f"{fallback} falls back itself (to {central.fallback_group}): name a central"
+                    " group",
+                )
     elif isinstance(entity, DataUser):
         for index, name in enumerate(entity.destinations):
             field = f"data_user.destinations[{index}]"

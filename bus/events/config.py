@@ -215,6 +215,18 @@ class TransferGroup:
     min_replication_count: int = 0
     active: bool = True
     comment: str = ""
+    # a regional (continental) group: its movers read from this store, the replicator
+    # pre-stages its destinations' objects into it
+    replica_store: str | None = None
+    # where a transfer's next attempt goes after ``fallback_after`` failed attempts here, or at
+    # once when none of this group's movers is alive (OpenECPDS's proxy fallback)
+    fallback_group: str | None = None
+    fallback_after: int = 3
+
+    @property
+    def regional(self) -> bool:
+        """Whether this is a regional (continental) group: it has a replica or a fallback."""
+        return self.replica_store is not None or self.fallback_group is not None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -290,6 +290,43 @@ class HostSwitched(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TransferFellBack(Event):
+    """The scheduler ordered the next attempt of a transfer of a regional (continental) transfer
+    group to the group's fallback group instead (OpenECPDS's proxy fallback): after
+    fallback_after failed attempts on the regional group, or because none of its movers is
+    alive."""
+
+    AVRO_NAME: ClassVar[str] = "ecpds.transfers.TransferFellBack"
+
+    transfer_id: str
+    destination: str
+    attempt: int  # the attempt ordered to the fallback group
+    from_group: str  # the regional transfer group
+    to_group: str  # the fallback (central) transfer group
+    failures: int  # consecutive failed attempts of the transfer on from_group
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DataFileStaged(Event):
+    """A destination's data file was pre-staged into the store replica of the destination's
+    regional (continental) transfer group, ahead of its transfers' scheduled time: the
+    regional movers read it there. Keyed by destination on the transfers topic, so the
+    scheduler orders the transfer to the region once its copy is there (the copy itself is
+    also a ``DataFileReplicated``)."""
+
+    AVRO_NAME: ClassVar[str] = "ecpds.transfers.DataFileStaged"
+
+    data_file_id: str
+    destination: str
+    transfer_group: str  # the regional transfer group
+    store: str  # the group's replica_store (configured store name)
+    from_store: str  # the store the object was copied from (DataFileStored.store)
+    size: int
+    duration_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class HostActivated(Event):
     """A host was put back in use for a destination."""
 
@@ -343,6 +380,8 @@ EVENTS: tuple[type[Event], ...] = (
     TransferLifetimeExtended,
     DestinationStatusChanged,
     HostSwitched,
+    TransferFellBack,
+    DataFileStaged,
     HostActivated,
     HostDeactivated,
     HostPriorityChanged,

@@ -396,7 +396,11 @@ class Mover:
         return True
 
     def _store_of(self, order: TransferOrdered) -> ObjectStore:
-        """The order's store, falling back to the group's replicas when it replicates."""
+        """The order's store, falling back to the group's replicas when it replicates; for a
+        regional (continental) group, its store replica only (``store.staged``)."""
+        staged = self._replicas.staged(order) if self._replicas is not None else None
+        if staged is not None:
+            return staged
         store = self._stores.store_for(order.store)
         replicas = self._replicas.replicas(order) if self._replicas is not None else []
         if not replicas:

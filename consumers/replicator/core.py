@@ -18,6 +18,11 @@ Rules kept (ECPDS-REFERENCE.md §6.1, ReplicateScheduler of §2.6):
   a permanent failure, the store has failed.
 - Each copy is recorded by one ``DataFileReplicated`` whose event id is derived from the file
   and the store, so a copy recorded twice after a redelivery is recognisably the same fact.
+- Pre-staging (continental movers): a file of a regional group (one naming a ``replica_store``)
+  is copied into that replica as soon as it is stored, ahead of its transfers' scheduled time,
+  first of the candidates; the copy is also recorded by a ``DataFileStaged`` keyed by the
+  destination (the scheduler orders the transfer to the region once it is there). A group
+  may both replicate and stage.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from datetime import datetime
 from bus.config.view import ConfigView
 from bus.events.base import Envelope
 from bus.events.datafiles import DataFileReplicated, DataFileStored
+from bus.events.transfers import DataFileStaged
 
 _NAMESPACE = uuid.UUID("3f0c2a57-9d1e-4b8a-a6c4-51e0f8d2b7a9")
 
@@ -48,6 +54,8 @@ class ReplicationJob:
     size: int
     adler32: str
     causation_id: str
+    staging: str | None = None  # the regional replica among the candidates, if any
+    destination: str = ""  # whose transfers the staged copy is for
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +77,11 @@ def group_of(destination: str, view: ConfigView) -> str | None:
 
 
 def replicating(view: ConfigView) -> bool:
-    """Whether any active transfer group replicates (else nothing needs a look)."""
-    return any(g.replicate and g.active for g in view.transfer_groups.values())
+    """Whether any active transfer group replicates or stages (else nothing needs a look)."""
+    return any(
+        (g.replicate or g.replica_store is not None) and g.active
+        for g in view.transfer_groups.values()
+    )
 
 
 def plan(
@@ -79,11 +90,12 @@ def plan(
     view: ConfigView,
     located_in: Callable[[str], bool],
     already: Collection[str] = (),
+    destination: str = "",
 ) -> ReplicationJob | Skip:
-    """The replication job for a stored file, or why there is none.
+    """The replication (and pre-staging) job for a stored file, or why there is none.
 
     ``located_in(name)`` says whether configured store ``name`` is the store the object is in;
-    ``already`` names stores known to hold a copy.
+    ``already`` names stores known to hold a copy; ``destination`` is whose file it is.
     """
     if transfer_group is None:
         return Skip(f"data file {stored.data_file_id} has no known transfer group")
@@ -92,16 +104,24 @@ def plan(
         return Skip(f"unknown transfer group {transfer_group}")
     if not group.active:
         return Skip(f"transfer group {group.name} is not active")
-    if not group.replicate:
+    staging = group.replica_store
+    if staging is not None and located_in(staging):
+        staging = None  # stored in the region already
+    if not group.replicate and staging is None:
         return Skip(f"transfer group {group.name} does not replicate")
-    position = next((i for i, s in enumerate(group.stores) if located_in(s)), None)
-    after = group.stores if position is None else group.stores[position + 1 :]
-    candidates = tuple(s for s in after if not located_in(s))
+    candidates: tuple[str, ...] = ()
+    wanted = 0
+    if group.replicate:
+        position = next((i for i, s in enumerate(group.stores) if located_in(s)), None)
+        after = group.stores if position is None else group.stores[position + 1 :]
+        candidates = tuple(s for s in after if not located_in(s) and s != staging)
+        wanted = len(candidates)
+        if group.min_replication_count > 0:
+            wanted = min(group.min_replication_count, len(candidates))
+    if staging is not None:
+        candidates, wanted = (staging, *candidates), wanted + 1
     if not candidates:
         return Skip(f"no store after {stored.store} in transfer group {group.name}")
-    wanted = len(candidates)
-    if group.min_replication_count > 0:
-        wanted = min(group.min_replication_count, len(candidates))
     done = tuple(s for s in candidates if s in already)
     if len(done) >= wanted:
         return Skip(f"already replicated to {', '.join(done)}")
@@ -116,6 +136,8 @@ def plan(
         size=stored.size,
         adler32=stored.checksums.adler32,
         causation_id=stored.envelope.event_id,
+        staging=staging,
+        destination=destination,
     )
 
 
@@ -154,6 +176,27 @@ def replicated(
         location=job.guid,
         size=job.size,
         duration_ms=duration_ms,
+    )
+
+
+def staged(job: ReplicationJob, copy: DataFileReplicated) -> DataFileStaged:
+    """The event telling the destination's scheduler that ``copy`` pre-staged ``job``'s object
+    in its regional group's replica (its id derived like the copy's)."""
+    return DataFileStaged(
+        envelope=Envelope(
+            event_id=str(uuid.uuid5(_NAMESPACE, f"staged/{job.data_file_id}/{copy.to_store}")),
+            occurred_at=copy.envelope.occurred_at,
+            source=copy.envelope.source,
+            correlation_id=job.data_file_id,
+            causation_id=copy.envelope.event_id,
+        ),
+        data_file_id=job.data_file_id,
+        destination=job.destination,
+        transfer_group=job.transfer_group,
+        store=copy.to_store,
+        from_store=copy.from_store,
+        size=copy.size,
+        duration_ms=copy.duration_ms,
     )
 
 

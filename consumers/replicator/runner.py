@@ -20,6 +20,13 @@ after a restart between the two it is read from the stored object's name
 (``<destination>/<target>``) and the destination's group. Stores already known to hold a copy
 (``DataFileReplicated`` seen on the topic) count as done.
 
+Pre-staging (continental movers): a file of a regional group is copied into the group's
+``replica_store`` as soon as it is stored, first of its copies; besides its
+``DataFileReplicated`` the copy is published as a ``DataFileStaged`` on ``ecpds.transfers``
+keyed by the destination (known from ``DataFileRegistered``, else from the object's name), in
+the same outcome, so the scheduler that orders the destination's transfers learns that the
+region holds the object. A staging that fails for good is dead-lettered like a replication.
+
 Copies go through ``store.named.NamedStores``: the object is streamed from its store and
 verified against the recorded ADLER32 and size (``adapters.copy``); a copy that does not match
 is deleted.
@@ -52,7 +59,7 @@ from bus.publisher import Publisher
 from bus.retry import RetryPolicy
 from bus.settings import Settings
 from bus.stage import Publish, Received, Rejected, Stage, main, until_signalled
-from bus.topics import DATAFILES, DEADLETTER, TopicSpec
+from bus.topics import CONFIG, DATAFILES, DEADLETTER, TRANSFERS, TopicSpec
 from consumers.replicator import adapters, core
 from consumers.replicator.ports import Stores
 from store.named import NamedStores
@@ -88,15 +95,18 @@ class Replicator:
         retry: RetryPolicy,
         source: str,
         remembered: int = REMEMBERED,
+        transfers_topic: str = TRANSFERS,
     ) -> None:
         self._stores = stores
         self._config = config
         self._datafiles = datafiles_topic
+        self._transfers = transfers_topic
         self._slots = asyncio.Semaphore(max_concurrent)
         self._retry = retry
         self._source = source
         self._remembered = remembered
         self._groups: OrderedDict[str, str] = OrderedDict()  # data file -> transfer group
+        self._destinations: OrderedDict[str, str] = OrderedDict()  # data file -> destination
         self._copies: OrderedDict[str, set[str]] = OrderedDict()  # data file -> stores with a copy
         self._progress: dict[tuple[str, int, int], _Progress] = {}  # records being retried
         self.copied = 0
@@ -121,6 +131,7 @@ class Replicator:
         await self._replicate(progress)  # raises to be tried again: progress is kept
         del self._progress[at]
         self._groups.pop(event.data_file_id, None)
+        self._destinations.pop(event.data_file_id, None)
         if len(progress.done) < progress.job.wanted:
             message = core.failure_message(progress.job, progress.done, progress.failed)
             raise Rejected(message, error_class=progress.last_error, outcome=progress.outcome)
@@ -129,7 +140,8 @@ class Replicator:
     async def _plan(self, stored: DataFileStored, attempt: int) -> core.ReplicationJob | None:
         dfid = stored.data_file_id
         group = self._groups.get(dfid)
-        if group is None:
+        destination = self._destinations.get(dfid, "")
+        if group is None or not destination:
             try:
                 meta = await self._stores.store_for(stored.store).stat(object_id(stored.guid))
             except Exception as error:  # a retry, or no way to place the file
@@ -138,17 +150,20 @@ class Replicator:
                     raise TransientError(f"stat of {stored.guid}: {error}") from error
                 why = f"data file {dfid}: cannot find its transfer group: {error}"
                 raise Rejected(why, error_class=type(error).__name__) from error
-            group = core.group_of(core.destination_of(meta.name), self._config.view)
+            destination = core.destination_of(meta.name)
+            group = group or core.group_of(destination, self._config.view)
         decision = core.plan(
             stored,
             group,
             self._config.view,
             lambda name: self._stores.same(name, stored.store),
             self._copies.get(dfid, ()),
+            destination,
         )
         if isinstance(decision, core.Skip):
             log.debug("not replicated", data_file_id=dfid, reason=decision.reason)
             self._groups.pop(dfid, None)
+            self._destinations.pop(dfid, None)
             return None
         return decision
 
@@ -164,6 +179,15 @@ class Replicator:
                 if isinstance(result, DataFileReplicated):
                     progress.done.add(target)
                     progress.outcome.append(Publish(self._datafiles, job.data_file_id, result))
+                    if target == job.staging:  # pre-staged: the destination's scheduler hears it
+                        staged = core.staged(job, result)
+                        progress.outcome.append(Publish(self._transfers, job.destination, staged))
+                        log.info(
+                            "pre-staged",
+                            data_file_id=job.data_file_id,
+                            destination=job.destination,
+                            store=target,
+                        )
                     self.fold(result)
                     continue
                 if not isinstance(result, Exception):
@@ -206,8 +230,9 @@ class Replicator:
     def fold(self, event: Any) -> None:
         """Remember groups and copies (every event of a batch, before any is handled)."""
         match event:
-            case DataFileRegistered(data_file_id=dfid, transfer_group=group):
+            case DataFileRegistered(data_file_id=dfid, transfer_group=group, destination=dest):
                 _remember(self._groups, dfid, group, self._remembered)
+                _remember(self._destinations, dfid, dest, self._remembered)
             case DataFileReplicated(data_file_id=dfid, to_store=store):
                 copies = self._copies.get(dfid) or set()
                 _remember(self._copies, dfid, copies | {store}, self._remembered)
@@ -215,6 +240,7 @@ class Replicator:
                 self._copies.get(dfid, set()).discard(store)
             case DataFileRegistrationFailed(data_file_id=dfid):
                 self._groups.pop(dfid, None)
+                self._destinations.pop(dfid, None)
 
 
 def _remember(table: OrderedDict[str, Any], key: str, value: Any, limit: int) -> None:
@@ -231,6 +257,7 @@ def replicator_stage(
     *,
     publisher: Publisher | None = None,
     datafiles_topic: str = DATAFILES,
+    transfers_topic: str = TRANSFERS,
     deadletter_topic: str = DEADLETTER,
     group_id: str = "ecpds-replicator",
     specs: Sequence[TopicSpec] | None = None,
@@ -249,6 +276,7 @@ def replicator_stage(
         retry=retry,
         source=source,
         remembered=remembered,
+        transfers_topic=transfers_topic,
     )
     return Stage(
         replicator,
@@ -268,13 +296,18 @@ def replicator_stage(
 
 async def serve(settings: Settings, args: argparse.Namespace) -> None:
     """Run the replicator with the live configuration until a signal."""
-    async with LiveConfig(settings.kafka_bootstrap, create_topic=False) as live:
+    config = LiveConfig(settings.kafka_bootstrap, args.config_topic, create_topic=False)
+    async with config as live:
         stores = NamedStores(settings.store_root, config=live, key_file=settings.key_file)
         try:
             stage = replicator_stage(
                 settings.kafka_bootstrap,
                 stores,
                 live,
+                datafiles_topic=args.datafiles_topic,
+                transfers_topic=args.transfers_topic,
+                deadletter_topic=args.deadletter_topic,
+                group_id=args.group_id,
                 max_concurrent=args.max_concurrent,
                 source=f"replicator/{settings.instance}",
             )
@@ -291,6 +324,12 @@ def options(parser: argparse.ArgumentParser, settings: Settings) -> None:
         default=settings.replicate_threads,
         help="copies at once (ECPDS_REPLICATE_THREADS, default 15)",
     )
+    # other topics than the defaults: a private stack (tests, benchmarks) beside ``ecpds up``
+    parser.add_argument("--config-topic", default=CONFIG)
+    parser.add_argument("--datafiles-topic", default=DATAFILES)
+    parser.add_argument("--transfers-topic", default=TRANSFERS, help="where pre-staging is told")
+    parser.add_argument("--deadletter-topic", default=DEADLETTER)
+    parser.add_argument("--group-id", default="ecpds-replicator")
 
 
 if __name__ == "__main__":

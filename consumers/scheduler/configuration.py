@@ -22,10 +22,14 @@ from bus.events.config_changes import (
     HostChanged,
     HostDefined,
     HostRemoved,
+    TransferGroupChanged,
+    TransferGroupDefined,
+    TransferGroupRemoved,
 )
 from bus.events.datafiles import Checksums, DataFileRegistered, DataFileStored
 from bus.events.movers import MoverHeartbeat, MoverStopped
 from bus.events.transfers import (
+    DataFileStaged,
     DestinationStatusChanged,
     HostActivated,
     HostDeactivated,
@@ -97,6 +101,25 @@ def _association_removed(state: SchedulerState, ev: AssociationRemoved) -> None:
     state.dirty.add(rt.name)
 
 
+@_on(TransferGroupDefined, TransferGroupChanged)
+def _transfer_group(state: SchedulerState, ev: TransferGroupDefined) -> None:
+    state.transfer_groups[ev.transfer_group.name] = ev.transfer_group
+    _group_changed(state, ev.transfer_group.name)
+
+
+@_on(TransferGroupRemoved)
+def _transfer_group_removed(state: SchedulerState, ev: TransferGroupRemoved) -> None:
+    state.transfer_groups.pop(ev.name, None)
+    _group_changed(state, ev.name)
+
+
+def _group_changed(state: SchedulerState, name: str) -> None:
+    # its destinations' next orders may go elsewhere (a fallback named or dropped)
+    for rt in state.destinations.values():
+        if rt.config is not None and rt.config.transfer_group == name:
+            state.dirty.add(rt.name)
+
+
 @_on(DataFileStored)
 def _stored(state: SchedulerState, ev: DataFileStored) -> None:
     old = state.files.get(ev.data_file_id)
@@ -109,6 +132,14 @@ def _stored(state: SchedulerState, ev: DataFileStored) -> None:
         original=old.original if old is not None else None,
         metadata=old.metadata if old is not None else {},
     )
+
+
+@_on(DataFileStaged)
+def _staged(state: SchedulerState, ev: DataFileStaged) -> None:
+    # a regional transfer waiting for its copy in the region's replica may be ordered now
+    state.staged[ev.data_file_id] = state.staged.get(ev.data_file_id, frozenset()) | {ev.store}
+    state.dirty.add(ev.destination)
+    state.runtime(ev.destination)
 
 
 @_on(DataFileRegistered)

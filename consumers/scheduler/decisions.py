@@ -212,6 +212,79 @@ def _no_transfer_server(
     return seen
 
 
+def _fallback(
+    state: SchedulerState, group: str, now: datetime, settings: SchedulerSettings
+) -> str | None:
+    """The fallback group of regional ``group`` if it has one with a live transfer server."""
+    regional = state.transfer_groups.get(group)
+    if regional is None or regional.fallback_group is None:
+        return None
+    central = regional.fallback_group
+    return None if _no_transfer_server(state, central, now, settings) else central
+
+
+def _group_of(
+    state: SchedulerState,
+    rt: DestinationRuntime,
+    e: TransferEntry,
+    src: str,
+    now: datetime,
+    settings: SchedulerSettings,
+    out: list[Event],
+) -> str | None:
+    """The transfer group the next attempt of ``e`` is ordered to, or None while it waits.
+
+    The destination's group, unless it is regional (continental):
+    - a transfer that fell back stays on the fallback group: it met the region's trouble
+      already, and the central movers read the central store, where the object is;
+    - after ``fallback_after`` failed attempts in a row on the regional group, or while none of
+      its movers is alive, the next attempt goes to the fallback group (``TransferFellBack``);
+    - with a ``replica_store``, the regional group gets the transfer once its object is staged
+      there (``DataFileStaged``; OpenECPDS selects a proxied transfer only once its file is on
+      the proxy). It waits for that at most ``fallback_after`` x the destination's retry
+      frequency after its queue time (the time its attempts there would have had), then falls
+      back, or without a fallback is ordered to the region anyway (its movers then say
+      ``NotStaged`` and it is retried like any transient failure).
+    A fallback without a live transfer server itself leaves the transfer to the region.
+    """
+    cfg = rt.config
+    assert cfg is not None
+    group = cfg.transfer_group
+    regional = state.transfer_groups.get(group)
+    if regional is None or not regional.regional:
+        return group
+    central = regional.fallback_group
+    if central is not None and e.transfer_group == central:
+        return central
+    reason = None
+    failed = e.group_failures if e.transfer_group == group else 0
+    if central is not None and failed >= regional.fallback_after:
+        reason = f"{e.group_failures} failed attempt(s) on transfer group {group}"
+    elif central is not None and _no_transfer_server(state, group, now, settings):
+        reason = f"{NO_TRANSFER_SERVER} in transfer group {group}"
+    elif regional.replica_store is not None and regional.replica_store not in state.staged.get(
+        e.data_file_id, ()
+    ):
+        wait = timedelta(milliseconds=regional.fallback_after * max(cfg.retry_frequency_ms, 0))
+        deadline = e.queue_time + wait
+        if now < deadline:
+            if rt.staging_due is None or deadline < rt.staging_due or rt.staging_due <= now:
+                rt.staging_due = deadline
+            return None
+        if central is None:
+            return group
+        reason = (
+            f"not staged in {regional.replica_store} by {deadline:%Y-%m-%d %H:%M:%S}"
+            f" ({regional.fallback_after} x the retry frequency after its queue time)"
+        )
+    if reason is None or central is None:
+        return group
+    if _no_transfer_server(state, central, now, settings):
+        return group  # the fallback has nobody either: the regional group keeps it
+    out.append(outputs.fell_back(src, now, e, group, central, reason))
+    return central
+
+
 def _visit(
     state: SchedulerState,
     rt: DestinationRuntime,
@@ -297,7 +370,11 @@ def _visit(
         elif not windows.is_open(cfg.active_windows, now):
             opening = windows.next_opening(cfg.active_windows, now)
             target = (D.SCHE, "Outside the active time windows", opening)
-        elif rt.orderable and _no_transfer_server(state, cfg.transfer_group, now, settings):
+        elif (
+            rt.orderable
+            and _no_transfer_server(state, cfg.transfer_group, now, settings)
+            and _fallback(state, cfg.transfer_group, now, settings) is None
+        ):
             # nothing is ordered until one of the group's movers is heard of again (its
             # heartbeat makes the destination due): no order piles up for nobody
             state.blocked_groups.add(cfg.transfer_group)
@@ -426,6 +503,7 @@ def _order(
     host = state.hosts[host_id]
     assert cfg is not None
     transfers, ready, delayed = state.transfers, rt.ready, rt.delayed
+    rt.staging_due = None  # set again by the transfers still waiting for their staged copy
     while delayed and delayed[0][0] <= now:  # delayed transfers whose time has come
         queue_time, tid = heapq.heappop(delayed)
         e = transfers.get(tid)
@@ -470,7 +548,10 @@ def _order(
                 reason = f"Maximum start limit reached (delayed until {until:%Y-%m-%d %H:%M:%S})"
                 out.append(outputs.requeued(src, now, e, reason, until, e.requeue_count + 1))
             continue
-        out.extend(outputs.orders(src, now, e, cfg, host, state.files.get(e.data_file_id)))
+        group = _group_of(state, rt, e, src, now, settings, out)
+        if group is None:
+            continue  # waits for its pre-staged copy (its timer is ``rt.staging_due``)
+        out.extend(outputs.orders(src, now, e, cfg, host, state.files.get(e.data_file_id), group))
         free -= 1
         started += 1
         ordered[host_id] = ordered.get(host_id, 0) + 1
@@ -525,6 +606,8 @@ def _due(state: SchedulerState, rt: DestinationRuntime, now: datetime) -> dateti
         times.append(s.reset_time)
     if rt.idle_due is not None:
         times.append(rt.idle_due)
+    if rt.staging_due is not None:
+        times.append(rt.staging_due)
     if s.failures:  # only the current host's retry matters
         order = failover.host_order(rt.associations, state.hosts, s)
         current = failover.current_host(s, order)

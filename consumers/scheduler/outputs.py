@@ -26,6 +26,7 @@ from bus.events.transfers import (
     HostSwitched,
     TransferAbandoned,
     TransferExpired,
+    TransferFellBack,
     TransferHeld,
     TransferInterrupted,
     TransferLifetimeExtended,
@@ -110,10 +111,13 @@ def orders(
     dest: Destination,
     host: Host,
     file: StoredFile | None,
+    group: str | None = None,
 ) -> tuple[TransferScheduled, TransferOrdered]:
     """The decision to run the next attempt of ``e`` on ``host``: the fact for the transfers
-    log and the order for the movers of the destination's transfer group."""
+    log and the order for the movers of ``group`` (default: the destination's transfer group;
+    a regional group's fallback when ``fell_back`` says so)."""
     attempt = e.attempt + 1
+    group = group or dest.transfer_group
     env = _tenv(source, now, "scheduled", e, None)
     scheduled = TransferScheduled(
         envelope=env,
@@ -121,7 +125,7 @@ def orders(
         destination=e.destination,
         attempt=attempt,
         host_id=host.id,
-        transfer_group=dest.transfer_group,
+        transfer_group=group,
     )
     order = TransferOrdered(
         envelope=_tenv(source, now, "ordered", e, env.event_id),
@@ -129,7 +133,7 @@ def orders(
         destination=e.destination,
         data_file_id=e.data_file_id,
         attempt=attempt,
-        transfer_group=dest.transfer_group,
+        transfer_group=group,
         host=host,
         target=e.target,
         guid=file.guid if file is not None else e.data_file_id,
@@ -147,6 +151,22 @@ def orders(
         check_since=e.unsettled_since,
     )
     return scheduled, order
+
+
+def fell_back(
+    source: str, now: datetime, e: TransferEntry, from_group: str, to_group: str, reason: str
+) -> TransferFellBack:
+    """The next attempt of ``e`` goes to ``to_group``, the fallback of its regional group."""
+    return TransferFellBack(
+        envelope=_tenv(source, now, "fellback", e, None),
+        transfer_id=e.transfer_id,
+        destination=e.destination,
+        attempt=e.attempt + 1,
+        from_group=from_group,
+        to_group=to_group,
+        failures=e.group_failures if e.transfer_group == from_group else 0,
+        reason=reason,
+    )
 
 
 def requeued(

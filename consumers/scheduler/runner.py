@@ -390,7 +390,8 @@ class SchedulerRunner:
         while generation == self._generation:
             pending = {(e.transfer_id, e.attempt): e for e in unstarted(self.state, rebuilt)}
             groups = {
-                rt.config.transfer_group
+                # the attempt's own group: a regional transfer may have fallen back
+                e.transfer_group or rt.config.transfer_group
                 for e in pending.values()
                 if (rt := self.state.destinations.get(e.destination)) and rt.config
             }

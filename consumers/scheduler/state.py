@@ -25,7 +25,7 @@ from enum import StrEnum
 from typing import Any
 
 from bus.events.base import DestinationStatus, Event, TransferStatus
-from bus.events.config import Destination, Host
+from bus.events.config import Destination, Host, TransferGroup
 from bus.events.datafiles import Checksums
 from consumers.scheduler.lifecycle import ORDERABLE, PENDING
 
@@ -69,6 +69,10 @@ class TransferEntry:
     file_instance: int = 1
     attempt: int = 0  # number of the last ordered attempt; outcomes of others are ignored
     host_id: str | None = None  # host of the last ordered attempt
+    transfer_group: str | None = None  # transfer group of the last ordered attempt
+    # consecutive failed attempts on ``transfer_group``: on a regional group, its
+    # ``fallback_after`` sends the next attempt to the group's fallback group
+    group_failures: int = 0
     mover_id: str | None = None  # mover running the last attempt, once started
     ordered_at: datetime | None = None
     # order time of the first attempt since it was queued or last delivered: an attempt
@@ -157,6 +161,7 @@ class DestinationRuntime:
         "requests",
         "rescheduled",
         "running",
+        "staging_due",
         "summary",
     )
 
@@ -180,6 +185,8 @@ class DestinationRuntime:
         # has a duplicate rule (``scheduler.requeueon``): None when it has none
         self.by_target: dict[str, str | set[str]] | None = None
         self.orderable = 0  # transfers in WAIT or RETR (due or not)
+        # when a transfer waiting for its pre-staged copy (a regional group) stops waiting
+        self.staging_due: datetime | None = None
         self.followups: set[str] = set()  # failed or interrupted: owed a requeue/stop
         self.held: set[str] = set()
         self.failed: set[str] = set()  # FAIL and STOP, for "requeue all failed"
@@ -207,7 +214,9 @@ class SchedulerState:
         "mover_groups",
         "mover_transfers",
         "movers",
+        "staged",
         "timers",
+        "transfer_groups",
         "transfers",
     )
 
@@ -215,11 +224,14 @@ class SchedulerState:
         self.transfers: dict[str, TransferEntry] = {}
         self.destinations: dict[str, DestinationRuntime] = {}
         self.hosts: dict[str, Host] = {}
+        self.transfer_groups: dict[str, TransferGroup] = {}  # regional ones name a fallback
         self.host_destinations: dict[str, set[str]] = {}
         # running attempts per host over every destination this worker owns: a host's max
         # connections hold across the destinations that share it
         self.host_running: dict[str, int] = {}
         self.files: dict[str, StoredFile] = {}
+        # data file -> regional store replicas it was pre-staged in (``DataFileStaged``)
+        self.staged: dict[str, frozenset[str]] = {}
         self.file_refs: dict[str, int] = {}  # data file id -> transfers known for it
         self.movers: dict[str, datetime] = {}  # mover id -> last heartbeat
         self.mover_transfers: dict[str, set[str]] = {}  # mover id -> running transfer ids
@@ -379,6 +391,7 @@ class SchedulerState:
         else:
             self.file_refs.pop(dfid, None)
             self.files.pop(dfid, None)
+            self.staged.pop(dfid, None)
         self.changed_transfers.add(tid)
 
     def schedule(self, rt: DestinationRuntime, due: datetime | None) -> None:

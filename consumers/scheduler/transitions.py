@@ -131,6 +131,8 @@ def _scheduled(state: SchedulerState, ev: TransferScheduled | TransferOrdered) -
         status=S.EXEC,
         attempt=ev.attempt,
         host_id=host,
+        transfer_group=ev.transfer_group,
+        group_failures=e.group_failures if ev.transfer_group == e.transfer_group else 0,
         mover_id=None,
         ordered_at=ev.envelope.occurred_at,
         unsettled_since=e.unsettled_since or ev.envelope.occurred_at,
@@ -179,7 +181,8 @@ def _failed(state: SchedulerState, ev: TransferFailed) -> None:
         return
     fault = reported_fault(ev.fault, ev.error_class, ev.retriable)
     reason = f"{ev.error_class}: {ev.message}"
-    _touch(state, e, ev, followup=_FOLLOWUPS[fault], reason=reason)
+    failures = e.group_failures + 1  # whatever the fault: a regional group's own count
+    _touch(state, e, ev, followup=_FOLLOWUPS[fault], reason=reason, group_failures=failures)
     rt = state.runtime(e.destination)
     summary = replace(rt.summary, last_ko=e.transfer_id)
     if fault is Fault.HOST and rt.config is not None:

@@ -436,3 +436,36 @@ def _lifetime(event: t.TransferLifetimeExtended) -> Sequence[Write]:
             ),
         ),
     )
+
+
+# -- continental movers: the transfer's timeline says where its copy was staged and why it left
+# its regional group (the order's own row then names the group it went to)
+
+
+@on(t.TransferFellBack)
+def _fell_back(event: t.TransferFellBack) -> Sequence[Write]:
+    return (
+        history(
+            event,
+            event.transfer_id,
+            event.destination,
+            attempt=event.attempt,
+            message=f"transfer group {event.from_group} -> {event.to_group}: {event.reason}",
+        ),
+    )
+
+
+@on(t.DataFileStaged)
+def _staged(event: t.DataFileStaged) -> Sequence[Write]:
+    # the row of the file's transfer to this destination, named as the ingest names it
+    # (``<data file id>-<destination>``); a transfer queued by an alias has no such row
+    return (
+        history(
+            event,
+            f"{event.data_file_id}-{event.destination}",
+            event.destination,
+            message=f"staged in {event.store} (transfer group {event.transfer_group})"
+            f" from {event.from_store or 'the default store'} in {event.duration_ms} ms",
+            size=event.size,
+        ),
+    )

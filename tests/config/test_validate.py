@@ -203,6 +203,12 @@ def test_known_schemes_match_the_protocol_registry() -> None:
         (f.group(backup=True, backup_host="bk-1"), OK),
         (f.group(min_replication_count=-1), "transfer_group.min_replication_count"),
         (f.group(replicate=True, stores=("disk",)), "transfer_group.stores"),
+        (f.group(replica_store="asia-store", fallback_group="europe-c", fallback_after=1), OK),
+        (f.group(replica_store="bad store"), "transfer_group.replica_store"),
+        (f.group(replica_store=""), "transfer_group.replica_store"),
+        (f.group(fallback_group="bad name"), "transfer_group.fallback_group"),
+        (f.group(name="asia", fallback_group="asia"), "transfer_group.fallback_group"),
+        (f.group(fallback_after=0), "transfer_group.fallback_after"),
         (f.user(), OK),
         (f.user(password_hash=None), OK),
         (f.user(login="a.b@c-d"), OK),
@@ -264,6 +270,11 @@ def view_with(*entities: Any) -> ConfigView:
         (f.association(host_id="bk-1"), "association.host"),
         (f.group(backup=True, backup_host="bk-1"), OK),
         (f.group(backup=True, backup_host="nope"), "transfer_group.backup_host"),
+        (f.group("asia", replica_store="ftp-1", fallback_group="europe"), OK),
+        (f.group("asia", fallback_group="default"), OK),
+        (f.group("asia", replica_store="nope"), "transfer_group.replica_store"),
+        (f.group("asia", fallback_group="america"), "transfer_group.fallback_group"),
+        (f.group("asia", fallback_group="relay"), "transfer_group.fallback_group"),
         (f.user(destinations=("site-a",)), OK),
         (f.user(destinations=("nowhere",)), "data_user.destinations[0]"),
         (f.policy(destinations=("site-b",), users=("alice",)), OK),
@@ -279,6 +290,7 @@ def test_references_are_checked_against_the_view(entity: Any, error: str | None)
         f.host("ftp-1"),
         f.host("bk-1", type=HostType.BACKUP),
         f.group("europe"),
+        f.group("relay", fallback_group="europe"),  # regional itself: no chain of fallbacks
         f.user("alice"),
     )
     if error is None:

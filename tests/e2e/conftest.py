@@ -218,15 +218,30 @@ class Stack:
             ],
         )  # fmt: skip
 
-    def start_mover(self, name: str = "mover", capacity: int = 8) -> None:
+    def start_mover(self, name: str = "mover", capacity: int = 8, group: str | None = None) -> None:
+        """A mover of this module's transfer group, or of ``group`` (its own orders topic)."""
+        orders = self.orders if group is None else f"{self.topic('orders')}.{group}"
         self._spawn(
             name,
             [
-                "-m", "consumers.movers.runner", "--group", self.group,
+                "-m", "consumers.movers.runner", "--group", group or self.group,
                 "--capacity", str(capacity), "--mover-id", f"{name}-{self.tag}",
-                "--orders-topic", self.orders, "--transfers-topic", self.topic("transfers"),
+                "--orders-topic", orders, "--transfers-topic", self.topic("transfers"),
                 "--movers-topic", self.topic("movers"), "--session-timeout-ms", "6000",
                 "--heartbeat", "0.5", "--config-topic", self.topic("config"),
+            ],
+        )  # fmt: skip
+
+    def start_replicator(self) -> None:
+        """The replicator (replication and pre-staging) on this module's topics."""
+        self._spawn(
+            "replicator",
+            [
+                "-m", "consumers.replicator.runner", "--config-topic", self.topic("config"),
+                "--datafiles-topic", self.topic("datafiles"),
+                "--transfers-topic", self.topic("transfers"),
+                "--deadletter-topic", self.topic("deadletter"),
+                "--group-id", f"e2e-replicator-{self.tag}",
             ],
         )  # fmt: skip
 

@@ -15,18 +15,24 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bus import codec
+from bus.config.source import FixedConfig
+from bus.config.view import ConfigView
+from bus.events.config import Host, HostType, TransferGroup
 from bus.events.deadletter import DeadLettered, DeadLetterReason
 from bus.events.movers import MoverHeartbeat, MoverStopped, TransferAbortRequested
 from bus.events.orders import TransferOrdered
 from bus.events.transfers import (
+    Fault,
     TransferFailed,
     TransferInterrupted,
     TransferStarted,
     TransferSucceeded,
 )
 from bus.publisher import Publisher
+from consumers.movers.ports import GroupReplicas
 from protocols.base import from_bytes
 from store.local import LocalStore
+from store.named import NamedStores
 from store.objects import ObjectId, ObjectSpec
 from store.ports import ObjectStore
 from tests.movers.support import (
@@ -305,6 +311,9 @@ class ArchiveReplica:
     def replicas(self, order: TransferOrdered) -> list[ObjectStore]:
         return [self.archive]
 
+    def staged(self, order: TransferOrdered) -> ObjectStore | None:
+        return None
+
 
 async def test_an_object_missing_from_its_store_is_delivered_from_a_replica(
     kafka: str, store: LocalStore, key_file: Path, tmp_path: Path
@@ -328,3 +337,63 @@ async def test_an_object_missing_from_its_store_is_delivered_from_a_replica(
         await transfers.stop()
         await movers.stop()
         await archive.close()
+
+
+async def test_a_regional_mover_reads_its_replica_and_says_not_staged_when_it_is_missing(
+    kafka: str, store: LocalStore, key_file: Path, tmp_path: Path
+) -> None:
+    """A mover of a regional (continental) group reads the object from the group's replica
+    store, not from the order's (central) store: an object only in the replica is delivered
+    with the replica's bytes; one only in the central store fails as NotStaged, a transient
+    fault, retriable (the scheduler retries it, then falls back to the central group)."""
+    topics, transfers, movers = await fresh(kafka)
+    replica_root = tmp_path / "asia-replica"
+    replica = LocalStore(replica_root, durable=False)
+    view = ConfigView(
+        hosts={
+            "asia-store": Host(
+                id="asia-store",
+                nickname="asia replica",
+                type=HostType.REPLICATION,
+                protocol="file",
+                address="localhost",
+                directory=str(replica_root),
+            )
+        },
+        transfer_groups={
+            "test": TransferGroup(name="test", replica_store="asia-store", fallback_group="eu")
+        },
+    )
+    named = NamedStores(store.root, config=FixedConfig(view), durable=False)
+    try:
+        in_region = await stored(store, size=120_000)
+        await replica.put(
+            from_bytes(in_region.data), ObjectSpec(name=in_region.guid, id=ObjectId(in_region.guid))
+        )
+        await store.delete(ObjectId(in_region.guid))  # only the replica has it: read from there
+        central_only = await stored(store, size=1_000)
+        out = host("file", "", directory=f"{tmp_path}/out/")
+        staged = order(in_region, out, target="staged.bin")
+        missing = order(central_only, out, target="missing.bin")
+        config = topics.config(kafka, key_file, capacity=2)
+        async with running_mover(
+            config, store.root, replicas=GroupReplicas(named, FixedConfig(view))
+        ):
+            await publish_orders(kafka, topics.orders, staged, missing)
+            done = await transfers.wait(staged.transfer_id, (TransferSucceeded, TransferFailed))
+            failed = await transfers.wait(missing.transfer_id, (TransferSucceeded, TransferFailed))
+        assert isinstance(done, TransferSucceeded), done
+        assert (tmp_path / "out" / "staged.bin").read_bytes() == in_region.data
+        assert isinstance(failed, TransferFailed), failed
+        assert (failed.error_class, failed.fault, failed.retriable) == (
+            "NotStaged",
+            Fault.TRANSIENT,
+            True,
+        )
+        assert "not staged in the regional store" in failed.message
+        assert not (tmp_path / "out" / "missing.bin").exists()
+    finally:
+        await transfers.stop()
+        await movers.stop()
+        await replica.close()
+        await named.close()

@@ -145,3 +145,56 @@ def test_failure_message_names_every_store_and_reason() -> None:
     text = core.failure_message(job, {"mirror"}, {"cloud": "PermissionDenied: no"})
     assert "1 of 2 copies" in text
     assert "cloud: PermissionDenied: no" in text
+
+
+def regional(**group: object) -> ConfigView:
+    fields: dict[str, object] = {"replica_store": "asia-store", "fallback_group": "central"}
+    fields.update(group)
+    return ConfigView(
+        destinations={"site-a": f.destination("site-a", transfer_group="asia")},
+        transfer_groups={"asia": f.group("asia", **fields), "central": f.group("central")},
+    )
+
+
+def test_a_regional_group_pre_stages_into_its_replica() -> None:
+    """A file of a regional group that does not replicate is still copied, to its replica
+    only, and the job names the destination the staged copy is for."""
+    assert core.replicating(regional())
+    job = core.plan(stored(), "asia", regional(), in_disk, destination="site-a")
+    assert isinstance(job, core.ReplicationJob)
+    assert (job.candidates, job.wanted, job.staging) == (("asia-store",), 1, "asia-store")
+    assert job.destination == "site-a"
+
+
+def test_staging_comes_first_and_replication_still_happens() -> None:
+    """A regional group that also replicates stages first, then makes its replication copies."""
+    group = {"stores": ("disk", "mirror"), "replicate": True}
+    job = core.plan(stored(), "asia", regional(**group), in_disk, destination="site-a")
+    assert isinstance(job, core.ReplicationJob)
+    assert (job.candidates, job.wanted) == (("asia-store", "mirror"), 2)
+
+
+def test_an_object_staged_already_or_stored_in_the_region_is_skipped() -> None:
+    """A copy known in the replica, or an object stored there in the first place, is not
+    staged again."""
+    assert isinstance(core.plan(stored(), "asia", regional(), in_disk, {"asia-store"}), core.Skip)
+    in_region = core.plan(stored(), "asia", regional(), lambda n: n == "asia-store")
+    assert isinstance(in_region, core.Skip)
+
+
+def test_the_staged_event_is_keyed_to_the_destination_and_stable() -> None:
+    """The copy into the replica gives a DataFileStaged for the destination, caused by the
+    copy's event, with an id derived from file and store (a redelivery repeats it)."""
+    job = core.plan(stored(), "asia", regional(), in_disk, destination="site-a")
+    assert isinstance(job, core.ReplicationJob)
+    copy = core.replicated(job, "asia-store", 7, T0, "replicator/test")
+    event = core.staged(job, copy)
+    again = core.staged(job, core.replicated(job, "asia-store", 9, T0, "replicator/test"))
+    assert (event.destination, event.transfer_group, event.store) == (
+        "site-a",
+        "asia",
+        "asia-store",
+    )
+    assert (event.from_store, event.size, event.duration_ms) == (PRIMARY, 42, 7)
+    assert event.envelope.causation_id == copy.envelope.event_id
+    assert event.envelope.event_id == again.envelope.event_id

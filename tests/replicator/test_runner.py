@@ -20,6 +20,7 @@ from bus.events import Event, envelope
 from bus.events.config import HostType
 from bus.events.datafiles import Checksums, DataFileReplicated, DataFileStored
 from bus.events.deadletter import DeadLettered, DeadLetterReason
+from bus.events.transfers import DataFileStaged
 from bus.publisher import Publisher
 from bus.retry import RetryPolicy
 from bus.stage import Stage
@@ -402,3 +403,59 @@ async def test_a_poison_record_is_dead_lettered_once_and_the_next_file_replicate
     finally:
         await named.close()
     assert await of_poison() == [DeadLetterReason.UNDECODABLE]
+
+
+async def test_a_regional_groups_file_is_pre_staged_into_its_replica(
+    kafka: str,
+    stack: ApiState,
+    names: Names,
+    client: httpx.AsyncClient,
+    publisher: Publisher,
+    first_run: FirstRun,
+    tmp_path: Path,
+) -> None:
+    """A file of a regional (continental) group is copied into the group's replica store as
+    soon as it is stored: identical bytes there, a DataFileReplicated on the datafiles topic
+    and a DataFileStaged for its destination on the transfers topic."""
+    replica = tmp_path / "asia-replica"
+    await define(
+        stack,
+        publisher,
+        names.config,
+        f.host(
+            "asia-store",
+            type=HostType.REPLICATION,
+            protocol="file",
+            address="localhost",
+            directory=str(replica),
+        ),
+        f.group("central"),
+        f.group("asia", replica_store="asia-store", fallback_group="central", fallback_after=2),
+        f.destination("site-r", transfer_group="asia"),
+    )
+    p = await put(client, "site-r", 50_000)
+    named = stores(stack, names)
+    job = runner(kafka, stack, names, named, transfers_topic=names.topics.transfers)
+
+    async def staged() -> list[DataFileStaged]:
+        found = await events(kafka, names.topics.transfers)
+        return [e for e in found if isinstance(e, DataFileStaged)]
+
+    async def done() -> bool:
+        return any(e.data_file_id == p.data_file_id for e in await staged())
+
+    try:
+        await run_until(job, done)
+        copy = named.store_for("asia-store")
+        assert b"".join([c async for c in copy.get(ObjectId(p.data_file_id))]) == p.data
+    finally:
+        await named.close()
+    (event,) = [e for e in await staged() if e.data_file_id == p.data_file_id]
+    assert (event.destination, event.transfer_group, event.store) == (
+        "site-r",
+        "asia",
+        "asia-store",
+    )
+    assert event.size == len(p.data)
+    found = replications(await events(kafka, names.topics.datafiles))
+    assert [e.to_store for e in found if e.data_file_id == p.data_file_id] == ["asia-store"]
