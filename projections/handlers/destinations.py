@@ -20,15 +20,17 @@ on = registrar(HANDLERS, {"destinations": ("destination", 1), "associations": ("
 def _status(event: t.DestinationStatusChanged) -> Sequence[Write]:
     return (
         Write(
-            "INSERT INTO destinations AS d (name, status, status_reason, status_until,"
-            " status_changed_at) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET"
-            " status = EXCLUDED.status, status_reason = EXCLUDED.status_reason,"
+            "INSERT INTO destinations AS d (name, status, status_reason, status_actor,"
+            " status_until, status_changed_at) VALUES (%s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (name) DO UPDATE SET status = EXCLUDED.status,"
+            " status_reason = EXCLUDED.status_reason, status_actor = EXCLUDED.status_actor,"
             " status_until = EXCLUDED.status_until,"
             " status_changed_at = EXCLUDED.status_changed_at",
             (
                 event.destination,
                 text(event.new_status),
                 event.reason,
+                event.actor,
                 event.until,
                 event.envelope.occurred_at,
             ),

@@ -12,18 +12,30 @@ from typing import LiteralString
 
 from projections.handlers.base import Write
 
+# last_host: the host of the latest outcome (null for a portal download, which keeps the one
+# there was); moved only forward in time, as the error and success times it goes with
+_LAST_HOST: LiteralString = (
+    " last_host = CASE WHEN EXCLUDED.last_host IS NULL THEN d.last_host"
+    " WHEN greatest(d.last_success_at, d.last_error_at) IS NULL"
+    " OR greatest(d.last_success_at, d.last_error_at)"
+    " <= coalesce(EXCLUDED.last_success_at, EXCLUDED.last_error_at)"
+    " THEN EXCLUDED.last_host ELSE d.last_host END,"
+)
+
 DESTINATION_SUCCESS: LiteralString = (
-    "INSERT INTO destinations AS d (name, last_success_at, last_success_transfer)"
-    " VALUES (%s, %s, %s) ON CONFLICT (name) DO UPDATE SET"
-    " last_success_at = EXCLUDED.last_success_at,"
+    "INSERT INTO destinations AS d (name, last_success_at, last_success_transfer, last_host)"  # noqa: S608 (constant SQL)
+    " VALUES (%s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET"
+    + _LAST_HOST
+    + " last_success_at = EXCLUDED.last_success_at,"
     " last_success_transfer = EXCLUDED.last_success_transfer"
     " WHERE d.last_success_at IS NULL OR d.last_success_at <= EXCLUDED.last_success_at"
 )
 
 DESTINATION_ERROR: LiteralString = (
-    "INSERT INTO destinations AS d (name, last_error_at, last_error, last_error_transfer)"
-    " VALUES (%s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET"
-    " last_error_at = EXCLUDED.last_error_at, last_error = EXCLUDED.last_error,"
+    "INSERT INTO destinations AS d (name, last_error_at, last_error, last_error_transfer,"  # noqa: S608 (constant SQL)
+    " last_host) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET"
+    + _LAST_HOST
+    + " last_error_at = EXCLUDED.last_error_at, last_error = EXCLUDED.last_error,"
     " last_error_transfer = EXCLUDED.last_error_transfer"
     " WHERE d.last_error_at IS NULL OR d.last_error_at <= EXCLUDED.last_error_at"
 )

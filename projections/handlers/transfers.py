@@ -221,7 +221,10 @@ def _succeeded(event: t.TransferSucceeded) -> Sequence[Write]:
                 at,
             ),
         ),
-        Write(outcomes.DESTINATION_SUCCESS, (event.destination, at, event.transfer_id)),
+        Write(
+            outcomes.DESTINATION_SUCCESS,
+            (event.destination, at, event.transfer_id, event.host_id),
+        ),
         Write(outcomes.MINUTE, (event.destination, at, 1, event.bytes_sent, 0)),
         outcomes.host_outcome(
             event.host_id, at, ok=True, size=event.bytes_sent, rate=event.bytes_per_second
@@ -267,7 +270,10 @@ def _failed(event: t.TransferFailed) -> Sequence[Write]:
                 at,
             ),
         ),
-        Write(outcomes.DESTINATION_ERROR, (event.destination, at, error, event.transfer_id)),
+        Write(
+            outcomes.DESTINATION_ERROR,
+            (event.destination, at, error, event.transfer_id, event.host_id),
+        ),
         Write(outcomes.MINUTE, (event.destination, at, 0, 0, 1)),
         outcomes.host_outcome(event.host_id, at, ok=False, error=error),
     )
@@ -384,7 +390,7 @@ def _downloaded(event: t.TransferDownloaded) -> Sequence[Write]:
             actor=event.user,
         ),
         Write(_MOVE, (event.transfer_id, event.destination, "DONE", reason, event.user, at)),
-        Write(outcomes.DESTINATION_SUCCESS, (event.destination, at, event.transfer_id)),
+        Write(outcomes.DESTINATION_SUCCESS, (event.destination, at, event.transfer_id, None)),
         Write(outcomes.MINUTE, (event.destination, at, 1, event.bytes_sent, 0)),
     )
 

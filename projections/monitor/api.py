@@ -40,6 +40,7 @@ from bus.requests import (
 from bus.web import BodyTooLarge, read_body
 from projections.monitor.auth import User, csrf_ok
 from projections.monitor.queries import Filter
+from projections.monitor.search import SearchError
 
 Handler = Callable[[Request, User], Awaitable[Response]]
 ACTION_BODY_CAP = 16 * 1024  # an action's JSON is a few small fields
@@ -140,7 +141,10 @@ def routes(state: Any) -> list[BaseRoute]:
             return dumps({"status": "ok", "destinations": await state.queries.overview(f)})
 
         version = await state.queries.version()
-        cached = await state.api_cache.get(("destinations", f), version, body)
+        try:
+            cached = await state.api_cache.get(("destinations", f), version, body)
+        except SearchError as refused:
+            return error(400, str(refused), "q")
         return Response(cached, media_type="application/json")
 
     async def destination(request: Request, user: User) -> Response:
@@ -161,7 +165,11 @@ def routes(state: Any) -> list[BaseRoute]:
 
     async def transfers(request: Request, user: User) -> Response:
         q = request.query_params
-        return ok(transfers=await state.queries.transfers(q.get("status", ""), q.get("q", "")))
+        try:
+            rows = await state.queries.transfers(q.get("status", ""), q.get("q", ""))
+        except SearchError as refused:
+            return error(400, str(refused), "q")
+        return ok(transfers=rows)
 
     async def transfer(request: Request, user: User) -> Response:
         tid = request.path_params["transfer_id"]

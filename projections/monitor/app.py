@@ -97,7 +97,10 @@ class MonitorState:
         env = self.templates.env
         env.filters.update(when=view.when, size=view.size)
         env.globals.update(
-            destination_badge=view.destination_badge, transfer_badge=view.transfer_badge
+            destination_badge=view.destination_badge,
+            status_badge=view.status_badge,
+            explain=view.explain,
+            transfer_badge=view.transfer_badge,
         )
 
     @property

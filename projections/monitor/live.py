@@ -18,7 +18,7 @@ from typing import Any
 
 from bus.logging import get_logger
 from projections.monitor.queries import Filter, Queries
-from projections.monitor.view import destination_badge, health, jsonable
+from projections.monitor.view import explain, health, jsonable, status_badge
 
 log = get_logger(__name__)
 
@@ -45,9 +45,12 @@ class Change:
 
 
 def _with_badge(row: Mapping[str, Any]) -> dict[str, Any]:
-    badge, h = destination_badge(row.get("status")), health(row)
+    badge, h = status_badge(row), health(row)
+    said = explain(row.get("last_error"), row.get("current_host"))
     return {
         **row,
+        "status_note": row.get("status_reason") if h.level == "held" else "",
+        "error_sentence": said.sentence,
         "status_name": badge.name,
         "colour": badge.colour,
         "health": h.level,

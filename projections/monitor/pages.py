@@ -42,6 +42,7 @@ from bus.web import BodyTooLarge, read_body
 from projections.monitor import live
 from projections.monitor.auth import User, csrf_ok, new_csrf
 from projections.monitor.queries import Filter
+from projections.monitor.search import SearchError
 from projections.monitor.tables import overview_table
 from projections.monitor.view import DESTINATION, TRANSFER, minute_charts
 
@@ -155,9 +156,20 @@ def routes(state: Any) -> list[BaseRoute]:
             return overview_table(await state.queries.overview(f))
 
         version = await state.queries.version()
-        rendered = await state.pages_cache.get(("overview", f), version, table)
+        try:
+            rendered = await state.pages_cache.get(("overview", f), version, table)
+        except SearchError as error:
+            rendered, said = overview_table([]), str(error)
+        else:
+            said = ""
         return render(
-            request, user, "overview.html", table=rendered, filter=f, statuses=DESTINATION
+            request,
+            user,
+            "overview.html",
+            table=rendered,
+            filter=f,
+            statuses=DESTINATION,
+            search_error=said,
         )
 
     async def destination(request: Request, user: User) -> Response:
@@ -182,12 +194,16 @@ def routes(state: Any) -> list[BaseRoute]:
     async def transfers(request: Request, user: User) -> Response:
         q = request.query_params
         status, search = q.get("status", "").strip(), q.get("q", "").strip()
-        rows = await state.queries.transfers(status, search)
+        try:
+            rows, said = await state.queries.transfers(status, search), ""
+        except SearchError as error:
+            rows, said = [], str(error)
         return render(
             request,
             user,
             "transfers.html",
             rows=rows,
+            search_error=said,
             status_filter=status,
             q=search,
             statuses=TRANSFER,

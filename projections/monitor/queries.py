@@ -15,7 +15,8 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from projections.db import checked_schema
-from projections.monitor.view import CRITICAL, FAILING, WARNING
+from projections.monitor.search import DESTINATION_FIELDS, TRANSFER_FIELDS, parse, where
+from projections.monitor.view import CRITICAL, FAILING, HELD, HELD_SQL, UNHEALTHY_SQL, WARNING
 
 Row = Mapping[str, Any]
 
@@ -25,7 +26,8 @@ QUEUED = ("WAIT", "RETR", "HOLD", "INIT", "SCHE", "FETC", "INTR")
 _UNHEALTHY = sorted(CRITICAL | WARNING)  # the statuses of ``view.health`` that are not OK
 
 OVERVIEW_COLUMNS: LiteralString = (
-    "name, status, status_reason, current_host, type, country, transfer_group, active,"
+    "name, status, status_reason, status_actor, standby,"
+    " coalesce(current_host, last_host) AS current_host, type, country, transfer_group, active,"
     " queued::bigint, running::bigint, failed::bigint, held::bigint, done::bigint,"
     " outstanding::bigint, last_success_at, last_error_at, last_error, last_error_transfer"
 )
@@ -72,17 +74,31 @@ class Queries:
     # destinations ---------------------------------------------------------------------------
 
     async def overview(self, f: Filter) -> list[Row]:
-        like = f"%{f.search}%"
-        return await self.rows(
-            "SELECT " + OVERVIEW_COLUMNS + " FROM destination_overview"  # noqa: S608 (constant columns)
-            " WHERE NOT removed AND (%s = '' OR name ILIKE %s OR country ILIKE %s"
-            "  OR comment ILIKE %s OR current_host ILIKE %s)"
-            " AND (%s = '' OR status = %s OR (%s = %s AND (status = ANY(%s)"
-            "  OR (last_error_at IS NOT NULL"
-            "   AND (last_success_at IS NULL OR last_error_at > last_success_at)))))"
-            " ORDER BY name LIMIT %s",
-            (f.search, like, like, like, like, *[f.status] * 3, FAILING, _UNHEALTHY, f.limit),
-        )
+        """The destinations ``f`` selects: its search (``search`` syntax: terms and free
+        words) and its status (a code, ``held`` for an operator's hold, or ``failing``)."""
+        query = parse(f.search)
+        clauses, params = where(query, DESTINATION_FIELDS)
+        sql: LiteralString = "SELECT " + OVERVIEW_COLUMNS + " FROM destination_overview"  # noqa: S608 (constant SQL)
+        sql += " WHERE NOT removed"
+        for clause in clauses:
+            sql += " AND " + clause
+        for word in query.words:
+            sql += (
+                " AND (name ILIKE %s OR country ILIKE %s OR comment ILIKE %s"
+                " OR coalesce(current_host, last_host) ILIKE %s)"
+            )
+            params += [f"%{word}%"] * 4
+        if f.status == FAILING:
+            sql += " AND " + UNHEALTHY_SQL
+            params.append(_UNHEALTHY)
+        elif f.status == HELD:
+            sql += " AND " + HELD_SQL
+        elif f.status:
+            sql += " AND status = %s"
+            params.append(f.status)
+        sql += " ORDER BY name LIMIT %s"
+        params.append(f.limit)
+        return await self.rows(sql, params)
 
     async def destination(self, name: str) -> Row | None:
         return await self.row("SELECT * FROM destination_overview WHERE name = %s", (name,))
@@ -163,14 +179,26 @@ class Queries:
         )
 
     async def transfers(self, status: str, search: str, limit: int = 200) -> list[Row]:
-        return await self.rows(
+        """Transfers by ``status`` and ``search`` (``search`` syntax: ``target=*.grib
+        size>=700kb destination=X status=FAIL,STOP``; a free word is a transfer id, a
+        destination or part of a target)."""
+        query = parse(search)
+        clauses, params = where(query, TRANSFER_FIELDS)
+        sql: LiteralString = (
             "SELECT transfer_id, destination, target, status, priority, queue_time, updated_at,"
-            " host_id, last_error FROM transfers"
-            " WHERE (%s = '' OR status = %s) AND (%s = '' OR transfer_id = %s"
-            "  OR target ILIKE %s OR destination = %s)"
-            " ORDER BY updated_at DESC NULLS LAST, transfer_id LIMIT %s",
-            (status, status, search, search, f"%{search}%", search, limit),
+            " host_id, size, last_error FROM transfers WHERE true"
         )
+        for clause in clauses:
+            sql += " AND " + clause
+        for word in query.words:
+            sql += " AND (transfer_id = %s OR target ILIKE %s OR destination = %s)"
+            params += [word, f"%{word}%", word]
+        if status:
+            sql += " AND status = %s"
+            params.append(status)
+        sql += " ORDER BY updated_at DESC NULLS LAST, transfer_id LIMIT %s"
+        params.append(limit)
+        return await self.rows(sql, params)
 
     # data files, hosts, movers, acquisition --------------------------------------------------
 

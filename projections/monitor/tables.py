@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from markupsafe import Markup
 
-from projections.monitor.view import Health, destination_badge, health, when
+from projections.monitor.view import Health, explain, health, status_badge, when
 
 COLUMNS = (
     ("name", "Destination", ""),
@@ -40,18 +40,46 @@ def _health(h: Health) -> str:
     return f'<span class="badge {h.colour}" title="{escape(h.reason)}">{escape(h.name)}</span>'
 
 
+# the transfers behind each count, in the transfers page's search syntax
+_BEHIND = {
+    "queued": "WAIT,RETR,SCHE,INIT,FETC",
+    "running": "EXEC",
+    "failed": "FAIL,STOP",
+}
+
+
+def _count(r: Mapping[str, Any], col: str) -> str:
+    """A count cell linking to the transfers it counts."""
+    query = f"destination={r['name']} status={_BEHIND[col]}"
+    href = f"/transfers?q={quote(query, safe='')}"
+    return f'<td class="num"><a href="{href}">{r[col]}</a></td>'
+
+
+def error_cell(error: str | None, host: str | None) -> str:
+    """An error as the operator's sentence, the reported text one click away."""
+    said = explain(error, host)
+    if not said.sentence:
+        return '<td class="error"></td>'
+    return (
+        f'<td class="error"><span class="sentence">{escape(said.sentence)}</span>'
+        f"<details><summary>detail</summary><code>{escape(said.detail)}</code></details></td>"
+    )
+
+
 def _row(r: Mapping[str, Any]) -> str:
     name = _text(r["name"])
-    b, h = destination_badge(r["status"]), health(r)
+    b, h = status_badge(r), health(r)
+    note = f'<span class="note">{_text(r.get("status_reason"))}</span>' if h.level == "held" else ""
     return (
         f'<tr data-name="{name}" data-health="{h.level}">'
         f'<td><a href="/destinations/{quote(str(r["name"]), safe="")}">'
         f'{name}</a></td><td><span class="badge {b.colour}" title="{escape(b.code)}">'
-        f"{escape(b.name)}</span></td><td>{_health(h)}</td><td>{_text(r['current_host'])}</td>"
-        f'<td class="num">{r["outstanding"]}</td><td class="num">{r["queued"]}</td>'
-        f'<td class="num">{r["running"]}</td><td class="num">{r["failed"]}</td>'
+        f"{escape(b.name)}</span>{note}</td><td>{_health(h)}</td>"
+        f"<td>{_text(r['current_host'])}</td>"
+        f'<td class="num">{r["outstanding"]}</td>{_count(r, "queued")}'
+        f"{_count(r, 'running')}{_count(r, 'failed')}"
         f"<td>{when(r['last_success_at'])}</td><td>{when(r['last_error_at'])}</td>"
-        f'<td class="error">{_text(r["last_error"])}</td></tr>\n'
+        f"{error_cell(r['last_error'], r['current_host'])}</tr>\n"
     )
 
 

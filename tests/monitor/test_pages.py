@@ -16,6 +16,7 @@ from bus.events.portal import (
     PortalDownloaded,
     PortalUploaded,
 )
+from bus.events.transfers import DestinationStatus, DestinationStatusChanged
 from projections.monitor.view import destination_badge
 from tests.bus.samples import sample
 from tests.monitor.conftest import Monitor, csrf_of, sign_in
@@ -248,3 +249,57 @@ async def test_the_portal_page_shows_traffic_per_user_and_destination(
     assert cells[0] == "1"  # one upload
     assert cells[2] == "1 (0)"  # one download, not complete
     assert "NO_PERMISSION: delete is not permitted" in page.text
+
+
+async def test_an_operators_hold_is_never_shown_as_a_failure(
+    operator: httpx.AsyncClient, monitor: Monitor
+) -> None:
+    """A destination an operator held shows a neutral "On hold" badge with its reason, is
+    listed by the "on hold" filter and not by "failing"; one the scheduler held after every
+    host failed shows red "Failed" and is failing. The search syntax finds them by name."""
+    events = [
+        DestinationStatusChanged(
+            envelope=envelope("tests/monitor", "held-by-op"), destination="held-by-op",
+            new_status=DestinationStatus.HOLD, reason="maintenance window", actor="operator1",
+        ),
+        DestinationStatusChanged(
+            envelope=envelope("tests/monitor", "held-failed"), destination="held-failed",
+            new_status=DestinationStatus.HOLD, reason="every host failed 3 times",
+        ),
+    ]  # fmt: skip
+    models = monitor.models
+    items = [Item("transfers", e.destination, e) for e in events]
+    await models.catch_up(await publish(models.bootstrap, models.prefix, items))
+
+    page = (await operator.get("/", params={"q": "name=held-*"})).text
+    held = re.search(r'<tr data-name="held-by-op" data-health="(\w+)">(.*?)</tr>', page, re.S)
+    failed = re.search(r'<tr data-name="held-failed" data-health="(\w+)">(.*?)</tr>', page, re.S)
+    assert held is not None, page
+    assert failed is not None, page
+    assert held[1] == "held"
+    assert '<span class="badge neutral" title="HOLD">On hold</span>' in held[2]
+    assert "maintenance window" in held[2]
+    assert "red" not in held[2]
+    assert failed[1] == "critical"
+    assert '<span class="badge red" title="HOLD">Failed</span>' in failed[2]
+
+    failing = (await operator.get("/", params={"status": "failing", "q": "held-"})).text
+    assert 'data-name="held-failed"' in failing
+    assert 'data-name="held-by-op"' not in failing
+    on_hold = (await operator.get("/", params={"status": "held"})).text
+    assert 'data-name="held-by-op"' in on_hold
+    assert 'data-name="held-failed"' not in on_hold
+
+
+async def test_a_search_the_syntax_cannot_read_is_answered_not_failed(
+    operator: httpx.AsyncClient,
+) -> None:
+    """An unknown field shows the sentence on the page and a 400 naming it on the API."""
+    page = await operator.get("/", params={"q": "colour=red"})
+    assert page.status_code == 200
+    assert "unknown field &#39;colour&#39;" in page.text
+    transfers = await operator.get("/transfers", params={"q": "size>=lots"})
+    assert "is not a size" in transfers.text
+    api = await operator.get("/api/v1/transfers", params={"q": "colour=red"})
+    assert api.status_code == 400
+    assert "unknown field 'colour'" in api.text

@@ -10,7 +10,15 @@ import pytest
 
 from bus.config.secrets import verify_password
 from projections.monitor.auth import Role, WebUsers, csrf_ok
-from projections.monitor.view import Series, bar_chart, destination_badge, health, size
+from projections.monitor.view import (
+    Series,
+    bar_chart,
+    destination_badge,
+    explain,
+    health,
+    size,
+    status_badge,
+)
 
 
 @pytest.mark.parametrize(
@@ -97,3 +105,38 @@ def test_health_follows_the_openecpds_monitoring_rule(row: dict[str, object], le
     """Failed, NoHosts and Sleeping are critical; Stopped, Retrying and Interrupted, or a last
     error newer than the last success, are a warning; anything else is OK."""
     assert health(row).level == level
+
+
+def test_an_operators_hold_is_neutral_and_a_failure_red() -> None:
+    """HOLD set by an operator is "On hold" (neutral, health Held, the reason and who said
+    it); HOLD set by the scheduler after every host failed stays red "Failed", critical."""
+    held = {"status": "HOLD", "status_actor": "alice", "status_reason": "maintenance"}
+    badge, h = status_badge(held), health(held)
+    assert (badge.name, badge.colour) == ("On hold", "neutral")
+    assert (h.level, h.colour, h.reason) == ("held", "neutral", "maintenance (by alice)")
+    failed = {"status": "HOLD", "status_actor": None, "status_reason": "every host failed"}
+    assert (status_badge(failed).name, status_badge(failed).colour) == ("Failed", "red")
+    assert health(failed).level == "critical"
+
+
+def test_a_pickup_only_destination_is_not_red() -> None:
+    """A standby destination with no hosts (NoHosts by design) is a grey Pickup, health OK;
+    without standby NoHosts stays red and critical."""
+    pickup = {"status": "FAIL", "standby": True}
+    assert (status_badge(pickup).name, status_badge(pickup).colour) == ("Pickup", "grey")
+    assert health(pickup).level == "ok"
+    assert health({"status": "FAIL", "standby": False}).level == "critical"
+
+
+def test_errors_read_as_the_operators_sentence_with_the_detail_kept() -> None:
+    """A known error class names the host and what to check; the text is the detail; an
+    unknown class says so plainly."""
+    raw = "ConnectionError: ClientConnectorError(ConnectionKey(host='10.0.0.9', port=443))"
+    said = explain(raw, "site-a")
+    assert said.sentence.startswith("Could not connect to site-a")
+    assert "firewall" in said.sentence
+    assert said.detail == raw
+    assert explain("AuthenticationFailed: denied", None).sentence.startswith("The host refused")
+    odd = explain("WeirdError: boom", "h")
+    assert odd.sentence == "The transfer failed (WeirdError): see the detail."
+    assert explain(None).sentence == ""

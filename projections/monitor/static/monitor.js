@@ -21,6 +21,17 @@
       if (col === "status") {
         var b = cell.querySelector(".badge");
         b.className = "badge " + d.colour; b.textContent = d.status_name; b.title = text(d.status);
+        var note = cell.querySelector(".note");
+        if (d.status_note && !note) {
+          note = document.createElement("span"); note.className = "note"; cell.appendChild(note);
+        }
+        if (note) { note.textContent = text(d.status_note); }
+      } else if (col === "last_error") {
+        var said = cell.querySelector(".sentence"), code = cell.querySelector("code");
+        if (said && code) { said.textContent = text(d.error_sentence); code.textContent = text(d.last_error); }
+        else { cell.textContent = text(d.error_sentence); }
+      } else if (cell.querySelector("a")) {
+        cell.querySelector("a").textContent = text(d[col]);
       } else if (col === "health") {
         var h = cell.querySelector(".badge");
         h.className = "badge " + d.health_colour; h.textContent = d.health_name;
