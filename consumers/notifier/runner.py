@@ -45,7 +45,7 @@ from bus.retry import RetryPolicy
 from bus.settings import Settings
 from bus.stage import Publish, Received, Stage, main, until_signalled
 from bus.topics import DATAFILES, DEADLETTER, NOTIFICATIONS, TRANSFERS, TopicSpec
-from consumers.notifier import core
+from consumers.notifier import core, subscribers
 from consumers.notifier.adapters import PahoBroker
 from consumers.notifier.ports import Broker
 
@@ -230,7 +230,21 @@ def portal_base(settings: Settings) -> str:
 async def serve(settings: Settings, _: argparse.Namespace) -> None:
     """Run the notifier with the live configuration until a signal."""
     async with LiveConfig(settings.kafka_bootstrap, create_topic=False) as live:
-        broker = PahoBroker.for_settings(settings, client_id=f"ecpds-notifier-{settings.instance}")
+        credentials = None
+        acl = subscribers.directory(settings) / "acl"
+        if settings.mqtt_broker == "mosquitto" and acl.exists():
+            # subscriber auth is on (subscribers.write made the files): keep them in step with
+            # the configuration, and sign in as the notifier's own client
+            key = subscribers.broker_key(settings)
+            follower = subscribers.Follower(
+                acl.parent, key, anonymous_read=subscribers.anonymous_in(acl.read_text())
+            )
+            follower(await live.ready(), ())
+            live.add_listener(follower)
+            credentials = (subscribers.NOTIFIER, subscribers.derive(key, subscribers.NOTIFIER))
+        broker = PahoBroker.for_settings(
+            settings, client_id=f"ecpds-notifier-{settings.instance}", credentials=credentials
+        )
         stage = notifier_stage(
             settings.kafka_bootstrap,
             broker,
