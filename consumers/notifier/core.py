@@ -346,7 +346,7 @@ def decide(
     except ValueError as error:
         return refused(str(error), topic, data_id)
     payload = encode(message)
-    why = wis2.refusal(topic, payload)
+    why = wis2.refusal(topic, payload, message)
     if why is not None:
         return refused(why, topic, data_id)
     return Notification(
@@ -384,7 +384,7 @@ def deletion(note: Notification, view: ConfigView, now: datetime) -> Notificatio
     announced["properties"].pop("content", None)
     announced["links"][0]["rel"] = "deletion"
     payload = encode(announced)
-    why = wis2.refusal(note.topic, payload)
+    why = wis2.refusal(note.topic, payload, announced)
     if why is not None:
         return Refused(
             note.destination,

@@ -13,9 +13,15 @@ the transfer expire): nothing is dropped while the broker is down. A crash, or a
 event, redelivers and may publish a message twice; it keeps its WIS2 ``id`` (derived from the
 transfer id and attempt) so subscribers can deduplicate.
 
+Records are independent, so up to ``concurrency`` are handled at once (each message waits for
+its PUBACK; one at a time the broker's round trip and the outcome's Kafka acknowledgement
+capped the notifier near 100 messages/s): messages of one destination may reach the broker
+slightly out of offset order, which WIS2 does not promise either (``pubtime`` orders them).
+
 A success event carries neither target, size, checksums nor expiry: they are remembered from
-the transfer's ``TransferQueued`` (earlier on the same partition; the last ``remembered``
-transfers, oldest forgotten first). When it is not known (a restart past it), the message is
+the transfer's ``TransferQueued`` (earlier on the same partition, or in the same batch: the
+stage's ``fold`` sees it before any record is handled; the last ``remembered`` transfers,
+oldest forgotten first). When it is not known (a restart past it), the message is
 still published with what is known (see ``core.decide``).
 
 The WIS2 messages published are remembered too (the last ``remembered``): a later transfer of
@@ -51,6 +57,7 @@ from consumers.notifier.ports import Broker
 
 log = get_logger(__name__)
 REMEMBERED: Final = 100_000
+CONCURRENCY: Final = 32  # messages in flight to the broker at once (each awaits its PUBACK)
 K = TypeVar("K")
 V = TypeVar("V")
 
@@ -85,11 +92,14 @@ class Notifier:
         self._data_ids: OrderedDict[str, str] = OrderedDict()
         self._announced: OrderedDict[str, list[core.Notification]] = OrderedDict()
 
-    async def handle(self, received: Received) -> Sequence[Publish]:
-        event = received.event
+    def fold(self, event: Event) -> None:
+        """Remember a ``TransferQueued`` before any record of its batch is handled (records
+        are handled concurrently: its success may be in the same batch)."""
         if isinstance(event, TransferQueued):
             _remember(self._queued, event.transfer_id, core.Queued.of(event), self._remembered)
-            return ()
+
+    async def handle(self, received: Received) -> Sequence[Publish]:
+        event = received.event
         if isinstance(event, DataFileExpired | DataFileDeleted):
             return await self._deleted(event, event.data_file_id)
         if not isinstance(event, TransferSucceeded):
@@ -196,6 +206,7 @@ def notifier_stage(
     retry: RetryPolicy | None = None,
     source: str = "notifier",
     remembered: int = REMEMBERED,
+    concurrency: int = CONCURRENCY,
     clock: Callable[[], datetime] = utc_now,
 ) -> Stage[Notifier]:
     """The notifier on ``transfers_topic``, publishing through ``broker``."""
@@ -216,6 +227,8 @@ def notifier_stage(
         source=source,
         publisher=publisher,
         services=[broker],
+        fold=notifier.fold,
+        concurrency=concurrency,
         specs=specs,
         retry=retry,
         deadletter_topic=deadletter_topic,

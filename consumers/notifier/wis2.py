@@ -19,7 +19,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any, Final
 
-from jsonschema import Draft202012Validator
+import jsonschema_rs
 
 from bus.config import wis2 as settings
 from bus.errors import ConfigurationError
@@ -30,7 +30,9 @@ RELATIONS: Final = frozenset({"canonical", "update", "deletion"})
 SCHEMA: Final = json.loads(
     (Path(__file__).with_name("wis2-notification-message-bundled.json")).read_text("utf-8")
 )
-_VALIDATOR: Final = Draft202012Validator(SCHEMA, format_checker=Draft202012Validator.FORMAT_CHECKER)
+# jsonschema-rs: draft 2020-12 with formats, ~35x faster than the pure-Python jsonschema (the
+# tests check every message again with that one: two implementations agree)
+_VALIDATOR: Final = jsonschema_rs.validator_for(SCHEMA, validate_formats=True)
 
 
 def topic_refusal(topic: str) -> str | None:
@@ -47,21 +49,23 @@ def topic_refusal(topic: str) -> str | None:
     return None
 
 
-def refusal(topic: str, payload: bytes) -> str | None:
-    """Why this message must not be published on WIS2, or None when it may."""
+def refusal(topic: str, payload: bytes, message: Any = None) -> str | None:
+    """Why this message must not be published on WIS2, or None when it may. ``message`` is
+    ``payload`` already decoded, when the caller has it (it saves parsing it again)."""
     why = topic_refusal(topic)
     if why is not None:
         return why
     if len(payload) > MAX_MESSAGE:
         return f"message of {len(payload)} bytes is over the WIS2 limit of {MAX_MESSAGE}"
-    try:
-        message = json.loads(payload)
-    except ValueError as error:
-        return f"message is not JSON: {error}"
-    errors = sorted(_VALIDATOR.iter_errors(message), key=lambda e: list(e.absolute_path))
-    if errors:
+    if message is None:
+        try:
+            message = json.loads(payload)
+        except ValueError as error:
+            return f"message is not JSON: {error}"
+    if not _VALIDATOR.is_valid(message):
+        errors = sorted(_VALIDATOR.iter_errors(message), key=lambda e: list(e.instance_path))
         first = errors[0]
-        where = "/".join(str(p) for p in first.absolute_path) or "(message)"
+        where = "/".join(str(p) for p in first.instance_path) or "(message)"
         return f"WIS2 schema: {where}: {first.message}"
     return _links_refusal(message) or _content_refusal(message)
 
