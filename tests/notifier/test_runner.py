@@ -366,6 +366,53 @@ async def test_broker_down_at_first_loses_nothing(kafka: str, unique: str, tmp_p
     assert json.loads(got.payload)["links"][0]["length"] == len(DATA)
 
 
+async def test_broker_down_mid_stream_then_up_loses_nothing(
+    kafka: str, unique: str, tmp_path: Path
+) -> None:
+    """The broker dies after some messages and comes back on the same port: every file
+    delivered meanwhile is announced once it is up (a repeat keeps its id), each message
+    valid."""
+    topics = await make_topics(kafka, unique)
+    port = free_port()
+    before, after = ["m1", "m2", "m3"], ["m4", "m5", "m6"]
+
+    def delivered(names: list[str]) -> list[Event]:
+        return [e for n in names for e in (queued(n, "zero", target=n), succeeded(n, "zero"))]
+
+    def ids(names: list[str]) -> set[str]:
+        return {core.message_id(n, 1) for n in names}
+
+    async def announced(sub: Subscriber, expected: set[str]) -> list[str]:
+        seen: list[str] = []
+        while not expected <= set(seen):
+            got = await sub.next(30)
+            message = json.loads(got.payload)
+            assert wis2_errors(message) == []
+            seen.append(message["id"])
+        return seen
+
+    async with running(kafka, topics, port, unique):
+        with mosquitto(port, tmp_path / "first"):
+            sub = Subscriber(port)
+            await sub.subscribe(topic("zero"), qos=1)
+            try:
+                await send(kafka, topics.transfers, delivered(before))
+                first = await announced(sub, ids(before))
+            finally:
+                sub.close()
+        await send(kafka, topics.transfers, delivered(after))
+        await asyncio.sleep(2.0)  # the notifier is retrying by now
+        with mosquitto(port, tmp_path / "second"):
+            sub = Subscriber(port)  # subscribed before the notifier's reconnection (1 s at least)
+            await sub.subscribe(topic("zero"), qos=1)
+            try:
+                second = await announced(sub, ids(after))
+            finally:
+                sub.close()
+    assert set(first) | set(second) <= ids(before) | ids(after)
+    assert set(second) >= ids(after)
+
+
 async def test_mqtt_311_broker_still_gets_the_message(
     kafka: str, unique: str, mqtt_port: int
 ) -> None:
