@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from bus.config import wis2
 from bus.errors import ConfigurationError
 from bus.templates.dates import DateFormatError, compile_format, parse_offsets
 from bus.templates.filters import parse_duration_ms, parse_filter
@@ -367,8 +368,10 @@ DESTINATION: Mapping[str, Check] = MappingProxyType({
     "scheduler.requeuepattern": regex,
     "scheduler.requeueignore": regex,
     **dict.fromkeys(DESTINATION_MAIL, text),
+    **wis2.CHECKS,
 })  # fmt: skip
-"""Destination properties read by the stages (``consumers/scheduler``, ``consumers/mailer``)."""
+"""Destination properties read by the stages (``consumers/scheduler``, ``consumers/mailer``,
+``consumers/notifier``: ``wis2.*``, read by ``bus.config.wis2``)."""
 
 ACQUISITION_PREFIX = "acquisition."
 ECTRANS_PREFIX = "ectrans."

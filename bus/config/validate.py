@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from enum import StrEnum
 from typing import Protocol
 
-from bus.config import KNOWN_SCHEMES, Entity
+from bus.config import KNOWN_SCHEMES, Entity, wis2
 from bus.config import options as known
 from bus.config.secrets import is_argon2_hash
 from bus.errors import ConfigurationError
@@ -336,12 +336,19 @@ def _destination_properties(properties: Mapping[str, str]) -> None:
     check_all(
         lambda: _mail(field, properties, DESTINATION_MAIL_KEYS),
         lambda: _duplicates(properties),
+        lambda: _wis2(properties),
         *(
             _bound(_destination_property, key, value)
             for key, value in properties.items()
             if not key.startswith("mail.") and PROPERTY_KEY.fullmatch(key)
         ),
     )
+
+
+def _wis2(properties: Mapping[str, str]) -> None:
+    """A WIS2 declaration is whole (each ``wis2.*`` value is checked with the other properties)."""
+    for key in wis2.missing(properties):
+        raise refuse(f"destination.properties.{key}", "required with any other wis2.* property")
 
 
 def _destination_property(key: str, value: str) -> None:

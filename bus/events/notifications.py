@@ -42,6 +42,22 @@ class NotificationFailed(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class NotificationRefused(Event):
+    """A WIS2 notification was not sent: it would break a WIS2 rule (schema, size, inline
+    content, links, topic hierarchy, settings); the reason says which."""
+
+    AVRO_NAME: ClassVar[str] = "ecpds.notifications.NotificationRefused"
+
+    destination: str
+    transfer_id: str
+    data_file_id: str  # "" when not known
+    topic: str | None = None  # None: no WIS2 topic could be formed
+    message_id: str
+    data_id: str | None = None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class MailFailed(Event):
     """A mail was refused for good by the mail server (a permanent SMTP failure); it is not sent
     again."""
@@ -62,5 +78,6 @@ EVENTS: tuple[type[Event], ...] = (
     NotificationPublished,
     NotificationFailed,
     MailFailed,
+    NotificationRefused,
 )
 NAMED_TYPES: Mapping[str, type] = {}

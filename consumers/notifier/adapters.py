@@ -52,8 +52,10 @@ class PahoBroker:
         client_id: str = "ecpds-notifier",
         timeout: float = 10.0,
         mqtt5: bool = True,
+        credentials: tuple[str, str] | None = None,
     ) -> None:
         self._host = host
+        self._credentials = credentials  # (username, password) when the broker asks for one
         self._port = port
         self._client_id = client_id
         self._timeout = timeout
@@ -68,13 +70,20 @@ class PahoBroker:
         self._early: dict[int, ReasonCode] = {}  # acknowledged before publish() saw the mid
 
     @classmethod
-    def for_settings(cls, settings: Settings, *, client_id: str = "ecpds-notifier") -> PahoBroker:
+    def for_settings(
+        cls,
+        settings: Settings,
+        *,
+        client_id: str = "ecpds-notifier",
+        credentials: tuple[str, str] | None = None,
+    ) -> PahoBroker:
         """The broker of ``settings``, in the MQTT version it speaks (module docstring)."""
         return cls(
             settings.mqtt_host,
             settings.mqtt_port,
             client_id=client_id,
             mqtt5=speaks_mqtt5(settings.mqtt_broker),
+            credentials=credentials,
         )
 
     @property
@@ -182,6 +191,8 @@ class PahoBroker:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        if self._credentials is not None:
+            client.username_pw_set(*self._credentials)
         self._client = client  # before the network thread starts: its callbacks check it
         client.connect_async(self._host, self._port, keepalive=30)
         client.loop_start()  # retries the first connection too

@@ -2,6 +2,10 @@
 # External MQTT broker (Debian mosquitto, MQTT 3.1.1 and 5) for when ECPDS_MQTT_BROKER=mosquitto:
 # start | stop | status. The default broker is the embedded amqtt one, started in-process by
 # `ecpds up`; this script is only for the external choice and for MQTT 5 tests.
+# Subscriber auth: when $ECPDS_VAR/mosquitto/acl exists (made by
+# `python -m consumers.notifier.subscribers write [--anonymous-read]` from the configuration),
+# data users sign in and read only their destinations' topics; the notifier keeps both files in
+# step with the configuration and sends SIGHUP, on which mosquitto rereads them.
 set -euo pipefail
 source "$(dirname "$0")/../env.sh"
 DATA="$ECPDS_VAR/mosquitto"
@@ -19,6 +23,12 @@ allow_anonymous true
 persistence false
 log_dest stdout
 CONF
+  if [ -f "$DATA/acl" ] && [ -f "$DATA/passwd" ]; then
+    # anonymous clients get only what the ACL grants them before its first user line; the files
+    # are 0600, so mosquitto keeps their owner's account (started as root it would switch)
+    printf 'password_file %s\nacl_file %s\nuser %s\n' "$DATA/passwd" "$DATA/acl" "$(id -un)" \
+      >>"$DATA/mosquitto.conf"
+  fi
   local bin; bin=$(command -v mosquitto || echo /usr/sbin/mosquitto)
   nohup "$bin" -c "$DATA/mosquitto.conf" >>"$LOG" 2>&1 &
   echo $! >"$PID"

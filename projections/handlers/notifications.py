@@ -1,7 +1,8 @@
-"""Projection of ``ecpds.notifications``: each published or failed notification, and its place
-in the transfer's timeline; a mail refused for good (``MailFailed``) takes its place in the
-timeline of the transfer it was about, beside the notifications (a mail about the destination
-itself has no transfer: the event stays in the log, with no row)."""
+"""Projection of ``ecpds.notifications``: each published, failed or refused (a WIS2 rule
+broken: never sent) notification, and its place in the transfer's timeline; a mail refused for
+good (``MailFailed``) takes its place in the timeline of the transfer it was about, beside the
+notifications (a mail about the destination itself has no transfer: the event stays in the log,
+with no row)."""
 
 from __future__ import annotations
 
@@ -81,6 +82,39 @@ def _failed(event: n.NotificationFailed) -> Sequence[Write]:
             ),
         ),
         history(event, event.transfer_id, event.destination, message=error),
+    )
+
+
+@on(n.NotificationRefused)
+def _refused(event: n.NotificationRefused) -> Sequence[Write]:
+    env = event.envelope
+    return (
+        Write(
+            _NOTIFICATION,
+            (
+                env.event_id,
+                env.occurred_at,
+                False,
+                event.destination,
+                event.transfer_id,
+                event.data_file_id or None,
+                event.topic,
+                None,
+                None,
+                None,
+                None,
+                event.message_id,
+                event.data_id,
+                "NotificationRefused",
+                event.reason,
+            ),
+        ),
+        history(
+            event,
+            event.transfer_id,
+            event.destination,
+            message=f"WIS2 notification refused, not sent: {event.reason}",
+        ),
     )
 
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from bus.events import envelope
-from bus.events.notifications import MailFailed, NotificationFailed
+from bus.events.notifications import MailFailed, NotificationFailed, NotificationRefused
 from bus.events.portal import (
     AccessDeniedReason,
     PortalAccessDenied,
@@ -138,8 +138,8 @@ async def test_transfer_page_shows_the_complete_timeline(operator: httpx.AsyncCl
 async def test_a_refused_notification_and_a_refused_mail_show_in_the_transfer_timeline(
     operator: httpx.AsyncClient, monitor: Monitor
 ) -> None:
-    """NotificationFailed and MailFailed of a transfer are rows of its page's timeline, with the
-    refusing server's reason."""
+    """NotificationFailed, NotificationRefused (a WIS2 rule broken) and MailFailed of a transfer
+    are rows of its page's timeline, with the reason."""
     detail = (await operator.get("/api/v1/transfers/transfer-8")).json()
     destination = detail["transfer"]["destination"]
     note = sample(
@@ -158,8 +158,15 @@ async def test_a_refused_notification_and_a_refused_mail_show_in_the_transfer_ti
         error_class="DeliveryError",
         message="550 5.1.1 mailbox unavailable",
     )
+    refused = sample(
+        NotificationRefused,
+        envelope=envelope("tests/monitor", "transfer-8"),
+        destination=destination,
+        transfer_id="transfer-8",
+        reason="message of 9000 bytes is over the WIS2 limit of 8192",
+    )
     models = monitor.models
-    items = [Item("notifications", destination, event) for event in (note, mail)]
+    items = [Item("notifications", destination, event) for event in (note, mail, refused)]
     await models.catch_up(await publish(models.bootstrap, models.prefix, items))
     page = await operator.get("/transfers/transfer-8")
     assert "<td>NotificationFailed</td>" in page.text
@@ -167,6 +174,8 @@ async def test_a_refused_notification_and_a_refused_mail_show_in_the_transfer_ti
     assert "<td>MailFailed</td>" in page.text
     assert "nobody@refused.test" in page.text
     assert "550 5.1.1 mailbox unavailable" in page.text
+    assert "<td>NotificationRefused</td>" in page.text
+    assert "over the WIS2 limit of 8192" in page.text
 
 
 @pytest.mark.parametrize(

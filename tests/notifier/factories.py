@@ -41,8 +41,55 @@ def host(host_id: str = "h1") -> Host:
     return f.host(host_id, protocol="sftp", address="data.example.org:2222", login=LOGIN)
 
 
-def destination(name: str, mqtt: MqttSettings | None) -> Destination:
-    return f.destination(name, mqtt=mqtt)
+PORTAL = "https://portal.example.org:8443"
+WIS2 = {
+    "wis2.centreId": "int-ecpds-test",
+    "wis2.topic": "weather/prediction/forecast/medium-range",
+}
+
+
+def destination(
+    name: str, mqtt: MqttSettings | None, properties: dict[str, str] | None = None, **kw: Any
+) -> Destination:
+    """A destination publishing with ``mqtt``, with the WIS2 settings ``WIS2`` unless
+    ``properties`` are given."""
+    return f.destination(
+        name, mqtt=mqtt, properties=WIS2 if properties is None else properties, **kw
+    )
+
+
+def topic_errors(topic: str) -> list[str]:
+    """Every way ``topic`` breaks the WIS2 Topic Hierarchy as the tests read it (levels 1-7)."""
+    levels = topic.split("/")
+    errors = []
+    if levels[:3] != ["origin", "a", "wis2"]:
+        errors.append("not under origin/a/wis2")
+    if len(levels) < 8 or levels[4] != "data" or levels[5] not in ("core", "recommended"):
+        errors.append("not a data topic with a data policy")
+    disciplines = ("weather", "climate", "hydrology", "atmospheric-composition", "cryosphere")
+    if len(levels) < 7 or levels[6] not in (*disciplines, "ocean", "space-weather"):
+        errors.append("unknown earth-system discipline")
+    return errors
+
+
+def limit_errors(payload: bytes) -> list[str]:
+    """The WIS2 Guide's size, inline and link rules a message breaks (empty when none)."""
+    message = json.loads(payload)
+    errors = []
+    if len(payload) > 8192:
+        errors.append("over 8192 bytes")
+    content = message["properties"].get("content")
+    if content is not None and len(content["value"].encode()) > 4096:
+        errors.append("inline content over 4096 bytes")
+    rels = [link["rel"] for link in message["links"]]
+    if sum(rel in ("canonical", "update", "deletion") for rel in rels) != 1:
+        errors.append(f"links {rels}: not exactly one canonical/update/deletion")
+    for link in message["links"]:
+        if "@" in link["href"].split("/")[2] or not link["href"].startswith("https://"):
+            errors.append(f"link {link['href']}: not an https URL without credentials")
+        if "type" not in link or "length" not in link:
+            errors.append("link without type or length")
+    return errors
 
 
 def view(*entities: Destination | Host) -> ConfigView:
@@ -64,6 +111,8 @@ def queued(
     expiry: datetime | None = None,
     checksums: Checksums | None = None,
     notify: bool = True,
+    file_instance: int = 1,
+    metadata: dict[str, str] | None = None,
 ) -> TransferQueued:
     now = datetime.now(UTC)
     return sample(
@@ -77,6 +126,8 @@ def queued(
         expiry_time=expiry or now + timedelta(hours=1),
         checksums=checksums or Checksums(adler32="0a1b2c3d", sha512=SHA512),
         notify=notify,
+        file_instance=file_instance,
+        metadata=metadata or {},
     )
 
 

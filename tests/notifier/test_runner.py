@@ -17,8 +17,13 @@ from bus.config.source import FixedConfig
 from bus.config.view import ConfigView
 from bus.events import Event
 from bus.events.config import MqttSettings
+from bus.events.datafiles import DataFileExpired
 from bus.events.deadletter import DeadLetterReason
-from bus.events.notifications import NotificationFailed, NotificationPublished
+from bus.events.notifications import (
+    NotificationFailed,
+    NotificationPublished,
+    NotificationRefused,
+)
 from bus.publisher import Publisher
 from bus.retry import RetryPolicy
 from bus.stage import Stage
@@ -27,24 +32,40 @@ from consumers.notifier import core
 from consumers.notifier.adapters import PahoBroker
 from consumers.notifier.runner import Notifier, notifier_stage
 from tests.bus.deadletters import dead_letters, publish_poison
+from tests.bus.samples import sample
 from tests.conftest import eventually, free_port
 from tests.ingest.conftest import read_topic
 from tests.notifier.conftest import Subscriber, mosquitto
 from tests.notifier.factories import (
     DATA,
+    PORTAL,
     destination,
     host,
+    limit_errors,
     queued,
     succeeded,
+    topic_errors,
     view,
     wis2_errors,
 )
 
 pytestmark = pytest.mark.kafka
 
+CENTRE = "origin/a/wis2/int-ecpds-test/data/core"
+
+
+def wis2(name: str) -> dict[str, str]:
+    """WIS2 settings of destination ``name``: its own topic leaf, so tests can tell them apart."""
+    return {"wis2.centreId": "int-ecpds-test", "wis2.topic": f"weather/test/{name}"}
+
+
+def topic(name: str) -> str:
+    return f"{CENTRE}/weather/test/{name}"
+
+
 CONFIG = view(
     host(),
-    destination("wis", MqttSettings(publish=True)),
+    destination("wis", MqttSettings(publish=True), wis2("wis")),
     destination(
         "static",
         MqttSettings(
@@ -59,10 +80,13 @@ CONFIG = view(
     ),
     destination("quiet", None),
     destination("off", MqttSettings(publish=False, topic="off/")),
-    destination("bad", MqttSettings(publish=True, topic="bad/+/")),  # no wildcard in a topic
-    destination("later", MqttSettings(publish=True, retain=True)),
-    destination("old", MqttSettings(publish=True, qos=1)),
-    destination("zero", MqttSettings(publish=True, qos=0)),
+    # the broker's client refuses a wildcard: a static payload's topic is the operator's
+    destination("bad", MqttSettings(publish=True, topic="bad/+/", payload="x"), {}),
+    destination("nowis", MqttSettings(publish=True), {}),  # no WIS2 settings: refused
+    destination("later", MqttSettings(publish=True, retain=True), wis2("later")),
+    destination("old", MqttSettings(publish=True, qos=1), wis2("old")),
+    destination("zero", MqttSettings(publish=True, qos=0), wis2("zero")),
+    destination("del", MqttSettings(publish=True), {**wis2("del"), "wis2.deletion": "yes"}),
 )
 
 
@@ -71,11 +95,15 @@ class Topics:
     transfers: str
     notifications: str
     deadletter: str
+    datafiles: str
 
 
 async def make_topics(kafka: str, unique: str) -> Topics:
     topics = Topics(
-        f"test.{unique}.transfers", f"test.{unique}.notifications", f"test.{unique}.deadletter"
+        f"test.{unique}.transfers",
+        f"test.{unique}.notifications",
+        f"test.{unique}.deadletter",
+        f"test.{unique}.datafiles",
     )
     await apply_topics(
         kafka,
@@ -94,6 +122,7 @@ async def make_topics(kafka: str, unique: str) -> Topics:
                 "t",
             ),
             TopicSpec(topics.deadletter, "origin", 1, "delete", DAY_MS, ("ecpds.deadletter",), "t"),
+            TopicSpec(topics.datafiles, "id", 1, "delete", DAY_MS, ("ecpds.datafiles",), "t"),
         ],
     )
     return topics
@@ -108,7 +137,9 @@ async def running(
         kafka,
         PahoBroker("127.0.0.1", port, client_id=f"notifier-{unique}", timeout=2.0),
         FixedConfig(config),
+        portal=PORTAL,
         transfers_topic=topics.transfers,
+        datafiles_topic=topics.datafiles,
         notifications_topic=topics.notifications,
         deadletter_topic=topics.deadletter,
         group_id=f"notifier-{unique}",
@@ -150,7 +181,7 @@ async def test_wis2_message_arrives_with_its_properties_and_is_recorded(
     """A delivered file becomes one valid WIS2 message on its topic and a NotificationPublished."""
     topics, _ = notifier
     sub = Subscriber(mosquitto_port)
-    await sub.subscribe("wis/#")
+    await sub.subscribe(topic("wis"))
     try:
         await send(kafka, topics.transfers, [queued("w1", "wis"), succeeded("w1", "wis")])
         got = await sub.next()
@@ -158,13 +189,15 @@ async def test_wis2_message_arrives_with_its_properties_and_is_recorded(
         sub.close()
     message = json.loads(got.payload)
     assert wis2_errors(message) == []
-    assert got.topic == "wis/2026/grib/file.grib2"
+    assert limit_errors(got.payload) == []
+    assert topic_errors(got.topic) == []
+    assert got.topic == topic("wis")
     assert (got.qos, got.retain, got.content_type) == (1, False, "application/geo+json")
     assert got.expiry_interval is not None
     assert 3500 < got.expiry_interval <= 3600
     assert message["id"] == core.message_id("w1", 1)
-    assert message["properties"]["data_id"] == "wis/2026/grib/file.grib2"
-    assert message["links"][0]["href"].startswith("sftp://data.example.org:2222/incoming/")
+    assert message["properties"]["data_id"] == "int-ecpds-test/wis/2026/grib/file.grib2"
+    assert message["links"][0]["href"] == f"{PORTAL}/wis/2026/grib/file.grib2"
 
     async def recorded() -> bool:
         return any(
@@ -185,7 +218,36 @@ async def test_wis2_message_arrives_with_its_properties_and_is_recorded(
     assert record.payload_size == len(got.payload)
     assert record.broker == f"127.0.0.1:{mosquitto_port}"
     assert record.message_id == message["id"]
-    assert record.data_id == "wis/2026/grib/file.grib2"
+    assert record.data_id == "int-ecpds-test/wis/2026/grib/file.grib2"
+
+
+async def test_republish_is_an_update_and_expiry_a_deletion_of_the_same_data_id(
+    kafka: str, mosquitto_port: int, notifier: tuple[Topics, Stage[Notifier]]
+) -> None:
+    """A second transfer of the same target links ``update`` under the same ``data_id``; the
+    file's expiry (``DataFileExpired``) then links ``deletion``; each message is valid and has
+    its own id."""
+    topics, _ = notifier
+    sub = Subscriber(mosquitto_port)
+    await sub.subscribe(topic("del"))
+    try:
+        await send(kafka, topics.transfers, [queued("d1", "del"), succeeded("d1", "del")])
+        first = json.loads((await sub.next()).payload)
+        await send(kafka, topics.transfers, [queued("d2", "del"), succeeded("d2", "del")])
+        second = json.loads((await sub.next()).payload)
+        expired = sample(DataFileExpired, data_file_id="df-d2")
+        async with Publisher(kafka) as pub:
+            await pub.publish(topics.datafiles, "df-d2", expired)
+        third = json.loads((await sub.next()).payload)
+    finally:
+        sub.close()
+    messages = (first, second, third)
+    assert [m["links"][0]["rel"] for m in messages] == ["canonical", "update", "deletion"]
+    assert len({m["properties"]["data_id"] for m in messages}) == 1
+    assert len({m["id"] for m in messages}) == 3
+    for message in messages:
+        assert wis2_errors(message) == []
+        assert limit_errors(core.encode(message)) == []
 
 
 async def test_static_payload_keeps_qos_retain_and_expiry(
@@ -219,8 +281,10 @@ async def test_static_payload_keeps_qos_retain_and_expiry(
 async def test_skipped_and_refused_transfers(
     kafka: str, mosquitto_port: int, notifier: tuple[Topics, Stage[Notifier]]
 ) -> None:
-    """Expired, quiet and publish-false transfers send nothing; a refused topic is recorded as
-    NotificationFailed; the transfer after them is still notified (at qos 0)."""
+    """Expired, quiet and publish-false transfers send nothing; a topic the broker's client
+    refuses is recorded as NotificationFailed; a destination without WIS2 settings sends
+    nothing and records NotificationRefused with why; the transfer after them is still
+    notified (at qos 0)."""
     topics, _ = notifier
     past = datetime.now(UTC) - timedelta(seconds=5)
     sub = Subscriber(mosquitto_port)
@@ -238,12 +302,14 @@ async def test_skipped_and_refused_transfers(
                 succeeded("o1", "off"),
                 queued("b1", "bad"),
                 succeeded("b1", "bad"),
+                queued("r1", "nowis"),
+                succeeded("r1", "nowis"),
                 queued("n1", "zero", target="next.bin"),
                 succeeded("n1", "zero"),
             ],
         )
         seen = [await sub.next()]
-        while seen[-1].topic != "zero/next.bin":
+        while seen[-1].topic != topic("zero"):
             if not seen[-1].retain:  # retained messages of earlier tests are not this test's
                 raise AssertionError(f"unexpected message on {seen[-1].topic}")
             seen.append(await sub.next())
@@ -266,6 +332,10 @@ async def test_skipped_and_refused_transfers(
     assert refused.transfer_id == "b1"
     assert not refused.retriable
     assert refused.error_class == "PermanentError"
+    [wis2_refused] = [e for e in events if isinstance(e, NotificationRefused)]
+    assert wis2_refused.transfer_id == "r1"
+    assert "no WIS2 settings" in wis2_refused.reason
+    assert not [e for e in events if isinstance(e, NotificationPublished) and e.transfer_id == "r1"]
 
 
 async def test_broker_down_at_first_loses_nothing(kafka: str, unique: str, tmp_path: Path) -> None:
@@ -286,14 +356,61 @@ async def test_broker_down_at_first_loses_nothing(kafka: str, unique: str, tmp_p
 
             await eventually(recorded, 20)
             sub = Subscriber(port)  # retained: arrives however late the subscriber is
-            await sub.subscribe("later/#")
+            await sub.subscribe(topic("later"))
             try:
                 got = await sub.next()
             finally:
                 sub.close()
-    assert got.topic == "later/2026/grib/file.grib2"
+    assert got.topic == topic("later")
     assert wis2_errors(json.loads(got.payload)) == []
-    assert json.loads(got.payload)["properties"]["content_length"] == len(DATA)
+    assert json.loads(got.payload)["links"][0]["length"] == len(DATA)
+
+
+async def test_broker_down_mid_stream_then_up_loses_nothing(
+    kafka: str, unique: str, tmp_path: Path
+) -> None:
+    """The broker dies after some messages and comes back on the same port: every file
+    delivered meanwhile is announced once it is up (a repeat keeps its id), each message
+    valid."""
+    topics = await make_topics(kafka, unique)
+    port = free_port()
+    before, after = ["m1", "m2", "m3"], ["m4", "m5", "m6"]
+
+    def delivered(names: list[str]) -> list[Event]:
+        return [e for n in names for e in (queued(n, "zero", target=n), succeeded(n, "zero"))]
+
+    def ids(names: list[str]) -> set[str]:
+        return {core.message_id(n, 1) for n in names}
+
+    async def announced(sub: Subscriber, expected: set[str]) -> list[str]:
+        seen: list[str] = []
+        while not expected <= set(seen):
+            got = await sub.next(30)
+            message = json.loads(got.payload)
+            assert wis2_errors(message) == []
+            seen.append(message["id"])
+        return seen
+
+    async with running(kafka, topics, port, unique):
+        with mosquitto(port, tmp_path / "first"):
+            sub = Subscriber(port)
+            await sub.subscribe(topic("zero"), qos=1)
+            try:
+                await send(kafka, topics.transfers, delivered(before))
+                first = await announced(sub, ids(before))
+            finally:
+                sub.close()
+        await send(kafka, topics.transfers, delivered(after))
+        await asyncio.sleep(2.0)  # the notifier is retrying by now
+        with mosquitto(port, tmp_path / "second"):
+            sub = Subscriber(port)  # subscribed before the notifier's reconnection (1 s at least)
+            await sub.subscribe(topic("zero"), qos=1)
+            try:
+                second = await announced(sub, ids(after))
+            finally:
+                sub.close()
+    assert set(first) | set(second) <= ids(before) | ids(after)
+    assert set(second) >= ids(after)
 
 
 async def test_mqtt_311_broker_still_gets_the_message(
@@ -302,14 +419,14 @@ async def test_mqtt_311_broker_still_gets_the_message(
     """The embedded amqtt broker (MQTT 3.1.1 only) still receives the notification."""
     topics = await make_topics(kafka, unique)
     sub = Subscriber(mqtt_port, protocol=paho.MQTTv311)
-    await sub.subscribe("old/#", qos=1)
+    await sub.subscribe(topic("old"), qos=1)
     try:
         async with running(kafka, topics, mqtt_port, unique):
             await send(kafka, topics.transfers, [queued("v1", "old"), succeeded("v1", "old")])
             got = await sub.next(20)
     finally:
         sub.close()
-    assert got.topic == "old/2026/grib/file.grib2"
+    assert got.topic == topic("old")
     assert json.loads(got.payload)["id"] == core.message_id("v1", 1)
 
 

@@ -118,7 +118,7 @@ async def test_every_event_type_is_projected(
         "config_changes": 21,  # 18 entity events and 3 host key events
         "operator_requests": 11,
         "portal_access": 5,  # uploads, downloads, denials, sign-in failures and bans
-        "notifications": 2,
+        "notifications": 3,  # published, failed and refused (a WIS2 rule broken)
         "dead_letters": 1,
         "movers": 1,
         "data_file_refusals": 1,
