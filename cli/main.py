@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Annotated
+import sys
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from bus import codec, health
@@ -16,13 +18,28 @@ from bus.logging import configure
 from bus.settings import Settings
 from bus.topics import DEFAULT_TRANSFER_GROUP, apply_topics, catalogue, orders_topic
 from cli import events as events_cli
-from cli import supervisor
+from cli import openecpds, supervisor
 from cli.accounts import token_app, web_app
 from cli.config import config_app, destination_app, host_app, user_app
 from cli.put import put_command
 from cli.requests import transfer_app
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+
+class _Ecpds(typer.Typer):
+    """The ``ecpds`` app, which also takes OpenECPDS's command line (``cli.openecpds``)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        argv = sys.argv[1:]
+        if not args and "args" not in kwargs and openecpds.is_openecpds(argv):
+            try:
+                kwargs["args"] = openecpds.translate(argv)
+            except openecpds.Unsupported as error:
+                Console(stderr=True).print(f"[red]refused:[/red] {escape(str(error))}")
+                raise SystemExit(2) from None
+        return super().__call__(*args, **kwargs)
+
+
+app = _Ecpds(no_args_is_help=True, add_completion=False, help=__doc__)
 topics_app = typer.Typer(no_args_is_help=True, help="Kafka topics ecpds declares.")
 events_app = typer.Typer(no_args_is_help=True, help="Read the event log.")
 projections_app = typer.Typer(no_args_is_help=True, help="The PostgreSQL read models.")

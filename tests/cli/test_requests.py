@@ -94,13 +94,13 @@ async def test_a_transfer_of_no_known_destination_is_refused(
 
 
 async def test_an_unanswered_request_says_so(kafka: str, topics: tuple[str, str]) -> None:
-    """With no scheduler reading the topic, the command waits --wait seconds and says that
-    nothing answered (the request itself is published)."""
+    """With no scheduler reading the topic, the command waits --wait seconds, says that
+    nothing answered and exits 3 (the request itself is published)."""
     transfers, _ = topics
     result = await asyncio.to_thread(
         ecpds, "destination", "restart", "b", "--wait", "1", "--transfers-topic", transfers
     )
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.returncode == 3, result.stdout + result.stderr
     assert "no answer within 1s" in result.stdout
     (restart,) = await requests_on(kafka, transfers)
     assert isinstance(restart, r.RestartRequested)
