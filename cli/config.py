@@ -22,10 +22,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import orjson
 import typer
 import yaml
 from rich.markup import escape
-from rich.table import Table
 
 from bus.config import Entity, Kind, identity, kind_of
 from bus.config.apply import (
@@ -54,8 +54,20 @@ from bus.errors import ConfigurationError
 from bus.events.config import Association, DataUser, Destination, Host
 from bus.publisher import Publisher
 from bus.topics import CONFIG
+from cli import status
 from cli.credentials import operator
-from cli.terminal import actor, console, read_config, refuse, run, run_sync, settings
+from cli.terminal import (
+    AsJson,
+    Row,
+    actor,
+    console,
+    listing,
+    read_config,
+    refuse,
+    run,
+    run_sync,
+    settings,
+)
 
 T = TypeVar("T")
 
@@ -165,7 +177,9 @@ def _edit(
     return plan(view, [make(current)])
 
 
-def _show(view: ConfigView, kind: Kind, ident: str) -> None:
+def _show(
+    view: ConfigView, kind: Kind, ident: str, found: Row | None = None, as_json: bool = False
+) -> None:
     entity = current_entity(view, kind, ident)
     if entity is None:
         raise ConfigurationError(kind.replace("-", "_"), f"no {kind} named {ident!r}")
@@ -173,12 +187,25 @@ def _show(view: ConfigView, kind: Kind, ident: str) -> None:
     if isinstance(entity, Destination):
         data["hosts"] = [h.id for h in view.hosts_for(entity.name)]
         data["aliases_resolved"] = list(view.aliases_of(entity.name))
+        shown = _destination_row(view, entity, found)
+        data["status"] = {
+            k: shown[k]
+            for k in ("status", "status_name", "status_reason", "current_host", *status.COUNTS)
+        }
+        if not as_json:
+            reason = f" - {escape(shown['status_reason'])}" if shown["status_reason"] else ""
+            console.print(f"status: {status.badge(shown['status'], None)}{reason}")
+            counts = "  ".join(f"{c} {shown[c] if found else '?'}" for c in status.COUNTS)
+            console.print(escape(counts))
     if isinstance(entity, Host):
         data["destinations"] = list(view.destinations_of(entity.id))
         for label, keys in (("host_key", view.host_keys), ("refused_host_key", view.refused_keys)):
             key = keys.get(entity.id)
             if key is not None:
                 data[label] = f"{key.fingerprint} {key.key_type} at {key.address}".strip()
+    if as_json:
+        typer.echo(orjson.dumps(data, default=str).decode())
+        return
     console.print(escape(yaml.safe_dump(data, sort_keys=False).rstrip()))
 
 
@@ -213,21 +240,51 @@ def destination_edit(ctx: typer.Context, name: str, sets: Sets = None) -> None:
 
 
 @destination_app.command("show")
-def destination_show(ctx: typer.Context, name: str) -> None:
-    """Show a destination, its hosts in priority order and its aliases."""
+def destination_show(ctx: typer.Context, name: str, as_json: AsJson = False) -> None:
+    """Show a destination: its status and counts, its hosts in priority order, its aliases."""
     view = run(lambda: read_config(ctx.obj))
-    run_sync(lambda: _show(view, "destination", name))
+    found = run(lambda: status.overview(settings()))
+    run_sync(lambda: _show(view, "destination", name, (found or {}).get(name), as_json))
 
 
 @destination_app.command("list")
-def destination_list(ctx: typer.Context) -> None:
-    """List destinations."""
+def destination_list(ctx: typer.Context, as_json: AsJson = False) -> None:
+    """List destinations with their status and transfer counts (queued, running, failed, held,
+    done: from the read models the monitor reads)."""
     view = run(lambda: read_config(ctx.obj))
-    table = Table("name", "type", "group", "active", "hosts")
-    for d in sorted(view.destinations.values(), key=lambda d: d.name):
-        hosts = ", ".join(h.id for h in view.hosts_for(d.name))
-        table.add_row(d.name, d.type.value.lower(), d.transfer_group, _yes(d.active), hosts)
-    console.print(table)
+    found = run(lambda: status.overview(settings()))
+    rows = [
+        _destination_row(view, d, (found or {}).get(d.name))
+        for d in sorted(view.destinations.values(), key=lambda d: d.name)
+    ]
+    columns = ("name", "status", *status.COUNTS, "current_host", "type", "group", "hosts")
+    styled = {
+        "status": lambda r: status.badge(r["status"], r["status_reason"]),
+        "failed": lambda r: f"[red]{r['failed']}[/red]" if r["failed"] else "0",
+    }
+    listing(columns, rows, as_json, styled)
+
+
+def _destination_row(view: ConfigView, d: Destination, found: Row | None) -> dict[str, Any]:
+    """One destination as listed: its configuration, and its status and counts when known."""
+    row: dict[str, Any] = {
+        "name": d.name,
+        "status": found["status"] if found else None,
+        "status_name": status.label(found["status"], found["status_reason"]) if found else None,
+        "status_reason": found["status_reason"] if found else None,
+        "current_host": found["current_host"] if found else None,
+    }
+    row |= {c: int(found[c]) if found else None for c in status.COUNTS}
+    row |= {
+        "type": d.type.value.lower(),
+        "group": d.transfer_group,
+        "active": d.active,
+        "hosts": [h.id for h in view.hosts_for(d.name)],
+        "last_success_at": found["last_success_at"] if found else None,
+        "last_error_at": found["last_error_at"] if found else None,
+        "last_error": found["last_error"] if found else None,
+    }
+    return row
 
 
 @destination_app.command("remove")
@@ -313,14 +370,21 @@ def host_show(ctx: typer.Context, host_id: Annotated[str, typer.Argument(metavar
 
 
 @host_app.command("list")
-def host_list(ctx: typer.Context) -> None:
+def host_list(ctx: typer.Context, as_json: AsJson = False) -> None:
     """List hosts."""
     view = run(lambda: read_config(ctx.obj))
-    table = Table("id", "type", "protocol", "address", "active", "destinations")
-    for h in sorted(view.hosts.values(), key=lambda h: h.id):
-        dests = ", ".join(view.destinations_of(h.id))
-        table.add_row(h.id, h.type.value.lower(), h.protocol, h.address, _yes(h.active), dests)
-    console.print(table)
+    rows = [
+        {
+            "id": h.id,
+            "type": h.type.value.lower(),
+            "protocol": h.protocol,
+            "address": h.address,
+            "active": h.active,
+            "destinations": list(view.destinations_of(h.id)),
+        }
+        for h in sorted(view.hosts.values(), key=lambda h: h.id)
+    ]
+    listing(("id", "type", "protocol", "address", "active", "destinations"), rows, as_json)
 
 
 @host_app.command("remove")
@@ -417,14 +481,19 @@ def user_show(ctx: typer.Context, login: str) -> None:
 
 
 @user_app.command("list")
-def user_list(ctx: typer.Context) -> None:
+def user_list(ctx: typer.Context, as_json: AsJson = False) -> None:
     """List data users."""
     view = run(lambda: read_config(ctx.obj))
-    table = Table("login", "active", "destinations", "operations")
-    for u in sorted(view.users.values(), key=lambda u: u.login):
-        ops = ", ".join(o.value.lower() for o in u.operations)
-        table.add_row(u.login, _yes(u.active), ", ".join(u.destinations), ops)
-    console.print(table)
+    rows = [
+        {
+            "login": u.login,
+            "active": u.active,
+            "destinations": list(u.destinations),
+            "operations": [o.value.lower() for o in u.operations],
+        }
+        for u in sorted(view.users.values(), key=lambda u: u.login)
+    ]
+    listing(("login", "active", "destinations", "operations"), rows, as_json)
 
 
 @user_app.command("remove")

@@ -23,6 +23,7 @@ from cli.accounts import token_app, web_app
 from cli.config import config_app, destination_app, host_app, user_app
 from cli.put import put_command
 from cli.requests import transfer_app
+from cli.terminal import AsJson, console, listing
 
 
 class _Ecpds(typer.Typer):
@@ -54,7 +55,6 @@ user_app.add_typer(web_app, name="web")
 app.add_typer(token_app, name="token")
 app.add_typer(config_app, name="config")
 app.command("put")(put_command)
-console = Console()
 
 
 def settings() -> Settings:
@@ -84,15 +84,13 @@ def up(
 
 
 @app.command()
-def status() -> None:
+def status(as_json: AsJson = False) -> None:
     """Show whether Kafka, PostgreSQL and the MQTT broker are healthy."""
     s = settings()
     checks = asyncio.run(health.check_all(s))
-    table = Table("service", "state", "detail")
-    for check in checks:
-        state = "[green]healthy[/green]" if check.healthy else "[red]down[/red]"
-        table.add_row(check.service, state, check.detail)
-    console.print(table)
+    rows = [{"service": c.service, "healthy": c.healthy, "detail": c.detail} for c in checks]
+    state = {"state": lambda r: "[green]healthy[/green]" if r["healthy"] else "[red]down[/red]"}
+    listing(("service", "state", "detail"), rows, as_json, state)
     if not all(c.healthy for c in checks):
         raise typer.Exit(1)
 
@@ -112,18 +110,24 @@ def topics_apply() -> None:
 
 
 @topics_app.command("list")
-def topics_list() -> None:
+def topics_list(as_json: AsJson = False) -> None:
     """List the declared topics with their key, layout and allowed events."""
     s = settings()
-    table = Table("topic", "key", "partitions", "cleanup", "carries")
-    for spec in [*catalogue(s.topic_partitions), orders_topic("<group>", s.topic_partitions)]:
-        cleanup = (
-            spec.cleanup
-            if spec.cleanup == "compact"
-            else f"delete after {spec.retention_ms // 86_400_000} d"
-        )
-        table.add_row(spec.name, spec.key, str(spec.partitions), cleanup, spec.description)
-    console.print(table)
+    rows = [
+        {
+            "topic": spec.name,
+            "key": spec.key,
+            "partitions": spec.partitions,
+            "cleanup": (
+                spec.cleanup
+                if spec.cleanup == "compact"
+                else f"delete after {spec.retention_ms // 86_400_000} d"
+            ),
+            "carries": spec.description,
+        }
+        for spec in [*catalogue(s.topic_partitions), orders_topic("<group>", s.topic_partitions)]
+    ]
+    listing(("topic", "key", "partitions", "cleanup", "carries"), rows, as_json)
 
 
 @events_app.command("tail")
