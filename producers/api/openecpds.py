@@ -290,7 +290,7 @@ def routes(state: ApiState) -> list[Route]:
             return error(400, f"destination: no destination {dest!r}")
 
         def more(u: DataUser) -> dict[str, Any]:
-            return {"destinations": (*u.destinations, dest) if dest not in u.destinations else ()}
+            return {"destinations": (*u.destinations, dest)} if dest not in u.destinations else {}
 
         return await _change_user(login, who, more)
 
@@ -310,8 +310,8 @@ def routes(state: ApiState) -> list[Route]:
         user = state.config.view.users.get(login)
         if user is None:
             return error(400, f"id: no data user {login!r}")
-        fields = {k: v for k, v in change(user).items() if v != ()}
-        if fields:
+        fields = change(user)
+        if fields and any(getattr(user, k) != v for k, v in fields.items()):
             changed = dataclasses.replace(user, **fields)
             await writer.apply(lambda view: plan(view, [changed]), who.label)
         return ok(id=login)
