@@ -517,7 +517,7 @@ def config_apply(
     key = run_sync(lambda: OperatorKey.load(settings().key_file))
 
     def make(view: ConfigView) -> list[Change]:
-        return plan(view, resolve(document, view, key), prune=prune)
+        return plan(view, resolve(document, view, key), prune=prune, where=document.where)
 
     if dry_run:
         view = run(lambda: read_config(ctx.obj))
@@ -533,7 +533,9 @@ def config_check(
     """Validate FILE as `apply` would, without a broker: every problem is listed, exit 2."""
     document = run_sync(lambda: every_problem(lambda: load(file.read_text())))
     # references are checked against what the file itself defines (no live configuration)
-    changes = run_sync(lambda: every_problem(lambda: plan(ConfigView(), document.entities)))
+    changes = run_sync(
+        lambda: every_problem(lambda: plan(ConfigView(), document.entities, where=document.where))
+    )
     console.print(f"[green]{escape(str(file))}: valid ({len(changes)} definitions)[/green]")
 
 

@@ -78,6 +78,8 @@ class Document:
     user_passwords: Mapping[str, ClearSecret]
     # users written as "password_secret: {encrypted: ...}" (as exported): keep the stored one
     kept_user_secrets: frozenset[str] = frozenset()
+    # where each entity is in the file, by (kind, identity): "destinations[0]", for messages
+    where: Mapping[tuple[str, str], str] = dataclasses.field(default_factory=dict)
 
 
 def load(text: str) -> Document:
@@ -99,6 +101,7 @@ def load(text: str) -> Document:
             ConfigurationError(f"document.{name}", f"unknown section ({', '.join(SECTIONS)}){hint}")
         )
     entities: list[Entity] = []
+    places: dict[tuple[str, str], str] = {}
     host_passwords: dict[str, ClearSecret] = {}
     kept: set[str] = set()
     user_passwords: dict[str, ClearSecret] = {}
@@ -146,6 +149,7 @@ def load(text: str) -> Document:
                 if keep:
                     kept_users.add(entity.login)
             entities.append(entity)
+            places.setdefault((kind_of(entity), identity(entity)), where)
     problems.extend(_duplicates(entities))
     raise_all(problems)
     return Document(
@@ -154,6 +158,7 @@ def load(text: str) -> Document:
         frozenset(kept),
         MappingProxyType(user_passwords),
         frozenset(kept_users),
+        MappingProxyType(places),
     )
 
 
