@@ -68,6 +68,7 @@ from cli.terminal import (
     run_sync,
     settings,
 )
+from projections.db import DEFAULT_SCHEMA
 
 T = TypeVar("T")
 
@@ -77,6 +78,7 @@ user_app = typer.Typer(no_args_is_help=True, help="Define and inspect data users
 config_app = typer.Typer(no_args_is_help=True, help="Configuration as code (YAML).")
 
 TopicOption = Annotated[str, typer.Option("--topic", hidden=True, help="configuration topic")]
+Schema = Annotated[str, typer.Option("--schema", hidden=True, help="read-model schema")]
 Sets = Annotated[
     list[str] | None,
     typer.Option("--set", "-s", help="FIELD=VALUE (YAML value: 30s, 10MB, yes, a list)"),
@@ -240,19 +242,23 @@ def destination_edit(ctx: typer.Context, name: str, sets: Sets = None) -> None:
 
 
 @destination_app.command("show")
-def destination_show(ctx: typer.Context, name: str, as_json: AsJson = False) -> None:
+def destination_show(
+    ctx: typer.Context, name: str, as_json: AsJson = False, schema: Schema = DEFAULT_SCHEMA
+) -> None:
     """Show a destination: its status and counts, its hosts in priority order, its aliases."""
     view = run(lambda: read_config(ctx.obj))
-    found = run(lambda: status.overview(settings()))
+    found = run(lambda: status.overview(settings(), schema))
     run_sync(lambda: _show(view, "destination", name, (found or {}).get(name), as_json))
 
 
 @destination_app.command("list")
-def destination_list(ctx: typer.Context, as_json: AsJson = False) -> None:
+def destination_list(
+    ctx: typer.Context, as_json: AsJson = False, schema: Schema = DEFAULT_SCHEMA
+) -> None:
     """List destinations with their status and transfer counts (queued, running, failed, held,
     done: from the read models the monitor reads)."""
     view = run(lambda: read_config(ctx.obj))
-    found = run(lambda: status.overview(settings()))
+    found = run(lambda: status.overview(settings(), schema))
     rows = [
         _destination_row(view, d, (found or {}).get(d.name))
         for d in sorted(view.destinations.values(), key=lambda d: d.name)
