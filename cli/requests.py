@@ -157,13 +157,26 @@ def _destination_of(transfer_id: str, given: str | None, config_topic: str) -> s
 # --- destinations -----------------------------------------------------------------------------
 
 
+def _known(destination: str, config_topic: str) -> str:
+    """``destination`` if it is configured; else refused (exit 2), since the scheduler never
+    visits a destination it does not know and the request would wait for nobody."""
+    view = run(lambda: read_config(config_topic))
+    if destination not in view.destinations:
+        refuse(f"destination: no destination named {destination!r}")
+    return destination
+
+
 def _destination_verb(verb: Verb, doc: str) -> None:
     """Register ``ecpds destination VERB NAME``."""
 
     def command(
-        name: str, reason: Reason = None, wait: Wait = 10, topic: TransfersTopic = TRANSFERS
+        name: str,
+        reason: Reason = None,
+        wait: Wait = 10,
+        topic: TransfersTopic = TRANSFERS,
+        config_topic: ConfigTopic = CONFIG,
     ) -> None:
-        ask(Action(verb, name, actor(), reason=reason), topic, wait)
+        ask(Action(verb, _known(name, config_topic), actor(), reason=reason), topic, wait)
 
     command.__doc__ = doc
     destination_app.command(verb.value)(command)
@@ -178,8 +191,10 @@ def _destination_verb_now(verb: Verb, doc: str) -> None:
         reason: Reason = None,
         wait: Wait = 10,
         topic: TransfersTopic = TRANSFERS,
+        config_topic: ConfigTopic = CONFIG,
     ) -> None:
-        ask(Action(verb, name, actor(), reason=reason, immediate=immediate), topic, wait)
+        dest = _known(name, config_topic)
+        ask(Action(verb, dest, actor(), reason=reason, immediate=immediate), topic, wait)
 
     command.__doc__ = doc
     destination_app.command(verb.value)(command)

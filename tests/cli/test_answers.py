@@ -42,8 +42,8 @@ async def test_requeue_failed_with_nothing_failed_is_declined_at_once(world: Wor
     reason at once and exits 1; the answer is a RequestDeclined on the log."""
     began = time.monotonic()
     result = await asyncio.to_thread(
-        ecpds, "destination", "requeue-failed", "d-cli",
-        "--wait", str(WAIT), "--transfers-topic", world.topics.transfers,
+        ecpds, "destination", "requeue-failed", "d-cli", "--wait", str(WAIT),
+        "--transfers-topic", world.topics.transfers, "--config-topic", world.topics.config,
     )  # fmt: skip
     took = time.monotonic() - began
     assert result.returncode == 1, result.stdout + result.stderr
