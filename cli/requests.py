@@ -160,6 +160,7 @@ def _destination_of(transfer_id: str, given: str | None, config_topic: str) -> s
 def _known(destination: str, config_topic: str) -> str:
     """``destination`` if it is configured; else refused (exit 2), since the scheduler never
     visits a destination it does not know and the request would wait for nobody."""
+    run_sync(lambda: operator(settings()))  # a token that may not publish is refused first
     view = run(lambda: read_config(config_topic))
     if destination not in view.destinations:
         refuse(f"destination: no destination named {destination!r}")
