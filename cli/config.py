@@ -189,7 +189,7 @@ def _show(
     if isinstance(entity, Destination):
         data["hosts"] = [h.id for h in view.hosts_for(entity.name)]
         data["aliases_resolved"] = list(view.aliases_of(entity.name))
-        shown = _destination_row(view, entity, found)
+        shown = status.row(view, entity, found)
         data["status"] = {
             k: shown[k]
             for k in ("status", "status_name", "status_reason", "current_host", *status.COUNTS)
@@ -260,7 +260,7 @@ def destination_list(
     view = run(lambda: read_config(ctx.obj))
     found = run(lambda: status.overview(settings(), schema))
     rows = [
-        _destination_row(view, d, (found or {}).get(d.name))
+        status.row(view, d, (found or {}).get(d.name))
         for d in sorted(view.destinations.values(), key=lambda d: d.name)
     ]
     columns = ("name", "status", *status.COUNTS, "current_host", "type", "group", "hosts")
@@ -269,28 +269,6 @@ def destination_list(
         "failed": lambda r: f"[red]{r['failed']}[/red]" if r["failed"] else "0",
     }
     listing(columns, rows, as_json, styled)
-
-
-def _destination_row(view: ConfigView, d: Destination, found: Row | None) -> dict[str, Any]:
-    """One destination as listed: its configuration, and its status and counts when known."""
-    row: dict[str, Any] = {
-        "name": d.name,
-        "status": found["status"] if found else None,
-        "status_name": status.label(found["status"], found["status_reason"]) if found else None,
-        "status_reason": found["status_reason"] if found else None,
-        "current_host": found["current_host"] if found else None,
-    }
-    row |= {c: int(found[c]) if found else None for c in status.COUNTS}
-    row |= {
-        "type": d.type.value.lower(),
-        "group": d.transfer_group,
-        "active": d.active,
-        "hosts": [h.id for h in view.hosts_for(d.name)],
-        "last_success_at": found["last_success_at"] if found else None,
-        "last_error_at": found["last_error_at"] if found else None,
-        "last_error": found["last_error"] if found else None,
-    }
-    return row
 
 
 @destination_app.command("remove")
@@ -582,7 +560,3 @@ def config_rotate_key(ctx: typer.Context) -> None:
         f"previous key: {escape(str(retired_key_file(key_file)))} ({reader.key_id}), kept so "
         "messages already sent still decrypt; delete it once none is in flight"
     )
-
-
-def _yes(flag: bool) -> str:
-    return "yes" if flag else "no"

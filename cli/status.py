@@ -20,6 +20,8 @@ from psycopg.rows import dict_row
 from rich.console import Console
 from rich.markup import escape
 
+from bus.config.view import ConfigView
+from bus.events.config import Destination
 from bus.settings import Settings
 from projections.db import DEFAULT_SCHEMA, connect
 
@@ -96,3 +98,25 @@ def badge(code: str | None, reason: str | None = None) -> str:
     if code == "HOLD" and reason:
         text += f" [dim]{escape(reason)}[/dim]"
     return text if colour == "default" else f"[{colour}]{text}[/{colour}]"
+
+
+def row(view: ConfigView, d: Destination, found: Row | None) -> dict[str, Any]:
+    """One destination as listed: its configuration, and its status and counts when known."""
+    out: dict[str, Any] = {
+        "name": d.name,
+        "status": found["status"] if found else None,
+        "status_name": label(found["status"], found["status_reason"]) if found else None,
+        "status_reason": found["status_reason"] if found else None,
+        "current_host": found["current_host"] if found else None,
+    }
+    out |= {c: int(found[c]) if found else None for c in COUNTS}
+    out |= {
+        "type": d.type.value.lower(),
+        "group": d.transfer_group,
+        "active": d.active,
+        "hosts": [h.id for h in view.hosts_for(d.name)],
+        "last_success_at": found["last_success_at"] if found else None,
+        "last_error_at": found["last_error_at"] if found else None,
+        "last_error": found["last_error"] if found else None,
+    }
+    return out
