@@ -33,21 +33,25 @@ associations:
     host: h9
   - destination: d9
     host: h1
+  - destination: d8
+    host: h7
 """
 
 
 def test_config_check_reports_every_reference_problem_by_its_place(tmp_path: Path) -> None:
-    """`config check` lists every dangling reference of a file at once, each named by its YAML
-    path and the user's own field names, and exits 2."""
+    """`config check` lists every dangling reference of a file at once (both of one
+    association too), each named by its YAML path and the user's own field names, exit 2."""
     file = tmp_path / "broken.yaml"
     file.write_text(BROKEN)
     result = ecpds("config", "check", "-f", str(file))
     assert result.returncode == 2
-    assert "3 problems" in result.stdout
+    assert "5 problems" in result.stdout
     for line in (
         "destinations[0].transfer_group: no transfer group named 'nowhere' (destination d1)",
         "associations[0].host: no host named 'h9' (association d1/h9)",
         "associations[1].destination: no destination named 'd9' (association d9/h1)",
+        "associations[2].destination: no destination named 'd8' (association d8/h7)",
+        "associations[2].host: no host named 'h7' (association d8/h7)",
     ):
         assert line in result.stdout
 
