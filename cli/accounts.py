@@ -17,10 +17,9 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from bus.tokens import TokenFile, TokenRole, tokens_path
-from cli.terminal import console, refuse, settings
+from cli.terminal import AsJson, console, listing, refuse, settings
 from projections.monitor.auth import Role, WebUsers
 
 web_app = typer.Typer(no_args_is_help=True, help="Monitor (web) users and their roles.")
@@ -96,12 +95,12 @@ def web_remove(login: str) -> None:
 
 
 @web_app.command("list")
-def web_list() -> None:
+def web_list(as_json: AsJson = False) -> None:
     """List monitor users and their roles (never their hashes)."""
-    table = Table("login", "role")
-    for login, granted in web_users().logins():
-        table.add_row(escape(login), granted.name.lower())
-    console.print(table)
+    rows = [
+        {"login": login, "role": granted.name.lower()} for login, granted in web_users().logins()
+    ]
+    listing(("login", "role"), rows, as_json)
 
 
 @token_app.command("create")
@@ -129,9 +128,7 @@ def token_revoke(name: str) -> None:
 
 
 @token_app.command("list")
-def token_list() -> None:
+def token_list(as_json: AsJson = False) -> None:
     """List tokens by name and role (never the tokens)."""
-    table = Table("name", "role")
-    for token in tokens_file().tokens():
-        table.add_row(escape(token.name), token.role.value)
-    console.print(table)
+    rows = [{"name": t.name, "role": t.role.value} for t in tokens_file().tokens()]
+    listing(("name", "role"), rows, as_json)

@@ -22,10 +22,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import orjson
 import typer
 import yaml
 from rich.markup import escape
-from rich.table import Table
 
 from bus.config import Entity, Kind, identity, kind_of
 from bus.config.apply import (
@@ -54,8 +54,21 @@ from bus.errors import ConfigurationError
 from bus.events.config import Association, DataUser, Destination, Host
 from bus.publisher import Publisher
 from bus.topics import CONFIG
+from cli import status
 from cli.credentials import operator
-from cli.terminal import actor, console, read_config, refuse, run, run_sync, settings
+from cli.terminal import (
+    AsJson,
+    Row,
+    actor,
+    console,
+    listing,
+    read_config,
+    refuse,
+    run,
+    run_sync,
+    settings,
+)
+from projections.db import DEFAULT_SCHEMA
 
 T = TypeVar("T")
 
@@ -65,6 +78,7 @@ user_app = typer.Typer(no_args_is_help=True, help="Define and inspect data users
 config_app = typer.Typer(no_args_is_help=True, help="Configuration as code (YAML).")
 
 TopicOption = Annotated[str, typer.Option("--topic", hidden=True, help="configuration topic")]
+Schema = Annotated[str, typer.Option("--schema", hidden=True, help="read-model schema")]
 Sets = Annotated[
     list[str] | None,
     typer.Option("--set", "-s", help="FIELD=VALUE (YAML value: 30s, 10MB, yes, a list)"),
@@ -165,7 +179,9 @@ def _edit(
     return plan(view, [make(current)])
 
 
-def _show(view: ConfigView, kind: Kind, ident: str) -> None:
+def _show(
+    view: ConfigView, kind: Kind, ident: str, found: Row | None = None, as_json: bool = False
+) -> None:
     entity = current_entity(view, kind, ident)
     if entity is None:
         raise ConfigurationError(kind.replace("-", "_"), f"no {kind} named {ident!r}")
@@ -173,12 +189,25 @@ def _show(view: ConfigView, kind: Kind, ident: str) -> None:
     if isinstance(entity, Destination):
         data["hosts"] = [h.id for h in view.hosts_for(entity.name)]
         data["aliases_resolved"] = list(view.aliases_of(entity.name))
+        shown = status.row(view, entity, found)
+        data["status"] = {
+            k: shown[k]
+            for k in ("status", "status_name", "status_reason", "current_host", *status.COUNTS)
+        }
+        if not as_json:
+            reason = f" - {escape(shown['status_reason'])}" if shown["status_reason"] else ""
+            console.print(f"status: {status.badge(shown['status'], None)}{reason}")
+            counts = "  ".join(f"{c} {shown[c] if found else '?'}" for c in status.COUNTS)
+            console.print(escape(counts))
     if isinstance(entity, Host):
         data["destinations"] = list(view.destinations_of(entity.id))
         for label, keys in (("host_key", view.host_keys), ("refused_host_key", view.refused_keys)):
             key = keys.get(entity.id)
             if key is not None:
                 data[label] = f"{key.fingerprint} {key.key_type} at {key.address}".strip()
+    if as_json:
+        typer.echo(orjson.dumps(data, default=str).decode())
+        return
     console.print(escape(yaml.safe_dump(data, sort_keys=False).rstrip()))
 
 
@@ -213,21 +242,33 @@ def destination_edit(ctx: typer.Context, name: str, sets: Sets = None) -> None:
 
 
 @destination_app.command("show")
-def destination_show(ctx: typer.Context, name: str) -> None:
-    """Show a destination, its hosts in priority order and its aliases."""
+def destination_show(
+    ctx: typer.Context, name: str, as_json: AsJson = False, schema: Schema = DEFAULT_SCHEMA
+) -> None:
+    """Show a destination: its status and counts, its hosts in priority order, its aliases."""
     view = run(lambda: read_config(ctx.obj))
-    run_sync(lambda: _show(view, "destination", name))
+    found = run(lambda: status.overview(settings(), schema))
+    run_sync(lambda: _show(view, "destination", name, (found or {}).get(name), as_json))
 
 
 @destination_app.command("list")
-def destination_list(ctx: typer.Context) -> None:
-    """List destinations."""
+def destination_list(
+    ctx: typer.Context, as_json: AsJson = False, schema: Schema = DEFAULT_SCHEMA
+) -> None:
+    """List destinations with their status and transfer counts (queued, running, failed, held,
+    done: from the read models the monitor reads)."""
     view = run(lambda: read_config(ctx.obj))
-    table = Table("name", "type", "group", "active", "hosts")
-    for d in sorted(view.destinations.values(), key=lambda d: d.name):
-        hosts = ", ".join(h.id for h in view.hosts_for(d.name))
-        table.add_row(d.name, d.type.value.lower(), d.transfer_group, _yes(d.active), hosts)
-    console.print(table)
+    found = run(lambda: status.overview(settings(), schema))
+    rows = [
+        status.row(view, d, (found or {}).get(d.name))
+        for d in sorted(view.destinations.values(), key=lambda d: d.name)
+    ]
+    columns = ("name", "status", *status.COUNTS, "current_host", "type", "group", "hosts")
+    styled = {
+        "status": lambda r: status.badge(r["status"], r["status_reason"]),
+        "failed": lambda r: f"[red]{r['failed']}[/red]" if r["failed"] else "0",
+    }
+    listing(columns, rows, as_json, styled)
 
 
 @destination_app.command("remove")
@@ -313,14 +354,21 @@ def host_show(ctx: typer.Context, host_id: Annotated[str, typer.Argument(metavar
 
 
 @host_app.command("list")
-def host_list(ctx: typer.Context) -> None:
+def host_list(ctx: typer.Context, as_json: AsJson = False) -> None:
     """List hosts."""
     view = run(lambda: read_config(ctx.obj))
-    table = Table("id", "type", "protocol", "address", "active", "destinations")
-    for h in sorted(view.hosts.values(), key=lambda h: h.id):
-        dests = ", ".join(view.destinations_of(h.id))
-        table.add_row(h.id, h.type.value.lower(), h.protocol, h.address, _yes(h.active), dests)
-    console.print(table)
+    rows = [
+        {
+            "id": h.id,
+            "type": h.type.value.lower(),
+            "protocol": h.protocol,
+            "address": h.address,
+            "active": h.active,
+            "destinations": list(view.destinations_of(h.id)),
+        }
+        for h in sorted(view.hosts.values(), key=lambda h: h.id)
+    ]
+    listing(("id", "type", "protocol", "address", "active", "destinations"), rows, as_json)
 
 
 @host_app.command("remove")
@@ -417,14 +465,19 @@ def user_show(ctx: typer.Context, login: str) -> None:
 
 
 @user_app.command("list")
-def user_list(ctx: typer.Context) -> None:
+def user_list(ctx: typer.Context, as_json: AsJson = False) -> None:
     """List data users."""
     view = run(lambda: read_config(ctx.obj))
-    table = Table("login", "active", "destinations", "operations")
-    for u in sorted(view.users.values(), key=lambda u: u.login):
-        ops = ", ".join(o.value.lower() for o in u.operations)
-        table.add_row(u.login, _yes(u.active), ", ".join(u.destinations), ops)
-    console.print(table)
+    rows = [
+        {
+            "login": u.login,
+            "active": u.active,
+            "destinations": list(u.destinations),
+            "operations": [o.value.lower() for o in u.operations],
+        }
+        for u in sorted(view.users.values(), key=lambda u: u.login)
+    ]
+    listing(("login", "active", "destinations", "operations"), rows, as_json)
 
 
 @user_app.command("remove")
@@ -448,7 +501,7 @@ def config_apply(
     key = run_sync(lambda: OperatorKey.load(settings().key_file))
 
     def make(view: ConfigView) -> list[Change]:
-        return plan(view, resolve(document, view, key), prune=prune)
+        return plan(view, resolve(document, view, key), prune=prune, where=document.where)
 
     if dry_run:
         view = run(lambda: read_config(ctx.obj))
@@ -464,7 +517,9 @@ def config_check(
     """Validate FILE as `apply` would, without a broker: every problem is listed, exit 2."""
     document = run_sync(lambda: every_problem(lambda: load(file.read_text())))
     # references are checked against what the file itself defines (no live configuration)
-    changes = run_sync(lambda: every_problem(lambda: plan(ConfigView(), document.entities)))
+    changes = run_sync(
+        lambda: every_problem(lambda: plan(ConfigView(), document.entities, where=document.where))
+    )
     console.print(f"[green]{escape(str(file))}: valid ({len(changes)} definitions)[/green]")
 
 
@@ -505,7 +560,3 @@ def config_rotate_key(ctx: typer.Context) -> None:
         f"previous key: {escape(str(retired_key_file(key_file)))} ({reader.key_id}), kept so "
         "messages already sent still decrypt; delete it once none is in flight"
     )
-
-
-def _yes(flag: bool) -> str:
-    return "yes" if flag else "no"

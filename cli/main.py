@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Annotated
+import sys
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from bus import codec, health
@@ -16,13 +18,29 @@ from bus.logging import configure
 from bus.settings import Settings
 from bus.topics import DEFAULT_TRANSFER_GROUP, apply_topics, catalogue, orders_topic
 from cli import events as events_cli
-from cli import supervisor
+from cli import openecpds, supervisor
 from cli.accounts import token_app, web_app
 from cli.config import config_app, destination_app, host_app, user_app
 from cli.put import put_command
 from cli.requests import transfer_app
+from cli.terminal import AsJson, console, listing
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+
+class _Ecpds(typer.Typer):
+    """The ``ecpds`` app, which also takes OpenECPDS's command line (``cli.openecpds``)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        argv = sys.argv[1:]
+        if not args and "args" not in kwargs and openecpds.is_openecpds(argv):
+            try:
+                kwargs["args"] = openecpds.translate(argv)
+            except openecpds.Unsupported as error:
+                Console(stderr=True).print(f"[red]refused:[/red] {escape(str(error))}")
+                raise SystemExit(2) from None
+        return super().__call__(*args, **kwargs)
+
+
+app = _Ecpds(no_args_is_help=True, add_completion=False, help=__doc__)
 topics_app = typer.Typer(no_args_is_help=True, help="Kafka topics ecpds declares.")
 events_app = typer.Typer(no_args_is_help=True, help="Read the event log.")
 projections_app = typer.Typer(no_args_is_help=True, help="The PostgreSQL read models.")
@@ -37,7 +55,6 @@ user_app.add_typer(web_app, name="web")
 app.add_typer(token_app, name="token")
 app.add_typer(config_app, name="config")
 app.command("put")(put_command)
-console = Console()
 
 
 def settings() -> Settings:
@@ -67,15 +84,13 @@ def up(
 
 
 @app.command()
-def status() -> None:
+def status(as_json: AsJson = False) -> None:
     """Show whether Kafka, PostgreSQL and the MQTT broker are healthy."""
     s = settings()
     checks = asyncio.run(health.check_all(s))
-    table = Table("service", "state", "detail")
-    for check in checks:
-        state = "[green]healthy[/green]" if check.healthy else "[red]down[/red]"
-        table.add_row(check.service, state, check.detail)
-    console.print(table)
+    rows = [{"service": c.service, "healthy": c.healthy, "detail": c.detail} for c in checks]
+    state = {"state": lambda r: "[green]healthy[/green]" if r["healthy"] else "[red]down[/red]"}
+    listing(("service", "state", "detail"), rows, as_json, state)
     if not all(c.healthy for c in checks):
         raise typer.Exit(1)
 
@@ -95,18 +110,24 @@ def topics_apply() -> None:
 
 
 @topics_app.command("list")
-def topics_list() -> None:
+def topics_list(as_json: AsJson = False) -> None:
     """List the declared topics with their key, layout and allowed events."""
     s = settings()
-    table = Table("topic", "key", "partitions", "cleanup", "carries")
-    for spec in [*catalogue(s.topic_partitions), orders_topic("<group>", s.topic_partitions)]:
-        cleanup = (
-            spec.cleanup
-            if spec.cleanup == "compact"
-            else f"delete after {spec.retention_ms // 86_400_000} d"
-        )
-        table.add_row(spec.name, spec.key, str(spec.partitions), cleanup, spec.description)
-    console.print(table)
+    rows = [
+        {
+            "topic": spec.name,
+            "key": spec.key,
+            "partitions": spec.partitions,
+            "cleanup": (
+                spec.cleanup
+                if spec.cleanup == "compact"
+                else f"delete after {spec.retention_ms // 86_400_000} d"
+            ),
+            "carries": spec.description,
+        }
+        for spec in [*catalogue(s.topic_partitions), orders_topic("<group>", s.topic_partitions)]
+    ]
+    listing(("topic", "key", "partitions", "cleanup", "carries"), rows, as_json)
 
 
 @events_app.command("tail")

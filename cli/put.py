@@ -2,7 +2,9 @@
 
 Reads FILE (or stdin when no FILE is given) in 1 MiB chunks and streams them to
 ``POST /api/v1/datafiles``; a progress bar shows on stderr for files of 4 MiB or more. On
-success it prints the data file id (and nothing else) on stdout; a refusal prints the option
+success it prints on stdout the data file id and the id of every transfer it queued, one per
+line (``data-file <id>``, ``transfer <id> <destination> <status>``: the ids the ``transfer``
+verbs take), or with ``--json`` the API's answer as one JSON object; a refusal prints the option
 concerned and the reason on stderr and exits 2; any other failure exits 1.
 
 Credentials: ``--token`` / ``ECPDS_API_TOKEN`` (an API token, see the README), or ``--user`` and
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Annotated, BinaryIO
 
 import httpx
+import orjson
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -54,7 +57,8 @@ def _local_admin_token() -> str | None:
         return None
 
 
-def _default_api() -> str:
+def default_api() -> str:
+    """The ingest API's address on this machine (the monitor's port + 1)."""
     try:
         port = Settings.from_env().monitor_port + 1
     except EcpdsError:
@@ -91,8 +95,13 @@ def put_command(
     password: Annotated[
         str | None, typer.Option(envvar="ECPDS_PASSWORD", help="data user password")
     ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the answer as JSON")] = False,
+    id_only: Annotated[
+        bool, typer.Option("--id-only", hidden=True, help="print the data file id alone")
+    ] = False,
 ) -> None:
-    """Put a file into ecpds: store it and queue its transfers; prints the data file id."""
+    """Put a file into ecpds: store it and queue its transfers; prints the data file id and the
+    ids of the transfers it queued."""
     if not destination:
         err.print("[red]error:[/red] destination: --destination is required")
         raise typer.Exit(2)
@@ -139,7 +148,7 @@ def put_command(
     size = file.stat().st_size if file is not None else None
     if size is not None:
         headers["Content-Length"] = str(size)  # lets the API refuse a too large file up front
-    url = f"{(api or _default_api()).rstrip('/')}/api/v1/datafiles"
+    url = f"{(api or default_api()).rstrip('/')}/api/v1/datafiles"
     source = file.open("rb") if file is not None else sys.stdin.buffer
     progress = (
         Progress(
@@ -173,16 +182,25 @@ def put_command(
             progress.stop()
         if file is not None:
             source.close()
-    _report(response)
+    _report(response, "json" if as_json else "id" if id_only else "text")
 
 
-def _report(response: httpx.Response) -> None:
+def _report(response: httpx.Response, output: str = "text") -> None:
+    """Print the answer as ``output`` says: ``text`` (labelled ids), ``json`` (the answer as
+    one object) or ``id`` (the data file id alone, as OpenECPDS's ``ecpds`` prints it)."""
     try:
         body = response.json()
     except ValueError:
         body = {"message": response.text}
+    if output == "json":
+        typer.echo(orjson.dumps(body).decode())
     if response.status_code in (200, 201):  # 200: these bytes were registered by an earlier put
-        typer.echo(body["data_file_id"])
+        if output == "id":
+            typer.echo(body["data_file_id"])
+        elif output == "text":
+            typer.echo(f"data-file {body['data_file_id']}")
+            for t in body.get("transfers", ()):
+                typer.echo(f"transfer {t['transfer_id']} {t['destination']} {t['status']}")
         return
     field = body.get("field", "")
     message = body.get("message", response.reason_phrase)

@@ -4,9 +4,11 @@ release standby, host on/off and host priority, for a destination, a transfer or
 Rule kept here (as in the monitor): the CLI only publishes the request event on
 ``ecpds.transfers`` keyed by destination, with the operator as ``requested_by``, built by
 ``bus.requests.build`` (the builder the monitor and its REST API use); the scheduler answers
-with the resulting events (their causation id names the request). By default the
-command waits a few seconds for that answer and prints it, so the operator sees what happened
-(or that nothing answered: no scheduler running, or a request that changed nothing).
+with the resulting events (their causation id names the request), or with
+``RequestDeclined`` and the reason when there was nothing to do. By default the command waits
+a few seconds for that answer and prints it, so the operator sees what happened. Exit codes:
+0 done, 1 nothing to do (declined), 2 refused before anything was published (a bad field, an
+unknown destination), 3 no answer within ``--wait`` (is the scheduler running?).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from rich.markup import escape
 from bus import codec
 from bus.errors import DecodeError
 from bus.events import Event
+from bus.events.transfers import RequestDeclined
 from bus.kafka_access import kafka_options
 from bus.publisher import Publisher
 from bus.requests import Action, Verb, build, lifetime_expiry
@@ -52,16 +55,25 @@ DestinationOpt = Annotated[
 ]
 Transfer = Annotated[str, typer.Argument(metavar="TRANSFER_ID")]
 SOURCE = "cli"
+DECLINED = 1  # exit code: the scheduler found nothing to do
+NO_ANSWER = 3  # exit code: nothing answered within --wait
 
 
 def ask(action: Action, topic: str, wait: float) -> None:
     """Publish the request ``action`` asks for, keyed by its destination, and unless ``wait``
-    is 0 print the answer; a request that cannot be asked is refused (exit 2) unpublished."""
+    is 0 print the answer; a request that cannot be asked is refused (exit 2) unpublished, one
+    the scheduler declines exits 1, one nobody answers exits 3."""
     event = run_sync(lambda: build(action, SOURCE))
-    run(lambda: _request(event, action.destination, topic, wait))
+    answers = run(lambda: _request(event, action.destination, topic, wait))
+    if answers is None:
+        return
+    if not answers:
+        raise typer.Exit(NO_ANSWER)
+    if all(isinstance(a, RequestDeclined) for a in answers):
+        raise typer.Exit(DECLINED)
 
 
-async def _request(event: Event, destination: str, topic: str, wait: float) -> None:
+async def _request(event: Event, destination: str, topic: str, wait: float) -> list[Event] | None:
     found = settings()
     operator(found)  # refused (exit 2) before anything is published
     bootstrap = found.kafka_bootstrap
@@ -70,7 +82,7 @@ async def _request(event: Event, destination: str, topic: str, wait: float) -> N
     name = type(event).__name__
     console.print(f"requested: {name} [dim]{event.envelope.event_id}[/dim]")
     if wait <= 0:
-        return
+        return None
     answers = await _answers(
         bootstrap,
         TopicPartition(published.topic, published.partition),
@@ -79,12 +91,13 @@ async def _request(event: Event, destination: str, topic: str, wait: float) -> N
         wait,
     )
     if not answers:
-        console.print(
-            f"[yellow]no answer within {wait:g}s[/yellow] (is the scheduler running? a request"
-            " that changes nothing is not answered)"
-        )
+        console.print(f"[red]no answer within {wait:g}s[/red]: is the scheduler running?")
     for answer in answers:
-        console.print(f"  {escape(_describe(answer))}")
+        if isinstance(answer, RequestDeclined):
+            console.print(f"[yellow]nothing to do:[/yellow] {escape(answer.reason)}")
+        else:
+            console.print(f"  {escape(_describe(answer))}")
+    return answers
 
 
 async def _answers(
@@ -144,13 +157,27 @@ def _destination_of(transfer_id: str, given: str | None, config_topic: str) -> s
 # --- destinations -----------------------------------------------------------------------------
 
 
+def _known(destination: str, config_topic: str) -> str:
+    """``destination`` if it is configured; else refused (exit 2), since the scheduler never
+    visits a destination it does not know and the request would wait for nobody."""
+    run_sync(lambda: operator(settings()))  # a token that may not publish is refused first
+    view = run(lambda: read_config(config_topic))
+    if destination not in view.destinations:
+        refuse(f"destination: no destination named {destination!r}")
+    return destination
+
+
 def _destination_verb(verb: Verb, doc: str) -> None:
     """Register ``ecpds destination VERB NAME``."""
 
     def command(
-        name: str, reason: Reason = None, wait: Wait = 10, topic: TransfersTopic = TRANSFERS
+        name: str,
+        reason: Reason = None,
+        wait: Wait = 10,
+        topic: TransfersTopic = TRANSFERS,
+        config_topic: ConfigTopic = CONFIG,
     ) -> None:
-        ask(Action(verb, name, actor(), reason=reason), topic, wait)
+        ask(Action(verb, _known(name, config_topic), actor(), reason=reason), topic, wait)
 
     command.__doc__ = doc
     destination_app.command(verb.value)(command)
@@ -165,8 +192,10 @@ def _destination_verb_now(verb: Verb, doc: str) -> None:
         reason: Reason = None,
         wait: Wait = 10,
         topic: TransfersTopic = TRANSFERS,
+        config_topic: ConfigTopic = CONFIG,
     ) -> None:
-        ask(Action(verb, name, actor(), reason=reason, immediate=immediate), topic, wait)
+        dest = _known(name, config_topic)
+        ask(Action(verb, dest, actor(), reason=reason, immediate=immediate), topic, wait)
 
     command.__doc__ = doc
     destination_app.command(verb.value)(command)

@@ -1,5 +1,10 @@
 """What every operator verb of ``ecpds`` shares: the console, the settings, the operator's
-name, the live configuration read once, and how a failure becomes an exit code.
+name, the live configuration read once, listings as a table or ``--json``, and how a failure
+becomes an exit code.
+
+Output is never cut to fit: when stdout is not a terminal (a pipe, a file) the console is as
+wide as the longest line instead of rich's 80 columns, and every listing takes ``--json``
+(one JSON array of objects, for scripts).
 
 Rule kept here: a refusal (``ConfigurationError``, ``bus.requests.Invalid``) prints the field
 or the reason and exits 2, before anything is published; any other ecpds failure (broker away,
@@ -10,13 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import os
 import sys
-from collections.abc import Awaitable, Callable
-from typing import NoReturn, TypeVar
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Annotated, Any, NoReturn, TypeVar
 
+import orjson
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
 from bus.config.view import ConfigView, LiveConfig
 from bus.errors import ConfigurationError, EcpdsError
@@ -24,8 +32,51 @@ from bus.logging import configure
 from bus.requests import Invalid
 from bus.settings import Settings
 
-console = Console()
+PIPED_WIDTH = 4096  # columns when stdout is not a terminal: wide enough that nothing is cut
+
+
+def make_console(*, stderr: bool = False) -> Console:
+    """A console for stdout (or stderr), full width when it is not a terminal."""
+    stream = sys.stderr if stderr else sys.stdout
+    piped = not stream.isatty() and "COLUMNS" not in os.environ
+    return Console(stderr=stderr, width=PIPED_WIDTH if piped else None)
+
+
+console = make_console()
 T = TypeVar("T")
+AsJson = Annotated[bool, typer.Option("--json", help="print a JSON array of objects")]
+
+
+Row = Mapping[str, Any]
+
+
+def listing(
+    columns: Sequence[str],
+    rows: Sequence[Row],
+    as_json: bool,
+    styled: Mapping[str, Callable[[Row], str]] | None = None,
+) -> None:
+    """Print ``rows`` as a table of ``columns`` (a column in ``styled`` drawn by its function,
+    in rich markup; the others escaped), or with ``as_json`` as one JSON array (plain values,
+    every key of each row)."""
+    if as_json:
+        typer.echo(orjson.dumps(list(rows), default=str).decode())
+        return
+    draw = styled or {}
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*(draw[c](row) if c in draw else escape(_cell(row.get(c))) for c in columns))
+    console.print(table)
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value)
+    return str(value)
 
 
 def refuse(message: str) -> NoReturn:

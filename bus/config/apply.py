@@ -16,7 +16,7 @@ Rules kept here:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -29,9 +29,9 @@ from bus.config.secrets import (
     stored_hash,
     verify_password,
 )
-from bus.config.validate import validate, validate_against
+from bus.config.validate import flatten, raise_all, validate, validate_against
 from bus.config.view import ConfigView
-from bus.config.yamlio import Document
+from bus.config.yamlio import Document, spoken
 from bus.errors import ConfigurationError
 from bus.events import Event, envelope
 from bus.events import config_changes as ev
@@ -217,9 +217,16 @@ def entities(view: ConfigView) -> Iterable[Entity]:
     yield from view.policies.values()
 
 
-def plan(view: ConfigView, desired: Sequence[Entity], *, prune: bool = False) -> list[Change]:
+def plan(
+    view: ConfigView,
+    desired: Sequence[Entity],
+    *,
+    prune: bool = False,
+    where: Mapping[tuple[str, str], str] | None = None,
+) -> list[Change]:
     """The changes that turn ``view`` into ``desired`` (removals only with ``prune``),
-    checked against the configuration they produce."""
+    checked against the configuration they produce; ``where`` (``Document.where``) names the
+    entities of a file by their place in it in every problem."""
     changes: list[Change] = []
     wanted: set[tuple[Kind, str]] = set()
     for entity in desired:
@@ -236,7 +243,7 @@ def plan(view: ConfigView, desired: Sequence[Entity], *, prune: bool = False) ->
             kind, ident = kind_of(entity), identity(entity)
             if (kind, ident) not in wanted:
                 changes.append(Change("remove", kind, ident, None))
-    return check(view, _ordered(changes))
+    return check(view, _ordered(changes), where)
 
 
 def removal(view: ConfigView, kind: Kind, ident: str) -> list[Change]:
@@ -258,20 +265,33 @@ def _ordered(changes: list[Change]) -> list[Change]:
     return defined + removed
 
 
-def check(view: ConfigView, changes: list[Change]) -> list[Change]:
-    """Refuse changes that would leave a reference to something that does not exist."""
+def check(
+    view: ConfigView,
+    changes: list[Change],
+    where: Mapping[tuple[str, str], str] | None = None,
+) -> list[Change]:
+    """Refuse changes that would leave a reference to something that does not exist, with
+    every such problem at once (each named by its place in the file when ``where`` has it)."""
     after = view.evolve(e for _, e in events_for(changes, source="plan"))
     touched = {(c.kind, c.ident) for c in changes}
     removed = any(c.action == "remove" for c in changes)
+    problems: list[ConfigurationError] = []
     for entity in entities(after):
         # with a removal anything may now dangle; otherwise only what changed needs a look
-        if removed or (kind_of(entity), identity(entity)) in touched:
+        kind, ident = kind_of(entity), identity(entity)
+        if removed or (kind, ident) in touched:
             try:
                 validate_against(after, entity)
             except ConfigurationError as error:
-                raise ConfigurationError(
-                    error.field, f"{error.reason} ({kind_of(entity)} {identity(entity)})"
-                ) from None
+                place = (where or {}).get((kind, ident))
+                label = f"{kind} {ident}"
+                for e in flatten([error]):
+                    problems.append(
+                        spoken(e, kind.replace("-", "_"), place, label=label)
+                        if place
+                        else ConfigurationError(e.field, f"{e.reason} ({label})")
+                    )
+    raise_all(problems)
     return changes
 
 

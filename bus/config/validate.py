@@ -619,6 +619,10 @@ def validate(entity: Entity) -> None:
         validate_policy(entity)
 
 
+def _refused(field: str, reason: str) -> None:
+    raise refuse(field, reason)
+
+
 def _exists(field: str, name: str, known: Mapping[str, object], what: str) -> None:
     if name not in known:
         raise refuse(field, f"no {what} named {name!r}")
@@ -630,34 +634,42 @@ def _group(field: str, name: str | None, view: References) -> None:
 
 
 def validate_against(view: References, entity: Entity) -> None:
-    """Refuse an entity whose references are not in ``view``."""
+    """Refuse an entity whose references are not in ``view``, with every dangling reference
+    at once."""
+    checks: list[Callable[[], object]] = []
+
+    def exists(field: str, name: str, known: Mapping[str, object], what: str) -> None:
+        checks.append(lambda: _exists(field, name, known, what))
+
     if isinstance(entity, Destination):
-        _group("destination.transfer_group", entity.transfer_group, view)
+        checks.append(lambda: _group("destination.transfer_group", entity.transfer_group, view))
         for index, alias in enumerate(entity.aliases):
             field = f"destination.aliases[{index}].destination"
-            _exists(field, alias.destination, view.destinations, "destination")
+            exists(field, alias.destination, view.destinations, "destination")
         if entity.source_host is not None:
-            _exists("destination.source_host", entity.source_host, view.hosts, "host")
+            exists("destination.source_host", entity.source_host, view.hosts, "host")
     elif isinstance(entity, Host):
-        _group("host.transfer_group", entity.transfer_group, view)
+        checks.append(lambda: _group("host.transfer_group", entity.transfer_group, view))
     elif isinstance(entity, Association):
-        _exists("association.destination", entity.destination, view.destinations, "destination")
-        _exists("association.host", entity.host, view.hosts, "host")
-        host = view.hosts[entity.host]
-        if host.type not in ASSOCIATED_HOST_TYPES:
-            raise refuse(
-                "association.host",
-                f"{host.id} is a {host.type.value} host: only dissemination, acquisition and "
-                "proxy hosts are associated with destinations",
+        exists("association.destination", entity.destination, view.destinations, "destination")
+        exists("association.host", entity.host, view.hosts, "host")
+        host = view.hosts.get(entity.host)
+        if host is not None and host.type not in ASSOCIATED_HOST_TYPES:
+            checks.append(
+                lambda: _refused(
+                    "association.host",
+                    f"{host.id} is a {host.type.value} host: only dissemination, acquisition"
+                    " and proxy hosts are associated with destinations",
+                )
             )
     elif isinstance(entity, TransferGroup):
         if entity.backup_host is not None:
-            _exists("transfer_group.backup_host", entity.backup_host, view.hosts, "host")
+            exists("transfer_group.backup_host", entity.backup_host, view.hosts, "host")
         if entity.replica_store is not None:
-            _exists("transfer_group.replica_store", entity.replica_store, view.hosts, "host")
+            exists("transfer_group.replica_store", entity.replica_store, view.hosts, "host")
         fallback = entity.fallback_group
         if fallback is not None:
-            _group("transfer_group.fallback_group", fallback, view)
+            checks.append(lambda: _group("transfer_group.fallback_group", fallback, view))
             central = view.transfer_groups.get(fallback)
             if central is not None and central.fallback_group is not None:
                 # one hop only: a chain (or a loop) of fallbacks would hide where a file went
@@ -668,10 +680,10 @@ def validate_against(view: References, entity: Entity) -> None:
                 )
     elif isinstance(entity, DataUser):
         for index, name in enumerate(entity.destinations):
-            field = f"data_user.destinations[{index}]"
-            _exists(field, name, view.destinations, "destination")
+            exists(f"data_user.destinations[{index}]", name, view.destinations, "destination")
     else:
         for index, name in enumerate(entity.destinations):
-            _exists(f"policy.destinations[{index}]", name, view.destinations, "destination")
+            exists(f"policy.destinations[{index}]", name, view.destinations, "destination")
         for index, login in enumerate(entity.users):
-            _exists(f"policy.users[{index}]", login, view.users, "data user")
+            exists(f"policy.users[{index}]", login, view.users, "data user")
+    check_all(*checks)

@@ -78,6 +78,8 @@ class Document:
     user_passwords: Mapping[str, ClearSecret]
     # users written as "password_secret: {encrypted: ...}" (as exported): keep the stored one
     kept_user_secrets: frozenset[str] = frozenset()
+    # where each entity is in the file, by (kind, identity): "destinations[0]", for messages
+    where: Mapping[tuple[str, str], str] = dataclasses.field(default_factory=dict)
 
 
 def load(text: str) -> Document:
@@ -99,6 +101,7 @@ def load(text: str) -> Document:
             ConfigurationError(f"document.{name}", f"unknown section ({', '.join(SECTIONS)}){hint}")
         )
     entities: list[Entity] = []
+    places: dict[tuple[str, str], str] = {}
     host_passwords: dict[str, ClearSecret] = {}
     kept: set[str] = set()
     user_passwords: dict[str, ClearSecret] = {}
@@ -146,6 +149,7 @@ def load(text: str) -> Document:
                 if keep:
                     kept_users.add(entity.login)
             entities.append(entity)
+            places.setdefault((kind_of(entity), identity(entity)), where)
     problems.extend(_duplicates(entities))
     raise_all(problems)
     return Document(
@@ -154,6 +158,7 @@ def load(text: str) -> Document:
         frozenset(kept),
         MappingProxyType(user_passwords),
         frozenset(kept_users),
+        MappingProxyType(places),
     )
 
 
@@ -318,15 +323,18 @@ def with_fields(entity: Entity, values: Mapping[str, Any]) -> Entity:
         fields.pop(f"{name}_ms", None)
         fields.pop(name.removesuffix("_ms"), None)
         fields[name] = value
-    try:
-        changed: Entity = from_mapping(type(entity), fields, prefix)
+
+    def kept(changed: Any) -> Any:
         if isinstance(entity, Host) and isinstance(changed, Host):
-            changed = dataclasses.replace(changed, credentials=entity.credentials)
+            return dataclasses.replace(changed, credentials=entity.credentials)
         if isinstance(entity, DataUser) and isinstance(changed, DataUser):
-            changed = dataclasses.replace(
+            return dataclasses.replace(
                 changed, password_hash=entity.password_hash, password_secret=entity.password_secret
             )
-        validate(changed)
+        return changed
+
+    try:
+        changed: Entity = _validated(type(entity), fields, prefix, kept)
     except ConfigurationError as error:
         raise_all([spoken(e, prefix, prefix, values) for e in flatten([error])])
         raise
@@ -337,11 +345,31 @@ def build(cls: type[Any], prefix: str, fields: Mapping[str, Any]) -> Any:
     """A new entity from fields in document form (``ecpds host add --set ...``), validated;
     refusals name the fields as written."""
     try:
-        entity = from_mapping(cls, fields, prefix)
-        validate(entity)
+        entity = _validated(cls, fields, prefix)
     except ConfigurationError as error:
         raise_all([spoken(e, prefix, prefix, fields) for e in flatten([error])])
         raise
+    return entity
+
+
+def _validated(
+    cls: type[Any],
+    fields: Mapping[str, Any],
+    prefix: str,
+    finish: Callable[[Any], Any] = lambda entity: entity,
+) -> Any:
+    """An entity from ``fields`` (then ``finish``ed), validated; every problem at once: those
+    of the fields as read, then the validator's on what was read well (a field refused while
+    read is not refused again for the default it fell to), as ``load`` does for a file."""
+    entity, problems = _from_mapping(cls, fields, prefix)
+    if entity is not None:
+        entity = finish(entity)
+        try:
+            validate(entity)
+        except ConfigurationError as error:
+            seen = {p.field for p in problems}
+            problems += [e for e in flatten([error]) if e.field not in seen]
+    raise_all(problems)
     return entity
 
 

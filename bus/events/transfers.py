@@ -327,6 +327,22 @@ class DataFileStaged(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RequestDeclined(Event):
+    """The scheduler's answer to an operator request that found nothing to do (requeue-failed
+    with nothing failed, release of a transfer that is not held, an unknown transfer ...); its
+    causation id names the request."""
+
+    AVRO_NAME: ClassVar[str] = "ecpds.transfers.RequestDeclined"
+
+    destination: str
+    request: str  # the request's event type, e.g. ecpds.transfers.RequeueFailedRequested
+    transfer_id: str | None = None
+    host_id: str | None = None
+    requested_by: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class HostActivated(Event):
     """A host was put back in use for a destination."""
 
@@ -378,6 +394,7 @@ EVENTS: tuple[type[Event], ...] = (
     TransferAbandoned,
     TransferPriorityChanged,
     TransferLifetimeExtended,
+    RequestDeclined,
     DestinationStatusChanged,
     HostSwitched,
     TransferFellBack,

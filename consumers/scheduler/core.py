@@ -27,6 +27,7 @@ from bus.events.transfers import (
     HostActivated,
     HostDeactivated,
     HostPriorityChanged,
+    RequestDeclined,
     TransferHeld,
     TransferInterrupted,
     TransferLifetimeExtended,
@@ -48,10 +49,15 @@ def _request(state: SchedulerState, ev: Event) -> None:
     state.dirty.add(rt.name)
 
 
+def _declined(state: SchedulerState, ev: Event) -> None:
+    """A declined request changes nothing but is answered (a replay must not answer it again)."""
+
+
 _HANDLERS: dict[type[Event], Handler] = {
     **transitions.HANDLERS,
     **configuration.HANDLERS,
     **dict.fromkeys(REQUEST_EVENTS, _request),
+    RequestDeclined: _declined,
 }
 
 
@@ -82,5 +88,6 @@ _ANSWERS: frozenset[type[Event]] = frozenset(
         HostActivated,
         HostDeactivated,
         HostPriorityChanged,
+        RequestDeclined,
     }
 )

@@ -5,7 +5,8 @@ the request as its cause and the operator as its actor.
 Rules kept here:
 - a request is answered against the state when the scheduler next visits the destination;
   one that no longer makes sense (release of a transfer that is not held, requeue-all with
-  nothing failed, an unknown transfer) is dropped without an answer;
+  nothing failed, an unknown transfer) is answered ``RequestDeclined`` with the reason, at
+  once, so the operator who asked is not left waiting;
 - a graceful hold, a requeue or a restart of a *running* transfer waits for its attempt to end
   (the request stays pending); an immediate hold interrupts it; an immediate restart of a
   destination interrupts its running attempts (they are requeued), a graceful one lets them end;
@@ -36,6 +37,7 @@ from bus.events.transfers import (
     HostActivated,
     HostDeactivated,
     HostPriorityChanged,
+    RequestDeclined,
     TransferReleased,
 )
 from consumers.scheduler import outputs
@@ -52,7 +54,7 @@ class Verdict(Enum):
 
     APPLIED = "applied"  # answered with events
     WAITING = "waiting"  # not yet: stays pending
-    MOOT = "moot"  # nothing to do: dropped
+    MOOT = "moot"  # nothing to do: declined (``RequestDeclined``), then dropped
     DESTINATION = "destination"  # answered with a destination-level change: end the visit
 
 
@@ -75,19 +77,45 @@ class Answerer:
         self.ordered: dict[str, int] = {}
 
     def answer(self, rt: DestinationRuntime, req: Event) -> Verdict:
-        """Answer one request of destination ``rt``."""
+        """Answer one request of destination ``rt``; one with nothing to do is declined."""
         tid = getattr(req, "transfer_id", None)
         if tid is None:
-            return self._destination(rt, req)
-        entry = self.state.transfers.get(tid)
-        if entry is None or entry.destination != rt.name:
-            return Verdict.MOOT
-        if tid in self.touched:
-            return Verdict.WAITING  # something else was decided for it in this call
-        verdict = self._transfer(entry, req)
-        if verdict is Verdict.APPLIED:
-            self.touched.add(tid)
+            verdict = self._destination(rt, req)
+        else:
+            entry = self.state.transfers.get(tid)
+            if entry is None or entry.destination != rt.name:
+                return self._decline(rt, req, f"no transfer {tid} at destination {rt.name}")
+            if tid in self.touched:
+                return Verdict.WAITING  # something else was decided for it in this call
+            verdict = self._transfer(entry, req)
+            if verdict is Verdict.APPLIED:
+                self.touched.add(tid)
+            elif verdict is Verdict.MOOT:
+                return self._decline(rt, req, _why_not(req, entry))
+        if verdict is Verdict.MOOT:
+            return self._decline(rt, req, _why_not_destination(rt, req))
         return verdict
+
+    def _decline(self, rt: DestinationRuntime, req: Event, reason: str) -> Verdict:
+        """Answer ``req`` with ``RequestDeclined`` (nothing to do, and why)."""
+        self.out.append(
+            RequestDeclined(
+                envelope=outputs.destination_env(
+                    self.source,
+                    self.now,
+                    f"request-declined|{req.envelope.event_id}",
+                    rt.summary,
+                    req.envelope.event_id,
+                ),
+                destination=rt.name,
+                request=req.AVRO_NAME,
+                transfer_id=getattr(req, "transfer_id", None),
+                host_id=getattr(req, "host_id", None),
+                requested_by=getattr(req, "requested_by", ""),
+                reason=reason,
+            )
+        )
+        return Verdict.MOOT
 
     def _transfer(self, e: TransferEntry, req: Event) -> Verdict:
         src, now, out, cause = self.source, self.now, self.out, req.envelope.event_id
@@ -261,3 +289,39 @@ class Answerer:
             )
             return Verdict.DESTINATION
         return Verdict.MOOT
+
+
+def _why_not(req: Event, e: TransferEntry) -> str:
+    """Why a request on transfer ``e`` found nothing to do."""
+    status = f"transfer {e.transfer_id} is {e.status.value}"
+    if isinstance(req, PriorityChangeRequested):
+        return f"transfer {e.transfer_id} has priority {e.priority} already"
+    if isinstance(req, LifetimeExtensionRequested):
+        return f"transfer {e.transfer_id} expires at {e.expiry_time:%Y-%m-%d %H:%M:%S} already"
+    if isinstance(req, StandbyReleaseRequested):
+        return f"{status}: nothing to release (only a standby transfer, HOLD, is)"
+    if isinstance(req, StopRequested):
+        return f"{status}: it has finished, nothing to stop"
+    if isinstance(req, HoldRequested):
+        return f"{status}: nothing to hold"
+    return f"{status}: not queued yet, nothing to restart or requeue"
+
+
+def _why_not_destination(rt: DestinationRuntime, req: Event) -> str:
+    """Why a request on destination ``rt`` (or one of its hosts) found nothing to do."""
+    host_id = getattr(req, "host_id", None)
+    if isinstance(req, RequeueFailedRequested):
+        return f"nothing to requeue: no failed or stopped transfer at {rt.name}"
+    if isinstance(req, StandbyReleaseRequested):
+        return f"nothing to release: no standby transfer at {rt.name}"
+    if isinstance(req, HoldRequested | StopRequested):
+        return f"destination {rt.name} is {rt.summary.status.value} already"
+    if host_id is not None and host_id not in rt.associations:
+        return f"host {host_id} is not a host of destination {rt.name}"
+    if isinstance(req, HostActivationRequested):
+        return f"host {host_id} is in use already for {rt.name}"
+    if isinstance(req, HostDeactivationRequested):
+        return f"host {host_id} is out of use already for {rt.name}"
+    if isinstance(req, HostPriorityChangeRequested):
+        return f"host {host_id} has priority {req.priority} already for {rt.name}"
+    return f"nothing to do for {req.AVRO_NAME.rpartition('.')[2]}"

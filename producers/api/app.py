@@ -18,7 +18,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from bus.web import SecureHeaders
-from producers.api import openapi
+from producers.api import openapi, openecpds
 from producers.api.fast import IngestFront
 from producers.api.ingest import DATAFILES_PATH, Answer, ApiState, datafile, put
 
@@ -51,6 +51,7 @@ def routes(state: ApiState) -> list[Route]:
         Route(DATAFILES_PATH, put_datafile, methods=["POST"]),
         Route("/api/v1/datafiles/{data_file_id}", get_datafile, methods=["GET"]),
         Route("/api/v1/openapi.json", openapi_json, methods=["GET"]),
+        *openecpds.routes(state),  # OpenECPDS's REST v1, over the same functions
     ]
 
 

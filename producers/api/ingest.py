@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -37,6 +37,9 @@ from producers.api.auth import Authenticator
 from producers.ingest.core import Refused, Submission, upload_cap
 from producers.ingest.index import TransferEntry
 from producers.ingest.service import Failure, IngestService, Receipt
+
+if TYPE_CHECKING:
+    from producers.api.openecpds import ConfigWriter
 
 STATUS: Mapping[RefusalReason, int] = {
     RefusalReason.INVALID: 400,
@@ -62,6 +65,7 @@ class ApiState:
     config: ConfigSource
     auth: Authenticator
     max_upload: int | None = 10 * 1024**3  # for a destination without its own max_file_size
+    config_writer: ConfigWriter | None = None  # changes through /ecpds/v1 (None: refused 503)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ from bus.tokens import tokens_path as bus_tokens_path
 from bus.topics import CONFIG, PORTAL, TopicSpec, apply_topics, catalogue
 from producers.api.auth import Authenticator, TokenBook
 from producers.api.ingest import ApiState
+from producers.api.openecpds import ConfigWriter
 from producers.ingest.core import requested_by_acquisition, requested_by_portal
 from producers.ingest.service import IngestTopics
 from producers.ingest.stack import start_ingest
@@ -123,9 +124,11 @@ async def running(
 
         gate = SignInGate("api", publish)
         stack.push_async_callback(gate.close)
+        writer = ConfigWriter(live, publisher, options.config_topic, source, settings.key_file)
         yield ApiState(
             service=service,
             config=live,
             auth=Authenticator(book, gate, settings.key_file),
             max_upload=settings.max_upload,
+            config_writer=writer,
         )

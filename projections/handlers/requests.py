@@ -13,6 +13,7 @@ from psycopg.types.json import Jsonb
 
 from bus.codec import to_json
 from bus.events import requests as r
+from bus.events.transfers import RequestDeclined
 from projections.handlers.base import FREE, Handler, Write, short_type
 from projections.handlers.timeline import history
 
@@ -61,3 +62,5 @@ def _request(event: Any) -> Sequence[Write]:
 
 for _cls in r.EVENTS:
     HANDLERS[_cls.AVRO_NAME] = _request
+# the scheduler's "nothing to do" answer reads like a request: who asked, why it was declined
+HANDLERS[RequestDeclined.AVRO_NAME] = _request

@@ -49,10 +49,10 @@ async def test_destination_hold_publishes_an_immediate_hold_request(
 ) -> None:
     """`destination hold --immediate` publishes HoldRequested for the destination, with the
     operator and the reason, keyed so the scheduler of that destination reads it."""
-    transfers, _ = topics
+    transfers, config = topics
     result = await asyncio.to_thread(
         ecpds, "destination", "hold", "site-b", "--immediate", "--reason", "maintenance",
-        "--wait", "0", "--transfers-topic", transfers,
+        "--wait", "0", "--transfers-topic", transfers, "--config-topic", config,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert "requested: HoldRequested" in result.stdout
@@ -94,13 +94,14 @@ async def test_a_transfer_of_no_known_destination_is_refused(
 
 
 async def test_an_unanswered_request_says_so(kafka: str, topics: tuple[str, str]) -> None:
-    """With no scheduler reading the topic, the command waits --wait seconds and says that
-    nothing answered (the request itself is published)."""
-    transfers, _ = topics
+    """With no scheduler reading the topic, the command waits --wait seconds, says that
+    nothing answered and exits 3 (the request itself is published)."""
+    transfers, config = topics
     result = await asyncio.to_thread(
-        ecpds, "destination", "restart", "b", "--wait", "1", "--transfers-topic", transfers
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+        ecpds, "destination", "restart", "b", "--wait", "1", "--transfers-topic", transfers,
+        "--config-topic", config,
+    )  # fmt: skip
+    assert result.returncode == 3, result.stdout + result.stderr
     assert "no answer within 1s" in result.stdout
     (restart,) = await requests_on(kafka, transfers)
     assert isinstance(restart, r.RestartRequested)
@@ -111,9 +112,9 @@ async def test_destination_requeue_failed_and_transfer_stop(
     kafka: str, topics: tuple[str, str]
 ) -> None:
     """`destination requeue-failed` and `transfer stop --destination` publish their requests."""
-    transfers, _ = topics
+    transfers, config = topics
     for args in (
-        ("destination", "requeue-failed", "b"),
+        ("destination", "requeue-failed", "b", "--config-topic", config),
         ("transfer", "stop", "df9-x", "--destination", "site-b"),
     ):
         result = await asyncio.to_thread(
@@ -124,3 +125,18 @@ async def test_destination_requeue_failed_and_transfer_stop(
     assert sorted(type(e).__name__ for e in found) == ["RequeueFailedRequested", "StopRequested"]
     stop = next(e for e in found if isinstance(e, r.StopRequested))
     assert (stop.destination, stop.transfer_id) == ("site-b", "df9-x")
+
+
+async def test_a_request_for_an_unknown_destination_is_refused(
+    kafka: str, topics: tuple[str, str]
+) -> None:
+    """A destination request for a destination not configured is refused at once (exit 2),
+    naming it, and nothing is published (no scheduler would ever answer it)."""
+    transfers, config = topics
+    result = await asyncio.to_thread(
+        ecpds, "destination", "requeue-failed", "nowhere", "--wait", "10",
+        "--transfers-topic", transfers, "--config-topic", config,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "no destination named 'nowhere'" in result.stdout
+    assert await requests_on(kafka, transfers) == []

@@ -196,6 +196,12 @@ async def test_client_gone_mid_upload_fails_the_registration(
         await store.close()
 
 
+def data_file_id(result: subprocess.CompletedProcess[bytes]) -> str:
+    """The data file id a put printed (its ``data-file <id>`` line)."""
+    lines = result.stdout.decode().splitlines()
+    return next(line.split()[1] for line in lines if line.startswith("data-file "))
+
+
 def put(
     server: Server, *args: str, stdin: bytes | None = None, token: bool = True
 ) -> subprocess.CompletedProcess[bytes]:
@@ -223,19 +229,20 @@ def sample(tmp_path: Path) -> Path:
 def test_cli_put_prints_the_id_and_refuses_a_duplicate(
     server: Server, sample: Path, tmp_path: Path
 ) -> None:
-    """`ecpds put FILE` prints the data file id; the same put again prints the same id (a safe
-    retry); other bytes under the same name are refused with the option and the reason, exit
-    code 2; --force makes a new instance."""
+    """`ecpds put FILE` prints the data file id and the transfer it queued; the same put again
+    prints the same id (a safe retry); other bytes under the same name are refused with the
+    option and the reason, exit code 2; --force makes a new instance."""
     first = put(server, str(sample), "--destination", "site-a", "--priority", "5")
     assert first.returncode == 0, first.stderr.decode()
-    dfid = first.stdout.decode().strip()
+    dfid = data_file_id(first)
     assert re.fullmatch(r"[0-9a-f]{32}", dfid)
+    assert f"transfer {dfid}-site-a site-a " in first.stdout.decode()
     got = httpx.get(
         f"{server.url}/api/v1/datafiles/{dfid}", headers={"Authorization": f"Bearer {TOKEN}"}
     ).json()
     assert (got["target"], got["size"], got["priority"]) == ("sample.grib", 5 * 1024 * 1024, 5)
     same = put(server, str(sample), "--destination", "site-a")
-    assert (same.returncode, same.stdout.decode().strip()) == (0, dfid), same.stderr.decode()
+    assert (same.returncode, data_file_id(same)) == (0, dfid), same.stderr.decode()
     other = tmp_path / "other" / sample.name
     other.parent.mkdir()
     other.write_bytes(b"other bytes")
@@ -245,7 +252,7 @@ def test_cli_put_prints_the_id_and_refuses_a_duplicate(
     assert "Duplicate" in again.stderr.decode()
     forced = put(server, str(sample), "--destination", "site-a", "--force")
     assert forced.returncode == 0, forced.stderr.decode()
-    assert forced.stdout.decode().strip() != dfid
+    assert data_file_id(forced) != dfid
 
 
 def test_cli_put_reads_stdin_with_a_data_user(server: Server) -> None:
@@ -256,7 +263,7 @@ def test_cli_put_reads_stdin_with_a_data_user(server: Server) -> None:
         stdin=b"from a pipe", token=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr.decode()
-    dfid = result.stdout.decode().strip()
+    dfid = data_file_id(result)
     got = httpx.get(
         f"{server.url}/api/v1/datafiles/{dfid}", headers={"Authorization": f"Bearer {TOKEN}"}
     ).json()

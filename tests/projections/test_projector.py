@@ -116,7 +116,7 @@ async def test_every_event_type_is_projected(
     }
     assert counts == {
         "config_changes": 21,  # 18 entity events and 3 host key events
-        "operator_requests": 11,
+        "operator_requests": 12,  # 11 requests and the scheduler's RequestDeclined
         "portal_access": 5,  # uploads, downloads, denials, sign-in failures and bans
         "notifications": 3,  # published, failed and refused (a WIS2 rule broken)
         "dead_letters": 1,

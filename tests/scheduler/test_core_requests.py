@@ -26,6 +26,7 @@ from bus.events.transfers import (
     HostDeactivated,
     HostPriorityChanged,
     HostSwitched,
+    RequestDeclined,
     TransferHeld,
     TransferInterrupted,
     TransferLifetimeExtended,
@@ -288,13 +289,28 @@ def test_release_of_every_standby_transfer_of_a_destination() -> None:
     assert sorted(e.transfer_id for e in of(out, TransferReleased)) == ["t1", "t2"]
 
 
-def test_moot_request_is_dropped_without_answer() -> None:
-    """Releasing a transfer that is not held answers nothing and is forgotten."""
+def test_moot_request_is_declined_at_once() -> None:
+    """Releasing a transfer that is not held is answered RequestDeclined (the request as its
+    cause, the reason in words) and forgotten."""
     s = Scheduler(configured(), queued("t1"))
     s.settle(T0)
-    out = s.given(request(StandbyReleaseRequested, at(1), transfer_id="t1")).settle(at(1))
+    asked = request(StandbyReleaseRequested, at(1), transfer_id="t1")
+    out = s.given(asked).settle(at(1))
     assert of(out, TransferReleased) == []
+    (declined,) = of(out, RequestDeclined)
+    assert declined.envelope.causation_id == asked.envelope.event_id
+    assert (declined.transfer_id, declined.request) == ("t1", StandbyReleaseRequested.AVRO_NAME)
+    assert "nothing to release" in declined.reason
     assert s.state.destinations["dest"].requests == {}
+
+
+def test_requeue_failed_with_nothing_failed_is_declined() -> None:
+    """Requeue-failed on a destination with no failed transfer is declined, saying so."""
+    s = Scheduler(configured(), queued("t1"))
+    s.settle(T0)
+    out = s.given(request(RequeueFailedRequested, at(1))).settle(at(1))
+    (declined,) = of(out, RequestDeclined)
+    assert declined.reason == "nothing to requeue: no failed or stopped transfer at dest"
 
 
 def test_deactivated_host_is_left_for_the_next_one() -> None:
