@@ -19,8 +19,8 @@ TEST_ENV := ECPDS_VAR=var/test ECPDS_KAFKA_PORT=29092 ECPDS_PG_PORT=25433 ECPDS_
 # over SASL_SSL against its own broker under var/test-sasl
 SASL_ENV := ECPDS_VAR=var/test-sasl ECPDS_KAFKA_PORT=29292 ECPDS_PG_PORT=25533 ECPDS_MQTT_PORT=21983 ECPDS_MONITOR_PORT=28180 ECPDS_KAFKA_SECURITY=sasl_ssl
 SASL_TESTS := tests/bus/test_kafka_access.py tests/bus/test_kafka.py tests/bus/test_feeds.py tests/bus/test_stage.py tests/bus/test_faust.py tests/e2e/test_dissemination.py tests/e2e/test_host_errors.py
-# the multi-node test: its 3 brokers on CLUSTER_ENV's Kafka port + 100 to + 105, its PostgreSQL on
-# that PG port, both under var/test-cluster/cluster-run
+# the multi-node test: its 3 brokers on CLUSTER_ENV's Kafka port + 100 to + 105 and a PostgreSQL
+# (a free port), both under var/test-cluster/cluster-run
 CLUSTER_ENV := ECPDS_VAR=var/test-cluster ECPDS_KAFKA_PORT=29392 ECPDS_PG_PORT=25633 ECPDS_MQTT_PORT=22083 ECPDS_MONITOR_PORT=28280
 
 .PHONY: install up test test-sasl check chaos test-cluster bench lint audit stop test-stop clean

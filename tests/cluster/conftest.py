@@ -3,7 +3,8 @@ instances of every component, each a separate process, delivering to 20 destinat
 
 - ``ClusterInfra``: the chaos suite's ``Infra`` on three KRaft brokers
   (``infra/kafka/cluster.sh``: replication factor 3, ``min.insync.replicas`` 2, node N on
-  ``ECPDS_KAFKA_PORT + 100 + 2(N-1)``) and a PostgreSQL, under ``$ECPDS_VAR/cluster-run``.
+  ``ECPDS_KAFKA_PORT + 100 + 2(N-1)``) and a PostgreSQL (a free port), under
+  ``$ECPDS_VAR/cluster-run``.
 - ``ClusterStack``: the chaos stack with every component started by its command
   (``cli.supervisor.components``, as ``ecpds up`` and an operator run them) and instances
   named ``<component>-<n>``: 2 APIs (own ports), 2 schedulers, 3 movers in two transfer groups
@@ -67,7 +68,7 @@ COMMANDS = {c.name: list(c.argv[1:]) for c in components()}  # without the inter
 
 @dataclass
 class ClusterInfra(Infra):
-    """Three Kafka brokers and a PostgreSQL under ``var``, on the session's ports."""
+    """Three Kafka brokers and a PostgreSQL under ``var``."""
 
     cluster_port: int = 0  # node 1's listener; node N's is this + 2(N-1)
 
@@ -192,16 +193,17 @@ async def world(mqtt_port: int, tmp_path_factory: pytest.TempPathFactory) -> Asy
     settings = Settings.from_env()
     tag = uuid.uuid4().hex[:6]
     root = tmp_path_factory.mktemp(f"cluster-{tag}")
+    # the brokers on the session's Kafka port + 100 (cluster.sh's default), PostgreSQL on a
+    # free port (the session's own may be running on its port)
     infra = ClusterInfra(
         settings.var_dir / "cluster-run",
         kafka_port=settings.kafka_port,
-        pg_port=settings.pg_port,
         cluster_port=settings.kafka_port + 100,
     )
-    await asyncio.to_thread(infra.start)
     stack = ClusterStack(infra.bootstrap, root, tag, infra=infra, store=root / "store")
     stack.mqtt_port = mqtt_port
     try:
+        await asyncio.to_thread(infra.start)  # in the try: a half-started cluster is stopped too
         with Servers.running(root, None) as servers:
             chosen = destinations(tag)
             made = ClusterWorld(infra, stack, servers, chosen, None, root / "store", False)
