@@ -44,7 +44,7 @@ from tests.chaos.checks import (
     stuck,
 )
 from tests.chaos.conftest import CHAOS_VAR, COMPONENTS, World, succeeded
-from tests.chaos.faults import FAULTS, Fault
+from tests.chaos.faults import FAULTS, Fault, inject
 from tests.chaos.load import Load
 
 pytestmark = [pytest.mark.chaos, pytest.mark.kafka, pytest.mark.postgres]
@@ -80,16 +80,7 @@ async def test_every_file_delivered_once_and_nothing_left_behind(
     prefix = fault.name
     load = world.load(RATE)
     LOADS.append(load)
-    loading = asyncio.create_task(load.run(prefix, PRE + fault.seconds + POST, GIVE_UP))
-    await asyncio.sleep(PRE)
-    began = time.time()
-    try:
-        await fault.begin(world)
-        await asyncio.sleep(fault.seconds)
-    finally:
-        await fault.end(world)  # the next case starts from a healthy world, whatever happened
-    ended = time.monotonic()
-    await loading
+    began, ended = await inject(world, fault, [(load, prefix)], PRE, POST, GIVE_UP)
     finished, undelivered = await delivered_by(world, load, prefix, began, RECOVERY)
 
     # a component that died on its own is restarted, as the supervisor does, and reported

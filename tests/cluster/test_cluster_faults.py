@@ -52,7 +52,7 @@ from tests.chaos.checks import (
     stuck,
 )
 from tests.chaos.conftest import World, succeeded
-from tests.chaos.faults import Fault, kill
+from tests.chaos.faults import Fault, inject, kill
 from tests.chaos.load import Load
 from tests.cluster.conftest import COMPONENTS, HOST_LIMIT, ClusterInfra, ClusterWorld, combined
 
@@ -166,20 +166,9 @@ async def test_every_file_delivered_once_within_limits(victim: Fault, world: Wor
     loads = world.loads(RATE)
     world.uploads.mark()
     _, before = world.uploads.counts()
-    running = [
-        asyncio.create_task(load.run(f"{prefix}-{i}", PRE + victim.seconds + POST, GIVE_UP))
-        for i, load in enumerate(loads)
-    ]
-    await asyncio.sleep(PRE)
-    killed = time.time()
-    try:
-        await victim.begin(world)
-        await asyncio.sleep(victim.seconds)
-    finally:
-        await victim.end(world)  # the next case starts with every process running
-    await asyncio.gather(*running)
+    runs = [(load, f"{prefix}-{i}") for i, load in enumerate(loads)]
+    killed, restarted = await inject(world, victim, runs, PRE, POST, GIVE_UP)
     load = combined(loads)
-    restarted = time.monotonic()
     finished, undelivered = await delivered_by(world, load, prefix, killed, RECOVERY)
 
     # a process that died on its own is restarted, as the supervisor does, and reported
