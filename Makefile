@@ -4,6 +4,7 @@
 #   make test-sasl  the SASL leg alone: a subset over TLS + SASL/SCRAM against a broker of its own
 #   make check      the fast tier for the inner loop: no service started, under a minute
 #   make chaos      install what is missing, run the fault suite (tests/chaos, ~7 min, as root)
+#   make test-cluster  the multi-node test: 3 Kafka brokers, several instances of every component
 #   make bench      install what is missing, run the benchmarks (JSON under var/bench/results)
 #   make lint       ruff + mypy
 #   make audit      pinned dependencies against vulnerability lists (infra/audit, offline)
@@ -18,8 +19,11 @@ TEST_ENV := ECPDS_VAR=var/test ECPDS_KAFKA_PORT=29092 ECPDS_PG_PORT=25433 ECPDS_
 # over SASL_SSL against its own broker under var/test-sasl
 SASL_ENV := ECPDS_VAR=var/test-sasl ECPDS_KAFKA_PORT=29292 ECPDS_PG_PORT=25533 ECPDS_MQTT_PORT=21983 ECPDS_MONITOR_PORT=28180 ECPDS_KAFKA_SECURITY=sasl_ssl
 SASL_TESTS := tests/bus/test_kafka_access.py tests/bus/test_kafka.py tests/bus/test_feeds.py tests/bus/test_stage.py tests/bus/test_faust.py tests/e2e/test_dissemination.py tests/e2e/test_host_errors.py
+# the multi-node test: its 3 brokers on CLUSTER_ENV's Kafka port + 100 to + 105 and a PostgreSQL
+# (a free port), both under var/test-cluster/cluster-run
+CLUSTER_ENV := ECPDS_VAR=var/test-cluster ECPDS_KAFKA_PORT=29392 ECPDS_PG_PORT=25633 ECPDS_MQTT_PORT=22083 ECPDS_MONITOR_PORT=28280
 
-.PHONY: install up test test-sasl check chaos bench lint audit stop test-stop clean
+.PHONY: install up test test-sasl check chaos test-cluster bench lint audit stop test-stop clean
 
 install:
 	@bash infra/install.sh
@@ -46,6 +50,11 @@ check: $(VENV)/pytest
 # var/chaos/results.json; `make test` skips it (it runs only when -m selects "chaos")
 chaos: install
 	$(TEST_ENV) $(VENV)/pytest -q -p no:cacheprovider -s -m chaos tests/chaos $(PYTEST_ARGS)
+
+# the multi-node test (tests/cluster, < 8 min): one broker, then one instance of each component,
+# SIGKILLed under load; results in var/test-cluster/cluster-results.json; `make test` skips it
+test-cluster: install
+	$(CLUSTER_ENV) $(VENV)/pytest -q -p no:cacheprovider -s -m cluster tests/cluster $(PYTEST_ARGS)
 
 $(VENV)/pytest:
 	@bash infra/install.sh

@@ -115,7 +115,7 @@ def make_app(app_id: str, settings: Settings, **overrides: Any) -> faust.App:
         "tabledir": str(datadir / "tables"),
         "web_enabled": False,
         "topic_partitions": settings.topic_partitions,
-        "topic_replication_factor": 1,
+        "topic_replication_factor": settings.kafka_replication,  # its own topics too
         "broker_session_timeout": 10.0,
         "broker_heartbeat_interval": 1.0,
         "broker_rebalance_timeout": 20.0,

@@ -20,7 +20,7 @@ from typing import Literal
 
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import InvalidPartitionsError, TopicAlreadyExistsError
 
 from bus.errors import InfrastructureError
 from bus.kafka_access import kafka_options
@@ -271,7 +271,13 @@ async def _align(
     if drift:
         await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, spec.name, wanted)])
     if current < spec.partitions:
-        await admin.create_partitions({spec.name: NewPartitions(spec.partitions)})
+        try:
+            await admin.create_partitions({spec.name: NewPartitions(spec.partitions)})
+        except InvalidPartitionsError:
+            # another apply raised them first (two instances starting at once): done, if so
+            described = await admin.describe_topics([spec.name])
+            if len(described[0]["partitions"]) < spec.partitions:
+                raise
         return TopicChange(spec.name, "partitions", f"{current} -> {spec.partitions}")
     if drift:
         return TopicChange(spec.name, "altered", ", ".join(f"{k}={v}" for k, v in drift.items()))

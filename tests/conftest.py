@@ -137,11 +137,19 @@ SERVICE_FIXTURES = frozenset(
     }
 )  # fmt: skip
 SERVICE_MARKERS = ("kafka", "postgres", "slow")
+# suites that take minutes and kill processes: they run only when the marker expression names
+# them (``-m chaos``, ``-m cluster``), so ``make test`` skips them
+OPT_IN_MARKERS = {"chaos": "make chaos", "cluster": "make test-cluster"}
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that needs a running service "services" (see SERVICE_FIXTURES)."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test that needs a running service "services" (see SERVICE_FIXTURES), and
+    skip the opt-in suites unless asked for."""
+    asked = config.getoption("markexpr") or ""
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
         if fixtures & SERVICE_FIXTURES or any(item.get_closest_marker(m) for m in SERVICE_MARKERS):
             item.add_marker(pytest.mark.services)
+        for marker, command in OPT_IN_MARKERS.items():
+            if marker not in asked and item.get_closest_marker(marker) is not None:
+                item.add_marker(pytest.mark.skip(reason=f"runs with `{command}` (-m {marker})"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 
@@ -53,3 +54,10 @@ async def test_agent_receives_decoded_events_quickly(
     worker = app.consumer._thread._ensure_consumer()  # type: ignore[attr-defined]
     assert worker._fetch_max_wait_ms == FETCH_MAX_WAIT_MS
     assert worker._fetcher._fetch_max_wait_ms == FETCH_MAX_WAIT_MS
+
+
+def test_own_topics_get_the_clusters_copies(settings: Settings, unique: str) -> None:
+    """faust's own topics (the schedulers' leader topic) get ``ECPDS_KAFKA_REPLICATION``
+    copies, as every ecpds topic does: one copy would go offline with its broker."""
+    app = make_app(f"test-{unique}", replace(settings, kafka_replication=3))
+    assert app.conf.topic_replication_factor == 3

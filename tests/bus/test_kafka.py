@@ -7,6 +7,7 @@ import asyncio
 import os
 import subprocess
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -75,6 +76,21 @@ async def test_apply_topics_is_idempotent(kafka: str, unique: str) -> None:
     await asyncio.sleep(0.5)
     second = await apply_topics(kafka, specs)
     assert [c.action for c in second] == ["unchanged", "unchanged"]
+
+
+async def test_two_applies_at_once_both_raise_the_partitions(kafka: str, unique: str) -> None:
+    """Two instances applying the same wider declaration at once (two schedulers starting
+    together) both succeed: the one that finds the partitions already raised does not fail."""
+    narrow = movers_spec(unique)
+    await apply_topics(kafka, [narrow])
+    for _ in range(50):  # the new topic's metadata settles a moment later
+        if await partition_counts(kafka, [narrow.name]) == {narrow.name: 2}:
+            break
+        await asyncio.sleep(0.2)
+    wide = replace(narrow, partitions=4)
+    changes = await asyncio.gather(*(apply_topics(kafka, [wide]) for _ in range(3)))
+    assert {c.action for each in changes for c in each} <= {"partitions", "unchanged"}
+    assert await partition_counts(kafka, [wide.name]) == {wide.name: 4}
 
 
 async def test_fixed_catalogue_applies_on_the_broker(kafka: str) -> None:

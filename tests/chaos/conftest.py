@@ -1,7 +1,8 @@
 """Fixtures of the chaos suite (``make chaos``): one private world for the whole module.
 
-The suite is marked ``chaos`` and runs only when that marker is asked for (``-m chaos``):
-``make test`` skips it, since it takes minutes, kills processes and mounts a tmpfs. The
+The suite is marked ``chaos`` and runs only when that marker is asked for (``-m chaos``, see
+``tests/conftest.py``): ``make test`` skips it, since it takes minutes, kills processes and
+mounts a tmpfs. The
 world (see ``tests.chaos.world``): a private Kafka and PostgreSQL, the API, the scheduler,
 two movers, the projector and the notifier as processes with their default topics, ten
 destinations over SFTP, FTP and S3 (SFTP and S3 through Toxiproxy), and the object store on a
@@ -47,16 +48,6 @@ STORE_SIZE = "128m"
 COMPONENTS = ("api", "scheduler", "mover-a", "mover-b", "projector", "notifier")
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip the chaos tests unless the marker expression asks for them."""
-    if "chaos" in (config.getoption("markexpr") or ""):
-        return
-    skip = pytest.mark.skip(reason="the chaos suite runs with `make chaos` (-m chaos)")
-    for item in items:
-        if item.get_closest_marker("chaos") is not None:
-            item.add_marker(skip)
-
-
 @dataclass
 class World:
     """Everything a fault phase needs: the processes, the servers, the proxy, the log."""
@@ -85,17 +76,17 @@ PROXIED = {"sftp": "sftp", "s3": "s3"}  # protocol -> Toxiproxy proxy name
 def configuration(
     world_destinations: list[Destination], servers: Servers, ports: dict[str, int]
 ) -> str:
-    """The YAML of the transfer group, every destination, its host and their association."""
-    hosts = "".join(d.host_yaml(servers, ports[d.protocol]) for d in world_destinations)
+    """The YAML of the destinations' transfer groups, every destination, its host (once for
+    destinations sharing it) and their association."""
+    groups = "".join(f"  - name: {g}\n" for g in sorted({d.group for d in world_destinations}))
+    first = {d.host_id: d for d in reversed(world_destinations)}  # a shared host's first one
+    hosts = "".join(d.host_yaml(servers, ports[d.protocol]) for d in first.values())
     dests = "".join(d.destination_yaml() for d in world_destinations)
     links = "".join(
-        f"  - {{destination: {d.name}, host: h-{d.name}, priority: 0}}\n"
+        f"  - {{destination: {d.name}, host: {d.host_id}, priority: 0}}\n"
         for d in world_destinations
     )
-    return (
-        f"transfer_groups:\n  - name: {GROUP}\nhosts:\n{hosts}destinations:\n{dests}"
-        f"associations:\n{links}"
-    )
+    return f"transfer_groups:\n{groups}hosts:\n{hosts}destinations:\n{dests}associations:\n{links}"
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from tests.chaos.conftest import World
+from tests.chaos.load import Load
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,31 @@ class Fault:
     end: Callable[[World], Awaitable[None]]
     seconds: float
     needs: str = ""  # "proxy" or "tmpfs": skipped without it
+
+
+async def inject(
+    world: World,
+    fault: Fault,
+    runs: list[tuple[Load, str]],
+    pre: float,
+    post: float,
+    give_up: float,
+) -> tuple[float, float]:
+    """Run each load under its prefix for ``pre`` + the fault's seconds + ``post``, with the
+    fault begun ``pre`` seconds in and ended its seconds later (whatever happened), then wait
+    for every put; when the fault began (epoch seconds) and ended (monotonic)."""
+    seconds = pre + fault.seconds + post
+    loading = [asyncio.create_task(load.run(prefix, seconds, give_up)) for load, prefix in runs]
+    await asyncio.sleep(pre)
+    began = time.time()
+    try:
+        await fault.begin(world)
+        await asyncio.sleep(fault.seconds)
+    finally:
+        await fault.end(world)  # the next case starts from a healthy world, whatever happened
+    ended = time.monotonic()
+    await asyncio.gather(*loading)
+    return began, ended
 
 
 # -- the faults ----------------------------------------------------------------------------------

@@ -67,9 +67,9 @@ class Infra:
         """The components' DSN: the application role, its password in this var's passfile."""
         return Settings.from_env(self.env()).pg_dsn
 
-    def script(self, script: str, action: str) -> None:
+    def script(self, script: str, *args: str) -> None:
         done = subprocess.run(
-            ["bash", str(ROOT / "infra" / script), action],
+            ["bash", str(ROOT / "infra" / script), *args],
             env={**os.environ, **self.env()},
             capture_output=True,
             text=True,
@@ -77,7 +77,7 @@ class Infra:
             timeout=120,
         )
         if done.returncode != 0:
-            raise RuntimeError(f"{script} {action}: {done.stderr or done.stdout}")
+            raise RuntimeError(f"{script} {' '.join(args)}: {done.stderr or done.stdout}")
 
     def start(self) -> None:
         # a run killed before its teardown may have left these running on the same data
@@ -160,12 +160,12 @@ class Servers:
 
     sshd: Sshd
     ftp: FtpServer
-    moto: Moto
+    moto: Moto | None  # None: no S3 destination in this world
     watch: FolderWatch  # the versions of every file at the SFTP and FTP servers
 
     @classmethod
     @contextlib.contextmanager
-    def running(cls, root: Path, moto: Moto) -> Iterator[Servers]:
+    def running(cls, root: Path, moto: Moto | None) -> Iterator[Servers]:
         sshd = Sshd(root / "sshd")
         sshd.prepare()
         sshd.start()
@@ -218,7 +218,7 @@ class Servers:
     def written(self, files: list[tuple[Destination, str, int]]) -> list[int]:
         """How many times each (destination, target, size in bytes) was written at its
         server (moto's log is read once)."""
-        s3 = s3_writes(self.moto.log) if self.moto.log is not None else None
+        s3 = s3_writes(self.moto.log) if self.moto and self.moto.log is not None else None
         self.watch.look()  # the last versions too
         counts = []
         for destination, target, size in files:
@@ -236,6 +236,7 @@ class Servers:
 
     def s3_objects(self, base: str) -> dict[str, bytes]:
         """Every object under ``base/`` by key relative to it (temporary keys included)."""
+        assert self.moto is not None, "an S3 destination needs moto"
         client = self.moto.client()
         found: dict[str, bytes] = {}
         paginator = client.get_paginator("list_objects_v2")
@@ -255,17 +256,26 @@ def on_disk(folder: Path) -> dict[str, bytes]:
 
 @dataclass(frozen=True)
 class Destination:
-    """One chaos destination: its only host, where that host writes, and through what."""
+    """One chaos destination: its only host, where that host writes, and through what.
+
+    A host is its folder: destinations with the same ``base`` share one host (``host_id``),
+    whose ``max_connections`` is ``host_connections`` (0: none set)."""
 
     name: str
     protocol: str  # sftp | ftp | s3
     base: str  # the host's folder (or S3 prefix) of this destination
     proxied: bool  # through a Toxiproxy proxy (sftp and s3: single-connection protocols)
+    group: str = GROUP  # its transfer group
+    host_connections: int = 0
+
+    @property
+    def host_id(self) -> str:
+        return f"h-{self.base}"
 
     def host_yaml(self, servers: Servers, port: int) -> str:
         """The host's YAML entry, ``port`` being the server's or its proxy's."""
         lines = [
-            f"  - id: h-{self.name}",
+            f"  - id: {self.host_id}",
             f"    nickname: {self.protocol} {self.name}",
             "    type: dissemination",
             f"    protocol: {self.protocol}",
@@ -273,6 +283,8 @@ class Destination:
             "    retry_count: 5",
             "    retry_frequency: 2s",
         ]
+        if self.host_connections:
+            lines.append(f"    max_connections: {self.host_connections}")
         if self.protocol == "sftp":
             lines += [
                 f"    address: 127.0.0.1:{port}{servers.sftp_folder(self.base)}",
@@ -301,7 +313,7 @@ class Destination:
 
     def destination_yaml(self) -> str:
         return (
-            f"  - name: {self.name}\n    type: dissemination\n    transfer_group: {GROUP}\n"
+            f"  - name: {self.name}\n    type: dissemination\n    transfer_group: {self.group}\n"
             "    retry_count: 20\n    retry_frequency: 3s\n    max_connections: 4\n"
             # the default policy delays a transfer started twice by ten minutes (OpenECPDS's
             # "maximum start"); a fault suite restarts transfers far more, and waits seconds
