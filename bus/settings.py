@@ -275,6 +275,8 @@ class Settings:
     portal_sftp_port: int = 2222
     portal_https_port: int = 8443
     instance: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    # the instance was named (ECPDS_INSTANCE), so it keeps its name across restarts
+    instance_named: bool = False
     token: str | None = field(default=None, repr=False)  # the CLI's operator token (ECPDS_TOKEN)
 
     @classmethod
@@ -357,7 +359,8 @@ class Settings:
             token=env.get("ECPDS_TOKEN") or None,
         )
         if env.get("ECPDS_INSTANCE"):
-            settings = cls(**{**settings.__dict__, "instance": env["ECPDS_INSTANCE"]})
+            named = {"instance": env["ECPDS_INSTANCE"], "instance_named": True}
+            settings = cls(**{**settings.__dict__, **named})
         return settings
 
     @property

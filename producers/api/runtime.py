@@ -25,7 +25,7 @@ from bus.topics import CONFIG, PORTAL, TopicSpec, apply_topics, catalogue
 from producers.api.auth import Authenticator, TokenBook
 from producers.api.ingest import ApiState
 from producers.api.openecpds import ConfigWriter
-from producers.ingest.core import requested_by_acquisition, requested_by_portal
+from producers.ingest.core import left_open_by
 from producers.ingest.service import IngestTopics
 from producers.ingest.stack import start_ingest
 
@@ -95,9 +95,9 @@ async def running(
             publish_timeout=options.publish_timeout,
         )
         live, publisher, service = ingest.config, ingest.publisher, ingest.service
-        # the portal and acquisition recover their own registrations (see IngestService.recover)
+        # its own registrations a crash left open (see ``left_open_by``)
         recovery = await service.recover(
-            owned=lambda r: not (requested_by_acquisition(r) or requested_by_portal(r))
+            owned=lambda r: left_open_by(r, source, settings.instance_named)
         )
         log.info(
             "ingest index ready",

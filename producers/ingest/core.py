@@ -56,6 +56,18 @@ def requested_by_portal(registered: DataFileRegistered) -> bool:
     return (registered.requested_by or "").startswith(PORTAL_REQUESTER)
 
 
+def left_open_by(registered: DataFileRegistered, source: str, named: bool) -> bool:
+    """Whether an ingest API with envelope ``source`` recovers this open registration at start.
+
+    Not acquisition's or the portal's (they recover their own). An API whose instance is named
+    (``ECPDS_INSTANCE``, stable across its restarts) takes only those it made itself, so one
+    API's restart never fails another's upload in flight; an unnamed one (``<host>-<pid>``,
+    new at every start) cannot tell its own and takes every API's."""
+    if requested_by_acquisition(registered) or requested_by_portal(registered):
+        return False
+    return not named or registered.envelope.source == source
+
+
 def unique_key(destination: str, target: str, version: str | None) -> UniqueKey:
     """The uniqueness key of a data file: (destination, target, version)."""
     return (destination, target, version or "")

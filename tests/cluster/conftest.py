@@ -126,7 +126,10 @@ class ClusterStack(ChaosStack):
             argv += ["--capacity", "8", "--session-timeout-ms", "6000", "--heartbeat", "0.5"]
         elif kind == "janitor":
             argv += ["--interval", "5"]  # temporaries of killed attempts removed soon
-        process = self._spawn(name, argv)
+        # named APIs recover only their own open registrations after a kill, never the
+        # other API's uploads in flight (producers.ingest.core.left_open_by)
+        named = {"ECPDS_INSTANCE": f"{name}-{self.tag}"} if kind == "api" else None
+        process = self._spawn(name, argv, named)
         if kind == "api":
             self._answering(name, process.pid)
 

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -175,12 +175,15 @@ class Stack:
 
     # -- processes ----------------------------------------------------------------------------
 
-    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, name: str, argv: list[str], extra: Mapping[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         logs = self.root / "log"
         logs.mkdir(parents=True, exist_ok=True)
+        env = {**self.env(), **(extra or {})}
         with (logs / f"{name}.log").open("ab") as out:
             process = subprocess.Popen(
-                [PYTHON, *argv], cwd=ROOT, env=self.env(), stdout=out, stderr=subprocess.STDOUT
+                [PYTHON, *argv], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
             )
         self.processes[name] = process
         return process

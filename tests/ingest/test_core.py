@@ -19,7 +19,7 @@ from bus.events.datafiles import (
     SubmissionMode,
 )
 from bus.events.transfers import TransferQueued, TransferSucceeded, Verification
-from producers.ingest.core import Accepted, Plan, Refused, Submission, decide
+from producers.ingest.core import Accepted, Plan, Refused, Submission, decide, left_open_by
 from producers.ingest.index import IngestIndex
 from tests.config.factories import destination, user
 
@@ -355,3 +355,18 @@ def test_registrations_in_flight_count_as_pending() -> None:
     index.apply(failed)  # a redelivered event changes nothing
     assert index.pending("site-a") == 0
     accepted(decide(put(target="other"), d, index, NOW))
+
+
+def test_a_named_api_recovers_only_the_registrations_it_left_open() -> None:
+    """With ECPDS_INSTANCE set, an API's restart closes its own open registrations and never
+    another API's (their uploads may be in flight); an unnamed API, which cannot recognise its
+    own after a restart, closes every API's; acquisition's and the portal's are never its."""
+    mine = registered(envelope=replace(env("f1"), source="ingest/api-1"))
+    theirs = registered(envelope=replace(env("f2"), source="ingest/api-2"))
+    portal = registered(requested_by="portal/site-x")
+    acquired = registered(requested_by="acquisition/host-a")
+    assert [left_open_by(r, "ingest/api-1", named=True) for r in (mine, theirs)] == [True, False]
+    assert [left_open_by(r, "ingest/h-7", named=False) for r in (mine, theirs)] == [True, True]
+    for named in (True, False):
+        assert not left_open_by(portal, "test", named)
+        assert not left_open_by(acquired, "test", named)
