@@ -31,7 +31,7 @@ from typing import TextIO, TypeVar
 from bus import health
 from bus.errors import EcpdsError, InfrastructureError
 from bus.logging import get_logger
-from bus.mqtt import embedded_broker
+from bus.mqtt import access_of, embedded_broker
 from bus.settings import ROOT, Settings
 from bus.tls import ensure_self_signed
 from bus.topics import DEFAULT_TRANSFER_GROUP, apply_topics, catalogue, orders_topic
@@ -124,7 +124,7 @@ async def wait_healthy(settings: Settings, seconds: float = 60.0) -> None:
 @contextlib.asynccontextmanager
 async def mqtt_broker(settings: Settings) -> AsyncIterator[None]:
     if settings.mqtt_broker == "embedded":
-        async with embedded_broker(settings.mqtt_host, settings.mqtt_port):
+        async with embedded_broker(settings.mqtt_host, settings.mqtt_port, access_of(settings)):
             yield
     elif settings.mqtt_broker == "mosquitto":
         say(infra_script(settings, "mqtt/mosquitto.sh", "start"))

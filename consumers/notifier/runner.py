@@ -245,7 +245,7 @@ async def serve(settings: Settings, _: argparse.Namespace) -> None:
     async with LiveConfig(settings.kafka_bootstrap, create_topic=False) as live:
         credentials = None
         acl = subscribers.directory(settings) / "acl"
-        if settings.mqtt_broker == "mosquitto" and acl.exists():
+        if settings.mqtt_broker in ("mosquitto", "embedded") and acl.exists():
             # subscriber auth is on (subscribers.write made the files): keep them in step with
             # the configuration, and sign in as the notifier's own client
             key = subscribers.broker_key(settings)

@@ -17,8 +17,9 @@ Rules kept here:
 - The files are written whole (temporary file, rename, mode 0600) and only when their text
   changes; then mosquitto, if its pid file names a live process, gets SIGHUP.
 
-This is for Debian's mosquitto (``ECPDS_MQTT_BROKER=mosquitto``): ``infra/mqtt/mosquitto.sh``
-uses the files when they exist. The embedded amqtt broker has no equivalent here yet.
+Debian's mosquitto (``ECPDS_MQTT_BROKER=mosquitto``, ``infra/mqtt/mosquitto.sh``) and the
+embedded amqtt broker (``bus.mqtt_access``, which rereads them when they change) both use the
+files when they exist.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from bus.config import wis2
 from bus.config.view import ConfigView, LiveConfig
 from bus.errors import ConfigurationError
 from bus.logging import get_logger
+from bus.mqtt import access_directory
 from bus.private import create_private, replace_private
 from bus.settings import Settings
 
@@ -109,8 +111,9 @@ def broker_key(settings: Settings) -> bytes:
 
 
 def directory(settings: Settings) -> Path:
-    """Where ``infra/mqtt/mosquitto.sh`` keeps mosquitto's files."""
-    return settings.var_dir / "mosquitto"
+    """Where the files are kept: mosquitto (``infra/mqtt/mosquitto.sh``) and the embedded
+    broker (``bus.mqtt_access``) both read them there."""
+    return access_directory(settings)
 
 
 def anonymous_in(acl: str) -> bool:
