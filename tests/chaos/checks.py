@@ -192,6 +192,10 @@ async def restart_exited(world: World, names: Iterable[str]) -> dict[str, int]:
     """Start again, as the supervisor does, each of ``names`` that died on its own (or is not
     running); their exit codes."""
     exited = {n: code for n, code in world.stack.alive().items() if code is not None}
+    for name in exited:  # why it died, before its restart appends to the same log
+        print(
+            f"{name} exited {exited[name]}:\n" + "\n".join(world.stack.log(name).splitlines()[-25:])
+        )
     for name in names:
         if name not in world.stack.processes or name in exited:
             world.stack.processes.pop(name, None)
