@@ -33,7 +33,7 @@ from bus.errors import TransientError
 from bus.events.base import Event
 from bus.kafka_access import kafka_options
 from bus.logging import get_logger
-from bus.topics import TopicSpec
+from bus.topics import TopicSpec, partition_counts
 from consumers.scheduler import snapshots
 from consumers.scheduler.snapshots import Snapshot, SnapshotError
 
@@ -163,14 +163,11 @@ class SnapshotStore:
             max_partition_fetch_bytes=8 * 1024 * 1024,
         )
         try:
-            await consumer.start()
-            available = consumer.partitions_for_topic(self.topic) or set()
-            if not available:
-                await consumer.topics()  # the metadata of a topic not asked for yet
-                available = consumer.partitions_for_topic(self.topic) or set()
-            tps = [TopicPartition(self.topic, p) for p in partitions if p in available]
+            available = (await partition_counts(self._bootstrap, [self.topic])).get(self.topic, 0)
+            tps = [TopicPartition(self.topic, p) for p in partitions if p < available]
             if not tps:
                 return found
+            await consumer.start()
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
             ends = await consumer.end_offsets(tps)
