@@ -1,12 +1,21 @@
-"""Scheduler replay benchmark (issue 20): what taking over a partition costs today.
+"""Scheduler replay benchmark (issue 20): what taking over a partition costs, with and without
+a snapshot.
 
-On every assignment a scheduler worker rebuilds its state by replaying the partitions it now
-owns from the beginning (``consumers.scheduler.runner``, ``bus.feeds.replay``). This measures
-that replay on one partition of ``EVENTS`` transfer events (each transfer queued, scheduled,
-started and delivered: four events) and, in the same run, the floor under it: reading the
-same records from Kafka without decoding them (baseline). Printed: seconds and microseconds
-per event for both, and the replay extrapolated to a week's retention of one partition at
-100 files/s over 4 partitions with 7 events per file (the issue's yardstick).
+On every assignment a scheduler worker rebuilds the state of the partitions it now owns. The
+baseline is the full replay (``bus.feeds.replay``, what a worker without a snapshot does) of
+one partition of ``EVENTS`` transfer events (each transfer queued, scheduled, started and
+delivered: four events), beside the floor under it: reading the same records from Kafka
+without decoding them. Then, in the same run, the takeover with a snapshot
+(``consumers.scheduler.snapshots``): the replayed state is captured (the decider's pause),
+written to a snapshots topic, ``TAIL`` more events are appended, and a fresh state is built
+from the snapshot (read, decoded, restored) plus the tail (``snapshot_store.replay_from``).
+
+Extrapolated to the issue's yardstick, one partition of 4 at 100 files/s (25 files/s, 7 events
+a file): a week's retention replayed whole, against a snapshot holding what the state holds
+then (every transfer within its lifetime plus the purge delay: ``LIFETIME_DAYS``, the default
+destination lifetime, 2 days) and a tail of one snapshot interval's events at most
+(``ECPDS_SCHEDULER_SNAPSHOT_EVENTS``). Costs are linear in entries and events (the per-entry
+and per-event figures are what is extrapolated).
 
 Bounded: one topic of fixed size, written once, read twice; it runs on the bench Kafka
 (``_infra``) and deletes nothing it did not create.
@@ -41,12 +50,18 @@ from bus.feeds import replay
 from bus.kafka_access import kafka_options
 from bus.publisher import Publisher
 from bus.topics import TopicSpec, apply_topics
+from consumers.scheduler import snapshots
 from consumers.scheduler.core import SchedulerState, evolve
+from consumers.scheduler.snapshot_store import SnapshotStore, bounds, replay_from
 
 EVENTS = int(os.environ.get("BENCH_REPLAY_EVENTS", "200000"))
 DESTINATIONS = 100
 T0 = datetime(2026, 12, 7, tzinfo=UTC)
 WEEK_EVENTS = 100 * 7 * 86_400 * 7 // 4  # files/s x events/file x a week, per partition of 4
+LIFETIME_DAYS = 2  # a destination's default transfer lifetime (bus.events.config)
+# transfers the state of one partition holds at the yardstick: lifetime + the 1 h purge delay
+LIVE_ENTRIES = 100 * (LIFETIME_DAYS * 86_400 + 3_600) // 4
+TAIL = int(os.environ.get("BENCH_REPLAY_TAIL", "20000"))  # events appended after the snapshot
 
 
 def env(n: int) -> Envelope:
@@ -103,10 +118,10 @@ def story(n: int) -> list[Event]:
     ]
 
 
-async def fill(bootstrap: str, topic: str) -> None:
+async def fill(bootstrap: str, topic: str, first: int = 0, events: int = EVENTS) -> None:
     async with Publisher(bootstrap, client_id="bench-replay") as publisher:
         batch: list[tuple[str, str, Any]] = []
-        for n in range(EVENTS // 4):
+        for n in range(first, first + events // 4):
             batch += [(topic, e.destination, e) for e in story(n)]  # type: ignore[attr-defined]
             if len(batch) >= 4000:
                 await publisher.publish_many(batch)
@@ -152,6 +167,10 @@ async def main_async() -> dict[str, Any]:
     await replay(s.kafka_bootstrap, [tp], functools.partial(evolve, state))
     replay_seconds = time.perf_counter() - start
     per_event = replay_seconds / records
+    taken = await with_snapshot(s.kafka_bootstrap, topic, tp, state)
+    per_entry = taken["snapshot_load_s"] / max(1, taken["snapshot_transfers"])
+    tail_per_event = taken["tail_s"] / max(1, taken["tail_events"])
+    tail_events = s.scheduler_snapshot_events
     return {
         "benchmark": "scheduler_replay",
         "events": records,
@@ -163,7 +182,71 @@ async def main_async() -> dict[str, Any]:
         "transfers_in_state": len(state.transfers),
         "week_partition_events": WEEK_EVENTS,
         "week_partition_replay_minutes": round(WEEK_EVENTS * per_event / 60, 1),
+        **taken,
+        "snapshot_load_us_per_transfer": round(per_entry * 1e6, 2),
+        "tail_us_per_event": round(tail_per_event * 1e6, 2),
+        "capture_us_per_transfer": round(
+            taken["capture_s"] / max(1, taken["snapshot_transfers"]) * 1e6, 3
+        ),
+        "week_live_transfers": LIVE_ENTRIES,
+        "week_snapshot_tail_events": tail_events,
+        "week_takeover_with_snapshot_s": round(
+            LIVE_ENTRIES * per_entry + tail_events * tail_per_event, 1
+        ),
+        "week_capture_pause_s": round(
+            LIVE_ENTRIES * taken["capture_s"] / max(1, taken["snapshot_transfers"]), 2
+        ),
+        "week_snapshot_write_s": round(
+            LIVE_ENTRIES * taken["snapshot_write_s"] / max(1, taken["snapshot_transfers"]), 1
+        ),
+        "week_snapshot_mb": round(
+            LIVE_ENTRIES * taken["snapshot_bytes"] / max(1, taken["snapshot_transfers"]) / 1e6
+        ),
         "load_average": os.getloadavg()[0],
+    }
+
+
+async def with_snapshot(
+    bootstrap: str, topic: str, tp: TopicPartition, state: SchedulerState
+) -> dict[str, Any]:
+    """The takeover with a snapshot: capture the replayed state, write it, append ``TAIL``
+    events, then time a fresh rebuild from the snapshot plus the tail."""
+    store_topic = f"{topic}.snapshots"
+    spec = TopicSpec(store_topic, "partition", 1, "compact", -1, ("ecpds.scheduler",), "b")
+    await apply_topics(bootstrap, [spec])
+    end = (await bounds(bootstrap, [tp]))[tp][1]
+    start = time.perf_counter()
+    captured = snapshots.capture(state, topic, {0: end}, 1, T0)
+    capture = time.perf_counter() - start  # what the decider waits for
+    [snap] = snapshots.split(captured)  # the writer's task, like the encoding
+    store = SnapshotStore(bootstrap, store_topic, client_id="bench-snapshot")
+    await store.start()
+    try:
+        written = await store.write(snap, 0)
+    finally:
+        await store.stop()
+    await fill(bootstrap, topic, first=EVENTS // 4, events=TAIL)
+    fresh = SchedulerState()
+    start = time.perf_counter()
+    loaded = (await SnapshotStore(bootstrap, store_topic, client_id="bench-load").read([0]))[0]
+    assert loaded.snapshot is not None, loaded.reason
+    snapshots.restore(fresh, loaded.snapshot)
+    restored = time.perf_counter()
+    _, tail = await replay_from(
+        bootstrap, {tp: loaded.snapshot.offset}, functools.partial(evolve, fresh)
+    )
+    done = time.perf_counter()
+    assert len(fresh.transfers) == len(state.transfers) + TAIL // 4
+    return {
+        "snapshot_transfers": len(snap.transfers),
+        "capture_s": round(capture, 4),
+        "snapshot_write_s": round(written.seconds, 2),
+        "snapshot_chunks": written.chunks,
+        "snapshot_bytes": written.bytes,
+        "snapshot_load_s": round(restored - start, 2),
+        "tail_events": tail,
+        "tail_s": round(done - restored, 2),
+        "takeover_with_snapshot_s": round(done - start, 2),
     }
 
 
