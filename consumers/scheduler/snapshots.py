@@ -58,6 +58,7 @@ from consumers.scheduler.lifecycle import ORDERABLE
 from consumers.scheduler.placement import partition_of
 from consumers.scheduler.state import (
     GONE,
+    DestinationRuntime,
     DestinationSummary,
     Followup,
     HostFailure,
@@ -76,6 +77,9 @@ _US = timedelta(microseconds=1)
 _TRANSFER_STATUS = {s.value: s for s in TransferStatus}
 _DESTINATION_STATUS = {s.value: s for s in DestinationStatus}
 _FOLLOWUP = {f.value: f for f in Followup}
+# statuses in which a new entry with no follow-up is in none of the runtime's sets (running,
+# held, failed, follow-ups, per mover): ``restore`` skips ``_sets`` for them
+_NO_SETS = frozenset({TransferStatus.DONE, TransferStatus.WAIT, TransferStatus.RETR})
 
 
 class SnapshotError(DecodeError):
@@ -252,20 +256,23 @@ def restore(state: SchedulerState, snapshot: Snapshot) -> None:
         state.dirty.add(rt.name)
     for file in snapshot.files:
         state.files[file.data_file_id] = file
-    touched = set()
-    for entry in snapshot.transfers:
-        tid = entry.transfer_id
-        state.transfers[tid] = entry
-        state.file_refs[entry.data_file_id] = state.file_refs.get(entry.data_file_id, 0) + 1
-        rt = state.runtime(entry.destination)
-        if entry.status in ORDERABLE:
-            rt.orderable += 1
-            rt.delayed.append((entry.queue_time, tid))  # decide moves the due ones to ready
-        rt.expiry.append((entry.expiry_time, tid))
-        state._sets(rt, None, entry)
-        if rt.by_target is not None:
-            index_target(rt.by_target, entry.target, tid)
-        touched.add(rt.name)
+    touched: dict[str, DestinationRuntime] = {}
+    transfers, refs, none = state.transfers, state.file_refs, Followup.NONE
+    for entry in snapshot.transfers:  # the hot loop of a takeover: locals, no calls it can skip
+        tid, status = entry.transfer_id, entry.status
+        transfers[tid] = entry
+        refs[entry.data_file_id] = refs.get(entry.data_file_id, 0) + 1
+        here = touched.get(entry.destination)
+        if here is None:
+            here = touched[entry.destination] = state.runtime(entry.destination)
+        if status in ORDERABLE:
+            here.orderable += 1
+            here.delayed.append((entry.queue_time, tid))  # decide moves the due ones to ready
+        here.expiry.append((entry.expiry_time, tid))
+        if status not in _NO_SETS or entry.followup is not none:
+            state._sets(here, None, entry)  # what ``_sets`` does for a new entry of the others
+        if here.by_target is not None:
+            index_target(here.by_target, entry.target, tid)
     for name in touched:
         rt = state.destinations[name]
         heapq.heapify(rt.delayed)
