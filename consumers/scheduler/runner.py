@@ -107,10 +107,10 @@ COALESCE_SECONDS = 0.005
 # (or been abandoned) by then, since a revocation waits QUIESCE_SECONDS for it.
 ORDER_SETTLE = QUIESCE_SECONDS + 2.0
 # How long a clean revocation or stop waits for the snapshots of the partitions it gives up
-# (on top of QUIESCE_SECONDS, within the group's 20 s rebalance timeout): the next owner then
-# replays only what came after them. One that takes longer is abandoned, the previous one
-# (the other slot) stays whole, and the next owner replays a longer tail.
-SNAPSHOT_ON_STOP_SECONDS = 10.0
+# (after QUIESCE_SECONDS: both within the group's 20 s rebalance timeout), so that the next
+# owner replays only what came after them. One that takes longer is abandoned: the previous
+# one (the other slot) stays whole, and the next owner replays a longer tail.
+SNAPSHOT_ON_STOP_SECONDS = 6.0
 
 
 def utcnow() -> datetime:
@@ -534,11 +534,12 @@ class SchedulerRunner:
         if not complete or self._tainted or not self._idle.is_set() or not self._live_from:
             return
         try:
-            if self._writing is not None and not self._writing.done():
-                await asyncio.wait_for(asyncio.shield(self._writing), SNAPSHOT_ON_STOP_SECONDS)
-            if self._folded:
-                self._writing = asyncio.create_task(self._write(self._capture()))
-                await asyncio.wait_for(asyncio.shield(self._writing), SNAPSHOT_ON_STOP_SECONDS)
+            async with asyncio.timeout(SNAPSHOT_ON_STOP_SECONDS):
+                if self._writing is not None and not self._writing.done():
+                    await asyncio.shield(self._writing)  # one write at a time, slots alternate
+                if self._folded:
+                    self._writing = asyncio.create_task(self._write(self._capture()))
+                    await asyncio.shield(self._writing)
         except TimeoutError:
             log.warning("the snapshot on leaving took too long: the next owner replays more")
 
