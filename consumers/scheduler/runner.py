@@ -7,17 +7,32 @@ worker needs all of them: a ``Feed`` follows them outside the group (configurati
 beginning, heartbeats from two mover timeouts ago: an older one says no more than the
 ``TransferStarted`` the core also takes as a sign of life).
 
-How the state is kept — rebuilt from the log, no tables. On every partition assignment the
-worker builds a fresh ``SchedulerState``: the configuration and the last word of every mover,
-then every event of the ``ecpds.transfers`` partitions it now owns, from the beginning up to
-their current end (``feeds.replay``); ``gc.freeze()`` follows. The log holds the scheduler's
-own past decisions too (``TransferScheduled`` is the twin of every order, requeues, status
-changes, host switches), so attempts, counters, host failures and every due time come back
-exactly: a retry timer is a due time derived from events, not a wall-clock timer, and a restart
-fires it (late, if the restart took longer). This was chosen over faust tables (DESIGN.md §8)
-because it is one code path, has nothing to keep in step and the core's ``evolve`` already
-ignores decisions read back; its cost is a replay proportional to the partitions' retention on
-each rebalance, the thing to revisit (tables of entries + summaries) when that grows too long.
+How the state is kept — a fold of the log, cached in snapshots, no tables. On every partition
+assignment the worker builds a fresh ``SchedulerState``: the configuration and the last word
+of every mover, then, for each partition it now owns, the latest usable snapshot of that
+partition (``snapshots``, read from ``ecpds.scheduler.snapshots`` by ``snapshot_store``)
+and the events after the offset it covers, up to the partition's current end (all of them
+when there is no usable snapshot: missing, corrupt, another schema or partition count, or an
+offset outside the log; said in one line); ``gc.freeze()`` follows. The log holds the
+scheduler's own past decisions too (``TransferScheduled`` is the twin of every order,
+requeues, status changes, host switches), so attempts, counters, host failures and every due
+time come back exactly: a retry timer is a due time derived from events, not a wall-clock
+timer, and a restart fires it (late, if the restart took longer). A snapshot is the same fold
+stopped at an offset (snapshot + tail == full replay, ``tests/scheduler/test_snapshots.py``).
+
+Why snapshots: the whole-partition replay cost ~15 us an event, ~26 minutes per partition at a
+week's retention (``bench/scheduler_replay.py``); with them a takeover costs the state's size
+plus one snapshot interval of events. When: every ``ECPDS_SCHEDULER_SNAPSHOT_EVENTS`` events
+folded or ``ECPDS_SCHEDULER_SNAPSHOT_INTERVAL`` seconds, whichever first, and on a clean
+revocation or stop (bounded by ``SNAPSHOT_ON_STOP_SECONDS``, so the next owner replays only
+what came after). The decider captures between decisions, when every decision evolved into
+the state has been published: the state may lead the log by decisions not read back yet, which
+the tail then holds and ``evolve`` ignores as applied. A state holding decisions abandoned by
+a rebalance (evolved, never published) is never written. The capture copies references (entries
+and summaries are frozen); sorting into partitions runs in a thread, encoding and writing in a
+task, a chunk at a time. Faust tables were not chosen (DESIGN.md §8): a changelog write per
+change doubles the produce traffic of the hot path, and they would be a second store to keep in
+step with a log that already holds the decisions.
 
 The loop (the core's package docstring):
 - the agent takes each event past the replayed offsets and ``evolve``s it, nothing
@@ -30,24 +45,27 @@ The loop (the core's package docstring):
 
 Offset rule: the agent acknowledges an event once it is folded into the state, before the
 decisions it leads to are published. This is safe because the state is not the committed
-offset's to restore: a worker that dies before publishing rebuilds the state from the log
-(which lacks those decisions) and decides them again. Decisions are made only on a complete
-state: never while a rebuild runs. A revocation stops them at once and waits (a few seconds at
-most) for a publish in flight to land, so the next owner's replay includes it; a publish still
-retrying from an older assignment is abandoned, and the next owner decides again. Delivery
+offset's to restore: a worker that dies before publishing rebuilds the state from the log and
+the snapshots (which lack those decisions) and decides them again. Decisions are made only on
+a complete state: never while a rebuild runs. A revocation stops them at once and waits (a few
+seconds at most) for a publish in flight to land, so the next owner's replay includes it; a
+publish still retrying from an older assignment is abandoned, and the next owner decides
+again. Delivery
 stays at-least-once (a publish that outlives that wait can be decided twice); the movers'
 temporary names keep the visible result exactly-once (DESIGN.md §4).
 
 Why this is not ``bus.consumer``'s stage loop: that loop commits a record once its effects are
 durable, one record at a time. Here a record's only effect is a fold into a state rebuilt from
-the log on every assignment, and the decisions it leads to are made later, for many records at
-once, by a task of their own (a timer can decide with no record at all); waiting for them
-before acknowledging would serialise the hot path for nothing the replay does not restore. The
-stage shares the rest: records are read raw (faust's deserializer would crash the agent on a
-bad one) and decoded by ``bus.deadletter.decode_record``; a poison record (undecodable, or a
-type not allowed on the transfers topic) is dead-lettered once for the worker's consumer group
-(the app id) by ``bus.deadletter.dead_letter``, before it is acknowledged, and the agent goes
-on; the replay skips it (``bus.feeds.replay``). Signals are ``bus.consumer.stop_on_signals``.
+the log (and its snapshots) on every assignment, and the decisions it leads to are made
+later, for many records at once, by a task of their own (a timer can decide with no record at
+all); waiting for them before acknowledging would serialise the hot path for nothing the
+replay does not restore. The stage shares the rest: records are read raw (faust's
+deserializer would crash the agent on a bad one) and decoded by
+``bus.deadletter.decode_record``; a poison record (undecodable, or a type not allowed on the
+transfers topic) is dead-lettered once for the worker's consumer group (the app id) by
+``bus.deadletter.dead_letter``, before it is acknowledged, and the agent goes on; the replay
+skips it (``snapshot_store.replay_from``, which reads from an offset as ``bus.feeds.replay``
+reads from the beginning). Signals are ``bus.consumer.stop_on_signals``.
 """
 
 from __future__ import annotations
