@@ -233,6 +233,8 @@ async def bounds(
     bootstrap: str, partitions: Sequence[TopicPartition]
 ) -> dict[TopicPartition, tuple[int, int]]:
     """The first and the next offset of each partition (what a snapshot's offset must lie in)."""
+    if not partitions:
+        return {}  # aiokafka waits for ever on an empty list
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, **kafka_options())
     try:
         await consumer.start()
