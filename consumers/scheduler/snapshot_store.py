@@ -171,7 +171,8 @@ class SnapshotStore:
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
             ends = await consumer.end_offsets(tps)
-            # per partition: snapshot id -> (slot, chunks, offset, {chunk index: value})
+            # per partition: snapshot id -> (slot, chunks, offset, {chunk index: value}), only
+            # the last snapshot met in each slot (compaction keeps older ones a while)
             seen: dict[int, dict[str, tuple[int, int, int, dict[int, bytes]]]] = {
                 tp.partition: {} for tp in tps
             }
@@ -201,11 +202,17 @@ class SnapshotStore:
         parts = (key or b"").decode("utf-8", "replace").split("/")
         if snapshot_id is None or chunks is None or offset is None or not parts[-1].isdigit():
             return  # not one of ours: skipped
-        try:
-            entry = into.setdefault(snapshot_id, (_slot_of(key), int(chunks), int(offset), {}))
-        except ValueError:
-            return
-        entry[3][int(parts[-1])] = getattr(record, "value", b"") or b""
+        if snapshot_id not in into:
+            slot = _slot_of(key)
+            try:
+                fresh: tuple[int, int, int, dict[int, bytes]] = (slot, int(chunks), int(offset), {})
+            except ValueError:
+                return
+            # a newer snapshot in this slot: the older one's chunks are no longer needed
+            for older in [i for i, c in into.items() if c[0] == slot]:
+                del into[older]
+            into[snapshot_id] = fresh
+        into[snapshot_id][3][int(parts[-1])] = getattr(record, "value", b"") or b""
 
     @staticmethod
     def _newest(
