@@ -1,6 +1,7 @@
 """Takeover from snapshots against a real Kafka: a worker that takes the partitions over from
 the snapshots its predecessor wrote on leaving (plus the tail after them) holds the state a
-full replay gives and decides the same; one whose snapshots are corrupt replays whole."""
+full replay gives and decides the same; one whose snapshots are corrupt replays whole; a
+snapshot whose write was cut short leaves the previous one readable."""
 
 from __future__ import annotations
 
@@ -18,13 +19,20 @@ from bus.events.movers import MoverHeartbeat, MoverStopped
 from bus.events.transfers import Fault, TransferQueued, TransferRequeued, TransferSucceeded
 from bus.settings import Settings
 from bus.topics import apply_topics
-from consumers.scheduler.adapters import stored_file
+from consumers.scheduler import snapshots
+from consumers.scheduler.adapters import Topics, stored_file
 from consumers.scheduler.core import SchedulerState, decide, evolve
 from consumers.scheduler.runner import SchedulerRunner
-from consumers.scheduler.snapshot_store import CHUNKS, OFFSET, SNAPSHOT_ID, replay_from
+from consumers.scheduler.snapshot_store import (
+    CHUNKS,
+    OFFSET,
+    SNAPSHOT_ID,
+    SnapshotStore,
+    replay_from,
+)
 from tests.scheduler.factories import env, failed, started, succeeded
 from tests.scheduler.test_runner import GROUP, World, new_world, now
-from tests.scheduler.test_snapshots import view
+from tests.scheduler.test_snapshots import fresh, history, view
 
 pytestmark = pytest.mark.kafka
 
@@ -162,3 +170,35 @@ async def test_a_corrupt_snapshot_falls_back_to_a_full_replay(
     assert worker.last_rebuild["from_snapshot"] == []
     assert worker.last_rebuild["tail_events"] > 10  # everything, from the beginning
     assert view(worker.state) == view(await full_replay(kafka, w))
+
+
+async def test_a_write_cut_short_leaves_the_previous_snapshot(kafka: str) -> None:
+    """A snapshot whose write stopped after its first chunk (a crash) is passed over: the
+    reader returns the whole one of the other slot, and nothing for a partition with none."""
+    topic = f"test.snapshots.{uuid.uuid4().hex[:8]}"
+    await apply_topics(kafka, [replace(Topics().snapshots_spec(2), name=topic)])
+    feed, log, _ = history(2, steps=40)
+    state = fresh(feed)
+    for event in log:
+        evolve(state, event)
+    [whole] = snapshots.split(snapshots.capture(state, "t", {0: len(log)}, 1, now()))
+    store = SnapshotStore(kafka, topic, client_id="test-snapshots")
+    await store.start()
+    try:
+        await store.write(whole, 0)
+    finally:
+        await store.stop()
+    newer = replace(whole, offset=len(log) + 5)
+    [first, _] = snapshots.encode(newer, "cut", size=len(whole.transfers) // 2 + 1)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka)
+    await producer.start()
+    try:
+        headers = [(SNAPSHOT_ID, b"cut"), (CHUNKS, b"2"), (OFFSET, str(newer.offset).encode())]
+        await producer.send_and_wait(topic, first, key=b"t/0/1/0", partition=0, headers=headers)
+    finally:
+        await producer.stop()
+    found = await SnapshotStore(kafka, topic, client_id="test-snapshots").read([0, 1])
+    assert found[0].snapshot is not None
+    assert (found[0].slot, found[0].snapshot.offset) == (0, len(log))
+    assert found[0].snapshot.transfers == whole.transfers
+    assert found[1].snapshot is None
