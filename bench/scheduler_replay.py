@@ -243,7 +243,8 @@ async def with_snapshot(
     await fill(bootstrap, topic, first=EVENTS // 4, events=TAIL)
     fresh = SchedulerState()
     start = time.perf_counter()
-    loaded = (await SnapshotStore(bootstrap, store_topic, client_id="bench-load").read([0]))[0]
+    reader = SnapshotStore(bootstrap, store_topic, client_id="bench-load")
+    loaded = (await reader.read(topic, [0]))[0]
     assert loaded.snapshot is not None, loaded.reason
     snapshots.restore(fresh, loaded.snapshot)
     restored = time.perf_counter()

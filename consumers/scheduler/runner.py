@@ -462,7 +462,7 @@ class SchedulerRunner:
         where each partition's replay starts (its snapshot's offset, or 0) and which
         partitions came from a snapshot. A partition without a usable one is replayed whole,
         said in one line."""
-        found = await self._store.read([tp.partition for tp in owned])
+        found = await self._store.read(self._topics.transfers, [tp.partition for tp in owned])
         limits = await bounds(self._bootstrap, owned)
         starts: dict[TopicPartition, int] = {}
         restored: list[int] = []
@@ -491,22 +491,22 @@ class SchedulerRunner:
         return starts, restored
 
     def _snapshot_wait(self) -> float | None:
-        """Seconds until the state is due for a snapshot by time (None: nothing to write, or
-        a write still running, which wakes the decider when it ends)."""
+        """Seconds until the state is due for a snapshot by time (None: nothing to write)."""
         if not self._folded or self._tainted:
-            return None
-        if self._writing is not None and not self._writing.done():
             return None
         return max(0.0, self._captured_at + self._snapshot_interval - time.monotonic())
 
     def _maybe_snapshot(self) -> None:
         """Capture the owned partitions' state when due and start writing it (the decider
         calls this between decisions: every decision evolved so far is published)."""
-        wait = self._snapshot_wait()  # None while a write runs: one at a time
+        if self._writing is not None and not self._writing.done():
+            return  # one write at a time: the next capture waits for it
+        wait = self._snapshot_wait()
         if wait is None or (self._folded < self._snapshot_events and wait > 0):
             return
         taken = self._capture()
-        self._writing = asyncio.create_task(self._write(taken), name="scheduler-snapshot")
+        if taken:
+            self._writing = asyncio.create_task(self._write(taken), name="scheduler-snapshot")
 
     def _capture(self) -> tuple[snapshots.Captured, dict[int, int]]:
         """The state of every owned partition now (references: a few ms for a million
@@ -523,32 +523,27 @@ class SchedulerRunner:
         return captured, slots
 
     async def _write(self, taken: tuple[snapshots.Captured, dict[int, int]]) -> None:
-        """Write the snapshots of a capture. A snapshot is a cache: whatever stops a write is
-        logged and tried again at the next interval, never fatal to the worker."""
         captured, slots = taken
-        try:
-            # sorting entries into partitions reads only the capture: off the loop
-            split = await asyncio.to_thread(snapshots.split, captured)
-            for snap in split:
-                written = await self._store.write(snap, slots[snap.partition])
-                self._wrote(snap, written)
-        except Exception as error:
-            log.warning("writing a scheduler snapshot failed", error=str(error))
-            self._folded = max(self._folded, 1)  # try again at the next interval
-        finally:
-            self._wake.set()  # the decider waits for no snapshot while one is written
-
-    def _wrote(self, snap: snapshots.Snapshot, written: Written) -> None:
-        self.snapshots_written.append(written)
-        log.info(
-            "scheduler snapshot written",
-            partition=written.partition,
-            offset=snap.offset,
-            transfers=written.entries,
-            chunks=written.chunks,
-            bytes=written.bytes,
-            seconds=round(written.seconds, 3),
-        )
+        # sorting entries into partitions reads only the capture: off the loop
+        split = await asyncio.to_thread(snapshots.split, captured)
+        for snap in split:
+            slot = slots[snap.partition]
+            try:
+                written = await self._store.write(snap, slot)
+            except Exception as error:  # a snapshot is a cache: never fatal, tried again later
+                log.warning("writing a scheduler snapshot failed", error=str(error))
+                self._folded = max(self._folded, 1)  # try again at the next interval
+                return
+            self.snapshots_written.append(written)
+            log.info(
+                "scheduler snapshot written",
+                partition=written.partition,
+                offset=snap.offset,
+                transfers=written.entries,
+                chunks=written.chunks,
+                bytes=written.bytes,
+                seconds=round(written.seconds, 3),
+            )
 
     async def _snapshot_on_leaving(self, complete: bool) -> None:
         """On a clean revocation or stop: snapshot the partitions given up, if the state is

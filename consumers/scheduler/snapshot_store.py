@@ -149,8 +149,10 @@ class SnapshotStore:
             time.perf_counter() - started,
         )
 
-    async def read(self, partitions: Sequence[int]) -> dict[int, Loaded]:
-        """The newest usable snapshot of each transfers partition in ``partitions``."""
+    async def read(self, topic: str, partitions: Sequence[int]) -> dict[int, Loaded]:
+        """The newest usable snapshot of each partition in ``partitions`` of the transfers
+        topic ``topic`` (the snapshots of other transfers topics sharing it are skipped)."""
+        prefix = f"{topic}/".encode()
         found: dict[int, Loaded] = {p: Loaded(None, reason="no snapshot") for p in partitions}
         if not partitions:
             return found
@@ -181,7 +183,8 @@ class SnapshotStore:
                 batches = await consumer.getmany(*left, timeout_ms=500, max_records=500)
                 for tp, records in batches.items():
                     for record in records:
-                        self._note(seen[tp.partition], record)
+                        if (record.key or b"").startswith(prefix):
+                            self._note(seen[tp.partition], record)
                 for tp in list(left):
                     if await consumer.position(tp) >= ends[tp]:
                         left.discard(tp)

@@ -197,7 +197,7 @@ async def test_a_write_cut_short_leaves_the_previous_snapshot(kafka: str) -> Non
         await producer.send_and_wait(topic, first, key=b"t/0/1/0", partition=0, headers=headers)
     finally:
         await producer.stop()
-    found = await SnapshotStore(kafka, topic, client_id="test-snapshots").read([0, 1])
+    found = await SnapshotStore(kafka, topic, client_id="test-snapshots").read("t", [0, 1])
     assert found[0].snapshot is not None
     assert (found[0].slot, found[0].snapshot.offset) == (0, len(log))
     assert found[0].snapshot.transfers == whole.transfers
