@@ -116,8 +116,16 @@ def make_app(app_id: str, settings: Settings, **overrides: Any) -> faust.App:
         "web_enabled": False,
         "topic_partitions": settings.topic_partitions,
         "topic_replication_factor": settings.kafka_replication,  # its own topics too
-        "broker_session_timeout": 10.0,
-        "broker_heartbeat_interval": 1.0,
+        # Takeover after a worker dies (SIGKILL, a lost machine) waits for the session timeout;
+        # 6 s is the least a broker accepts by default (group.min.session.timeout.ms). A false
+        # takeover needs 6 s without one heartbeat: they are sent by the consumer's own thread,
+        # which the GIL lets run every 5 ms however busy the loop is, and the scheduler keeps
+        # its long-lived entries out of the cyclic collector (gc.freeze), so only a process
+        # starved of CPU that long (2 cores shared with the broker) misses them; the price of
+        # one is a rebalance, which snapshots make cost seconds. After a clean stop (LeaveGroup)
+        # the others learn of the rebalance at their next heartbeat: every 0.5 s.
+        "broker_session_timeout": 6.0,
+        "broker_heartbeat_interval": 0.5,
         "broker_rebalance_timeout": 20.0,
         "broker_commit_every": 100,
         "broker_commit_interval": 1.0,

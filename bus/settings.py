@@ -259,6 +259,11 @@ class Settings:
     smtp_password_file: Path | None = None  # the password is read from this file, never the env
     mail_from: str = "ecpds@localhost"  # the From: of every mail sent
     janitor_interval: float = 60.0  # seconds between the janitor's sweeps
+    # a scheduler snapshots the state of each partition it owns after this many events or
+    # this many seconds, whichever comes first (consumers/scheduler/snapshots.py): a takeover
+    # then replays at most about that much of the partition's log
+    scheduler_snapshot_events: int = 50_000
+    scheduler_snapshot_interval: float = 300.0
     session_idle: float = 3600.0  # seconds a monitor session may stay unused before it ends
     session_max: float = 12 * 3600.0  # seconds a monitor session lasts at most, used or not
     backup_threads: int = 15  # copies a backup runs at once
@@ -343,6 +348,8 @@ class Settings:
             ),
             mail_from=env.get("ECPDS_MAIL_FROM") or "ecpds@localhost",
             janitor_interval=_seconds(env, "ECPDS_JANITOR_INTERVAL", 60.0),
+            scheduler_snapshot_events=_positive(env, "ECPDS_SCHEDULER_SNAPSHOT_EVENTS", 50_000),
+            scheduler_snapshot_interval=_seconds(env, "ECPDS_SCHEDULER_SNAPSHOT_INTERVAL", 300.0),
             session_idle=_seconds(env, "ECPDS_SESSION_IDLE", 3600.0),
             session_max=_seconds(env, "ECPDS_SESSION_MAX", 12 * 3600.0),
             backup_threads=_positive(env, "ECPDS_BACKUP_THREADS", 15),

@@ -68,6 +68,7 @@ PORTAL = "ecpds.portal"
 NOTIFICATIONS = "ecpds.notifications"
 MOVERS = "ecpds.movers"
 DEADLETTER = "ecpds.deadletter"
+SCHEDULER_SNAPSHOTS = "ecpds.scheduler.snapshots"
 
 DEFAULT_TRANSFER_GROUP = "default"
 
@@ -139,6 +140,16 @@ def catalogue(partitions: int = 4, retention_days: int = 14) -> tuple[TopicSpec,
             DAY_MS,
             ("ecpds.movers",),
             "mover heartbeats and capacity",
+        ),
+        TopicSpec(
+            SCHEDULER_SNAPSHOTS,
+            "transfers topic/partition/slot/chunk",
+            partitions,  # the snapshot of transfers partition p is written to partition p
+            "compact",
+            -1,
+            ("ecpds.scheduler",),
+            "the scheduler's state per transfers partition, a cache of the log"
+            " (schemas/snapshots/, not events)",
         ),
         TopicSpec(
             DEADLETTER,

@@ -27,6 +27,7 @@ from bus.topics import (
     CONFIG,
     MOVERS,
     ORDERS_PREFIX,
+    SCHEDULER_SNAPSHOTS,
     TRANSFERS,
     TopicSpec,
     apply_topics,
@@ -46,6 +47,7 @@ class Topics:
     config: str = CONFIG
     movers: str = MOVERS
     orders_prefix: str = ORDERS_PREFIX
+    snapshots: str = SCHEDULER_SNAPSHOTS
 
     def orders(self, transfer_group: str) -> str:
         """The orders topic of a transfer group."""
@@ -65,6 +67,11 @@ class Topics:
         by_name = {s.name: s for s in catalogue(partitions)}
         pairs = ((TRANSFERS, self.transfers), (CONFIG, self.config), (MOVERS, self.movers))
         return [replace(by_name[default], name=name) for default, name in pairs]
+
+    def snapshots_spec(self, partitions: int) -> TopicSpec:
+        """The declaration of the snapshots topic, under this name."""
+        spec = next(s for s in catalogue(partitions) if s.name == SCHEDULER_SNAPSHOTS)
+        return replace(spec, name=self.snapshots)
 
 
 class OrdersTopics:

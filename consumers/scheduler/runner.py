@@ -7,17 +7,32 @@ worker needs all of them: a ``Feed`` follows them outside the group (configurati
 beginning, heartbeats from two mover timeouts ago: an older one says no more than the
 ``TransferStarted`` the core also takes as a sign of life).
 
-How the state is kept — rebuilt from the log, no tables. On every partition assignment the
-worker builds a fresh ``SchedulerState``: the configuration and the last word of every mover,
-then every event of the ``ecpds.transfers`` partitions it now owns, from the beginning up to
-their current end (``feeds.replay``); ``gc.freeze()`` follows. The log holds the scheduler's
-own past decisions too (``TransferScheduled`` is the twin of every order, requeues, status
-changes, host switches), so attempts, counters, host failures and every due time come back
-exactly: a retry timer is a due time derived from events, not a wall-clock timer, and a restart
-fires it (late, if the restart took longer). This was chosen over faust tables (DESIGN.md §8)
-because it is one code path, has nothing to keep in step and the core's ``evolve`` already
-ignores decisions read back; its cost is a replay proportional to the partitions' retention on
-each rebalance, the thing to revisit (tables of entries + summaries) when that grows too long.
+How the state is kept — a fold of the log, cached in snapshots, no tables. On every partition
+assignment the worker builds a fresh ``SchedulerState``: the configuration and the last word
+of every mover, then, for each partition it now owns, the latest usable snapshot of that
+partition (``snapshots``, read from ``ecpds.scheduler.snapshots`` by ``snapshot_store``)
+and the events after the offset it covers, up to the partition's current end (all of them
+when there is no usable snapshot: missing, corrupt, another schema or partition count, or an
+offset outside the log; said in one line); ``gc.freeze()`` follows. The log holds the
+scheduler's own past decisions too (``TransferScheduled`` is the twin of every order,
+requeues, status changes, host switches), so attempts, counters, host failures and every due
+time come back exactly: a retry timer is a due time derived from events, not a wall-clock
+timer, and a restart fires it (late, if the restart took longer). A snapshot is the same fold
+stopped at an offset (snapshot + tail == full replay, ``tests/scheduler/test_snapshots.py``).
+
+Why snapshots: the whole-partition replay cost ~15 us an event, ~26 minutes per partition at a
+week's retention (``bench/scheduler_replay.py``); with them a takeover costs the state's size
+plus one snapshot interval of events. When: every ``ECPDS_SCHEDULER_SNAPSHOT_EVENTS`` events
+folded or ``ECPDS_SCHEDULER_SNAPSHOT_INTERVAL`` seconds, whichever first, and on a clean
+revocation or stop (bounded by ``SNAPSHOT_ON_STOP_SECONDS``, so the next owner replays only
+what came after). The decider captures between decisions, when every decision evolved into
+the state has been published: the state may lead the log by decisions not read back yet, which
+the tail then holds and ``evolve`` ignores as applied. A state holding decisions abandoned by
+a rebalance (evolved, never published) is never written. The capture copies references (entries
+and summaries are frozen); sorting into partitions runs in a thread, encoding and writing in a
+task, a chunk at a time. Faust tables were not chosen (DESIGN.md §8): a changelog write per
+change doubles the produce traffic of the hot path, and they would be a second store to keep in
+step with a log that already holds the decisions.
 
 The loop (the core's package docstring):
 - the agent takes each event past the replayed offsets and ``evolve``s it, nothing
@@ -30,24 +45,26 @@ The loop (the core's package docstring):
 
 Offset rule: the agent acknowledges an event once it is folded into the state, before the
 decisions it leads to are published. This is safe because the state is not the committed
-offset's to restore: a worker that dies before publishing rebuilds the state from the log
-(which lacks those decisions) and decides them again. Decisions are made only on a complete
-state: never while a rebuild runs. A revocation stops them at once and waits (a few seconds at
-most) for a publish in flight to land, so the next owner's replay includes it; a publish still
-retrying from an older assignment is abandoned, and the next owner decides again. Delivery
-stays at-least-once (a publish that outlives that wait can be decided twice); the movers'
-temporary names keep the visible result exactly-once (DESIGN.md §4).
+offset's to restore: a worker that dies before publishing rebuilds the state from the log and
+the snapshots (which lack those decisions) and decides them again. Decisions are made only on
+a complete state: never while a rebuild runs. A revocation stops them at once and waits (a few
+seconds at most) for a publish in flight to land, so the next owner's replay includes it; a
+publish still retrying from an older assignment is abandoned, and the next owner decides
+again. Delivery stays at-least-once (a publish that outlives that wait can be decided twice);
+the movers' temporary names keep the visible result exactly-once (DESIGN.md §4).
 
 Why this is not ``bus.consumer``'s stage loop: that loop commits a record once its effects are
 durable, one record at a time. Here a record's only effect is a fold into a state rebuilt from
-the log on every assignment, and the decisions it leads to are made later, for many records at
-once, by a task of their own (a timer can decide with no record at all); waiting for them
-before acknowledging would serialise the hot path for nothing the replay does not restore. The
-stage shares the rest: records are read raw (faust's deserializer would crash the agent on a
-bad one) and decoded by ``bus.deadletter.decode_record``; a poison record (undecodable, or a
-type not allowed on the transfers topic) is dead-lettered once for the worker's consumer group
-(the app id) by ``bus.deadletter.dead_letter``, before it is acknowledged, and the agent goes
-on; the replay skips it (``bus.feeds.replay``). Signals are ``bus.consumer.stop_on_signals``.
+the log (and its snapshots) on every assignment, and the decisions it leads to are made
+later, for many records at once, by a task of their own (a timer can decide with no record at
+all); waiting for them before acknowledging would serialise the hot path for nothing the
+replay does not restore. The stage shares the rest: records are read raw (faust's
+deserializer would crash the agent on a bad one) and decoded by
+``bus.deadletter.decode_record``; a poison record (undecodable, or a type not allowed on the
+transfers topic) is dead-lettered once for the worker's consumer group (the app id) by
+``bus.deadletter.dead_letter``, before it is acknowledged, and the agent goes on; the replay
+skips it (``snapshot_store.replay_from``, which reads from an offset as ``bus.feeds.replay``
+reads from the beginning). Signals are ``bus.consumer.stop_on_signals``.
 """
 
 from __future__ import annotations
@@ -57,6 +74,7 @@ import asyncio
 import contextlib
 import functools
 import gc
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -76,11 +94,21 @@ from bus.logging import configure, get_logger
 from bus.publisher import Publisher
 from bus.retry import until_acknowledged
 from bus.settings import Settings
-from bus.topics import CONFIG, MOVERS, ORDERS_PREFIX, TRANSFERS, apply_topics, partition_counts
+from bus.topics import (
+    CONFIG,
+    MOVERS,
+    ORDERS_PREFIX,
+    SCHEDULER_SNAPSHOTS,
+    TRANSFERS,
+    apply_topics,
+    partition_counts,
+)
+from consumers.scheduler import snapshots
 from consumers.scheduler.adapters import OrdersTopics, Topics, place_whole_groups, stored_file
 from consumers.scheduler.core import SchedulerSettings, SchedulerState, decide, evolve, next_due
 from consumers.scheduler.decisions import never_ordered, unstarted
 from consumers.scheduler.placement import groups, whole
+from consumers.scheduler.snapshot_store import Loaded, SnapshotStore, Written, bounds, replay_from
 
 log = get_logger(__name__)
 
@@ -95,6 +123,11 @@ COALESCE_SECONDS = 0.005
 # orders topic once this long has passed: a previous owner's publish in flight has landed
 # (or been abandoned) by then, since a revocation waits QUIESCE_SECONDS for it.
 ORDER_SETTLE = QUIESCE_SECONDS + 2.0
+# How long a clean revocation or stop waits for the snapshots of the partitions it gives up
+# (after QUIESCE_SECONDS: both within the group's 20 s rebalance timeout), so that the next
+# owner replays only what came after them. One that takes longer is abandoned: the previous
+# one (the other slot) stays whole, and the next owner replays a longer tail.
+SNAPSHOT_ON_STOP_SECONDS = 6.0
 
 
 def utcnow() -> datetime:
@@ -143,6 +176,22 @@ class SchedulerRunner:
         self.published = 0
         self.rebuilds = 0
         self.dead_lettered = 0
+        # snapshots (``snapshots``): after ``_snapshot_events`` events folded or
+        # ``_snapshot_interval`` seconds, whichever first, the decider captures the state of
+        # each owned partition (a quick copy of references) and a task writes them
+        self._store = SnapshotStore(self._bootstrap, topics.snapshots, client_id=f"{app_id}-snap")
+        self._snapshot_events = settings.scheduler_snapshot_events
+        self._snapshot_interval = settings.scheduler_snapshot_interval
+        self._folded = 0  # events folded since the last capture
+        self._captured_at = time.monotonic()
+        self._slots: dict[int, int] = {}  # partition -> the slot its last snapshot went to
+        self._writing: asyncio.Task[None] | None = None
+        # decisions evolved into the state but abandoned unpublished (a rebalance): the state
+        # holds what the log does not, so it must not be snapshot until rebuilt
+        self._tainted = False
+        self.snapshots_written: list[Written] = []
+        self.captures: list[float] = []  # seconds the decider spent capturing, each time
+        self.last_rebuild: dict[str, Any] = {}  # how the last rebuild went (tests, bench)
         # heartbeats older than two timeouts say nothing more than the transfers' own
         # TransferStarted (which the core takes as a sign of life too): skip them at start
         since = {topics.movers: clock() - 2 * self._scheduler.mover_timeout}
@@ -184,6 +233,7 @@ class SchedulerRunner:
                 if start is not None and message.offset >= start:
                     self._apply(self.state, value)
                     self._live_from[tp] = message.offset + 1
+                    self._folded += 1
                 # an order's twin read back takes a slot, never frees one: nothing to decide
                 if type(value) is not TransferScheduled:
                     self._wake.set()
@@ -227,6 +277,10 @@ class SchedulerRunner:
         await self._publisher.start()
         counts = await partition_counts(self._bootstrap, [self._topics.transfers])
         self._partitions = counts.get(self._topics.transfers, self._partitions)
+        # the snapshot of transfers partition p goes to partition p: as many partitions
+        spec = self._topics.snapshots_spec(max(self._partitions, self._settings.topic_partitions))
+        await apply_topics(self._bootstrap, [spec], replication=self._settings.kafka_replication)
+        await self._store.start()
         await self._feed.start()
         await self._feed.ready()
         self._regroup()
@@ -234,11 +288,14 @@ class SchedulerRunner:
         await self.app.start()
 
     async def stop(self) -> None:
-        """Stop deciding first (nothing half-published), then consuming, then the rest."""
+        """Stop deciding first (nothing half-published), snapshot the owned partitions, then
+        stop consuming, then the rest."""
+        complete = self._ready.is_set()
         self._ready.clear()
         self._generation += 1
         await self._quiesce()
-        for task in (self._decider, self._rebuild_task, self._orders_check):
+        await self._snapshot_on_leaving(complete)
+        for task in (self._decider, self._rebuild_task, self._orders_check, self._writing):
             if task is not None:
                 task.cancel()
                 # a decider that died has said so through ``wait``: stopping goes on
@@ -247,6 +304,7 @@ class SchedulerRunner:
         await self.app.stop()
         await self._feed.stop()
         await self._publisher.stop()
+        await self._store.stop()
 
     async def wait(self) -> None:
         """Return (raising its error) only if the decider ended: a bug, fatal to the worker."""
@@ -310,11 +368,14 @@ class SchedulerRunner:
         thread.thread_loop.call_soon_threadsafe(rejoin)
 
     async def _on_revoked(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
-        # stop deciding at once; the next owner replays the log once this returns (an eager
-        # rebalance assigns nothing before every member has handled its revocation)
+        # stop deciding at once; the next owner rebuilds once this returns (an eager
+        # rebalance assigns nothing before every member has handled its revocation), from the
+        # snapshots written here when the state may be written
+        complete = self._ready.is_set()
         self._ready.clear()
         self._generation += 1
         await self._quiesce()
+        await self._snapshot_on_leaving(complete)
 
     async def _on_assigned(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         assigned = args[0]  # faust sends (app, assigned: set[TP])
@@ -331,10 +392,12 @@ class SchedulerRunner:
         self._rebuild_task = asyncio.create_task(self._rebuild(owned), name="scheduler-rebuild")
 
     async def _rebuild(self, owned: list[TopicPartition]) -> None:
-        """A fresh state: configuration, movers, then the owned partitions replayed; a failed
-        replay is started again from scratch (never decide on a partial state)."""
+        """A fresh state: configuration, movers, the latest usable snapshot of each owned
+        partition, then the events after it (the whole partition when it has none); a failed
+        rebuild is started again from scratch (never decide on a partial state)."""
         delay = 0.5
         while True:
+            started = time.perf_counter()
             state = SchedulerState()
             for event in self._config_log:
                 evolve(state, event)
@@ -342,8 +405,10 @@ class SchedulerRunner:
                 evolve(state, event)
             self._building = state
             try:
-                ends = await replay(
-                    self._bootstrap, owned, functools.partial(self._apply, state), self._specs
+                starts, restored = await self._restore(state, owned)
+                loaded = time.perf_counter()
+                ends, replayed = await replay_from(
+                    self._bootstrap, starts, functools.partial(self._apply, state), self._specs
                 )
                 break
             except TransientError as error:
@@ -354,7 +419,17 @@ class SchedulerRunner:
                 self._building = None
         state.drain_changes()  # nothing is written back: the log is the state
         self.state = state
+        self._tainted = False
         self._live_from = {(tp.topic, tp.partition): end for tp, end in ends.items()}
+        # the tail is not in any snapshot yet: a long one makes the first capture due at once
+        self._folded, self._captured_at = replayed, time.monotonic()
+        self.last_rebuild = {
+            "partitions": [tp.partition for tp in owned],
+            "from_snapshot": restored,
+            "snapshot_s": round(loaded - started, 3),
+            "tail_events": replayed,
+            "tail_s": round(time.perf_counter() - loaded, 3),
+        }
         # the previous state was frozen too: let the collector see it once, then freeze the new
         gc.unfreeze()
         gc.collect()
@@ -369,9 +444,9 @@ class SchedulerRunner:
             return
         log.info(
             "scheduler state rebuilt",
-            partitions=[tp.partition for tp in owned],
             transfers=len(state.transfers),
             destinations=len(state.destinations),
+            **self.last_rebuild,
         )
         self._ready.set()
         self._wake.set()
@@ -379,6 +454,111 @@ class SchedulerRunner:
             self._orders_check.cancel()
         check = self._check_orders(self._generation, self._clock())
         self._orders_check = asyncio.create_task(check, name="scheduler-orders-check")
+
+    async def _restore(
+        self, state: SchedulerState, owned: list[TopicPartition]
+    ) -> tuple[dict[TopicPartition, int], list[int]]:
+        """Fold into ``state`` the latest usable snapshot of each owned partition; returns
+        where each partition's replay starts (its snapshot's offset, or 0) and which
+        partitions came from a snapshot. A partition without a usable one is replayed whole,
+        said in one line."""
+        found = await self._store.read(self._topics.transfers, [tp.partition for tp in owned])
+        limits = await bounds(self._bootstrap, owned)
+        starts: dict[TopicPartition, int] = {}
+        restored: list[int] = []
+        refused: dict[int, str] = {}
+        for tp in owned:
+            loaded = found.get(tp.partition, Loaded(None, reason="no snapshot"))
+            snap, reason = loaded.snapshot, loaded.reason
+            first, end = limits[tp]
+            if snap is not None:
+                if snap.topic != tp.topic:
+                    reason = f"taken of topic {snap.topic}"
+                elif snap.partitions != self._partitions:
+                    reason = f"taken with {snap.partitions} partitions, not {self._partitions}"
+                elif not first <= snap.offset <= end:
+                    reason = f"its offset {snap.offset} is outside the log's {first}..{end}"
+                else:
+                    snapshots.restore(state, snap)
+                    starts[tp] = snap.offset
+                    restored.append(tp.partition)
+                    self._slots[tp.partition] = loaded.slot
+                    continue
+            starts[tp] = 0
+            refused[tp.partition] = reason
+        if refused:
+            log.info("no usable snapshot: replaying from the beginning", partitions=refused)
+        return starts, restored
+
+    def _snapshot_wait(self) -> float | None:
+        """Seconds until the state is due for a snapshot by time (None: nothing to write)."""
+        if not self._folded or self._tainted:
+            return None
+        return max(0.0, self._captured_at + self._snapshot_interval - time.monotonic())
+
+    def _maybe_snapshot(self) -> None:
+        """Capture the owned partitions' state when due and start writing it (the decider
+        calls this between decisions: every decision evolved so far is published)."""
+        if self._writing is not None and not self._writing.done():
+            return  # one write at a time: the next capture waits for it
+        wait = self._snapshot_wait()
+        if wait is None or (self._folded < self._snapshot_events and wait > 0):
+            return
+        taken = self._capture()
+        if taken:
+            self._writing = asyncio.create_task(self._write(taken), name="scheduler-snapshot")
+
+    def _capture(self) -> tuple[snapshots.Captured, dict[int, int]]:
+        """The state of every owned partition now (references: a few ms for a million
+        entries), with the slot each partition's snapshot goes to."""
+        started = time.perf_counter()
+        offsets = {p: end for (topic, p), end in self._live_from.items()}
+        captured = snapshots.capture(
+            self.state, self._topics.transfers, offsets, self._partitions, self._clock()
+        )
+        self.captures.append(time.perf_counter() - started)
+        self._folded, self._captured_at = 0, time.monotonic()
+        slots = {p: 1 - self._slots.get(p, 1) for p in offsets}
+        self._slots.update(slots)
+        return captured, slots
+
+    async def _write(self, taken: tuple[snapshots.Captured, dict[int, int]]) -> None:
+        captured, slots = taken
+        # sorting entries into partitions reads only the capture: off the loop
+        split = await asyncio.to_thread(snapshots.split, captured)
+        for snap in split:
+            slot = slots[snap.partition]
+            try:
+                written = await self._store.write(snap, slot)
+            except Exception as error:  # a snapshot is a cache: never fatal, tried again later
+                log.warning("writing a scheduler snapshot failed", error=str(error))
+                self._folded = max(self._folded, 1)  # try again at the next interval
+                return
+            self.snapshots_written.append(written)
+            log.info(
+                "scheduler snapshot written",
+                partition=written.partition,
+                offset=snap.offset,
+                transfers=written.entries,
+                chunks=written.chunks,
+                bytes=written.bytes,
+                seconds=round(written.seconds, 3),
+            )
+
+    async def _snapshot_on_leaving(self, complete: bool) -> None:
+        """On a clean revocation or stop: snapshot the partitions given up, if the state is
+        whole and holds nothing unpublished, and wait (bounded) for it to be written."""
+        if not complete or self._tainted or not self._idle.is_set() or not self._live_from:
+            return
+        try:
+            async with asyncio.timeout(SNAPSHOT_ON_STOP_SECONDS):
+                if self._writing is not None and not self._writing.done():
+                    await asyncio.shield(self._writing)  # one write at a time, slots alternate
+                if self._folded:
+                    self._writing = asyncio.create_task(self._write(self._capture()))
+                    await asyncio.shield(self._writing)
+        except TimeoutError:
+            log.warning("the snapshot on leaving took too long: the next owner replays more")
 
     async def _check_orders(self, generation: int, rebuilt: datetime) -> None:
         """Find the attempts of the rebuilt state recorded as scheduled whose order is not in
@@ -432,6 +612,7 @@ class SchedulerRunner:
     async def _decide_loop(self) -> None:
         while True:
             await self._ready.wait()
+            self._maybe_snapshot()
             now = self._clock()
             due = next_due(self.state, now, self._scheduler)
             lost_generation, lost = self._never_ordered
@@ -439,6 +620,9 @@ class SchedulerRunner:
                 self._never_ordered, lost = (0, set()), set()  # found for another state
             if (due is None or due > now) and not lost:
                 timeout = None if due is None else (due - now).total_seconds()
+                snapshot = self._snapshot_wait()  # a quiet partition is snapshot on time too
+                if snapshot is not None and (timeout is None or snapshot < timeout):
+                    timeout = snapshot
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout)
                     await asyncio.sleep(COALESCE_SECONDS)
@@ -471,6 +655,7 @@ class SchedulerRunner:
         while True:
             if generation != self._generation:
                 log.warning("decisions abandoned after a rebalance", count=len(items))
+                self._tainted = True  # evolved, never published: no snapshot of this state
                 return
             try:
                 await self._orders_topics.ensure({topic for topic, _, _ in items})
@@ -488,9 +673,10 @@ class SchedulerRunner:
 async def serve(settings: Settings, app_id: str, topics: Topics) -> None:
     """Run one scheduler worker until SIGTERM, SIGINT or SIGHUP (its input topics are created
     if missing)."""
+    partitions = settings.topic_partitions
     await apply_topics(
         settings.kafka_bootstrap,
-        topics.inputs(settings.topic_partitions),
+        [*topics.inputs(partitions), topics.snapshots_spec(partitions)],
         replication=settings.kafka_replication,
     )
     runner = SchedulerRunner(settings, app_id=app_id, topics=topics)
@@ -519,8 +705,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--config", default=CONFIG, help="configuration topic")
     parser.add_argument("--movers", default=MOVERS, help="mover heartbeats topic")
     parser.add_argument("--orders-prefix", default=ORDERS_PREFIX, help="orders topics prefix")
+    parser.add_argument("--snapshots", default=SCHEDULER_SNAPSHOTS, help="state snapshots topic")
     args = parser.parse_args(argv)
-    topics = Topics(args.transfers, args.config, args.movers, args.orders_prefix)
+    topics = Topics(args.transfers, args.config, args.movers, args.orders_prefix, args.snapshots)
     settings = Settings.from_env()
     configure(settings)
     run(serve(settings, args.app_id, topics))

@@ -162,6 +162,7 @@ class DestinationRuntime:
         "rescheduled",
         "running",
         "staging_due",
+        "started",
         "summary",
     )
 
@@ -195,6 +196,10 @@ class DestinationRuntime:
         # the summary's recovered_at once no delayed transfer predates it (housekeeping)
         self.rescheduled: datetime | None = None
         self.idle_due: datetime | None = None  # when a held EXEC may turn WAIT (a timer)
+        # when each mover last started an attempt here (``TransferStarted``): what this
+        # destination's own events say of the movers' liveness, which a snapshot of its
+        # partition must carry (``snapshots``) for ``movers`` to come back as a replay makes it
+        self.started: dict[str, datetime] = {}
 
 
 class SchedulerState:

@@ -144,7 +144,10 @@ def _scheduled(state: SchedulerState, ev: TransferScheduled | TransferOrdered) -
 
 @_on(TransferStarted)
 def _started(state: SchedulerState, ev: TransferStarted) -> None:
-    state.movers[ev.mover_id] = max(state.movers.get(ev.mover_id, GONE), ev.envelope.occurred_at)
+    at = ev.envelope.occurred_at
+    state.movers[ev.mover_id] = max(state.movers.get(ev.mover_id, GONE), at)
+    seen = state.runtime(ev.destination).started
+    seen[ev.mover_id] = max(seen.get(ev.mover_id, GONE), at)
     e = _current(state, ev.transfer_id, ev.attempt)
     if e is not None and e.running:
         _touch(state, e, ev, mover_id=ev.mover_id)
