@@ -67,6 +67,7 @@ ORDERS_PREFIX = "ecpds.orders."
 PORTAL = "ecpds.portal"
 NOTIFICATIONS = "ecpds.notifications"
 MOVERS = "ecpds.movers"
+PRODUCTS = "ecpds.products"
 DEADLETTER = "ecpds.deadletter"
 
 DEFAULT_TRANSFER_GROUP = "default"
@@ -139,6 +140,15 @@ def catalogue(partitions: int = 4, retention_days: int = 14) -> tuple[TopicSpec,
             DAY_MS,
             ("ecpds.movers",),
             "mover heartbeats and capacity",
+        ),
+        TopicSpec(
+            PRODUCTS,
+            "stream/time/step/type",
+            partitions,
+            "delete",
+            keep,
+            ("ecpds.products",),
+            "product generation status, late products and late transfers",
         ),
         TopicSpec(
             DEADLETTER,

@@ -367,8 +367,10 @@ DESTINATION: Mapping[str, Check] = MappingProxyType({
     "scheduler.requeuepattern": regex,
     "scheduler.requeueignore": regex,
     **dict.fromkeys(DESTINATION_MAIL, text),
+    "monitor.target": duration,  # products delivered by this long after their base time
 })  # fmt: skip
-"""Destination properties read by the stages (``consumers/scheduler``, ``consumers/mailer``)."""
+"""Destination properties read by the stages (``consumers/scheduler``, ``consumers/mailer``,
+the timeliness watcher and grid: ``monitor.target``)."""
 
 ACQUISITION_PREFIX = "acquisition."
 ECTRANS_PREFIX = "ectrans."
