@@ -12,15 +12,21 @@ before anything is published.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from bus.events import envelope
 from bus.events.products import ProductStatus, ProductStatusChanged
-from bus.publisher import Publisher
 from bus.requests import MAX_NAME, Invalid
 from bus.timeliness import ProductKey
 from bus.topics import PRODUCTS
 
 MAX_FIELD = 255  # OpenECPDS's metadata value limit
+
+
+class Publishes(Protocol):
+    """What publishes an event (``bus.publisher.Publisher``, the monitor's ``Actions``)."""
+
+    async def publish(self, topic: str, key: str, event: Any) -> object: ...
 
 
 def product_key(stream: object, time: object, step: object, type_: object) -> ProductKey:
@@ -93,7 +99,7 @@ def product_status_event(
 
 
 async def publish_product_status(
-    publisher: Publisher,
+    publisher: Publishes,
     product: ProductKey,
     status: ProductStatus,
     *,
@@ -102,7 +108,8 @@ async def publish_product_status(
     at: datetime | None = None,
     topic: str = PRODUCTS,
 ) -> ProductStatusChanged:
-    """Publish a product's status change (``at`` default: now) and return the event."""
+    """Publish a product's status change (``at`` default: now) on ``topic``, keyed by the
+    product, once the broker acknowledged it; the event."""
     event = product_status_event(
         product, status, actor=actor, source=source, at=at or datetime.now(UTC)
     )

@@ -216,7 +216,7 @@ def routes(state: Any, render: Render, signed_in: Guard) -> list[BaseRoute]:
             product=product,
             page=number,
             more=len(found.destinations) == PAGE,
-            status=await state.queries.rows(_STATUS),
+            statuses=await state.queries.rows(_STATUS),
         )
 
     async def cell_page(request: Request, user: Any) -> Response:
