@@ -354,7 +354,14 @@ SCHEME_MODULES: Mapping[str, tuple[str, tuple[str, ...]]] = MappingProxyType({
 (``protocols.location.MODULE_PREFIXES``; ``bus`` may not import ``protocols``)."""
 
 HOST_MAIL = ("mail.to", "mail.onSuccess", "mail.onError", "mail.notifyOnce")
-DESTINATION_MAIL = ("mail.to", "mail.onStart", "mail.onEnd", "mail.onError", "mail.onUpdate")
+DESTINATION_MAIL = (
+    "mail.to",
+    "mail.onStart",
+    "mail.onEnd",
+    "mail.onError",
+    "mail.onUpdate",
+    "mail.onLate",  # a TransferLate of the destination (the timeliness watcher)
+)
 
 HOST_STAGES: Mapping[str, Check] = MappingProxyType(
     {"upload.rateThrottling": rate, **dict.fromkeys(HOST_MAIL, text)}
