@@ -147,8 +147,8 @@ FILL = [
     """INSERT INTO product_transfers (transfer_id, destination, product, base_time,
            arrived_at, delivered_at, status)
        SELECT 't-' || i || '-' || p || '-' || k, 'dest-' || lpad(i::text, 4, '0'),
-              's' || p || '/00/24/fc', b, b + (60 + (i + p + k) % 13) * interval '1 min',
-              b + (90 + (i * 7 + p + k) % 40) * interval '1 min', 'DONE'
+              's' || p || '/00/24/fc', b, b + (60 + (i + p + k) %% 13) * interval '1 min',
+              b + (90 + (i * 7 + p + k) %% 40) * interval '1 min', 'DONE'
          FROM generate_series(0, %(d)s - 1) i, generate_series(0, %(p)s - 1) p,
               generate_series(0, %(days)s - 1) k,
               LATERAL (SELECT %(today)s - k * interval '1 day' AS b) c""",
