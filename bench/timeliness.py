@@ -188,7 +188,13 @@ def grid(destinations: int, products: int, seconds: int) -> dict[str, Any]:
         script = var / "p95.lua"
         script.write_text(LUA)
         port = free_port()
-        env = {**os.environ, **s.infra_env(), "ECPDS_VAR": str(var), "ECPDS_LOG_LEVEL": "WARNING"}
+        env = {
+            **os.environ,
+            **s.infra_env(),
+            "ECPDS_VAR": str(var),
+            "ECPDS_PG_DSN": s.pg_dsn,  # its password file stays where the cluster's is
+            "ECPDS_LOG_LEVEL": "WARNING",
+        }
         server = subprocess.Popen(
             [sys.executable, "-m", "projections.monitor.runner", "--schema", SCHEMA,
              "--port", str(port)],
@@ -196,7 +202,7 @@ def grid(destinations: int, products: int, seconds: int) -> dict[str, Any]:
         )  # fmt: skip
         try:
             base = f"http://127.0.0.1:{port}"
-            for _ in range(100):
+            for _ in range(300):
                 try:
                     urllib.request.urlopen(f"{base}/static/monitor.css", timeout=1)  # noqa: S310
                     break

@@ -40,9 +40,15 @@ Topic = Annotated[str, typer.Option("--products-topic", hidden=True, help="produ
 SOURCE = "cli"
 
 
-def _set(status: ProductStatus, stream: str, time: str, step: str, kind: str, at: str | None,
-         as_json: bool, topic: str) -> None:  # fmt: skip
-    product = run_sync(lambda: product_key(stream, time, step, kind))
+def _set(
+    status: ProductStatus,
+    product: tuple[str, str, str, str],
+    at: str | None,
+    as_json: bool,
+    topic: str,
+) -> None:
+    """Publish ``status`` for the product (stream, time, step, type) named on the line."""
+    key = run_sync(lambda: product_key(*product))
     when = run_sync(lambda: parse_at(at, datetime.now(UTC)))
 
     async def publish() -> None:
@@ -50,13 +56,13 @@ def _set(status: ProductStatus, stream: str, time: str, step: str, kind: str, at
         operator(found)  # refused (exit 2) before anything is published
         async with Publisher(found.kafka_bootstrap, client_id="ecpds-cli") as publisher:
             event = await publish_product_status(
-                publisher, product, status, actor=actor(), source=SOURCE, at=when, topic=topic
+                publisher, key, status, actor=actor(), source=SOURCE, at=when, topic=topic
             )
         if as_json:
             print(orjson.dumps(codec.to_json(event)).decode())
         else:
             console.print(
-                f"{product.text()}: {status.value.lower()} at {event.at:%Y-%m-%d %H:%M:%S}Z"
+                f"{key.text()}: {status.value.lower()} at {event.at:%Y-%m-%d %H:%M:%S}Z"
                 f" [dim]{event.envelope.event_id}[/dim]"
             )
 
@@ -73,7 +79,7 @@ def _command(status: ProductStatus, doc: str) -> None:
         as_json: Json = False,
         topic: Topic = PRODUCTS,
     ) -> None:
-        _set(status, stream, time, step, type_, at, as_json, topic)
+        _set(status, (stream, time, step, type_), at, as_json, topic)
 
     command.__doc__ = doc
     product_app.command(status.value.lower())(command)
