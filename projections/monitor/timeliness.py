@@ -45,8 +45,8 @@ class Cycle:
     """One cycle of a product at a destination, as the read models have it."""
 
     base: datetime
-    arrived: datetime | None
-    delivered: datetime | None  # the last file delivered (when all are)
+    arrived: float | None  # seconds after the base: the first file queued
+    delivered: float | None  # seconds after the base: the last file delivered
     files: int
     done: int
     failed: int
@@ -88,10 +88,8 @@ class Grid:
 
 def _predictions(history: Sequence[Cycle]) -> tuple[Prediction | None, Prediction | None]:
     """Arrival and transfer predictions from past cycles (a transfer counts once complete)."""
-    arrivals = [(c.arrived - c.base).total_seconds() for c in history if c.arrived]
-    deliveries = [
-        (c.delivered - c.base).total_seconds() for c in history if c.delivered and c.done == c.files
-    ]
+    arrivals = [c.arrived for c in history if c.arrived is not None]
+    deliveries = [c.delivered for c in history if c.delivered is not None and c.done == c.files]
     return predict(arrivals[-WINDOW:]), predict(deliveries[-WINDOW:])
 
 
@@ -113,16 +111,13 @@ def cell(
         shown, history = last, cycles[:-1]
     arrival_p, transfer_p = _predictions(history)
     in_cycle = (now - shown.base).total_seconds()
-    arrived = (shown.arrived - shown.base).total_seconds() if shown.arrived else None
     complete = shown.files > 0 and shown.done == shown.files
-    delivered = (
-        (shown.delivered - shown.base).total_seconds() if shown.delivered and complete else None
-    )
+    delivered = shown.delivered if complete else None
     return Cell(
         destination,
         product,
         shown.base,
-        classify(arrived, arrival_p, now=in_cycle),
+        classify(shown.arrived, arrival_p, now=in_cycle),
         classify(delivered, transfer_p, target=target_s, now=in_cycle),
         shown.files,
         shown.done,
@@ -139,12 +134,17 @@ def grid(
     targets: Mapping[str, float | None],
     now: datetime,
 ) -> Grid:
-    """The grid from the cycle rows (ordered by destination, product, base time)."""
+    """The grid from one row per cell: its cycles as arrays in base time order (bases in
+    epoch seconds, arrival and delivery in seconds after the base: floats decode fast)."""
     by_cell: dict[tuple[str, str], list[Cycle]] = {}
     for r in rows:
-        by_cell.setdefault((r["destination"], r["product"]), []).append(
-            Cycle(r["base_time"], r["arrived"], r["delivered"], r["files"], r["done"], r["failed"])
-        )
+        by_cell[(r["destination"], r["product"])] = [
+            Cycle(datetime.fromtimestamp(b, UTC), a, d, n, ok, bad)
+            for b, a, d, n, ok, bad in zip(
+                r["bases"], r["arrived"], r["delivered"], r["files"], r["done"], r["failed"],
+                strict=True,
+            )
+        ]  # fmt: skip
     cells = {
         key: cell(key[0], key[1], cycles, targets.get(key[0]), now)
         for key, cycles in by_cell.items()
@@ -158,13 +158,19 @@ _DESTINATIONS = (
     " WHERE NOT removed AND (%s = '' OR name ILIKE %s) ORDER BY name LIMIT %s OFFSET %s"
 )
 _CYCLES = (
-    "SELECT destination, product, base_time, min(arrived_at) AS arrived,"
+    "SELECT destination, product,"
+    " array_agg(extract(epoch FROM base_time)::float8 ORDER BY base_time) AS bases,"
+    " array_agg(extract(epoch FROM arrived - base_time)::float8 ORDER BY base_time) AS arrived,"
+    " array_agg(extract(epoch FROM delivered - base_time)::float8 ORDER BY base_time)"
+    " AS delivered, array_agg(files ORDER BY base_time) AS files,"
+    " array_agg(done ORDER BY base_time) AS done, array_agg(failed ORDER BY base_time) AS failed"
+    " FROM (SELECT destination, product, base_time, min(arrived_at) AS arrived,"
     " max(delivered_at) AS delivered, count(*)::int AS files,"
     " (count(*) FILTER (WHERE status = 'DONE'))::int AS done,"
     " (count(*) FILTER (WHERE status IN ('FAIL', 'STOP')))::int AS failed"
     " FROM product_transfers WHERE destination = ANY(%s) AND base_time >= %s"
-    " AND (%s = '' OR product ILIKE %s)"
-    " GROUP BY destination, product, base_time ORDER BY destination, product, base_time"
+    " AND (%s = '' OR product ILIKE %s) GROUP BY destination, product, base_time) c"
+    " GROUP BY destination, product"
 )
 _CELL = (
     "SELECT p.transfer_id, p.base_time, p.arrived_at, p.delivered_at, p.status,"
