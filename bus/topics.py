@@ -67,6 +67,7 @@ ORDERS_PREFIX = "ecpds.orders."
 PORTAL = "ecpds.portal"
 NOTIFICATIONS = "ecpds.notifications"
 MOVERS = "ecpds.movers"
+PRODUCTS = "ecpds.products"
 DEADLETTER = "ecpds.deadletter"
 SCHEDULER_SNAPSHOTS = "ecpds.scheduler.snapshots"
 
@@ -150,6 +151,15 @@ def catalogue(partitions: int = 4, retention_days: int = 14) -> tuple[TopicSpec,
             ("ecpds.scheduler",),
             "the scheduler's state per transfers partition, a cache of the log"
             " (schemas/snapshots/, not events)",
+        ),
+        TopicSpec(
+            PRODUCTS,
+            "stream/time/step/type",
+            partitions,
+            "delete",
+            keep,
+            ("ecpds.products",),
+            "product generation status, late products and late transfers",
         ),
         TopicSpec(
             DEADLETTER,

@@ -21,6 +21,7 @@ from cli import events as events_cli
 from cli import openecpds, supervisor
 from cli.accounts import token_app, web_app
 from cli.config import config_app, destination_app, host_app, user_app
+from cli.products import product_app
 from cli.put import put_command
 from cli.requests import transfer_app
 from cli.terminal import AsJson, console, listing
@@ -50,6 +51,7 @@ app.add_typer(projections_app, name="projections")
 app.add_typer(destination_app, name="destination")
 app.add_typer(host_app, name="host")
 app.add_typer(transfer_app, name="transfer")
+app.add_typer(product_app, name="product")
 app.add_typer(user_app, name="user")
 user_app.add_typer(web_app, name="web")
 app.add_typer(token_app, name="token")

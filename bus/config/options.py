@@ -355,7 +355,14 @@ SCHEME_MODULES: Mapping[str, tuple[str, tuple[str, ...]]] = MappingProxyType({
 (``protocols.location.MODULE_PREFIXES``; ``bus`` may not import ``protocols``)."""
 
 HOST_MAIL = ("mail.to", "mail.onSuccess", "mail.onError", "mail.notifyOnce")
-DESTINATION_MAIL = ("mail.to", "mail.onStart", "mail.onEnd", "mail.onError", "mail.onUpdate")
+DESTINATION_MAIL = (
+    "mail.to",
+    "mail.onStart",
+    "mail.onEnd",
+    "mail.onError",
+    "mail.onUpdate",
+    "mail.onLate",  # a TransferLate of the destination (the timeliness watcher)
+)
 
 HOST_STAGES: Mapping[str, Check] = MappingProxyType(
     {"upload.rateThrottling": rate, **dict.fromkeys(HOST_MAIL, text)}
@@ -369,9 +376,11 @@ DESTINATION: Mapping[str, Check] = MappingProxyType({
     "scheduler.requeueignore": regex,
     **dict.fromkeys(DESTINATION_MAIL, text),
     **wis2.CHECKS,
+    "monitor.target": duration,  # products delivered by this long after their base time
 })  # fmt: skip
 """Destination properties read by the stages (``consumers/scheduler``, ``consumers/mailer``,
-``consumers/notifier``: ``wis2.*``, read by ``bus.config.wis2``)."""
+``consumers/notifier``: ``wis2.*``, read by ``bus.config.wis2``; the timeliness watcher and
+grid: ``monitor.target``)."""
 
 ACQUISITION_PREFIX = "acquisition."
 ECTRANS_PREFIX = "ectrans."

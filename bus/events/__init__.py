@@ -24,6 +24,7 @@ from bus.events import (
     notifications,
     orders,
     portal,
+    products,
     requests,
     transfers,
 )
@@ -42,6 +43,7 @@ _MODULES = (
     notifications,
     movers,
     deadletter,
+    products,
 )
 
 EVENT_TYPES: Mapping[str, type[Event]] = MappingProxyType(

@@ -9,7 +9,9 @@ Rules (ECPDS-REFERENCE §2.5 "Email"), from the destination's ``properties`` and
 - ``TransferFailed`` -> the destination's ``mail.to`` if ``mail.onError``, and the host's
   ``mail.to`` if ``mail.onError``; with ``mail.notifyOnce``, a host that was sent an error mail
   gets no other one until a transfer through it succeeds again;
-- ``DestinationStatusChanged`` -> the destination's ``mail.to`` if ``mail.onUpdate``.
+- ``DestinationStatusChanged`` -> the destination's ``mail.to`` if ``mail.onUpdate``;
+- ``TransferLate`` (``ecpds.products``, from the timeliness watcher) -> the destination's
+  ``mail.to`` if ``mail.onLate``.
 
 Success and failure events do not carry the target: it is remembered from the transfer's
 ``TransferQueued`` (earlier on the same partition, the topic being keyed by destination),
@@ -37,6 +39,7 @@ from bus.config.view import ConfigView
 from bus.events import Envelope, Event
 from bus.events.config import Host
 from bus.events.notifications import MailFailed
+from bus.events.products import TransferLate
 from bus.events.transfers import (
     DestinationStatusChanged,
     TransferFailed,
@@ -130,6 +133,8 @@ def decide(state: MailerState, view: ConfigView, event: Event) -> tuple[Mail, ..
             return mails + _host(view, event.host_id, "onError", event, text)
         case DestinationStatusChanged():
             return _destination(view, event.destination, "onUpdate", event, _status(event))
+        case TransferLate():
+            return _destination(view, event.destination, "onLate", event, _late(event))
     return ()
 
 
@@ -284,3 +289,28 @@ def refused(
         error_class=error_class,
         message=mask(reason),
     )
+
+
+def _late(e: TransferLate) -> Text:
+    product = f"{e.stream}/{e.time}/{e.step}/{e.type}"
+    what = "arrival" if e.measure.value == "ARRIVAL" else "transfer"
+    lateness = e.lateness.value.replace("_", " ").lower()
+    subject = f"{PREFIX} {e.destination}: {product} {what} {lateness}"
+    pairs: list[tuple[str, object]] = [
+        ("Destination", e.destination),
+        ("Product", product),
+        ("Cycle (UTC)", e.base_time.strftime("%Y-%m-%d %H:%M")),
+        ("Measure", what),
+        ("Lateness", lateness),
+        ("Predicted (UTC)", e.predicted_at.strftime("%Y-%m-%d %H:%M:%S")),
+        ("Late by", f"{e.late_by_ms // 60000} min"),
+    ]
+    if e.target_at is not None:
+        pairs.append(("Target (UTC)", e.target_at.strftime("%Y-%m-%d %H:%M:%S")))
+    if e.observed_at is not None:
+        pairs.append(("Observed (UTC)", e.observed_at.strftime("%Y-%m-%d %H:%M:%S")))
+    else:
+        pairs.append(("Observed", "not yet"))
+    if e.transfer_id is not None:
+        pairs.append(("Transfer id", e.transfer_id))
+    return subject, subject, _lines(pairs)

@@ -1,5 +1,5 @@
-"""The mailer: ``ecpds.transfers`` -> decide mails -> deliver; a stage of the kit (``bus.stage``:
-its docstring has the commit rule).
+"""The mailer: ``ecpds.transfers`` and ``ecpds.products`` -> decide mails -> deliver; a stage
+of the kit (``bus.stage``: its docstring has the commit rule).
 
 Mails are sent over SMTP when ``ECPDS_SMTP_URL`` is set (``ECPDS_SMTP_USER``, password read
 from ``ECPDS_SMTP_PASSWORD_FILE``, sender ``ECPDS_MAIL_FROM``). Without it (the embedded
@@ -39,7 +39,7 @@ from bus.logging import get_logger
 from bus.retry import RetryPolicy
 from bus.settings import Settings
 from bus.stage import Publish, Received, Stage, main, until_signalled
-from bus.topics import DEADLETTER, NOTIFICATIONS, TRANSFERS
+from bus.topics import DEADLETTER, NOTIFICATIONS, PRODUCTS, TRANSFERS
 from consumers.mailer import core
 from consumers.mailer.delivery import OutboxTransport, SmtpServer, SmtpTransport, message
 from consumers.mailer.ports import DeliveryError, Transport
@@ -129,6 +129,7 @@ def mailer_stage(
     transfers_topic: str = TRANSFERS,
     notifications_topic: str = NOTIFICATIONS,
     deadletter_topic: str = DEADLETTER,
+    products_topic: str | None = None,  # lateness events (``serve`` reads ecpds.products)
     group_id: str = GROUP,
     start_at: Literal["earliest", "latest"] = "latest",
     retry: RetryPolicy | None = None,
@@ -141,7 +142,7 @@ def mailer_stage(
     return Stage(
         mailer,
         bootstrap=bootstrap,
-        topics=[transfers_topic],
+        topics=[transfers_topic, *([products_topic] if products_topic else [])],
         group_id=group_id,
         source=source,
         start_at=start_at,
@@ -183,6 +184,7 @@ async def serve(settings: Settings, _: argparse.Namespace) -> None:
             transport,
             sender=settings.mail_from,
             source=f"mailer/{settings.instance}",
+            products_topic=PRODUCTS,
         )
         log.info("mailer running", transport=transport.name, sender=settings.mail_from)
         await until_signalled(stage)

@@ -18,6 +18,7 @@ from projections.handlers import (
     notifications,
     orders,
     portal,
+    products,
     requests,
     timeline,
     transfers,
@@ -36,6 +37,7 @@ _MODULES = (
     notifications,
     movers,
     deadletter,
+    products,
 )
 
 

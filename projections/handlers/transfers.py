@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any, LiteralString
 
 from bus.events import transfers as t
-from projections.handlers import outcomes
+from projections.handlers import outcomes, products
 from projections.handlers.base import FREE, Handler, Rule, Write, registrar, text
 from projections.handlers.timeline import history
 
@@ -98,6 +98,7 @@ def _queued(event: t.TransferQueued) -> Sequence[Write]:
             ),
         ),
         outcomes.ensure_destination(event.destination),
+        *products.queued(event),  # the product's row, when its file names one
     )
 
 

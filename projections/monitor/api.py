@@ -27,6 +27,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from bus.errors import EcpdsError
+from bus.products import parse_at, parse_status, product_key, publish_product_status
 from bus.requests import (
     DESTINATION_VERBS,
     MAX_HOST_PRIORITY,
@@ -285,6 +286,24 @@ def routes(state: Any) -> list[BaseRoute]:
         )
         return await act(user, req)
 
+    async def product_status(request: Request, user: User) -> Response:
+        status = parse_status(request.path_params["status"])
+        body = await _body(request)
+        product = product_key(
+            body.get("stream"), body.get("time"), body.get("step"), body.get("type")
+        )
+        at = parse_at(body.get("at"), datetime.now(UTC))
+        try:
+            event = await publish_product_status(
+                state.actions, product, status, actor=user.login, source="monitor", at=at
+            )
+        except EcpdsError as e:
+            return error(503, f"could not publish: {e}")
+        return JSONResponse(
+            {"status": "ok", "event_id": event.envelope.event_id, "product": product.text()},
+            status_code=202,
+        )
+
     async def metrics(request: Request, user: User) -> Response:
         return PlainTextResponse(
             await prometheus(state), media_type="text/plain; version=0.0.4; charset=utf-8"
@@ -324,6 +343,7 @@ def routes(state: Any) -> list[BaseRoute]:
         Route(f"{v1}/movers", authed(movers)),
         Route(f"{v1}/acquisition", authed(acquisition)),
         Route(f"{v1}/charts", authed(charts)),
+        Route(f"{v1}/products/{{status}}", authed(product_status, acts=True), methods=["POST"]),
         Route("/metrics", authed(metrics)),
     ]
 

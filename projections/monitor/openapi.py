@@ -72,6 +72,52 @@ def _post(summary: str, verbs: tuple[str, ...], *params: str) -> dict[str, Any]:
     }
 
 
+def _product_status() -> dict[str, Any]:
+    """``POST /api/v1/products/{status}``: set a product's generation status."""
+    text = {"type": "string"}
+    return {
+        "post": {
+            "summary": "set a product's generation status (ecpds product ...)",
+            "parameters": [
+                {
+                    "name": "status",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"enum": ["expected", "started", "completed", "reset"]},
+                }
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["stream", "time", "step", "type"],
+                            "properties": {
+                                "stream": text,
+                                "time": text,
+                                "step": text,
+                                "type": text,
+                                "at": {
+                                    "type": "string",
+                                    "description": "ISO 8601 (UTC by default) or "
+                                    "yyyyMMddHHmmss; default now",
+                                },
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "202": {"description": "the ProductStatusChanged event was published"},
+                "400": {"description": "a field missing or malformed (named in `field`)"},
+                "403": {"description": "role cannot act, or CSRF token wrong"},
+                "503": {"description": "Kafka unreachable"},
+            },
+        }
+    }
+
+
 def document() -> dict[str, Any]:
     """The OpenAPI document."""
     host_switch = _post(
@@ -114,6 +160,7 @@ def document() -> dict[str, Any]:
             "/api/v1/movers": _get("movers"),
             "/api/v1/acquisition": _get("acquisition hosts and recent files"),
             "/api/v1/charts": _get("per-minute totals and errors by destination"),
+            "/api/v1/products/{status}": _product_status(),
             "/metrics": _get("Prometheus text"),
         },
     }

@@ -39,7 +39,7 @@ from bus.requests import (
 )
 from bus.signin import Banned
 from bus.web import BodyTooLarge, read_body
-from projections.monitor import live
+from projections.monitor import live, timeliness
 from projections.monitor.auth import User, csrf_ok, new_csrf
 from projections.monitor.queries import Filter
 from projections.monitor.search import SearchError
@@ -376,4 +376,5 @@ def routes(state: Any) -> list[BaseRoute]:
         Route("/portal", signed_in(portal)),
         Route("/charts", signed_in(charts)),
         Route("/live", signed_in(events)),
+        *timeliness.routes(state, render, signed_in),
     ]

@@ -211,3 +211,35 @@ def test_a_refused_mail_is_recorded_with_its_transfer_masked_reason_and_a_stable
     assert "550 relay" in first.message
     assert first.envelope.causation_id == event.envelope.event_id
     assert first.envelope.event_id == again.envelope.event_id
+
+
+def test_a_late_transfer_mails_the_destination_with_on_late() -> None:
+    """A TransferLate of the destination mails its mail.to when mail.onLate is on (the
+    product, the class, the prediction and how late), and nobody when it is off."""
+    from datetime import UTC, datetime
+
+    from bus.events.products import Lateness, Measure, TransferLate
+
+    late = sample(
+        TransferLate,
+        envelope=envelope("tr-9"),
+        destination=DEST,
+        transfer_id="tr-9",
+        stream="oper",
+        time="00",
+        step="24",
+        type="fc",
+        measure=Measure.TRANSFER,
+        lateness=Lateness.VERY_LATE,
+        predicted_at=datetime(2026, 12, 7, 1, 30, tzinfo=UTC),
+        late_by_ms=45 * 60_000,
+    )
+    state = core.MailerState()
+    (mail,) = core.decide(state, view({**ALL_DESTINATION, "mail.onLate": "yes"}), late)
+    assert mail.to == ("ops@meteo.fr", "desk@meteo.fr")
+    assert mail.subject == "[ecpds] meteo-fr: oper/00/24/fc transfer very late"
+    assert "Late by:" in mail.body
+    assert "45 min" in mail.body
+    assert "2026-12-07 01:30:00" in mail.body
+    assert mail.rule == "destination.onLate"
+    assert core.decide(state, view(ALL_DESTINATION), late) == ()

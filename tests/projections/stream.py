@@ -50,6 +50,7 @@ FAMILIES = (
     ("notifications", "ecpds.notifications", 1),
     ("movers", "ecpds.movers", 1),
     ("deadletter", "ecpds.deadletter", 1),
+    ("products", "ecpds.products", 1),
 )
 """(family, event namespace, partitions) of the test topics."""
 
