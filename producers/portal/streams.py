@@ -75,7 +75,12 @@ async def read_file(path: Path) -> AsyncIterator[bytes]:
 
 
 class Download:
-    """One file being read by a client, at any offsets (see the module rules)."""
+    """One file being read by a client, at any offsets (see the module rules).
+
+    Sequential reads are served from the store's chunks without gathering them in a buffer (a
+    read within one chunk is one slice), and the next chunk is fetched while the current one
+    is served, so the store's read and checksum (in a worker thread) overlap the door's work
+    on the event loop (the SSH record layer's encryption, TLS)."""
 
     def __init__(self, session: Session, path: PortalPath, item: Available, store: ObjectStore):
         self.session = session
@@ -83,8 +88,10 @@ class Download:
         self.item = item
         self._store = store
         self._stream: AsyncIterator[bytes] | None = None
-        self._buffer = bytearray()
-        self._next = 0  # offset of the buffer's first byte in the file
+        self._ahead: asyncio.Future[bytes | None] | None = None  # the next chunk, on its way
+        self._chunk = b""  # the chunk being served, from ``_at``
+        self._at = 0
+        self._next = 0  # offset in the file of the next byte to serve
         self._whole = True  # every read so far continued the previous one, from offset 0
         self.sent = 0
         self._started = time.monotonic()
@@ -98,13 +105,31 @@ class Download:
             self._whole = False  # a seek: this read cannot vouch for the whole file
         if self._stream is None or offset != self._next:
             await self._reopen(offset)
-        assert self._stream is not None
-        try:
-            while len(self._buffer) < size:
-                chunk = await anext(self._stream, None)
+        parts: list[bytes] = []
+        wanted = size
+        while wanted:
+            if self._at >= len(self._chunk):
+                chunk = await self._following()
                 if chunk is None:
                     break
-                self._buffer += chunk
+                self._chunk, self._at = chunk, 0
+            chunk, at = self._chunk, self._at
+            take = min(wanted, len(chunk) - at)
+            parts.append(chunk if take == len(chunk) else chunk[at : at + take])
+            self._at += take
+            wanted -= take
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._next = offset + len(data)
+        self.sent += len(data)
+        return data
+
+    async def _following(self) -> bytes | None:
+        """The store's next chunk (None at its end); the one after it is asked for at once."""
+        assert self._stream is not None
+        ahead = self._ahead or asyncio.ensure_future(anext(self._stream, None))
+        self._ahead = None
+        try:
+            chunk = await ahead
         except ObjectCorrupt as error:
             self._whole = False
             log.error("portal download corrupt", path=str(self.path), error=str(error))
@@ -112,19 +137,22 @@ class Download:
         except EcpdsError as error:
             self._whole = False
             raise Failed(f"{self.path}: the store failed ({error})") from error
-        data = bytes(self._buffer[:size])
-        del self._buffer[:size]
-        self._next = offset + len(data)
-        self.sent += len(data)
-        return data
+        if chunk is not None:
+            self._ahead = asyncio.ensure_future(anext(self._stream, None))
+        return chunk
 
     async def _reopen(self, offset: int) -> None:
         await self._drop()
-        self._buffer.clear()
+        self._chunk, self._at = b"", 0
         self._next = offset
         self._stream = self._store.get(ObjectId(self.item.guid), offset=offset)
 
     async def _drop(self) -> None:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:  # the stream cannot be closed while a read of it is running
+            ahead.cancel()
+            with contextlib.suppress(BaseException):
+                await ahead
         stream, self._stream = self._stream, None
         if stream is not None:
             with contextlib.suppress(Exception):
@@ -222,6 +250,9 @@ class Upload:
 
     async def _put(self, item: bytes | BaseException | None) -> None:
         """Hand ``item`` to the ingest service unless it has already answered."""
+        if not self._queue.full() and not self._task.done():
+            self._queue.put_nowait(item)  # the common case: no task or wait per chunk
+            return
         putting = asyncio.ensure_future(self._queue.put(item))
         await asyncio.wait({putting, self._task}, return_when=asyncio.FIRST_COMPLETED)
         if not putting.done():
