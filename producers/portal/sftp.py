@@ -86,6 +86,35 @@ def _lenient_writes() -> None:
 _lenient_writes()
 
 
+def _coalesce_sends(conn: asyncssh.SSHServerConnection) -> None:
+    """Hand the connection's encrypted packets to the socket once per loop iteration, in one
+    ``writelines`` (one ``writev``), instead of one ``send`` each.
+
+    asyncssh writes every SSH packet to its transport as it is made, and precedes each with an
+    IGNORE packet: a 255 KiB SFTP DATA answer is 16 writes (32 KiB packets, OpenSSH's channel
+    maximum), each its own syscall and TCP segment. The packets, their order and their bytes
+    are asyncssh's; only when they reach the socket changes (before any ``abort`` asyncssh
+    schedules after them: the flush is scheduled first)."""
+    transport = conn._transport  # asyncssh has no hook for its socket writes
+    if transport is None:
+        return
+    loop = asyncio.get_running_loop()
+    pending: list[bytes] = []
+
+    def flush() -> None:
+        parts = pending.copy()
+        pending.clear()
+        if not transport.is_closing():
+            transport.writelines(parts)
+
+    def send(data: bytes) -> None:
+        if not pending:
+            loop.call_soon(flush)
+        pending.append(data)
+
+    conn._send = send  # type: ignore[method-assign]
+
+
 def ensure_host_key(path: Path) -> asyncssh.SSHKey:
     """The door's host key from ``path``, created there (ed25519, 0600) on first run."""
     if not path.is_file():
@@ -164,6 +193,7 @@ class _Connection(asyncssh.SSHServer):
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
+        _coalesce_sends(conn)
         self.door.connections.add(self)
         peer = conn.get_extra_info("peername")
         self.address = str(peer[0]) if peer else None
