@@ -57,6 +57,8 @@ from producers.portal.service import (
 
 log = get_logger(__name__)
 PROTOCOL = "sftp"
+WINDOW = 8 * 1024 * 1024  # the channel's receive window (asyncssh's default: 2 MiB)
+MAX_PACKET = 256 * 1024  # the largest SSH packet a client may send us (default: 32 KiB)
 T = TypeVar("T")
 
 
@@ -150,6 +152,8 @@ class SftpDoor:
             agent_forwarding=False,
             allow_pty=False,
             x11_forwarding=False,
+            window=WINDOW,
+            max_pktsize=MAX_PACKET,
         )
         sockets = self._server.sockets
         return int(sockets[0].getsockname()[1]) if sockets else port
