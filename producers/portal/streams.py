@@ -6,9 +6,10 @@ Rules kept here (the module rules of ``producers.portal.service`` apply):
 - A download is complete only when every byte was served in order from offset 0, so the
   store's verified end was reached; then a held transfer is marked ``DONE``
   (``TransferDownloaded``). Every download ends as one ``PortalDownloaded`` with the bytes sent.
-- An upload streams into the ingest service as it arrives, in order (offset = bytes received);
-  it ends registered (``PortalUploaded``), or aborted: the ingest service then fails the
-  registration and keeps no object. An upload passing its cap is aborted with the cap's reason.
+- An upload streams into the ingest service as it arrives, in order (offset = bytes received),
+  handed over in pieces of ``GATHER`` bytes; it ends registered (``PortalUploaded``), or
+  aborted: the ingest service then fails the registration and keeps no object. An upload
+  passing its cap is aborted with the cap's reason.
 """
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ log = get_logger(__name__)
 
 CHUNK = 256 * 1024  # bytes read from a spooled upload at a time
 UPLOAD_QUEUE = 16  # chunks in flight between a door and the ingest service
+# Bytes an upload gathers before handing them to the ingest service: the store's own chunk
+# (1 MiB), so its writer thread, ADLER32 and MD5 see few large buffers, not one hand-over per
+# SFTP WRITE (255 KiB) or HTTPS body read (often 16-64 KiB).
+GATHER = 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -75,7 +80,12 @@ async def read_file(path: Path) -> AsyncIterator[bytes]:
 
 
 class Download:
-    """One file being read by a client, at any offsets (see the module rules)."""
+    """One file being read by a client, at any offsets (see the module rules).
+
+    Sequential reads are served from the store's chunks without gathering them in a buffer (a
+    read within one chunk is one slice), and the next chunk is fetched while the current one
+    is served, so the store's read and checksum (in a worker thread) overlap the door's work
+    on the event loop (the SSH record layer's encryption, TLS)."""
 
     def __init__(self, session: Session, path: PortalPath, item: Available, store: ObjectStore):
         self.session = session
@@ -83,8 +93,10 @@ class Download:
         self.item = item
         self._store = store
         self._stream: AsyncIterator[bytes] | None = None
-        self._buffer = bytearray()
-        self._next = 0  # offset of the buffer's first byte in the file
+        self._ahead: asyncio.Future[bytes | None] | None = None  # the next chunk, on its way
+        self._chunk = b""  # the chunk being served, from ``_at``
+        self._at = 0
+        self._next = 0  # offset in the file of the next byte to serve
         self._whole = True  # every read so far continued the previous one, from offset 0
         self.sent = 0
         self._started = time.monotonic()
@@ -98,13 +110,31 @@ class Download:
             self._whole = False  # a seek: this read cannot vouch for the whole file
         if self._stream is None or offset != self._next:
             await self._reopen(offset)
-        assert self._stream is not None
-        try:
-            while len(self._buffer) < size:
-                chunk = await anext(self._stream, None)
+        parts: list[bytes] = []
+        wanted = size
+        while wanted:
+            if self._at >= len(self._chunk):
+                chunk = await self._following()
                 if chunk is None:
                     break
-                self._buffer += chunk
+                self._chunk, self._at = chunk, 0
+            chunk, at = self._chunk, self._at
+            take = min(wanted, len(chunk) - at)
+            parts.append(chunk if take == len(chunk) else chunk[at : at + take])
+            self._at += take
+            wanted -= take
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._next = offset + len(data)
+        self.sent += len(data)
+        return data
+
+    async def _following(self) -> bytes | None:
+        """The store's next chunk (None at its end); the one after it is asked for at once."""
+        assert self._stream is not None
+        ahead = self._ahead or asyncio.ensure_future(anext(self._stream, None))
+        self._ahead = None
+        try:
+            chunk = await ahead
         except ObjectCorrupt as error:
             self._whole = False
             log.error("portal download corrupt", path=str(self.path), error=str(error))
@@ -112,19 +142,22 @@ class Download:
         except EcpdsError as error:
             self._whole = False
             raise Failed(f"{self.path}: the store failed ({error})") from error
-        data = bytes(self._buffer[:size])
-        del self._buffer[:size]
-        self._next = offset + len(data)
-        self.sent += len(data)
-        return data
+        if chunk is not None:
+            self._ahead = asyncio.ensure_future(anext(self._stream, None))
+        return chunk
 
     async def _reopen(self, offset: int) -> None:
         await self._drop()
-        self._buffer.clear()
+        self._chunk, self._at = b"", 0
         self._next = offset
         self._stream = self._store.get(ObjectId(self.item.guid), offset=offset)
 
     async def _drop(self) -> None:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:  # the stream cannot be closed while a read of it is running
+            ahead.cancel()
+            with contextlib.suppress(BaseException):
+                await ahead
         stream, self._stream = self._stream, None
         if stream is not None:
             with contextlib.suppress(Exception):
@@ -197,6 +230,8 @@ class Upload:
         self.received = 0
         self._cap = cap
         self._queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(UPLOAD_QUEUE)
+        self._held: list[bytes] = []  # received, not handed over yet (under GATHER bytes)
+        self._held_size = 0
         self._started = time.monotonic()
         assert path.destination is not None
         submission = Submission(
@@ -222,6 +257,9 @@ class Upload:
 
     async def _put(self, item: bytes | BaseException | None) -> None:
         """Hand ``item`` to the ingest service unless it has already answered."""
+        if not self._queue.full() and not self._task.done():
+            self._queue.put_nowait(item)  # the common case: no task or wait per chunk
+            return
         putting = asyncio.ensure_future(self._queue.put(item))
         await asyncio.wait({putting, self._task}, return_when=asyncio.FIRST_COMPLETED)
         if not putting.done():
@@ -236,13 +274,25 @@ class Upload:
         if (over := _over(self._cap, self.received + len(data))) is not None:
             await self.abort(over)
             raise TooLarge(f"{self.path}: {over}")
-        await self._put(data)
+        self._held.append(data)
+        self._held_size += len(data)
         self.received += len(data)
+        if self._held_size >= GATHER:
+            await self._hand_over()
+
+    async def _hand_over(self) -> None:
+        """Hand the bytes held to the ingest service, as one chunk."""
+        held = self._held
+        chunk = held[0] if len(held) == 1 else b"".join(held)
+        self._held, self._held_size = [], 0
+        await self._put(chunk)
 
     async def finish(self) -> Receipt:
         """The client closed the file: the registration's outcome."""
         self._ended = True
         self.session.portal.uploads.discard(self)
+        if self._held:
+            await self._hand_over()
         await self._put(None)
         receipt = await self._answer()
         session, portal = self.session, self.session.portal
@@ -285,14 +335,26 @@ class Upload:
         """The client went away midway (or the upload passed its cap): the ingest service
         fails the registration and keeps no object."""
         if self._ended:
+            # ended by another caller (a door's abort, a finish): its outcome is awaited, so a
+            # shutdown's ``cut_uploads`` returns only once the registration is closed
+            await self._outcome_seen()
             return
         self._ended = True
-        self.session.portal.uploads.discard(self)
+        self._held, self._held_size = [], 0
+        while not self._queue.empty():  # bytes not stored yet are dropped: the cut goes first
+            self._queue.get_nowait()
         why = why or f"upload of {self.path} cut after {self.received} bytes"
         await self._put(ConnectionAbortedError(why))
-        with contextlib.suppress(Exception):
-            await self._task
+        await self._outcome_seen()
+        self.session.portal.uploads.discard(self)
         log.info("portal upload cut", user=self.session.login, path=str(self.path))
+
+    async def _outcome_seen(self) -> None:
+        """Wait for the ingest service's answer to an aborted upload (its failure, if it raised,
+        is the cut itself: retrieved, not raised)."""
+        await asyncio.wait({self._task})
+        if not self._task.cancelled():
+            self._task.exception()
 
 
 class SpoolWriter:
@@ -334,4 +396,4 @@ class SpoolWriter:
         self.session.portal.unstage(self.session.login, self.path.destination, self.path.name)
 
 
-__all__ = ["CHUNK", "Download", "SpoolWriter", "Staged", "Upload", "read_file"]
+__all__ = ["CHUNK", "GATHER", "Download", "SpoolWriter", "Staged", "Upload", "read_file"]

@@ -1,6 +1,7 @@
 """Fixtures of the portal's integration tests: the portal and the projector as real
 subprocesses (as ``ecpds up`` runs them) on private topics of the test broker and a private
-read-model schema, driven by Debian's stock OpenSSH clients (``sftp``, ``scp``) and ``curl``.
+read-model schema, driven by Debian's stock clients: OpenSSH (``sftp``, ``scp``), ``curl``,
+``rclone``, ``lftp`` and ``cadaver``.
 
 Isolation: every module gets its own topic names (``portal.<tag>.*``), schema, store, operator
 key, host key and spool, so nothing it does is seen by another test or by ``ecpds up``.
@@ -200,6 +201,54 @@ class PortalStack(Stack):
         return subprocess.run(
             [*argv, *args], env=env, capture_output=True, text=True, timeout=120, check=False
         )
+
+    def lftp(
+        self, site: Site, commands: Sequence[str], *, password: str | None = None, cwd: Path
+    ) -> subprocess.CompletedProcess[str]:
+        """Stock ``lftp`` running ``commands`` on its ``sftp://`` (OpenSSH ``ssh`` as its
+        connect program) as ``site``: its key, or ``password`` (which lftp types at ssh's
+        prompt). It stops at the first command that fails, and exits non-zero then."""
+        if password is None:
+            auth = f"-o BatchMode=yes -o IdentitiesOnly=yes -i {site.key}"
+            user = f"{site.login},"  # an empty password: lftp asks for none
+        else:
+            auth = "-o PubkeyAuthentication=no -o NumberOfPasswordPrompts=1"
+            user = f"{site.login},{password}"
+        ssh = f"ssh -a -x {auth} {' '.join(SSH_OPTIONS)}"
+        script = cwd / f"lftp-{uuid.uuid4().hex[:8]}"
+        script.write_text(
+            "set cmd:fail-exit yes\nset net:max-retries 1\nset net:timeout 20\n"
+            f'set sftp:connect-program "{ssh}"\n'
+            f"open -u {user} -p {self.sftp_port} sftp://127.0.0.1\n" + "\n".join(commands) + "\n"
+        )
+        return subprocess.run(
+            ["lftp", "-f", str(script)],
+            cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
+            check=False,
+        )  # fmt: skip
+
+    def cadaver(self, site: Site, folder: str, commands: Sequence[str], *, cwd: Path) -> str:
+        """Stock ``cadaver`` (WebDAV) on the collection ``folder`` of the HTTPS door, signed in
+        as ``site`` from a ``.netrc`` in a private HOME, running ``commands``; its transcript.
+
+        cadaver reads a terminal (piped, it rejects a certificate it cannot verify without
+        asking), so it runs under ``script``'s pty, and the first line typed accepts the
+        portal's self-signed certificate. It exits 0 whatever its commands did: what each did
+        is in the transcript (``succeeded.`` or ``failed:`` and the status)."""
+        home = cwd / f"home-{uuid.uuid4().hex[:8]}"
+        home.mkdir()
+        netrc = home / ".netrc"
+        netrc.write_text(f"machine 127.0.0.1\nlogin {site.login}\npassword {site.password}\n")
+        netrc.chmod(0o600)
+        url = f"https://127.0.0.1:{self.https_port}{folder}"
+        typed = "y\n" + "\n".join([*commands, "quit"]) + "\n"
+        done = subprocess.run(
+            ["script", "-qec", f"cadaver {url}", "/dev/null"],
+            input=typed, cwd=cwd, env={**os.environ, "HOME": str(home), "TERM": "dumb"},
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout.replace("\r", "")
 
     def curl(
         self, path: str, *args: str, login: Site | None = None, password: str | None = None

@@ -14,7 +14,12 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bus.events.portal import AccessDeniedReason, PortalAccessDenied, PortalDownloaded
+from bus.events.portal import (
+    AccessDeniedReason,
+    PortalAccessDenied,
+    PortalDownloaded,
+    PortalUploaded,
+)
 from bus.events.transfers import TransferDownloaded, TransferQueued
 from bus.tokens import TokenFile, TokenRole
 from tests.portal.conftest import PortalStack, Site
@@ -280,6 +285,75 @@ users:
     await portal.listed(dest, "moved.bin")
     gone = answer(portal.curl(f"/{dest}/web.bin", "-X", "DELETE", login=mover))
     assert gone.status == 405
+
+
+async def test_cadaver_lists_gets_puts_makes_a_folder_and_moves_an_upload_into_place(
+    portal: PortalStack, users: dict[str, Site], uploaded: bytes, tmp_path: Path
+) -> None:
+    """cadaver (WebDAV, ``.netrc`` sign-in): ``ls`` lists what waits (PROPFIND), ``get``
+    returns its bytes, ``put`` registers a file (an upload event), ``mkcol`` makes a folder,
+    a ``put`` under a temporary name then ``move`` to a final name registers it; look (no
+    ``get``, ``put`` or ``mkdir``) is refused each (403), as denied-access events."""
+    dest = f"pickup-{portal.tag}"
+    dav = Site(f"dav-{portal.tag}", "dav-secret", Path("/nonexistent"))
+    await portal.apply(
+        f"""
+users:
+  - login: {dav.login}
+    password: {dav.password}
+    destinations: [{dest}]
+    operations: [dir, get, put, size, mtime, rename, mkdir]
+"""
+    )
+    await asyncio.sleep(1.0)  # the portal follows the configuration topic
+    data = os.urandom(400_003)
+    (tmp_path / "dav.bin").write_bytes(data)
+    said = await asyncio.to_thread(
+        portal.cadaver,
+        dav,
+        f"/{dest}/",
+        [
+            "ls",
+            "get web.bin back.bin",
+            "put dav.bin by-cadaver.bin",
+            "mkcol sub",
+            "put dav.bin .moving.tmp",
+            "move .moving.tmp moved-by-cadaver.bin",
+            "ls sub",
+        ],
+        cwd=tmp_path,
+    )
+    assert "failed" not in said, said + portal.log("portal")
+    assert f"web.bin {len(uploaded)}" in " ".join(said.split())
+    assert (tmp_path / "back.bin").read_bytes() == uploaded
+    assert "Creating `sub': succeeded." in said
+    assert "Moving `" in said
+    for target in ("by-cadaver.bin", "moved-by-cadaver.bin"):
+        await portal.listed(dest, target)
+    ups = {e.path: e for e in portal.events(PortalUploaded) if e.user == dav.login}
+    assert ups["by-cadaver.bin"].size == len(data)
+    assert ups["by-cadaver.bin"].protocol == "https"
+    assert ups["moved-by-cadaver.bin"].size == len(data)
+
+    look = users["look"]
+    refused = await asyncio.to_thread(
+        portal.cadaver,
+        look,
+        f"/{dest}/",
+        ["get web.bin mine.bin", "put dav.bin by-look.bin", "mkcol not-mine"],
+        cwd=tmp_path,
+    )
+    assert refused.count("403 Forbidden") == 3, refused
+    assert (tmp_path / "mine.bin").read_bytes() == b""  # cadaver makes it before it asks
+
+    def denied() -> set[str | None]:
+        return {
+            e.operation
+            for e in portal.events(PortalAccessDenied)
+            if e.user == look.login and e.reason is AccessDeniedReason.NO_PERMISSION
+        }
+
+    await portal.until(lambda: {"get", "put", "mkdir"} <= denied())
 
 
 async def test_listings_page_with_folders_first_and_sort_by_size(

@@ -474,6 +474,71 @@ async def test_rclone_sftp_lists_copies_both_ways_and_checks(
     assert checked.returncode == 0, checked.stderr
 
 
+async def test_lftp_sftp_puts_lists_gets_and_is_refused_what_is_not_granted(
+    portal: PortalStack, sites: dict[str, Site], tmp_path: Path
+) -> None:
+    """lftp's sftp (ssh as its connect program): ``put`` with a key registers the file (an
+    upload event), ``ls -l`` lists it with its size once projected, ``get`` returns the same
+    bytes; reader (password sign-in, no ``get`` or ``put``) is refused both, as denied-access
+    events, and gets nothing."""
+    alice, reader, dest = sites["alice"], sites["reader"], f"pickup-{portal.tag}"
+    data = os.urandom(700_001)
+    (tmp_path / "up.bin").write_bytes(data)
+    pushed = await asyncio.to_thread(
+        portal.lftp, alice, [f"put up.bin -o /{dest}/by-lftp.bin"], cwd=tmp_path
+    )
+    assert pushed.returncode == 0, pushed.stderr + portal.log("portal")
+    await portal.until(
+        lambda: any(
+            e.user == alice.login and e.path == "by-lftp.bin" for e in portal.events(PortalUploaded)
+        )
+    )
+    up = next(e for e in portal.events(PortalUploaded) if e.path == "by-lftp.bin")
+    assert (up.size, up.protocol, up.destination) == (len(data), "sftp", dest)
+    await portal.listed(dest, "by-lftp.bin")
+    pulled = await asyncio.to_thread(
+        portal.lftp,
+        alice,
+        [f"ls -l /{dest}", f"get /{dest}/by-lftp.bin -o back.bin"],
+        cwd=tmp_path,
+    )
+    assert pulled.returncode == 0, pulled.stderr + portal.log("portal")
+    line = next(n for n in pulled.stdout.splitlines() if n.endswith(" by-lftp.bin"))
+    assert " 700001 " in line
+    assert (tmp_path / "back.bin").read_bytes() == data
+
+    got = await asyncio.to_thread(
+        portal.lftp,
+        reader,
+        [f"get /{dest}/by-lftp.bin -o denied.bin"],
+        password=reader.password,
+        cwd=tmp_path,
+    )
+    assert got.returncode != 0
+    assert "not permitted" in got.stderr
+    assert not (tmp_path / "denied.bin").exists()
+    put = await asyncio.to_thread(
+        portal.lftp,
+        reader,
+        [f"put up.bin -o /{dest}/by-reader.bin"],
+        password=reader.password,
+        cwd=tmp_path,
+    )
+    assert put.returncode != 0
+    assert "not permitted" in put.stderr
+
+    def refused() -> list[tuple[str | None, str | None]]:
+        return [
+            (e.operation, e.path)
+            for e in _denials(portal, reader.login)
+            if e.reason is AccessDeniedReason.NO_PERMISSION
+        ]
+
+    await portal.until(lambda: ("put", f"/{dest}/by-reader.bin") in refused())
+    assert ("get", f"/{dest}/by-lftp.bin") in refused()
+    assert not any(e.path == "by-reader.bin" for e in portal.events(PortalUploaded))
+
+
 async def test_an_upload_past_the_users_max_file_size_is_refused_midway(
     portal: PortalStack, tmp_path: Path
 ) -> None:
