@@ -18,8 +18,6 @@ from dataclasses import dataclass
 
 from cli.put import default_api
 
-ISSUE = "issue 17"
-
 # OpenECPDS option -> ecpds put option (``None``: the source file, a positional argument)
 _VALUES: dict[str, str | None] = {
     "destination": "--destination",
@@ -92,12 +90,27 @@ def is_openecpds(argv: Sequence[str]) -> bool:
 
 
 def product_status(call: ProductStatus) -> list[str]:
-    """The ecpds command for a product status call: the one place to wire it to
-    ``ecpds product`` once that exists; until then it is refused, naming the issue."""
-    raise Unsupported(
-        call.status,
-        f"-{call.status}: product status is not supported yet by ecpds ({ISSUE})",
-    )
+    """The ``ecpds product`` command for a product status call: ``-metadata`` names the
+    product (``stream``, ``time``, ``step``, ``type``, as OpenECPDS reads them); ``-at`` (its
+    ``yyyyMMddHHmmss``) is passed on. A product not fully named is refused, naming what lacks."""
+    fields: dict[str, str] = {}
+    for pair in (call.metadata or "").split(","):
+        key, sep, value = pair.partition("=")
+        if sep:
+            fields[key.strip()] = value.strip()
+    missing = [k for k in ("stream", "time", "step", "type") if not fields.get(k)]
+    if missing:
+        raise Unsupported(
+            "-metadata",
+            f"-{call.status}: -metadata must name the product: {', '.join(missing)} missing"
+            " (e.g. -metadata stream=oper,time=00,step=24,type=fc)",
+        )
+    out = ["product", call.status]
+    for key in ("stream", "time", "step", "type"):
+        out += [f"--{key}", fields[key]]
+    if call.at:
+        out += ["--at", call.at]
+    return out
 
 
 def translate(argv: Sequence[str]) -> list[str]:

@@ -81,6 +81,7 @@ def components() -> list[Component]:
         ("replicator", "consumers.replicator.runner"),
         ("notifier", "consumers.notifier.runner"),
         ("mailer", "consumers.mailer.runner"),
+        ("timeliness", "consumers.timeliness.runner"),
         ("acquisition", "producers.acquisition.runner"),
         ("api", "producers.api.runner"),
         ("portal", "producers.portal.runner"),

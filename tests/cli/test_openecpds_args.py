@@ -40,7 +40,7 @@ def test_options_map_onto_put() -> None:
 @pytest.mark.parametrize(
     ("argv", "says"),
     [
-        (["-started", "-metadata", "stream=oper"], "not supported yet"),
+        (["-started", "-metadata", "stream=oper"], "time, step, type missing"),
         (["-destination", "d", "-scheduler"], "-scheduler"),
         (["-destination"], "needs a value"),
         (["-destination", "d", "--target", "x"], "not an OpenECPDS option"),
@@ -48,7 +48,23 @@ def test_options_map_onto_put() -> None:
     ],
 )
 def test_what_ecpds_does_not_offer_is_refused(argv: list[str], says: str) -> None:
-    """Product status, modes ecpds lacks, a missing value, a foreign option and another -at
-    format are refused, the message naming what."""
+    """A product status without the whole product, modes ecpds lacks, a missing value, a
+    foreign option and another -at format are refused, the message naming what."""
     with pytest.raises(Unsupported, match=says):
         translate(argv)
+
+
+def test_product_status_maps_onto_ecpds_product() -> None:
+    """``-expected|-started|-completed|-reset -metadata stream=..,time=..,step=..,type=..
+    [-at]`` is ``ecpds product <status>`` with the product's four fields."""
+    got = translate(
+        ["-completed", "-metadata", "stream=oper,time=12,step=24,type=fc", "-at", "20261207120000"]
+    )
+    assert got == [
+        "product", "completed", "--stream", "oper", "--time", "12", "--step", "24",
+        "--type", "fc", "--at", "20261207120000",
+    ]  # fmt: skip
+    assert translate(["-reset", "-metadata", "type=fc, step=0,time=00,stream=enfo"])[:2] == [
+        "product",
+        "reset",
+    ]
