@@ -15,7 +15,7 @@ from bus.events.base import Event, TransferStatus
 from bus.events.datafiles import Checksums
 from bus.events.movers import MoverHeartbeat, MoverStopped, TransferAbortRequested
 from bus.events.orders import TransferOrdered
-from bus.events.transfers import Fault, TransferQueued, TransferSucceeded, Verification
+from bus.events.transfers import Fault, TransferQueued
 from consumers.scheduler import snapshots
 from consumers.scheduler.adapters import stored_file
 from consumers.scheduler.core import SchedulerState, decide, evolve
@@ -36,7 +36,7 @@ from tests.scheduler.factories import (
     started,
 )
 from tests.scheduler.test_core_continental import regional, staged
-from tests.scheduler.test_core_random import _random_request
+from tests.scheduler.test_core_random import _random_request, _success
 
 DESTS = ("d1", "d2", "d3")
 DUPLICATES = {"scheduler.requeueon": "$time1 > $time2"}
@@ -49,23 +49,6 @@ def _apply(state: SchedulerState, event: Event) -> None:
         if file is not None and event.data_file_id not in state.files:
             state.files[event.data_file_id] = file
     evolve(state, event)
-
-
-def _success(s: Scheduler, tid: str, when: datetime) -> Event:
-    e = s.entry(tid)
-    return TransferSucceeded(
-        envelope=env(when),
-        transfer_id=tid,
-        destination=e.destination,
-        attempt=e.attempt,
-        host_id=e.host_id or "",
-        mover_id="m1",
-        remote_path=e.target,
-        bytes_sent=e.size,
-        duration_ms=1,
-        bytes_per_second=1.0,
-        verification=Verification.SIZE,
-    )
 
 
 def history(seed: int, steps: int = 80) -> tuple[list[Event], list[Event], datetime]:
