@@ -210,12 +210,12 @@ def test_openecpds_command_line_puts_a_file(server: Server, tmp_path: Path) -> N
 
 
 def test_openecpds_product_status_and_unknown_modes_are_refused(server: Server) -> None:
-    """`ecpds -expected ...` is refused (exit 2) saying product status is not there yet and
-    naming the issue; a mode ecpds does not offer (-scheduler) is refused naming it."""
+    """`ecpds -expected` naming only part of the product is refused (exit 2) naming what is
+    missing, before anything is published; a mode ecpds does not offer (-scheduler) is
+    refused naming it."""
     expected = ecpds(server, "-expected", "-metadata", "stream=oper,time=00,step=0")
     assert expected.returncode == 2
-    assert "not supported yet" in expected.stderr
-    assert "issue 17" in expected.stderr
+    assert "-metadata must name the product: type missing" in expected.stderr
     scheduler = ecpds(server, "-scheduler", "-start")
     assert scheduler.returncode == 2
     assert "-scheduler" in scheduler.stderr

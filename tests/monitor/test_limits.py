@@ -250,6 +250,7 @@ def _paths() -> list[tuple[str, str]]:
         "verb": "hold",
         "host": "host-1",
         "switch": "off",
+        "status": "expected",
     }
     found = []
     for route in routes(object()):  # type: ignore[arg-type]
