@@ -75,6 +75,12 @@ DEFAULT_TRANSFER_GROUP = "default"
 
 
 @functools.cache
+def event_topics() -> frozenset[str]:
+    """The fixed topics that carry events (all but the scheduler's snapshots, a cache of its
+    state): what the projector, a rebuild and ``ecpds events`` read."""
+    return frozenset(s.name for s in catalogue() if s.name != SCHEDULER_SNAPSHOTS)
+
+
 def catalogue(partitions: int = 4, retention_days: int = 14) -> tuple[TopicSpec, ...]:
     """The fixed topics (orders topics are per transfer group: see ``orders_topic``)."""
     keep = retention_days * DAY_MS

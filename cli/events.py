@@ -19,13 +19,13 @@ from bus import codec
 from bus.errors import DecodeError, PermanentError
 from bus.kafka_access import kafka_options
 from bus.settings import Settings
-from bus.topics import ORDERS_PREFIX, catalogue, partition_counts
+from bus.topics import ORDERS_PREFIX, event_topics, partition_counts
 
 
 async def resolve_partitions(bootstrap: str, wanted: Sequence[str]) -> list[TopicPartition]:
     """Every partition of the wanted topics (default: all ecpds topics that exist)."""
     counts = await partition_counts(bootstrap)
-    fixed = {s.name for s in catalogue()}
+    fixed = event_topics()  # not the scheduler's snapshots: they are no events
     if wanted:
         missing = [t for t in wanted if t not in counts]
         if missing:

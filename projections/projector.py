@@ -52,7 +52,7 @@ from aiokafka.errors import KafkaError
 from bus.kafka_access import kafka_options
 from bus.logging import get_logger
 from bus.publisher import Publisher
-from bus.topics import ORDERS_PREFIX, TopicSpec, catalogue
+from bus.topics import ORDERS_PREFIX, TopicSpec, event_topics
 from projections.db import connect
 from projections.handlers.plan import plan
 from projections.projection import DEFAULT_NAME, BatchResult, Projection, Record
@@ -63,8 +63,9 @@ log = get_logger(__name__)
 
 
 def topic_pattern() -> str:
-    """Every ecpds topic: the fixed catalogue and every ``ecpds.orders.<group>``."""
-    fixed = "|".join(re.escape(spec.name) for spec in catalogue())
+    """Every ecpds event topic: the fixed catalogue and every ``ecpds.orders.<group>``; not the
+    scheduler's snapshots (a cache of its state, not events: ``consumers.scheduler.snapshots``)."""
+    fixed = "|".join(re.escape(name) for name in sorted(event_topics()))
     return f"^({fixed}|{re.escape(ORDERS_PREFIX)}.+)$"
 
 
@@ -216,7 +217,10 @@ class Projector:
             log.warning("position check failed", error=str(error))
             await self._reconnect()
             return
+        assignment = self._consumer.assignment()
         for tp, offset in moved.items():
+            if tp not in assignment:
+                continue  # revoked while the positions were read: its new owner seeks it
             log.info("positions changed under the projector, following", topic=tp.topic)
             self._consumer.seek(tp, offset)
 

@@ -3,10 +3,12 @@ parameters are laid out, and that the tables they give equal those of row-by-row
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pytest
 
+from bus.topics import ORDERS_PREFIX, SCHEDULER_SNAPSHOTS, event_topics
 from projections import projection as projection_module
 from projections.db import connect
 from projections.handlers import plan as plan_module
@@ -14,6 +16,7 @@ from projections.handlers.base import FREE, Write
 from projections.handlers.plan import Statement, Step, plan, statements
 from projections.migrate import migrate
 from projections.projection import Projection
+from projections.projector import topic_pattern
 from tests.projections import stream
 from tests.projections.support import create_topics, drop, publish, snapshot
 from tests.projections.test_projector import fetch_all
@@ -118,3 +121,14 @@ async def test_multi_row_statements_give_the_tables_of_row_by_row_writes(
         assert sum(len(r) for r in multi.values()) > 1000
     finally:
         await drop(postgres, other)
+
+
+def test_the_projector_reads_every_event_topic_and_not_the_scheduler_snapshots() -> None:
+    """The projector's and a rebuild's topic pattern takes every fixed event topic and every
+    orders topic, never the scheduler's snapshots (a cache of its state, not events: read as
+    events they were refused as unknown schemas)."""
+    pattern = re.compile(topic_pattern())
+    assert all(pattern.match(name) for name in event_topics())
+    assert pattern.match(f"{ORDERS_PREFIX}asia")
+    assert not pattern.match(SCHEDULER_SNAPSHOTS)
+    assert SCHEDULER_SNAPSHOTS not in event_topics()
