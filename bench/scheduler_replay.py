@@ -8,7 +8,7 @@ delivered: four events), beside the floor under it: reading the same records fro
 without decoding them. Then, in the same run, the takeover with a snapshot
 (``consumers.scheduler.snapshots``): the replayed state is captured (the decider's pause),
 written to a snapshots topic, ``TAIL`` more events are appended, and a fresh state is built
-from the snapshot (read, decoded, restored) plus the tail (``snapshot_store.replay_from``).
+from the snapshot (read, decoded, restored) plus the tail (``bus.feeds.replay_from``).
 
 Extrapolated to the issue's yardstick, one partition of 4 at 100 files/s (25 files/s, 7 events
 a file): a week's retention replayed whole, against a snapshot holding what the state holds
@@ -60,14 +60,14 @@ from bus.events.transfers import (
     TransferSucceeded,
     Verification,
 )
-from bus.feeds import replay
+from bus.feeds import replay, replay_from
 from bus.kafka_access import kafka_options
 from bus.publisher import Publisher
 from bus.topics import TopicSpec, apply_topics
 from consumers.scheduler import snapshots
 from consumers.scheduler.core import SchedulerState, evolve
 from consumers.scheduler.placement import partition_of
-from consumers.scheduler.snapshot_store import SnapshotStore, bounds, replay_from
+from consumers.scheduler.snapshot_store import SnapshotStore, bounds
 
 EVENTS = int(os.environ.get("BENCH_REPLAY_EVENTS", "200000"))
 DESTINATIONS = 100

@@ -141,24 +141,7 @@ async def replay(
                 consumer.seek(tp, ends[tp] if at is None else at.offset)
                 if at is not None and at.offset < ends[tp]:
                     left.add(tp)
-        poison = 0
-        while left:
-            batches = await consumer.getmany(*left, timeout_ms=200, max_records=2000)
-            for tp, records in batches.items():
-                for record in records:
-                    if record.offset >= ends[tp]:
-                        break  # live consumption takes these
-                    event = decode_record(record, specs)
-                    if isinstance(event, Poison):
-                        poison += 1
-                    else:
-                        on_event(event)
-            for tp in list(left):
-                # the position, not the last record: transaction markers leave gaps
-                if await consumer.position(tp) >= ends[tp]:
-                    left.discard(tp)
-        if poison:  # each said once, as a dead letter, by the consumer group that met it
-            log.info("poison records skipped in the replay", count=poison)
+        await _read_to_ends(consumer, left, ends, on_event, specs)
         return ends
     except KafkaError as error:
         raise TransientError(
@@ -166,6 +149,62 @@ async def replay(
         ) from error
     finally:
         await consumer.stop()
+
+
+async def replay_from(
+    bootstrap: str,
+    starts: Mapping[TopicPartition, int],
+    on_event: Callable[[Event], None],
+    specs: Sequence[TopicSpec] | None = None,
+) -> tuple[dict[TopicPartition, int], int]:
+    """``replay`` from a given offset of each partition (a start before the log's first offset
+    reads from it); returns the end offsets read up to and how many records were read."""
+    if not starts:
+        return {}, 0
+    consumer = _consumer(bootstrap)
+    try:
+        await consumer.start()
+        consumer.assign(list(starts))
+        for tp, offset in starts.items():
+            consumer.seek(tp, offset)
+        ends: dict[TopicPartition, int] = await consumer.end_offsets(list(starts))
+        left = {tp for tp in starts if starts[tp] < ends[tp]}
+        return ends, await _read_to_ends(consumer, left, ends, on_event, specs)
+    except KafkaError as error:
+        raise TransientError(f"replaying {sorted({tp.topic for tp in starts})}: {error}") from error
+    finally:
+        await consumer.stop()
+
+
+async def _read_to_ends(
+    consumer: AIOKafkaConsumer,
+    left: set[TopicPartition],
+    ends: Mapping[TopicPartition, int],
+    on_event: Callable[[Event], None],
+    specs: Sequence[TopicSpec] | None,
+) -> int:
+    """Hand the records of ``left`` from their positions up to ``ends`` to ``on_event``,
+    poison skipped (said once, in a log line); the number of records read."""
+    count = poison = 0
+    while left:
+        batches = await consumer.getmany(*left, timeout_ms=200, max_records=2000)
+        for tp, records in batches.items():
+            for record in records:
+                if record.offset >= ends[tp]:
+                    break  # live consumption takes these
+                count += 1
+                event = decode_record(record, specs)
+                if isinstance(event, Poison):
+                    poison += 1
+                else:
+                    on_event(event)
+        for tp in list(left):
+            # the position, not the last record: transaction markers leave gaps
+            if await consumer.position(tp) >= ends[tp]:
+                left.discard(tp)
+    if poison:  # each said once, as a dead letter, by the consumer group that met it
+        log.info("poison records skipped in the replay", count=poison)
+    return count
 
 
 class Feed:

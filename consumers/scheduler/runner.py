@@ -63,7 +63,7 @@ deserializer would crash the agent on a bad one) and decoded by
 ``bus.deadletter.decode_record``; a poison record (undecodable, or a type not allowed on the
 transfers topic) is dead-lettered once for the worker's consumer group (the app id) by
 ``bus.deadletter.dead_letter``, before it is acknowledged, and the agent goes on; the replay
-skips it (``snapshot_store.replay_from``, which reads from an offset as ``bus.feeds.replay``
+skips it (``bus.feeds.replay_from``, which reads from an offset as ``bus.feeds.replay``
 reads from the beginning). Signals are ``bus.consumer.stop_on_signals``.
 """
 
@@ -89,7 +89,7 @@ from bus.events.movers import MoverHeartbeat, MoverStopped, TransferAbortRequest
 from bus.events.orders import TransferOrdered
 from bus.events.transfers import TransferQueued, TransferScheduled
 from bus.faust_app import make_app, run
-from bus.feeds import Feed, replay
+from bus.feeds import Feed, replay, replay_from
 from bus.logging import configure, get_logger
 from bus.publisher import Publisher
 from bus.retry import until_acknowledged
@@ -108,7 +108,7 @@ from consumers.scheduler.adapters import OrdersTopics, Topics, place_whole_group
 from consumers.scheduler.core import SchedulerSettings, SchedulerState, decide, evolve, next_due
 from consumers.scheduler.decisions import never_ordered, unstarted
 from consumers.scheduler.placement import groups, whole
-from consumers.scheduler.snapshot_store import Loaded, SnapshotStore, Written, bounds, replay_from
+from consumers.scheduler.snapshot_store import Loaded, SnapshotStore, Written, bounds
 
 log = get_logger(__name__)
 

@@ -22,18 +22,16 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from bus.deadletter import Poison, decode_record
 from bus.errors import TransientError
-from bus.events.base import Event
 from bus.kafka_access import kafka_options
 from bus.logging import get_logger
-from bus.topics import TopicSpec, partition_counts
+from bus.topics import partition_counts
 from consumers.scheduler import snapshots
 from consumers.scheduler.snapshots import Snapshot, SnapshotError
 
@@ -255,54 +253,3 @@ async def bounds(
     finally:
         await consumer.stop()
     return {tp: (first[tp], ends[tp]) for tp in partitions}
-
-
-async def replay_from(
-    bootstrap: str,
-    starts: dict[TopicPartition, int],
-    on_event: Callable[[Event], None],
-    specs: Sequence[TopicSpec] | None = None,
-) -> tuple[dict[TopicPartition, int], int]:
-    """Hand every event of each partition from its start offset to its current end to
-    ``on_event`` (poison skipped, as ``bus.feeds.replay`` does, which reads from the beginning
-    only); returns the end offsets read up to and how many records were read."""
-    if not starts:
-        return {}, 0
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        **kafka_options(),
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-        auto_offset_reset="earliest",  # a start before the log's first offset reads from it
-    )
-    count = poison = 0
-    try:
-        await consumer.start()
-        consumer.assign(list(starts))
-        for tp, offset in starts.items():
-            consumer.seek(tp, offset)
-        ends: dict[TopicPartition, int] = await consumer.end_offsets(list(starts))
-        left = {tp for tp in starts if starts[tp] < ends[tp]}
-        while left:
-            batches = await consumer.getmany(*left, timeout_ms=200, max_records=2000)
-            for tp, records in batches.items():
-                for record in records:
-                    if record.offset >= ends[tp]:
-                        break  # live consumption takes these
-                    count += 1
-                    event = decode_record(record, specs)
-                    if isinstance(event, Poison):
-                        poison += 1
-                    else:
-                        on_event(event)
-            for tp in list(left):
-                # the position, not the last record: transaction markers leave gaps
-                if await consumer.position(tp) >= ends[tp]:
-                    left.discard(tp)
-    except KafkaError as error:
-        raise TransientError(f"replaying {sorted({tp.topic for tp in starts})}: {error}") from error
-    finally:
-        await consumer.stop()
-    if poison:  # each said once, as a dead letter, by the consumer group that met it
-        log.info("poison records skipped in the replay", count=poison)
-    return ends, count

@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from bus.events.base import Event
 from bus.events.movers import MoverHeartbeat, MoverStopped
 from bus.events.transfers import Fault, TransferQueued, TransferRequeued, TransferSucceeded
+from bus.feeds import replay_from
 from bus.settings import Settings
 from bus.topics import apply_topics
 from consumers.scheduler import snapshots
@@ -28,7 +29,6 @@ from consumers.scheduler.snapshot_store import (
     OFFSET,
     SNAPSHOT_ID,
     SnapshotStore,
-    replay_from,
 )
 from tests.scheduler.factories import env, failed, started, succeeded
 from tests.scheduler.test_runner import GROUP, World, new_world, now
