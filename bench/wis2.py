@@ -13,7 +13,11 @@ In the same run the baseline moves the same payloads through the same broker:
 
 Reported per side: notifications/s (count over first send -> last receipt), p50/p99/max
 latency in ms, and how many arrived. Target: ecpds p99 under 100 ms at 500 notifications/s.
-Kafka is the bench instance (``bench/_infra.py``); everything binds 127.0.0.1.
+Kafka is the bench instance (``bench/_infra.py``); everything binds 127.0.0.1. mosquitto runs
+with ``set_tcp_nodelay true``, as ``infra/mqtt/mosquitto.sh`` starts it: with its default
+(Nagle's algorithm on) a PUBACK waits for the client's delayed ACK, up to 40 ms each, and a
+notifier that awaits PUBACKs queues up behind them (``ECPDS_BENCH_WIS2_NAGLE=1`` measures that
+case: an external broker nobody tuned).
 """
 
 from __future__ import annotations
@@ -56,6 +60,9 @@ from consumers.notifier.runner import notifier_stage
 COUNT = int(os.environ.get("ECPDS_BENCH_WIS2_COUNT", "5000"))
 RATE = float(os.environ.get("ECPDS_BENCH_WIS2_RATE", "500"))
 TOPIC = "origin/a/wis2/int-ecpds-bench/data/core/weather/bench/notifications"
+# ECPDS_BENCH_WIS2_NAGLE=1 runs mosquitto with its default (Nagle on: its PUBACKs wait for the
+# client's delayed ACK), as an external broker nobody tuned; ecpds' own broker sets nodelay
+NODELAY = "" if os.environ.get("ECPDS_BENCH_WIS2_NAGLE") else "set_tcp_nodelay true\n"
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 SHA512 = "ab" * 64
 
@@ -68,7 +75,8 @@ def free_port() -> int:
 
 def start_mosquitto(port: int, where: Path) -> subprocess.Popen[bytes]:
     conf = where / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    lines = [f"listener {port} 127.0.0.1", "allow_anonymous true", "persistence false"]
+    conf.write_text("\n".join(lines) + "\n" + NODELAY)
     process = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -303,6 +311,7 @@ async def main() -> None:
             "count": COUNT,
             "rate_per_s": RATE,
             "payload_bytes": len(payloads[0]),
+            "broker_tcp_nodelay": not os.environ.get("ECPDS_BENCH_WIS2_NAGLE"),
             "ecpds": ours,
             "mosquitto_pub_sub": native,
             "p99_ratio": ratio,

@@ -1,17 +1,25 @@
-"""The MQTT broker the notifier publishes to, through paho.
+"""The MQTT broker the notifier publishes to, through paho, driven by the event loop.
 
 Rules kept here:
 
-- paho runs its network thread (``loop_start``) and reconnects by itself, the first
-  connection included; its callbacks only hand results to the event loop
-  (``call_soon_threadsafe``). ``publish`` waits for the connection, then for the broker's
-  acknowledgement (PUBACK/PUBCOMP; for qos 0 the write), each at most ``timeout`` seconds.
+- paho's network loop runs on the notifier's own event loop, through paho's hooks for an
+  external loop (``on_socket_open``/``close``/``register_write``/``unregister_write``): the
+  socket is read and written when the loop sees it ready, ``loop_misc`` keeps the connection
+  alive every second. There is no network thread: a PUBACK settles its ``publish`` in the
+  same loop iteration it is read, instead of after two thread hand-overs that each wait for
+  the GIL (with paho's own thread that cost ~10 ms a message under load, and capped the
+  notifier below 500 messages/s).
+- The connection is made, and made again after it is lost, by ``_drive``: the TCP connect and
+  CONNECT run in a worker thread (a broker that drops SYNs must not stall the loop), then
+  every further call is on the loop. A lost or refused connection is retried after 1 s,
+  doubling to 10 s.
+- ``publish`` waits for the connection, then for the broker's acknowledgement
+  (PUBACK/PUBCOMP; for qos 0 the write), each at most ``timeout`` seconds.
 - MQTT 5 for message expiry and content type, unless the broker is known not to speak it:
   ``for_settings`` speaks 3.1.1 to the embedded amqtt broker from the first CONNECT (it logs
   every MQTT 5 one as an invalid protocol). A broker that refuses MQTT 5 anyway ("unsupported
   protocol version") is spoken to in 3.1.1 from its refusal on, without those two properties
-  (a warning says so once); the switch is made at once, not at the next publish, as paho would
-  otherwise retry MQTT 5 every few seconds for as long as nothing is published.
+  (a warning says so once); the switch is made at once, not at the next publish.
 - Errors are the project's: unreachable, disconnected or silent -> ``TransientError``; a
   message refused (reason code >= 0x80, except "server busy" and "quota exceeded", or a topic
   paho rejects) -> ``PermanentError``.
@@ -39,6 +47,8 @@ from consumers.notifier.core import Notification
 log = get_logger(__name__)
 UNSUPPORTED_PROTOCOL: Final = 0x84
 RETRIABLE_REFUSALS: Final = frozenset({0x89, 0x97})  # server busy, quota exceeded
+IN_FLIGHT: Final = 1000  # qos 1/2 messages awaiting their acknowledgement (paho's default: 20)
+RECONNECT: Final = (1.0, 10.0)  # first and longest wait before connecting again, seconds
 
 
 class PahoBroker:
@@ -61,11 +71,13 @@ class PahoBroker:
         self._timeout = timeout
         self._protocol = paho.MQTTv5 if mqtt5 else paho.MQTTv311
         self._client: paho.Client | None = None
+        self._driver: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = 0  # the loop's thread: paho's hooks called elsewhere hand over to it
+        self._socket: Any = None  # the socket paho has open, registered with the loop
         self._connected = False
         self._downgrading: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
-        self._lock = threading.Lock()  # guards the two tables below (network thread vs loop)
         self._waiting: dict[int, asyncio.Future[ReasonCode]] = {}
         self._early: dict[int, ReasonCode] = {}  # acknowledged before publish() saw the mid
 
@@ -101,6 +113,7 @@ class PahoBroker:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
         self._connect()
 
     async def stop(self) -> None:
@@ -113,9 +126,21 @@ class PahoBroker:
 
     async def _disconnect(self) -> None:
         client, self._client = self._client, None
+        driver, self._driver = self._driver, None
+        if driver is not None:
+            driver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await driver
         if client is not None:
-            client.disconnect()
-            await asyncio.to_thread(client.loop_stop)
+            client.disconnect()  # queued; written (and the socket closed by paho) below
+            if self._socket is not None:
+                with contextlib.suppress(OSError):
+                    client.loop_write()
+            self._forget_socket()
+            sock = client.socket()
+            if sock is not None:  # DISCONNECT not written at once: close without it
+                sock.close()
+        self._apply(connected=False, unsupported=False)
 
     async def publish(self, note: Notification) -> None:
         client = await self._ready()
@@ -144,12 +169,11 @@ class PahoBroker:
     async def _acknowledged(self, mid: int) -> ReasonCode:
         assert self._loop is not None
         future: asyncio.Future[ReasonCode] = self._loop.create_future()
-        with self._lock:
-            early = self._early.pop(mid, None)
-            if early is None:
-                self._waiting[mid] = future
-            else:
-                future.set_result(early)
+        early = self._early.pop(mid, None)
+        if early is None:
+            self._waiting[mid] = future
+        else:
+            future.set_result(early)
         try:
             return await asyncio.wait_for(future, self._timeout)
         except TimeoutError as error:
@@ -157,8 +181,7 @@ class PahoBroker:
                 f"MQTT broker {self.address} did not acknowledge within {self._timeout}s"
             ) from error
         finally:
-            with self._lock:
-                self._waiting.pop(mid, None)
+            self._waiting.pop(mid, None)
 
     async def _ready(self) -> paho.Client:
         """The connected client; ``TransientError`` when none within ``timeout``."""
@@ -187,55 +210,131 @@ class PahoBroker:
         client = paho.Client(
             CallbackAPIVersion.VERSION2, client_id=self._client_id, protocol=self._protocol
         )
-        client.reconnect_delay_set(min_delay=1, max_delay=10)
+        client.max_inflight_messages_set(IN_FLIGHT)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_socket_open = self._on_socket_open
+        client.on_socket_close = self._on_socket_close
+        client.on_socket_register_write = self._on_register_write
+        client.on_socket_unregister_write = self._on_unregister_write
         if self._credentials is not None:
             client.username_pw_set(*self._credentials)
-        self._client = client  # before the network thread starts: its callbacks check it
-        client.connect_async(self._host, self._port, keepalive=30)
-        client.loop_start()  # retries the first connection too
+        client.connect_async(self._host, self._port, keepalive=30)  # records where, no I/O
+        self._client = client  # before any callback: they check it
+        self._driver = asyncio.create_task(self._drive(client))
 
-    # paho callbacks, on its network thread: hand over to the event loop, nothing more
+    async def _drive(self, client: paho.Client) -> None:
+        """Connect ``client``, keep it alive, connect it again when lost (module docstring)."""
+        assert self._loop is not None
+        wait = RECONNECT[0]
+        while client is self._client:
+            if self._socket is None:
+                try:
+                    # connect + CONNECT in a thread; the socket hooks it calls hand over to the loop
+                    await asyncio.to_thread(client.reconnect)
+                except (OSError, ValueError) as error:
+                    log.debug("MQTT broker not reachable", broker=self.address, error=str(error))
+                    await asyncio.sleep(wait)
+                    wait = min(wait * 2, RECONNECT[1])
+                    continue
+                await asyncio.sleep(0)  # let the hooks' hand-over run
+                await self._until_settled(wait)
+                if self._connected:
+                    wait = RECONNECT[0]
+                elif self._socket is None:  # refused or closed at once
+                    await asyncio.sleep(wait)
+                    wait = min(wait * 2, RECONNECT[1])
+                    continue
+            client.loop_misc()  # PINGREQ when due; closes a connection whose broker is silent
+            await asyncio.sleep(1.0)
+
+    async def _until_settled(self, most: float) -> None:
+        """Wait (at most ``most`` seconds) for the CONNACK or the socket's end."""
+        self._changed.clear()
+        if self._connected or self._socket is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), most)
+
+    # paho's socket hooks: those of a connection being made run in the connecting thread, and
+    # hand over to the loop (which alone touches its selector and this object)
+
+    def _on_socket_open(self, client: paho.Client, _u: Any, sock: Any) -> None:
+        self._loop_or_fail().call_soon_threadsafe(self._watch, client, sock)
+
+    def _watch(self, client: paho.Client, sock: Any) -> None:
+        if client is not self._client:  # stopped while it connected
+            sock.close()
+            return
+        self._socket = sock
+        self._loop_or_fail().add_reader(sock, self._readable, client)
+        if client.want_write():
+            self._on_register_write(client, None, sock)
+
+    def _readable(self, client: paho.Client) -> None:
+        client.loop_read()
+
+    def _writable(self, client: paho.Client) -> None:
+        client.loop_write()
+
+    def _on_socket_close(self, client: paho.Client, _u: Any, sock: Any) -> None:
+        if threading.get_ident() != self._thread:
+            self._loop_or_fail().call_soon_threadsafe(self._on_socket_close, client, _u, sock)
+        elif sock is self._socket:
+            self._forget_socket()
+
+    def _on_register_write(self, client: paho.Client, _u: Any, sock: Any) -> None:
+        if threading.get_ident() != self._thread:
+            self._loop_or_fail().call_soon_threadsafe(self._on_register_write, client, _u, sock)
+        elif sock is self._socket:
+            self._loop_or_fail().add_writer(sock, self._writable, client)
+
+    def _on_unregister_write(self, client: paho.Client, _u: Any, sock: Any) -> None:
+        if threading.get_ident() != self._thread:
+            self._loop_or_fail().call_soon_threadsafe(self._on_unregister_write, client, _u, sock)
+        elif sock is self._socket:
+            self._loop_or_fail().remove_writer(sock)
+
+    def _forget_socket(self) -> None:
+        sock, self._socket = self._socket, None
+        if sock is not None:
+            loop = self._loop_or_fail()
+            loop.remove_reader(sock)
+            loop.remove_writer(sock)
+        self._changed.set()
+
+    def _loop_or_fail(self) -> asyncio.AbstractEventLoop:
+        assert self._loop is not None, "start() first"
+        return self._loop
+
+    # paho's protocol callbacks (on the loop; CONNACK may come before the socket is watched)
 
     def _on_connect(self, client: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         if client is not self._client:
             return
         if not reason.is_failure:
-            self._state(connected=True)
+            self._apply(connected=True, unsupported=False)
         elif reason.value == UNSUPPORTED_PROTOCOL and self._protocol == paho.MQTTv5:
-            self._state(unsupported=True)
+            self._apply(connected=False, unsupported=True)
         else:
             log.warning("MQTT connection refused", broker=self.address, reason=str(reason))
 
     def _on_disconnect(self, client: paho.Client, _u: Any, _f: Any, _r: Any, _p: Any) -> None:
         if client is self._client:
-            self._state(connected=False)
+            self._apply(connected=False, unsupported=False)
 
     def _on_publish(self, _c: paho.Client, _u: Any, mid: int, reason: ReasonCode, _p: Any) -> None:
-        with self._lock:
-            future = self._waiting.pop(mid, None)
-            if future is None:
-                self._early[mid] = reason
-                return
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(_settle, future, reason)
+        future = self._waiting.pop(mid, None)
+        if future is None:
+            self._early[mid] = reason
+        elif not future.done():
+            future.set_result(reason)
 
-    def _state(self, *, connected: bool = False, unsupported: bool = False) -> None:
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._apply, connected, unsupported)
-
-    def _apply(self, connected: bool, unsupported: bool) -> None:
+    def _apply(self, *, connected: bool, unsupported: bool) -> None:
         self._connected = connected
         if unsupported and self._downgrading is None and self._protocol == paho.MQTTv5:
             self._downgrading = asyncio.ensure_future(self._downgrade())
         if not connected:
-            with self._lock:
-                self._early.clear()  # acknowledgements of messages nobody waits for any more
+            self._early.clear()  # acknowledgements of messages nobody waits for any more
         self._changed.set()
-
-
-def _settle(future: asyncio.Future[ReasonCode], reason: ReasonCode) -> None:
-    if not future.done():
-        future.set_result(reason)

@@ -17,8 +17,11 @@ start() {
   command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || die "mosquitto is missing: run 'make install'"
   port_in_use "$ECPDS_MQTT_PORT" && die "port $ECPDS_MQTT_PORT is in use: stop it or set ECPDS_MQTT_PORT"
   mkdir -p "$DATA"
+  # set_tcp_nodelay: with Nagle's algorithm on (mosquitto's default) each PUBACK waits for the
+  # client's delayed ACK, up to 40 ms, and the notifier awaits every PUBACK (bench/wis2.py)
   cat >"$DATA/mosquitto.conf" <<CONF
 listener $ECPDS_MQTT_PORT 127.0.0.1
+set_tcp_nodelay true
 allow_anonymous true
 persistence false
 log_dest stdout
