@@ -336,7 +336,6 @@ def _destination_properties(properties: Mapping[str, str]) -> None:
     check_all(
         lambda: _mail(field, properties, DESTINATION_MAIL_KEYS),
         lambda: _duplicates(properties),
-        lambda: _wis2(properties),
         *(
             _bound(_destination_property, key, value)
             for key, value in properties.items()
@@ -345,10 +344,37 @@ def _destination_properties(properties: Mapping[str, str]) -> None:
     )
 
 
-def _wis2(properties: Mapping[str, str]) -> None:
-    """A WIS2 declaration is whole (each ``wis2.*`` value is checked with the other properties)."""
-    for key in wis2.missing(properties):
-        raise refuse(f"destination.properties.{key}", "required with any other wis2.* property")
+def _wis2(destination: Destination, view: References) -> None:
+    """A destination's WIS2 declaration, with its transfer group's, is whole (each ``wis2.*``
+    value is checked with the entity's other properties). What its group declares counts only
+    for a destination that publishes WIS2 notifications (MQTT on, no static payload): the other
+    destinations of the group publish nothing on WIS2."""
+    own = wis2.declared(destination.properties)
+    mqtt = destination.mqtt
+    if not own and (mqtt is None or not mqtt.publish or mqtt.payload is not None):
+        return
+    declared = wis2.declaration_for(destination, view.transfer_groups)
+    for key in wis2.missing(declared):
+        if own:
+            why = "required with any other wis2.* property"
+        else:
+            group = destination.transfer_group
+            why = f"required: its transfer group {group} declares wis2.* without it"
+        raise refuse(f"destination.properties.{key}", why)
+
+
+def _group_properties(properties: Mapping[str, str]) -> None:
+    """A transfer group's properties are ``wis2.*`` ones only, each value checked."""
+    for key, value in properties.items():
+        field = f"transfer_group.properties.{key}"
+        check = wis2.CHECKS.get(key)
+        if check is None:
+            known = ", ".join(sorted(wis2.CHECKS))
+            raise refuse(field, f"not a transfer group property (known: {known})")
+        try:
+            check(value, field)
+        except ConfigurationError as error:
+            raise refuse(field, error.reason) from None
 
 
 def _destination_property(key: str, value: str) -> None:
@@ -570,6 +596,7 @@ def validate_transfer_group(g: TransferGroup) -> None:
         if g.fallback_group == g.name:
             raise refuse("transfer_group.fallback_group", "a group cannot fall back to itself")
     _at_least("transfer_group.fallback_after", g.fallback_after, 1)
+    _group_properties(g.properties)
 
 
 def validate_data_user(u: DataUser) -> None:
@@ -643,6 +670,7 @@ def validate_against(view: References, entity: Entity) -> None:
 
     if isinstance(entity, Destination):
         checks.append(lambda: _group("destination.transfer_group", entity.transfer_group, view))
+        checks.append(lambda: _wis2(entity, view))
         for index, alias in enumerate(entity.aliases):
             field = f"destination.aliases[{index}].destination"
             exists(field, alias.destination, view.destinations, "destination")

@@ -1,6 +1,9 @@
 """How a destination publishes on WIS2: its ``wis2.*`` properties, read and checked here only.
 
-A destination declares (``properties``, as OpenECPDS's ``mqtt.*`` destination properties):
+A destination declares (``properties``, as OpenECPDS's ``mqtt.*`` destination properties), or
+its transfer group declares for all its destinations (the group's ``properties``; a key the
+destination declares itself wins, so a group can give the centre id and policy and each
+destination its topic):
 
 - ``wis2.centreId`` — the centre id (level 4 of the topic), e.g. ``int-ecmwf``;
 - ``wis2.dataPolicy`` — ``core`` (default) or ``recommended`` (level 6);
@@ -16,7 +19,8 @@ one is refused naming the level (``level 7 (earth-system-discipline)``); the dis
 checked against its code list, the levels below it by the hierarchy's spelling (lower case,
 digits, ``-``), as the sub-discipline tables are not bundled. A download base never carries
 credentials, a query or a fragment (it is sent to every subscriber). ``wis2.*`` keys without
-``wis2.centreId`` and ``wis2.topic`` are refused: half a declaration would publish nothing.
+``wis2.centreId`` and ``wis2.topic``, the group's and the destination's together, are refused:
+half a declaration would publish nothing.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from bus.errors import ConfigurationError
+from bus.events.config import Destination, TransferGroup
 
 PREFIX: Final = "wis2."
 CENTRE_ID: Final = "wis2.centreId"
@@ -163,6 +168,29 @@ def missing(properties: Mapping[str, str]) -> tuple[str, ...]:
     if not any(k.startswith(PREFIX) for k in properties):
         return ()
     return tuple(k for k in (CENTRE_ID, TOPIC) if k not in properties)
+
+
+def declared(properties: Mapping[str, str]) -> dict[str, str]:
+    """The ``wis2.*`` entries of ``properties``."""
+    return {k: v for k, v in properties.items() if k.startswith(PREFIX)}
+
+
+def declaration_for(
+    destination: Destination, groups: Mapping[str, TransferGroup]
+) -> dict[str, str]:
+    """The ``wis2.*`` properties that apply to ``destination``: its transfer group's, each
+    replaced by the destination's own when it declares the key."""
+    group = groups.get(destination.transfer_group)
+    inherited = declared(group.properties) if group is not None else {}
+    return inherited | declared(destination.properties)
+
+
+def settings_for(
+    destination: Destination, groups: Mapping[str, TransferGroup]
+) -> Wis2Settings | None:
+    """The WIS2 settings of ``destination`` with its group's (``declaration_for``), None when
+    neither declares any; ``ConfigurationError`` as ``settings_of``."""
+    return settings_of(declaration_for(destination, groups))
 
 
 def settings_of(properties: Mapping[str, str], field: str = "properties") -> Wis2Settings | None:

@@ -222,6 +222,9 @@ class TransferGroup:
     # once when none of this group's movers is alive (OpenECPDS's proxy fallback)
     fallback_group: str | None = None
     fallback_after: int = 3
+    # wis2.*: how its destinations' files are published on WIS2, key by key unless a
+    # destination declares the key itself (``bus.config.wis2.settings_for``)
+    properties: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def regional(self) -> bool:

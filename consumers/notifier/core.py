@@ -312,7 +312,7 @@ def decide(
         )
 
     try:
-        settings = wis2_settings.settings_of(dest.properties)
+        settings = wis2_settings.settings_for(dest, view.transfer_groups)
     except ConfigurationError as error:  # configured before the check existed
         return refused(f"{error.field}: {error.reason}")
     if settings is None:
@@ -372,7 +372,7 @@ def deletion(note: Notification, view: ConfigView, now: datetime) -> Notificatio
     if dest is None or dest.mqtt is None or not dest.mqtt.publish or note.relation == "":
         return Skip("destination no longer publishes WIS2 notifications")
     try:
-        settings = wis2_settings.settings_of(dest.properties)
+        settings = wis2_settings.settings_for(dest, view.transfer_groups)
     except ConfigurationError:
         settings = None
     if settings is None or not settings.deletion:

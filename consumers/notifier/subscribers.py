@@ -65,7 +65,7 @@ def topics_of(view: ConfigView, login: str) -> tuple[str, ...]:
         if dest.mqtt is None or not dest.mqtt.publish or login not in view.users_for(name):
             continue
         try:
-            settings = wis2.settings_of(dest.properties)
+            settings = wis2.settings_for(dest, view.transfer_groups)
         except ConfigurationError:
             continue  # refused by the notifier too: nothing is published there
         if settings is not None:

@@ -18,8 +18,8 @@ from jsonschema import Draft202012Validator
 from bus.config.view import ConfigView
 from bus.events import Event
 from bus.events.base import Compression
-from bus.events.config import Destination, Host, MqttSettings
-from bus.events.config_changes import DestinationDefined, HostDefined
+from bus.events.config import Destination, Host, MqttSettings, TransferGroup
+from bus.events.config_changes import DestinationDefined, HostDefined, TransferGroupDefined
 from bus.events.datafiles import Checksums
 from bus.events.transfers import TransferQueued, TransferSucceeded
 from tests.bus.samples import sample
@@ -92,12 +92,14 @@ def limit_errors(payload: bytes) -> list[str]:
     return errors
 
 
-def view(*entities: Destination | Host) -> ConfigView:
+def view(*entities: Destination | Host | TransferGroup) -> ConfigView:
     """The configuration after defining ``entities``, built from Defined events."""
     events: list[Event] = []
     for entity in entities:
         if isinstance(entity, Host):
             events.append(sample(HostDefined, host=entity))
+        elif isinstance(entity, TransferGroup):
+            events.append(sample(TransferGroupDefined, transfer_group=entity))
         else:
             events.append(sample(DestinationDefined, destination=entity))
     return ConfigView().evolve(events)

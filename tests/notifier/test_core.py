@@ -10,6 +10,7 @@ from bus.events.config import DeleteFromSpool, MqttSettings
 from bus.events.datafiles import Checksums
 from consumers.notifier import core
 from consumers.notifier.wis2 import refusal
+from tests.config import factories as f
 from tests.notifier.factories import (
     DATA,
     LOGIN,
@@ -160,6 +161,22 @@ def test_a_destination_without_wis2_settings_is_refused_not_sent() -> None:
     """``mqtt.publish`` without ``wis2.*`` would publish off the hierarchy: refused, with why."""
     plain = view(destination("wis", WIS, {}))
     assert "no WIS2 settings" in refused(view=plain).reason
+
+
+def test_a_transfer_group_declares_wis2_for_a_destination_giving_its_topic_only() -> None:
+    """The group's centre id and policy, the destination's own topic: one valid message on the
+    topic they make together."""
+    group = f.group(
+        "eu", properties={"wis2.centreId": "int-ecpds-group", "wis2.dataPolicy": "recommended"}
+    )
+    own = {"wis2.topic": WIS2["wis2.topic"]}
+    grouped = view(group, destination("wis", WIS, own, transfer_group="eu"))
+    note = notify(view=grouped)
+    assert note.topic == TOPIC.replace(
+        "int-ecpds-test/data/core", "int-ecpds-group/data/recommended"
+    )
+    assert wis2_errors(json.loads(note.payload)) == []
+    assert topic_errors(note.topic) == []
 
 
 def test_messages_breaking_a_rule_are_refused_with_the_reason() -> None:
