@@ -21,19 +21,26 @@ slightly out of offset order, which WIS2 does not promise either (``pubtime`` or
 A success event carries neither target, size, checksums nor expiry: they are remembered from
 the transfer's ``TransferQueued`` (earlier on the same partition, or in the same batch: the
 stage's ``fold`` sees it before any record is handled; the last ``remembered`` transfers,
-oldest forgotten first). When it is not known (a restart past it), the message is
-still published with what is known (see ``core.decide``).
+oldest forgotten first). When it is not known (queued before the oldest record the topic
+keeps, or forgotten), the message is still published with what is known (``core.decide``).
 
 The WIS2 messages published are remembered too (the last ``remembered``): a later transfer of
 the same ``data_id`` is an ``update``, and a ``DataFileExpired`` or first ``DataFileDeleted``
-of an announced file is announced as a ``deletion`` where the destination asks. Memory only:
-after a restart, or for a file announced by another instance, an update is known only by its
-file instance and a deletion is not announced.
+of an announced file is announced as a ``deletion`` where the destination asks. The same
+attempt decided again (a redelivery) keeps the relation it had, hence its id.
+
+The memory survives a restart: before it consumes, the notifier reads the transfers topic from
+its first record to its end (``Recall``, a service of the stage) and remembers each transfer
+queued and each file announced, publishing nothing. Records after the committed offset are
+read there and again by the stage; an attempt seen twice keeps its relation, so this changes
+nothing. Each instance recalls every partition; what other instances announce after it
+started is known to it only by the file instance (its own partitions are all it reads live).
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -45,6 +52,7 @@ from bus.consumer import is_retriable
 from bus.events import Event
 from bus.events.datafiles import DataFileDeleted, DataFileExpired
 from bus.events.transfers import TransferQueued, TransferSucceeded
+from bus.feeds import partitions_of, replay
 from bus.logging import get_logger
 from bus.publisher import Publisher
 from bus.retry import RetryPolicy
@@ -88,15 +96,60 @@ class Notifier:
         self._remembered = remembered
         self._clock = clock
         self._queued: OrderedDict[str, core.Queued] = OrderedDict()  # transfer id -> details
-        # data id -> "<transfer id>/<attempt>" that announced it; data file id -> its messages
-        self._data_ids: OrderedDict[str, str] = OrderedDict()
+        # data id -> ("<transfer id>/<attempt>" that announced it, whether as an update);
+        # data file id -> its messages
+        self._data_ids: OrderedDict[str, tuple[str, bool]] = OrderedDict()
         self._announced: OrderedDict[str, list[core.Notification]] = OrderedDict()
+
+    @property
+    def remembered_transfers(self) -> int:
+        """How many queued transfers are remembered."""
+        return len(self._queued)
 
     def fold(self, event: Event) -> None:
         """Remember a ``TransferQueued`` before any record of its batch is handled (records
         are handled concurrently: its success may be in the same batch)."""
         if isinstance(event, TransferQueued):
             _remember(self._queued, event.transfer_id, core.Queued.of(event), self._remembered)
+
+    def recall(self, event: Event) -> None:
+        """Remember what ``event``, read from the history before this start (``Recall``),
+        queued or announced; nothing is published."""
+        if isinstance(event, TransferQueued):
+            self.fold(event)
+        elif isinstance(event, TransferSucceeded):
+            decision = self._decide(event, event.envelope.occurred_at)
+            if isinstance(decision, core.Notification):
+                self._announce(decision, event)
+
+    def _decide(
+        self, event: TransferSucceeded, now: datetime
+    ) -> core.Notification | core.Skip | core.Refused:
+        queued = self._queued.get(event.transfer_id)
+        earlier = None
+        if queued is not None:
+            earlier = self._data_ids.get(f"{event.destination}/{queued.target}")
+        if earlier is None:
+            republished = False
+        elif earlier[0] == f"{event.transfer_id}/{event.attempt}":
+            republished = earlier[1]  # this very attempt again: the same message, the same id
+        else:
+            republished = True
+        return core.decide(
+            event, queued, self._config.view, now, portal=self._portal, republished=republished
+        )
+
+    def _announce(self, decision: core.Notification, event: TransferSucceeded) -> None:
+        """Remember ``decision`` (its data id, and the file's announcements for a deletion)."""
+        queued = self._queued.get(event.transfer_id)
+        if not decision.relation or queued is None:
+            return
+        attempt = f"{event.transfer_id}/{event.attempt}"
+        key = f"{event.destination}/{queued.target}"
+        _remember(self._data_ids, key, (attempt, decision.relation == "update"), self._remembered)
+        notes = self._announced.pop(decision.data_file_id, [])
+        notes = [n for n in notes if n.destination != decision.destination] + [decision]
+        _remember(self._announced, decision.data_file_id, notes, self._remembered)
 
     async def handle(self, received: Received) -> Sequence[Publish]:
         event = received.event
@@ -105,18 +158,7 @@ class Notifier:
         if not isinstance(event, TransferSucceeded):
             return ()
         queued = self._queued.get(event.transfer_id)
-        attempt = f"{event.transfer_id}/{event.attempt}"
-        earlier = None
-        if queued is not None:
-            earlier = self._data_ids.get(f"{event.destination}/{queued.target}")
-        decision = core.decide(
-            event,
-            queued,
-            self._config.view,
-            self._clock(),
-            portal=self._portal,
-            republished=earlier is not None and earlier != attempt,
-        )
+        decision = self._decide(event, self._clock())
         if isinstance(decision, core.Skip):
             log.debug("no notification", transfer_id=event.transfer_id, why=decision.reason)
             return ()
@@ -129,13 +171,7 @@ class Notifier:
         if isinstance(decision, core.Refused):
             return (self._refused(decision, event),)
         outcome = await self._publish(decision, event)
-        if decision.relation and queued is not None:
-            _remember(
-                self._data_ids, f"{event.destination}/{queued.target}", attempt, self._remembered
-            )
-            notes = self._announced.pop(decision.data_file_id, [])
-            notes = [n for n in notes if n.destination != decision.destination] + [decision]
-            _remember(self._announced, decision.data_file_id, notes, self._remembered)
+        self._announce(decision, event)
         return outcome
 
     async def _deleted(self, event: Event, data_file_id: str) -> Sequence[Publish]:
@@ -183,6 +219,37 @@ class Notifier:
         return (Publish(self._notifications, done.destination, done),)
 
 
+class Recall:
+    """Before the notifier consumes, its memory is rebuilt from the transfers topic, from its
+    first record to its end (module docstring): ``Notifier.recall`` of each event."""
+
+    def __init__(
+        self,
+        notifier: Notifier,
+        bootstrap: str,
+        topic: str,
+        specs: Sequence[TopicSpec] | None,
+    ) -> None:
+        self._notifier = notifier
+        self._bootstrap = bootstrap
+        self._topic = topic
+        self._specs = specs
+
+    async def start(self) -> None:
+        started = time.monotonic()
+        partitions = await partitions_of(self._bootstrap, [self._topic])
+        ends = await replay(self._bootstrap, partitions, self._notifier.recall, self._specs)
+        log.info(
+            "notifier memory recalled",
+            read_up_to=sum(ends.values()),
+            transfers=self._notifier.remembered_transfers,
+            seconds=round(time.monotonic() - started, 2),
+        )
+
+    async def stop(self) -> None:
+        return None
+
+
 def _remember(table: OrderedDict[K, V], key: K, value: V, limit: int) -> None:
     table[key] = value
     table.move_to_end(key)
@@ -226,7 +293,7 @@ def notifier_stage(
         group_id=group_id,
         source=source,
         publisher=publisher,
-        services=[broker],
+        services=[Recall(notifier, bootstrap, transfers_topic, specs), broker],
         fold=notifier.fold,
         concurrency=concurrency,
         specs=specs,

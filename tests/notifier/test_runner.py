@@ -453,3 +453,46 @@ async def test_a_poison_record_is_dead_lettered_once_and_the_next_transfer_notif
         (poison.offset, DeadLetterReason.UNDECODABLE)
     ]
     assert runner.dead_lettered == 1
+
+
+async def test_a_restarted_notifier_recalls_what_was_queued_and_announced(
+    kafka: str, mosquitto_port: int
+) -> None:
+    """After a restart, a transfer queued before it without the event flag stays silent, a
+    republished file is an ``update`` carrying the queued sha512, and its expiry a ``deletion``:
+    the memory is rebuilt from the transfers topic before the notifier consumes."""
+    unique = f"recall{free_port()}"
+    topics = await make_topics(kafka, unique)
+    sub = Subscriber(mosquitto_port)
+    await sub.subscribe(topic("del"))
+    try:
+        async with running(kafka, topics, mosquitto_port, unique):
+            await send(kafka, topics.transfers, [queued("r1", "del"), succeeded("r1", "del")])
+            first = json.loads((await sub.next()).payload)
+            quiet = queued("q1", "del", target="2026/other.grib2", notify=False)
+            await send(kafka, topics.transfers, [quiet, queued("r2", "del")])
+
+            async def handled() -> bool:
+                names = [type(e).__name__ for e in await outcomes(kafka, topics.notifications)]
+                return names == ["NotificationPublished"]
+
+            await eventually(handled)
+        async with running(kafka, topics, mosquitto_port, unique):
+            await send(kafka, topics.transfers, [succeeded("q1", "del"), succeeded("r2", "del")])
+            second = json.loads((await sub.next()).payload)
+            async with Publisher(kafka) as pub:
+                await pub.publish(
+                    topics.datafiles, "df-r2", sample(DataFileExpired, data_file_id="df-r2")
+                )
+            third = json.loads((await sub.next()).payload)
+            assert await sub.nothing(1.0)
+    finally:
+        sub.close()
+    assert [m["links"][0]["rel"] for m in (first, second, third)] == [
+        "canonical",
+        "update",
+        "deletion",
+    ]
+    assert second["properties"]["data_id"] == first["properties"]["data_id"]
+    assert second["properties"]["integrity"] == first["properties"]["integrity"]
+    assert "2026/other.grib2" not in json.dumps([first, second, third])
