@@ -29,11 +29,11 @@ the same ``data_id`` is an ``update``, and a ``DataFileExpired`` or first ``Data
 of an announced file is announced as a ``deletion`` where the destination asks. The same
 attempt decided again (a redelivery) keeps the relation it had, hence its id.
 
-The memory survives a restart: before it consumes, the notifier reads the transfers topic from
-its first record to its end (``Recall``, a service of the stage) and remembers each transfer
-queued and each file announced, publishing nothing. Records after the committed offset are
-read there and again by the stage; an attempt seen twice keeps its relation, so this changes
-nothing. Each instance recalls every partition; what other instances announce after it
+The memory survives a restart: before it consumes, the notifier reads the transfers topic, the
+last ``RECALL`` (2 days) of it to its end (``Recall``, a service of the stage), and remembers
+each transfer queued and each file announced, publishing nothing. Records after the committed
+offset are read there and again by the stage; an attempt seen twice keeps its relation, so this
+changes nothing. Each instance recalls every partition; what other instances announce after it
 started is known to it only by the file instance (its own partitions are all it reads live).
 """
 
@@ -43,7 +43,7 @@ import argparse
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Final, TypeVar
 
 from bus.config.source import ConfigSource
@@ -65,6 +65,9 @@ from consumers.notifier.ports import Broker
 
 log = get_logger(__name__)
 REMEMBERED: Final = 100_000
+# how far back a restart reads the transfers topic (``Recall``): replaying costs ~15 us an
+# event, so a week of a busy site's log would hold the first notification back for minutes
+RECALL: Final = timedelta(days=2)
 CONCURRENCY: Final = 32  # messages in flight to the broker at once (each awaits its PUBACK)
 K = TypeVar("K")
 V = TypeVar("V")
@@ -220,8 +223,9 @@ class Notifier:
 
 
 class Recall:
-    """Before the notifier consumes, its memory is rebuilt from the transfers topic, from its
-    first record to its end (module docstring): ``Notifier.recall`` of each event."""
+    """Before the notifier consumes, its memory is rebuilt from the transfers topic, from the
+    first record of the last ``window`` to its end (module docstring): ``Notifier.recall`` of
+    each event."""
 
     def __init__(
         self,
@@ -229,16 +233,21 @@ class Recall:
         bootstrap: str,
         topic: str,
         specs: Sequence[TopicSpec] | None,
+        window: timedelta = RECALL,
     ) -> None:
         self._notifier = notifier
         self._bootstrap = bootstrap
         self._topic = topic
         self._specs = specs
+        self._window = window
 
     async def start(self) -> None:
         started = time.monotonic()
         partitions = await partitions_of(self._bootstrap, [self._topic])
-        ends = await replay(self._bootstrap, partitions, self._notifier.recall, self._specs)
+        since = datetime.now(UTC) - self._window
+        ends = await replay(
+            self._bootstrap, partitions, self._notifier.recall, self._specs, since=since
+        )
         log.info(
             "notifier memory recalled",
             read_up_to=sum(ends.values()),
