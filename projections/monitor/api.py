@@ -39,6 +39,7 @@ from bus.requests import (
     parse_priority,
 )
 from bus.web import BodyTooLarge, read_body
+from projections.monitor import charts as charts_data
 from projections.monitor.auth import User, csrf_ok
 from projections.monitor.queries import Filter
 from projections.monitor.search import SearchError
@@ -201,7 +202,17 @@ def routes(state: Any) -> list[BaseRoute]:
         )
 
     async def charts(request: Request, user: User) -> Response:
+        """The charts of ``?range=hour|day|week`` (of ``?destination=``, else of all), with
+        the per-minute totals and the errors by destination."""
+        q = request.query_params
+        series = await charts_data.load(
+            state.queries,
+            charts_data.range_named(q.get("range")),
+            datetime.now(UTC),
+            q.get("destination") or None,
+        )
         return ok(
+            **series,
             minutes=await state.queries.minutes(None, 120),
             errors=await state.queries.errors_by_destination(),
         )
