@@ -96,12 +96,13 @@ class Fleet:
         deliver: timedelta | None = 1.5 * HOUR,
         fail: bool = False,
         host: str = "host-a",
+        stream: str = "oper",
     ) -> None:
-        """The product file of cycle ``base`` queued for ``destination`` an hour after it,
-        then delivered ``deliver`` after it through ``host`` (or failed there)."""
-        tid = f"oper-{base:%Y%m%d}-{destination}"
+        """The file of product ``stream`` of cycle ``base`` queued for ``destination`` an hour
+        after it, then delivered ``deliver`` after it through ``host`` (or failed there)."""
+        tid = f"{stream}-{base:%Y%m%d}-{destination}"
         queued = base + HOUR
-        meta = {"stream": "oper", "time": f"{base:%H}", "step": "24", "type": "fc"}
+        meta = {"stream": stream, "time": f"{base:%H}", "step": "24", "type": "fc"}
         self.events.append(
             (
                 destination,
@@ -453,3 +454,28 @@ async def test_charts_without_the_library_say_so(
             assert said.errors == []
         finally:
             await page.context.close()
+
+
+async def test_charts_follow_live_changes(browser: Browser, states: Monitor) -> None:
+    """With the charts page open, a delivery through a new host, once projected, appears in the
+    throughput by host without a reload (the live stream's change makes the page fetch the
+    charts again)."""
+    page, said = await signed_in(browser, states.url)
+    try:
+        await page.goto("/charts?range=day")
+        hosts = page.locator('figure[data-chart="hosts"] .u-legend')
+        await expect(hosts).to_contain_text("host-a")
+        await expect(hosts).not_to_contain_text("host-live")
+
+        now = datetime.now(UTC)
+        live = Fleet(now, [])
+        live.cycle("s1-alpha", now - 2 * HOUR, host="host-live", stream="live")
+        topic = states.models.transfers_topic
+        async with Publisher(states.models.bootstrap, client_id="test-states-live") as publisher:
+            await publisher.publish_many([(topic, key, e) for key, e in live.events])
+        await states.models.catch_up(await ends_of(states.models.bootstrap, [topic]))
+
+        await expect(hosts).to_contain_text("host-live", timeout=15_000)
+        assert said.errors == []
+    finally:
+        await page.context.close()
