@@ -83,7 +83,10 @@
       if (!figure) { return; }
       var holder = figure.querySelector(".plot"), empty = figure.querySelector(".empty");
       figure.querySelector(".unit").textContent = "(" + chart.unit + ")";
-      var key = chart.unit + "\n" + chart.series.map(function (s) { return s.label; }).join("\n");
+      // a plot is kept (and only its data set) while its unit, series and their gaps are
+      var key = chart.unit + "\n" + chart.series.map(function (s) {
+        return s.label + (s.values.indexOf(null) >= 0 ? " (gaps)" : "");
+      }).join("\n");
       var rows = [data.x].concat(chart.series.map(function (s) { return s.values; }));
       var known = plots[chart.id];
       empty.hidden = chart.series.length > 0;
