@@ -388,6 +388,15 @@ async def test_charts_draw_with_axes_and_units_under_the_csp(
         assert "javascript" in loaded.headers["content-type"]
         assert (await page.request.get("/static/vendor/uplot/../package.json")).status == 404
 
+        answer = await page.request.get("/api/v1/charts?range=day&destination=s2-late")
+        body = await answer.json()
+        assert (body["range"], body["step"], len(body["x"])) == ("day", 600, 144)
+        by_id = {c["id"]: c for c in body["charts"]}
+        assert list(by_id) == ["destinations", "hosts", "latency", "errors"]
+        assert [s["label"] for s in by_id["destinations"]["series"]] == ["s2-late"]
+        assert by_id["latency"]["unit"] == "min"
+        assert max(v for v in by_id["latency"]["series"][0]["values"] if v is not None) == 90.0
+
         await page.goto("/charts?range=day")
         await expect(page.locator(".ranges a.on")).to_have_text("last day")
         area = page.locator(".chart-area")
