@@ -39,6 +39,7 @@ from bus.requests import (
     parse_priority,
 )
 from bus.web import BodyTooLarge, read_body
+from projections.monitor import charts as charts_data
 from projections.monitor.auth import User, csrf_ok
 from projections.monitor.queries import Filter
 from projections.monitor.search import SearchError
@@ -201,10 +202,28 @@ def routes(state: Any) -> list[BaseRoute]:
         )
 
     async def charts(request: Request, user: User) -> Response:
-        return ok(
-            minutes=await state.queries.minutes(None, 120),
-            errors=await state.queries.errors_by_destination(),
-        )
+        """The charts of ``?range=hour|day|week`` (of ``?destination=``, else of all), with
+        the per-minute totals and the errors by destination; made once per projector commit
+        and bucket, however many pages follow them live."""
+        q = request.query_params
+        shown = charts_data.range_named(q.get("range"))
+        destination = q.get("destination") or None
+        now = datetime.now(UTC)
+
+        async def body() -> bytes:
+            series = await charts_data.load(state.queries, shown, now, destination)
+            return dumps(
+                {
+                    "status": "ok",
+                    **series,
+                    "minutes": await state.queries.minutes(None, 120),
+                    "errors": await state.queries.errors_by_destination(),
+                }
+            )
+
+        key = ("charts", shown.name, destination, charts_data.window(shown, now).until)
+        cached = await state.api_cache.get(key, await state.queries.version(), body)
+        return Response(cached, media_type="application/json")
 
     async def act(user: User, req: Action) -> Response:
         if not user.can_act:

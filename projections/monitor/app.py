@@ -4,7 +4,10 @@ and the middleware, composable into one web server with the ingest API.
 ``routes(state)`` and ``middleware(state)`` let the lead mount the monitor beside
 ``producers.api.app.routes``; ``create_app(config)`` is a standalone app whose lifespan opens
 and closes the state. No route answers anything but the sign-in page, static assets and the
-OpenAPI document without a signed-in user or a script token. The standalone app is wrapped in
+OpenAPI document without a signed-in user or a script token. The chart library (uPlot) is
+served from ``infra/npm/node_modules`` (installed by ``infra/install.sh``, never a CDN) under
+``/static/vendor/``, only the files ``VENDOR`` names; without it the charts say so and every
+other page works. The standalone app is wrapped in
 ``bus.web.SecureHeaders`` (CSP, no framing, nosniff, no-store: on every answer, errors
 included) and ``bus.web.BodyLimit`` (no monitor body is larger than ``BODY_CAP``; routes that
 read one cap it lower, after checking the caller); a server mounting ``routes`` wraps itself
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,8 +26,9 @@ from markupsafe import Markup
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
-from starlette.requests import HTTPConnection
-from starlette.routing import BaseRoute, Mount
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import FileResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp
@@ -45,6 +49,13 @@ from projections.monitor.live import Hub
 from projections.monitor.queries import Queries, pool
 
 HERE = Path(__file__).resolve().parent
+NODE_MODULES = HERE.parents[1] / "infra" / "npm" / "node_modules"
+VENDOR: Mapping[str, tuple[str, str]] = {
+    "uplot/uPlot.iife.min.js": ("uplot/dist/uPlot.iife.min.js", "text/javascript"),
+    "uplot/uPlot.min.css": ("uplot/dist/uPlot.min.css", "text/css"),
+}
+"""What ``/static/vendor/<name>`` serves: the file under the node modules and its type."""
+CHART_LIBRARY = "uplot/uPlot.iife.min.js"
 SESSION_COOKIE = "ecpds_monitor"
 BODY_CAP = 64 * 1024  # the monitor takes forms and small JSON actions, never files
 
@@ -64,6 +75,7 @@ class MonitorConfig:
     session_max: float = 12 * 3600.0  # seconds after sign-in at which a session ends
     portal_topic: str = PORTAL  # where sign-in failures and bans are published
     defender: Policy = field(default_factory=Policy)  # when failed sign-ins ban
+    node_modules: Path = NODE_MODULES  # where npm installed the chart library
 
     @classmethod
     def from_settings(cls, settings: Settings, schema: str = DEFAULT_SCHEMA) -> MonitorConfig:
@@ -102,6 +114,11 @@ class MonitorState:
             explain=view.explain,
             transfer_badge=view.transfer_badge,
         )
+
+    @property
+    def chart_library(self) -> bool:
+        """Whether the chart library is installed (the charts need it, nothing else does)."""
+        return (self.config.node_modules / VENDOR[CHART_LIBRARY][0]).is_file()
 
     @property
     def sessions(self) -> Sessions:
@@ -181,8 +198,16 @@ def routes(state: MonitorState) -> list[BaseRoute]:
     """Every monitor route: pages, live events, the JSON API, metrics and static assets."""
     from projections.monitor import api, pages
 
+    async def vendor(request: Request) -> Response:
+        found = VENDOR.get(request.path_params["name"])
+        path = state.config.node_modules / found[0] if found else None
+        if found is None or path is None or not path.is_file():
+            return PlainTextResponse("not installed: run bash infra/install.sh", status_code=404)
+        return FileResponse(path, media_type=found[1])
+
     static: Sequence[BaseRoute] = [
-        Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+        Route("/static/vendor/{name:path}", vendor),
+        Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
     return [*pages.routes(state), *api.routes(state), *static]
 

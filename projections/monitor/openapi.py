@@ -159,7 +159,11 @@ def document() -> dict[str, Any]:
             "/api/v1/hosts": _get("hosts"),
             "/api/v1/movers": _get("movers"),
             "/api/v1/acquisition": _get("acquisition hosts and recent files"),
-            "/api/v1/charts": _get("per-minute totals and errors by destination"),
+            "/api/v1/charts": _get(
+                "the charts of ?range=hour|day|week (of ?destination=): a time axis (x, epoch"
+                " seconds) and per chart its unit and series; per-minute totals; errors by"
+                " destination"
+            ),
             "/api/v1/products/{status}": _product_status(),
             "/metrics": _get("Prometheus text"),
         },

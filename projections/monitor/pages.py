@@ -1,5 +1,6 @@
 """The monitor's HTML pages: sign-in, overview, destination, transfer, data files, hosts,
-movers, acquisition console, charts, the live event stream, and the action forms.
+movers, acquisition console, charts (drawn in the browser from ``/api/v1/charts``, see
+``charts``), the live event stream, and the action forms.
 
 Rules kept here: every page but sign-in needs a signed-in user (else a redirect to
 ``/login``); every POST needs the session's CSRF token; actions need the operator role and only
@@ -41,10 +42,11 @@ from bus.signin import Banned
 from bus.web import BodyTooLarge, read_body
 from projections.monitor import live, timeliness
 from projections.monitor.auth import User, csrf_ok, new_csrf
+from projections.monitor.charts import RANGES, range_named
 from projections.monitor.queries import Filter
 from projections.monitor.search import SearchError
 from projections.monitor.tables import overview_table
-from projections.monitor.view import DESTINATION, TRANSFER, minute_charts
+from projections.monitor.view import DESTINATION, TRANSFER
 
 Page = Callable[[Request, User], Awaitable[Response]]
 FORM_CAP = 16 * 1024  # sign-in and action forms are a few short fields
@@ -186,7 +188,9 @@ def routes(state: Any) -> list[BaseRoute]:
             running=await state.queries.running(name),
             finished=await state.queries.finished(name),
             hosts=await state.queries.destination_hosts(name),
-            charts=minute_charts(await state.queries.minutes(name)),
+            chart_library=state.chart_library,
+            range=range_named(request.query_params.get("range")),
+            ranges=RANGES,
             verbs=DESTINATION_VERBS,
             host_verbs=HOST_VERBS,
         )
@@ -266,7 +270,9 @@ def routes(state: Any) -> list[BaseRoute]:
             request,
             user,
             "charts.html",
-            charts=minute_charts(await state.queries.minutes(None, 120)),
+            chart_library=state.chart_library,
+            range=range_named(request.query_params.get("range")),
+            ranges=RANGES,
             errors=await state.queries.errors_by_destination(),
         )
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, LiteralString
+from datetime import datetime
+from typing import Any, Literal, LiteralString
 
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
@@ -163,6 +164,83 @@ class Queries:
             " ORDER BY errors DESC, destination LIMIT %s",
             (limit,),
         )
+
+    # charts (``charts``: a window's buckets; ``top`` named series, the rest as null) -------
+
+    async def chart_destinations(
+        self,
+        measure: Literal["bytes", "errors"],
+        since: datetime,
+        until: datetime,
+        step_s: int,
+        destination: str | None = None,
+        top: int = 8,
+    ) -> list[Row]:
+        """Bytes or errors per bucket (``t``, epoch seconds) and destination, from the
+        per-minute counters; the ``top`` destinations by that measure by name, the rest null."""
+        sql: LiteralString = (
+            "WITH m AS (SELECT destination, minute, " + measure + " AS v"  # noqa: S608 (constant SQL)
+            " FROM destination_minutes WHERE minute >= %s AND minute < %s"
+        )
+        params: list[Any] = [since, until]
+        if destination is not None:  # a separate clause, so the primary key is used
+            sql += " AND destination = %s"
+            params.append(destination)
+        sql += (
+            "), top AS (SELECT destination FROM m GROUP BY destination HAVING sum(v) > 0"  # noqa: S608 (constant SQL)
+            " ORDER BY sum(v) DESC, destination LIMIT %s)"
+            " SELECT floor(extract(epoch FROM minute) / %s) * %s AS t,"
+            " CASE WHEN destination IN (SELECT destination FROM top) THEN destination END"
+            " AS series, sum(v)::float8 AS " + measure + " FROM m GROUP BY 1, 2"
+        )
+        return await self.rows(sql, [*params, top, step_s, step_s])
+
+    async def chart_hosts(
+        self,
+        since: datetime,
+        until: datetime,
+        step_s: int,
+        destination: str | None = None,
+        top: int = 8,
+    ) -> list[Row]:
+        """Bytes delivered per bucket (by finish time) and host, from the transfers done."""
+        sql: LiteralString = (
+            "WITH d AS (SELECT host_id, finished_at, bytes_sent FROM transfers"
+            " WHERE status = 'DONE' AND finished_at >= %s AND finished_at < %s"
+        )
+        params: list[Any] = [since, until]
+        if destination is not None:
+            sql += " AND destination = %s"
+            params.append(destination)
+        sql += (
+            "), top AS (SELECT host_id FROM d WHERE host_id IS NOT NULL GROUP BY host_id"
+            " ORDER BY sum(bytes_sent) DESC NULLS LAST, host_id LIMIT %s)"
+            " SELECT floor(extract(epoch FROM finished_at) / %s) * %s AS t,"
+            " CASE WHEN host_id IN (SELECT host_id FROM top) THEN host_id END AS series,"
+            " coalesce(sum(bytes_sent), 0)::float8 AS bytes FROM d GROUP BY 1, 2"
+        )
+        return await self.rows(sql, [*params, top, step_s, step_s])
+
+    async def chart_latency(
+        self, since: datetime, until: datetime, step_s: int, destination: str | None = None
+    ) -> list[Row]:
+        """p50, p95 and p99 per bucket (by finish time) of the seconds from a transfer's queue
+        time (when it may start) to its delivery."""
+        sql: LiteralString = (
+            "SELECT t, percentile_cont(0.5) WITHIN GROUP (ORDER BY l) AS p50,"
+            " percentile_cont(0.95) WITHIN GROUP (ORDER BY l) AS p95,"
+            " percentile_cont(0.99) WITHIN GROUP (ORDER BY l) AS p99"
+            " FROM (SELECT floor(extract(epoch FROM finished_at) / %s) * %s AS t,"
+            " greatest(extract(epoch FROM finished_at - queue_time), 0)::float8 AS l"
+            " FROM transfers WHERE status = 'DONE' AND finished_at >= %s AND finished_at < %s"
+            " AND queue_time IS NOT NULL"
+        )
+        params: list[Any] = [step_s, step_s, since, until]
+        if destination is not None:
+            sql += " AND destination = %s"
+            params.append(destination)
+        sql += ") d GROUP BY t"
+        return await self.rows(sql, params)
 
     # transfers ------------------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
-"""Presentation, pure: OpenECPDS status names and badge colours, value formatting, JSON-safe
-rows and server-side SVG charts.
+"""Presentation, pure: OpenECPDS status names and badge colours, value formatting and JSON-safe
+rows (the charts' data is ``charts``).
 
 Badge colours are OpenECPDS's (ECPDS-REFERENCE.md §2.3): destination Running green;
 Waiting/Retrying/Interrupted yellow; Restarting/Resending light blue; Idle grey;
@@ -22,14 +22,11 @@ Errors are shown as the operator's sentence: what failed, where, and what to che
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from html import escape
 from typing import Any, Literal, LiteralString
-
-from markupsafe import Markup
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,57 +184,6 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [jsonable(v) for v in value]
     return value
-
-
-@dataclass(frozen=True, slots=True)
-class Series:
-    """One chart: labelled values in time order."""
-
-    title: str
-    labels: Sequence[str]
-    values: Sequence[float]
-    unit: str = ""
-
-
-def bar_chart(series: Series, width: int = 640, height: int = 160) -> Markup:
-    """An inline SVG bar chart (no script, no external asset)."""
-    top = max(series.values, default=0) or 1
-    n = max(len(series.values), 1)
-    pad, base = 30, height - 20
-    step = (width - pad) / n
-    bars = []
-    for i, (label, value) in enumerate(zip(series.labels, series.values, strict=True)):
-        h = (base - 10) * value / top
-        x = pad + i * step
-        bars.append(
-            f'<rect x="{x:.1f}" y="{base - h:.1f}" width="{max(step - 1, 1):.1f}"'
-            f' height="{h:.1f}"><title>{escape(label)}: {value:g} {escape(series.unit)}'
-            "</title></rect>"
-        )
-    first = escape(series.labels[0]) if series.labels else ""
-    last = escape(series.labels[-1]) if series.labels else ""
-    return Markup(  # noqa: S704 (every interpolated text is escaped above)
-        f'<svg class="chart" viewBox="0 0 {width} {height}" role="img"'
-        f' aria-label="{escape(series.title)}"><text x="{pad}" y="12">{escape(series.title)}'
-        f" (max {top:g} {escape(series.unit)})</text>"
-        f'<line x1="{pad}" y1="{base}" x2="{width}" y2="{base}"/>'
-        + "".join(bars)
-        + f'<text x="{pad}" y="{height - 4}">{first}</text>'
-        f'<text x="{width}" y="{height - 4}" text-anchor="end">{last}</text></svg>'
-    )
-
-
-def minute_charts(rows: Sequence[Mapping[str, Any]]) -> list[Markup]:
-    """Files, bytes and errors per minute from ``queries.minutes`` rows (newest first)."""
-    ordered = list(reversed(rows))
-    labels = [r["minute"].strftime("%H:%M") for r in ordered]
-    return [
-        bar_chart(Series("files per minute", labels, [float(r["files"]) for r in ordered])),
-        bar_chart(
-            Series("MiB per minute", labels, [float(r["bytes"]) / 2**20 for r in ordered], "MiB")
-        ),
-        bar_chart(Series("errors per minute", labels, [float(r["errors"]) for r in ordered])),
-    ]
 
 
 @dataclass(frozen=True, slots=True)

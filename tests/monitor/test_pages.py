@@ -99,12 +99,13 @@ async def test_overview_shows_destinations_with_status_colours(
 async def test_destination_page_shows_hosts_history_and_chart(
     operator: httpx.AsyncClient,
 ) -> None:
-    """A destination page shows its host, finished transfers and a throughput chart."""
+    """A destination page shows its host, finished transfers and its chart area (the charts of
+    that destination only, drawn in the browser with the vendored uPlot)."""
     page = await operator.get("/destinations/dest-2")
     assert page.status_code == 200
     assert "host-2" in page.text
-    assert '<svg class="chart"' in page.text
-    assert "<rect" in page.text
+    assert 'data-charts="/api/v1/charts?range=hour&amp;destination=dest-2"' in page.text
+    assert '<script src="/static/vendor/uplot/uPlot.iife.min.js" defer>' in page.text
     detail = (await operator.get("/api/v1/destinations/dest-2")).json()
     for t in detail["finished"][:5]:
         assert t["transfer_id"] in page.text
@@ -186,7 +187,7 @@ async def test_a_refused_notification_and_a_refused_mail_show_in_the_transfer_ti
         ("/hosts", "host-0"),
         ("/movers", "mover-"),
         ("/acquisition", "Acquisition console"),
-        ("/charts", "files per minute"),
+        ("/charts", "Throughput by destination"),
         ("/transfers?status=DONE", "Done"),
     ],
 )

@@ -1,4 +1,4 @@
-"""Pure parts of the monitor: OpenECPDS badge colours, formatting, charts and the users file
+"""Pure parts of the monitor: OpenECPDS badge colours, formatting and the users file
 (the request events its actions publish are pinned in ``tests/bus/test_requests.py``)."""
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ import pytest
 from bus.config.secrets import verify_password
 from projections.monitor.auth import Role, WebUsers, csrf_ok
 from projections.monitor.view import (
-    Series,
-    bar_chart,
     destination_badge,
     explain,
     health,
@@ -44,15 +42,10 @@ def test_destination_badges_follow_openecpds(code: str, name: str, colour: str) 
     assert (badge.name, badge.colour) == (name, colour)
 
 
-def test_sizes_and_charts_render() -> None:
-    """Sizes use binary units and charts are inline SVG with escaped labels."""
+def test_sizes_use_binary_units() -> None:
+    """Sizes use binary units."""
     assert size(512) == "512 B"
     assert size(3 * 2**20) == "3.0 MiB"
-    svg = str(bar_chart(Series("files <x>", ["10:00", "10:01"], [1.0, 3.0])))
-    assert svg.startswith("<svg")
-    assert svg.count("<rect") == 2
-    assert "&lt;x&gt;" in svg
-    assert "<x>" not in svg
 
 
 def test_users_file_is_created_with_a_private_admin_password(tmp_path: Path) -> None:

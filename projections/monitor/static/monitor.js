@@ -1,6 +1,7 @@
 // ecpds monitor live updates: one EventSource on /live. The overview updates its rows in place
 // from the pushed destination rows; other pages re-fetch their live region (?partial=1), at
-// most once every two seconds, so a burst of events costs one request.
+// most once every two seconds, so a burst of events costs one request. Every change is also
+// announced as an "ecpds:change" event on the document, which the charts (charts.js) follow.
 (function () {
   "use strict";
   var region = document.getElementById("live");
@@ -66,6 +67,7 @@
   source.onerror = function () { dot.classList.remove("on"); };
   source.addEventListener("change", function (e) {
     var change = JSON.parse(e.data);
+    document.dispatchEvent(new CustomEvent("ecpds:change", { detail: change }));
     if (region.getAttribute("data-live") === "rows" && !change.reload) {
       change.destinations.forEach(updateRow);
     } else {
