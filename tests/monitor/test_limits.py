@@ -256,7 +256,7 @@ def _paths() -> list[tuple[str, str]]:
     for route in routes(object()):  # type: ignore[arg-type]
         if not isinstance(route, Route):
             continue
-        path = re.sub(r"\{(\w+)\}", lambda m: values[m[1]], route.path)
+        path = re.sub(r"\{(\w+)(?::\w+)?\}", lambda m: values[m[1]], route.path)
         for method in sorted(route.methods or {"GET"}):
             if method != "HEAD":
                 found.append((method, path))
@@ -290,7 +290,8 @@ async def test_every_route_answers_with_the_security_headers(
             for method, path in paths:
                 if path == "/live":
                     continue  # a stream: below
-                _secured(await client.request(method, path))
+                answer = await client.request(method, path)
+                _secured(answer, cacheable=path.startswith("/static/"))
             _secured(await client.get("/no/such/page"))
             _secured(await client.get("/static/monitor.js"), cacheable=True)
             _secured(await client.get("/static/monitor.css"), cacheable=True)
