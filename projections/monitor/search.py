@@ -187,5 +187,13 @@ TRANSFER_FIELDS: Mapping[str, Field] = {
     "attempt": Field("attempt", "number"),
     "requeues": Field("requeue_count", "number"),
     "expired": Field("(expiry_time < now())", "flag"),
+    # OpenECPDS's ``ts``: the time step of the file's product (metadata ``step``, a whole
+    # number), read from the product transfers; a transfer without a numeric step matches none
+    "ts": Field(
+        "(SELECT CASE WHEN split_part(p.product, '/', 3) ~ '^[0-9]+$'"
+        " THEN split_part(p.product, '/', 3)::bigint END"
+        " FROM product_transfers p WHERE p.transfer_id = transfers.transfer_id)",
+        "number",
+    ),
 }
 """The transfers page's fields (``target=*.grib size>=700kb``)."""

@@ -177,5 +177,16 @@ async def test_product_status_and_the_grid(
             links = re.findall(r'href="/transfers/([^"]+)"', behind.text)
             assert len(links) == 7
             assert f"{stream}-{today:%Y%m%d}-{bad}" in links
+
+            # OpenECPDS's ts filter: the time step of the transfer's product
+            async def search(q: str) -> set[str]:
+                found = await client.get("/api/v1/transfers", params={"q": q})
+                assert found.status_code == 200, found.text
+                return {t["transfer_id"] for t in found.json()["transfers"]}
+
+            stepped = await search(f"ts>=24 ts<=24 destination={bad}")
+            assert len(stepped) == 7
+            assert f"{stream}-{today:%Y%m%d}-{bad}" in stepped
+            assert await search(f"ts>24 destination={bad}") == set()
     finally:
         await drop(postgres, schema)
