@@ -57,6 +57,14 @@ def text(value: str, field: str) -> None:
     """Any text (a path, a name, a key)."""
 
 
+def mqtt_topic(value: str, field: str) -> None:
+    """An MQTT topic to publish on: no wildcards, no empty level at either end."""
+    if not value or any(c in value for c in "+#\0") or value.startswith("/") or value.endswith("/"):
+        raise ConfigurationError(
+            field, "must be an MQTT topic without wildcards (+ #) or a leading or trailing /"
+        )
+
+
 def flag(value: str, field: str) -> None:
     """yes/no, true/false, on/off, 1/0: readers take anything else as "no", silently."""
     if value.strip().lower() not in FLAG_VALUES:
@@ -377,6 +385,8 @@ DESTINATION: Mapping[str, Check] = MappingProxyType({
     **dict.fromkeys(DESTINATION_MAIL, text),
     **wis2.CHECKS,
     "monitor.target": duration,  # products delivered by this long after their base time
+    "mqtt.onLate": flag,  # a TransferLate of the destination, as JSON, on mqtt.lateTopic
+    "mqtt.lateTopic": mqtt_topic,
 })  # fmt: skip
 """Destination properties read by the stages (``consumers/scheduler``, ``consumers/mailer``,
 ``consumers/notifier``: ``wis2.*``, read by ``bus.config.wis2``; the timeliness watcher and

@@ -38,12 +38,14 @@ from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 from bus.config import wis2 as wis2_settings
+from bus.config.options import TRUE as FLAG_TRUE
 from bus.config.view import ConfigView
 from bus.errors import ConfigurationError
 from bus.events.base import Envelope
 from bus.events.config import DeleteFromSpool, Destination, MqttSettings
 from bus.events.datafiles import Checksums
 from bus.events.notifications import NotificationFailed, NotificationPublished, NotificationRefused
+from bus.events.products import TransferLate
 from bus.events.transfers import TransferQueued, TransferSucceeded
 from bus.templates.dates import DateFormatError, compile_format
 from consumers.notifier import wis2
@@ -408,6 +410,50 @@ def deletion(note: Notification, view: ConfigView, now: datetime) -> Notificatio
         message_id=ident,
         data_id=note.data_id,
         relation="deletion",
+    )
+
+
+LATE_TOPIC: Final = "ecpds/late/{destination}"  # where lateness goes unless mqtt.lateTopic
+
+
+def lateness(late: TransferLate, view: ConfigView) -> Notification | Skip:
+    """The message of a ``TransferLate`` (from the timeliness watcher) when its destination
+    asks for it (``mqtt.onLate``): JSON, on ``mqtt.lateTopic`` or ``ecpds/late/<destination>``,
+    never on the WIS2 hierarchy (it is no data); its id is the event's (ids of lateness events
+    are derived from what they report, so a redelivery publishes the same id)."""
+    dest = view.destinations.get(late.destination)
+    if dest is None or dest.properties.get("mqtt.onLate", "").strip().lower() not in FLAG_TRUE:
+        return Skip("destination does not publish lateness")
+    topic = dest.properties.get("mqtt.lateTopic") or LATE_TOPIC.format(destination=dest.name)
+    moments = {
+        "base_time": late.base_time,
+        "predicted_at": late.predicted_at,
+        "target_at": late.target_at,
+        "observed_at": late.observed_at,
+    }
+    payload = {
+        "id": late.envelope.event_id,
+        "destination": late.destination,
+        "product": f"{late.stream}/{late.time}/{late.step}/{late.type}",
+        "transfer_id": late.transfer_id,
+        "measure": late.measure.value.lower(),
+        "lateness": late.lateness.value.lower(),
+        **{k: None if v is None else rfc3339(v) for k, v in moments.items()},
+        "late_by_s": late.late_by_ms // 1000,
+    }
+    return Notification(
+        destination=late.destination,
+        transfer_id=late.transfer_id or "",
+        data_file_id="",
+        topic=topic,
+        payload=encode(payload),
+        qos=dest.mqtt.qos if dest.mqtt is not None else 1,
+        retain=False,
+        expiry_interval_s=None,
+        content_type="application/json",
+        message_id=late.envelope.event_id,
+        data_id="",
+        relation="",
     )
 
 

@@ -1,6 +1,6 @@
-"""The notifier: ``ecpds.transfers`` (and ``ecpds.datafiles``, for deletions) -> decide ->
-publish over MQTT -> record the outcome on ``ecpds.notifications``; a stage of the kit
-(``bus.stage``: its docstring has the commit rule).
+"""The notifier: ``ecpds.transfers`` (and ``ecpds.datafiles``, for deletions; ``ecpds.products``
+for lateness) -> decide -> publish over MQTT -> record the outcome on ``ecpds.notifications``;
+a stage of the kit (``bus.stage``: its docstring has the commit rule).
 
 A record ends when it is not a notification case (not a success, a destination that does not
 publish, an expired transfer: logged), or when its outcome event is acknowledged by Kafka:
@@ -51,6 +51,7 @@ from bus.config.view import LiveConfig
 from bus.consumer import is_retriable
 from bus.events import Event
 from bus.events.datafiles import DataFileDeleted, DataFileExpired
+from bus.events.products import TransferLate
 from bus.events.transfers import TransferQueued, TransferSucceeded
 from bus.feeds import partitions_of, replay
 from bus.logging import get_logger
@@ -58,7 +59,7 @@ from bus.publisher import Publisher
 from bus.retry import RetryPolicy
 from bus.settings import Settings
 from bus.stage import Publish, Received, Stage, main, until_signalled
-from bus.topics import DATAFILES, DEADLETTER, NOTIFICATIONS, TRANSFERS, TopicSpec
+from bus.topics import DATAFILES, DEADLETTER, NOTIFICATIONS, PRODUCTS, TRANSFERS, TopicSpec
 from consumers.notifier import core, subscribers
 from consumers.notifier.adapters import PahoBroker
 from consumers.notifier.ports import Broker
@@ -158,6 +159,9 @@ class Notifier:
         event = received.event
         if isinstance(event, DataFileExpired | DataFileDeleted):
             return await self._deleted(event, event.data_file_id)
+        if isinstance(event, TransferLate):
+            late = core.lateness(event, self._config.view)
+            return () if isinstance(late, core.Skip) else await self._publish(late, event)
         if not isinstance(event, TransferSucceeded):
             return ()
         queued = self._queued.get(event.transfer_id)
@@ -275,6 +279,7 @@ def notifier_stage(
     portal: str = "https://127.0.0.1:8443",
     transfers_topic: str = TRANSFERS,
     datafiles_topic: str = DATAFILES,
+    products_topic: str | None = None,
     notifications_topic: str = NOTIFICATIONS,
     deadletter_topic: str = DEADLETTER,
     group_id: str = "ecpds-notifier",
@@ -285,7 +290,8 @@ def notifier_stage(
     concurrency: int = CONCURRENCY,
     clock: Callable[[], datetime] = utc_now,
 ) -> Stage[Notifier]:
-    """The notifier on ``transfers_topic``, publishing through ``broker``."""
+    """The notifier on ``transfers_topic`` (and ``datafiles_topic``, and ``products_topic`` for
+    lateness when given), publishing through ``broker``."""
     notifier = Notifier(
         broker,
         config,
@@ -298,7 +304,7 @@ def notifier_stage(
     return Stage(
         notifier,
         bootstrap=bootstrap,
-        topics=[transfers_topic, datafiles_topic],
+        topics=[transfers_topic, datafiles_topic, *([products_topic] if products_topic else [])],
         group_id=group_id,
         source=source,
         publisher=publisher,
@@ -339,6 +345,7 @@ async def serve(settings: Settings, _: argparse.Namespace) -> None:
             broker,
             live,
             portal=portal_base(settings),
+            products_topic=PRODUCTS,
             source=f"notifier/{settings.instance}",
         )
         log.info("notifier running", broker=broker.address)

@@ -2,7 +2,7 @@
 broken: never sent) notification, and its place in the transfer's timeline; a mail refused for
 good (``MailFailed``) takes its place in the timeline of the transfer it was about, beside the
 notifications (a mail about the destination itself has no transfer: the event stays in the log,
-with no row)."""
+with no row; so does a notification of lateness with no transfer)."""
 
 from __future__ import annotations
 
@@ -47,11 +47,18 @@ def _published(event: n.NotificationPublished) -> Sequence[Write]:
                 None,
             ),
         ),
-        history(
-            event,
-            event.transfer_id,
-            event.destination,
-            message=f"notified on {event.topic}",
+        # a destination's lateness of a product not arrived (no transfer) has no timeline
+        *(
+            (
+                history(
+                    event,
+                    event.transfer_id,
+                    event.destination,
+                    message=f"notified on {event.topic}",
+                ),
+            )
+            if event.transfer_id
+            else ()
         ),
     )
 
@@ -81,7 +88,11 @@ def _failed(event: n.NotificationFailed) -> Sequence[Write]:
                 event.message,
             ),
         ),
-        history(event, event.transfer_id, event.destination, message=error),
+        *(
+            (history(event, event.transfer_id, event.destination, message=error),)
+            if event.transfer_id
+            else ()
+        ),
     )
 
 

@@ -47,6 +47,8 @@ def test_a_whole_declaration_is_read_with_its_defaults() -> None:
         ({"wis2.downloadBase": "ftp://data.example.org/"}, "wis2.downloadBase", "https://"),
         ({"wis2.deletion": "maybe"}, "wis2.deletion", "yes or no"),
         ({"wis2.tpoic": "x"}, "wis2.tpoic", "unknown property"),
+        ({"mqtt.lateTopic": "ops/+/late"}, "mqtt.lateTopic", "without wildcards"),
+        ({"mqtt.onLate": "perhaps"}, "mqtt.onLate", "yes"),
     ],
 )
 def test_a_bad_setting_is_refused_naming_the_field_and_level(

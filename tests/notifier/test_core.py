@@ -8,8 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 from bus.events.config import DeleteFromSpool, MqttSettings
 from bus.events.datafiles import Checksums
+from bus.events.products import Lateness, Measure, TransferLate
 from consumers.notifier import core
 from consumers.notifier.wis2 import refusal
+from tests.bus.samples import sample
 from tests.config import factories as f
 from tests.notifier.factories import (
     DATA,
@@ -285,3 +287,43 @@ def test_the_schema_check_rejects_a_broken_message() -> None:
     assert wis2_errors({**message, "links": []})
     props = {**message["properties"], "integrity": {"method": "md5", "value": "qg=="}}
     assert wis2_errors({**message, "properties": props})
+
+
+def late_transfer(destination: str, transfer_id: str | None = "tr-9") -> TransferLate:
+    return sample(
+        TransferLate,
+        destination=destination,
+        transfer_id=transfer_id,
+        stream="oper",
+        time="00",
+        step="24",
+        type="fc",
+        measure=Measure.TRANSFER,
+        lateness=Lateness.VERY_LATE,
+        predicted_at=datetime(2026, 12, 7, 1, 30, tzinfo=UTC),
+        observed_at=None,
+        late_by_ms=45 * 60_000,
+    )
+
+
+def test_lateness_is_published_where_the_destination_asks_off_the_wis2_hierarchy() -> None:
+    """``mqtt.onLate`` sends a TransferLate as JSON on ``ecpds/late/<destination>`` (or
+    ``mqtt.lateTopic``), with the event's id; without it, nothing."""
+    on = view(destination("wis", WIS, {**WIS2, "mqtt.onLate": "yes"}))
+    note = core.lateness(late_transfer("wis"), on)
+    assert isinstance(note, core.Notification)
+    assert note.topic == "ecpds/late/wis"
+    message = json.loads(note.payload)
+    assert message["id"] == note.message_id == late_transfer("wis").envelope.event_id
+    assert message["product"] == "oper/00/24/fc"
+    assert (message["measure"], message["lateness"]) == ("transfer", "very_late")
+    assert message["predicted_at"] == "2026-12-07T01:30:00Z"
+    assert message["observed_at"] is None
+    assert message["late_by_s"] == 45 * 60
+    assert note.content_type == "application/json"
+    elsewhere = view(destination("wis", None, {"mqtt.onLate": "yes", "mqtt.lateTopic": "ops/x"}))
+    moved = core.lateness(late_transfer("wis", None), elsewhere)
+    assert isinstance(moved, core.Notification)
+    assert (moved.topic, moved.transfer_id) == ("ops/x", "")
+    assert isinstance(core.lateness(late_transfer("wis"), VIEW), core.Skip)
+    assert isinstance(core.lateness(late_transfer("nowhere"), on), core.Skip)

@@ -24,6 +24,7 @@ from bus.events.notifications import (
     NotificationPublished,
     NotificationRefused,
 )
+from bus.events.products import Lateness, Measure, TransferLate
 from bus.publisher import Publisher
 from bus.retry import RetryPolicy
 from bus.stage import Stage
@@ -130,7 +131,12 @@ async def make_topics(kafka: str, unique: str) -> Topics:
 
 @contextlib.asynccontextmanager
 async def running(
-    kafka: str, topics: Topics, port: int, unique: str, config: ConfigView = CONFIG
+    kafka: str,
+    topics: Topics,
+    port: int,
+    unique: str,
+    config: ConfigView = CONFIG,
+    products: str | None = None,
 ) -> AsyncIterator[Stage[Notifier]]:
     """A notifier publishing to ``127.0.0.1:port`` while the block runs."""
     runner = notifier_stage(
@@ -140,6 +146,7 @@ async def running(
         portal=PORTAL,
         transfers_topic=topics.transfers,
         datafiles_topic=topics.datafiles,
+        products_topic=products,
         notifications_topic=topics.notifications,
         deadletter_topic=topics.deadletter,
         group_id=f"notifier-{unique}",
@@ -496,3 +503,57 @@ async def test_a_restarted_notifier_recalls_what_was_queued_and_announced(
     assert second["properties"]["data_id"] == first["properties"]["data_id"]
     assert second["properties"]["integrity"] == first["properties"]["integrity"]
     assert "2026/other.grib2" not in json.dumps([first, second, third])
+
+
+async def test_lateness_reaches_the_broker_and_is_recorded(kafka: str, mosquitto_port: int) -> None:
+    """A TransferLate on the products topic for a destination with ``mqtt.onLate`` arrives on
+    ``ecpds/late/<destination>`` as JSON and is recorded as published; one for a destination
+    without it sends nothing."""
+    unique = f"late{free_port()}"
+    topics = await make_topics(kafka, unique)
+    products = f"test.{unique}.products"
+    await apply_topics(
+        kafka, [TopicSpec(products, "key", 1, "delete", DAY_MS, ("ecpds.products",), "t")]
+    )
+    config = view(
+        host(),
+        destination("loud", MqttSettings(publish=True), {**wis2("loud"), "mqtt.onLate": "yes"}),
+        destination("mute", MqttSettings(publish=True), wis2("mute")),
+    )
+
+    def late(name: str) -> TransferLate:
+        return sample(
+            TransferLate,
+            destination=name,
+            transfer_id=f"t-{name}",
+            measure=Measure.ARRIVAL,
+            lateness=Lateness.LATE,
+            late_by_ms=600_000,
+        )
+
+    sub = Subscriber(mosquitto_port)
+    await sub.subscribe("ecpds/late/#")
+    try:
+        async with running(kafka, topics, mosquitto_port, unique, config, products):
+            async with Publisher(kafka) as pub:
+                await pub.publish(products, "mute", late("mute"))
+                await pub.publish(products, "loud", late("loud"))
+            received = await sub.next()
+            assert await sub.nothing(1.0)
+
+            async def recorded() -> bool:
+                return len(await outcomes(kafka, topics.notifications)) == 1
+
+            await eventually(recorded)
+    finally:
+        sub.close()
+    assert received.topic == "ecpds/late/loud"
+    message = json.loads(received.payload)
+    assert (message["destination"], message["lateness"], message["late_by_s"]) == (
+        "loud",
+        "late",
+        600,
+    )
+    [published] = await outcomes(kafka, topics.notifications)
+    assert isinstance(published, NotificationPublished)
+    assert published.message_id == message["id"]
