@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,7 +30,8 @@ from bus.events.transfers import TransferQueued, TransferSucceeded
 from tests.bus.samples import sample
 from tests.config import factories as f
 
-SCHEMA = json.loads((Path(__file__).parent / "wis2-notification-message-bundled.json").read_text())
+SCHEMA_FILE = Path(__file__).parent / "wis2-notification-message-bundled.json"
+SCHEMA = json.loads(SCHEMA_FILE.read_text())
 VALIDATOR = Draft202012Validator(SCHEMA, format_checker=Draft202012Validator.FORMAT_CHECKER)
 DATA = b"GRIB data of the test\n"
 SHA512 = hashlib.sha512(DATA).hexdigest()
@@ -35,6 +41,41 @@ LOGIN = "alice-secret-login"
 def wis2_errors(message: Any) -> list[str]:
     """Every way ``message`` breaks the WIS2 notification schema (empty when valid)."""
     return [e.message for e in VALIDATOR.iter_errors(message)]
+
+
+def ets_failures(messages: Sequence[Mapping[str, Any]], home: Path) -> list[str]:
+    """What WMO's stock validator, pywis-pubsub's ETS (``pywis-pubsub ets validate``, run as
+    its own command), says fails in each of ``messages`` (empty when every one passes). Its
+    schema is the bundled one the notifier checks against, placed where ``pywis-pubsub schema
+    sync`` would put it (``$HOME/.pywis-pubsub``; the sync itself needs the internet)."""
+    schema = home / ".pywis-pubsub" / "wis2-notification-message"
+    schema.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(SCHEMA_FILE, schema / SCHEMA_FILE.name)
+    failures = []
+    command = Path(sys.executable).with_name("pywis-pubsub")
+    for index, message in enumerate(messages):
+        path = home / f"message-{index}.json"
+        path.write_text(json.dumps(message))
+        ran = subprocess.run(
+            [str(command), "ets", "validate", str(path)],
+            env={**os.environ, "HOME": str(home)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if ran.returncode != 0:
+            failures.append(f"message {index}: exit {ran.returncode}: {ran.stderr[-500:]}")
+            continue
+        report = json.loads(ran.stdout[ran.stdout.find("{") :])["ets-report"]  # after its log
+        failures.extend(
+            f"message {index}: {t.get('id', '?')}: {t.get('message', t)}"
+            for t in report["tests"]
+            if t["code"] == "FAILED"
+        )
+        if report["summary"].get("PASSED", 0) == 0:
+            failures.append(f"message {index}: nothing passed: {report['summary']}")
+    return failures
 
 
 def host(host_id: str = "h1") -> Host:

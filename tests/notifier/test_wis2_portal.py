@@ -39,7 +39,7 @@ from store.local import LocalStore
 from tests.conftest import free_port
 from tests.e2e.conftest import Tail, create_topics
 from tests.notifier.conftest import MOSQUITTO, Received, Subscriber, mosquitto
-from tests.notifier.factories import limit_errors, topic_errors, wis2_errors
+from tests.notifier.factories import ets_failures, limit_errors, topic_errors, wis2_errors
 from tests.portal.conftest import PortalStack
 from tests.projections.support import drop
 
@@ -216,11 +216,12 @@ def sha512(data: bytes) -> str:
 
 
 async def test_each_announced_file_downloads_from_its_link_and_a_republish_is_an_update(
-    world: World,
+    world: World, tmp_path: Path
 ) -> None:
     """Two files put with the event flag give two valid canonical messages whose links
     download, with curl from the portal, the bytes their integrity names; the first file put
-    again (requeue) gives an update of the same data id, whose link downloads the new bytes."""
+    again (requeue) gives an update of the same data id, whose link downloads the new bytes.
+    WMO's own validator (pywis-pubsub's ETS) passes all three."""
     stack, tag = world.stack, world.stack.tag
     sub = Subscriber(world.port)
     await sub.subscribe(TOPIC, qos=1)
@@ -255,11 +256,12 @@ async def test_each_announced_file_downloads_from_its_link_and_a_republish_is_an
     assert update["id"] not in {m["id"] for m in messages}
     assert newer == b"corrected observation\n"
     assert update["properties"]["integrity"]["value"] == sha512(newer)
+    assert ets_failures([*messages, update], tmp_path) == []
 
 
-async def test_expiry_is_announced_as_a_deletion(world: World) -> None:
+async def test_expiry_is_announced_as_a_deletion(world: World, tmp_path: Path) -> None:
     """A file whose lifetime passes is expired by the janitor, and the notifier announces a
-    valid deletion of the same data id and link."""
+    valid deletion of the same data id and link (WMO's ETS passes it)."""
     stack, tag = world.stack, world.stack.tag
     sub = Subscriber(world.port)
     await sub.subscribe(TOPIC, qos=1)
@@ -274,6 +276,7 @@ async def test_expiry_is_announced_as_a_deletion(world: World) -> None:
     assert gone["properties"]["data_id"] == first["properties"]["data_id"]
     assert gone["links"][0]["href"] == first["links"][0]["href"]
     assert gone["id"] != first["id"]
+    assert ets_failures([gone], tmp_path) == []
 
 
 async def test_a_destination_breaking_a_rule_sends_nothing_and_records_why(world: World) -> None:
