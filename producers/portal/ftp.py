@@ -23,9 +23,10 @@ Rules kept here:
   ``realpath`` does, never above the root.
 - TLS: after ``AUTH TLS`` (or from the first byte on the implicit port) the control channel is
   TLS; ``PROT P`` protects the data channel (the implicit port protects it by default). Both
-  use the portal's certificate and one ``SSLContext``, whose session tickets let clients
-  resume the control channel's TLS session on each data connection (lftp's and FileZilla's
-  ``reuse``, required by vsftpd-style servers); a client that does not resume is served too.
+  use the portal's certificate and one ``SSLContext`` (``tls_context``), so a TLS 1.2 client
+  resumes the control channel's session on each data connection (lftp's and FileZilla's
+  ``reuse``, which vsftpd-style servers require); one that does not, or cannot (TLS 1.3: see
+  ``tls_context``), gets a full handshake and is served the same.
 - Passive mode only (PASV, EPSV): each data connection gets a fresh listener on a port of the
   configured range (ECPDS_PORTAL_FTP_PASSIVE_PORTS; any free port if unset), announced in PASV
   at ECPDS_PORTAL_FTP_ADVERTISED_ADDRESS (the address the client reached, if unset: set it
@@ -82,6 +83,20 @@ FEATURES = (
     "REST STREAM", "SIZE", "TVFS", "UTF8",
 )  # fmt: skip
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def tls_context(cert: str, key: str) -> ssl.SSLContext:
+    """The door's TLS context, for its control and data connections alike.
+
+    It sends no TLS 1.3 session tickets: a server sends them just after the handshake, and an
+    uploading client never reads its data connection, so they were still unread when it
+    closed it, and its kernel answered with a reset that dropped the file's last bytes on
+    their way in (lftp's uploads were cut, now and then). TLS 1.2 sessions (ids and tickets,
+    sent within the handshake) are resumed by data connections as before."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    context.num_tickets = 0
+    return context
 
 
 class _Ports:
@@ -691,8 +706,8 @@ class _Server(aioftp.Server):
             except PortalError as error:
                 code, message = _answer(error)
                 code = "451" if code == "550" and isinstance(error, Failed) else code
-            except (ConnectionError, OSError, ssl.SSLError):
-                pass
+            except (ConnectionError, OSError, ssl.SSLError) as error:
+                log.info("ftp data connection broke", what=what, error=repr(error))
             except asyncio.CancelledError:
                 if ended is not None:
                     await ended(False)
@@ -828,4 +843,4 @@ def _drop_data(
         future.cancel()
 
 
-__all__ = ["PROTOCOL", "FtpDoor"]
+__all__ = ["PROTOCOL", "FtpDoor", "tls_context"]

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +41,7 @@ from producers.ingest.core import requested_by_portal
 from producers.ingest.service import IngestTopics
 from producers.ingest.stack import start_ingest
 from producers.portal.ftp import PROTOCOL as FTP
-from producers.portal.ftp import FtpDoor
+from producers.portal.ftp import FtpDoor, tls_context
 from producers.portal.https import PROTOCOL as HTTPS
 from producers.portal.https import HttpsDoor
 from producers.portal.service import Portal, PortalTopics
@@ -177,12 +176,10 @@ async def running(
         ftp_gate = SignInGate(FTP, _to(publisher, options.topics.portal))
         stack.push_async_callback(ftp_gate.close)
         certificate = _tls(settings)
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(certificate["ssl_certfile"], certificate["ssl_keyfile"])
         ftp = FtpDoor(
             portal,
             ftp_gate,
-            context,
+            tls_context(certificate["ssl_certfile"], certificate["ssl_keyfile"]),
             passive_ports=settings.portal_ftp_passive_ports,
             advertised=settings.portal_ftp_advertised_address,
         )

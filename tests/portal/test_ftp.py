@@ -17,10 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from bus.events.datafiles import DataFileRegistered, DataFileStored
 from bus.events.portal import (
+    AccessDeniedReason,
     PortalAccessDenied,
     PortalDownloaded,
     PortalUploaded,
+    SignInFailed,
 )
 from bus.events.transfers import TransferDownloaded, TransferQueued
 from tests.portal.conftest import PortalStack, Site
@@ -207,3 +210,333 @@ async def test_ftplib_over_explicit_tls_puts_and_gets(
     await asyncio.to_thread(put)
     await portal.listed(dest, "tls.bin")
     assert await asyncio.to_thread(get) == data
+
+
+@pytest.mark.parametrize("scheme", ["ftp", "ftps"])
+async def test_lftp_puts_lists_and_gets_over_tls(
+    portal: PortalStack, sites: dict[str, Site], tmp_path: Path, scheme: str
+) -> None:
+    """lftp with TLS forced on ``ftp://`` (AUTH TLS) and on ``ftps://`` (implicit), its data
+    channel protected and resuming the control channel's TLS session (its defaults): ``put``
+    registers the file, ``cls -l`` (MLSD) lists its size, ``get`` returns the same bytes."""
+    alice, dest = sites["alice"], f"pickup-{portal.tag}"
+    port = portal.ftp_port if scheme == "ftp" else portal.ftps_port
+    url = f"{scheme}://127.0.0.1:{port}"
+    name = f"by-lftp-{scheme}.bin"
+    data = os.urandom(700_001)
+    (tmp_path / "up.bin").write_bytes(data)
+    pushed = await asyncio.to_thread(
+        _lftp, portal, alice, url, [f"put up.bin -o /{dest}/{name}"], cwd=tmp_path
+    )
+    assert pushed.returncode == 0, pushed.stderr + portal.log("portal")
+    await portal.listed(dest, name)
+    pulled = await asyncio.to_thread(
+        _lftp,
+        portal,
+        alice,
+        url,
+        [f"cls -l /{dest}/", f"get /{dest}/{name} -o back.bin"],
+        cwd=tmp_path,
+    )
+    assert pulled.returncode == 0, pulled.stderr + portal.log("portal")
+    line = next(n for n in pulled.stdout.splitlines() if n.endswith(name))
+    assert "700001" in line.split()
+    assert (tmp_path / "back.bin").read_bytes() == data
+
+
+async def test_curl_puts_and_gets_over_explicit_and_implicit_tls_in_the_passive_range(
+    portal: PortalStack, sites: dict[str, Site], tmp_path: Path
+) -> None:
+    """curl ``--ssl-reqd`` on ``ftp://`` uploads (``-T``) and downloads; on ``ftps://`` it
+    downloads the same bytes, and with TLS 1.2 its data connection resumes the control
+    connection's TLS session; every data connection it opens is on a port of the configured
+    passive range."""
+    alice, dest = sites["alice"], f"pickup-{portal.tag}"
+    data = os.urandom(500_000)
+    (tmp_path / "c.bin").write_bytes(data)
+    explicit = f"ftp://127.0.0.1:{portal.ftp_port}/{dest}/by-curl.bin"
+    put = await asyncio.to_thread(
+        _curl, portal, alice, explicit, "--ssl-reqd", "-T", str(tmp_path / "c.bin")
+    )
+    assert put.returncode == 0, put.stderr.decode() + portal.log("portal")
+    await portal.listed(dest, "by-curl.bin")
+    implicit = f"ftps://127.0.0.1:{portal.ftps_port}/{dest}/by-curl.bin"
+    ports: list[int] = []
+    tls12 = ["--tls-max", "1.2"]
+    for url, extra in ((explicit, ["--ssl-reqd"]), (implicit, []), (implicit, tls12)):
+        got = await asyncio.to_thread(_curl, portal, alice, url, "-v", *extra)
+        assert got.returncode == 0, got.stderr.decode() + portal.log("portal")
+        assert got.stdout == data
+        found = re.findall(r"Connecting to [^ ]+ \([^)]+\) port (\d+)", got.stderr.decode())
+        ports += [int(p) for p in found]
+        if extra == tls12:  # the data connection resumed the control one's session:
+            told = got.stderr.decode()  # an abbreviated handshake, no certificate sent again
+            assert "SSL re-using session ID" in told
+            assert told.count("TLS handshake, Certificate (11)") == 1
+    low, high = portal.passive
+    assert ports
+    assert all(low <= p <= high for p in ports), (ports, portal.passive)
+
+
+async def test_a_resumed_download_completes_the_file_but_marks_nothing_done(
+    portal: PortalStack, sites: dict[str, Site], tmp_path: Path
+) -> None:
+    """``curl -C -`` resumes from the bytes it already has (REST): the file ends whole, served
+    from that offset; not read from its first byte, the download is not complete and the held
+    transfer stays held."""
+    alice, dest = sites["alice"], f"pickup-{portal.tag}"
+    data = os.urandom(400_000)
+    await _put(portal, alice, "resumed.bin", data)
+    local = tmp_path / "local.bin"
+    local.write_bytes(data[:150_000])
+    url = f"ftp://127.0.0.1:{portal.ftp_port}/{dest}/resumed.bin"
+    got = await asyncio.to_thread(
+        _curl, portal, alice, url, "--ssl-reqd", "-C", "-", "-o", str(local)
+    )
+    assert got.returncode == 0, got.stderr.decode() + portal.log("portal")
+    assert local.read_bytes() == data
+    transfer = _transfer(portal, "resumed.bin")
+    await portal.until(
+        lambda: any(e.transfer_id == transfer for e in portal.events(PortalDownloaded))
+    )
+    download = next(e for e in portal.events(PortalDownloaded) if e.transfer_id == transfer)
+    assert (download.complete, download.bytes_sent) == (False, len(data) - 150_000)
+    await asyncio.sleep(1.0)
+    assert not any(e.transfer_id == transfer for e in portal.events(TransferDownloaded))
+    assert await _status(portal, transfer, "HOLD") == [("HOLD",)]
+
+
+async def test_a_temporary_name_is_registered_only_once_renamed(
+    portal: PortalStack, sites: dict[str, Site]
+) -> None:
+    """STOR to ``up.tmp`` registers nothing (LIST shows it, as an upload in progress);
+    RNFR/RNTO to ``up.bin`` registers ``up.bin`` with the same bytes."""
+    alice, dest = sites["alice"], f"pickup-{portal.tag}"
+    data = os.urandom(100_000)
+
+    def put() -> list[str]:
+        with _ftp(portal, alice) as client:
+            client.storbinary(f"STOR /{dest}/up.tmp", io.BytesIO(data))
+            return client.nlst(f"/{dest}")
+
+    assert "up.tmp" in await asyncio.to_thread(put)
+    await asyncio.sleep(1.0)
+    targets = {e.target for e in portal.events(DataFileRegistered) if e.destination == dest}
+    assert not targets & {"up.tmp", "up.bin"}
+
+    def rename() -> str:
+        with _ftp(portal, alice) as client:
+            return client.rename(f"/{dest}/up.tmp", f"/{dest}/up.bin")
+
+    assert (await asyncio.to_thread(rename)).startswith("250")
+    await portal.until(
+        lambda: any(
+            e.destination == dest and e.target == "up.bin" for e in portal.events(TransferQueued)
+        )
+    )
+    stored = {e.data_file_id: e for e in portal.events(DataFileStored)}
+    registered = next(e for e in portal.events(DataFileRegistered) if e.target == "up.bin")
+    assert stored[registered.data_file_id].size == len(data)
+    assert "up.tmp" not in {e.target for e in portal.events(DataFileRegistered)}
+
+
+async def test_each_operation_is_allowed_with_its_grant(
+    portal: PortalStack, sites: dict[str, Site]
+) -> None:
+    """With every grant: MKD, CWD into it, CDUP, RMD; DELE of an upload in progress; a
+    registered file is never deleted (550)."""
+    alice, dest = sites["alice"], f"pickup-{portal.tag}"
+
+    def run() -> list[str]:
+        with _ftp(portal, alice) as client:
+            answers = [client.mkd(f"/{dest}/made"), client.cwd(f"/{dest}/made")]
+            answers += [client.pwd(), client.sendcmd("CDUP"), client.pwd()]
+            answers.append(client.rmd(f"/{dest}/made"))
+            client.storbinary(f"STOR /{dest}/gone.tmp", io.BytesIO(b"t" * 10))
+            answers.append(client.delete(f"/{dest}/gone.tmp"))
+            answers.append(" ".join(client.nlst(f"/{dest}")))
+            with pytest.raises(ftplib.error_perm) as refused:
+                client.delete(f"/{dest}/data.bin")
+            answers.append(str(refused.value))
+            return answers
+
+    made, cwd, inside, up, back, removed, deleted, names, registered = await asyncio.to_thread(run)
+    assert made == f"/{dest}/made"
+    assert cwd.startswith("250")
+    assert (inside, back) == (f"/{dest}/made", f"/{dest}")
+    assert up.startswith("250")
+    assert removed.startswith("250")
+    assert deleted.startswith("250")
+    assert "gone.tmp" not in names.split()
+    assert "made" not in names.split()
+    assert registered.startswith("550")
+
+
+@pytest.mark.parametrize(
+    ("command", "operation"),
+    [
+        ("RETR data.bin", "get"),
+        ("STOR x.bin", "put"),
+        ("DELE x.tmp", "delete"),
+        ("MKD no", "mkdir"),
+        ("RMD no", "rmdir"),
+        ("RNFR a.tmp", "rename"),
+        ("SIZE data.bin", "size"),
+        ("MDTM data.bin", "mtime"),
+    ],
+)
+async def test_an_operation_not_granted_answers_550_with_its_denial(
+    portal: PortalStack, sites: dict[str, Site], command: str, operation: str
+) -> None:
+    """reader (``dir`` only) may list the destination; each other operation answers 550 and
+    is a NO_PERMISSION denial naming it and its path."""
+    reader, dest = sites["reader"], f"pickup-{portal.tag}"
+    name = command.split()[1]
+
+    def run() -> tuple[list[str], str]:
+        with _ftp(portal, reader) as client:
+            client.cwd(f"/{dest}")
+            listed = client.nlst()
+            verb = command.split()[0]
+            if verb in ("RETR", "STOR"):
+                client.sendcmd("PASV")
+            try:
+                answer = client.sendcmd(command)
+            except ftplib.error_perm as refused:
+                answer = str(refused)
+            return listed, answer
+
+    listed, answer = await asyncio.to_thread(run)
+    assert "data.bin" in listed
+    assert answer.startswith("550"), answer
+    await portal.until(
+        lambda: any(
+            (e.operation, e.path, e.reason)
+            == (operation, f"/{dest}/{name}", AccessDeniedReason.NO_PERMISSION)
+            for e in _denials(portal, reader.login)
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "RETR ../../../../etc/passwd",
+        "RETR /etc/passwd",
+        "RETR /pickup-{tag}/../other-{tag}/x",
+        "RETR /pickup-{tag}/%2e%2e/%2e%2e/etc/passwd",
+        "RETR /pickup-{tag}/%252e%252e/etc/passwd",
+        "LIST /other-{tag}",
+        "CWD ../..",
+        "SIZE /other-{tag}/x",
+    ],
+)
+async def test_traversal_attempts_reach_nothing_outside_the_view(
+    portal: PortalStack, sites: dict[str, Site], command: str
+) -> None:
+    """``..`` (plain, percent-encoded, double-encoded), absolute paths and a destination the
+    user does not reach all answer 550 with nothing sent, each a NOT_FOUND denial."""
+    alice = sites["alice"]
+    before = len(_denials(portal, alice.login))
+
+    def run() -> str:
+        with _ftp(portal, alice) as client:
+            client.sendcmd("PASV")
+            try:
+                return client.sendcmd(command.format(tag=portal.tag))
+            except ftplib.error_perm as refused:
+                return str(refused)
+
+    answer = await asyncio.to_thread(run)
+    assert answer.startswith("550"), answer
+    await portal.until(lambda: len(_denials(portal, alice.login)) > before)
+    new = _denials(portal, alice.login)[before:]
+    assert all(e.reason is AccessDeniedReason.NOT_FOUND for e in new)
+
+
+async def test_a_wrong_password_answers_530_and_is_a_failed_sign_in(
+    portal: PortalStack, sites: dict[str, Site]
+) -> None:
+    """PASS with a wrong password answers 530 and publishes a ``SignInFailed`` of the ftp
+    door; nothing is served before a sign-in (530)."""
+    alice = sites["alice"]
+
+    def run() -> tuple[str, str]:
+        with ftplib.FTP(timeout=30) as client:  # noqa: S321 - plain FTP is a door under test
+            client.connect("127.0.0.1", portal.ftp_port)
+            try:
+                client.sendcmd("PWD")
+            except ftplib.error_perm as early:
+                before = str(early)
+            try:
+                client.login(alice.login, "not-the-password")
+            except ftplib.error_perm as refused:
+                return before, str(refused)
+        return before, "signed in"
+
+    before, answer = await asyncio.to_thread(run)
+    assert before.startswith("530")
+    assert answer.startswith("530")
+    await portal.until(
+        lambda: any(e.door == "ftp" and e.login == alice.login for e in portal.events(SignInFailed))
+    )
+
+
+async def test_a_user_past_max_connections_is_turned_away_with_421(
+    portal: PortalStack,
+) -> None:
+    """``portal.maxConnections: 0``: PASS answers 421, the connection is closed and a
+    MAX_CONNECTIONS denial is published."""
+    full = portal.site(f"full-{portal.tag}", "full-secret")
+    await portal.apply(
+        f"""
+users:
+  - login: full-{portal.tag}
+    password: full-secret
+    destinations: [pickup-{portal.tag}]
+    operations: [dir]
+    properties:
+      portal.maxConnections: "0"
+"""
+    )
+    await asyncio.sleep(1.0)  # the portal follows the configuration topic
+
+    def run() -> str:
+        with ftplib.FTP(timeout=30) as client:  # noqa: S321 - plain FTP is a door under test
+            client.connect("127.0.0.1", portal.ftp_port)
+            try:
+                client.login(full.login, full.password)
+            except ftplib.error_temp as refused:
+                return str(refused)
+        return "signed in"
+
+    assert (await asyncio.to_thread(run)).startswith("421")
+    await portal.until(
+        lambda: any(
+            e.reason is AccessDeniedReason.MAX_CONNECTIONS and e.protocol == "ftp"
+            for e in _denials(portal, full.login)
+        )
+    )
+
+
+async def test_an_upload_resumed_with_rest_is_refused_with_a_reason(
+    portal: PortalStack, sites: dict[str, Site]
+) -> None:
+    """REST then STOR answers 550 saying uploads are not resumed (they stream into the store
+    in order); nothing is registered under that name."""
+    alice, dest = sites["alice"], f"pickup-{portal.tag}"
+
+    def run() -> str:
+        with _ftp(portal, alice) as client:
+            client.sendcmd("TYPE I")
+            client.sendcmd("PASV")
+            client.sendcmd("REST 10")
+            try:
+                return client.sendcmd(f"STOR /{dest}/rest.bin")
+            except ftplib.error_perm as refused:
+                return str(refused)
+
+    answer = await asyncio.to_thread(run)
+    assert answer.startswith("550")
+    assert "not supported" in answer
+    assert not any(e.target == "rest.bin" for e in portal.events(DataFileRegistered))
