@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from bus.events.datafiles import DataFileRegistered, DataFileStored
+from bus.events.datafiles import DataFileRegistered, DataFileRegistrationFailed, DataFileStored
 from bus.events.portal import (
     AccessDeniedReason,
     PortalAccessDenied,
@@ -540,3 +540,36 @@ async def test_an_upload_resumed_with_rest_is_refused_with_a_reason(
     assert answer.startswith("550")
     assert "not supported" in answer
     assert not any(e.target == "rest.bin" for e in portal.events(DataFileRegistered))
+
+
+async def test_an_upload_cut_midway_registers_nothing_and_leaves_no_object(
+    portal: PortalStack, sites: dict[str, Site], tmp_path: Path
+) -> None:
+    """``curl -T`` killed midway (its data and control connections closed at once, as if the
+    file had ended): the registration is closed as failed, nothing is queued, no object is
+    left in the store."""
+    alice, dest = sites["alice"], f"pickup-{portal.tag}"
+    big = tmp_path / "big.bin"
+    with big.open("wb") as out:
+        out.truncate(1024**3)  # far more than arrives before the kill
+    url = f"ftp://127.0.0.1:{portal.ftp_port}/{dest}/cut.bin"
+    client = await asyncio.create_subprocess_exec(
+        "curl", "-sS", "-u", f"{alice.login}:{alice.password}", "--limit-rate", "4M",
+        "-T", str(big), url, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        await portal.until(
+            lambda: any(e.target == "cut.bin" for e in portal.events(DataFileRegistered))
+        )
+        await asyncio.sleep(0.5)  # some bytes on their way into the store
+    finally:
+        client.kill()
+        await client.wait()
+    dfid = next(e for e in portal.events(DataFileRegistered) if e.target == "cut.bin").data_file_id
+    await portal.until(
+        lambda: any(e.data_file_id == dfid for e in portal.events(DataFileRegistrationFailed))
+    )
+    assert not any(e.data_file_id == dfid for e in portal.events(DataFileStored))
+    assert not any(e.data_file_id == dfid for e in portal.events(TransferQueued))
+    assert not list(portal.store.rglob(f"*{dfid}*"))
+    assert not any(e.path == "cut.bin" for e in portal.events(PortalUploaded))
