@@ -151,7 +151,7 @@ async def test_ftplib_puts_lists_and_its_complete_get_marks_the_transfer_done(
     portal: PortalStack, sites: dict[str, Site]
 ) -> None:
     """Plain FTP with ftplib: STOR registers the file (a ``PortalUploaded`` over ``ftp``),
-    MLSD, LIST and NLST list it with its size, SIZE and MDTM answer, RETR returns the same
+    MLSD, LIST and NLST list it with its size, SIZE, MDTM and MLST answer, RETR returns the same
     bytes as a complete ``PortalDownloaded`` and the held transfer becomes DONE."""
     alice, dest = sites["alice"], f"pickup-{portal.tag}"
     data = os.urandom(3 * 1024 * 1024 + 17)
@@ -159,26 +159,29 @@ async def test_ftplib_puts_lists_and_its_complete_get_marks_the_transfer_done(
     uploaded = next(e for e in portal.events(PortalUploaded) if e.path == "data.bin")
     assert (uploaded.size, uploaded.protocol, uploaded.destination) == (len(data), "ftp", dest)
 
-    def read() -> tuple[dict[str, dict[str, str]], list[str], list[str], str, str, bytes]:
+    def read() -> tuple[dict[str, dict[str, str]], list[str], list[str], dict[str, str], bytes]:
         with _ftp(portal, alice) as client:
             client.cwd(f"/{dest}")
             facts = dict(client.mlsd())
             lines: list[str] = []
             client.retrlines("LIST", lines.append)
             names = client.nlst()
-            size = client.sendcmd("SIZE data.bin")
-            mtime = client.sendcmd("MDTM data.bin")
+            answers = {
+                verb: client.sendcmd(f"{verb} data.bin") for verb in ("SIZE", "MDTM", "MLST")
+            }
             got = io.BytesIO()
             client.retrbinary("RETR data.bin", got.write)
-            return facts, lines, names, size, mtime, got.getvalue()
+            return facts, lines, names, answers, got.getvalue()
 
-    facts, lines, names, size, mtime, got = await asyncio.to_thread(read)
+    facts, lines, names, answers, got = await asyncio.to_thread(read)
     assert facts["data.bin"]["type"] == "file"
     assert facts["data.bin"]["size"] == str(len(data))
     assert any(line.endswith(" data.bin") and f" {len(data)} " in line for line in lines)
     assert "data.bin" in names
-    assert size == f"213 {len(data)}"
-    assert re.fullmatch(r"213 \d{14}", mtime)
+    assert answers["SIZE"] == f"213 {len(data)}"
+    assert re.fullmatch(r"213 \d{14}", answers["MDTM"])
+    stamp = answers["MDTM"][4:]
+    assert f" type=file;size={len(data)};modify={stamp}; /{dest}/data.bin" in answers["MLST"]
     assert got == data
     transfer = _transfer(portal, "data.bin")
     await portal.until(
