@@ -66,10 +66,8 @@ from producers.portal.service import (
     PortalError,
     Refused,
     Session,
-    SpoolWriter,
     TooLarge,
     Unsupported,
-    Upload,
 )
 
 log = get_logger(__name__)
@@ -778,7 +776,7 @@ class _Server(aioftp.Server):
             if not ok:
                 await asyncio.shield(upload.abort())
                 return
-            await _finish(upload)
+            await upload.finish()
 
         return self._transfer(connection, f"upload of {path}", receive, ended=ended)
 
@@ -793,10 +791,6 @@ class _Server(aioftp.Server):
     @_command()
     async def ftp_appe(self, connection: Connection, rest: str) -> bool:
         raise Unsupported("appending is not supported: send the whole file with STOR")
-
-
-async def _finish(upload: Upload | SpoolWriter) -> None:
-    await upload.finish()
 
 
 def _at_eof(connection: Connection) -> bool:
