@@ -17,7 +17,9 @@ Rules kept here:
   folder is there), ``get`` RETR, ``put`` STOR, ``delete`` DELE, ``mkdir`` MKD, ``rmdir`` RMD,
   ``rename`` RNFR+RNTO, ``size`` SIZE, ``mtime`` MDTM (MFMT: set it, which the grant allows
   and nothing keeps). A refusal answers 550 (published as ``PortalAccessDenied`` by the
-  session), what the view cannot do 550 with the reason, an upload past its cap 552.
+  session), what the view cannot do 550 with the reason, an upload past its cap 552. A
+  transfer answers 425 when its data connection never comes, 426 when it breaks, 451 when
+  the store or the ingest service fails midway.
 - Paths are the client's, made absolute against the working folder, then confined to the view
   (``access.confine``: ``..``, encoded or not, is refused); only CWD resolves ``..``, the way
   ``realpath`` does, never above the root.
@@ -46,6 +48,7 @@ import builtins
 import contextlib
 import errno
 import functools
+import logging
 import ssl
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -72,6 +75,16 @@ from producers.portal.service import (
 
 log = get_logger(__name__)
 PROTOCOL = "ftp"
+
+
+def _quiet(record: logging.LogRecord) -> bool:
+    """aioftp logs a traceback whenever a client leaves without QUIT (its connection reset or
+    closed): a normal end here, not an error."""
+    error = record.exc_info[1] if record.exc_info else None
+    return not isinstance(error, ConnectionError | TimeoutError)
+
+
+logging.getLogger("aioftp.server").addFilter(_quiet)
 CHUNK = 1024 * 1024  # bytes read from the store, or from an upload's socket, at a time
 DATA_WAIT = 20.0  # seconds a transfer waits for the client's data connection
 CUT_WAIT = 0.05  # seconds an upload's end waits to tell a cut (its control connection closes)
@@ -768,15 +781,22 @@ class _Server(aioftp.Server):
                 await upload.write(upload.received, chunk)
 
         async def ended(ok: bool) -> None:
-            if ok:
-                # a client killed midway closes its data connection as if the file had ended:
-                # its control connection, closed with it, tells the cut apart
-                await asyncio.sleep(CUT_WAIT)
-                ok = not (state.closed or state.writer.is_closing() or _at_eof(connection))
-            if not ok:
-                await asyncio.shield(upload.abort())
-                return
-            await upload.finish()
+            cut = not ok
+            try:
+                if ok:
+                    # a client killed midway closes its data connection as if the file had
+                    # ended: its control connection, closed with it, tells the cut apart (its
+                    # end cancels this wait, or is seen after it)
+                    await asyncio.sleep(CUT_WAIT)
+                    cut = state.closed or state.writer.is_closing() or _at_eof(connection)
+            except asyncio.CancelledError:
+                cut = True
+                raise
+            finally:
+                if cut:
+                    await asyncio.shield(upload.abort())
+            if not cut:
+                await asyncio.shield(upload.finish())
 
         return self._transfer(connection, f"upload of {path}", receive, ended=ended)
 

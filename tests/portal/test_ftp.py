@@ -565,13 +565,20 @@ async def test_an_upload_cut_midway_registers_nothing_and_leaves_no_object(
             lambda: any(e.target == "cut.bin" for e in portal.events(DataFileRegistered))
         )
         await asyncio.sleep(0.5)  # some bytes on their way into the store
+    except BaseException:
+        print(portal.log("portal"))
+        raise
     finally:
         client.kill()
         await client.wait()
     dfid = next(e for e in portal.events(DataFileRegistered) if e.target == "cut.bin").data_file_id
-    await portal.until(
-        lambda: any(e.data_file_id == dfid for e in portal.events(DataFileRegistrationFailed))
-    )
+    try:
+        await portal.until(
+            lambda: any(e.data_file_id == dfid for e in portal.events(DataFileRegistrationFailed))
+        )
+    except BaseException:
+        print(portal.log("portal"))
+        raise
     assert not any(e.data_file_id == dfid for e in portal.events(DataFileStored))
     assert not any(e.data_file_id == dfid for e in portal.events(TransferQueued))
     assert not list(portal.store.rglob(f"*{dfid}*"))
