@@ -253,7 +253,7 @@ async def test_curl_puts_and_gets_over_explicit_and_implicit_tls_in_the_passive_
     """curl ``--ssl-reqd`` on ``ftp://`` uploads (``-T``) and downloads; on ``ftps://`` it
     downloads the same bytes, and with TLS 1.2 its data connection resumes the control
     connection's TLS session; every data connection it opens is on a port of the configured
-    passive range."""
+    passive range, which PASV announces too."""
     alice, dest = sites["alice"], f"pickup-{portal.tag}"
     data = os.urandom(500_000)
     (tmp_path / "c.bin").write_bytes(data)
@@ -279,6 +279,14 @@ async def test_curl_puts_and_gets_over_explicit_and_implicit_tls_in_the_passive_
     low, high = portal.passive
     assert ports
     assert all(low <= p <= high for p in ports), (ports, portal.passive)
+
+    def pasv() -> tuple[str, int]:
+        with _ftp(portal, alice) as client:
+            return ftplib.parse227(client.sendcmd("PASV"))  # noqa: S321 - reads an answer
+
+    host, port = await asyncio.to_thread(pasv)
+    assert host == "127.0.0.1"  # no advertised address set: the one the client reached
+    assert low <= port <= high
 
 
 async def test_a_resumed_download_completes_the_file_but_marks_nothing_done(
