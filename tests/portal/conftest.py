@@ -97,14 +97,14 @@ class PortalStack(Stack):
             ],
         )  # fmt: skip
 
-    def start_portal(self) -> None:
+    def start_portal(self, extra: dict[str, str] | None = None) -> None:
         self.sftp_port, self.https_port = free_port(), free_port()
         self.ftp_port, self.ftps_port = free_port(), free_port()
         first = free_run(PASSIVE_PORTS)
         self.passive = (first, first + PASSIVE_PORTS - 1)
         log = self.root / "log" / "portal.log"
         seen = log.stat().st_size if log.exists() else 0  # a restart appends to the same log
-        passive = {"ECPDS_PORTAL_FTP_PASSIVE_PORTS": "{}-{}".format(*self.passive)}
+        passive = {"ECPDS_PORTAL_FTP_PASSIVE_PORTS": "{}-{}".format(*self.passive), **(extra or {})}
         process = self._spawn(
             "portal",
             [

@@ -591,3 +591,24 @@ async def test_an_upload_cut_midway_registers_nothing_and_leaves_no_object(
     assert not any(e.data_file_id == dfid for e in portal.events(TransferQueued))
     assert not list(portal.store.rglob(f"*{dfid}*"))
     assert not any(e.path == "cut.bin" for e in portal.events(PortalUploaded))
+
+
+async def test_pasv_announces_the_advertised_address_behind_nat(
+    portal: PortalStack, sites: dict[str, Site]
+) -> None:
+    """Restarted with ``ECPDS_PORTAL_FTP_ADVERTISED_ADDRESS`` (a NAT's public address), PASV
+    announces that address, with a port of the passive range (the last test of the module:
+    clients here could not reach it)."""
+    alice = sites["alice"]
+    portal.stop("portal")
+    await asyncio.to_thread(
+        portal.start_portal, {"ECPDS_PORTAL_FTP_ADVERTISED_ADDRESS": "192.0.2.7"}
+    )
+
+    def pasv() -> tuple[str, int]:
+        with _ftp(portal, alice) as client:
+            return ftplib.parse227(client.sendcmd("PASV"))  # noqa: S321 - reads an answer
+
+    host, port = await asyncio.to_thread(pasv)
+    assert host == "192.0.2.7"
+    assert portal.passive[0] <= port <= portal.passive[1]
