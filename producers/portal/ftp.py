@@ -37,6 +37,9 @@ Rules kept here:
 - REST resumes downloads (served from that offset; not from the first byte, such a download
   never marks a transfer DONE). Uploads stream into the store in order, so REST before STOR,
   and APPE, answer 550: send the whole file again (under a temporary name, then RNTO).
+- A client silent for ECPDS_PORTAL_FTP_IDLE_TIMEOUT seconds (600), no transfer running or
+  ended meanwhile, is told 421 and disconnected: its session ends (a client that vanished
+  does not hold one of its max connections).
 - An upload ends when its data connection does. The client going away (its control connection
   closed with it, as when it is killed) is a cut, never registered: the upload is aborted.
 """
@@ -56,7 +59,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aioftp
-from aioftp.common import Connection
+from aioftp.common import Connection, StreamIO
 
 from bus.logging import get_logger
 from bus.signin import Banned, SignInGate
@@ -143,6 +146,8 @@ class _State:
     session: Session | None = None
     cwd: PortalPath = field(default_factory=lambda: PortalPath(()))
     rename_from: PortalPath | None = None
+    transfers: int = 0  # running now: the control connection may stay silent meanwhile
+    quiet_since: float = 0.0  # loop time the last transfer ended (silence counts from then)
     listener: asyncio.Server | None = None
     data: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]] | None = None
     closed: bool = False
@@ -230,8 +235,10 @@ class FtpDoor:
         *,
         passive_ports: tuple[int, int] | None = None,
         advertised: str | None = None,
+        idle: float = 600.0,
     ) -> None:
         self.portal = portal
+        self.idle = idle
         self.gate = gate
         self.tls = tls
         self.ports = _Ports(passive_ports)
@@ -298,6 +305,27 @@ class _Server(aioftp.Server):
             _drop_data(state)
             if state.session is not None:
                 state.session.close()
+
+    async def parse_command(
+        self, stream: StreamIO, censor_commands: tuple[str] = ("pass",)
+    ) -> tuple[str, str]:
+        """The client's next command; after ``idle`` seconds of silence with no transfer
+        running, 421 and the connection (and its session) ends."""
+        state = self._states.get(stream.writer)
+        while True:
+            try:
+                return await asyncio.wait_for(
+                    super().parse_command(stream, censor_commands), self.door.idle
+                )
+            except TimeoutError:
+                now = asyncio.get_running_loop().time()
+                if state is not None and (
+                    state.transfers or now - state.quiet_since < self.door.idle
+                ):
+                    continue
+                if state is not None and not state.writer.is_closing():
+                    state.writer.write(b"421 idle for too long: closing the connection\r\n")
+                raise
 
     # -- sign-in and TLS --------------------------------------------------------------------
 
@@ -703,6 +731,14 @@ class _Server(aioftp.Server):
         connection.response("150", f"opening data connection for the {what}")
 
         async def run() -> bool:
+            state.transfers += 1
+            try:
+                return await attempt()
+            finally:
+                state.transfers -= 1
+                state.quiet_since = asyncio.get_running_loop().time()
+
+        async def attempt() -> bool:
             ok, code, message = False, "425", "no data connection: the transfer did not start"
             try:
                 data = await self._data(state)

@@ -182,6 +182,7 @@ async def running(
             tls_context(certificate["ssl_certfile"], certificate["ssl_keyfile"]),
             passive_ports=settings.portal_ftp_passive_ports,
             advertised=settings.portal_ftp_advertised_address,
+            idle=settings.portal_ftp_idle,
         )
         ftp_ports = await ftp.start(
             settings.portal_address,

@@ -56,6 +56,7 @@ def test_ports_follow_their_variables() -> None:
         ("ECPDS_PORTAL_FTP_PASSIVE_PORTS", "30000-70000"),
         ("ECPDS_PORTAL_FTP_ADVERTISED_ADDRESS", "portal.example.org"),
         ("ECPDS_PORTAL_FTP_ADVERTISED_ADDRESS", "::1"),
+        ("ECPDS_PORTAL_FTP_IDLE_TIMEOUT", "never"),
     ],
 )
 def test_bad_value_is_refused_naming_the_variable(name: str, value: str) -> None:

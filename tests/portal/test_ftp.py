@@ -11,6 +11,7 @@ import os
 import re
 import ssl
 import subprocess
+import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -593,16 +594,22 @@ async def test_an_upload_cut_midway_registers_nothing_and_leaves_no_object(
     assert not any(e.path == "cut.bin" for e in portal.events(PortalUploaded))
 
 
-async def test_pasv_announces_the_advertised_address_behind_nat(
+async def test_pasv_announces_the_advertised_address_and_a_silent_client_is_dropped(
     portal: PortalStack, sites: dict[str, Site]
 ) -> None:
-    """Restarted with ``ECPDS_PORTAL_FTP_ADVERTISED_ADDRESS`` (a NAT's public address), PASV
-    announces that address, with a port of the passive range (the last test of the module:
-    clients here could not reach it)."""
-    alice = sites["alice"]
+    """Restarted with ``ECPDS_PORTAL_FTP_ADVERTISED_ADDRESS`` (a NAT's public address) and a
+    2 s ``ECPDS_PORTAL_FTP_IDLE_TIMEOUT``: PASV announces that address, with a port of the
+    passive range; a download slower than the idle time completes (a transfer keeps its
+    control connection open); a client silent longer is told 421 and its session ends.
+    The last test of the module (clients here could not reach that address)."""
+    alice, dest = sites["alice"], f"pickup-{portal.tag}"
     portal.stop("portal")
     await asyncio.to_thread(
-        portal.start_portal, {"ECPDS_PORTAL_FTP_ADVERTISED_ADDRESS": "192.0.2.7"}
+        portal.start_portal,
+        {
+            "ECPDS_PORTAL_FTP_ADVERTISED_ADDRESS": "192.0.2.7",
+            "ECPDS_PORTAL_FTP_IDLE_TIMEOUT": "2",
+        },
     )
 
     def pasv() -> tuple[str, int]:
@@ -612,3 +619,17 @@ async def test_pasv_announces_the_advertised_address_behind_nat(
     host, port = await asyncio.to_thread(pasv)
     assert host == "192.0.2.7"
     assert portal.passive[0] <= port <= portal.passive[1]
+    url = f"ftp://127.0.0.1:{portal.ftp_port}/{dest}/by-curl.bin"  # 500,000 bytes in ~4 s
+    slow = await asyncio.to_thread(_curl, portal, alice, url, "--limit-rate", "120K")
+    assert slow.returncode == 0, slow.stderr.decode() + portal.log("portal")
+    assert len(slow.stdout) == 500_000
+
+    def silent() -> str:
+        with _ftp(portal, alice) as client:
+            time.sleep(3.5)
+            try:
+                return client.sendcmd("PWD")
+            except ftplib.error_temp as dropped:
+                return str(dropped)
+
+    assert (await asyncio.to_thread(silent)).startswith("421")
