@@ -47,7 +47,6 @@ Rules kept here:
 from __future__ import annotations
 
 import asyncio
-import builtins
 import contextlib
 import errno
 import functools
@@ -585,7 +584,7 @@ class _Server(aioftp.Server):
         connection.response("213", f"Modify={when}; {_flat(str(path))}")
         return True
 
-    async def _entries(self, state: _State, rest: str) -> builtins.list[Entry]:
+    async def _entries(self, state: _State, rest: str) -> list[Entry]:
         """The entries LIST/NLST/MLSD show for ``rest``: a folder's, or one file's."""
         assert state.session is not None
         words = rest.split()
@@ -632,7 +631,7 @@ class _Server(aioftp.Server):
         connection.response("250", ["listing", _facts(shown), "end"], True)
         return True
 
-    def _send_lines(self, connection: Connection, lines: builtins.list[str]) -> bool:
+    def _send_lines(self, connection: Connection, lines: list[str]) -> bool:
         body = "".join(line + "\r\n" for line in lines).encode()
 
         async def send(data: _Data) -> None:
