@@ -19,10 +19,11 @@ topics and a private schema of the bench Kafka/PostgreSQL (under ECPDS_VAR, defa
 var/bench); vsftpd runs as a throw-away local account (needs root, as its tests do). Binds
 127.0.0.1 only, cleans up, prints one JSON object.
 
-Measured (the shared 2-core machine, load 5-13): at 1 GiB, three rounds, plain FTP: get 480
-MB/s against vsftpd's 618 (0.80x; best rounds 779 and 786), put 242 against 297 (0.83x);
-the portal's CPU per GB: get 0.88 s, put 4.16 s (ADLER32, MD5 and the store's write and
-fsync: vsftpd's put does not fsync). Over TLS at 1 GiB: get 281 MB/s against 203 (1.31x),
+Measured (the shared 2-core machine, load 4-13): at 1 GiB, three rounds, plain FTP: get 480
+MB/s against vsftpd's 618 (0.80x; best rounds 779 and 786), put 242 against 297 (0.83x); a
+second run: get 644 against 355 (1.42x; best 926 and 820), put 302 against 363 (0.74x). The
+portal's CPU per GB: get 0.80-0.88 s, put 3.85-4.16 s (ADLER32, MD5 and the store's write
+and fsync: vsftpd's put does not fsync). Over TLS at 1 GiB: get 281 MB/s against 203 (1.31x),
 put 116 against 152 (0.76x); CPU per GB get 1.58 s, put 4.44 s. At 256 MiB, three rounds:
 plain get 0.82x, put 0.56x;
 over TLS get 0.99x, put 0.73x (a connection's fixed costs, its argon2 sign-in among them,
