@@ -8,6 +8,7 @@ Every component gets its settings from ``Settings.from_env()``; nothing else rea
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 import urllib.parse
@@ -191,6 +192,31 @@ def _kafka_access(
     return "sasl_ssl", Path(ca), given["ECPDS_KAFKA_USER"] or "ecpds", Path(password)
 
 
+def _port_range(env: Mapping[str, str], name: str) -> tuple[int, int] | None:
+    """``first-last`` (a run of ports, both included); None when unset (any free port)."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    first, sep, last = raw.partition("-")
+    if not sep or not first.strip().isdigit() or not last.strip().isdigit():
+        raise ConfigurationError(name, f"must be a port range first-last, got {raw!r}")
+    low, high = int(first), int(last)
+    if not 1 <= low <= high <= 65535:
+        raise ConfigurationError(name, f"must be 1 <= first <= last <= 65535, got {raw!r}")
+    return low, high
+
+
+def _ipv4(env: Mapping[str, str], name: str) -> str | None:
+    """An IPv4 address (what a PASV answer can carry), or None when unset."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    try:
+        return str(ipaddress.IPv4Address(raw))
+    except ValueError:
+        raise ConfigurationError(name, f"must be an IPv4 address, got {raw!r}") from None
+
+
 def _address(env: Mapping[str, str], name: str, default: str) -> str:
     """A bind address: an IP address or a host name, nothing with a port or a scheme in it."""
     value = env.get(name) or default
@@ -279,6 +305,14 @@ class Settings:
     portal_address: str = "127.0.0.1"
     portal_sftp_port: int = 2222
     portal_https_port: int = 8443
+    # its FTP door: explicit TLS (AUTH TLS) on the FTP port, implicit FTPS on its own; passive
+    # data connections on a port of the range (None: any free port), announced in PASV answers
+    # at the advertised address (None: the address the client reached), as behind NAT
+    portal_ftp_port: int = 2121
+    portal_ftps_port: int = 2990
+    portal_ftp_passive_ports: tuple[int, int] | None = None
+    portal_ftp_advertised_address: str | None = None
+    portal_ftp_idle: float = 600.0  # seconds a signed-in FTP client may stay silent, no transfer
     instance: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     # the instance was named (ECPDS_INSTANCE), so it keeps its name across restarts
     instance_named: bool = False
@@ -363,6 +397,11 @@ class Settings:
             portal_address=_address(env, "ECPDS_PORTAL_ADDRESS", "127.0.0.1"),
             portal_sftp_port=_port(env, "ECPDS_PORTAL_SFTP_PORT", 2222),
             portal_https_port=_port(env, "ECPDS_PORTAL_HTTPS_PORT", 8443),
+            portal_ftp_port=_port(env, "ECPDS_PORTAL_FTP_PORT", 2121),
+            portal_ftps_port=_port(env, "ECPDS_PORTAL_FTPS_PORT", 2990),
+            portal_ftp_passive_ports=_port_range(env, "ECPDS_PORTAL_FTP_PASSIVE_PORTS"),
+            portal_ftp_advertised_address=_ipv4(env, "ECPDS_PORTAL_FTP_ADVERTISED_ADDRESS"),
+            portal_ftp_idle=_seconds(env, "ECPDS_PORTAL_FTP_IDLE_TIMEOUT", 600.0),
             token=env.get("ECPDS_TOKEN") or None,
         )
         if env.get("ECPDS_INSTANCE"):

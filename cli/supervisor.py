@@ -393,6 +393,7 @@ def _greet(settings: Settings, chosen: Sequence[Component]) -> None:
         cert = settings.tls_cert or settings.var_dir / "secrets" / "portal" / "tls" / "server.crt"
         say(
             f"Data Portal: sftp -P {settings.portal_sftp_port} <data user>@{host}, "
+            f"ftp://{host}:{settings.portal_ftp_port} (AUTH TLS), "
             f"https://{host}:{settings.portal_https_port}/ (curl --cacert {cert})"
         )
     say("Ctrl-C stops everything")

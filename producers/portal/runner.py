@@ -1,8 +1,10 @@
 """Runs the Data Portal: ``python -m producers.portal.runner [--sftp-port N] ...``.
 
 Its doors listen on ECPDS_PORTAL_ADDRESS (127.0.0.1 by default): SFTP/SCP on
-ECPDS_PORTAL_SFTP_PORT (2222), HTTPS on ECPDS_PORTAL_HTTPS_PORT (8443; the certificate of
-ECPDS_TLS_CERT/_KEY, else one created on first run under ``<var>/secrets/portal/tls``).
+ECPDS_PORTAL_SFTP_PORT (2222), FTP (explicit TLS) on ECPDS_PORTAL_FTP_PORT (2121) and implicit
+FTPS on ECPDS_PORTAL_FTPS_PORT (2990), HTTPS on ECPDS_PORTAL_HTTPS_PORT (8443; the certificate
+of ECPDS_TLS_CERT/_KEY, else one created on first run under ``<var>/secrets/portal/tls``, also
+FTP's).
 Start order (each step waits for the previous one): topics exist
 -> live configuration read to its end -> publisher -> ingest index read from
 ``ecpds.datafiles`` + ``ecpds.transfers`` to its end -> ``recover`` (close the portal's own
@@ -38,6 +40,8 @@ from bus.web import UVICORN_OPTIONS
 from producers.ingest.core import requested_by_portal
 from producers.ingest.service import IngestTopics
 from producers.ingest.stack import start_ingest
+from producers.portal.ftp import PROTOCOL as FTP
+from producers.portal.ftp import FtpDoor, tls_context
 from producers.portal.https import PROTOCOL as HTTPS
 from producers.portal.https import HttpsDoor
 from producers.portal.service import Portal, PortalTopics
@@ -60,6 +64,8 @@ class PortalOptions:
     schema: str = DEFAULT_SCHEMA
     sftp_port: int | None = None  # None: the settings' port
     https_port: int | None = None  # None: the settings' port
+    ftp_port: int | None = None  # None: the settings' port
+    ftps_port: int | None = None  # None: the settings' port
     publish_timeout: float = 10.0  # seconds an upload waits for the broker before failing
 
 
@@ -94,6 +100,8 @@ class Running:
     portal: Portal
     sftp_port: int
     https_port: int
+    ftp_port: int = 0
+    ftps_port: int = 0
 
 
 @contextlib.asynccontextmanager
@@ -165,6 +173,24 @@ async def running(
         port = await door.start(settings.portal_address, wanted, host_key)
         stack.push_async_callback(door.close)
         log.info("portal SFTP/SCP listening", address=settings.portal_address, port=port)
+        ftp_gate = SignInGate(FTP, _to(publisher, options.topics.portal))
+        stack.push_async_callback(ftp_gate.close)
+        certificate = _tls(settings)
+        ftp = FtpDoor(
+            portal,
+            ftp_gate,
+            tls_context(certificate["ssl_certfile"], certificate["ssl_keyfile"]),
+            passive_ports=settings.portal_ftp_passive_ports,
+            advertised=settings.portal_ftp_advertised_address,
+            idle=settings.portal_ftp_idle,
+        )
+        ftp_ports = await ftp.start(
+            settings.portal_address,
+            settings.portal_ftp_port if options.ftp_port is None else options.ftp_port,
+            settings.portal_ftps_port if options.ftps_port is None else options.ftps_port,
+        )
+        stack.push_async_callback(ftp.close)
+        log.info("portal FTP listening", address=settings.portal_address, ports=ftp_ports)
         web_gate = SignInGate(HTTPS, _to(publisher, options.topics.portal))
         stack.push_async_callback(web_gate.close)
         tokens = settings.var_dir / "secrets" / "portal-tokens"
@@ -181,7 +207,7 @@ async def running(
                 access_log=False,
                 lifespan="off",
                 timeout_graceful_shutdown=10,
-                **_tls(settings),
+                **certificate,
                 **UVICORN_OPTIONS,
             )
         )
@@ -198,7 +224,7 @@ async def running(
 
         stack.push_async_callback(stop_web)
         log.info("portal HTTPS listening", address=settings.portal_address, port=https_port)
-        yield Running(portal, port, https_port)
+        yield Running(portal, port, https_port, *ftp_ports)
 
 
 class _Server(uvicorn.Server):
@@ -245,6 +271,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sftp-port", type=int, default=None)
     parser.add_argument("--https-port", type=int, default=None)
+    parser.add_argument("--ftp-port", type=int, default=None)
+    parser.add_argument("--ftps-port", type=int, default=None)
     parser.add_argument("--config-topic", default=CONFIG)
     parser.add_argument("--datafiles-topic", default=DATAFILES)
     parser.add_argument("--transfers-topic", default=TRANSFERS)
@@ -261,6 +289,8 @@ def main(argv: list[str] | None = None) -> None:
         schema=args.schema,
         sftp_port=args.sftp_port,
         https_port=args.https_port,
+        ftp_port=args.ftp_port,
+        ftps_port=args.ftps_port,
     )
     uvloop.run(serve(settings, options))
 

@@ -49,6 +49,14 @@ def test_ports_follow_their_variables() -> None:
         ("ECPDS_SESSION_MAX", "0"),
         ("ECPDS_KAFKA_SECURITY", "ssl"),
         ("ECPDS_KAFKA_USER", "ecpds"),  # meaningless without ECPDS_KAFKA_SECURITY=sasl_ssl
+        ("ECPDS_PORTAL_FTP_PORT", "ftp"),
+        ("ECPDS_PORTAL_FTPS_PORT", "0"),
+        ("ECPDS_PORTAL_FTP_PASSIVE_PORTS", "30000"),
+        ("ECPDS_PORTAL_FTP_PASSIVE_PORTS", "30100-30000"),
+        ("ECPDS_PORTAL_FTP_PASSIVE_PORTS", "30000-70000"),
+        ("ECPDS_PORTAL_FTP_ADVERTISED_ADDRESS", "portal.example.org"),
+        ("ECPDS_PORTAL_FTP_ADVERTISED_ADDRESS", "::1"),
+        ("ECPDS_PORTAL_FTP_IDLE_TIMEOUT", "never"),
     ],
 )
 def test_bad_value_is_refused_naming_the_variable(name: str, value: str) -> None:
@@ -57,6 +65,21 @@ def test_bad_value_is_refused_naming_the_variable(name: str, value: str) -> None
         Settings.from_env({name: value})
     assert caught.value.field == name
     assert name in str(caught.value)
+
+
+def test_the_portal_ftp_passive_range_and_advertised_address_are_read() -> None:
+    """A passive range ``first-last`` and an IPv4 advertised address are kept; unset, both
+    are None (any free port, the address the client reached)."""
+    given = Settings.from_env(
+        {
+            "ECPDS_PORTAL_FTP_PASSIVE_PORTS": "30000-30100",
+            "ECPDS_PORTAL_FTP_ADVERTISED_ADDRESS": "192.0.2.7",
+        }
+    )
+    assert given.portal_ftp_passive_ports == (30000, 30100)
+    assert given.portal_ftp_advertised_address == "192.0.2.7"
+    unset = Settings.from_env({})
+    assert (unset.portal_ftp_passive_ports, unset.portal_ftp_advertised_address) == (None, None)
 
 
 def test_a_cluster_is_named_by_its_bootstrap_list_and_replication() -> None:

@@ -37,12 +37,13 @@ def test_greeting_stays_http_by_default(tmp_path: Path, capsys: pytest.CaptureFi
 def test_greeting_names_the_portal_doors(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """With the portal among the components, its sftp and https addresses and the certificate
-    it creates on first run are printed."""
+    """With the portal among the components, its sftp, ftp and https addresses and the
+    certificate it creates on first run are printed."""
     settings = Settings.from_env({"ECPDS_VAR": str(tmp_path)})
     _greet(settings, [Component("portal", ("x",))])
     out = capsys.readouterr().out
     assert "sftp -P 2222 <data user>@127.0.0.1" in out
+    assert "ftp://127.0.0.1:2121 (AUTH TLS)" in out
     assert (
         f"https://127.0.0.1:8443/ (curl --cacert {tmp_path}/secrets/portal/tls/server.crt)" in out
     )

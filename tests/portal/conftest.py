@@ -33,8 +33,10 @@ from projections.migrate import migrate
 from tests.conftest import free_port
 from tests.e2e.conftest import Stack, Tail
 from tests.projections.support import drop
+from tests.protocols.vsftpd import _free_run as free_run
 
 WAIT = 60.0
+PASSIVE_PORTS = 16  # the FTP door's passive range: a run of ports free at the portal's start
 E = TypeVar("E", bound=Event)
 SSH_OPTIONS = (
     "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
@@ -63,6 +65,9 @@ class PortalStack(Stack):
     settings: Settings = field(default_factory=Settings.from_env)
     sftp_port: int = 0
     https_port: int = 0
+    ftp_port: int = 0
+    ftps_port: int = 0
+    passive: tuple[int, int] = (0, 0)  # the FTP door's passive port range
 
     def topic(self, name: str) -> str:
         return f"portal.{self.tag}.{name}"
@@ -92,21 +97,27 @@ class PortalStack(Stack):
             ],
         )  # fmt: skip
 
-    def start_portal(self) -> None:
+    def start_portal(self, extra: dict[str, str] | None = None) -> None:
         self.sftp_port, self.https_port = free_port(), free_port()
+        self.ftp_port, self.ftps_port = free_port(), free_port()
+        first = free_run(PASSIVE_PORTS)
+        self.passive = (first, first + PASSIVE_PORTS - 1)
         log = self.root / "log" / "portal.log"
         seen = log.stat().st_size if log.exists() else 0  # a restart appends to the same log
+        passive = {"ECPDS_PORTAL_FTP_PASSIVE_PORTS": "{}-{}".format(*self.passive), **(extra or {})}
         process = self._spawn(
             "portal",
             [
                 "-m", "producers.portal.runner", "--sftp-port", str(self.sftp_port),
                 "--https-port", str(self.https_port),
+                "--ftp-port", str(self.ftp_port), "--ftps-port", str(self.ftps_port),
                 "--config-topic", self.topic("config"),
                 "--datafiles-topic", self.topic("datafiles"),
                 "--transfers-topic", self.topic("transfers"),
                 "--portal-topic", self.topic("portal"),
                 "--store-root", str(self.store), "--schema", self.schema,
             ],
+            passive,
         )  # fmt: skip
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
