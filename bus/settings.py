@@ -279,6 +279,7 @@ class Settings:
     portal_address: str = "127.0.0.1"
     portal_sftp_port: int = 2222
     portal_https_port: int = 8443
+    portal_s3_port: int = 9443  # the portal's S3 API (HTTPS)
     instance: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     # the instance was named (ECPDS_INSTANCE), so it keeps its name across restarts
     instance_named: bool = False
@@ -363,6 +364,7 @@ class Settings:
             portal_address=_address(env, "ECPDS_PORTAL_ADDRESS", "127.0.0.1"),
             portal_sftp_port=_port(env, "ECPDS_PORTAL_SFTP_PORT", 2222),
             portal_https_port=_port(env, "ECPDS_PORTAL_HTTPS_PORT", 8443),
+            portal_s3_port=_port(env, "ECPDS_PORTAL_S3_PORT", 9443),
             token=env.get("ECPDS_TOKEN") or None,
         )
         if env.get("ECPDS_INSTANCE"):

@@ -63,6 +63,7 @@ class PortalStack(Stack):
     settings: Settings = field(default_factory=Settings.from_env)
     sftp_port: int = 0
     https_port: int = 0
+    s3_port: int = 0
 
     def topic(self, name: str) -> str:
         return f"portal.{self.tag}.{name}"
@@ -93,14 +94,14 @@ class PortalStack(Stack):
         )  # fmt: skip
 
     def start_portal(self) -> None:
-        self.sftp_port, self.https_port = free_port(), free_port()
+        self.sftp_port, self.https_port, self.s3_port = free_port(), free_port(), free_port()
         log = self.root / "log" / "portal.log"
         seen = log.stat().st_size if log.exists() else 0  # a restart appends to the same log
         process = self._spawn(
             "portal",
             [
                 "-m", "producers.portal.runner", "--sftp-port", str(self.sftp_port),
-                "--https-port", str(self.https_port),
+                "--https-port", str(self.https_port), "--s3-port", str(self.s3_port),
                 "--config-topic", self.topic("config"),
                 "--datafiles-topic", self.topic("datafiles"),
                 "--transfers-topic", self.topic("transfers"),
@@ -112,7 +113,7 @@ class PortalStack(Stack):
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 pytest.fail(f"the portal exited with {process.returncode}: {self.log('portal')}")
-            if b"portal HTTPS listening" in log.read_bytes()[seen:]:
+            if b"portal S3 listening" in log.read_bytes()[seen:]:  # the last door to open
                 return
             time.sleep(0.2)
         pytest.fail(f"the portal did not start within 60 s: {self.log('portal')}")
