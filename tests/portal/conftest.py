@@ -186,19 +186,26 @@ class PortalStack(Stack):
         )
 
     def rclone(self, site: Site, kind: str, *args: str) -> subprocess.CompletedProcess[str]:
-        """Stock ``rclone`` with a remote ``p:`` of type ``kind`` (``sftp`` or ``webdav``) on
-        the portal's door for it, signed in as ``site`` with its password."""
+        """Stock ``rclone`` with a remote ``p:`` of type ``kind`` (``sftp``, ``webdav`` or
+        ``s3``) on the portal's door for it, signed in as ``site`` with its password."""
         obscured = subprocess.run(
             ["rclone", "obscure", site.password], capture_output=True, text=True, check=True
         ).stdout.strip()
         remote = {"TYPE": kind, "USER": site.login, "PASS": obscured}
-        if kind == "sftp":
+        if kind == "s3":  # the password is the S3 secret (sealed for the door)
+            remote = {
+                "TYPE": kind, "PROVIDER": "Other", "ACCESS_KEY_ID": site.login,
+                "SECRET_ACCESS_KEY": site.password, "REGION": "us-east-1",
+                "ENDPOINT": f"https://127.0.0.1:{self.s3_port}", "FORCE_PATH_STYLE": "true",
+            }  # fmt: skip
+        elif kind == "sftp":
             remote |= {"HOST": "127.0.0.1", "PORT": str(self.sftp_port)}
         else:
             remote |= {"URL": f"https://127.0.0.1:{self.https_port}/", "VENDOR": "other"}
         env = {**os.environ, **{f"RCLONE_CONFIG_P_{k}": v for k, v in remote.items()}}
         cert = self.root / "secrets" / "portal" / "tls" / "server.crt"
         argv = ["rclone", "--config", "/dev/null", "--ca-cert", str(cert), "--retries", "1"]
+        env.pop("AWS_CA_BUNDLE", None)  # the s3 remote's SDK refuses it beside --ca-cert
         return subprocess.run(
             [*argv, *args], env=env, capture_output=True, text=True, timeout=120, check=False
         )
