@@ -64,7 +64,7 @@ from producers.portal.sigv4 import (
     verify,
 )
 from producers.portal.sigv4 import Request as Signed
-from producers.portal.streams import read_file
+from producers.portal.streams import SpoolWriter, read_file
 
 PROTOCOL = "s3"
 REGION = "us-east-1"
@@ -388,18 +388,26 @@ class S3Door:
         return Response(status_code=200, headers={"ETag": etag})
 
     async def _write(self, session: Session, path: PortalPath, body: AsyncIterator[bytes]) -> str:
-        """Stream ``body`` to ``path`` through the session's upload path; its MD5 ETag."""
+        """Stream ``body`` to ``path`` through the session's upload path; its MD5 ETag (the
+        ingest service's, which hashes the bytes it stores anyway; computed here only for an
+        upload spooled under a temporary name)."""
         writer = await session.open_write(path)
-        digest = hashlib.md5(usedforsecurity=False)
+        digest = hashlib.md5(usedforsecurity=False) if isinstance(writer, SpoolWriter) else None
         try:
             async for chunk in body:
-                digest.update(chunk)
+                if digest is not None:
+                    digest.update(chunk)
                 await writer.write(writer.received, chunk)
         except BaseException:
             await writer.abort()
             raise
-        await writer.finish()
-        return f'"{digest.hexdigest()}"'
+        receipt = await writer.finish()
+        if receipt is None:
+            assert digest is not None
+            return f'"{digest.hexdigest()}"'
+        if receipt.checksums.md5:
+            return f'"{receipt.checksums.md5}"'
+        return f'"{receipt.checksums.adler32}-{receipt.size}"'  # as listings show it then
 
     async def _copy(self, session: Session, request: Request, path: PortalPath) -> Response:
         source = unquote(request.headers["x-amz-copy-source"].split("?", 1)[0])

@@ -31,6 +31,7 @@ from producers.portal.s3xml import S3Error
 
 MIN_PART = 5 * 1024 * 1024
 MAX_PARTS = 10_000
+WRITE = 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -93,11 +94,19 @@ class Multiparts:
         temporary = final.with_name(final.name + f".{secrets.token_hex(4)}")
         digest, size = hashlib.md5(usedforsecurity=False), 0
         handle = await asyncio.to_thread(_open_private, temporary)
+        held: list[bytes] = []  # written a MiB at a time: one thread hop per MiB, not per read
+        held_size = 0
         try:
             async for chunk in body:
                 digest.update(chunk)
                 size += len(chunk)
-                await asyncio.to_thread(handle.write, chunk)
+                held.append(chunk)
+                held_size += len(chunk)
+                if held_size >= WRITE:
+                    await asyncio.to_thread(handle.write, b"".join(held))
+                    held, held_size = [], 0
+            if held:
+                await asyncio.to_thread(handle.write, b"".join(held))
             await asyncio.to_thread(handle.close)
         except BaseException:
             handle.close()
