@@ -393,7 +393,8 @@ def _greet(settings: Settings, chosen: Sequence[Component]) -> None:
         cert = settings.tls_cert or settings.var_dir / "secrets" / "portal" / "tls" / "server.crt"
         say(
             f"Data Portal: sftp -P {settings.portal_sftp_port} <data user>@{host}, "
-            f"https://{host}:{settings.portal_https_port}/ (curl --cacert {cert})"
+            f"https://{host}:{settings.portal_https_port}/ (curl --cacert {cert}), "
+            f"S3 https://{host}:{settings.portal_s3_port}"
         )
     say("Ctrl-C stops everything")
 

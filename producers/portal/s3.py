@@ -14,9 +14,8 @@ Rules kept here:
   ListObjects (v1, v2) and ListMultipartUploads are ``dir``; HeadObject ``size``; GetObject
   ``get``; PutObject, CopyObject (``get`` on the source) and the multipart set ``put``;
   DeleteObject(s) ``delete`` (only uploads in progress can be deleted, as on every door).
-- A body is checked as it arrives and before it is registered: the aws-chunked forms chunk by
-  chunk and their trailing checksum, a signed payload's SHA-256, ``Content-MD5`` and an
-  ``x-amz-checksum-*`` header; a body that fails any check is aborted (nothing registered).
+- A body is checked as it arrives (``producers.portal.s3body``) and an upload whose body
+  fails any check is aborted before it is registered: nothing is left.
 - ETag: the MD5 of the object (single-part), S3's ``<md5 of the parts' md5s>-<n>`` for what
   CompleteMultipartUpload answers. GET honours one ``Range`` and ``If-Match``,
   ``If-None-Match``, ``If-Modified-Since``, ``If-Unmodified-Since``.
@@ -25,17 +24,15 @@ Rules kept here:
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
-import hmac
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
-from email.utils import format_datetime, parsedate_to_datetime
+from datetime import UTC
+from email.utils import format_datetime
 from pathlib import Path
 from urllib.parse import unquote
 
 from starlette.applications import Starlette
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
@@ -46,16 +43,12 @@ from producers.portal import s3list, s3xml
 from producers.portal.access import Denied, Operation, PortalPath
 from producers.portal.errors import NotFound
 from producers.portal.https import span, stream_bytes
+from producers.portal.s3body import conditions, payload, small
 from producers.portal.s3keys import S3Secrets
 from producers.portal.s3parts import Multiparts, Pending
 from producers.portal.s3xml import S3Error, tag, xml
 from producers.portal.service import Entry, Portal, PortalError, Refused, Session
 from producers.portal.sigv4 import (
-    STREAMING,
-    UNSIGNED,
-    Checksum,
-    ChunkDecoder,
-    Claim,
     Refusal,
     SigV4Error,
     Verified,
@@ -267,18 +260,8 @@ class S3Door:
 
     def _uploads(self, session: Session, bucket: str, params: dict[str, str]) -> Response:
         prefix = params.get("prefix", "")
-        items = "".join(
-            f"<Upload>{tag('Key', p.key)}{tag('UploadId', p.upload_id)}"
-            f"<Initiator>{tag('ID', p.login)}</Initiator><Owner>{tag('ID', p.login)}</Owner>"
-            f"<StorageClass>STANDARD</StorageClass>"
-            f"{tag('Initiated', s3xml.iso(p.initiated))}</Upload>"
-            for p in self.multiparts.listing(session.login, bucket, prefix)
-        )
-        return xml(
-            f'<ListMultipartUploadsResult xmlns="{s3xml.NS}">{tag("Bucket", bucket)}'
-            f"{tag('Prefix', prefix)}<IsTruncated>false</IsTruncated>{items}"
-            "</ListMultipartUploadsResult>"
-        )
+        found = self.multiparts.listing(session.login, bucket, prefix)
+        return xml(s3xml.uploads(bucket, prefix, found))
 
     # -- objects ----------------------------------------------------------------------------
 
@@ -305,7 +288,7 @@ class S3Door:
         }
         if item.stored_at is not None:
             headers["Last-Modified"] = format_datetime(item.stored_at.astimezone(UTC), usegmt=True)
-        status = _conditions(request, etag, item.stored_at)
+        status = conditions(request, etag, item.stored_at)
         if status is not None:
             if status == 304:
                 return Response(status_code=304, headers=headers)
@@ -327,64 +310,15 @@ class S3Door:
             stream_bytes(download, session, start, end + 1), status_code=status, headers=headers
         )
 
-    async def _body(self, request: Request, verified: Verified) -> AsyncIterator[bytes]:
-        """The payload's bytes as they arrive, each check of it made (see the module rules);
-        a failed check raises after the last byte, before the caller registers anything."""
-        found: Claim = verified.claim
-        headers = request.headers
-        md5 = hashlib.md5(usedforsecurity=False) if "content-md5" in headers else None
-        sha = (
-            hashlib.sha256()
-            if found.payload not in STREAMING and found.payload != UNSIGNED
-            else None
-        )
-        sums = [
-            (c, v) for n, v in headers.items() if (c := Checksum.of_header(n)) is not None
-        ] if found.payload not in STREAMING else []  # fmt: skip
-        decoder = None
-        if found.payload in STREAMING:
-            trailer = [t.strip() for t in headers.get("x-amz-trailer", "").split(",") if t.strip()]
-            decoder = ChunkDecoder(verified, trailer=trailer)
-        received = 0
-        try:
-            async for data in request.stream():
-                pieces = decoder.feed(data) if decoder is not None else [data] if data else []
-                for piece in pieces:
-                    received += len(piece)
-                    if md5 is not None:
-                        md5.update(piece)
-                    if sha is not None:
-                        sha.update(piece)
-                    for checksum, _ in sums:
-                        checksum.update(piece)
-                    yield piece
-        except ClientDisconnect:
-            raise S3Error("IncompleteBody", "the body was cut", 400) from None
-        if decoder is not None:
-            decoder.finish()
-            declared = headers.get("x-amz-decoded-content-length")
-            if declared is not None and declared.strip() != str(received):
-                raise S3Error("IncompleteBody", "x-amz-decoded-content-length not received", 400)
-        if sha is not None and not hmac.compare_digest(sha.hexdigest(), found.payload):
-            raise S3Error(
-                "XAmzContentSHA256Mismatch", "the body's SHA-256 is not the one signed", 400
-            )
-        if md5 is not None:
-            sent = headers["content-md5"].strip()
-            if not hmac.compare_digest(base64.b64encode(md5.digest()).decode(), sent):
-                raise S3Error("BadDigest", "The Content-MD5 you specified did not match", 400)
-        for checksum, value in sums:
-            checksum.check(value)
-
     async def _put(
         self, session: Session, request: Request, verified: Verified, path: PortalPath
     ) -> Response:
         if path.name.endswith("/") or request.scope["path"].endswith("/"):
-            async for _ in self._body(request, verified):
+            async for _ in payload(request, verified):
                 raise S3Error("InvalidArgument", "a folder (key ending in /) has no bytes", 400)
             await session.mkdir(path)
             return Response(status_code=200, headers={"ETag": f'"{EMPTY_MD5}"'})
-        etag = await self._write(session, path, self._body(request, verified))
+        etag = await self._write(session, path, payload(request, verified))
         return Response(status_code=200, headers={"ETag": etag})
 
     async def _write(self, session: Session, path: PortalPath, body: AsyncIterator[bytes]) -> str:
@@ -440,11 +374,7 @@ class S3Door:
     async def _delete_many(
         self, session: Session, request: Request, verified: Verified, bucket: str
     ) -> Response:
-        body = b""
-        async for chunk in self._body(request, verified):
-            body += chunk
-            if len(body) > s3xml.MAX_XML:
-                raise S3Error("MalformedXML", "the body is too large", 400)
+        body = await small(request, verified)
         keys, quiet = s3xml.deleted_keys(body)
         out = []
         for key in keys:
@@ -490,7 +420,7 @@ class S3Door:
             except ValueError:
                 raise S3Error("InvalidArgument", "partNumber is a whole number", 400) from None
             part = await self.multiparts.put_part(
-                pending, number, self._body(request, verified), self.portal.clock()
+                pending, number, payload(request, verified), self.portal.clock()
             )
             return Response(status_code=200, headers={"ETag": f'"{part.md5}"'})
         if method == "DELETE":
@@ -499,27 +429,11 @@ class S3Door:
             return Response(status_code=204)
         if method == "GET":
             await session.check(Operation.PUT, path)
-            return self._parts(pending)
+            return xml(s3xml.parts(pending))
         if method == "POST":
-            body = b""
-            async for chunk in self._body(request, verified):
-                body += chunk
-                if len(body) > s3xml.MAX_XML:
-                    raise S3Error("MalformedXML", "the body is too large", 400)
+            body = await small(request, verified)
             return await self._complete(session, path, pending, s3xml.completed_parts(body))
         raise S3Error("MethodNotAllowed", f"{method} on a multipart upload", 405)
-
-    def _parts(self, pending: Pending) -> Response:
-        items = "".join(
-            f"<Part>{tag('PartNumber', p.number)}{tag('LastModified', s3xml.iso(p.mtime))}"
-            f"{tag('ETag', chr(34) + p.md5 + chr(34))}{tag('Size', p.size)}</Part>"
-            for p in sorted(pending.parts.values(), key=lambda p: p.number)
-        )
-        return xml(
-            f'<ListPartsResult xmlns="{s3xml.NS}">{tag("Bucket", pending.bucket)}'
-            f"{tag('Key', pending.key)}{tag('UploadId', pending.upload_id)}"
-            f"<IsTruncated>false</IsTruncated>{items}</ListPartsResult>"
-        )
 
     async def _complete(
         self,
@@ -553,19 +467,10 @@ class S3Door:
         done, _ = await asyncio.wait({work}, timeout=KEEP_ALIVE)
         if done:
             work.result()  # its error answers with its own status
-            return xml(_completed(pending, etag))
+            return xml(s3xml.completed(pending, etag))
         return StreamingResponse(
             _keep_alive(work, session, pending, etag), media_type="application/xml"
         )
-
-
-def _completed(pending: Pending, etag: str) -> str:
-    return (
-        f'<CompleteMultipartUploadResult xmlns="{s3xml.NS}">'
-        f"{tag('Location', f'/{pending.bucket}/{pending.key}')}{tag('Bucket', pending.bucket)}"
-        f"{tag('Key', pending.key)}{tag('ETag', chr(34) + etag + chr(34))}"
-        "</CompleteMultipartUploadResult>"
-    )
 
 
 async def _keep_alive(
@@ -586,44 +491,13 @@ async def _keep_alive(
         except PortalError as failed:
             yield _error_tail(s3xml.of_portal_error(failed, bucket_seen=True, key=True))
             return
-        yield _completed(pending, etag).encode()
+        yield s3xml.completed(pending, etag).encode()
     finally:
         session.close()
 
 
 def _error_tail(error: S3Error) -> bytes:
     return f"<Error>{tag('Code', error.code)}{tag('Message', error.message)}</Error>".encode()
-
-
-def _conditions(request: Request, etag: str, modified: datetime | None) -> int | None:
-    """304 or 412 when a conditional header says so (RFC 9110's order), else None."""
-    headers = request.headers
-    match = headers.get("if-match")
-    if match is not None and match.strip() != "*" and etag not in _tags(match):
-        return 412
-    since = _when(headers.get("if-unmodified-since"))
-    if match is None and since is not None and modified is not None and modified > since:
-        return 412
-    none = headers.get("if-none-match")
-    if none is not None and (none.strip() == "*" or etag in _tags(none)):
-        return 304
-    changed = _when(headers.get("if-modified-since"))
-    if none is None and changed and modified and modified.replace(microsecond=0) <= changed:
-        return 304
-    return None
-
-
-def _tags(header: str) -> list[str]:
-    return [t.strip() if t.strip().startswith('"') else f'"{t.strip()}"' for t in header.split(",")]
-
-
-def _when(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        return parsedate_to_datetime(text).astimezone(UTC)
-    except (TypeError, ValueError):
-        return None
 
 
 __all__ = ["PROTOCOL", "REGION", "S3Door"]

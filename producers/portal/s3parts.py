@@ -94,19 +94,23 @@ class Multiparts:
         temporary = final.with_name(final.name + f".{secrets.token_hex(4)}")
         digest, size = hashlib.md5(usedforsecurity=False), 0
         handle = await asyncio.to_thread(_open_private, temporary)
-        held: list[bytes] = []  # written a MiB at a time: one thread hop per MiB, not per read
-        held_size = 0
+        held: list[bytes] = []  # a MiB at a time, hashed and written in a worker thread
+        held_size = 0  # (MD5 releases the GIL: it runs beside the event loop, not on it)
+
+        def spill(data: bytes) -> None:
+            digest.update(data)
+            handle.write(data)
+
         try:
             async for chunk in body:
-                digest.update(chunk)
                 size += len(chunk)
                 held.append(chunk)
                 held_size += len(chunk)
                 if held_size >= WRITE:
-                    await asyncio.to_thread(handle.write, b"".join(held))
+                    await asyncio.to_thread(spill, b"".join(held))
                     held, held_size = [], 0
             if held:
-                await asyncio.to_thread(handle.write, b"".join(held))
+                await asyncio.to_thread(spill, b"".join(held))
             await asyncio.to_thread(handle.close)
         except BaseException:
             handle.close()

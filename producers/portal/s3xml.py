@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 from xml.etree import ElementTree as ET
 from xml.sax.saxutils import escape
 
@@ -33,6 +34,9 @@ from producers.portal.errors import (
     TooLarge,
     Unsupported,
 )
+
+if TYPE_CHECKING:  # s3parts raises this module's S3Error
+    from producers.portal.s3parts import Pending
 
 NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 MAX_XML = 1024 * 1024
@@ -205,6 +209,42 @@ def list_v2(
     return f'<ListBucketResult xmlns="{NS}">{"".join(body)}</ListBucketResult>'
 
 
+def uploads(bucket: str, prefix: str, found: Sequence[Pending]) -> str:
+    items = "".join(
+        f"<Upload>{tag('Key', p.key)}{tag('UploadId', p.upload_id)}"
+        f"<Initiator>{tag('ID', p.login)}</Initiator><Owner>{tag('ID', p.login)}</Owner>"
+        f"<StorageClass>STANDARD</StorageClass>{tag('Initiated', iso(p.initiated))}</Upload>"
+        for p in found
+    )
+    return (
+        f'<ListMultipartUploadsResult xmlns="{NS}">{tag("Bucket", bucket)}'
+        f"{tag('Prefix', prefix)}<IsTruncated>false</IsTruncated>{items}"
+        "</ListMultipartUploadsResult>"
+    )
+
+
+def parts(pending: Pending) -> str:
+    items = "".join(
+        f"<Part>{tag('PartNumber', p.number)}{tag('LastModified', iso(p.mtime))}"
+        f"{tag('ETag', chr(34) + p.md5 + chr(34))}{tag('Size', p.size)}</Part>"
+        for p in sorted(pending.parts.values(), key=lambda p: p.number)
+    )
+    return (
+        f'<ListPartsResult xmlns="{NS}">{tag("Bucket", pending.bucket)}'
+        f"{tag('Key', pending.key)}{tag('UploadId', pending.upload_id)}"
+        f"<IsTruncated>false</IsTruncated>{items}</ListPartsResult>"
+    )
+
+
+def completed(pending: Pending, etag: str) -> str:
+    return (
+        f'<CompleteMultipartUploadResult xmlns="{NS}">'
+        f"{tag('Location', f'/{pending.bucket}/{pending.key}')}{tag('Bucket', pending.bucket)}"
+        f"{tag('Key', pending.key)}{tag('ETag', chr(34) + etag + chr(34))}"
+        "</CompleteMultipartUploadResult>"
+    )
+
+
 # --- bodies clients send -----------------------------------------------------------------------
 
 
@@ -265,6 +305,7 @@ __all__ = [
     "Page",
     "S3Error",
     "buckets",
+    "completed",
     "completed_parts",
     "deleted_keys",
     "error_response",
@@ -272,6 +313,8 @@ __all__ = [
     "list_v1",
     "list_v2",
     "of_portal_error",
+    "parts",
     "tag",
+    "uploads",
     "xml",
 ]

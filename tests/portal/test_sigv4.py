@@ -1,8 +1,8 @@
-"""The pure SigV4 verifier (``producers.portal.sigv4``) against botocore's own signer: requests
-signed by botocore (header-signed payloads, ``UNSIGNED-PAYLOAD``, presigned URLs, the
-aws-chunked body with a trailing CRC32 that boto3 sends by default) verify, and every tampered
-one is refused with its S3 error code; signed chunks are checked against AWS's published
-example."""
+"""The pure SigV4 verifier (``producers.portal.sigv4``, ``producers.portal.awschunked``)
+against botocore's own signer: requests signed by botocore (header-signed payloads,
+``UNSIGNED-PAYLOAD``, presigned URLs, the aws-chunked body with a trailing CRC32 that boto3
+sends by default) verify, and every tampered one is refused with its S3 error code; signed
+chunks are checked against AWS's published example."""
 
 from __future__ import annotations
 
@@ -20,12 +20,11 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 
+from producers.portal.awschunked import Checksum, ChunkDecoder
 from producers.portal.sigv4 import (
     STREAMING_SIGNED,
     STREAMING_UNSIGNED_TRAILER,
     UNSIGNED,
-    Checksum,
-    ChunkDecoder,
     Claim,
     Refusal,
     Request,
@@ -132,8 +131,9 @@ def test_a_presigned_url_verifies_until_it_expires() -> None:
 
 
 def test_an_unsigned_request_claims_nothing_and_a_malformed_one_is_refused() -> None:
-    """No ``Authorization`` and no presigned query: anonymous (None); a foreign scheme or a
-    malformed credential is refused before any secret is looked up."""
+    """No ``Authorization`` and no presigned query: anonymous (None); a foreign scheme, a
+    malformed credential or a SigV2 presigned URL (boto3's default for a custom endpoint) is
+    refused, saying why, before any secret is looked up."""
     assert claim(Request("GET", "/", "", {"host": "h"})) is None
     basic = claim(Request("GET", "/", "", {"host": "h", "authorization": "Basic eDp5"}))
     assert isinstance(basic, Refusal)
@@ -142,6 +142,9 @@ def test_an_unsigned_request_claims_nothing_and_a_malformed_one_is_refused() -> 
     malformed = claim(Request("GET", "/", "", {"host": "h", "authorization": bad}))
     assert isinstance(malformed, Refusal)
     assert malformed.code == "AuthorizationHeaderMalformed"
+    v2 = claim(Request("GET", "/b/k", "AWSAccessKeyId=a&Signature=x&Expires=1", {"host": "h"}))
+    assert isinstance(v2, Refusal)
+    assert "SigV4" in v2.message
 
 
 def _boto3_put(body: bytes) -> tuple[Request, bytes]:
