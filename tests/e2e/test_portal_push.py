@@ -65,6 +65,7 @@ async def test_a_file_pushed_through_the_portal_is_disseminated_onward(
         "portal",
         [
             "-m", "producers.portal.runner", "--sftp-port", str(port), "--https-port", str(web),
+            "--s3-port", str(free_port()),
             "--config-topic", stack.topic("config"),
             "--datafiles-topic", stack.topic("datafiles"),
             "--transfers-topic", stack.topic("transfers"),
