@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import os
 import subprocess
 from collections.abc import Callable
@@ -15,13 +16,18 @@ from typing import Any
 
 import boto3
 import botocore
+import httpx
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
+from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 from bus.events.portal import PortalAccessDenied, PortalUploaded
 from bus.events.transfers import TransferDownloaded
 from producers.portal.s3keys import seal, secrets_file
+from producers.portal.sigv4 import STREAMING_SIGNED, signing_key
 from tests.portal.conftest import PortalStack
 
 pytestmark = pytest.mark.kafka
@@ -293,13 +299,18 @@ async def test_operations_not_granted_are_access_denied(
     portal: PortalStack, logins: dict[str, tuple[str, str]], put: bytes
 ) -> None:
     """A user with ``dir`` only lists, and is ``AccessDenied`` for Get, Head (size), Put,
-    multipart and copy; each refusal is a ``PortalAccessDenied``."""
+    multipart, Delete and Copy; each refusal is a ``PortalAccessDenied``."""
     peek, bucket = client(portal, *logins["peek"]), f"pickup-{portal.tag}"
     await asyncio.to_thread(peek.list_objects_v2, Bucket=bucket)
     assert code(lambda: peek.get_object(Bucket=bucket, Key="dir/obj.bin")) == "AccessDenied"
     assert code(lambda: peek.head_object(Bucket=bucket, Key="dir/obj.bin")) == "403"
     assert code(lambda: peek.put_object(Bucket=bucket, Key="x.bin", Body=b"x")) == "AccessDenied"
     assert code(lambda: peek.create_multipart_upload(Bucket=bucket, Key="x.bin")) == "AccessDenied"
+    assert code(lambda: peek.delete_object(Bucket=bucket, Key="dir/obj.bin")) == "AccessDenied"
+    source = {"Bucket": bucket, "Key": "dir/obj.bin"}
+    assert code(lambda: peek.copy_object(Bucket=bucket, Key="c.bin", CopySource=source)) == (
+        "AccessDenied"
+    )
     await portal.until(
         lambda: any(
             e.user == logins["peek"][0] and e.operation == "put" and e.protocol == "s3"
@@ -436,3 +447,53 @@ async def test_quota_and_max_connections(
         held["Body"].close()
     await asyncio.sleep(0.5)
     assert code(lambda: one.list_objects_v2(Bucket=bucket)) == "AccessDenied"
+
+
+def _chunk_signed_put(portal: PortalStack, key: str, data: bytes, *, tamper: bool) -> Any:
+    """A PUT in signed chunks (``STREAMING-AWS4-HMAC-SHA256-PAYLOAD``, as the Java SDK and
+    minio-go send it): the seed signed by botocore's SigV4 signer, each 64 KiB chunk's
+    signature chained by AWS's documented formula; ``tamper`` changes a byte of the second
+    chunk after it was signed."""
+    login, secret = _s3(portal)
+    url = f"https://127.0.0.1:{portal.s3_port}/pickup-{portal.tag}/{key}"
+    sizes = [len(data[i : i + 65536]) for i in range(0, len(data), 65536)] + [0]
+    framed = sum(len(f"{s:x};chunk-signature={'0' * 64}\r\n") + s + 2 for s in sizes)
+    request = AWSRequest(method="PUT", url=url, headers={
+        "X-Amz-Content-SHA256": STREAMING_SIGNED, "Content-Encoding": "aws-chunked",
+        "X-Amz-Decoded-Content-Length": str(len(data)), "Content-Length": str(framed),
+    })  # fmt: skip
+    SigV4Auth(Credentials(login, secret), "s3", "us-east-1").add_auth(request)
+    headers = dict(request.headers.items())
+    when = headers["X-Amz-Date"]
+    scope = f"{when[:8]}/us-east-1/s3/aws4_request"
+    key_ = signing_key(secret, when[:8], "us-east-1", "s3")
+    previous = headers["Authorization"].rsplit("Signature=", 1)[1]
+    body = b""
+    for index, start in enumerate([*range(0, len(data), 65536), len(data)]):
+        chunk = data[start : start + 65536]
+        text = "\n".join([
+            "AWS4-HMAC-SHA256-PAYLOAD", when, scope, previous,
+            hashlib.sha256(b"").hexdigest(), hashlib.sha256(chunk).hexdigest(),
+        ])  # fmt: skip
+        previous = hmac.new(key_, text.encode(), hashlib.sha256).hexdigest()
+        if tamper and index == 1:
+            chunk = b"!" + chunk[1:]
+        body += f"{len(chunk):x};chunk-signature={previous}\r\n".encode() + chunk + b"\r\n"
+    verify = str(portal.root / "secrets" / "portal" / "tls" / "server.crt")
+    return httpx.put(url, content=body, headers=headers, verify=verify, timeout=60)
+
+
+async def test_signed_chunks_are_checked_as_they_stream(portal: PortalStack) -> None:
+    """A PUT in signed chunks registers its bytes; the same PUT with one chunk changed after
+    signing is ``SignatureDoesNotMatch`` and registers nothing."""
+    data = os.urandom(200_000)
+    good = await asyncio.to_thread(
+        _chunk_signed_put, portal, "chunked/good.bin", data, tamper=False
+    )
+    assert good.status_code == 200, good.text
+    await portal.listed(f"pickup-{portal.tag}", "chunked/good.bin")
+    bad = await asyncio.to_thread(_chunk_signed_put, portal, "chunked/bad.bin", data, tamper=True)
+    assert bad.status_code == 403
+    assert "<Code>SignatureDoesNotMatch</Code>" in bad.text
+    await asyncio.sleep(1)
+    assert not [e for e in portal.events(PortalUploaded) if e.path == "chunked/bad.bin"]
