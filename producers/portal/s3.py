@@ -411,6 +411,8 @@ class S3Door:
                 "</InitiateMultipartUploadResult>"
             )
         pending = self.multiparts.find(params["uploadId"], session.login, bucket, key)
+        if pending.completing and method in ("PUT", "DELETE", "POST"):
+            raise S3Error("OperationAborted", "this upload is being completed", 409)
         if method == "PUT":
             await session.check(Operation.PUT, path)
             if "x-amz-copy-source" in request.headers:
@@ -445,11 +447,11 @@ class S3Door:
         """Register the parts as one object, answering spaces while it runs (as S3 does, so
         a client's read timeout does not cut a long complete) and then the result, or the
         error in a 200 (which stock clients read as the error)."""
-        if pending.completing:
+        await session.check(Operation.PUT, path)
+        if pending.completing:  # another complete got here while this one read its body
             raise S3Error("OperationAborted", "this upload is being completed", 409)
         parts, etag = self.multiparts.chosen(pending, listed)
-        await session.check(Operation.PUT, path)
-        pending.completing = True
+        pending.completing = True  # no await since the check: parts stay put from here
 
         async def body() -> AsyncIterator[bytes]:
             for part in parts:
