@@ -4,7 +4,8 @@ files are objects, for stock S3 clients (boto3, the ``aws`` CLI, s3cmd, rclone, 
 Rules kept here:
 
 - Path-style addressing only (``https://host:port/<bucket>/<key>``). Every request is signed
-  with SigV4 (``producers.portal.sigv4``; anonymous requests are ``AccessDenied``): the access
+  with SigV4 (``producers.portal.sigv4``), or is a URL presigned with SigV2
+  (``producers.portal.sigv2``); anonymous requests are ``AccessDenied``. The access
   key is the data user's login, the secret its password, sealed for this door
   (``producers.portal.s3keys``). Failed signatures go through the sign-in defender
   (``bus.signin``, door ``s3``): a banned caller is ``AccessDenied`` unchecked.
@@ -39,7 +40,7 @@ from starlette.routing import Route
 from bus.defender import Attempt
 from bus.signin import SignInGate
 from bus.web import SecureHeaders
-from producers.portal import s3list, s3xml
+from producers.portal import s3list, s3xml, sigv2
 from producers.portal.access import Denied, Operation, PortalPath
 from producers.portal.errors import NotFound
 from producers.portal.https import span, stream_bytes
@@ -83,6 +84,9 @@ class S3Door:
     async def _signed_in(self, request: Request, signed: Signed) -> Verified:
         address = request.client.host if request.client else None
         found = claim(signed)
+        check = verify
+        if found is None:  # boto3 and aws-cli presign with SigV2 for an endpoint of one's own
+            found, check = sigv2.claim(signed), sigv2.verify
         if found is None:
             raise S3Error("AccessDenied", "anonymous requests are not served", 403)
         if isinstance(found, Refusal):
@@ -98,7 +102,7 @@ class S3Door:
         if secret is None:
             self.gate.failed(address, login, Attempt.TOKEN)
             raise S3Error("InvalidAccessKeyId", "no such access key (or no S3 secret)", 403)
-        verified = verify(signed, found, secret, self.portal.clock())
+        verified = check(signed, found, secret, self.portal.clock())
         if isinstance(verified, Refusal):
             attempt = (
                 Attempt.PASSWORD if verified.code == "SignatureDoesNotMatch" else Attempt.MALFORMED

@@ -135,13 +135,6 @@ def claim(request: Request) -> Claim | Refusal | None:
         return _header_claim(request, header)
     if "X-Amz-Signature" in params or "X-Amz-Credential" in params:
         return _presigned_claim(params)
-    if "AWSAccessKeyId" in params and "Signature" in params:
-        return _refuse(
-            "Signature Version 2 is not served: presign with SigV4 "
-            '(boto3: Config(signature_version="s3v4"))',
-            "InvalidRequest",
-            400,
-        )
     return None
 
 
@@ -292,6 +285,7 @@ def verify(request: Request, found: Claim, secret: str, now: datetime) -> Verifi
 
 __all__ = [
     "EMPTY_SHA256",
+    "MAX_EXPIRES",
     "STREAMING",
     "STREAMING_SIGNED",
     "STREAMING_SIGNED_TRAILER",

@@ -346,9 +346,9 @@ def _curl(portal: PortalStack, url: str, *args: str) -> tuple[int, bytes]:
 async def test_presigned_get_and_put_with_curl_and_their_expiry(
     portal: PortalStack, s3: Any, put: bytes, tmp_path: Path
 ) -> None:
-    """A presigned GET fetches the object with curl and a presigned PUT uploads one; a
-    presigned URL past its expiry is ``AccessDenied``; a tampered one
-    ``SignatureDoesNotMatch``."""
+    """A presigned GET fetches the object with curl and a presigned PUT uploads one (SigV4);
+    a presigned URL past its expiry is ``AccessDenied``; a tampered one
+    ``SignatureDoesNotMatch``; botocore's default SigV2 presigned GET fetches it too."""
     bucket = f"pickup-{portal.tag}"
     # SigV4 presigning (botocore presigns with SigV2 unless told, for a custom endpoint)
     s3 = client(portal, *_s3(portal), signature_version="s3v4")
@@ -376,6 +376,13 @@ async def test_presigned_get_and_put_with_curl_and_their_expiry(
     assert b"expired" in body
     status, body = await asyncio.to_thread(_curl, portal, url.replace("dir/obj.bin", "dir/obj.bix"))
     assert b"<Code>SignatureDoesNotMatch</Code>" in body
+    v2 = client(portal, *_s3(portal)).generate_presigned_url(  # botocore's default: SigV2
+        "get_object", Params={"Bucket": bucket, "Key": "dir/obj.bin"}, ExpiresIn=60
+    )
+    assert "AWSAccessKeyId=" in v2
+    status, body = await asyncio.to_thread(_curl, portal, v2)
+    assert status == 200
+    assert body == put
 
 
 async def test_a_wrong_trailing_crc32_or_payload_digest_registers_nothing(

@@ -93,7 +93,8 @@ async def test_aws_cli_lists_pushes_multipart_and_pulls(
 ) -> None:
     """``aws s3 cp`` pushes a 12 MiB file (multipart, CRC32 trailers) and pulls it back
     byte for byte; ``aws s3 ls`` lists buckets and keys; ``aws s3api head-object`` tells the
-    size; a user without ``put`` is refused (AccessDenied)."""
+    size; ``aws s3 presign`` (SigV2) makes a URL curl fetches; a user without ``put`` is
+    refused (AccessDenied)."""
     cli, bucket = users["cli"], f"pickup-{portal.tag}"
     source = tmp_path / "big.bin"
     source.write_bytes(os.urandom(12 * MIB))
@@ -133,6 +134,17 @@ async def test_aws_cli_lists_pushes_multipart_and_pulls(
         cwd=tmp_path,
     )
     assert f'"ContentLength": {12 * MIB}' in head.stdout
+    presigned = await asyncio.to_thread(
+        aws, portal, cli, "s3", "presign", f"s3://{bucket}/aws/big.bin", cwd=tmp_path
+    )
+    fetched = await asyncio.to_thread(
+        subprocess.run,
+        ["curl", "-sS", "--fail", "--cacert", str(_cert(portal)), "-o", str(tmp_path / "pre.bin"),
+         presigned.stdout.strip()],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert fetched.returncode == 0, fetched.stderr
+    assert filecmp.cmp(source, tmp_path / "pre.bin", shallow=False)
     small = tmp_path / "small.txt"
     small.write_text("no")
     refused = await asyncio.to_thread(
