@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC
 from email.utils import format_datetime
 from pathlib import Path
@@ -474,30 +474,38 @@ class S3Door:
         if done:
             work.result()  # its error answers with its own status
             return xml(s3xml.completed(pending, etag))
-        return StreamingResponse(
-            _keep_alive(work, session, pending, etag), media_type="application/xml"
-        )
+        answer = keep_alive(work, lambda: s3xml.completed(pending, etag))
+        return StreamingResponse(_closing(answer, session), media_type="application/xml")
 
 
-async def _keep_alive(
-    work: asyncio.Future[None], session: Session, pending: Pending, etag: str
+async def keep_alive(
+    work: asyncio.Future[None], result: Callable[[], str], period: float = KEEP_ALIVE
 ) -> AsyncIterator[bytes]:
+    """A 200 answer to a long operation, as S3 streams it: the XML declaration at once, a
+    space every ``period`` s while ``work`` runs, then ``result()`` or, if ``work`` failed,
+    its ``<Error>`` (which stock clients read as the error it is)."""
+    yield s3xml.HEAD.encode()
+    while True:
+        done, _ = await asyncio.wait({work}, timeout=period)
+        if done:
+            break
+        yield b" "
     try:
-        yield s3xml.HEAD.encode()
-        while True:
-            done, _ = await asyncio.wait({work}, timeout=KEEP_ALIVE)
-            if done:
-                break
-            yield b" "
-        try:
-            work.result()
-        except S3Error as error:
-            yield _error_tail(error)
-            return
-        except PortalError as failed:
-            yield _error_tail(s3xml.of_portal_error(failed, bucket_seen=True, key=True))
-            return
-        yield s3xml.completed(pending, etag).encode()
+        work.result()
+    except S3Error as error:
+        yield _error_tail(error)
+        return
+    except PortalError as failed:
+        yield _error_tail(s3xml.of_portal_error(failed, bucket_seen=True, key=True))
+        return
+    yield result().encode()
+
+
+async def _closing(pieces: AsyncIterator[bytes], session: Session) -> AsyncIterator[bytes]:
+    """``pieces``, then the session closed however the client goes."""
+    try:
+        async for piece in pieces:
+            yield piece
     finally:
         session.close()
 
@@ -506,4 +514,4 @@ def _error_tail(error: S3Error) -> bytes:
     return f"<Error>{tag('Code', error.code)}{tag('Message', error.message)}</Error>".encode()
 
 
-__all__ = ["PROTOCOL", "REGION", "S3Door"]
+__all__ = ["PROTOCOL", "REGION", "S3Door", "keep_alive"]
