@@ -59,7 +59,8 @@ class S3Secrets:
         self._key_file = key_file
         self._seen: tuple[float, int] | None = None
         self._sealed: dict[str, EncryptedSecret] = {}
-        self._proven: dict[tuple[str, str, bytes], str] = {}  # (login, hash, token) -> secret
+        # (login, hash, token) -> the secret, or None: no longer the user's password
+        self._proven: dict[tuple[str, str, bytes], str | None] = {}
 
     def _reload(self) -> None:
         try:
@@ -83,15 +84,14 @@ class S3Secrets:
         if sealed is None or not password_hash or self._key_file is None:
             return None
         key = (login, hashlib.sha256(password_hash.encode()).hexdigest(), sealed.ciphertext)
-        proven = self._proven.get(key)
-        if proven is not None:
-            return proven
+        if key in self._proven:  # each (hash, sealed secret) pays argon2 once, even a stale one
+            return self._proven[key]
         try:
-            clear = OperatorKey.load(self._key_file, create=False).decrypt(sealed).value
+            clear: str | None = OperatorKey.load(self._key_file, create=False).decrypt(sealed).value
         except ConfigurationError:
-            return None
-        if not await asyncio.to_thread(verify_password, password_hash, clear):
-            return None
+            return None  # not remembered: the key may be put in place later
+        if clear is not None and not await asyncio.to_thread(verify_password, password_hash, clear):
+            clear = None
         self._proven = {k: v for k, v in self._proven.items() if k[0] != login}
         self._proven[key] = clear
         return clear
