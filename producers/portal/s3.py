@@ -13,7 +13,8 @@ Rules kept here:
   door: past max connections it is ``SlowDown`` (503); refusals are published by the session.
 - Operations map to the nine portal operations: ListBuckets, HeadBucket, GetBucketLocation,
   ListObjects (v1, v2) and ListMultipartUploads are ``dir``; HeadObject ``size``; GetObject
-  ``get``; PutObject, CopyObject (``get`` on the source) and the multipart set ``put``;
+  ``get``; PutObject, CopyObject and UploadPartCopy (``get`` on the source) and the multipart
+  set ``put``;
   DeleteObject(s) ``delete`` (only uploads in progress can be deleted, as on every door).
 - A body is checked as it arrives (``producers.portal.s3body``) and an upload whose body
   fails any check is aborted before it is registered: nothing is left.
@@ -43,7 +44,7 @@ from bus.web import SecureHeaders
 from producers.portal import s3list, s3xml, sigv2
 from producers.portal.access import Denied, Operation, PortalPath
 from producers.portal.errors import NotFound
-from producers.portal.https import span, stream_bytes
+from producers.portal.https import CHUNK, span, stream_bytes
 from producers.portal.s3body import conditions, payload, small
 from producers.portal.s3keys import S3Secrets
 from producers.portal.s3parts import Multiparts, Pending
@@ -58,7 +59,7 @@ from producers.portal.sigv4 import (
     verify,
 )
 from producers.portal.sigv4 import Request as Signed
-from producers.portal.streams import SpoolWriter, read_file
+from producers.portal.streams import Download, SpoolWriter, read_file
 
 PROTOCOL = "s3"
 REGION = "us-east-1"
@@ -348,26 +349,23 @@ class S3Door:
         return f'"{receipt.checksums.adler32}-{receipt.size}"'  # as listings show it then
 
     async def _copy(self, session: Session, request: Request, path: PortalPath) -> Response:
-        source = unquote(request.headers["x-amz-copy-source"].split("?", 1)[0])
-        origin = await session.resolve("/" + source.lstrip("/"))
-        if origin.destination is None or not origin.name:
-            raise S3Error("InvalidArgument", "x-amz-copy-source names no object", 400)
-        download = await session.open_read(origin)
-
-        async def chunks() -> AsyncIterator[bytes]:
-            offset = 0
-            while chunk := await download.read(offset, 1024 * 1024):
-                offset += len(chunk)
-                yield chunk
-
+        download = await self._source(session, request)
         try:
-            etag = await self._write(session, path, chunks())
+            etag = await self._write(session, path, _bytes_of(download, 0, download.item.size))
         finally:
             await download.close()
         now = s3xml.iso(self.portal.clock())
         return xml(
             f"<CopyObjectResult>{tag('LastModified', now)}{tag('ETag', etag)}</CopyObjectResult>"
         )
+
+    async def _source(self, session: Session, request: Request) -> Download:
+        """A download of what ``x-amz-copy-source`` names (``get`` on it)."""
+        source = unquote(request.headers["x-amz-copy-source"].split("?", 1)[0])
+        origin = await session.resolve("/" + source.lstrip("/"))
+        if origin.destination is None or not origin.name:
+            raise S3Error("InvalidArgument", "x-amz-copy-source names no object", 400)
+        return await session.open_read(origin)
 
     async def _delete(self, session: Session, path: PortalPath) -> None:
         try:
@@ -419,12 +417,12 @@ class S3Door:
             raise S3Error("OperationAborted", "this upload is being completed", 409)
         if method == "PUT":
             await session.check(Operation.PUT, path)
-            if "x-amz-copy-source" in request.headers:
-                raise S3Error("NotImplemented", "UploadPartCopy is not served", 501)
             try:
                 number = int(params.get("partNumber", ""))
             except ValueError:
                 raise S3Error("InvalidArgument", "partNumber is a whole number", 400) from None
+            if "x-amz-copy-source" in request.headers:
+                return await self._copy_part(session, request, pending, number)
             part = await self.multiparts.put_part(
                 pending, number, payload(request, verified), self.portal.clock()
             )
@@ -440,6 +438,25 @@ class S3Door:
             body = await small(request, verified)
             return await self._complete(session, path, pending, s3xml.completed_parts(body))
         raise S3Error("MethodNotAllowed", f"{method} on a multipart upload", 405)
+
+    async def _copy_part(
+        self, session: Session, request: Request, pending: Pending, number: int
+    ) -> Response:
+        """UploadPartCopy: a part made of (a range of) another object."""
+        download = await self._source(session, request)
+        try:
+            size, wanted = download.item.size, request.headers.get("x-amz-copy-source-range")
+            first, last = (0, size - 1) if wanted is None else span(wanted, size) or (-1, -1)
+            if first < 0:
+                raise S3Error("InvalidRange", "x-amz-copy-source-range is not satisfiable", 416)
+            chunks = _bytes_of(download, first, last + 1)
+            part = await self.multiparts.put_part(pending, number, chunks, self.portal.clock())
+        finally:
+            await download.close()
+        return xml(
+            f"<CopyPartResult>{tag('LastModified', s3xml.iso(part.mtime))}"
+            f"{tag('ETag', chr(34) + part.md5 + chr(34))}</CopyPartResult>"
+        )
 
     async def _complete(
         self,
@@ -508,6 +525,13 @@ async def _closing(pieces: AsyncIterator[bytes], session: Session) -> AsyncItera
             yield piece
     finally:
         session.close()
+
+
+async def _bytes_of(download: Download, start: int, stop: int) -> AsyncIterator[bytes]:
+    offset = start
+    while offset < stop and (chunk := await download.read(offset, min(CHUNK, stop - offset))):
+        offset += len(chunk)
+        yield chunk
 
 
 def _error_tail(error: S3Error) -> bytes:

@@ -274,7 +274,9 @@ async def test_multipart_upload_registers_once_complete_and_abort_leaves_nothing
 
 async def test_copy_and_deletes(portal: PortalStack, s3: Any, put: bytes) -> None:
     """CopyObject registers a copy with the source's bytes; a registered object is not
-    deleted (``MethodNotAllowed``), a key not there is (204), DeleteObjects answers per key."""
+    deleted (``MethodNotAllowed``), a key not there is (204), DeleteObjects answers per key;
+    UploadPartCopy makes parts of ranges of an object (ETag: the range's MD5), and a complete
+    of parts under 5 MiB but the last is ``EntityTooSmall``."""
     bucket = f"pickup-{portal.tag}"
     copied = await asyncio.to_thread(
         s3.copy_object, Bucket=f"other-{portal.tag}", Key="copy.bin",
@@ -293,6 +295,27 @@ async def test_copy_and_deletes(portal: PortalStack, s3: Any, put: bytes) -> Non
     )  # fmt: skip
     assert [d["Key"] for d in many["Deleted"]] == ["dir/never.bin"]
     assert [e["Code"] for e in many["Errors"]] == ["MethodNotAllowed"]
+    other = f"other-{portal.tag}"
+    started = await asyncio.to_thread(s3.create_multipart_upload, Bucket=other, Key="parts.bin")
+    ranges = ["bytes=0-99999", "bytes=100000-299999"]
+    etags = []
+    for number, wanted in enumerate(ranges, 1):
+        copied_part = await asyncio.to_thread(
+            s3.upload_part_copy, Bucket=other, Key="parts.bin", UploadId=started["UploadId"],
+            PartNumber=number, CopySource={"Bucket": bucket, "Key": "dir/obj.bin"},
+            CopySourceRange=wanted,
+        )  # fmt: skip
+        etags.append(copied_part["CopyPartResult"]["ETag"])
+    assert etags[0] == f'"{hashlib.md5(put[:100000], usedforsecurity=False).hexdigest()}"'
+    listed = {"Parts": [{"PartNumber": n, "ETag": e} for n, e in enumerate(etags, 1)]}
+    assert code(
+        lambda: s3.complete_multipart_upload(
+            Bucket=other, Key="parts.bin", UploadId=started["UploadId"], MultipartUpload=listed
+        )
+    ) == "EntityTooSmall"  # fmt: skip
+    await asyncio.to_thread(
+        s3.abort_multipart_upload, Bucket=other, Key="parts.bin", UploadId=started["UploadId"]
+    )
 
 
 async def test_operations_not_granted_are_access_denied(
