@@ -313,6 +313,7 @@ class Settings:
     portal_ftp_passive_ports: tuple[int, int] | None = None
     portal_ftp_advertised_address: str | None = None
     portal_ftp_idle: float = 600.0  # seconds a signed-in FTP client may stay silent, no transfer
+    portal_s3_port: int = 9443  # the portal's S3 API (HTTPS)
     instance: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     # the instance was named (ECPDS_INSTANCE), so it keeps its name across restarts
     instance_named: bool = False
@@ -402,6 +403,7 @@ class Settings:
             portal_ftp_passive_ports=_port_range(env, "ECPDS_PORTAL_FTP_PASSIVE_PORTS"),
             portal_ftp_advertised_address=_ipv4(env, "ECPDS_PORTAL_FTP_ADVERTISED_ADDRESS"),
             portal_ftp_idle=_seconds(env, "ECPDS_PORTAL_FTP_IDLE_TIMEOUT", 600.0),
+            portal_s3_port=_port(env, "ECPDS_PORTAL_S3_PORT", 9443),
             token=env.get("ECPDS_TOKEN") or None,
         )
         if env.get("ECPDS_INSTANCE"):

@@ -394,7 +394,8 @@ def _greet(settings: Settings, chosen: Sequence[Component]) -> None:
         say(
             f"Data Portal: sftp -P {settings.portal_sftp_port} <data user>@{host}, "
             f"ftp://{host}:{settings.portal_ftp_port} (AUTH TLS), "
-            f"https://{host}:{settings.portal_https_port}/ (curl --cacert {cert})"
+            f"https://{host}:{settings.portal_https_port}/ (curl --cacert {cert}), "
+            f"S3 https://{host}:{settings.portal_s3_port}"
         )
     say("Ctrl-C stops everything")
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs whatever is missing for ecpds on a fresh Debian machine, and nothing twice:
-# Debian packages (infra/apt-packages.txt), the Python venv (.venv, from pyproject.toml),
+# Debian packages (infra/apt-packages.txt), the Python venv (.venv, from pyproject.toml), the
+# S3 client tools' venv (.venv-tools, infra/tools-requirements.txt),
 # the compiled Avro codec (native/avro, Rust), Kafka jars (Maven, infra/kafka/pom.xml), the
 # Node test servers (infra/npm) and Shopify's Toxiproxy (a Go module, for `make chaos`).
 # Each step is skipped when its stamp says it is done for the current inputs.
@@ -58,6 +59,18 @@ native_step() {
   echo "$d" >"$STAMPS/native"
 }
 
+tools_step() {
+  # Stock S3 clients for the portal's tests (the aws CLI) in their own venv: awscli pins a
+  # botocore that aiobotocore's pin in .venv would refuse.
+  local d; d=$(digest infra/tools-requirements.txt)
+  if [ -x .venv-tools/bin/aws ] && [ "$(cat "$STAMPS/tools" 2>/dev/null)" = "$d" ]; then return 0; fi
+  echo "install: S3 client tools (.venv-tools)"
+  local py; py=$(command -v python3.11 || command -v python3)
+  [ -x .venv-tools/bin/python ] || "$py" -m venv .venv-tools
+  .venv-tools/bin/pip install -q --disable-pip-version-check -r infra/tools-requirements.txt
+  echo "$d" >"$STAMPS/tools"
+}
+
 kafka_step() { infra/kafka/kafka.sh install; }
 
 npm_step() {
@@ -89,6 +102,7 @@ toxiproxy_step() {
 
 apt_step
 venv_step
+tools_step
 native_step
 kafka_step
 npm_step

@@ -222,13 +222,12 @@ class HttpsDoor:
         start, end, status = 0, size - 1, 200
         wanted = request.headers.get("range")
         if wanted and "," not in wanted:
-            found = _RANGE.fullmatch(wanted.strip())
-            span = _span(found, size) if found else None
-            if span is None:
+            found = span(wanted, size)
+            if found is None:
                 return Response(
                     status_code=416, headers={**headers, "Content-Range": f"bytes */{size}"}
                 )
-            start, end, status = span[0], span[1], 206
+            start, end, status = found[0], found[1], 206
             headers["Content-Range"] = f"bytes {start}-{end}/{size}"
         headers["Content-Length"] = str(end - start + 1 if size else 0)
         if request.method == "HEAD":  # what a GET would answer, no bytes read or counted
@@ -238,7 +237,7 @@ class HttpsDoor:
             )
         download = await session.open_read(path)
         return StreamingResponse(
-            _stream(download, session, start, end + 1),
+            stream_bytes(download, session, start, end + 1),
             status_code=status,
             headers=headers,
             media_type="application/octet-stream",
@@ -267,7 +266,7 @@ class HttpsDoor:
         )
 
 
-async def _stream(
+async def stream_bytes(
     download: Download, session: Session, start: int, stop: int
 ) -> AsyncIterator[bytes]:
     """The bytes ``start``..``stop`` of ``download``; it ends (and is published) however the
@@ -291,7 +290,12 @@ async def _finish(download: Download, session: Session) -> None:
         session.close()
 
 
-def _span(found: re.Match[str], size: int) -> tuple[int, int] | None:
+def span(header: str, size: int) -> tuple[int, int] | None:
+    """The first and last byte of one ``Range: bytes=a-b`` (``a-``, ``-n``) of ``size`` bytes,
+    or None when it cannot be satisfied (or is not one range)."""
+    found = _RANGE.fullmatch(header.strip())
+    if found is None:
+        return None
     first, last = found.group(1), found.group(2)
     if not first and not last:
         return None

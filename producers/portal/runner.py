@@ -2,9 +2,9 @@
 
 Its doors listen on ECPDS_PORTAL_ADDRESS (127.0.0.1 by default): SFTP/SCP on
 ECPDS_PORTAL_SFTP_PORT (2222), FTP (explicit TLS) on ECPDS_PORTAL_FTP_PORT (2121) and implicit
-FTPS on ECPDS_PORTAL_FTPS_PORT (2990), HTTPS on ECPDS_PORTAL_HTTPS_PORT (8443; the certificate
-of ECPDS_TLS_CERT/_KEY, else one created on first run under ``<var>/secrets/portal/tls``, also
-FTP's).
+FTPS on ECPDS_PORTAL_FTPS_PORT (2990), HTTPS on ECPDS_PORTAL_HTTPS_PORT (8443) and the S3 API
+on ECPDS_PORTAL_S3_PORT (9443), all with the certificate of ECPDS_TLS_CERT/_KEY, else one
+created on first run under ``<var>/secrets/portal/tls``.
 Start order (each step waits for the previous one): topics exist
 -> live configuration read to its end -> publisher -> ingest index read from
 ``ecpds.datafiles`` + ``ecpds.transfers`` to its end -> ``recover`` (close the portal's own
@@ -44,6 +44,9 @@ from producers.portal.ftp import PROTOCOL as FTP
 from producers.portal.ftp import FtpDoor, tls_context
 from producers.portal.https import PROTOCOL as HTTPS
 from producers.portal.https import HttpsDoor
+from producers.portal.s3 import PROTOCOL as S3
+from producers.portal.s3 import S3Door
+from producers.portal.s3keys import S3Secrets, secrets_file
 from producers.portal.service import Portal, PortalTopics
 from producers.portal.sftp import PROTOCOL as SFTP
 from producers.portal.sftp import SftpDoor, ensure_host_key
@@ -66,6 +69,7 @@ class PortalOptions:
     https_port: int | None = None  # None: the settings' port
     ftp_port: int | None = None  # None: the settings' port
     ftps_port: int | None = None  # None: the settings' port
+    s3_port: int | None = None  # None: the settings' port
     publish_timeout: float = 10.0  # seconds an upload waits for the broker before failing
 
 
@@ -102,6 +106,7 @@ class Running:
     https_port: int
     ftp_port: int = 0
     ftps_port: int = 0
+    s3_port: int = 0
 
 
 @contextlib.asynccontextmanager
@@ -198,33 +203,48 @@ async def running(
         https_port = (
             settings.portal_https_port if options.https_port is None else options.https_port
         )
-        server = _Server(
-            uvicorn.Config(
-                web.app,
-                host=settings.portal_address,
-                port=https_port,
-                log_level="warning",
-                access_log=False,
-                lifespan="off",
-                timeout_graceful_shutdown=10,
-                **certificate,
-                **UVICORN_OPTIONS,
-            )
-        )
-        serving = asyncio.create_task(server.serve())
-        while not server.started:
-            if serving.done():
-                serving.result()  # its error (a port in use ...)
-                raise RuntimeError("the portal's HTTPS server ended at start")
-            await asyncio.sleep(0.05)
-
-        async def stop_web() -> None:
-            server.should_exit = True
-            await serving
-
-        stack.push_async_callback(stop_web)
+        await _serve_web(stack, web.app, settings, https_port, "HTTPS")
         log.info("portal HTTPS listening", address=settings.portal_address, port=https_port)
-        yield Running(portal, port, https_port, *ftp_ports)
+        s3_gate = SignInGate(S3, _to(publisher, options.topics.portal))
+        stack.push_async_callback(s3_gate.close)
+        secrets = S3Secrets(secrets_file(settings.var_dir), settings.key_file)
+        s3 = S3Door(portal, s3_gate, secrets, settings.var_dir / "portal" / "spool")
+        stack.callback(s3.multiparts.drop_all)  # once the doors are closed: nothing left
+        s3_port = settings.portal_s3_port if options.s3_port is None else options.s3_port
+        await _serve_web(stack, s3.app, settings, s3_port, "S3")
+        log.info("portal S3 listening", address=settings.portal_address, port=s3_port)
+        yield Running(portal, port, https_port, *ftp_ports, s3_port=s3_port)
+
+
+async def _serve_web(
+    stack: contextlib.AsyncExitStack, app: Any, settings: Settings, port: int, name: str
+) -> None:
+    """Serve ``app`` over TLS on ``port`` until ``stack`` closes."""
+    server = _Server(
+        uvicorn.Config(
+            app,
+            host=settings.portal_address,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=10,
+            **_tls(settings),
+            **UVICORN_OPTIONS,
+        )
+    )
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        if serving.done():
+            serving.result()  # its error (a port in use ...)
+            raise RuntimeError(f"the portal's {name} server ended at start")
+        await asyncio.sleep(0.05)
+
+    async def stop_web() -> None:
+        server.should_exit = True
+        await serving
+
+    stack.push_async_callback(stop_web)
 
 
 class _Server(uvicorn.Server):
@@ -273,6 +293,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--https-port", type=int, default=None)
     parser.add_argument("--ftp-port", type=int, default=None)
     parser.add_argument("--ftps-port", type=int, default=None)
+    parser.add_argument("--s3-port", type=int, default=None)
     parser.add_argument("--config-topic", default=CONFIG)
     parser.add_argument("--datafiles-topic", default=DATAFILES)
     parser.add_argument("--transfers-topic", default=TRANSFERS)
@@ -291,6 +312,7 @@ def main(argv: list[str] | None = None) -> None:
         https_port=args.https_port,
         ftp_port=args.ftp_port,
         ftps_port=args.ftps_port,
+        s3_port=args.s3_port,
     )
     uvloop.run(serve(settings, options))
 

@@ -66,6 +66,7 @@ async def test_a_file_pushed_through_the_portal_is_disseminated_onward(
         [
             "-m", "producers.portal.runner", "--sftp-port", str(port), "--https-port", str(web),
             "--ftp-port", "0", "--ftps-port", "0",  # any free ports: FTP is not what it tests
+            "--s3-port", str(free_port()),
             "--config-topic", stack.topic("config"),
             "--datafiles-topic", stack.topic("datafiles"),
             "--transfers-topic", stack.topic("transfers"),

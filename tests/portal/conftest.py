@@ -68,6 +68,7 @@ class PortalStack(Stack):
     ftp_port: int = 0
     ftps_port: int = 0
     passive: tuple[int, int] = (0, 0)  # the FTP door's passive port range
+    s3_port: int = 0
 
     def topic(self, name: str) -> str:
         return f"portal.{self.tag}.{name}"
@@ -98,7 +99,7 @@ class PortalStack(Stack):
         )  # fmt: skip
 
     def start_portal(self, extra: dict[str, str] | None = None) -> None:
-        self.sftp_port, self.https_port = free_port(), free_port()
+        self.sftp_port, self.https_port, self.s3_port = free_port(), free_port(), free_port()
         self.ftp_port, self.ftps_port = free_port(), free_port()
         first = free_run(PASSIVE_PORTS)
         self.passive = (first, first + PASSIVE_PORTS - 1)
@@ -109,7 +110,7 @@ class PortalStack(Stack):
             "portal",
             [
                 "-m", "producers.portal.runner", "--sftp-port", str(self.sftp_port),
-                "--https-port", str(self.https_port),
+                "--https-port", str(self.https_port), "--s3-port", str(self.s3_port),
                 "--ftp-port", str(self.ftp_port), "--ftps-port", str(self.ftps_port),
                 "--config-topic", self.topic("config"),
                 "--datafiles-topic", self.topic("datafiles"),
@@ -123,7 +124,7 @@ class PortalStack(Stack):
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 pytest.fail(f"the portal exited with {process.returncode}: {self.log('portal')}")
-            if b"portal HTTPS listening" in log.read_bytes()[seen:]:
+            if b"portal S3 listening" in log.read_bytes()[seen:]:  # the last door to open
                 return
             time.sleep(0.2)
         pytest.fail(f"the portal did not start within 60 s: {self.log('portal')}")
@@ -196,19 +197,26 @@ class PortalStack(Stack):
         )
 
     def rclone(self, site: Site, kind: str, *args: str) -> subprocess.CompletedProcess[str]:
-        """Stock ``rclone`` with a remote ``p:`` of type ``kind`` (``sftp`` or ``webdav``) on
-        the portal's door for it, signed in as ``site`` with its password."""
+        """Stock ``rclone`` with a remote ``p:`` of type ``kind`` (``sftp``, ``webdav`` or
+        ``s3``) on the portal's door for it, signed in as ``site`` with its password."""
         obscured = subprocess.run(
             ["rclone", "obscure", site.password], capture_output=True, text=True, check=True
         ).stdout.strip()
         remote = {"TYPE": kind, "USER": site.login, "PASS": obscured}
-        if kind == "sftp":
+        if kind == "s3":  # the password is the S3 secret (sealed for the door)
+            remote = {
+                "TYPE": kind, "PROVIDER": "Other", "ACCESS_KEY_ID": site.login,
+                "SECRET_ACCESS_KEY": site.password, "REGION": "us-east-1",
+                "ENDPOINT": f"https://127.0.0.1:{self.s3_port}", "FORCE_PATH_STYLE": "true",
+            }  # fmt: skip
+        elif kind == "sftp":
             remote |= {"HOST": "127.0.0.1", "PORT": str(self.sftp_port)}
         else:
             remote |= {"URL": f"https://127.0.0.1:{self.https_port}/", "VENDOR": "other"}
         env = {**os.environ, **{f"RCLONE_CONFIG_P_{k}": v for k, v in remote.items()}}
         cert = self.root / "secrets" / "portal" / "tls" / "server.crt"
         argv = ["rclone", "--config", "/dev/null", "--ca-cert", str(cert), "--retries", "1"]
+        env.pop("AWS_CA_BUNDLE", None)  # the s3 remote's SDK refuses it beside --ca-cert
         return subprocess.run(
             [*argv, *args], env=env, capture_output=True, text=True, timeout=120, check=False
         )

@@ -1,0 +1,227 @@
+"""Data Portal S3 benchmark: boto3 against the portal's S3 door, each figure beside nginx
+serving the same file over HTTPS in the same round.
+
+- GET: boto3 ``get_object`` read in 1 MiB pieces (one stream) beside urllib3 (the HTTP stack
+  under botocore) reading the same bytes from a private nginx (bench/portal.py's ``Nginx``:
+  Debian's nginx-light, TLS with the portal's own certificate); and ``curl`` on a presigned
+  URL beside ``curl`` on nginx. Target: >= 0.7x.
+- PUT: boto3 ``upload_file`` (multipart, its defaults: 8 MiB parts, 10 threads, CRC32
+  trailers), from part upload to registration, against the nginx GET baseline (as
+  bench/portal.py rates its PUTs). Target: >= 0.7x.
+
+Size: ``--size`` (bytes, default 1 GiB); rounds ``--rounds`` (default 3). Each side reads
+what it serves from the page cache (both read once, untimed, first). Rates are medians and
+best rounds; ratios the median of each round's ratio; the portal's CPU seconds per GB beside
+its rates. The portal and a projector run as subprocesses on private topics and schema of the
+bench Kafka/PostgreSQL (started as ``make up`` does, under ECPDS_VAR, default var/bench).
+Binds 127.0.0.1 only, cleans its temp dir, prints one JSON object. SeaweedFS is not compared.
+
+Measured (1 GiB, boto3 1.40.61, the shared 2-core machine at load 4-10): boto3 GET 0.93x and
+1.00x of urllib3 on nginx (two runs), 236 MB/s median, 1.5 CPU s/GB in the portal; curl on a
+presigned URL 1.08x and 1.82x of curl on nginx; multipart PUT 95 MB/s, 0.27x and 0.36x of the
+nginx GET (below target), 8.4-10.9 CPU s/GB: each byte is decrypted, CRC32-checked and
+MD5-hashed for its part's ETag, spooled, read back at Complete and hashed (MD5, ADLER32),
+written and fsynced again by the ingest path; at 256 MiB the parts took 2.0 s, the Complete
+1.0 s. The parts are client-bound as much as server-bound: one boto3 process sends them no
+faster with 4 or 10 threads than with one (~170-195 MB/s, the portal's event loop about half
+busy), while two boto3 processes at once nearly double the aggregate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _infra import emit, service, settings
+from portal import Nginx, _cert, _cpu, _median_ratio, _warm
+from sftp import _make_file
+
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
+
+import boto3  # noqa: E402
+import urllib3  # noqa: E402
+from boto3.s3.transfer import TransferConfig  # noqa: E402
+from botocore.config import Config  # noqa: E402
+
+from producers.portal.s3keys import seal, secrets_file  # noqa: E402
+from projections.migrate import migrate  # noqa: E402
+from tests.portal.conftest import CONFIG, PortalStack  # noqa: E402
+from tests.projections.support import drop  # noqa: E402
+
+PIECE = 1024 * 1024
+USER = """
+users:
+  - login: bench-{tag}
+    password: bench-secret
+    destinations: [pickup-{tag}]
+    operations: [dir, get, put, size, mtime]
+    properties:
+      portal.maxConnections: "-1"
+"""
+
+
+def _client(stack: PortalStack, login: str) -> Any:
+    return boto3.client(
+        "s3",
+        endpoint_url=f"https://127.0.0.1:{stack.s3_port}",
+        aws_access_key_id=login,
+        aws_secret_access_key="bench-secret",
+        region_name="us-east-1",
+        verify=str(_cert(stack)),
+        config=Config(s3={"addressing_style": "path"}, signature_version="s3v4"),
+    )
+
+
+def _read(body: Any, target: Path) -> None:
+    with target.open("wb") as out:
+        while piece := body.read(PIECE):
+            out.write(piece)
+
+
+def _boto3_get(s3: Any, bucket: str, key: str, target: Path) -> float:
+    start = time.perf_counter()
+    _read(s3.get_object(Bucket=bucket, Key=key)["Body"], target)
+    return time.perf_counter() - start
+
+
+def _urllib3_get(pool: urllib3.PoolManager, url: str, target: Path) -> float:
+    start = time.perf_counter()
+    answer = pool.request("GET", url, preload_content=False)
+    _read(answer, target)
+    answer.release_conn()
+    return time.perf_counter() - start
+
+
+def _curl(cert: Path, url: str, target: Path) -> float:
+    start = time.perf_counter()
+    subprocess.run(
+        ["curl", "-sS", "--fail", "--cacert", str(cert), "-o", str(target), url], check=True
+    )
+    return time.perf_counter() - start
+
+
+def _boto3_put(s3: Any, source: Path, bucket: str, key: str) -> float:
+    start = time.perf_counter()
+    s3.upload_file(str(source), bucket, key, Config=TransferConfig())
+    return time.perf_counter() - start
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=1024**3)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    size = args.size
+    config = settings()
+    service(config, "kafka/kafka.sh")
+    service(config, "pg/pg.sh")
+    work = Path(tempfile.mkdtemp(prefix="ecpds-bench-portal-s3-"))
+    tag = uuid.uuid4().hex[:8]
+    stack = PortalStack(config.kafka_bootstrap, work / "portal", tag, settings=config)
+    (stack.root / "secrets").mkdir(parents=True, mode=0o700)
+    nginx: Nginx | None = None
+    try:
+        await migrate(config.pg_dsn, stack.schema)
+        await stack.apply(CONFIG.format(tag=tag))
+        login = f"bench-{tag}"
+        await stack.apply(USER.format(tag=tag))
+        seal(secrets_file(stack.root), stack.key_file, login, "bench-secret")
+        await asyncio.to_thread(stack.start_portal)
+        stack.start_projector()
+        portal = stack.processes["portal"]
+        nginx = Nginx(work / "nginx", _cert(stack), _cert(stack).with_name("server.key"))
+        source = work / "big.bin"
+        _make_file(source, size)
+        os.link(source, nginx.root / "served.bin")
+        await asyncio.sleep(1.0)  # the portal follows the configuration topic
+        bucket = f"pickup-{tag}"
+        s3 = _client(stack, login)
+        await asyncio.to_thread(_boto3_put, s3, source, bucket, "big.bin")
+        await stack.listed(bucket, "big.bin", timeout=300)
+        found = await stack.rows(
+            "SELECT d.guid FROM transfers t JOIN data_files d USING (data_file_id)"
+            " WHERE t.destination = %s AND t.target = %s",
+            bucket,
+            "big.bin",
+        )
+        stored = next(stack.store.rglob(str(found[0][0])))
+        got = work / "got.bin"
+        pool = urllib3.PoolManager(ca_certs=str(_cert(stack)))
+        nginx_url = f"https://127.0.0.1:{nginx.port}/served.bin"
+        presigned = s3.generate_presigned_url(
+            "get_object", Params={"Bucket": bucket, "Key": "big.bin"}, ExpiresIn=3600
+        )
+        times: dict[str, list[float]] = {}
+        cpu: dict[str, list[float]] = {}
+
+        async def measure(name: str, run: Callable[..., float], *call: object) -> None:
+            ours = "nginx" not in name
+            got.unlink(missing_ok=True)
+            _warm(stored if ours and "get" in name else source)
+            before = _cpu(portal)
+            times.setdefault(name, []).append(await asyncio.to_thread(run, *call))
+            if ours:
+                cpu.setdefault(name, []).append(_cpu(portal) - before)
+            if "get" in name:
+                assert got.stat().st_size == size, name
+            got.unlink(missing_ok=True)
+
+        for index in range(args.rounds):
+            await measure("boto3_get", _boto3_get, s3, bucket, "big.bin", got)
+            await measure("urllib3_get_nginx", _urllib3_get, pool, nginx_url, got)
+            await measure("curl_get_presigned", _curl, _cert(stack), presigned, got)
+            await measure("curl_get_nginx", _curl, _cert(stack), nginx_url, got)
+            await measure("boto3_put_multipart", _boto3_put, s3, source, bucket, f"put-{index}.bin")
+        mb = size / 1e6
+
+        def rate(name: str) -> dict[str, float]:
+            found = {
+                "MBps_median": round(mb / statistics.median(times[name]), 1),
+                "MBps_best": round(mb / min(times[name]), 1),
+            }
+            if name in cpu:
+                found["cpu_seconds_per_GB"] = round(statistics.median(cpu[name]) / mb * 1e3, 2)
+            return found
+
+        def ratio(ours: str, base: str) -> float:
+            return _median_ratio(list(zip(times[ours], times[base], strict=True)))
+
+        emit(
+            {
+                "benchmark": "portal_s3",
+                "size_bytes": size,
+                "rounds": args.rounds,
+                "boto3": boto3.__version__,
+                **{name: rate(name) for name in times},
+                "boto3_get_ratio": ratio("boto3_get", "urllib3_get_nginx"),
+                "curl_presigned_get_ratio": ratio("curl_get_presigned", "curl_get_nginx"),
+                "boto3_put_ratio": ratio("boto3_put_multipart", "urllib3_get_nginx"),
+                "target": 0.7,
+            }
+        )
+    finally:
+        if nginx is not None:
+            nginx.stop()
+        for name in list(stack.processes):
+            stack.stop(name)
+        await drop(config.pg_dsn, stack.schema)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
