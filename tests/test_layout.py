@@ -17,9 +17,9 @@ ALLOWED: dict[str, set[str]] = {
     "projections": {"bus", "store"},
     "cli": set(PACKAGES),
 }
-# the one cross-stage import DESIGN.md §2 allows: the portal reads the read models through
-# projections' read-only query module
-READ_MODELS = {"projections.portal"}
+# the cross-stage import DESIGN.md §2 allows: the portal reads the read models through
+# projections' read-only query module, and the ingest API its monitoring summary through another
+READ_MODELS = {"projections.portal", "projections.products"}
 # the consumers (scheduler, movers, notifier, janitor, backup) talk only through events: none
 # imports another's sub-package (producers' HTTP adapters may import their own ingest core)
 STAGES = ("consumers",)

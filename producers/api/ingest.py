@@ -37,6 +37,7 @@ from producers.api.auth import Authenticator
 from producers.ingest.core import Refused, Submission, upload_cap
 from producers.ingest.index import TransferEntry
 from producers.ingest.service import Failure, IngestService, Receipt
+from projections.products import ProductReads
 
 if TYPE_CHECKING:
     from producers.api.openecpds import ConfigWriter
@@ -66,6 +67,7 @@ class ApiState:
     auth: Authenticator
     max_upload: int | None = 10 * 1024**3  # for a destination without its own max_file_size
     config_writer: ConfigWriter | None = None  # changes through /ecpds/v1 (None: refused 503)
+    products: ProductReads | None = None  # the monitoring summary's reads (None: answers 501)
 
 
 @dataclass(frozen=True, slots=True)

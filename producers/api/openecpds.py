@@ -10,6 +10,7 @@ their destinations; everything else needs a token, and a change a token that can
 (``ConfigWriter``: planned and validated by ``bus.config.apply`` as ``ecpds config`` is).
 ``version`` needs no credentials, as in OpenECPDS. What ecpds does not offer answers 501 with
 the reason; a file's bytes travel in the request body (ecpds never reads a path on the server).
+The monitoring summary is read from the read models (``projections.products``, read-only).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psycopg
+import psycopg_pool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -31,13 +34,14 @@ from bus.config.secrets import OperatorKey, seal_password
 from bus.config.view import ConfigView, LiveConfig
 from bus.errors import ConfigurationError
 from bus.events.config import DataUser
+from bus.logging import get_logger
 from bus.publisher import Publisher
 from bus.signin import Banned
 from producers.api.auth import Principal
 from producers.api.ingest import Answer, ApiState, datafile, put
 
 PREFIX = "/ecpds/v1"
-ISSUE = "issue 17"
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +171,20 @@ def routes(state: ApiState) -> list[Route]:
         who = await caller(request)
         if isinstance(who, Response):
             return who
-        return error(501, f"monitoring summary: product status is not in ecpds yet ({ISSUE})")
+        if state.products is None:
+            return error(501, "monitoring summary: this API reads no read models (--schema)")
+        p = request.path_params
+        try:
+            found = await state.products.summary(
+                p["product"], p["time"], p.get("step"), p.get("type")
+            )
+        except (psycopg.Error, psycopg_pool.PoolTimeout) as failed:
+            log.warning("monitoring summary: read models not readable", error=str(failed))
+            return error(503, "monitoring summary: the read models cannot be read now")
+        product = "/".join(p[k] for k in ("product", "time", "step", "type") if k in p)
+        if not found:
+            return error(404, f"no product {product} (no status set, no file of it)")
+        return ok(summary=found)
 
     async def destination_list(request: Request) -> Response:
         who = await caller(request)

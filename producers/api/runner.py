@@ -27,6 +27,7 @@ from bus.web import UVICORN_OPTIONS
 from producers.api.app import create_app
 from producers.api.runtime import RuntimeOptions, running
 from producers.ingest.service import IngestTopics
+from projections.products import DEFAULT_SCHEMA
 
 log = get_logger(__name__)
 
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--transfers-topic", default=TRANSFERS)
     parser.add_argument("--store-root", type=Path, default=None)
     parser.add_argument("--tokens-file", type=Path, default=None)
+    parser.add_argument("--schema", default=DEFAULT_SCHEMA, help="the read models' schema")
     args = parser.parse_args(argv)
     configure(settings)
     options = RuntimeOptions(
@@ -86,6 +88,7 @@ def main(argv: list[str] | None = None) -> None:
         topics=IngestTopics(args.datafiles_topic, args.transfers_topic),
         store_root=args.store_root,
         tokens_file=args.tokens_file,
+        schema=args.schema,
     )
     uvloop.run(serve(settings, args.port, options))
 

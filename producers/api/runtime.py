@@ -28,6 +28,7 @@ from producers.api.openecpds import ConfigWriter
 from producers.ingest.core import left_open_by
 from producers.ingest.service import IngestTopics
 from producers.ingest.stack import start_ingest
+from projections.products import ProductReads, pool
 
 log = get_logger(__name__)
 
@@ -43,6 +44,7 @@ class RuntimeOptions:
     durable: bool = True
     portal_topic: str = PORTAL  # where sign-in failures and bans are published
     publish_timeout: float = 1.0  # seconds a put waits for the broker before answering 503
+    schema: str | None = None  # the read models' schema (monitoring summary); None: not read
 
 
 def tokens_path(settings: Settings) -> Path:
@@ -125,10 +127,18 @@ async def running(
         gate = SignInGate("api", publish)
         stack.push_async_callback(gate.close)
         writer = ConfigWriter(live, publisher, options.config_topic, source, settings.key_file)
+        products = None
+        if options.schema is not None:
+            # opened without waiting: a database down answers the summary 503, nothing else
+            connections = pool(settings.pg_dsn, options.schema, size=2)
+            await connections.open(wait=False)
+            stack.push_async_callback(connections.close)
+            products = ProductReads(connections)
         yield ApiState(
             service=service,
             config=live,
             auth=Authenticator(book, gate, settings.key_file),
             max_upload=settings.max_upload,
             config_writer=writer,
+            products=products,
         )

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import orjson
+import psycopg
 import pytest
 
 from bus.config.apply import events_for, plan
@@ -22,18 +23,50 @@ from bus.events.config import PortalOperation
 from bus.publisher import Publisher
 from bus.settings import ROOT
 from bus.topics import apply_topics
+from projections.migrate import migrate
 from tests.config import factories as f
 from tests.conftest import free_port
 from tests.ingest.conftest import TOKEN, Names
 from tests.ingest.test_process import Server
+from tests.projections.support import drop
 
 pytestmark = pytest.mark.kafka
 V1 = "/ecpds/v1"
 OPS = {"Authorization": f"Bearer {TOKEN}"}
 
 
+SCHEMA = f"oe_{os.getpid()}"
+CYCLE = datetime(2026, 12, 7, tzinfo=UTC)
+
+
+async def product_read_models(dsn: str) -> None:
+    """Read models holding product oper/00 at steps 24 and 48: status completed for 24, its
+    two files at site-a (one delivered) of today's cycle, and one of yesterday's."""
+    await migrate(dsn, SCHEMA)
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        await conn.execute(f"SET search_path = {SCHEMA}")
+        await conn.execute(
+            "INSERT INTO product_status VALUES ('oper/00/24/fc', 'oper', '00', '24', 'fc',"
+            " 'COMPLETED', %s, %s, 'token:ops', gen_random_uuid())",
+            (CYCLE + timedelta(hours=5), CYCLE + timedelta(hours=5)),
+        )
+        five, six = CYCLE + timedelta(hours=5), CYCLE + timedelta(hours=6)
+        rows = [
+            ("t1", "site-a", "oper/00/24/fc", CYCLE, five, None),
+            ("t2", "site-a", "oper/00/24/fc", CYCLE, five, six),
+            ("t0", "site-a", "oper/00/24/fc", CYCLE - timedelta(days=1), CYCLE, CYCLE),
+            ("t3", "site-b", "oper/00/48/fc", CYCLE, six, None),
+        ]
+        for row in rows:
+            await conn.execute(
+                "INSERT INTO product_transfers (transfer_id, destination, product, base_time,"
+                " arrived_at, delivered_at) VALUES (%s, %s, %s, %s, %s, %s)",
+                row,
+            )
+
+
 @pytest.fixture(scope="module")
-async def server(kafka: str, names: Names) -> AsyncIterator[Server]:
+async def server(kafka: str, postgres: str, names: Names) -> AsyncIterator[Server]:
     await apply_topics(kafka, [config_spec(names.config)])
     entities = [
         f.destination("site-a", country="fr", properties={"mail.to": "ops@site.example"}),
@@ -43,10 +76,12 @@ async def server(kafka: str, names: Names) -> AsyncIterator[Server]:
     async with Publisher(kafka) as publisher:
         for key, event in events_for(plan(ConfigView(), entities), source="test"):  # type: ignore[arg-type]
             await publisher.publish(names.config, key, event)
-    s = Server(names, free_port())
+    await product_read_models(postgres)
+    s = Server(names, free_port(), schema=SCHEMA)
     await asyncio.to_thread(s.start)
     yield s
     await asyncio.to_thread(s.stop)
+    await drop(postgres, SCHEMA)
 
 
 def ecpds(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
@@ -181,11 +216,35 @@ def test_incoming_users_and_associations(server: Server) -> None:
     assert as_user.status_code == 403
 
 
-def test_monitoring_summary_says_it_is_not_there_yet(server: Server) -> None:
-    """`monitoring/summary/{product}/{time}` answers 501 naming the issue that brings it."""
+def test_monitoring_summary_of_a_product_from_the_read_models(server: Server) -> None:
+    """`monitoring/summary/{product}/{time}` lists every step and type of the product with its
+    generation status and, per destination, its latest cycle's files and deliveries;
+    `.../{step}/{type}` one of them; an unknown product is a 404 in OpenECPDS's shape."""
     got = httpx.get(f"{server.url}{V1}/monitoring/summary/oper/00", headers=OPS)
-    assert got.status_code == 501
-    assert "issue 17" in got.json()["message"]
+    assert got.status_code == 200, got.text
+    body = got.json()
+    assert body["status"] == "ok"
+    by_name = {p["product"]: p for p in body["summary"]}
+    assert set(by_name) == {"oper/00/24/fc", "oper/00/48/fc"}
+    day = by_name["oper/00/24/fc"]
+    assert (day["status"], day["setBy"], day["step"]) == ("COMPLETED", "token:ops", "24")
+    assert day["destinations"] == [
+        {
+            "destination": "site-a",
+            "cycle": "2026-12-07T00:00:00Z",
+            "files": 2,
+            "delivered": 1,
+            "lastArrival": "2026-12-07T05:00:00Z",
+            "lastDelivery": "2026-12-07T06:00:00Z",
+        }
+    ]
+    assert by_name["oper/00/48/fc"]["status"] is None
+    one = httpx.get(f"{server.url}{V1}/monitoring/summary/oper/00/48/fc", headers=OPS).json()
+    assert [p["product"] for p in one["summary"]] == ["oper/00/48/fc"]
+    missing = httpx.get(f"{server.url}{V1}/monitoring/summary/oper/12", headers=OPS)
+    assert missing.status_code == 404
+    assert missing.json()["status"] == "error"
+    assert httpx.get(f"{server.url}{V1}/monitoring/summary/oper/00").status_code == 401
 
 
 def test_openecpds_command_line_puts_a_file(server: Server, tmp_path: Path) -> None:

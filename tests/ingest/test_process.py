@@ -43,6 +43,7 @@ class Server:
     names: Names
     port: int
     process: subprocess.Popen[bytes] | None = None
+    schema: str | None = None  # the read models' schema its monitoring summary reads
 
     @property
     def url(self) -> str:
@@ -56,6 +57,7 @@ class Server:
                 "--config-topic", n.config, "--datafiles-topic", n.topics.datafiles,
                 "--transfers-topic", n.topics.transfers, "--store-root", str(n.store),
                 "--tokens-file", str(n.tokens),
+                *(("--schema", self.schema) if self.schema else ()),
             ],
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
