@@ -45,7 +45,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -214,6 +214,26 @@ def _median_ratio(pairs: list[tuple[float, float]]) -> float:
     return round(statistics.median(base / ours for ours, base in pairs), 3)
 
 
+def throughput(
+    times: Mapping[str, Sequence[float]], cpu: Mapping[str, Sequence[float]], name: str, size: int
+) -> dict[str, float]:
+    """``name``'s MB/s over its rounds (median, best) and, when measured, the portal's CPU
+    seconds per GB (the portal benchmarks' one way of reporting a side)."""
+    mb = size / 1e6
+    found = {
+        "MBps_median": round(mb / statistics.median(times[name]), 1),
+        "MBps_best": round(mb / min(times[name]), 1),
+    }
+    if name in cpu:
+        found["cpu_seconds_per_GB"] = round(statistics.median(cpu[name]) / mb * 1e3, 2)
+    return found
+
+
+def side_ratio(times: Mapping[str, Sequence[float]], ours: str, base: str) -> float:
+    """The median over rounds of ``base`` seconds / ``ours`` seconds."""
+    return _median_ratio(list(zip(times[ours], times[base], strict=True)))
+
+
 async def main() -> None:
     size = (
         int(sys.argv[1])
@@ -287,19 +307,12 @@ async def main() -> None:
             https_put = f"/{dest}/big-https-{index}.bin"
             await measure("https_put", _curl, stack, site, https_put, "-T", str(source))
         concurrent = await _concurrent(stack, site, dest, work) if CLIENTS > 0 else None
-        mb = size / 1e6
 
         def rate(name: str) -> dict[str, float]:
-            found = {
-                "MBps_median": round(mb / statistics.median(times[name]), 1),
-                "MBps_best": round(mb / min(times[name]), 1),
-            }
-            if name in cpu:
-                found["cpu_seconds_per_GB"] = round(statistics.median(cpu[name]) / mb * 1e3, 2)
-            return found
+            return throughput(times, cpu, name, size)
 
         def ratio(ours: str, base: str) -> float:
-            return _median_ratio(list(zip(times[ours], times[base], strict=True)))
+            return side_ratio(times, ours, base)
 
         emit(
             {

@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _infra import emit, service, settings
 from ftp import parse_size
-from portal import _cpu, _warm
+from portal import _cpu, _warm, side_ratio, throughput
 from sftp import _make_file
 
 # bench/projections.py and bench/store.py would shadow the packages while bench/ leads sys.path
@@ -186,20 +185,12 @@ async def main() -> None:
                 cert, tls, *send,
             )  # fmt: skip
             (folder / f"put-{index}.bin").unlink(missing_ok=True)
-        mb = size / 1e6
 
         def rate(name: str) -> dict[str, float]:
-            found = {
-                "MBps_median": round(mb / statistics.median(times[name]), 1),
-                "MBps_best": round(mb / min(times[name]), 1),
-            }
-            if name in cpu:
-                found["cpu_seconds_per_GB"] = round(statistics.median(cpu[name]) / mb * 1e3, 2)
-            return found
+            return throughput(times, cpu, name, size)
 
         def ratio(ours: str, base: str) -> float:
-            pairs = zip(times[ours], times[base], strict=True)
-            return round(statistics.median(b / o for o, b in pairs), 3)
+            return side_ratio(times, ours, base)
 
         emit(
             {

@@ -33,7 +33,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _infra import emit, service, settings
-from portal import Nginx, _cert, _cpu, _median_ratio, _warm
+from portal import Nginx, _cert, _cpu, _warm, side_ratio, throughput
 from sftp import _make_file
 
 _HERE = Path(__file__).resolve().parent
@@ -187,19 +186,12 @@ async def main() -> None:
             await measure("curl_get_presigned", _curl, _cert(stack), presigned, got)
             await measure("curl_get_nginx", _curl, _cert(stack), nginx_url, got)
             await measure("boto3_put_multipart", _boto3_put, s3, source, bucket, f"put-{index}.bin")
-        mb = size / 1e6
 
         def rate(name: str) -> dict[str, float]:
-            found = {
-                "MBps_median": round(mb / statistics.median(times[name]), 1),
-                "MBps_best": round(mb / min(times[name]), 1),
-            }
-            if name in cpu:
-                found["cpu_seconds_per_GB"] = round(statistics.median(cpu[name]) / mb * 1e3, 2)
-            return found
+            return throughput(times, cpu, name, size)
 
         def ratio(ours: str, base: str) -> float:
-            return _median_ratio(list(zip(times[ours], times[base], strict=True)))
+            return side_ratio(times, ours, base)
 
         emit(
             {
