@@ -340,6 +340,9 @@ class PortalSftp(asyncssh.SFTPServer):
             denied = Denied(Reason.NOT_FOUND, "path refused: not UTF-8", path=repr(raw)[:64])
             await session.refuse(denied)
             raise asyncssh.SFTPNoSuchFile(denied.message) from None
+        # a '.' part names the folder it is in, as on any file system (lftp's mirror asks for
+        # "<folder>/."): dropped here; '..' and the rest are the view's to refuse
+        text = "/".join(part for part in text.split("/") if part != ".") or "/"
         return await _answered(session.resolve(text))
 
     # -- names ------------------------------------------------------------------------------

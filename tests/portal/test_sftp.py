@@ -478,9 +478,9 @@ async def test_lftp_sftp_puts_lists_gets_and_is_refused_what_is_not_granted(
     portal: PortalStack, sites: dict[str, Site], tmp_path: Path
 ) -> None:
     """lftp's sftp (ssh as its connect program): ``put`` with a key registers the file (an
-    upload event), ``ls -l`` lists it with its size once projected, ``get`` returns the same
-    bytes; reader (password sign-in, no ``get`` or ``put``) is refused both, as denied-access
-    events, and gets nothing."""
+    upload event), ``ls -l`` lists it with its size once projected, ``get`` and ``mirror``
+    return the same bytes; reader (password sign-in, no ``get`` or ``put``) is refused both, as
+    denied-access events, and gets nothing."""
     alice, reader, dest = sites["alice"], sites["reader"], f"pickup-{portal.tag}"
     data = os.urandom(700_001)
     (tmp_path / "up.bin").write_bytes(data)
@@ -506,6 +506,11 @@ async def test_lftp_sftp_puts_lists_gets_and_is_refused_what_is_not_granted(
     line = next(n for n in pulled.stdout.splitlines() if n.endswith(" by-lftp.bin"))
     assert " 700001 " in line
     assert (tmp_path / "back.bin").read_bytes() == data
+    mirrored = await asyncio.to_thread(
+        portal.lftp, alice, [f"mirror /{dest} mirrored"], cwd=tmp_path
+    )  # lftp's mirror lists "<folder>/." first
+    assert mirrored.returncode == 0, mirrored.stderr + portal.log("portal")
+    assert (tmp_path / "mirrored" / "by-lftp.bin").read_bytes() == data
 
     got = await asyncio.to_thread(
         portal.lftp,
