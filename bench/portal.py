@@ -173,7 +173,7 @@ class Nginx:
             f"  scgi_temp_path {home}/scgi;\n  sendfile on;\n"
             f"  server {{\n    listen 127.0.0.1:{self.port} ssl;\n"
             f"    ssl_certificate {cert};\n    ssl_certificate_key {key};\n"
-            f"    root {self.root};\n  }}\n}}\n"
+            f"    root {self.root};\n    autoindex on;\n  }}\n}}\n"
         )
         self.process = subprocess.Popen(
             ["/usr/sbin/nginx", "-p", str(home), "-c", str(config)],

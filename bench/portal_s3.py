@@ -9,6 +9,11 @@ serving the same file over HTTPS in the same round.
   trailers), from part upload to registration, against the nginx GET baseline (as
   bench/portal.py rates its PUTs). Target: >= 0.7x.
 
+- Small objects (``--small N``, instead of the above): N objects of 4 KiB put through the door
+  (untimed), then listed and fetched with ``rclone copy`` (s3 remote, 8 transfers) beside the
+  same rclone fetching the same files from nginx's autoindex over HTTPS (http remote): files/s
+  each, and the ratio.
+
 Size: ``--size`` (bytes, default 1 GiB); rounds ``--rounds`` (default 3). Each side reads
 what it serves from the page cache (both read once, untimed, first). Rates are medians and
 best rounds; ratios the median of each round's ratio; the portal's CPU seconds per GB beside
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import os
 import shutil
 import subprocess
@@ -114,6 +120,67 @@ def _curl(cert: Path, url: str, target: Path) -> float:
     return time.perf_counter() - start
 
 
+SMALL = 4096  # bytes of each small object
+
+
+def _rclone(cert: Path, env: dict[str, str], source: str, target: Path, *flags: str) -> float:
+    """Seconds ``rclone copy`` of ``source`` into ``target`` takes (8 transfers at once)."""
+    start = time.perf_counter()
+    subprocess.run(
+        ["rclone", "--config", "/dev/null", "--ca-cert", str(cert), "copy", source, str(target),
+         "--transfers", "8", "--checkers", "8", *flags],
+        env=env, check=True, capture_output=True,
+    )  # fmt: skip
+    return time.perf_counter() - start
+
+
+async def small_objects(
+    stack: PortalStack, s3: Any, bucket: str, login: str, nginx: Nginx, count: int, work: Path
+) -> dict[str, Any]:
+    """``count`` small objects listed and fetched with rclone, beside nginx (docstring)."""
+    names = [f"small/o{index:05d}.bin" for index in range(count)]
+    (nginx.root / "small").mkdir()
+    for name in names:
+        (nginx.root / name).write_bytes(os.urandom(SMALL))
+
+    def put(name: str) -> None:
+        s3.put_object(Bucket=bucket, Key=name, Body=(nginx.root / name).read_bytes())
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(put, names))
+    listed = 0
+    deadline = time.monotonic() + 600
+    while listed < count and time.monotonic() < deadline:  # the read models catch up
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="small/")
+        listed = sum(page.get("KeyCount", 0) for page in pages)
+        await asyncio.sleep(0.5)
+    if listed < count:
+        raise RuntimeError(f"{listed} of {count} small objects listed after 600 s")
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"},
+        "RCLONE_CONFIG_P_TYPE": "s3", "RCLONE_CONFIG_P_PROVIDER": "Other",
+        "RCLONE_CONFIG_P_ACCESS_KEY_ID": login, "RCLONE_CONFIG_P_SECRET_ACCESS_KEY": "bench-secret",
+        "RCLONE_CONFIG_P_REGION": "us-east-1", "RCLONE_CONFIG_P_FORCE_PATH_STYLE": "true",
+        "RCLONE_CONFIG_P_ENDPOINT": f"https://127.0.0.1:{stack.s3_port}",
+    }  # fmt: skip
+    ours = await asyncio.to_thread(
+        _rclone, _cert(stack), env, f"p:{bucket}/small", work / "from-portal"
+    )
+    theirs = await asyncio.to_thread(
+        _rclone, _cert(stack), env, ":http:", work / "from-nginx",
+        "--http-url", f"https://127.0.0.1:{nginx.port}/small/",
+    )  # fmt: skip
+    for side in ("from-portal", "from-nginx"):
+        assert len(list((work / side).iterdir())) == count, side
+    return {
+        "objects": count,
+        "object_bytes": SMALL,
+        "rclone_s3_portal_files_per_s": round(count / ours, 1),
+        "rclone_http_nginx_autoindex_files_per_s": round(count / theirs, 1),
+        "ratio": round(theirs / ours, 3),
+    }
+
+
 def _boto3_put(s3: Any, source: Path, bucket: str, key: str) -> float:
     start = time.perf_counter()
     s3.upload_file(str(source), bucket, key, Config=TransferConfig())
@@ -124,6 +191,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=1024**3)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--small", type=int, default=0, help="N small objects via rclone")
     args = parser.parse_args()
     size = args.size
     config = settings()
@@ -144,6 +212,13 @@ async def main() -> None:
         stack.start_projector()
         portal = stack.processes["portal"]
         nginx = Nginx(work / "nginx", _cert(stack), _cert(stack).with_name("server.key"))
+        if args.small:
+            await asyncio.sleep(1.0)  # the portal follows the configuration topic
+            found = await small_objects(
+                stack, _client(stack, login), f"pickup-{tag}", login, nginx, args.small, work
+            )
+            emit({"benchmark": "portal_s3_small", **found})
+            return
         source = work / "big.bin"
         _make_file(source, size)
         os.link(source, nginx.root / "served.bin")
