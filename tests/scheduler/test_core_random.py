@@ -4,6 +4,7 @@ ends somewhere, and replaying the log rebuilds the same state."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
 import pytest
@@ -20,7 +21,7 @@ from bus.events.requests import (
     StandbyReleaseRequested,
     StopRequested,
 )
-from bus.events.transfers import TransferSucceeded, Verification
+from bus.events.transfers import TransferQueued, TransferSucceeded, Verification
 from consumers.scheduler.core import SchedulerState, evolve
 from consumers.scheduler.lifecycle import FINISHED
 from tests.scheduler.factories import (
@@ -102,10 +103,9 @@ def _check_invariants(s: Scheduler) -> None:
         assert all(n <= 2 for n in per_host.values())  # each host allows 2
 
 
-@pytest.mark.parametrize("seed", range(12))
-def test_random_history_settles_and_keeps_the_limits(seed: int) -> None:
-    """Random queues, outcomes, mover losses and requests always settle within the limits."""
-    rng = random.Random(seed)
+def random_world(properties: Callable[[str], Mapping[str, str]] = lambda _: {}) -> Scheduler:
+    """The scheduler random histories run on: ``DESTS``, each with two hosts and limits low
+    enough to be met (``properties`` of each destination by name)."""
     s = Scheduler()
     for d in DESTS:
         dest = destination(
@@ -116,6 +116,7 @@ def test_random_history_settles_and_keeps_the_limits(seed: int) -> None:
             retry_count=2,
             start_frequency_ms=5000,
             retry_frequency_ms=2000,
+            properties=properties(d),
         )
         s.given(
             configured(
@@ -124,35 +125,62 @@ def test_random_history_settles_and_keeps_the_limits(seed: int) -> None:
                 host(f"{d}-h2", max_connections=2, retry_frequency_ms=1000),
             )
         )
+    return s
+
+
+def random_queued(rng: random.Random, i: int, now: datetime) -> TransferQueued:
+    """Transfer ``t<i>`` to a random destination: random priority, embargo, lifetime, held
+    one time in ten."""
+    status = TransferStatus.HOLD if rng.random() < 0.1 else TransferStatus.WAIT
+    return queued(
+        f"t{i}",
+        rng.choice(DESTS),
+        priority=rng.randrange(100),
+        queue_time=now + timedelta(seconds=rng.choice((0, 0, 5))),
+        expiry=now + timedelta(seconds=rng.choice((20, 300))),
+        status=status,
+        when=now,
+    )
+
+
+def random_outcome(
+    rng: random.Random, s: Scheduler, now: datetime, roll: float, below: tuple[float, float, float]
+) -> None:
+    """Give ``s`` what ``roll`` draws: a running transfer's success (``roll`` below
+    ``below[0]``), a failure (below ``below[1]``), a mover lost (below ``below[2]``), else an
+    operator request."""
+    if roll < below[0]:
+        running = sorted(t for t, e in s.state.transfers.items() if e.running)
+        if running:
+            s.given(_success(s, rng.choice(running), now))
+    elif roll < below[1]:
+        fail_running(s, now, retriable=rng.random() < 0.8)
+    elif roll < below[2]:
+        s.given(MoverStopped(envelope=env(now), mover_id="m1", transfer_group="tg"))
+    else:
+        s.given(_random_request(rng, s, now))
+
+
+def start_ordered(rng: random.Random, s: Scheduler, now: datetime) -> None:
+    """Settle ``s`` and start what it orders, each on a random mover."""
+    for order in ordered(s.settle(now, limit=40)):
+        s.given(started(order, now, mover=rng.choice(("m1", "m2"))))
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_history_settles_and_keeps_the_limits(seed: int) -> None:
+    """Random queues, outcomes, mover losses and requests always settle within the limits."""
+    rng = random.Random(seed)
+    s = random_world()
     now = T0
     for i in range(60):
         now = now + timedelta(seconds=rng.choice((0, 1, 3, 10)))
         roll = rng.random()
         if roll < 0.3:
-            status = TransferStatus.HOLD if rng.random() < 0.1 else TransferStatus.WAIT
-            s.given(
-                queued(
-                    f"t{i}",
-                    rng.choice(DESTS),
-                    priority=rng.randrange(100),
-                    queue_time=now + timedelta(seconds=rng.choice((0, 0, 5))),
-                    expiry=now + timedelta(seconds=rng.choice((20, 300))),
-                    status=status,
-                    when=now,
-                )
-            )
-        elif roll < 0.55:
-            running = sorted(t for t, e in s.state.transfers.items() if e.running)
-            if running:
-                s.given(_success(s, rng.choice(running), now))
-        elif roll < 0.7:
-            fail_running(s, now, retriable=rng.random() < 0.8)
-        elif roll < 0.75:
-            s.given(MoverStopped(envelope=env(now), mover_id="m1", transfer_group="tg"))
+            s.given(random_queued(rng, i, now))
         else:
-            s.given(_random_request(rng, s, now))
-        for order in ordered(s.settle(now, limit=40)):
-            s.given(started(order, now, mover=rng.choice(("m1", "m2"))))
+            random_outcome(rng, s, now, roll, (0.55, 0.7, 0.75))
+        start_ordered(rng, s, now)
         _check_invariants(s)
     # in the end, nothing is lost: every transfer is finished, held, queued or running
     for e in s.state.transfers.values():

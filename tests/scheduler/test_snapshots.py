@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bus.events.base import Event, TransferStatus
+from bus.events.base import Event
 from bus.events.datafiles import Checksums
 from bus.events.movers import MoverHeartbeat, MoverStopped, TransferAbortRequested
 from bus.events.orders import TransferOrdered
@@ -26,19 +26,18 @@ from tests.scheduler.factories import (
     T0,
     Scheduler,
     at,
-    configured,
-    destination,
-    env,
     fail_running,
-    host,
-    ordered,
     queued,
-    started,
 )
 from tests.scheduler.test_core_continental import regional, staged
-from tests.scheduler.test_core_random import _random_request, _success
+from tests.scheduler.test_core_random import (
+    DESTS,
+    random_outcome,
+    random_queued,
+    random_world,
+    start_ordered,
+)
 
-DESTS = ("d1", "d2", "d3")
 DUPLICATES = {"scheduler.requeueon": "$time1 > $time2"}
 
 
@@ -56,40 +55,13 @@ def history(seed: int, steps: int = 80) -> tuple[list[Event], list[Event], datet
     host switches, requeues, finished transfers): the configuration and movers' feed, the
     events of the transfers topic in log order, and the time it ended."""
     rng = random.Random(seed)
-    s = Scheduler()
-    for d in DESTS:
-        dest = destination(
-            d,
-            max_connections=3,
-            max_start=2,
-            max_requeue=3,
-            retry_count=2,
-            start_frequency_ms=5000,
-            retry_frequency_ms=2000,
-            properties=DUPLICATES if d == "d3" else {},
-        )
-        s.given(
-            configured(
-                dest,
-                host(f"{d}-h1", max_connections=2, retry_frequency_ms=1000),
-                host(f"{d}-h2", max_connections=2, retry_frequency_ms=1000),
-            )
-        )
+    s = random_world(lambda d: DUPLICATES if d == "d3" else {})
     now = T0
     for i in range(steps):
         now = now + timedelta(seconds=rng.choice((0, 1, 3, 10)))
         roll = rng.random()
         if roll < 0.3:
-            status = TransferStatus.HOLD if rng.random() < 0.1 else TransferStatus.WAIT
-            event = queued(
-                f"t{i}",
-                rng.choice(DESTS),
-                priority=rng.randrange(100),
-                queue_time=now + timedelta(seconds=rng.choice((0, 0, 5))),
-                expiry=now + timedelta(seconds=rng.choice((20, 300))),
-                status=status,
-                when=now,
-            )
+            event = random_queued(rng, i, now)
             # a target shared now and then (the duplicate rule of d3), a stored file each
             target = f"same-{i % 3}.bin" if rng.random() < 0.3 else event.target
             s.given(
@@ -103,18 +75,9 @@ def history(seed: int, steps: int = 80) -> tuple[list[Event], list[Event], datet
                     metadata={"n": str(i)},
                 )
             )
-        elif roll < 0.5:
-            running = sorted(t for t, e in s.state.transfers.items() if e.running)
-            if running:
-                s.given(_success(s, rng.choice(running), now))
-        elif roll < 0.65:
-            fail_running(s, now, retriable=rng.random() < 0.8)
-        elif roll < 0.7:
-            s.given(MoverStopped(envelope=env(now), mover_id="m1", transfer_group="tg"))
         else:
-            s.given(_random_request(rng, s, now))
-        for order in ordered(s.settle(now, limit=40)):
-            s.given(started(order, now, mover=rng.choice(("m1", "m2"))))
+            random_outcome(rng, s, now, roll, (0.5, 0.65, 0.7))
+        start_ordered(rng, s, now)
     feed: list[Event] = []
     movers: dict[str, Event] = {}
     transfers: list[Event] = []
