@@ -12,7 +12,7 @@ with 2,000 destinations x 20 products under load, each beside a baseline of the 
   products x 25 daily cycles = 1,000,000 product transfers), the monitor as its own process,
   ``/timeliness`` (a page of 100 destinations x 20 products, predictions computed from the
   history) measured by ``wrk`` beside a static asset of the same server (p50/p95/p99). A
-  page is made once per projector commit for every viewer (``Renderings``): its first making
+  page is made once per projector commit for every viewer (``VersionCache``): its first making
   is timed alone (``first_making_ms``, what the first viewer after a commit waits), then wrk
   measures the viewers it serves; the read models do not change during the run.
 

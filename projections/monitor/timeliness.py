@@ -8,15 +8,12 @@ their number. The grid is the one place the monitor reads the clock: a cycle who
 has passed with nothing arrived or delivered is late *now*, which no event says.
 Products are daily (the key holds the base time of day), so a cell's next cycle is its last
 one plus a day. A page is rendered once for every viewer and made again at each projector
-commit, or every ``TICK`` in the background (``Renderings``).
+commit, or every ``TICK`` in the background (``VersionCache`` with ``refresh_after``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,11 +24,10 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from bus.events.products import Lateness
-from bus.logging import get_logger
 from bus.timeliness import WINDOW, Prediction, classify, predict, rank, target_seconds
+from projections.monitor.cache import VersionCache
 from projections.monitor.queries import Row
 
-log = get_logger(__name__)
 PAGE = 100  # destinations per page
 TICK = 15  # seconds after which a grid is made again (within one projector commit)
 HISTORY_DAYS = 2 * WINDOW + 5  # daily cycles read per cell: enough for WINDOW past cycles
@@ -205,73 +201,15 @@ async def load_grid(
     return grid(names, rows, targets, now)
 
 
-@dataclass(frozen=True, slots=True)
-class _Made:
-    version: int
-    at: float  # time.monotonic() when its making started
-    body: Markup
-
-
-class Renderings:
-    """The grid pages rendered, for every viewer (2,000 cells cost ~80 ms to read, predict and
-    render, and a page is asked again every refresh of every operator).
-
-    Rules kept here: a rendering is served only while the read models are at the version it
-    was made at (a projector commit makes the next viewer wait for a fresh one, as
-    ``VersionCache``); what is not seen yet is classed by the time passed, so a rendering older
-    than ``TICK`` is made again in the background while the previous one is still served (a
-    page is at most TICK plus one making old). One making at a time per page and version."""
-
-    def __init__(self, size: int = 64) -> None:
-        self._size = size
-        self._made: OrderedDict[Hashable, _Made] = OrderedDict()
-        self._making: dict[tuple[Hashable, int], asyncio.Future[Markup]] = {}
-
-    async def get(
-        self, key: Hashable, version: int, make: Callable[[], Awaitable[Markup]]
-    ) -> Markup:
-        found = self._made.get(key)
-        if found is not None and found.version == version:
-            self._made.move_to_end(key)
-            if time.monotonic() - found.at > TICK and (key, version) not in self._making:
-                self._start(key, version, make).add_done_callback(_said)
-            return found.body
-        making = self._making.get((key, version)) or self._start(key, version, make)
-        return await asyncio.shield(making)
-
-    def _start(
-        self, key: Hashable, version: int, make: Callable[[], Awaitable[Markup]]
-    ) -> asyncio.Future[Markup]:
-        async def run() -> Markup:
-            try:
-                at = time.monotonic()
-                body = await make()
-                self._made[key] = _Made(version, at, body)
-                self._made.move_to_end(key)
-                while len(self._made) > self._size:
-                    self._made.popitem(last=False)
-                return body
-            finally:
-                self._making.pop((key, version), None)
-
-        future = asyncio.ensure_future(run())
-        self._making[(key, version)] = future
-        return future
-
-
-def _said(done: asyncio.Future[Markup]) -> None:
-    """A background making that failed is logged; the previous rendering stays served."""
-    if not done.cancelled() and done.exception() is not None:
-        log.warning("timeliness grid not made again", error=str(done.exception()))
-
-
 Render = Callable[..., Response]
 Guard = Callable[..., Callable[[Request], Awaitable[Response]]]
 
 
 def routes(state: Any, render: Render, signed_in: Guard) -> list[BaseRoute]:
     """``/timeliness`` (the grid) and ``/timeliness/cell`` (the transfers behind a cell)."""
-    grids = Renderings()
+    # made once for every viewer (2,000 cells cost ~80 ms to read, predict and render), again
+    # at each projector commit or in the background every TICK (the clock classes the cells)
+    grids: VersionCache[Markup] = VersionCache(refresh_after=TICK)
 
     async def page(request: Request, user: Any) -> Response:
         q = request.query_params
