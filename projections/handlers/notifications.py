@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from bus.events import Event
 from bus.events import notifications as n
 from projections.handlers.base import FREE, Handler, Write, registrar
 from projections.handlers.timeline import history
@@ -21,6 +22,12 @@ _NOTIFICATION = (
     " message) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
     " ON CONFLICT DO NOTHING"
 )
+
+
+def _timeline(event: Event, transfer_id: str, destination: str, message: str) -> tuple[Write, ...]:
+    """The notification's row in its transfer's timeline; none without a transfer (a
+    destination's lateness of a product not arrived yet)."""
+    return (history(event, transfer_id, destination, message=message),) if transfer_id else ()
 
 
 @on(n.NotificationPublished)
@@ -47,19 +54,7 @@ def _published(event: n.NotificationPublished) -> Sequence[Write]:
                 None,
             ),
         ),
-        # a destination's lateness of a product not arrived (no transfer) has no timeline
-        *(
-            (
-                history(
-                    event,
-                    event.transfer_id,
-                    event.destination,
-                    message=f"notified on {event.topic}",
-                ),
-            )
-            if event.transfer_id
-            else ()
-        ),
+        *_timeline(event, event.transfer_id, event.destination, f"notified on {event.topic}"),
     )
 
 
@@ -88,11 +83,7 @@ def _failed(event: n.NotificationFailed) -> Sequence[Write]:
                 event.message,
             ),
         ),
-        *(
-            (history(event, event.transfer_id, event.destination, message=error),)
-            if event.transfer_id
-            else ()
-        ),
+        *_timeline(event, event.transfer_id, event.destination, error),
     )
 
 
