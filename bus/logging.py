@@ -63,7 +63,10 @@ _UNREACHABLE = (
     "Connection refused",
     "KafkaConnectionError",
     "Failed fetch messages",
-    "coordinator dead",
+    # a request that could not be sent to the group coordinator; not aiokafka's following
+    # "Marking the coordinator dead" line, which also follows a reachable broker's answer
+    # "not coordinator" (as a restarted broker gives while it loads its groups)
+    "-- marking coordinator dead",
 )
 # aiokafka.conn's format (DEBUG) of a response read from a broker: the broker is back
 _REACHED = "Response from"

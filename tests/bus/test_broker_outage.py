@@ -111,3 +111,27 @@ def test_an_answer_straight_after_a_failure_does_not_end_the_outage() -> None:
         assert "Kafka broker back" in back.getMessage()
     finally:
         logging.getLogger("aiokafka").setLevel(level)
+
+
+def test_a_coordinator_marked_dead_by_an_answer_is_no_outage() -> None:
+    """A restarted broker answers "not coordinator" while it loads its groups, and aiokafka
+    then says "Marking the coordinator dead": that line passes as it is and starts no outage;
+    a request that could not be sent to the coordinator does start one."""
+    outage = BrokerOutage(clock=lambda: 0.0)
+    level = logging.getLogger("aiokafka").level
+    try:
+        marked = _record(logging.WARNING, "Marking the coordinator dead (node 1)for group g.")
+        assert outage.filter(marked)
+        assert outage.since is None
+        assert marked.getMessage().startswith("Marking the coordinator dead")
+        unsent = _record(
+            logging.ERROR,
+            "Error sending HeartbeatRequest_v1 to node 1 [NodeNotReadyError: "
+            "Attempt to send a request to node which is not ready (node id 1).] "
+            "-- marking coordinator dead",
+        )
+        assert outage.filter(unsent)
+        assert outage.since == 0.0
+        assert "Kafka broker unreachable" in unsent.getMessage()
+    finally:
+        logging.getLogger("aiokafka").setLevel(level)
