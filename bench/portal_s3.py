@@ -163,9 +163,11 @@ async def small_objects(
         "RCLONE_CONFIG_P_REGION": "us-east-1", "RCLONE_CONFIG_P_FORCE_PATH_STYLE": "true",
         "RCLONE_CONFIG_P_ENDPOINT": f"https://127.0.0.1:{stack.s3_port}",
     }  # fmt: skip
+    portal, before = stack.processes["portal"], _cpu(stack.processes["portal"])
     ours = await asyncio.to_thread(
         _rclone, _cert(stack), env, f"p:{bucket}/small", work / "from-portal"
     )
+    cpu = _cpu(portal) - before
     theirs = await asyncio.to_thread(
         _rclone, _cert(stack), env, ":http:", work / "from-nginx",
         "--http-url", f"https://127.0.0.1:{nginx.port}/small/",
@@ -178,6 +180,7 @@ async def small_objects(
         "rclone_s3_portal_files_per_s": round(count / ours, 1),
         "rclone_http_nginx_autoindex_files_per_s": round(count / theirs, 1),
         "ratio": round(theirs / ours, 3),
+        "portal_cpu_ms_per_object": round(cpu * 1000 / count, 2),
     }
 
 
