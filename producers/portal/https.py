@@ -235,7 +235,7 @@ class HttpsDoor:
             return Response(
                 status_code=status, headers=headers, media_type="application/octet-stream"
             )
-        download = await session.open_read(path)
+        download = await session.open_read(path, entry)
         return StreamingResponse(
             stream_bytes(download, session, start, end + 1),
             status_code=status,

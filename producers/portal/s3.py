@@ -310,7 +310,7 @@ class S3Door:
         headers["Content-Length"] = str(end - start + 1 if size else 0)
         if head:
             return Response(status_code=status, headers=headers)
-        download = await session.open_read(path)
+        download = await session.open_read(path, entry)
         return StreamingResponse(
             stream_bytes(download, session, start, end + 1), status_code=status, headers=headers
         )

@@ -43,6 +43,7 @@ from typing import Any
 
 from bus.config.secrets import OperatorKey, stored_hash
 from bus.config.source import ConfigSource
+from bus.config.view import ConfigView
 from bus.errors import ConfigurationError, EcpdsError
 from bus.events import Event, envelope
 from bus.events.config import DataUser
@@ -102,6 +103,11 @@ class Entry:
     staged: bool = False
 
 
+# doors whose session is one request: its opening and closing are logged at debug, as the
+# download or upload line (info) says what the request did
+ONE_REQUEST = frozenset({"https", "s3"})
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -144,6 +150,8 @@ class Portal:
         self.sessions: set[Session] = set()
         self.uploads: set[Upload] = set()  # streaming into the ingest service right now
         self._pending: set[asyncio.Future[None]] = set()
+        self._hashes: dict[str, tuple[DataUser, str | None]] = {}  # see ``password_hash``
+        self._accounts: tuple[ConfigView | None, dict[str, Account | Denied]] = (None, {})
 
     # -- accounts ---------------------------------------------------------------------------
 
@@ -152,23 +160,40 @@ class Portal:
 
     def password_hash(self, login: str) -> str | None:
         """``login``'s argon2 hash, decrypted; None for no such user, or one whose hash is
-        under a key this machine lacks (nobody signs in as them)."""
+        under a key this machine lacks (nobody signs in as them). A hash decrypted is kept
+        while the user's configuration is the same (an S3 request asks on every request)."""
         user = self.user(login)
         if user is None:
             return None
+        kept = self._hashes.get(login)
+        if kept is not None and kept[0] is user:
+            return kept[1]
         try:
             key = OperatorKey.load(self._key_file, create=False) if self._key_file else None
-            return stored_hash(user, key)
+            found = stored_hash(user, key)
         except ConfigurationError:
-            return None
+            return None  # not kept: the key may be put in place later
+        self._hashes[login] = (user, found)
+        return found
 
     def account(self, login: str) -> Account | Denied:
-        """``login``'s account now, or why it has none."""
-        user = self.user(login)
+        """``login``'s account now, or why it has none; made once per configuration view
+        (every operation of every session asks)."""
+        view = self.config.view
+        if self._accounts[0] is not view:
+            self._accounts = (view, {})
+        made = self._accounts[1]
+        found = made.get(login)
+        if found is None:
+            found = made[login] = self._account(login, view)
+        return found
+
+    def _account(self, login: str, view: ConfigView) -> Account | Denied:
+        user = view.users.get(login)
         if user is None:
             return Denied(Reason.NOT_FOUND, f"no data user {login}")
         try:
-            return account_of(user, self.config.view)
+            return account_of(user, view)
         except ConfigurationError as error:
             log.error("data user misconfigured", login=login, error=str(error))
             return Denied(Reason.DISABLED, f"account {login} is misconfigured")
@@ -183,7 +208,8 @@ class Portal:
             return refused
         session = Session(self, login, protocol, address)
         self.sessions.add(session)
-        log.info("portal session opened", user=login, protocol=protocol, client_address=address)
+        said = log.debug if protocol in ONE_REQUEST else log.info
+        said("portal session opened", user=login, protocol=protocol, client_address=address)
         return session
 
     async def report_sessions(self) -> None:
@@ -325,7 +351,8 @@ class Session:
             self.closed = True
             self.portal.usage.close(self.login)
             self.portal.sessions.discard(self)
-            log.info("portal session closed", user=self.login, protocol=self.protocol)
+            said = log.debug if self.protocol in ONE_REQUEST else log.info
+            said("portal session closed", user=self.login, protocol=self.protocol)
 
     # -- checks -----------------------------------------------------------------------------
 
@@ -516,12 +543,16 @@ class Session:
 
     # -- pull -------------------------------------------------------------------------------
 
-    async def open_read(self, path: PortalPath) -> Download:
-        """A download of ``path`` (``get``)."""
+    async def open_read(self, path: PortalPath, found: Entry | None = None) -> Download:
+        """A download of ``path`` (``get``); ``found``: what ``stat`` just said of it, which
+        spares finding the file again in the read models (a door that answers headers first)."""
         await self.check(Operation.GET, path)
         if path.destination is None or not path.name:
             raise Unsupported(f"{path} is a folder")
-        item = await self._find(path.destination, await self._place(path))
+        if found is not None and found.available is not None:
+            item: Available | None = found.available
+        else:
+            item = await self._find(path.destination, await self._place(path))
         if item is None:
             raise NotFound(f"{path}: no such file")
         try:
