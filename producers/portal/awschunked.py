@@ -129,57 +129,64 @@ class ChunkDecoder:
         self._checksums = {
             name: c for name in self._expect_trailer if (c := Checksum.of_header(name)) is not None
         }
+        self.checksums = tuple(self._checksums)  # the trailer's checksums of the bytes, checked
 
     def feed(self, data: bytes) -> list[bytes]:
+        # a chunk's bytes are sliced from ``data`` (a whole read of them is ``data`` itself,
+        # no copy); only a line cut between two reads is kept over
         out: list[bytes] = []
-        self._buffer += data
-        while self._buffer:
+        if self._buffer:
+            data = bytes(self._buffer) + data
+            self._buffer.clear()
+        at, end = 0, len(data)
+        while at < end:
             if self._trailer_done:
                 raise self._error("bytes after the end of the body")
-            if self._done:
-                if not self._read_trailer():
-                    break
-                continue
-            if self._want < 0:
-                if not self._read_header():
-                    break
-                continue
             if self._want > 0:
-                take = bytes(self._buffer[: self._want])
-                del self._buffer[: len(take)]
-                self._want -= len(take)
+                take = min(self._want, end - at)
+                piece = data[at : at + take]
+                at += take
+                self._want -= take
                 if self._signed:
-                    self._held.append(take)
+                    self._held.append(piece)
                 else:
-                    self._count(take)
-                    out.append(take)
+                    self._count(piece)
+                    out.append(piece)
                 continue
-            if len(self._buffer) < 2:
+            if self._want == 0:  # a chunk's bytes end with CRLF
+                if end - at < 2:
+                    break
+                if data[at : at + 2] != b"\r\n":
+                    raise self._error("a chunk does not end with CRLF")
+                at += 2
+                self._want = -1
+                if self._signed:
+                    whole = b"".join(self._held)
+                    self._held = []
+                    self._check_chunk(whole)
+                    self._count(whole)
+                    out.append(whole)
+                continue
+            newline = data.find(b"\r\n", at)
+            if newline < 0:
+                if end - at > 4096:
+                    raise self._error("a chunk header or trailer line longer than 4096 bytes")
                 break
-            if self._buffer[:2] != b"\r\n":
-                raise self._error("a chunk does not end with CRLF")
-            del self._buffer[:2]
-            self._want = -1
-            if self._signed:
-                whole = b"".join(self._held)
-                self._held = []
-                self._check_chunk(whole)
-                self._count(whole)
-                out.append(whole)
+            line = data[at:newline].decode("latin-1")
+            at = newline + 2
+            if self._done:
+                self._trailer_line(line)
+            else:
+                self._header(line)
+        if at < end:
+            self._buffer += data[at:]
         return [piece for piece in out if piece]
 
     def _count(self, data: bytes) -> None:
         for checksum in self._checksums.values():
             checksum.update(data)
 
-    def _read_header(self) -> bool:
-        end = self._buffer.find(b"\r\n")
-        if end < 0:
-            if len(self._buffer) > 4096:
-                raise self._error("a chunk header longer than 4096 bytes")
-            return False
-        line = bytes(self._buffer[:end]).decode("latin-1")
-        del self._buffer[: end + 2]
+    def _header(self, line: str) -> None:
         size_text, _, extension = line.partition(";")
         try:
             size = int(size_text.strip(), 16)
@@ -196,21 +203,13 @@ class ChunkDecoder:
             if self._signed:
                 self._check_chunk(b"")
             self._done = True  # then the trailer (or only the final CRLF)
-            return True
+            return
         self._want = size
-        return True
 
-    def _read_trailer(self) -> bool:
-        end = self._buffer.find(b"\r\n")
-        if end < 0:
-            if len(self._buffer) > 4096:
-                raise self._error("a trailer line longer than 4096 bytes")
-            return False
-        line = bytes(self._buffer[:end]).decode("latin-1")
-        del self._buffer[: end + 2]
+    def _trailer_line(self, line: str) -> None:
         if line == "":
             self._trailer_done = True
-            return True
+            return
         name, sep, value = line.partition(":")
         if not sep:
             raise self._error("a malformed trailer line")
@@ -219,7 +218,6 @@ class ChunkDecoder:
             self._check_trailer(value.strip())
         else:
             self.trailer[name] = value.strip()
-        return True
 
     def _check_chunk(self, data: bytes) -> None:
         text = "\n".join(

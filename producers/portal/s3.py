@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from datetime import UTC
 from email.utils import format_datetime
 from pathlib import Path
@@ -326,7 +326,7 @@ class S3Door:
         etag = await self._write(session, path, payload(request, verified))
         return Response(status_code=200, headers={"ETag": etag})
 
-    async def _write(self, session: Session, path: PortalPath, body: AsyncIterator[bytes]) -> str:
+    async def _write(self, session: Session, path: PortalPath, body: AsyncIterable[bytes]) -> str:
         """Stream ``body`` to ``path`` through the session's upload path; its MD5 ETag (the
         ingest service's, which hashes the bytes it stores anyway; computed here only for an
         upload spooled under a temporary name)."""
@@ -426,7 +426,7 @@ class S3Door:
             part = await self.multiparts.put_part(
                 pending, number, payload(request, verified), self.portal.clock()
             )
-            return Response(status_code=200, headers={"ETag": f'"{part.md5}"'})
+            return Response(status_code=200, headers={"ETag": f'"{part.etag}"'})
         if method == "DELETE":
             await session.check(Operation.PUT, path)
             self.multiparts.drop(pending)
@@ -455,7 +455,7 @@ class S3Door:
             await download.close()
         return xml(
             f"<CopyPartResult>{tag('LastModified', s3xml.iso(part.mtime))}"
-            f"{tag('ETag', chr(34) + part.md5 + chr(34))}</CopyPartResult>"
+            f"{tag('ETag', chr(34) + part.etag + chr(34))}</CopyPartResult>"
         )
 
     async def _complete(

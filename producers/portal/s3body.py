@@ -29,48 +29,81 @@ from producers.portal.s3xml import MAX_XML, S3Error
 from producers.portal.sigv4 import STREAMING, UNSIGNED, Claim, Verified
 
 
-async def payload(request: Request, verified: Verified) -> AsyncIterator[bytes]:
-    """The payload's bytes as they arrive, each check of it made (see the module rules);
-    a failed check raises after the last byte, before the caller registers anything."""
-    found: Claim = verified.claim
-    headers = request.headers
-    md5 = hashlib.md5(usedforsecurity=False) if "content-md5" in headers else None
-    sha = hashlib.sha256() if found.payload not in STREAMING and found.payload != UNSIGNED else None
-    sums = [
-        (c, v) for n, v in headers.items() if (c := Checksum.of_header(n)) is not None
-    ] if found.payload not in STREAMING else []  # fmt: skip
-    decoder = None
-    if found.payload in STREAMING:
-        trailer = [t.strip() for t in headers.get("x-amz-trailer", "").split(",") if t.strip()]
-        decoder = ChunkDecoder(verified, trailer=trailer)
-    received = 0
-    try:
-        async for data in request.stream():
-            pieces = decoder.feed(data) if decoder is not None else [data] if data else []
-            for piece in pieces:
-                received += len(piece)
-                if md5 is not None:
-                    md5.update(piece)
-                if sha is not None:
-                    sha.update(piece)
-                for checksum, _ in sums:
-                    checksum.update(piece)
-                yield piece
-    except ClientDisconnect:
-        raise S3Error("IncompleteBody", "the body was cut", 400) from None
-    if decoder is not None:
-        decoder.finish()
-        declared = headers.get("x-amz-decoded-content-length")
-        if declared is not None and declared.strip() != str(received):
-            raise S3Error("IncompleteBody", "x-amz-decoded-content-length not received", 400)
-    if sha is not None and not hmac.compare_digest(sha.hexdigest(), found.payload):
-        raise S3Error("XAmzContentSHA256Mismatch", "the body's SHA-256 is not the one signed", 400)
-    if md5 is not None:
-        sent = headers["content-md5"].strip()
-        if not hmac.compare_digest(base64.b64encode(md5.digest()).decode(), sent):
-            raise S3Error("BadDigest", "The Content-MD5 you specified did not match", 400)
-    for checksum, value in sums:
-        checksum.check(value)
+class Payload:
+    """A request's payload, its bytes as they arrive (``async for``), each check of it made
+    (see the module rules); a failed check raises after the last byte, before the caller
+    registers anything.
+
+    ``checked`` names, before a byte arrives, the client's own checksums of the bytes that will
+    be checked (``content-md5``, ``x-amz-checksum-<name>`` in a header or the trailer); once
+    the bytes have all passed, ``vouched`` holds each of them with the value that matched."""
+
+    def __init__(self, request: Request, verified: Verified) -> None:
+        self._request = request
+        self._claim: Claim = verified.claim
+        headers = request.headers
+        streaming = self._claim.payload in STREAMING
+        self._md5 = hashlib.md5(usedforsecurity=False) if "content-md5" in headers else None
+        self._sha = None if streaming or self._claim.payload == UNSIGNED else hashlib.sha256()
+        self._sums = [] if streaming else [
+            (c, v) for n, v in headers.items() if (c := Checksum.of_header(n)) is not None
+        ]  # fmt: skip
+        self._decoder = None
+        if streaming:
+            trailer = [t.strip() for t in headers.get("x-amz-trailer", "").split(",") if t.strip()]
+            self._decoder = ChunkDecoder(verified, trailer=trailer)
+        self.checked = (
+            *(("content-md5",) if self._md5 is not None else ()),
+            *(f"x-amz-checksum-{c.name}" for c, _ in self._sums),
+            *(self._decoder.checksums if self._decoder is not None else ()),
+        )
+        self.vouched: dict[str, str] = {}
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._read()
+
+    async def _read(self) -> AsyncIterator[bytes]:
+        md5, sha, sums, decoder = self._md5, self._sha, self._sums, self._decoder
+        received = 0
+        try:
+            async for data in self._request.stream():
+                pieces = decoder.feed(data) if decoder is not None else [data] if data else []
+                for piece in pieces:
+                    received += len(piece)
+                    if md5 is not None:
+                        md5.update(piece)
+                    if sha is not None:
+                        sha.update(piece)
+                    for checksum, _ in sums:
+                        checksum.update(piece)
+                    yield piece
+        except ClientDisconnect:
+            raise S3Error("IncompleteBody", "the body was cut", 400) from None
+        headers, vouched = self._request.headers, dict[str, str]()
+        if decoder is not None:
+            trailer = decoder.finish()
+            vouched |= {name: trailer[name] for name in decoder.checksums}
+            declared = headers.get("x-amz-decoded-content-length")
+            if declared is not None and declared.strip() != str(received):
+                raise S3Error("IncompleteBody", "x-amz-decoded-content-length not received", 400)
+        if sha is not None and not hmac.compare_digest(sha.hexdigest(), self._claim.payload):
+            raise S3Error(
+                "XAmzContentSHA256Mismatch", "the body's SHA-256 is not the one signed", 400
+            )
+        if md5 is not None:
+            sent = headers["content-md5"].strip()
+            if not hmac.compare_digest(base64.b64encode(md5.digest()).decode(), sent):
+                raise S3Error("BadDigest", "The Content-MD5 you specified did not match", 400)
+            vouched["content-md5"] = sent
+        for checksum, value in sums:
+            checksum.check(value)
+            vouched[f"x-amz-checksum-{checksum.name}"] = value.strip()
+        self.vouched = vouched
+
+
+def payload(request: Request, verified: Verified) -> Payload:
+    """The payload of ``request`` (see ``Payload``)."""
+    return Payload(request, verified)
 
 
 async def small(request: Request, verified: Verified) -> bytes:
@@ -114,4 +147,4 @@ def _when(text: str | None) -> datetime | None:
         return None
 
 
-__all__ = ["conditions", "payload", "small"]
+__all__ = ["Payload", "conditions", "payload", "small"]

@@ -9,24 +9,32 @@ Rules kept here:
   a part sent again replaces the previous one.
 - An upload belongs to the user, bucket and key that created it: any other asking for it gets
   ``NoSuchUpload``, so an upload id tells nothing.
+- A part's ETag is the MD5 of its bytes, as S3's, unless the client vouched for them with a
+  checksum of its own that the door checked (``x-amz-checksum-crc32`` and friends, as boto3
+  and aws-cli send by default, and no ``Content-MD5``): then it is an opaque tag made from
+  that checksum and the size, which spares an MD5 of every byte (the registered object still
+  gets the MD5 of all its bytes). S3 calls a part's ETag opaque; clients that compare it with
+  an MD5 (s3cmd) send no such checksum, and a client that sends ``Content-MD5`` gets it back.
 - Complete checks S3's rules: parts listed in ascending order, each sent with that ETag, every
   part but the last at least ``MIN_PART`` bytes. The object's ETag is S3's: the MD5 of the
-  parts' MD5 digests, ``-`` and their count.
+  parts' ETags (as digests), ``-`` and their count.
 - Abort (or a complete that registered) deletes every part: nothing is left.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
+from producers.portal.s3body import Payload
 from producers.portal.s3xml import S3Error
 
 MIN_PART = 5 * 1024 * 1024
@@ -39,7 +47,7 @@ class Part:
     number: int
     path: Path
     size: int
-    md5: str  # hex
+    etag: str  # 32 hex digits, without quotes (see the module rules)
     mtime: datetime
 
 
@@ -84,7 +92,7 @@ class Multiparts:
         return sorted(found, key=lambda p: (p.key, p.initiated))
 
     async def put_part(
-        self, pending: Pending, number: int, body: AsyncIterator[bytes], now: datetime
+        self, pending: Pending, number: int, body: AsyncIterable[bytes] | Payload, now: datetime
     ) -> Part:
         """Spool part ``number`` from ``body``; a body that fails leaves no part."""
         if not 1 <= number <= MAX_PARTS:
@@ -92,14 +100,18 @@ class Multiparts:
         self.spool.mkdir(parents=True, exist_ok=True, mode=0o700)
         final = self.spool / f"s3-{pending.upload_id}-{number}"
         temporary = final.with_name(final.name + f".{secrets.token_hex(4)}")
-        digest, size = hashlib.md5(usedforsecurity=False), 0
+        vouched = isinstance(body, Payload) and bool(body.checked)
+        digest = None if vouched else hashlib.md5(usedforsecurity=False)
+        size = 0
         handle = await asyncio.to_thread(_open_private, temporary)
         held: list[bytes] = []  # a MiB at a time, hashed and written in a worker thread
         held_size = 0  # (MD5 releases the GIL: it runs beside the event loop, not on it)
 
-        def spill(data: bytes) -> None:
-            digest.update(data)
-            handle.write(data)
+        def spill(pieces: list[bytes]) -> None:  # as they came: no joined copy
+            if digest is not None:
+                for piece in pieces:
+                    digest.update(piece)
+            handle.writelines(pieces)
 
         try:
             async for chunk in body:
@@ -107,10 +119,10 @@ class Multiparts:
                 held.append(chunk)
                 held_size += len(chunk)
                 if held_size >= WRITE:
-                    await asyncio.to_thread(spill, b"".join(held))
+                    await asyncio.to_thread(spill, held)
                     held, held_size = [], 0
             if held:
-                await asyncio.to_thread(spill, b"".join(held))
+                await asyncio.to_thread(spill, held)
             await asyncio.to_thread(handle.close)
         except BaseException:
             handle.close()
@@ -120,7 +132,12 @@ class Multiparts:
             temporary.unlink(missing_ok=True)
             raise S3Error("NoSuchUpload", "the upload was aborted", 404)
         os.replace(temporary, final)
-        part = Part(number, final, size, digest.hexdigest(), now)
+        if digest is not None:
+            etag = digest.hexdigest()
+        else:
+            assert isinstance(body, Payload)
+            etag = part_tag(body.vouched, size)
+        part = Part(number, final, size, etag, now)
         pending.parts[number] = part
         return part
 
@@ -132,7 +149,7 @@ class Multiparts:
         parts = []
         for number, etag in listed:
             part = pending.parts.get(number)
-            if part is None or part.md5 != etag.lower():
+            if part is None or part.etag != etag.lower():
                 raise S3Error("InvalidPart", f"part {number} was not sent with ETag {etag}", 400)
             parts.append(part)
         for part in parts[:-1]:
@@ -140,7 +157,7 @@ class Multiparts:
                 raise S3Error(
                     "EntityTooSmall", f"part {part.number} is under {MIN_PART} bytes", 400
                 )
-        joined = b"".join(bytes.fromhex(p.md5) for p in parts)
+        joined = b"".join(bytes.fromhex(p.etag) for p in parts)
         etag = f"{hashlib.md5(joined, usedforsecurity=False).hexdigest()}-{len(parts)}"
         return parts, etag
 
@@ -156,9 +173,18 @@ class Multiparts:
             self.drop(pending)
 
 
+def part_tag(vouched: Mapping[str, str], size: int) -> str:
+    """A part's ETag (32 hex digits, as an MD5) from the checksums its client sent and the door
+    checked: the MD5 itself when ``Content-MD5`` was one of them."""
+    if "content-md5" in vouched:
+        return base64.b64decode(vouched["content-md5"]).hex()
+    text = ";".join(f"{name}={vouched[name]}" for name in sorted(vouched)) + f";{size}"
+    return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
+
+
 def _open_private(path: Path) -> BinaryIO:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     return os.fdopen(fd, "wb")
 
 
-__all__ = ["MIN_PART", "Multiparts", "Part", "Pending"]
+__all__ = ["MIN_PART", "Multiparts", "Part", "Pending", "part_tag"]

@@ -226,7 +226,7 @@ def uploads(bucket: str, prefix: str, found: Sequence[Pending]) -> str:
 def parts(pending: Pending) -> str:
     items = "".join(
         f"<Part>{tag('PartNumber', p.number)}{tag('LastModified', iso(p.mtime))}"
-        f"{tag('ETag', chr(34) + p.md5 + chr(34))}{tag('Size', p.size)}</Part>"
+        f"{tag('ETag', chr(34) + p.etag + chr(34))}{tag('Size', p.size)}</Part>"
         for p in sorted(pending.parts.values(), key=lambda p: p.number)
     )
     return (

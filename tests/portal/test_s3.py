@@ -6,10 +6,12 @@ set, and every refusal (grants, signatures, expiry, quotas, max connections, tra
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import os
 import subprocess
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from botocore.exceptions import ClientError
 from bus.events.portal import PortalAccessDenied, PortalUploaded
 from bus.events.transfers import TransferDownloaded
 from producers.portal.s3keys import seal, secrets_file
+from producers.portal.s3parts import part_tag
 from producers.portal.sigv4 import STREAMING_SIGNED, signing_key
 from tests.portal.conftest import PortalStack
 
@@ -207,9 +210,10 @@ async def test_get_ranges_conditions_and_a_whole_get_marks_the_transfer_done(
 async def test_multipart_upload_registers_once_complete_and_abort_leaves_nothing(
     portal: PortalStack, s3: Any
 ) -> None:
-    """Parts are never visible; ListParts and ListMultipartUploads show them; Complete
-    registers one object whose ETag is S3's md5-of-md5s-N; an aborted upload leaves no part
-    in the spool and nothing registered."""
+    """Parts are never visible; ListParts and ListMultipartUploads show them; a part sent with
+    Content-MD5 has its MD5 as ETag, one that boto3 vouches for with its default CRC32 the tag
+    made from that checksum; Complete registers one object whose ETag is S3's
+    md5-of-part-ETags-N; an aborted upload leaves no part in the spool and nothing registered."""
     bucket = f"pickup-{portal.tag}"
     data = os.urandom(11 * 1024 * 1024)
     started = await asyncio.to_thread(s3.create_multipart_upload, Bucket=bucket, Key="mp/big.bin")
@@ -221,6 +225,7 @@ async def test_multipart_upload_registers_once_complete_and_abort_leaves_nothing
     ]
     parts = []
     for number, piece in enumerate(pieces, 1):
+        md5 = hashlib.md5(piece, usedforsecurity=False)
         sent = await asyncio.to_thread(
             s3.upload_part,
             Bucket=bucket,
@@ -228,8 +233,13 @@ async def test_multipart_upload_registers_once_complete_and_abort_leaves_nothing
             UploadId=upload,
             PartNumber=number,
             Body=piece,
+            **({"ContentMD5": base64.b64encode(md5.digest()).decode()} if number == 1 else {}),
         )
         parts.append({"PartNumber": number, "ETag": sent["ETag"]})
+    assert parts[0]["ETag"] == f'"{hashlib.md5(pieces[0], usedforsecurity=False).hexdigest()}"'
+    crc = base64.b64encode(zlib.crc32(pieces[1]).to_bytes(4, "big")).decode()
+    tagged = part_tag({"x-amz-checksum-crc32": crc}, len(pieces[1]))
+    assert parts[1]["ETag"] == f'"{tagged}"'
     listed = await asyncio.to_thread(
         s3.list_parts, Bucket=bucket, Key="mp/big.bin", UploadId=upload
     )
@@ -242,7 +252,7 @@ async def test_multipart_upload_registers_once_complete_and_abort_leaves_nothing
         s3.complete_multipart_upload, Bucket=bucket, Key="mp/big.bin", UploadId=upload,
         MultipartUpload={"Parts": parts},
     )  # fmt: skip
-    digests = b"".join(hashlib.md5(p, usedforsecurity=False).digest() for p in pieces)
+    digests = b"".join(bytes.fromhex(p["ETag"].strip('"')) for p in parts)
     assert done["ETag"] == f'"{hashlib.md5(digests, usedforsecurity=False).hexdigest()}-3"'
     await portal.listed(bucket, "mp/big.bin")
     got = await asyncio.to_thread(s3.get_object, Bucket=bucket, Key="mp/big.bin")
