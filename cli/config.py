@@ -196,7 +196,7 @@ def _show(
         }
         if not as_json:
             reason = f" - {escape(shown['status_reason'])}" if shown["status_reason"] else ""
-            console.print(f"status: {status.badge(shown['status'], None)}{reason}")
+            console.print(f"status: {status.badge(shown['status'], None, shown['pickup'])}{reason}")
             counts = "  ".join(f"{c} {shown[c] if found else '?'}" for c in status.COUNTS)
             console.print(escape(counts))
     if isinstance(entity, Host):
@@ -265,7 +265,7 @@ def destination_list(
     ]
     columns = ("name", "status", *status.COUNTS, "current_host", "type", "group", "hosts")
     styled = {
-        "status": lambda r: status.badge(r["status"], r["status_reason"]),
+        "status": lambda r: status.badge(r["status"], r["status_reason"], r["pickup"]),
         "failed": lambda r: f"[red]{r['failed']}[/red]" if r["failed"] else "0",
     }
     listing(columns, rows, as_json, styled)

@@ -5,7 +5,9 @@ host and the transfer counts, read from the read models the monitor reads
 Rules kept here: an operator's hold is shown neutral (blue) with its reason, never as a
 failure; the hold the scheduler sets when every host failed (its reason starts ``Failed:``) is
 red, as are no hosts, stopped and sleeping; amber is retrying, interrupted or waiting; green is
-running. When the read models cannot be read (PostgreSQL
+running. A destination with no hosts by design (standby: its files wait for pickup through the
+portal) is a dim "pickup", as the monitor's grey Pickup badge, not a red "no hosts". When the
+read models cannot be read (PostgreSQL
 away), the listing still shows the configuration, each status as ``unknown``, and says why once
 on stderr.
 """
@@ -24,6 +26,7 @@ from bus.config.view import ConfigView
 from bus.events.config import Destination
 from bus.settings import Settings
 from projections.db import DEFAULT_SCHEMA, connect
+from projections.monitor.view import pickup_only
 
 Row = Mapping[str, Any]
 COUNTS = ("queued", "running", "failed", "held", "done")
@@ -45,7 +48,7 @@ BADGES: Mapping[str, tuple[str, str]] = {
 }
 
 _QUERY = (
-    "SELECT name, status, status_reason, current_host, queued::bigint, running::bigint,"
+    "SELECT name, status, status_reason, standby, current_host, queued::bigint, running::bigint,"
     " failed::bigint, held::bigint, done::bigint, last_success_at, last_error_at, last_error"
     " FROM destination_overview WHERE NOT removed"
 )
@@ -76,25 +79,29 @@ def _unavailable(error: Exception) -> None:
     )
 
 
-def _shown(code: str, reason: str | None) -> tuple[str, str]:
+def _shown(code: str, reason: str | None, pickup: bool = False) -> tuple[str, str]:
+    if pickup:
+        return "pickup", "dim"
     if code == "HOLD" and (reason or "").startswith("Failed:"):
         return "failed", "red"  # the scheduler's hold: every host failed
     return BADGES.get(code, (code.lower(), "red"))
 
 
-def label(code: str | None, reason: str | None = None) -> str:
+def label(code: str | None, reason: str | None = None, pickup: bool = False) -> str:
     """The status as an operator reads it: ``on hold (HOLD)``; ``unknown`` without one."""
     if not code:
         return "unknown"
+    if pickup:
+        return "pickup (standby, no hosts)"
     return f"{_shown(code, reason)[0]} ({code})"
 
 
-def badge(code: str | None, reason: str | None = None) -> str:
+def badge(code: str | None, reason: str | None = None, pickup: bool = False) -> str:
     """The status as a coloured badge in rich markup, a hold's reason beside it."""
     if not code:
         return "[dim]unknown[/dim]"
-    _, colour = _shown(code, reason)
-    text = escape(label(code, reason))
+    _, colour = _shown(code, reason, pickup)
+    text = escape(label(code, reason, pickup))
     if code == "HOLD" and reason:
         text += f" [dim]{escape(reason)}[/dim]"
     return text if colour == "default" else f"[{colour}]{text}[/{colour}]"
@@ -102,10 +109,12 @@ def badge(code: str | None, reason: str | None = None) -> str:
 
 def row(view: ConfigView, d: Destination, found: Row | None) -> dict[str, Any]:
     """One destination as listed: its configuration, and its status and counts when known."""
+    pickup = found is not None and pickup_only(found)
     out: dict[str, Any] = {
         "name": d.name,
         "status": found["status"] if found else None,
-        "status_name": label(found["status"], found["status_reason"]) if found else None,
+        "status_name": label(found["status"], found["status_reason"], pickup) if found else None,
+        "pickup": pickup,
         "status_reason": found["status_reason"] if found else None,
         "current_host": found["current_host"] if found else None,
     }

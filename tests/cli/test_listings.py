@@ -11,6 +11,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from bus.config.view import ConfigView
+from bus.events.config import Destination, DestinationType
 from bus.settings import ROOT
 from cli import status
 from tests.cli.test_commands import ecpds
@@ -109,3 +111,19 @@ def test_status_badges_keep_a_hold_apart_from_a_failure() -> None:
     assert status.badge("RETR").startswith("[yellow]retrying")
     assert status.badge("FAIL").startswith("[red]no hosts")
     assert status.badge(None) == "[dim]unknown[/dim]"
+
+
+def test_a_pickup_destination_is_not_listed_as_a_failure() -> None:
+    """A standby destination with no hosts (its files wait for pickup) reads as a dim
+    "pickup", as the monitor's grey Pickup badge; without standby, no hosts stays red."""
+    pick = Destination(name="pick", type=DestinationType.DISSEMINATION, transfer_group="g")
+    view = ConfigView(destinations={"pick": pick})
+    found = {"status": "FAIL", "status_reason": None, "standby": True, "current_host": None}
+    found |= dict.fromkeys(status.COUNTS, 0)
+    found |= {"last_success_at": None, "last_error_at": None, "last_error": None}
+    shown = status.row(view, view.destinations["pick"], found)
+    assert shown["pickup"] is True
+    assert shown["status_name"] == "pickup (standby, no hosts)"
+    assert status.badge("FAIL", None, shown["pickup"]).startswith("[dim]pickup")
+    failing = status.row(view, view.destinations["pick"], found | {"standby": False})
+    assert failing["status_name"] == "no hosts (FAIL)"
