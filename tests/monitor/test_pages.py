@@ -7,6 +7,7 @@ import re
 
 import httpx
 import pytest
+from starlette.templating import Jinja2Templates
 
 from bus.events import envelope
 from bus.events.notifications import MailFailed, NotificationFailed, NotificationRefused
@@ -17,6 +18,8 @@ from bus.events.portal import (
     PortalUploaded,
 )
 from bus.events.transfers import DestinationStatus, DestinationStatusChanged
+from projections.monitor.app import HERE
+from projections.monitor.charts import RANGES, range_named
 from projections.monitor.view import destination_badge
 from tests.bus.samples import sample
 from tests.monitor.conftest import Monitor, csrf_of, sign_in
@@ -313,3 +316,18 @@ async def test_a_search_the_syntax_cannot_read_is_answered_not_failed(
     api = await operator.get("/api/v1/transfers", params={"q": "colour=red"})
     assert api.status_code == 400
     assert "unknown field 'colour'" in api.text
+
+
+async def test_the_errors_table_says_what_it_counts(operator: httpx.AsyncClient) -> None:
+    """The charts page's errors by destination name the span they count (since the read
+    models began) above the table, and say so in a sentence when no attempt failed."""
+    page = await operator.get("/charts")
+    assert page.status_code == 200
+    assert "Failed attempts and files delivered since the read models began" in page.text
+    assert "No failed attempt recorded" not in page.text
+    empty = Jinja2Templates(directory=str(HERE / "templates")).env.get_template("charts.html")
+    shown = empty.render(
+        partial=True, errors=[], chart_library=None, range=range_named(None), ranges=RANGES
+    )
+    assert "No failed attempt recorded since the read models began." in shown
+    assert "<table>" not in shown.split("Errors by destination", 1)[1]
