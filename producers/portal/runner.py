@@ -208,8 +208,9 @@ async def running(
         s3_gate = SignInGate(S3, _to(publisher, options.topics.portal))
         stack.push_async_callback(s3_gate.close)
         secrets = S3Secrets(secrets_file(settings.var_dir), settings.key_file)
-        s3 = S3Door(portal, s3_gate, secrets, settings.var_dir / "portal" / "spool")
-        stack.callback(s3.multiparts.drop_all)  # once the doors are closed: nothing left
+        s3 = S3Door(portal, s3_gate, secrets, settings.var_dir / "portal" / "multipart")
+        if s3.multiparts.resumed:
+            log.info("S3 multipart uploads resumed", uploads=s3.multiparts.resumed)
         s3_port = settings.portal_s3_port if options.s3_port is None else options.s3_port
         await _serve_web(stack, s3.app, settings, s3_port, "S3")
         log.info("portal S3 listening", address=settings.portal_address, port=s3_port)

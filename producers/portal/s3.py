@@ -70,11 +70,13 @@ KEEP_ALIVE = 5.0  # seconds between the spaces a long CompleteMultipartUpload an
 class S3Door:
     """The Starlette app of one portal's S3 API."""
 
-    def __init__(self, portal: Portal, gate: SignInGate, secrets: S3Secrets, spool: Path) -> None:
+    def __init__(
+        self, portal: Portal, gate: SignInGate, secrets: S3Secrets, multipart: Path
+    ) -> None:
         self.portal = portal
         self.gate = gate
         self.secrets = secrets
-        self.multiparts = Multiparts(spool)
+        self.multiparts = Multiparts(multipart, portal.clock())
         methods = ["GET", "HEAD", "PUT", "POST", "DELETE"]
         self.app = SecureHeaders(
             Starlette(routes=[Route("/{path:path}", self._serve, methods=methods)])

@@ -1,12 +1,17 @@
-"""The S3 door's multipart uploads in progress: their parts spooled on local disk, never in the
+"""The S3 door's multipart uploads in progress: their parts kept on local disk, never in the
 user's view, until ``CompleteMultipartUpload`` streams them (in the order it lists) through the
 session's one upload path (``Session.open_write``).
 
 Rules kept here:
 
-- A part is a file ``<var>/portal/spool/s3-<upload id>-<part number>`` (mode 0600), the same
-  spool the portal clears at start (uploads in progress die with the process that held them);
-  a part sent again replaces the previous one.
+- An upload is a folder ``<var>/portal/multipart/<upload id>/`` (mode 0700): its parts
+  ``<number>`` (mode 0600; a part sent again replaces the previous one) and ``upload.json``,
+  which names its user, bucket, key and the parts that have fully arrived. The manifest is
+  rewritten (temporary file, rename) after each part lands, so an upload survives a restart of
+  the portal or a crash of its process: at start every upload is read back; a part file the
+  manifest does not list (cut by the crash) is deleted, as is an upload older than ``KEEP`` or
+  whose manifest cannot be read. Parts are not fsynced: an upload does not survive a crash of
+  the machine (the client sends it again).
 - An upload belongs to the user, bucket and key that created it: any other asking for it gets
   ``NoSuchUpload``, so an upload id tells nothing.
 - A part's ETag is the MD5 of its bytes, as S3's, unless the client vouched for them with a
@@ -18,7 +23,7 @@ Rules kept here:
 - Complete checks S3's rules: parts listed in ascending order, each sent with that ETag, every
   part but the last at least ``MIN_PART`` bytes. The object's ETag is S3's: the MD5 of the
   parts' ETags (as digests), ``-`` and their count.
-- Abort (or a complete that registered) deletes every part: nothing is left.
+- Abort (or a complete that registered) deletes the upload's folder: nothing is left.
 """
 
 from __future__ import annotations
@@ -26,17 +31,22 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 import os
 import secrets
+import shutil
 from collections.abc import AsyncIterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
+from bus.private import replace_private
 from producers.portal.s3body import Payload
 from producers.portal.s3xml import S3Error
 
+MANIFEST = "upload.json"
+KEEP = timedelta(days=7)  # an upload not completed nor aborted within this is dropped at start
 MIN_PART = 5 * 1024 * 1024
 MAX_PARTS = 10_000
 WRITE = 1024 * 1024
@@ -65,15 +75,35 @@ class Pending:
 
 
 class Multiparts:
-    """Every multipart upload in progress of one portal."""
+    """Every multipart upload in progress of one portal, kept under ``root`` (module rules)."""
 
-    def __init__(self, spool: Path) -> None:
-        self.spool = spool
+    def __init__(self, root: Path, now: datetime) -> None:
+        self.root = root
         self._pending: dict[str, Pending] = {}
+        self._saving: dict[str, asyncio.Lock] = {}
+        self.resumed = self._load(now)
+
+    def _load(self, now: datetime) -> int:
+        """Read back the uploads a previous run left (module rules); how many were kept."""
+        if not self.root.is_dir():
+            return 0
+        for folder in sorted(self.root.iterdir()):
+            pending = _read(folder) if folder.is_dir() else None
+            if pending is None or now - pending.initiated > KEEP:
+                _remove(folder)
+                continue
+            listed = {part.path.name for part in pending.parts.values()}
+            for leftover in folder.iterdir():
+                if leftover.name != MANIFEST and leftover.name not in listed:
+                    leftover.unlink(missing_ok=True)  # a part cut mid-way, or a temporary
+            self._pending[pending.upload_id] = pending
+        return len(self._pending)
 
     def create(self, login: str, bucket: str, key: str, now: datetime) -> Pending:
         upload_id = secrets.token_urlsafe(24)
         pending = Pending(upload_id, login, bucket, key, now)
+        (self.root / upload_id).mkdir(parents=True, mode=0o700)
+        _write_manifest(self.root / upload_id, _manifest(pending))
         self._pending[upload_id] = pending
         return pending
 
@@ -94,11 +124,13 @@ class Multiparts:
     async def put_part(
         self, pending: Pending, number: int, body: AsyncIterable[bytes] | Payload, now: datetime
     ) -> Part:
-        """Spool part ``number`` from ``body``; a body that fails leaves no part."""
+        """Keep part ``number`` from ``body``; a body that fails leaves no part."""
         if not 1 <= number <= MAX_PARTS:
             raise S3Error("InvalidArgument", f"part numbers are 1 to {MAX_PARTS}", 400)
-        self.spool.mkdir(parents=True, exist_ok=True, mode=0o700)
-        final = self.spool / f"s3-{pending.upload_id}-{number}"
+        if pending.upload_id not in self._pending:
+            raise S3Error("NoSuchUpload", "the upload was aborted", 404)
+        folder = self.root / pending.upload_id
+        final = folder / str(number)
         temporary = final.with_name(final.name + f".{secrets.token_hex(4)}")
         vouched = isinstance(body, Payload) and bool(body.checked)
         digest = None if vouched else hashlib.md5(usedforsecurity=False)
@@ -139,6 +171,9 @@ class Multiparts:
             etag = part_tag(body.vouched, size)
         part = Part(number, final, size, etag, now)
         pending.parts[number] = part
+        async with self._saving.setdefault(pending.upload_id, asyncio.Lock()):
+            if pending.upload_id in self._pending:  # the latest parts, once they all landed
+                await asyncio.to_thread(_write_manifest, folder, _manifest(pending))
         return part
 
     def chosen(self, pending: Pending, listed: list[tuple[int, str]]) -> tuple[list[Part], str]:
@@ -162,15 +197,11 @@ class Multiparts:
         return parts, etag
 
     def drop(self, pending: Pending) -> None:
-        """Forget ``pending`` and delete its parts."""
+        """Forget ``pending`` and delete its folder (its parts and manifest)."""
         self._pending.pop(pending.upload_id, None)
-        for part in pending.parts.values():
-            part.path.unlink(missing_ok=True)
+        self._saving.pop(pending.upload_id, None)
         pending.parts.clear()
-
-    def drop_all(self) -> None:
-        for pending in list(self._pending.values()):
-            self.drop(pending)
+        _remove(self.root / pending.upload_id)
 
 
 def part_tag(vouched: Mapping[str, str], size: int) -> str:
@@ -182,9 +213,61 @@ def part_tag(vouched: Mapping[str, str], size: int) -> str:
     return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
 
 
+def _manifest(pending: Pending) -> str:
+    return json.dumps(
+        {
+            "upload_id": pending.upload_id,
+            "login": pending.login,
+            "bucket": pending.bucket,
+            "key": pending.key,
+            "initiated": pending.initiated.isoformat(),
+            "parts": [
+                {"number": p.number, "size": p.size, "etag": p.etag, "mtime": p.mtime.isoformat()}
+                for p in sorted(pending.parts.values(), key=lambda p: p.number)
+            ],
+        }
+    )
+
+
+def _write_manifest(folder: Path, text: str) -> None:
+    replace_private(folder / MANIFEST, text)
+
+
+def _read(folder: Path) -> Pending | None:
+    """The upload kept in ``folder``, its parts those listed whose file is whole; None when
+    its manifest cannot be read."""
+    try:
+        data = json.loads((folder / MANIFEST).read_text())
+        pending = Pending(
+            str(data["upload_id"]),
+            str(data["login"]),
+            str(data["bucket"]),
+            str(data["key"]),
+            datetime.fromisoformat(data["initiated"]),
+        )
+        for item in data["parts"]:
+            path = folder / str(int(item["number"]))
+            if path.is_file() and path.stat().st_size == int(item["size"]):
+                part = Part(
+                    int(item["number"]),
+                    path,
+                    int(item["size"]),
+                    str(item["etag"]),
+                    datetime.fromisoformat(item["mtime"]),
+                )
+                pending.parts[part.number] = part
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return pending if pending.upload_id == folder.name else None
+
+
+def _remove(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def _open_private(path: Path) -> BinaryIO:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     return os.fdopen(fd, "wb")
 
 
-__all__ = ["MIN_PART", "Multiparts", "Part", "Pending", "part_tag"]
+__all__ = ["KEEP", "MIN_PART", "Multiparts", "Part", "Pending", "part_tag"]

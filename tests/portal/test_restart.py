@@ -4,6 +4,7 @@ registered, and no object is left (a module of its own: it stops its portal)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 from pathlib import Path
@@ -12,7 +13,10 @@ import pytest
 
 from bus.events.datafiles import DataFileRegistered, DataFileRegistrationFailed, DataFileStored
 from bus.events.transfers import TransferQueued
+from producers.portal.s3keys import seal, secrets_file
+from producers.portal.s3parts import MIN_PART
 from tests.portal.conftest import SSH_OPTIONS, PortalStack
+from tests.portal.test_s3 import client
 
 pytestmark = pytest.mark.kafka
 
@@ -92,3 +96,58 @@ async def test_a_stop_cuts_uploads_in_flight_and_a_kill_is_recovered_at_the_next
     assert not any(e.data_file_id == dfid for e in portal.events(DataFileRegistrationFailed))
     await asyncio.to_thread(portal.start_portal)
     await _nothing_left(portal, dfid, killed=True)
+
+
+async def test_a_multipart_upload_survives_a_restart_and_a_kill(portal: PortalStack) -> None:
+    """Parts sent before the portal is stopped, then before it is killed mid-part, are still
+    there at the next start: ListParts shows those that fully arrived (a part file the kill cut
+    is dropped), the client sends the rest, and Complete registers the whole object."""
+    login = f"multi-{portal.tag}"
+    await portal.apply(
+        f"""
+users:
+  - login: {login}
+    password: multi-secret
+    destinations: [pickup-{portal.tag}]
+    operations: [dir, get, put]
+"""
+    )
+    seal(secrets_file(portal.root), portal.key_file, login, "multi-secret")
+    await asyncio.sleep(1.0)  # the portal follows the configuration topic
+    bucket, key = f"pickup-{portal.tag}", "kept/big.bin"
+    pieces = [os.urandom(MIN_PART), os.urandom(MIN_PART), os.urandom(1000)]
+    s3 = client(portal, login, "multi-secret")
+    upload = (await asyncio.to_thread(s3.create_multipart_upload, Bucket=bucket, Key=key))[
+        "UploadId"
+    ]
+
+    def send(number: int) -> dict[str, object]:
+        sent = s3.upload_part(
+            Bucket=bucket, Key=key, UploadId=upload, PartNumber=number, Body=pieces[number - 1]
+        )
+        return {"PartNumber": number, "ETag": sent["ETag"]}
+
+    parts = [await asyncio.to_thread(send, 1)]
+    await asyncio.to_thread(portal.stop, "portal")
+    await asyncio.to_thread(portal.start_portal)
+    s3 = client(portal, login, "multi-secret")  # the door's port changed
+    listed = await asyncio.to_thread(s3.list_parts, Bucket=bucket, Key=key, UploadId=upload)
+    assert [(p["PartNumber"], p["ETag"]) for p in listed["Parts"]] == [(1, parts[0]["ETag"])]
+    parts.append(await asyncio.to_thread(send, 2))
+    folder = portal.root / "portal" / "multipart" / upload
+    (folder / "3.cut").write_bytes(b"half a part")  # as a kill mid-part leaves it
+    process = portal.processes.pop("portal")
+    process.send_signal(signal.SIGKILL)
+    process.wait(10)
+    await asyncio.to_thread(portal.start_portal)
+    assert sorted(p.name for p in folder.iterdir()) == ["1", "2", "upload.json"]
+    s3 = client(portal, login, "multi-secret")
+    parts.append(await asyncio.to_thread(send, 3))
+    await asyncio.to_thread(
+        s3.complete_multipart_upload, Bucket=bucket, Key=key, UploadId=upload,
+        MultipartUpload={"Parts": parts},
+    )  # fmt: skip
+    assert not folder.exists()
+    await portal.listed(bucket, key)
+    got = await asyncio.to_thread(s3.get_object, Bucket=bucket, Key=key)
+    assert got["Body"].read() == b"".join(pieces)

@@ -213,7 +213,7 @@ async def test_multipart_upload_registers_once_complete_and_abort_leaves_nothing
     """Parts are never visible; ListParts and ListMultipartUploads show them; a part sent with
     Content-MD5 has its MD5 as ETag, one that boto3 vouches for with its default CRC32 the tag
     made from that checksum; Complete registers one object whose ETag is S3's
-    md5-of-part-ETags-N; an aborted upload leaves no part in the spool and nothing registered."""
+    md5-of-part-ETags-N; an aborted upload leaves no part kept and nothing registered."""
     bucket = f"pickup-{portal.tag}"
     data = os.urandom(11 * 1024 * 1024)
     started = await asyncio.to_thread(s3.create_multipart_upload, Bucket=bucket, Key="mp/big.bin")
@@ -260,7 +260,7 @@ async def test_multipart_upload_registers_once_complete_and_abort_leaves_nothing
         hashlib.md5(got["Body"].read(), usedforsecurity=False).digest()
         == hashlib.md5(data, usedforsecurity=False).digest()
     )
-    spool = portal.root / "portal" / "spool"
+    kept = portal.root / "portal" / "multipart"
     aborted = await asyncio.to_thread(s3.create_multipart_upload, Bucket=bucket, Key="mp/no.bin")
     await asyncio.to_thread(
         s3.upload_part,
@@ -270,11 +270,11 @@ async def test_multipart_upload_registers_once_complete_and_abort_leaves_nothing
         PartNumber=1,
         Body=b"z" * 1000,
     )
-    assert any(p.name.startswith("s3-") for p in spool.iterdir())
+    assert [p.name for p in (kept / aborted["UploadId"]).iterdir()] != []
     await asyncio.to_thread(
         s3.abort_multipart_upload, Bucket=bucket, Key="mp/no.bin", UploadId=aborted["UploadId"]
     )
-    assert not any(p.name.startswith("s3-") for p in spool.iterdir())
+    assert not (kept / aborted["UploadId"]).exists()
     assert (
         code(lambda: s3.list_parts(Bucket=bucket, Key="mp/no.bin", UploadId=aborted["UploadId"]))
         == "NoSuchUpload"
