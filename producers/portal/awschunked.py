@@ -8,7 +8,8 @@ Rules kept here:
   the request's), and only then handed on; a trailer is signed too. A chunk over ``MAX_CHUNK``
   bytes is refused (it would be held in memory).
 - ``STREAMING-UNSIGNED-PAYLOAD-TRAILER``: chunks are handed on as they arrive; the trailer's
-  ``x-amz-checksum-<name>`` (CRC32, CRC32C, SHA1, SHA256; base64 of the big-endian digest)
+  ``x-amz-checksum-<name>`` (CRC32, CRC32C, CRC64NVME, SHA1, SHA256; base64 of the big-endian
+  digest)
   must match the bytes (``BadDigest``).
 - A body that ends before its last chunk or its trailer is ``IncompleteBody``.
 """
@@ -23,6 +24,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 import google_crc32c
+from awscrt import checksums as crt_checksums
 
 from producers.portal.sigv4 import (
     EMPTY_SHA256,
@@ -68,7 +70,23 @@ class _Crc32c:
         return self.value.to_bytes(4, "big")
 
 
-CHECKSUMS = ("crc32", "crc32c", "sha1", "sha256")
+class _Crc64Nvme:
+    def __init__(self) -> None:
+        self.value = 0
+
+    def update(self, data: bytes) -> None:
+        self.value = crt_checksums.crc64nvme(data, self.value)
+
+    def digest(self) -> bytes:
+        return self.value.to_bytes(8, "big")
+
+
+CHECKSUMS = ("crc32", "crc32c", "crc64nvme", "sha1", "sha256")
+_CRCS: dict[str, type[_Crc32 | _Crc32c | _Crc64Nvme]] = {
+    "crc32": _Crc32,
+    "crc32c": _Crc32c,
+    "crc64nvme": _Crc64Nvme,
+}
 
 
 class Checksum:
@@ -80,9 +98,8 @@ class Checksum:
                 _refuse(f"checksum {name[:30]} is not supported", "InvalidRequest", 400)
             )
         self.name = name
-        self._hash: _Hash = (
-            _Crc32() if name == "crc32" else _Crc32c() if name == "crc32c" else hashlib.new(name)
-        )
+        crc = _CRCS.get(name)
+        self._hash: _Hash = crc() if crc is not None else hashlib.new(name)
 
     @classmethod
     def of_header(cls, header: str) -> Checksum | None:

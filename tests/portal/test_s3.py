@@ -418,6 +418,33 @@ async def test_presigned_get_and_put_with_curl_and_their_expiry(
     assert body == put
 
 
+async def test_a_crc64nvme_trailer_is_checked(portal: PortalStack, s3: Any) -> None:
+    """boto3 asked for CRC64NVME (its trailer, computed with awscrt) puts an object; the same
+    request with that trailer changed on the way is ``BadDigest`` and registers nothing."""
+    bucket = f"pickup-{portal.tag}"
+    data = os.urandom(70_000)
+    put = s3.put_object
+    await asyncio.to_thread(
+        put, Bucket=bucket, Key="crc64/good.bin", Body=data, ChecksumAlgorithm="CRC64NVME"
+    )
+    await portal.listed(bucket, "crc64/good.bin")
+
+    def corrupt(request: Any, **_: Any) -> None:
+        raw = request.body.read() if hasattr(request.body, "read") else bytes(request.body)
+        head, _, tail = raw.partition(b"x-amz-checksum-crc64nvme:")
+        request.body = head + b"x-amz-checksum-crc64nvme:AAAAAAAAAAA=" + tail[tail.index(b"\r\n") :]
+
+    bad = client(portal, *_s3(portal))
+    bad.meta.events.register("before-send.s3.PutObject", corrupt)
+    assert (
+        code(lambda: bad.put_object(Bucket=bucket, Key="crc64/bad.bin", Body=data,
+                                    ChecksumAlgorithm="CRC64NVME"))
+        == "BadDigest"
+    )  # fmt: skip
+    await asyncio.sleep(1)
+    assert not [e for e in portal.events(PortalUploaded) if e.path == "crc64/bad.bin"]
+
+
 async def test_a_wrong_trailing_crc32_or_payload_digest_registers_nothing(
     portal: PortalStack, s3: Any
 ) -> None:

@@ -6,6 +6,7 @@ chunks are checked against AWS's published example."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 from collections.abc import Iterator
@@ -227,6 +228,15 @@ def test_each_checksum_is_s3s_base64_digest(name: str, expected: str) -> None:
     checksum.update(b"hello ")
     checksum.update(b"world")
     assert checksum.encoded() == expected
+
+
+def test_crc64nvme_is_the_catalogued_crc() -> None:
+    """CRC64NVME of "123456789" is CRC-64/NVME's catalogued check value, 0xAE8B14860A799888,
+    sent as S3 sends it (base64 of the 8 big-endian bytes), however the bytes are fed."""
+    checksum = Checksum("crc64nvme")
+    for piece in (b"1234", b"5", b"6789"):
+        checksum.update(piece)
+    assert checksum.encoded() == base64.b64encode(bytes.fromhex("ae8b14860a799888")).decode()
 
 
 # AWS's example of a payload in signed chunks ("Signature calculations for the Authorization
