@@ -20,7 +20,7 @@ import base64
 import hashlib
 import hmac
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import google_crc32c
@@ -48,44 +48,24 @@ class _Hash(Protocol):
     def digest(self) -> bytes: ...
 
 
-class _Crc32:
-    def __init__(self) -> None:
-        self.value = 0
+class _Crc:
+    """A CRC behind hashlib's ``update``/``digest``: ``extend(data, crc)`` and its width."""
+
+    def __init__(self, extend: Callable[[bytes, int], int], width: int) -> None:
+        self._extend, self._width, self.value = extend, width, 0
 
     def update(self, data: bytes) -> None:
-        self.value = zlib.crc32(data, self.value)
+        self.value = self._extend(data, self.value)
 
     def digest(self) -> bytes:
-        return self.value.to_bytes(4, "big")
-
-
-class _Crc32c:
-    def __init__(self) -> None:
-        self.value = 0
-
-    def update(self, data: bytes) -> None:
-        self.value = google_crc32c.extend(self.value, data)
-
-    def digest(self) -> bytes:
-        return self.value.to_bytes(4, "big")
-
-
-class _Crc64Nvme:
-    def __init__(self) -> None:
-        self.value = 0
-
-    def update(self, data: bytes) -> None:
-        self.value = crt_checksums.crc64nvme(data, self.value)
-
-    def digest(self) -> bytes:
-        return self.value.to_bytes(8, "big")
+        return self.value.to_bytes(self._width, "big")
 
 
 CHECKSUMS = ("crc32", "crc32c", "crc64nvme", "sha1", "sha256")
-_CRCS: dict[str, type[_Crc32 | _Crc32c | _Crc64Nvme]] = {
-    "crc32": _Crc32,
-    "crc32c": _Crc32c,
-    "crc64nvme": _Crc64Nvme,
+_CRCS: dict[str, tuple[Callable[[bytes, int], int], int]] = {
+    "crc32": (zlib.crc32, 4),
+    "crc32c": (lambda data, crc: google_crc32c.extend(crc, data), 4),
+    "crc64nvme": (crt_checksums.crc64nvme, 8),
 }
 
 
@@ -99,7 +79,7 @@ class Checksum:
             )
         self.name = name
         crc = _CRCS.get(name)
-        self._hash: _Hash = crc() if crc is not None else hashlib.new(name)
+        self._hash: _Hash = _Crc(*crc) if crc is not None else hashlib.new(name)
 
     @classmethod
     def of_header(cls, header: str) -> Checksum | None:
