@@ -4,8 +4,9 @@ bench/portal_s3.py, built and started on demand, stopped and cleaned up by ``sto
 ``weed`` is built from the Go module proxy by bench/seaweedfs.sh (into var/cache/bin, once;
 several minutes on 2 cores); ``build()`` runs it and says why when it cannot. ``SeaweedFS``
 runs ``weed server`` with master, volume server, filer and S3 gateway in one process, bound to
-127.0.0.1 only, every port (HTTP and gRPC) a free one, its data and Unix sockets under the
-given home, telemetry off. The gateway serves HTTPS on its one port with the certificate and
+127.0.0.1 only, every port (HTTP and gRPC) a free one, its data and the filer's and gateway's
+Unix sockets under the given home (its gRPC sockets it names under /tmp itself: ``stop``
+removes them), telemetry off. The gateway serves HTTPS on its one port with the certificate and
 key it is given (the portal's, as nginx does: same key type, same handshake) and knows one
 identity, from its S3 config JSON, allowed every action. Go's server offers HTTP/2 where the
 portal and nginx do not: clients that would take it (rclone) are told not to.
@@ -19,12 +20,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
-import time
 from pathlib import Path
 
-from sftp import _free_port
+from sftp import _free_port, _listens
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,7 +41,8 @@ def build() -> Path:
 
 class SeaweedFS:
     """``weed server -filer -s3`` under ``home`` on 127.0.0.1, HTTPS with ``cert``/``key``,
-    one S3 identity ``access``/``secret``; ready (its gateway answering) when constructed."""
+    one S3 identity ``access``/``secret``; its gateway accepts connections once constructed
+    (its filer and volumes follow: the first requests may wait or fail)."""
 
     def __init__(
         self, weed: Path, home: Path, cert: Path, key: Path, access: str, secret: str
@@ -97,17 +97,10 @@ class SeaweedFS:
         return f"https://127.0.0.1:{self.port}"
 
     def _wait(self) -> None:
-        """Until the gateway accepts connections (its volumes come with the first write)."""
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                break
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"SeaweedFS did not start: {self.log.read_text()[-3000:]}")
+        """Until the gateway accepts connections (its filer and volumes come a little later)."""
+        if not _listens(self.process, self.port, 120):
+            self.stop()
+            raise RuntimeError(f"SeaweedFS did not start: {self.log.read_text()[-3000:]}")
 
     def files(self, bucket: str) -> list[Path]:
         """The volume files of ``bucket`` (its own collection), for the caller to read into the
