@@ -40,16 +40,17 @@ written and fsynced again by the ingest path; at 256 MiB the parts took 2.0 s, t
 faster with 4 or 10 threads than with one (~170-195 MB/s, the portal's event loop about half
 busy), while two boto3 processes at once nearly double the aggregate.
 
-Measured beside SeaweedFS 4.53 (256 MiB, 2 rounds, three runs, medians of the runs; the shared
-2-core machine at load 2.6-4.6 with other work running, so noisy): boto3 GET 328 MB/s against
-SeaweedFS's 508, portal over SeaweedFS 0.63x (0.61-0.73), SeaweedFS over portal 1.61x; CPU
-1.6 s/GB in each; multipart PUT 81 MB/s against 84, 0.95x (0.87-1.01) and 1.15x, 9.7 and
-9.9 CPU s/GB (SeaweedFS does not fsync by default, the portal does). In the same runs boto3 GET
-was 0.46x of urllib3 on nginx (0.45-0.65; nginx at 560-830 MB/s; the code before SeaweedFS was
-added gave 0.58x there, one run), curl presigned 0.85x, PUT 0.14x of the nginx GET. Small objects
-(1,000 of 4 KiB, three runs): rclone 228 files/s from the portal, 1,094 from SeaweedFS, 2,787
-from nginx's autoindex; portal over SeaweedFS 0.22x (0.18-0.25), SeaweedFS over portal 4.5x;
-3.1 CPU ms per object in the portal, 0.5 in SeaweedFS.
+Measured beside SeaweedFS 4.53 (256 MiB, 2 rounds, four runs, medians of the runs; the shared
+2-core machine at load 1.4-4.6 with other work running, so noisy): boto3 GET 354 MB/s against
+SeaweedFS's 535, portal over SeaweedFS 0.68x (runs 0.61-0.81), SeaweedFS over portal 1.57x
+(1.34-1.63); CPU 1.5 s/GB in each; multipart PUT 88 MB/s against 107, 0.91x (0.68-1.01) and
+1.15x (1.05-1.49), 9.7 and 9.8 CPU s/GB (SeaweedFS does not fsync by default, the portal does).
+In the same runs boto3 GET was 0.49x of urllib3 on nginx (0.45-0.65; nginx at 560-880 MB/s;
+the code before SeaweedFS was added gave 0.58x there, one run), curl presigned 0.87x, PUT
+0.12x of the nginx GET. Small objects (1,000 of 4 KiB, four runs): rclone 259 files/s from the
+portal, 1,082 from SeaweedFS, 2,668 from nginx's autoindex; portal over SeaweedFS 0.23x
+(0.18-0.27), SeaweedFS over portal 4.3x (3.7-5.4); 2.8 CPU ms per object in the portal, 0.5 in
+SeaweedFS.
 """
 
 from __future__ import annotations
