@@ -38,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -52,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _infra import emit, service, settings
-from sftp import CIPHER, Sshd, _free_port, _make_file
+from sftp import CIPHER, Sshd, _free_port, _listens, _make_file
 
 # bench/projections.py and bench/store.py would shadow the packages while bench/ leads sys.path
 _HERE = Path(__file__).resolve().parent
@@ -180,15 +179,8 @@ class Nginx:
             stdin=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise RuntimeError(f"nginx did not start: {(home / 'error.log').read_text()}")
+        if not _listens(self.process, self.port, 10):
+            raise RuntimeError(f"nginx did not start: {(home / 'error.log').read_text()}")
 
     def stop(self) -> None:
         self.process.terminate()

@@ -1,5 +1,5 @@
 """Data Portal S3 benchmark: boto3 against the portal's S3 door, each figure beside nginx
-serving the same file over HTTPS in the same round.
+serving the same file over HTTPS and beside SeaweedFS's S3 gateway, in the same round.
 
 - GET: boto3 ``get_object`` read in 1 MiB pieces (one stream) beside urllib3 (the HTTP stack
   under botocore) reading the same bytes from a private nginx (bench/portal.py's ``Nginx``:
@@ -8,18 +8,27 @@ serving the same file over HTTPS in the same round.
 - PUT: boto3 ``upload_file`` (multipart, its defaults: 8 MiB parts, 10 threads, CRC32
   trailers), from part upload to registration, against the nginx GET baseline (as
   bench/portal.py rates its PUTs). Target: >= 0.7x.
+- SeaweedFS (bench/_seaweedfs.py: a private ``weed server`` built from the Go module proxy by
+  bench/seaweedfs.sh on first use, HTTPS with the portal's certificate, the bench user's keys):
+  the same boto3 GET of the same bytes (put untimed first) and the same multipart PUT (into a
+  bucket of its own), each round; the ratio both ways (portal over SeaweedFS, SeaweedFS over
+  portal, each the median of its rounds' ratios); its process's CPU seconds per GB (master,
+  volume server, filer and gateway in one) beside its rates. Where it does not build, the
+  JSON says why and the nginx baselines stand alone.
 
 - Small objects (``--small N``, instead of the above): N objects of 4 KiB put through the door
   (untimed), then listed and fetched with ``rclone copy`` (s3 remote, 8 transfers) beside the
-  same rclone fetching the same files from nginx's autoindex over HTTPS (http remote): files/s
-  each, and the ratio.
+  same rclone fetching the same files from nginx's autoindex over HTTPS (http remote), and
+  from SeaweedFS (s3 remote, the same files put untimed): files/s each, the ratio to nginx,
+  and to SeaweedFS both ways; CPU milliseconds per object of the portal and of SeaweedFS.
+  rclone keeps to HTTP/1.1 everywhere (SeaweedFS alone would offer it HTTP/2).
 
 Size: ``--size`` (bytes, default 1 GiB); rounds ``--rounds`` (default 3). Each side reads
 what it serves from the page cache (both read once, untimed, first). Rates are medians and
 best rounds; ratios the median of each round's ratio; the portal's CPU seconds per GB beside
 its rates. The portal and a projector run as subprocesses on private topics and schema of the
 bench Kafka/PostgreSQL (started as ``make up`` does, under ECPDS_VAR, default var/bench).
-Binds 127.0.0.1 only, cleans its temp dir, prints one JSON object. SeaweedFS is not compared.
+Binds 127.0.0.1 only, cleans its temp dir, prints one JSON object.
 
 Measured (1 GiB, boto3 1.40.61, the shared 2-core machine at load 4-10): boto3 GET 0.93x and
 1.00x of urllib3 on nginx (two runs), 236 MB/s median, 1.5 CPU s/GB in the portal; curl on a
@@ -30,6 +39,18 @@ written and fsynced again by the ingest path; at 256 MiB the parts took 2.0 s, t
 1.0 s. The parts are client-bound as much as server-bound: one boto3 process sends them no
 faster with 4 or 10 threads than with one (~170-195 MB/s, the portal's event loop about half
 busy), while two boto3 processes at once nearly double the aggregate.
+
+Measured beside SeaweedFS 4.53 (256 MiB, 2 rounds, four runs, medians of the runs; the shared
+2-core machine at load 1.4-4.6 with other work running, so noisy): boto3 GET 354 MB/s against
+SeaweedFS's 535, portal over SeaweedFS 0.68x (runs 0.61-0.81), SeaweedFS over portal 1.57x
+(1.34-1.63); CPU 1.5 s/GB in each; multipart PUT 88 MB/s against 107, 0.91x (0.68-1.01) and
+1.15x (1.05-1.49), 9.7 and 9.8 CPU s/GB (SeaweedFS does not fsync by default, the portal does).
+In the same runs boto3 GET was 0.49x of urllib3 on nginx (0.45-0.65; nginx at 560-880 MB/s;
+the code before SeaweedFS was added gave 0.58x there, one run), curl presigned 0.87x, PUT
+0.12x of the nginx GET. Small objects (1,000 of 4 KiB, four runs): rclone 259 files/s from the
+portal, 1,082 from SeaweedFS, 2,668 from nginx's autoindex; portal over SeaweedFS 0.23x
+(0.18-0.27), SeaweedFS over portal 4.3x (3.7-5.4); 2.8 CPU ms per object in the portal, 0.5 in
+SeaweedFS.
 """
 
 from __future__ import annotations
@@ -52,6 +73,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _infra import emit, service, settings
+from _seaweedfs import SeaweedFS, build
 from portal import Nginx, _cert, _cpu, _warm, side_ratio, throughput
 from sftp import _make_file
 
@@ -80,16 +102,49 @@ users:
 """
 
 
-def _client(stack: PortalStack, login: str) -> Any:
+def _client(endpoint: str, cert: Path, login: str) -> Any:
+    """boto3's S3 client for ``endpoint`` (the portal's door or SeaweedFS's gateway)."""
     return boto3.client(
         "s3",
-        endpoint_url=f"https://127.0.0.1:{stack.s3_port}",
+        endpoint_url=endpoint,
         aws_access_key_id=login,
         aws_secret_access_key="bench-secret",
         region_name="us-east-1",
-        verify=str(_cert(stack)),
+        verify=str(cert),
         config=Config(s3={"addressing_style": "path"}, signature_version="s3v4"),
     )
+
+
+def _portal(stack: PortalStack) -> str:
+    return f"https://127.0.0.1:{stack.s3_port}"
+
+
+def _start_seaweedfs(work: Path, stack: PortalStack, login: str) -> SeaweedFS | str:
+    """A private SeaweedFS serving HTTPS with the portal's certificate and knowing the bench
+    user's keys, or why there is none (it did not build: the nginx baselines stand alone)."""
+    try:
+        weed = build()
+    except RuntimeError as error:
+        return str(error)
+    cert = _cert(stack)
+    return SeaweedFS(
+        weed, work / "seaweedfs", cert, cert.with_name("server.key"), login, "bench-secret"
+    )
+
+
+def _bucket(s3: Any, bucket: str) -> None:
+    """Create ``bucket`` on SeaweedFS and write to it once (untimed), waiting for the filer's
+    lock server and the bucket's first volumes, which come seconds after the gateway."""
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            s3.create_bucket(Bucket=bucket)
+            break
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    s3.put_object(Bucket=bucket, Key="ready", Body=b"ready")
 
 
 def _read(body: Any, target: Path) -> None:
@@ -126,28 +181,52 @@ SMALL = 4096  # bytes of each small object
 def _rclone(cert: Path, env: dict[str, str], source: str, target: Path, *flags: str) -> float:
     """Seconds ``rclone copy`` of ``source`` into ``target`` takes (8 transfers at once)."""
     start = time.perf_counter()
+    # HTTP/1.1 throughout: SeaweedFS (Go) offers HTTP/2, the portal and nginx do not
     subprocess.run(
         ["rclone", "--config", "/dev/null", "--ca-cert", str(cert), "copy", source, str(target),
-         "--transfers", "8", "--checkers", "8", *flags],
+         "--transfers", "8", "--checkers", "8", "--disable-http2", *flags],
         env=env, check=True, capture_output=True,
     )  # fmt: skip
     return time.perf_counter() - start
 
 
+def _remote(name: str, endpoint: str, login: str) -> dict[str, str]:
+    """rclone's environment for an s3 remote ``name`` on ``endpoint``."""
+    prefix = f"RCLONE_CONFIG_{name}_"
+    return {
+        f"{prefix}TYPE": "s3", f"{prefix}PROVIDER": "Other", f"{prefix}ACCESS_KEY_ID": login,
+        f"{prefix}SECRET_ACCESS_KEY": "bench-secret", f"{prefix}REGION": "us-east-1",
+        f"{prefix}FORCE_PATH_STYLE": "true", f"{prefix}ENDPOINT": endpoint,
+    }  # fmt: skip
+
+
+def _put_all(s3: Any, bucket: str, root: Path, names: list[str]) -> None:
+    """Put each of ``names`` (files under ``root``) as an object, 8 at once (untimed)."""
+
+    def put(name: str) -> None:
+        s3.put_object(Bucket=bucket, Key=name, Body=(root / name).read_bytes())
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(put, names))
+
+
 async def small_objects(
-    stack: PortalStack, s3: Any, bucket: str, login: str, nginx: Nginx, count: int, work: Path
+    stack: PortalStack,
+    bucket: str,
+    login: str,
+    nginx: Nginx,
+    weed: SeaweedFS | None,
+    count: int,
+    work: Path,
 ) -> dict[str, Any]:
-    """``count`` small objects listed and fetched with rclone, beside nginx (docstring)."""
+    """``count`` small objects listed and fetched with rclone, beside nginx and SeaweedFS
+    (docstring)."""
     names = [f"small/o{index:05d}.bin" for index in range(count)]
     (nginx.root / "small").mkdir()
     for name in names:
         (nginx.root / name).write_bytes(os.urandom(SMALL))
-
-    def put(name: str) -> None:
-        s3.put_object(Bucket=bucket, Key=name, Body=(nginx.root / name).read_bytes())
-
-    with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        list(pool.map(put, names))
+    s3 = _client(_portal(stack), _cert(stack), login)
+    _put_all(s3, bucket, nginx.root, names)
     listed = 0
     deadline = time.monotonic() + 600
     while listed < count and time.monotonic() < deadline:  # the read models catch up
@@ -158,11 +237,8 @@ async def small_objects(
         raise RuntimeError(f"{listed} of {count} small objects listed after 600 s")
     env = {
         **{k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"},
-        "RCLONE_CONFIG_P_TYPE": "s3", "RCLONE_CONFIG_P_PROVIDER": "Other",
-        "RCLONE_CONFIG_P_ACCESS_KEY_ID": login, "RCLONE_CONFIG_P_SECRET_ACCESS_KEY": "bench-secret",
-        "RCLONE_CONFIG_P_REGION": "us-east-1", "RCLONE_CONFIG_P_FORCE_PATH_STYLE": "true",
-        "RCLONE_CONFIG_P_ENDPOINT": f"https://127.0.0.1:{stack.s3_port}",
-    }  # fmt: skip
+        **_remote("P", _portal(stack), login),
+    }
     portal, before = stack.processes["portal"], _cpu(stack.processes["portal"])
     ours = await asyncio.to_thread(
         _rclone, _cert(stack), env, f"p:{bucket}/small", work / "from-portal"
@@ -172,9 +248,7 @@ async def small_objects(
         _rclone, _cert(stack), env, ":http:", work / "from-nginx",
         "--http-url", f"https://127.0.0.1:{nginx.port}/small/",
     )  # fmt: skip
-    for side in ("from-portal", "from-nginx"):
-        assert len(list((work / side).iterdir())) == count, side
-    return {
+    found = {
         "objects": count,
         "object_bytes": SMALL,
         "rclone_s3_portal_files_per_s": round(count / ours, 1),
@@ -182,6 +256,24 @@ async def small_objects(
         "ratio": round(theirs / ours, 3),
         "portal_cpu_ms_per_object": round(cpu * 1000 / count, 2),
     }
+    sides = ["from-portal", "from-nginx"]
+    if weed is not None:
+        _put_all(_client(weed.endpoint, _cert(stack), login), bucket, nginx.root, names)
+        before = _cpu(weed.process)
+        seaweed = await asyncio.to_thread(
+            _rclone, _cert(stack), {**env, **_remote("W", weed.endpoint, login)},
+            f"w:{bucket}/small", work / "from-seaweedfs",
+        )  # fmt: skip
+        found |= {
+            "rclone_s3_seaweedfs_files_per_s": round(count / seaweed, 1),
+            "portal_over_seaweedfs": round(seaweed / ours, 3),
+            "seaweedfs_over_portal": round(ours / seaweed, 3),
+            "seaweedfs_cpu_ms_per_object": round((_cpu(weed.process) - before) * 1000 / count, 2),
+        }
+        sides.append("from-seaweedfs")
+    for side in sides:
+        assert len(list((work / side).iterdir())) == count, side
+    return found
 
 
 def _boto3_put(s3: Any, source: Path, bucket: str, key: str) -> float:
@@ -205,6 +297,7 @@ async def main() -> None:
     stack = PortalStack(config.kafka_bootstrap, work / "portal", tag, settings=config)
     (stack.root / "secrets").mkdir(parents=True, mode=0o700)
     nginx: Nginx | None = None
+    weed: SeaweedFS | None = None
     try:
         await migrate(config.pg_dsn, stack.schema)
         await stack.apply(CONFIG.format(tag=tag))
@@ -215,20 +308,26 @@ async def main() -> None:
         stack.start_projector()
         portal = stack.processes["portal"]
         nginx = Nginx(work / "nginx", _cert(stack), _cert(stack).with_name("server.key"))
+        started = await asyncio.to_thread(_start_seaweedfs, work, stack, login)
+        weed = started if isinstance(started, SeaweedFS) else None
+        bucket = f"pickup-{tag}"
+        sw = None if weed is None else _client(weed.endpoint, _cert(stack), login)
+        if sw is not None:
+            await asyncio.to_thread(_bucket, sw, bucket)
+        baseline = {"seaweedfs": started if weed is None else weed.version}
         if args.small:
             await asyncio.sleep(1.0)  # the portal follows the configuration topic
-            found = await small_objects(
-                stack, _client(stack, login), f"pickup-{tag}", login, nginx, args.small, work
-            )
-            emit({"benchmark": "portal_s3_small", **found})
+            small = await small_objects(stack, bucket, login, nginx, weed, args.small, work)
+            emit({"benchmark": "portal_s3_small", **baseline, **small})
             return
         source = work / "big.bin"
         _make_file(source, size)
         os.link(source, nginx.root / "served.bin")
         await asyncio.sleep(1.0)  # the portal follows the configuration topic
-        bucket = f"pickup-{tag}"
-        s3 = _client(stack, login)
+        s3 = _client(_portal(stack), _cert(stack), login)
         await asyncio.to_thread(_boto3_put, s3, source, bucket, "big.bin")
+        if sw is not None:
+            await asyncio.to_thread(_boto3_put, sw, source, bucket, "big.bin")
         await stack.listed(bucket, "big.bin", timeout=300)
         found = await stack.rows(
             "SELECT d.guid FROM transfers t JOIN data_files d USING (data_file_id)"
@@ -243,27 +342,44 @@ async def main() -> None:
         presigned = s3.generate_presigned_url(
             "get_object", Params={"Bucket": bucket, "Key": "big.bin"}, ExpiresIn=3600
         )
+        # what each side reads for a GET, read once untimed beforehand (SeaweedFS: the volume
+        # files of the GET's bucket; the rounds' PUTs go to a bucket of their own)
+        served = {"portal": [stored], "nginx": [source]}
+        servers = {"portal": portal}
+        if weed is not None:
+            served["seaweedfs"] = weed.files(bucket)
+            servers["seaweedfs"] = weed.process
+            await asyncio.to_thread(_bucket, sw, f"put-{tag}")
         times: dict[str, list[float]] = {}
         cpu: dict[str, list[float]] = {}
 
         async def measure(name: str, run: Callable[..., float], *call: object) -> None:
-            ours = "nginx" not in name
+            side = next((s for s in ("nginx", "seaweedfs") if s in name), "portal")
             got.unlink(missing_ok=True)
-            _warm(stored if ours and "get" in name else source)
-            before = _cpu(portal)
+            for path in served[side] if "get" in name else [source]:
+                _warm(path)
+            server = servers.get(side)
+            before = 0.0 if server is None else _cpu(server)
             times.setdefault(name, []).append(await asyncio.to_thread(run, *call))
-            if ours:
-                cpu.setdefault(name, []).append(_cpu(portal) - before)
+            if server is not None:
+                cpu.setdefault(name, []).append(_cpu(server) - before)
             if "get" in name:
                 assert got.stat().st_size == size, name
             got.unlink(missing_ok=True)
 
         for index in range(args.rounds):
             await measure("boto3_get", _boto3_get, s3, bucket, "big.bin", got)
+            if sw is not None:
+                await measure("boto3_get_seaweedfs", _boto3_get, sw, bucket, "big.bin", got)
             await measure("urllib3_get_nginx", _urllib3_get, pool, nginx_url, got)
             await measure("curl_get_presigned", _curl, _cert(stack), presigned, got)
             await measure("curl_get_nginx", _curl, _cert(stack), nginx_url, got)
             await measure("boto3_put_multipart", _boto3_put, s3, source, bucket, f"put-{index}.bin")
+            if sw is not None:
+                await measure(
+                    "boto3_put_multipart_seaweedfs", _boto3_put, sw, source, f"put-{tag}",
+                    f"put-{index}.bin",
+                )  # fmt: skip
 
         def rate(name: str) -> dict[str, float]:
             return throughput(times, cpu, name, size)
@@ -271,22 +387,34 @@ async def main() -> None:
         def ratio(ours: str, base: str) -> float:
             return side_ratio(times, ours, base)
 
+        against: dict[str, float] = {}
+        if sw is not None:
+            for ours, theirs in (
+                ("boto3_get", "boto3_get_seaweedfs"),
+                ("boto3_put_multipart", "boto3_put_multipart_seaweedfs"),
+            ):
+                against[f"{ours}_portal_over_seaweedfs"] = ratio(ours, theirs)
+                against[f"{ours}_seaweedfs_over_portal"] = ratio(theirs, ours)
         emit(
             {
                 "benchmark": "portal_s3",
                 "size_bytes": size,
                 "rounds": args.rounds,
                 "boto3": boto3.__version__,
+                **baseline,
                 **{name: rate(name) for name in times},
                 "boto3_get_ratio": ratio("boto3_get", "urllib3_get_nginx"),
                 "curl_presigned_get_ratio": ratio("curl_get_presigned", "curl_get_nginx"),
                 "boto3_put_ratio": ratio("boto3_put_multipart", "urllib3_get_nginx"),
+                **against,
                 "target": 0.7,
             }
         )
     finally:
         if nginx is not None:
             nginx.stop()
+        if weed is not None:
+            weed.stop()
         for name in list(stack.processes):
             stack.stop(name)
         await drop(config.pg_dsn, stack.schema)

@@ -52,6 +52,18 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _listens(process: subprocess.Popen[bytes], port: int, seconds: float) -> bool:
+    """Whether ``process`` accepts connections on 127.0.0.1:``port`` within ``seconds`` (False
+    as soon as it has exited)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and process.poll() is None:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return True
+        time.sleep(0.05)
+    return False
+
+
 class Sshd:
     """A private sshd accepting root by key, sftp via internal-sftp."""
 
@@ -85,13 +97,8 @@ class Sshd:
             stdin=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.05)
-        raise RuntimeError("sshd did not start")
+        if not _listens(self.process, self.port, 10):
+            raise RuntimeError("sshd did not start")
 
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
