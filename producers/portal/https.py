@@ -66,7 +66,7 @@ from producers.portal.service import (
 
 PROTOCOL = "https"
 CHALLENGE = {"WWW-Authenticate": 'Basic realm="ecpds portal", charset="UTF-8"'}
-CHUNK = 256 * 1024
+CHUNK = 1024 * 1024  # bytes handed to the server at a time: the store's own chunk, served unsliced
 PAGE = 1000
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 

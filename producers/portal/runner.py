@@ -26,6 +26,7 @@ from typing import Any
 
 import uvicorn
 import uvloop
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from bus.config.view import config_spec
 from bus.consumer import stop_on_signals
@@ -217,6 +218,21 @@ async def running(
         yield Running(portal, port, https_port, *ftp_ports, s3_port=s3_port)
 
 
+WEB_WRITE_HIGH = 2 * 1024 * 1024  # an HTTPS or S3 answer's bytes buffered before it waits
+
+
+class _DeepWrites(HttpToolsProtocol):
+    """uvicorn's HTTP protocol with a write buffer of ``WEB_WRITE_HIGH`` before a response
+    waits for the client: the default (64 KiB) is under one store chunk (1 MiB), so each chunk
+    waited for the buffer to drain to a few TLS records, and the client then found the pipe
+    empty while the next was written (boto3's GET: about 0.33x of nginx before, 0.55x after,
+    on an idle machine)."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        transport.set_write_buffer_limits(high=WEB_WRITE_HIGH)
+
+
 async def _serve_web(
     stack: contextlib.AsyncExitStack, app: Any, settings: Settings, port: int, name: str
 ) -> None:
@@ -230,6 +246,7 @@ async def _serve_web(
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=10,
+            http=_DeepWrites,
             **_tls(settings),
             **UVICORN_OPTIONS,
         )
