@@ -153,6 +153,17 @@ def _read(body: Any, target: Path) -> None:
             out.write(piece)
 
 
+async def _quiet(processes: list[Any], limit: float = 30.0) -> None:
+    """Wait (at most ``limit`` s) until each of ``processes`` used under 5% of a core over
+    half a second."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        before = [_cpu(p) for p in processes]
+        await asyncio.sleep(0.5)
+        if all(_cpu(p) - b < 0.025 for p, b in zip(processes, before, strict=True)):
+            return
+
+
 def _boto3_get(s3: Any, bucket: str, key: str, target: Path) -> float:
     start = time.perf_counter()
     _read(s3.get_object(Bucket=bucket, Key=key)["Body"], target)
@@ -358,6 +369,11 @@ async def main() -> None:
             got.unlink(missing_ok=True)
             for path in served[side] if "get" in name else [source]:
                 _warm(path)
+            # the previous step's writes reach the disk first, and every server is idle again
+            # (SeaweedFS works on for seconds after a PUT returns): a step does not share the
+            # machine with what the one before it left running
+            await asyncio.to_thread(os.sync)
+            await _quiet(list(servers.values()))
             server = servers.get(side)
             before = 0.0 if server is None else _cpu(server)
             times.setdefault(name, []).append(await asyncio.to_thread(run, *call))
