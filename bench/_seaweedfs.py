@@ -82,7 +82,8 @@ class SeaweedFS:
                 [
                     str(weed), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                     f"-dir={self.data}", "-master.telemetry=false", "-volume.preStopSeconds=0",
-                    "-master.volumeSizeLimitMB=1024", *ports,
+                    # volumes as the disk allows (the default, 8, runs out within two 1 GiB PUTs)
+                    "-master.volumeSizeLimitMB=1024", "-volume.max=0", *ports,
                     "-filer", f"-filer.localSocket={home}/filer.sock",
                     "-s3", f"-s3.port={self.port}", f"-s3.port.grpc={s3_grpc}",
                     "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.localSocket={home}/s3.sock",
