@@ -68,19 +68,20 @@ def aws(portal: PortalStack, site: Site, *args: str, cwd: Path) -> subprocess.Co
 
 
 def s3cmd(
-    portal: PortalStack, site: Site, *args: str, cwd: Path
+    portal: PortalStack, site: Site, *args: str, cwd: Path, v2: bool = False
 ) -> subprocess.CompletedProcess[str]:
-    """Debian's ``s3cmd`` on the S3 door as ``site`` (path-style, SigV4, TLS verified)."""
+    """Debian's ``s3cmd`` on the S3 door as ``site`` (path-style, SigV4 or with ``v2`` its
+    SigV2 ``Authorization: AWS`` header, TLS verified)."""
     if shutil.which("s3cmd") is None:
         pytest.skip("no s3cmd (infra/apt-packages.txt installs it)")
-    config = cwd / f"s3cmd-{site.login}.cfg"
+    config = cwd / f"s3cmd-{site.login}{'-v2' if v2 else ''}.cfg"
     host = f"127.0.0.1:{portal.s3_port}"
     config.write_text(
         "[default]\n"
         f"access_key = {site.login}\nsecret_key = {site.password}\n"
         f"host_base = {host}\nhost_bucket = {host}\nbucket_location = us-east-1\n"
         f"use_https = True\ncheck_ssl_certificate = True\nca_certs_file = {_cert(portal)}\n"
-        "signature_v2 = False\nmultipart_chunk_size_mb = 5\n"
+        f"signature_v2 = {v2}\nmultipart_chunk_size_mb = 5\n"
     )
     return subprocess.run(
         ["s3cmd", "-c", str(config), *args],
@@ -200,6 +201,34 @@ async def test_s3cmd_lists_pushes_multipart_and_pulls(
     )
     assert refused.returncode != 0
     assert "AccessDenied" in refused.stderr
+
+
+async def test_s3cmd_signing_with_sigv2_headers_pushes_and_pulls(
+    portal: PortalStack, users: dict[str, Site], tmp_path: Path
+) -> None:
+    """``s3cmd`` told to sign with SigV2 (``Authorization: AWS key:signature``, as legacy
+    clients do) lists, pushes a 12 MiB file in 5 MiB parts and pulls it back (a wrong
+    signature is pinned in test_sigv2: here it would count toward the defender's ban)."""
+    cli, bucket = users["cli"], f"pickup-{portal.tag}"
+    source = tmp_path / "v2.bin"
+    source.write_bytes(os.urandom(12 * MIB))
+    pushed = await asyncio.to_thread(
+        s3cmd, portal, cli, "--debug", "put", str(source), f"s3://{bucket}/v2/v2.bin",
+        cwd=tmp_path, v2=True,
+    )  # fmt: skip
+    assert pushed.returncode == 0, pushed.stderr[-3000:] + portal.log("portal")
+    assert "Authorization: AWS " in pushed.stderr or "'Authorization': 'AWS " in pushed.stderr
+    await portal.listed(bucket, "v2/v2.bin")
+    listed = await asyncio.to_thread(
+        s3cmd, portal, cli, "ls", f"s3://{bucket}/v2/", cwd=tmp_path, v2=True
+    )
+    assert "v2.bin" in listed.stdout, listed.stderr
+    pulled = await asyncio.to_thread(
+        s3cmd, portal, cli, "get", f"s3://{bucket}/v2/v2.bin", str(tmp_path / "back.bin"),
+        cwd=tmp_path, v2=True,
+    )  # fmt: skip
+    assert pulled.returncode == 0, pulled.stderr
+    assert filecmp.cmp(source, tmp_path / "back.bin", shallow=False)
 
 
 async def test_rclone_copies_both_ways_with_multipart_and_checks(

@@ -5,10 +5,14 @@ own): they verify until they expire, and a changed path, sub-resource or secret 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from urllib.parse import urlsplit
 
 import boto3
+from botocore.auth import HmacV1Auth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
+from botocore.credentials import Credentials
 
 from producers.portal.sigv2 import claim, verify
 from producers.portal.sigv4 import Claim, Refusal, Request, Verified
@@ -67,3 +71,36 @@ def test_signed_sub_resources_count_and_others_do_not() -> None:
     put = _presigned("put_object", {"Bucket": "b", "Key": "k"})
     assert isinstance(_checked(put, now), Verified)
     assert claim(Request("GET", "/b/k", "list-type=2", {"host": "h"})) is None
+
+
+def _header_signed(
+    method: str, url: str, secret: str = SECRET, headers: dict[str, str] | None = None
+) -> Request:
+    """A request signed as botocore's SigV2 header signer (``HmacV1Auth``) signs it."""
+    sent = AWSRequest(method=method, url=url, headers=headers or {})
+    HmacV1Auth(Credentials("site-a", secret)).add_auth(sent)
+    parts = urlsplit(url)
+    found = {name.lower(): str(value) for name, value in sent.headers.items()}
+    return Request(method, parts.path, parts.query, found)
+
+
+def test_a_sigv2_header_verifies_within_its_skew() -> None:
+    """A GET and an UploadPart signed with ``Authorization: AWS key:signature`` (the second
+    with an ``x-amz-date`` too) verify now and are ``RequestTimeTooSkewed`` 20 minutes
+    on; another secret or another part number is ``SignatureDoesNotMatch``."""
+    now = datetime.now(UTC)
+    get = _header_signed("GET", "https://h/b/a%20dir/k.bin")
+    assert isinstance(_checked(get, now), Verified)
+    skewed = _checked(get, now + timedelta(minutes=20))
+    assert isinstance(skewed, Refusal)
+    assert skewed.code == "RequestTimeTooSkewed"
+    wrong = _checked(_header_signed("GET", "https://h/b/k", secret="other"), now)
+    assert isinstance(wrong, Refusal)
+    assert wrong.code == "SignatureDoesNotMatch"
+    stamped = {"x-amz-date": format_datetime(now, usegmt=True)}
+    part = _header_signed("PUT", "https://h/b/k?partNumber=2&uploadId=u1", headers=stamped)
+    assert isinstance(_checked(part, now), Verified)
+    other = Request(part.method, part.path, "partNumber=3&uploadId=u1", part.headers)
+    refused = _checked(other, now)
+    assert isinstance(refused, Refusal)
+    assert refused.code == "SignatureDoesNotMatch"
