@@ -102,7 +102,8 @@ class Multiparts:
     def create(self, login: str, bucket: str, key: str, now: datetime) -> Pending:
         upload_id = secrets.token_urlsafe(24)
         pending = Pending(upload_id, login, bucket, key, now)
-        (self.root / upload_id).mkdir(parents=True, mode=0o700)
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)  # upload ids are not listed
+        (self.root / upload_id).mkdir(mode=0o700)
         _write_manifest(self.root / upload_id, _manifest(pending))
         self._pending[upload_id] = pending
         return pending
