@@ -74,6 +74,19 @@ users:
     properties:
       portal.maxConnections: "-1"
 """
+# the same data user without a key (the FTP and S3 benchmarks sign in with the password)
+PASSWORD_USER = USER.replace('    ssh_authorized_keys: ["{key}"]\n', "")
+
+
+async def stored_object(stack: PortalStack, destination: str, target: str) -> Path:
+    """The store's file of the object the portal serves as ``target`` of ``destination``."""
+    found = await stack.rows(
+        "SELECT d.guid FROM transfers t JOIN data_files d USING (data_file_id)"
+        " WHERE t.destination = %s AND t.target = %s",
+        destination,
+        target,
+    )
+    return next(stack.store.rglob(str(found[0][0])))
 
 
 def _sftp(stack: PortalStack, site: Site, batch: str, cwd: Path) -> float:
@@ -259,13 +272,7 @@ async def main() -> None:
         dest = f"pickup-{tag}"
         await asyncio.to_thread(_sftp, stack, site, f"put {source} /{dest}/big.bin\n", work)
         await stack.listed(dest, "big.bin", timeout=120)
-        found = await stack.rows(
-            "SELECT d.guid FROM transfers t JOIN data_files d USING (data_file_id)"
-            " WHERE t.destination = %s AND t.target = %s",
-            dest,
-            "big.bin",
-        )
-        stored = next(stack.store.rglob(str(found[0][0])))  # the object the portal serves
+        stored = await stored_object(stack, dest, "big.bin")  # the object the portal serves
         got = work / "got.bin"
         times: dict[str, list[float]] = {}
         cpu: dict[str, list[float]] = {}

@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _infra import emit, service, settings
 from ftp import parse_size
-from portal import _cpu, _warm, side_ratio, throughput
+from portal import PASSWORD_USER, _cpu, _warm, side_ratio, stored_object, throughput
 from sftp import _make_file
 
 # bench/projections.py and bench/store.py would shadow the packages while bench/ leads sys.path
@@ -59,16 +59,6 @@ from projections.migrate import migrate  # noqa: E402
 from tests.portal.conftest import CONFIG, PortalStack  # noqa: E402
 from tests.projections.support import drop  # noqa: E402
 from tests.protocols.vsftpd import LocalAccount, Vsftpd, usable  # noqa: E402
-
-USER = """
-users:
-  - login: bench-{tag}
-    password: bench-secret
-    destinations: [pickup-{tag}]
-    operations: [dir, get, put, size, mtime]
-    properties:
-      portal.maxConnections: "-1"
-"""
 
 
 class TlsVsftpd(Vsftpd):
@@ -122,7 +112,7 @@ async def main() -> None:
     try:
         await migrate(config.pg_dsn, stack.schema)
         await stack.apply(CONFIG.format(tag=tag))
-        await stack.apply(USER.format(tag=tag))
+        await stack.apply(PASSWORD_USER.format(tag=tag))
         await asyncio.to_thread(stack.start_portal)
         stack.start_projector()
         portal = stack.processes["portal"]
@@ -145,13 +135,7 @@ async def main() -> None:
             _curl, f"{ours}/big.bin", login, password, cert, tls, "-T", str(source)
         )
         await stack.listed(dest, "big.bin", timeout=120)
-        found = await stack.rows(
-            "SELECT d.guid FROM transfers t JOIN data_files d USING (data_file_id)"
-            " WHERE t.destination = %s AND t.target = %s",
-            dest,
-            "big.bin",
-        )
-        stored = next(stack.store.rglob(str(found[0][0])))  # the object the portal serves
+        stored = await stored_object(stack, dest, "big.bin")  # the object the portal serves
         got = work / "got.bin"
         times: dict[str, list[float]] = {}
         cpu: dict[str, list[float]] = {}

@@ -91,7 +91,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _infra import emit, service, settings
 from _seaweedfs import SeaweedFS, build
-from portal import Nginx, _cert, _cpu, _warm, side_ratio, throughput
+from portal import PASSWORD_USER, Nginx, _cert, _cpu, _warm, side_ratio, stored_object, throughput
 from sftp import _make_file
 
 _HERE = Path(__file__).resolve().parent
@@ -108,15 +108,6 @@ from tests.portal.conftest import CONFIG, PortalStack  # noqa: E402
 from tests.projections.support import drop  # noqa: E402
 
 PIECE = 1024 * 1024
-USER = """
-users:
-  - login: bench-{tag}
-    password: bench-secret
-    destinations: [pickup-{tag}]
-    operations: [dir, get, put, size, mtime]
-    properties:
-      portal.maxConnections: "-1"
-"""
 
 
 def _client(endpoint: str, cert: Path, login: str) -> Any:
@@ -330,7 +321,7 @@ async def main() -> None:
         await migrate(config.pg_dsn, stack.schema)
         await stack.apply(CONFIG.format(tag=tag))
         login = f"bench-{tag}"
-        await stack.apply(USER.format(tag=tag))
+        await stack.apply(PASSWORD_USER.format(tag=tag))
         seal(secrets_file(stack.root), stack.key_file, login, "bench-secret")
         await asyncio.to_thread(stack.start_portal)
         stack.start_projector()
@@ -357,13 +348,7 @@ async def main() -> None:
         if sw is not None:
             await asyncio.to_thread(_boto3_put, sw, source, bucket, "big.bin")
         await stack.listed(bucket, "big.bin", timeout=300)
-        found = await stack.rows(
-            "SELECT d.guid FROM transfers t JOIN data_files d USING (data_file_id)"
-            " WHERE t.destination = %s AND t.target = %s",
-            bucket,
-            "big.bin",
-        )
-        stored = next(stack.store.rglob(str(found[0][0])))
+        stored = await stored_object(stack, bucket, "big.bin")
         got = work / "got.bin"
         pool = urllib3.PoolManager(ca_certs=str(_cert(stack)))
         nginx_url = f"https://127.0.0.1:{nginx.port}/served.bin"
